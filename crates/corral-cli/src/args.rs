@@ -1,0 +1,135 @@
+//! The command line, as clap parses it. Every flag is documented here and in
+//! the README; keep the two in step.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "Run a server as a cluster of worker processes sharing its listening ports",
+    after_help = "Signals to `corral run`: TERM/INT stop gracefully (a second one: at once), \
+                  TTIN adds a worker, TTOU removes one."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a cluster: COMMAND as each worker, or the built-in demo worker.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Number of worker processes [default: number of CPUs]
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=corral::MAX_WORKERS as i64))]
+    pub workers: Option<u32>,
+
+    /// Address to listen on: HOST:PORT, [IPV6]:PORT or PORT (repeatable;
+    /// port 0 picks a free port, printed at start) [default: 127.0.0.1:8000]
+    #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Vec<String>,
+
+    /// How connections are balanced over the workers
+    #[arg(long, value_enum, default_value_t = PolicyArg::Reuseport)]
+    pub policy: PolicyArg,
+
+    /// Seconds a stopping worker may drain before it is killed
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub grace: Duration,
+
+    /// Name of the cluster in logs [default: the command's file name, or "demo"]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Listen backlog of each socket
+    #[arg(long, value_name = "N", default_value_t = corral::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub backlog: u32,
+
+    /// The program each worker runs, and its arguments (after `--`)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// The `--policy` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// Every worker accepts on one shared socket (the kernel picks who)
+    Shared,
+    /// One SO_REUSEPORT socket per worker (the kernel spreads by hash)
+    Reuseport,
+    /// The primary hands connections out in turn (not built yet)
+    RoundRobin,
+    /// The primary hands connections to the least busy worker (not built yet)
+    LeastConnections,
+}
+
+impl From<PolicyArg> for corral::Policy {
+    fn from(policy: PolicyArg) -> Self {
+        match policy {
+            PolicyArg::Shared => corral::Policy::Shared,
+            PolicyArg::Reuseport => corral::Policy::ReusePort,
+            PolicyArg::RoundRobin => corral::Policy::RoundRobin,
+            PolicyArg::LeastConnections => corral::Policy::LeastConnections,
+        }
+    }
+}
+
+fn parse_listen(text: &str) -> Result<String, String> {
+    text.parse::<corral::ListenAddr>()
+        .map(|_| text.to_string())
+        .map_err(|err| err.to_string())
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?} must be zero or a positive number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_every_documented_flag() {
+        let cli = Cli::try_parse_from([
+            "corral", "run", "-w", "3", "-l", "127.0.0.1:0", "--listen", "[::1]:0", "--policy",
+            "shared", "--grace", "0.5", "--name", "api", "--backlog", "64", "--", "python3",
+            "-m", "http.server",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command;
+        assert_eq!(run.workers, Some(3));
+        assert_eq!(run.listen, ["127.0.0.1:0", "[::1]:0"]);
+        assert_eq!(run.policy, PolicyArg::Shared);
+        assert_eq!(run.grace, Duration::from_millis(500));
+        assert_eq!(run.command, ["python3", "-m", "http.server"]);
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for bad in [
+            vec!["corral", "run", "-w", "0"],
+            vec!["corral", "run", "--grace", "-1"],
+            vec!["corral", "run", "-l", "nope"],
+            vec!["corral", "run", "--policy", "random"],
+        ] {
+            assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! `corral`: the command-line face of corral. `corral run` clusters any
+//! server given after `--`, or serves the built-in demo worker. When the
+//! binary is re-executed as a demo worker, the same `main` runs the worker.
+
+mod args;
+mod demo;
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use args::{Cli, Command, RunArgs};
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run(run) => run_cluster(run),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("corral: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `CORRAL_LOG` filters them (default `info`).
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let prefix = if corral::is_worker() { "corral worker" } else { "corral" };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .compact()
+        .init();
+    tracing::debug!("{prefix} logging ready");
+}
+
+fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
+    let mut cluster = corral::Cluster::new()
+        .policy(run.policy.into())
+        .grace(run.grace)
+        .backlog(run.backlog)
+        .on_event(print_bound_addresses);
+    if let Some(workers) = run.workers {
+        cluster = cluster.workers(workers as usize);
+    }
+    let addresses = if run.listen.is_empty() {
+        vec!["127.0.0.1:8000".to_string()]
+    } else {
+        run.listen
+    };
+    for address in addresses {
+        cluster = cluster.listen(address);
+    }
+    match run.command.split_first() {
+        None => {
+            cluster = cluster.name(run.name.unwrap_or_else(|| "demo".into()));
+            cluster.run(demo::serve)?;
+        }
+        Some((program, args)) => {
+            if let Some(name) = run.name {
+                cluster = cluster.name(name);
+            }
+            cluster.run_command(program, args)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints `listening on ADDR`, one line per address, on stdout: the stable
+/// line that scripts read to learn a port chosen with port 0.
+fn print_bound_addresses(event: &corral::Event) {
+    if let corral::Event::Bound { addresses } = event {
+        let mut stdout = std::io::stdout().lock();
+        for address in addresses {
+            let _ = writeln!(stdout, "listening on {address}");
+        }
+        let _ = stdout.flush();
+    }
+}

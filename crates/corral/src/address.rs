@@ -1,0 +1,110 @@
+//! Listen addresses as users write them (`HOST:PORT`, `[::1]:PORT`, `PORT`)
+//! and their resolution to socket addresses before anything is bound.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+
+use crate::Error;
+
+/// One `--listen` value. Port 0 asks the kernel for a free port; the bound
+/// address is reported once the cluster has bound it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    text: String,
+    host: String,
+    port: u16,
+}
+
+impl ListenAddr {
+    /// Resolves the host name; the first address it resolves to is used.
+    pub fn resolve(&self) -> Result<SocketAddr, Error> {
+        let invalid = |reason: String| Error::InvalidAddress {
+            address: self.text.clone(),
+            reason,
+        };
+        let mut candidates = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|err| invalid(format!("cannot resolve host {:?}: {err}", self.host)))?;
+        candidates
+            .next()
+            .ok_or_else(|| invalid(format!("host {:?} resolves to no address", self.host)))
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let invalid = |reason: &str| Error::InvalidAddress {
+            address: text.to_string(),
+            reason: reason.to_string(),
+        };
+        let text = text.trim();
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) => (host, port),
+            // A bare port listens on every IPv4 interface, as `listen(PORT)`.
+            None => ("0.0.0.0", text),
+        };
+        let host = match host.strip_prefix('[') {
+            Some(inner) => inner
+                .strip_suffix(']')
+                .ok_or_else(|| invalid("an IPv6 host needs a closing ']', as in [::1]:8000"))?,
+            None if host.contains(':') => {
+                return Err(invalid(
+                    "write an IPv6 host in brackets with a port, as in [::1]:8000",
+                ));
+            }
+            None => host,
+        };
+        if host.is_empty() {
+            return Err(invalid("the host is empty: write HOST:PORT, as in 127.0.0.1:8000"));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| invalid("the port must be a number from 0 to 65535"))?;
+        Ok(ListenAddr {
+            text: text.to_string(),
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(text: &str) -> SocketAddr {
+        text.parse::<ListenAddr>().unwrap().resolve().unwrap()
+    }
+
+    #[test]
+    fn accepts_the_documented_forms() {
+        assert_eq!(resolved("127.0.0.1:8000"), "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(resolved("[::1]:0"), "[::1]:0".parse().unwrap());
+        assert_eq!(resolved("9000"), "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(resolved("localhost:80").port(), 80);
+    }
+
+    #[test]
+    fn rejects_malformed_addresses_with_a_reason() {
+        for bad in ["127.0.0.1:http", "::1:80", "[::1:80", ":80", "1.2.3.4:70000"] {
+            let err = bad.parse::<ListenAddr>().unwrap_err().to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn unresolvable_host_is_an_error_naming_it() {
+        let addr: ListenAddr = "no-such-host.invalid:80".parse().unwrap();
+        let err = addr.resolve().unwrap_err().to_string();
+        assert!(err.contains("no-such-host.invalid"), "{err}");
+    }
+}

@@ -1,0 +1,40 @@
+//! The `shared` policy: one socket per address, inherited by every worker,
+//! which all accept on it. No primary on the hot path; the kernel decides
+//! who wakes up, which skews load toward some workers.
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+
+use socket2::Socket;
+
+use super::{Balancer, bind_options, duplicate};
+use crate::Error;
+use crate::bind::{bind_listener, local_addr};
+
+pub(crate) struct SharedSocket {
+    sockets: Vec<Socket>,
+    addresses: Vec<SocketAddr>,
+}
+
+impl SharedSocket {
+    pub(crate) fn bind(addresses: &[SocketAddr], backlog: i32) -> Result<Self, Error> {
+        let sockets = addresses
+            .iter()
+            .map(|&address| bind_listener(address, bind_options(backlog, false)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let addresses = sockets.iter().map(local_addr).collect::<Result<_, _>>()?;
+        Ok(SharedSocket { sockets, addresses })
+    }
+}
+
+impl Balancer for SharedSocket {
+    fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addresses
+    }
+
+    fn sockets_for_slot(&mut self, _slot: u32) -> Result<Vec<OwnedFd>, Error> {
+        self.sockets.iter().map(duplicate).collect()
+    }
+
+    fn remove_slot(&mut self, _slot: u32) {}
+}

@@ -1,0 +1,103 @@
+//! Framing of the message channel: reading newline-terminated lines with a
+//! size limit, so that a worker sending garbage or a flood costs the reader a
+//! bounded buffer and a logged error, never its memory.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// The default largest line accepted on a channel.
+pub const DEFAULT_MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// What [`LineReader::next_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Line<'a> {
+    /// A whole line, without its newline.
+    Complete(&'a [u8]),
+    /// A line longer than the limit was skipped; holds its length.
+    TooLong(usize),
+}
+
+/// Splits a byte stream into lines of at most `limit` bytes.
+pub(crate) struct LineReader<R> {
+    inner: R,
+    limit: usize,
+    line: Vec<u8>,
+}
+
+impl<R: AsyncBufRead + Unpin> LineReader<R> {
+    pub(crate) fn new(inner: R, limit: usize) -> Self {
+        LineReader {
+            inner,
+            limit,
+            line: Vec::new(),
+        }
+    }
+
+    /// The next line, or `None` at the end of the stream. A last line without
+    /// a newline still counts as a line.
+    pub(crate) async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
+        self.line.clear();
+        let mut skipped = 0usize;
+        loop {
+            let available = self.inner.fill_buf().await?;
+            if available.is_empty() {
+                return Ok(match (skipped, self.line.is_empty()) {
+                    (0, true) => None,
+                    (0, false) => Some(Line::Complete(&self.line)),
+                    _ => Some(Line::TooLong(skipped)),
+                });
+            }
+            let (chunk, found_end) = match available.iter().position(|&b| b == b'\n') {
+                Some(end) => (&available[..end], true),
+                None => (available, false),
+            };
+            let consumed = chunk.len() + usize::from(found_end);
+            if skipped > 0 || self.line.len() + chunk.len() > self.limit {
+                skipped += self.line.len() + chunk.len();
+                self.line.clear();
+            } else {
+                self.line.extend_from_slice(chunk);
+            }
+            self.inner.consume(consumed);
+            if found_end {
+                return Ok(Some(if skipped > 0 {
+                    Line::TooLong(skipped)
+                } else {
+                    Line::Complete(&self.line)
+                }));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], limit: usize) -> Vec<Result<Vec<u8>, usize>> {
+        let reader = tokio::io::BufReader::with_capacity(4, input);
+        let mut lines = LineReader::new(reader, limit);
+        let mut out = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            out.push(match line {
+                Line::Complete(bytes) => Ok(bytes.to_vec()),
+                Line::TooLong(len) => Err(len),
+            });
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn splits_lines_across_buffer_refills() {
+        let got = lines(b"hello world\n\nlast", 100).await;
+        assert_eq!(
+            got,
+            vec![Ok(b"hello world".to_vec()), Ok(vec![]), Ok(b"last".to_vec())]
+        );
+    }
+
+    #[tokio::test]
+    async fn skips_lines_over_the_limit_and_recovers() {
+        let got = lines(b"short\nthis line is too long\nok\n", 8).await;
+        assert_eq!(got, vec![Ok(b"short".to_vec()), Err(21), Ok(b"ok".to_vec())]);
+    }
+}

@@ -1,0 +1,214 @@
+//! The library's front door: a builder for a cluster, and `run`, which makes
+//! the process a primary or, when it was started as a worker, runs the worker
+//! body. The same `main` runs in both, as Node's `cluster` re-runs the script.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::backoff::BackoffPolicy;
+use crate::balance::Policy;
+use crate::channel::DEFAULT_MAX_LINE;
+use crate::env::WorkerEnvironment;
+use crate::event::Event;
+use crate::primary::{self, Observer, Program, Settings};
+use crate::worker::{Worker, run_worker};
+use crate::{Error, ListenAddr};
+
+/// The largest number of workers a cluster accepts.
+pub const MAX_WORKERS: usize = 1024;
+/// The default drain time for a stopping worker.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// The default listen backlog of each socket.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// A cluster of worker processes sharing listening ports.
+///
+/// ```no_run
+/// # fn main() -> Result<(), corral::Error> {
+/// corral::Cluster::new()
+///     .workers(4)
+///     .listen("127.0.0.1:3000")
+///     .run(|mut worker| async move {
+///         let listener = worker.listener()?;
+///         let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi\n" }));
+///         axum::serve(listener, app)
+///             .with_graceful_shutdown(worker.stopped())
+///             .await?;
+///         Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+///     })
+/// # }
+/// ```
+pub struct Cluster {
+    workers: usize,
+    listen: Vec<String>,
+    policy: Policy,
+    grace: Duration,
+    backlog: u32,
+    name: Option<String>,
+    backoff: BackoffPolicy,
+    max_message_size: usize,
+    observer: Option<Observer>,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster::new()
+    }
+}
+
+impl Cluster {
+    /// A cluster with one worker per CPU, no listener yet, policy
+    /// `reuseport` and a 30 s grace period.
+    pub fn new() -> Self {
+        Cluster {
+            workers: default_workers(),
+            listen: Vec::new(),
+            policy: Policy::default(),
+            grace: DEFAULT_GRACE,
+            backlog: DEFAULT_BACKLOG,
+            name: None,
+            backoff: BackoffPolicy::default(),
+            max_message_size: DEFAULT_MAX_LINE,
+            observer: None,
+        }
+    }
+
+    /// How many worker processes to run (1 to [`MAX_WORKERS`]).
+    pub fn workers(mut self, count: usize) -> Self {
+        self.workers = count;
+        self
+    }
+
+    /// Adds an address to listen on: `HOST:PORT`, `[V6]:PORT` or `PORT`.
+    /// Port 0 picks a free port ([`Event::Bound`] tells which).
+    pub fn listen(mut self, address: impl Into<String>) -> Self {
+        self.listen.push(address.into());
+        self
+    }
+
+    /// How connections are balanced over the workers.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long a stopping worker may drain before it is killed.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The listen backlog of each socket.
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// The cluster's name in logs (default: the program's file name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How restarts of failing workers are spaced out.
+    pub fn restart_backoff(mut self, backoff: BackoffPolicy) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The largest message accepted on a worker's channel, in bytes.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Calls `observer` in the primary with every lifecycle event.
+    pub fn on_event(mut self, observer: impl FnMut(&Event) + Send + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    /// Runs the cluster with this executable as the worker program.
+    ///
+    /// In the primary, supervises workers until the cluster is stopped
+    /// (SIGTERM or SIGINT) and returns `Ok` then. In a worker, runs `body` in
+    /// a multi-threaded tokio runtime and returns what it returns.
+    pub fn run<F, Fut, E>(self, body: F) -> Result<(), Error>
+    where
+        F: FnOnce(Worker) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match WorkerEnvironment::detect()? {
+            Some(environment) => run_worker(environment, body),
+            None => self.run_primary(Program::CurrentExe),
+        }
+    }
+
+    /// Runs the cluster with another program as the worker, started with
+    /// `args`; it receives its sockets by the systemd protocol.
+    pub fn run_command<I, S>(self, program: impl Into<OsString>, args: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let program = Program::Command {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+        };
+        // Fail before binding anything when the command does not exist.
+        program.resolve()?;
+        self.run_primary(program)
+    }
+
+    fn run_primary(self, program: Program) -> Result<(), Error> {
+        let settings = self.settings(&program)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::io("cannot start the primary's runtime"))?;
+        runtime.block_on(primary::run(settings, program, self.observer))
+    }
+
+    fn settings(&self, program: &Program) -> Result<Settings, Error> {
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return Err(Error::Config(format!(
+                "the number of workers must be from 1 to {MAX_WORKERS}, not {}",
+                self.workers
+            )));
+        }
+        if self.backlog == 0 || self.backlog > i32::MAX as u32 {
+            return Err(Error::Config(format!(
+                "the backlog must be a positive number, not {}",
+                self.backlog
+            )));
+        }
+        let addresses = self
+            .listen
+            .iter()
+            .map(|text| text.parse::<ListenAddr>()?.resolve())
+            .collect::<Result<Vec<SocketAddr>, Error>>()?;
+        Ok(Settings {
+            workers: self.workers,
+            addresses,
+            policy: self.policy,
+            backlog: self.backlog as i32,
+            grace: self.grace,
+            name: self.name.clone().unwrap_or_else(|| program.display_name()),
+            backoff: self.backoff,
+            max_message_size: self.max_message_size,
+        })
+    }
+}
+
+/// One worker per CPU this process may run on.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |count| count.get())
+}
+
+/// Whether this process was started by a corral primary as a worker.
+pub fn is_worker() -> bool {
+    std::env::var_os(crate::env::WORKER_ID).is_some()
+}

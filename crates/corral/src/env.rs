@@ -1,0 +1,157 @@
+//! The environment contract between the primary and a worker: the variables
+//! the primary sets (built here for the spawn) and their reading on the
+//! worker's side. Listening sockets follow systemd's socket-activation
+//! protocol so that any server supporting it runs unchanged.
+
+use std::ffi::OsString;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::{Error, sys};
+
+/// The worker's slot number, 1-based; a replacement keeps its slot's id.
+pub const WORKER_ID: &str = "CORRAL_WORKER_ID";
+/// How many times the slot has been started, this start included (1 first).
+pub const GENERATION: &str = "CORRAL_GENERATION";
+/// The descriptor of the message channel (newline-delimited JSON).
+pub const IPC_FD: &str = "CORRAL_IPC_FD";
+/// The primary's pid, so a worker can tell at start that it was orphaned.
+pub const PRIMARY_PID: &str = "CORRAL_PRIMARY_PID";
+/// The drain time the primary allows, in milliseconds.
+pub const GRACE_MS: &str = "CORRAL_GRACE_MS";
+/// The cluster's name, as given by `--name`.
+pub const CLUSTER_NAME: &str = "CORRAL_NAME";
+/// systemd: how many listening sockets, from descriptor 3 up.
+pub const LISTEN_FDS: &str = "LISTEN_FDS";
+/// systemd: the sockets' names, colon-separated.
+pub const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
+/// systemd: the pid the sockets are meant for; corral sets the worker's own.
+pub const LISTEN_PID: &str = "LISTEN_PID";
+/// systemd's first passed descriptor.
+pub const FIRST_LISTEN_FD: RawFd = 3;
+
+/// Variables a worker must not inherit from the primary's own environment:
+/// corral sets its own values, and only the primary talks to systemd.
+const NOT_INHERITED: &[&str] = &[
+    WORKER_ID,
+    GENERATION,
+    IPC_FD,
+    PRIMARY_PID,
+    GRACE_MS,
+    CLUSTER_NAME,
+    LISTEN_FDS,
+    LISTEN_FDNAMES,
+    LISTEN_PID,
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+];
+
+/// What the primary tells one worker start.
+pub(crate) struct WorkerIdentity<'a> {
+    pub id: u32,
+    pub generation: u32,
+    pub listener_count: usize,
+    pub primary_pid: u32,
+    pub grace: Duration,
+    pub cluster_name: &'a str,
+}
+
+impl WorkerIdentity<'_> {
+    /// The descriptor number the channel gets in the worker: after the sockets.
+    pub(crate) fn ipc_fd(&self) -> RawFd {
+        FIRST_LISTEN_FD + self.listener_count as RawFd
+    }
+
+    /// The worker's whole environment except `LISTEN_PID`, which only the
+    /// child knows: the primary's own variables, minus corral's and
+    /// systemd's, plus this worker's.
+    pub(crate) fn environment(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(key, _)| !NOT_INHERITED.iter().any(|name| key == name))
+            .collect();
+        let names = (0..self.listener_count)
+            .map(|index| format!("listener{index}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let ours = [
+            (WORKER_ID, self.id.to_string()),
+            (GENERATION, self.generation.to_string()),
+            (IPC_FD, self.ipc_fd().to_string()),
+            (PRIMARY_PID, self.primary_pid.to_string()),
+            (GRACE_MS, self.grace.as_millis().to_string()),
+            (CLUSTER_NAME, self.cluster_name.to_string()),
+            (LISTEN_FDS, self.listener_count.to_string()),
+            (LISTEN_FDNAMES, names),
+        ];
+        env.extend(
+            ours.into_iter()
+                .map(|(key, value)| (OsString::from(key), OsString::from(value))),
+        );
+        env
+    }
+}
+
+/// A worker's view of what its primary handed it.
+pub(crate) struct WorkerEnvironment {
+    pub id: u32,
+    pub generation: u32,
+    pub grace: Duration,
+    pub listeners: Vec<OwnedFd>,
+    pub channel: Option<OwnedFd>,
+}
+
+impl WorkerEnvironment {
+    /// `None` when this process is not a corral worker (it is a primary).
+    /// A process is a worker when `CORRAL_WORKER_ID` is set; it must then
+    /// also be the process `LISTEN_PID` names, or the environment is broken.
+    pub(crate) fn detect() -> Result<Option<Self>, Error> {
+        let Some(id) = read_number(WORKER_ID)? else {
+            return Ok(None);
+        };
+        let own_pid = std::process::id();
+        let listen_pid = read_number(LISTEN_PID)?;
+        if listen_pid != Some(own_pid) {
+            return Err(Error::WorkerEnvironment(format!(
+                "{WORKER_ID} is set but {LISTEN_PID} is {listen_pid:?}, not this process ({own_pid}): \
+                 the worker must be the process corral started (use `exec` in wrapper scripts)"
+            )));
+        }
+        if let Some(primary) = read_number(PRIMARY_PID)? {
+            let parent = rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get() as u32);
+            if parent != Some(primary) {
+                return Err(Error::WorkerEnvironment(format!(
+                    "the primary ({primary}) is gone: this worker was orphaned at start"
+                )));
+            }
+        }
+        let listener_count = read_number(LISTEN_FDS)?.unwrap_or(0);
+        let channel_fd = read_number(IPC_FD)?;
+        let mut numbers: Vec<RawFd> = (0..listener_count)
+            .map(|index| FIRST_LISTEN_FD + index as RawFd)
+            .collect();
+        numbers.extend(channel_fd.map(|fd| fd as RawFd));
+        let mut fds = sys::adopt_inherited_fds(&numbers)
+            .map_err(|err| Error::WorkerEnvironment(err.to_string()))?;
+        let channel = channel_fd.and_then(|_| fds.pop());
+        Ok(Some(WorkerEnvironment {
+            id,
+            generation: read_number(GENERATION)?.unwrap_or(1),
+            grace: Duration::from_millis(read_number(GRACE_MS)?.unwrap_or(30_000).into()),
+            listeners: fds,
+            channel,
+        }))
+    }
+}
+
+fn read_number(name: &str) -> Result<Option<u32>, Error> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            Error::WorkerEnvironment(format!("{name}={text:?} is not a whole number"))
+        }),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::WorkerEnvironment(format!(
+            "{name} is not valid UTF-8"
+        ))),
+    }
+}

@@ -1,0 +1,468 @@
+//! The primary: binds the listeners, fills the worker slots and supervises
+//! them. It never runs user request code. Everything happens on one thread
+//! (a current-thread runtime), which is also the thread that spawns workers,
+//! so the workers' parent-death signal is tied to the primary's whole life.
+
+mod notice;
+mod output;
+mod program;
+mod signals;
+mod slot;
+mod spawn;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use tokio::sync::mpsc;
+
+pub(crate) use program::Program;
+
+use crate::backoff::{BackoffPolicy, RestartBackoff};
+use crate::balance::{Balancer, Policy};
+use crate::event::{Event, human_duration, signal_name};
+use crate::message::{Control, Message};
+use crate::Error;
+use notice::Notice;
+use output::OutputSink;
+use signals::{Request, Signals};
+use slot::{LiveWorker, Slot};
+use spawn::Launcher;
+
+/// A slot that failed this many times in a row is reported as crash-looping.
+const CRASH_LOOP_REPORT: u32 = 3;
+/// When every slot failed this many times in a row and no worker ever ran
+/// stably, the command is broken: the cluster exits with an error.
+const CRASH_LOOP_FATAL: u32 = 5;
+/// How long a fatal stop waits for killed workers to be reaped.
+const REAP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The cluster's settings, validated and resolved.
+pub(crate) struct Settings {
+    pub workers: usize,
+    pub addresses: Vec<SocketAddr>,
+    pub policy: Policy,
+    pub backlog: i32,
+    pub grace: Duration,
+    pub name: String,
+    pub backoff: BackoffPolicy,
+    pub max_message_size: usize,
+}
+
+/// The library user's view of the lifecycle.
+pub(crate) type Observer = Box<dyn FnMut(&Event) + Send>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Workers were asked to stop and are draining.
+    Draining,
+    /// Workers were killed; waiting to reap them.
+    Killing,
+}
+
+/// Runs a cluster until it is stopped. Returns an error when it cannot start
+/// or when every worker fails at start.
+pub(crate) async fn run(
+    settings: Settings,
+    program: Program,
+    observer: Option<Observer>,
+) -> Result<(), Error> {
+    let balancer = settings
+        .policy
+        .balancer(&settings.addresses, settings.workers, settings.backlog)?;
+    let mut signals = Signals::install()?;
+    let (notices, inbox) = mpsc::channel(1024);
+    let launcher = Launcher {
+        program,
+        primary_pid: rustix::process::getpid(),
+        grace: settings.grace,
+        cluster_name: settings.name.clone(),
+        max_message_size: settings.max_message_size,
+        output: OutputSink::start(),
+        notices,
+    };
+    let mut primary = Primary {
+        settings,
+        launcher,
+        balancer,
+        slots: BTreeMap::new(),
+        inbox,
+        observer,
+        phase: Phase::Running,
+        ever_stable: false,
+    };
+    primary.emit(Event::Bound {
+        addresses: primary.balancer.local_addrs().to_vec(),
+    });
+    tracing::info!(
+        "cluster {:?}: {} workers, policy {}",
+        primary.settings.name,
+        primary.settings.workers,
+        primary.settings.policy
+    );
+    for id in 1..=primary.settings.workers as u32 {
+        primary.add_slot(id);
+        primary.start(id)?;
+    }
+    let outcome = primary.supervise(&mut signals).await;
+    if outcome.is_err() {
+        primary.kill_and_reap().await;
+    }
+    outcome
+}
+
+struct Primary {
+    settings: Settings,
+    launcher: Launcher,
+    balancer: Box<dyn Balancer>,
+    slots: BTreeMap<u32, Slot>,
+    inbox: mpsc::Receiver<Notice>,
+    observer: Option<Observer>,
+    phase: Phase,
+    /// Some worker once ran past the backoff's `stable_after`.
+    ever_stable: bool,
+}
+
+impl Primary {
+    async fn supervise(&mut self, signals: &mut Signals) -> Result<(), Error> {
+        while !self.finished() {
+            tokio::select! {
+                Some(notice) = self.inbox.recv() => self.handle(notice)?,
+                request = signals.next() => self.obey(request)?,
+            }
+        }
+        tracing::info!("all workers exited: cluster stopped");
+        Ok(())
+    }
+
+    fn finished(&self) -> bool {
+        self.phase != Phase::Running && self.slots.values().all(|slot| slot.worker.is_none())
+    }
+
+    fn handle(&mut self, notice: Notice) -> Result<(), Error> {
+        match notice {
+            Notice::Message {
+                id,
+                generation,
+                message,
+            } => self.on_message(id, generation, message),
+            Notice::Exited {
+                id,
+                generation,
+                status,
+            } => return self.on_exit(id, generation, status),
+            Notice::RestartDue { id, generation } => {
+                let due = self.phase == Phase::Running
+                    && self.slots.get(&id).is_some_and(|slot| {
+                        slot.generation == generation && slot.worker.is_none() && !slot.retiring
+                    });
+                if due {
+                    return self.start(id);
+                }
+            }
+            Notice::GraceExpired { id, generation } => self.on_grace_expired(id, generation),
+        }
+        Ok(())
+    }
+
+    fn obey(&mut self, request: Request) -> Result<(), Error> {
+        match request {
+            Request::Stop if self.phase == Phase::Running => self.begin_shutdown(),
+            Request::Stop => self.kill_all(),
+            Request::Reload => tracing::warn!(
+                "SIGHUP asks for a rolling reload, which this version of corral does not do yet: ignored"
+            ),
+            Request::AddWorker => return self.scale_up(),
+            Request::RemoveWorker => self.scale_down(),
+        }
+        Ok(())
+    }
+
+    fn add_slot(&mut self, id: u32) {
+        let backoff = RestartBackoff::new(self.settings.backoff);
+        self.slots.insert(id, Slot::new(id, backoff));
+    }
+
+    /// Starts a new worker in slot `id`; a failure to start counts as a
+    /// failure of the slot and goes through its backoff.
+    fn start(&mut self, id: u32) -> Result<(), Error> {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return Ok(());
+        };
+        slot.generation += 1;
+        let generation = slot.generation;
+        let started = self
+            .balancer
+            .sockets_for_slot(id)
+            .and_then(|sockets| self.launcher.spawn(id, generation, sockets));
+        let spawned = match started {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                tracing::error!("{err}");
+                return self.after_failure(id, Duration::ZERO, err.to_string());
+            }
+        };
+        let pid = spawned.pid;
+        let foreign = !self.launcher.program.speaks_channel();
+        slot.worker = Some(LiveWorker {
+            pid,
+            pidfd: spawned.pidfd,
+            started: Instant::now(),
+            // A foreign command inherited bound sockets: the kernel queues
+            // its connections from the start.
+            ready: foreign,
+            stop_requested: false,
+            outbox: spawned.outbox,
+        });
+        self.emit(Event::Fork {
+            id,
+            pid,
+            generation,
+        });
+        if foreign {
+            self.emit(Event::Online { id, pid });
+            self.emit(Event::Ready { id, pid });
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, id: u32, generation: u32, message: Message) {
+        let Some(worker) = self.current_worker(id, generation) else {
+            return;
+        };
+        let pid = worker.pid;
+        match message {
+            Message::Control(Control::Online) => self.emit(Event::Online { id, pid }),
+            Message::Control(Control::Ready) if !worker.ready => {
+                worker.ready = true;
+                self.emit(Event::Ready { id, pid });
+            }
+            Message::Control(Control::Ready | Control::Heartbeat) => {}
+            Message::Control(Control::Stop) => tracing::warn!(
+                "worker {id} sent \"stop\", which only the primary sends: ignored"
+            ),
+            Message::User(value) => tracing::info!("message from worker {id}: {value}"),
+        }
+    }
+
+    fn on_exit(&mut self, id: u32, generation: u32, status: Option<ExitStatus>) -> Result<(), Error> {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return Ok(());
+        };
+        if slot.generation != generation {
+            return Ok(());
+        }
+        let Some(worker) = slot.worker.take() else {
+            return Ok(());
+        };
+        let retiring = slot.retiring;
+        let ran_for = worker.started.elapsed();
+        let code = status.and_then(|status| status.code());
+        let signal = status.and_then(|status| status.signal());
+        self.emit(Event::Exit {
+            id,
+            pid: worker.pid,
+            code,
+            signal,
+            requested: worker.stop_requested,
+            ran_for,
+        });
+        if retiring {
+            self.slots.remove(&id);
+            self.balancer.remove_slot(id);
+            return Ok(());
+        }
+        if self.phase != Phase::Running {
+            return Ok(());
+        }
+        if worker.stop_requested {
+            return self.start(id);
+        }
+        if ran_for >= self.settings.backoff.stable_after {
+            self.ever_stable = true;
+        }
+        self.after_failure(id, ran_for, describe_exit(code, signal, ran_for))
+    }
+
+    /// Schedules the restart of a slot whose worker failed, and gives up on
+    /// the cluster when every slot fails at start.
+    fn after_failure(&mut self, id: u32, ran_for: Duration, failure: String) -> Result<(), Error> {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return Ok(());
+        };
+        let delay = slot.backoff.record_failure(ran_for);
+        let quick_failures = slot.backoff.quick_failures();
+        let generation = slot.generation;
+        slot.last_failure = Some(failure.clone());
+        if !self.ever_stable
+            && self
+                .slots
+                .values()
+                .all(|slot| slot.backoff.quick_failures() >= CRASH_LOOP_FATAL)
+        {
+            return Err(Error::CrashLoop(format!(
+                "worker {id} {failure}, and every worker failed {quick_failures} times in a row \
+                 soon after starting: check the command, its arguments and its output above"
+            )));
+        }
+        if quick_failures >= CRASH_LOOP_REPORT {
+            self.emit(Event::CrashLoop {
+                id,
+                quick_failures,
+                delay,
+            });
+        }
+        if delay.is_zero() {
+            return self.start(id);
+        }
+        self.notify_after(delay, Notice::RestartDue { id, generation });
+        Ok(())
+    }
+
+    fn begin_shutdown(&mut self) {
+        tracing::info!(
+            "stopping: workers drain for up to {} (send the signal again to stop at once)",
+            human_duration(self.settings.grace)
+        );
+        self.phase = Phase::Draining;
+        let ids: Vec<u32> = self.slots.keys().copied().collect();
+        for id in ids {
+            self.stop_worker(id);
+        }
+    }
+
+    /// Asks the worker of slot `id` to drain, and to be killed if it has not
+    /// exited after the grace period.
+    fn stop_worker(&mut self, id: u32) {
+        let grace = self.settings.grace;
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let generation = slot.generation;
+        let Some(worker) = slot.worker.as_mut().filter(|worker| !worker.stop_requested) else {
+            return;
+        };
+        worker.request_stop();
+        let pid = worker.pid;
+        self.emit(Event::Disconnect { id, pid });
+        self.notify_after(grace, Notice::GraceExpired { id, generation });
+    }
+
+    fn on_grace_expired(&mut self, id: u32, generation: u32) {
+        let grace = self.settings.grace;
+        if let Some(worker) = self.current_worker(id, generation) {
+            tracing::warn!(
+                "worker {id} (pid {}) did not exit within the grace period of {}: killing it",
+                worker.pid,
+                human_duration(grace)
+            );
+            worker.signal(Signal::KILL);
+        }
+    }
+
+    fn kill_all(&mut self) {
+        tracing::warn!("stopping at once: killing every worker");
+        self.phase = Phase::Killing;
+        for worker in self.slots.values().filter_map(|slot| slot.worker.as_ref()) {
+            worker.signal(Signal::KILL);
+        }
+    }
+
+    /// Kills every worker and waits (briefly) until they are reaped.
+    async fn kill_and_reap(&mut self) {
+        self.kill_all();
+        let reaped = async {
+            while !self.finished() {
+                match self.inbox.recv().await {
+                    Some(Notice::Exited {
+                        id,
+                        generation,
+                        status,
+                    }) => {
+                        let _ = self.on_exit(id, generation, status);
+                    }
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REAP_TIMEOUT, reaped).await;
+    }
+
+    fn scale_up(&mut self) -> Result<(), Error> {
+        if self.phase != Phase::Running {
+            return Ok(());
+        }
+        let id = (1..).find(|id| !self.slots.contains_key(id)).expect("ids are unbounded");
+        self.add_slot(id);
+        tracing::info!("scaling up: adding worker {id}");
+        self.start(id)
+    }
+
+    fn scale_down(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let active: Vec<u32> = self
+            .slots
+            .values()
+            .filter(|slot| !slot.retiring)
+            .map(|slot| slot.id)
+            .collect();
+        let Some(&id) = active.last().filter(|_| active.len() > 1) else {
+            tracing::warn!("not scaling down: the cluster keeps at least one worker");
+            return;
+        };
+        tracing::info!("scaling down: stopping worker {id}");
+        let slot = self.slots.get_mut(&id).expect("listed above");
+        slot.retiring = true;
+        if slot.worker.is_some() {
+            self.stop_worker(id);
+        } else {
+            self.slots.remove(&id);
+            self.balancer.remove_slot(id);
+        }
+    }
+
+    /// The worker of slot `id`, if it is still the one of `generation`.
+    fn current_worker(&mut self, id: u32, generation: u32) -> Option<&mut LiveWorker> {
+        self.slots
+            .get_mut(&id)
+            .filter(|slot| slot.generation == generation)
+            .and_then(|slot| slot.worker.as_mut())
+    }
+
+    fn notify_after(&self, delay: Duration, notice: Notice) {
+        let notices = self.launcher.notices.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = notices.send(notice).await;
+        });
+    }
+
+    fn emit(&mut self, event: Event) {
+        match &event {
+            Event::Exit {
+                requested: false, ..
+            } => tracing::warn!("{event}"),
+            Event::CrashLoop { .. } => tracing::error!("{event}"),
+            _ => tracing::info!("{event}"),
+        }
+        if let Some(observer) = self.observer.as_mut() {
+            observer(&event);
+        }
+    }
+}
+
+fn describe_exit(code: Option<i32>, signal: Option<i32>, ran_for: Duration) -> String {
+    let how = match (code, signal) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by {}", signal_name(signal)),
+        (None, None) => "exited".to_string(),
+    };
+    format!("{how} after {}", human_duration(ran_for))
+}

@@ -1,0 +1,27 @@
+//! The supervisor's inbox: what the per-worker tasks and the timers tell the
+//! primary's loop. Each notice names the slot and the generation of the
+//! worker it is about, so a late notice about a replaced worker is ignored.
+
+use std::process::ExitStatus;
+
+use crate::message::Message;
+
+#[derive(Debug)]
+pub(crate) enum Notice {
+    /// The worker sent a message on its channel.
+    Message {
+        id: u32,
+        generation: u32,
+        message: Message,
+    },
+    /// The worker exited and was reaped (`None`: its status was lost).
+    Exited {
+        id: u32,
+        generation: u32,
+        status: Option<ExitStatus>,
+    },
+    /// The slot's restart backoff has elapsed.
+    RestartDue { id: u32, generation: u32 },
+    /// The worker was asked to stop `grace` ago.
+    GraceExpired { id: u32, generation: u32 },
+}

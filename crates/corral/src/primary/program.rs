@@ -1,0 +1,115 @@
+//! What a worker runs: this executable again (library mode, as
+//! `cluster.fork()` re-runs the script) or another program (`corral run --
+//! COMMAND`). The path is resolved at every start, so a restart after the
+//! file changed runs the file as it is now.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rustix::process::Signal;
+
+use crate::Error;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Program {
+    /// This executable, with this process's arguments.
+    CurrentExe,
+    /// Another program with its arguments.
+    Command { program: OsString, args: Vec<OsString> },
+}
+
+/// A program resolved to a file, with its full argv (argv[0] included).
+pub(crate) struct ResolvedProgram {
+    pub path: PathBuf,
+    pub argv: Vec<OsString>,
+}
+
+impl Program {
+    pub(crate) fn resolve(&self) -> Result<ResolvedProgram, Error> {
+        match self {
+            Program::CurrentExe => Ok(ResolvedProgram {
+                path: std::env::current_exe()
+                    .map_err(Error::io("cannot find this executable"))?,
+                argv: std::env::args_os().collect(),
+            }),
+            Program::Command { program, args } => {
+                let path = find_executable(program)
+                    .ok_or_else(|| Error::CommandNotFound(program.to_string_lossy().into()))?;
+                let mut argv = vec![program.clone()];
+                argv.extend(args.iter().cloned());
+                Ok(ResolvedProgram { path, argv })
+            }
+        }
+    }
+
+    /// What a worker gets when the primary dies. Library workers drain on
+    /// SIGTERM within a short deadline; a foreign command might drain for
+    /// as long as it likes, and nothing would supervise it, so it is killed.
+    pub(crate) fn death_signal(&self) -> Signal {
+        match self {
+            Program::CurrentExe => Signal::TERM,
+            Program::Command { .. } => Signal::KILL,
+        }
+    }
+
+    /// Whether the worker speaks corral's channel for sure (the library).
+    pub(crate) fn speaks_channel(&self) -> bool {
+        matches!(self, Program::CurrentExe)
+    }
+
+    /// A short name for logs: the program's file name.
+    pub(crate) fn display_name(&self) -> String {
+        let program = match self {
+            Program::CurrentExe => std::env::args_os().next().unwrap_or_default(),
+            Program::Command { program, .. } => program.clone(),
+        };
+        Path::new(&program)
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "corral".into())
+    }
+}
+
+/// Finds `program` as `execvp` would: as a path when it has a slash, else in
+/// each directory of `PATH`.
+fn find_executable(program: &OsString) -> Option<PathBuf> {
+    let candidate = Path::new(program);
+    if program.as_encoded_bytes().contains(&b'/') {
+        return is_executable(candidate).then(|| candidate.to_path_buf());
+    }
+    let search_path = std::env::var_os("PATH")?;
+    std::env::split_paths(&search_path)
+        .map(|dir| dir.join(candidate))
+        .find(|path| is_executable(path))
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata()
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_found_in_path_or_by_path() {
+        let sh = Program::Command {
+            program: "sh".into(),
+            args: vec![],
+        };
+        assert!(sh.resolve().unwrap().path.is_absolute());
+        let missing = Program::Command {
+            program: "/no/such/program".into(),
+            args: vec![],
+        };
+        assert!(matches!(missing.resolve(), Err(Error::CommandNotFound(_))));
+        let not_in_path = Program::Command {
+            program: "corral-no-such-command".into(),
+            args: vec![],
+        };
+        assert!(not_in_path.resolve().is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! A worker slot: a numbered place in the cluster that one worker process
+//! fills at a time. The slot outlives its workers: it keeps the id, counts the
+//! generations and carries the restart backoff from one worker to the next.
+
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use rustix::process::Signal;
+use tokio::sync::mpsc;
+
+use crate::backoff::RestartBackoff;
+use crate::message::{self, Control};
+
+pub(crate) struct Slot {
+    pub id: u32,
+    /// Starts so far; the current worker's generation.
+    pub generation: u32,
+    pub backoff: RestartBackoff,
+    pub worker: Option<LiveWorker>,
+    /// The cluster shrank: when this worker exits, the slot goes away.
+    pub retiring: bool,
+    /// How the last worker failed, for the crash-loop report.
+    pub last_failure: Option<String>,
+}
+
+impl Slot {
+    pub(crate) fn new(id: u32, backoff: RestartBackoff) -> Self {
+        Slot {
+            id,
+            generation: 0,
+            backoff,
+            worker: None,
+            retiring: false,
+            last_failure: None,
+        }
+    }
+}
+
+/// The process currently filling a slot.
+pub(crate) struct LiveWorker {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+    pub started: Instant,
+    pub ready: bool,
+    pub stop_requested: bool,
+    pub outbox: mpsc::Sender<Vec<u8>>,
+}
+
+impl LiveWorker {
+    /// Sends `signal`; a worker that already exited is not an error.
+    pub(crate) fn signal(&self, signal: Signal) {
+        if let Err(err) = rustix::process::pidfd_send_signal(&self.pidfd, signal) {
+            if err != rustix::io::Errno::SRCH {
+                tracing::warn!("cannot signal worker pid {}: {err}", self.pid);
+            }
+        }
+    }
+
+    /// Asks the worker to drain and exit: the channel's stop message for
+    /// workers that read it, SIGTERM for every server.
+    pub(crate) fn request_stop(&mut self) {
+        self.stop_requested = true;
+        let _ = self.outbox.try_send(message::encode_control(Control::Stop));
+        self.signal(Signal::TERM);
+    }
+}

@@ -1,0 +1,192 @@
+//! Starting one worker process: its descriptors (the listening sockets from 3
+//! up, the message channel after them), its environment, and the tasks that
+//! pass on its output and report its messages and its exit to the supervisor.
+
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::time::Duration;
+
+use command_fds::{CommandFdExt, FdMapping};
+use rustix::process::{Pid, PidfdFlags};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedReadHalf;
+use tokio::sync::mpsc;
+
+use super::notice::Notice;
+use super::output::{OutputSink, Stream};
+use super::program::Program;
+use crate::channel::{Line, LineReader};
+use crate::env::{FIRST_LISTEN_FD, WorkerIdentity};
+use crate::message;
+use crate::sys::ExecImage;
+use crate::Error;
+
+/// Everything that is the same for every worker start.
+pub(crate) struct Launcher {
+    pub program: Program,
+    pub primary_pid: Pid,
+    pub grace: Duration,
+    pub cluster_name: String,
+    pub max_message_size: usize,
+    pub output: OutputSink,
+    pub notices: mpsc::Sender<Notice>,
+}
+
+/// A started worker, as the supervisor holds it.
+pub(crate) struct Spawned {
+    pub pid: u32,
+    /// Signals go through the pidfd, so they can never hit a recycled pid.
+    pub pidfd: OwnedFd,
+    /// Lines to write to the worker's channel.
+    pub outbox: mpsc::Sender<Vec<u8>>,
+}
+
+impl Launcher {
+    pub(crate) fn spawn(
+        &self,
+        id: u32,
+        generation: u32,
+        sockets: Vec<OwnedFd>,
+    ) -> Result<Spawned, Error> {
+        let resolved = self.program.resolve()?;
+        let identity = WorkerIdentity {
+            id,
+            generation,
+            listener_count: sockets.len(),
+            primary_pid: self.primary_pid.as_raw_nonzero().get() as u32,
+            grace: self.grace,
+            cluster_name: &self.cluster_name,
+        };
+        let spawn_error = |source| Error::Spawn { id, source };
+        let (primary_end, worker_end) =
+            std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
+        let mut mappings: Vec<FdMapping> = sockets
+            .into_iter()
+            .zip(FIRST_LISTEN_FD..)
+            .map(|(parent_fd, child_fd)| FdMapping {
+                parent_fd,
+                child_fd,
+            })
+            .collect();
+        mappings.push(FdMapping {
+            parent_fd: OwnedFd::from(worker_end),
+            child_fd: identity.ipc_fd(),
+        });
+        let image = ExecImage::new(
+            resolved.path.as_os_str(),
+            &resolved.argv,
+            &identity.environment(),
+            self.program.death_signal(),
+            self.primary_pid,
+        )
+        .map_err(spawn_error)?;
+
+        let mut command = tokio::process::Command::new(&resolved.path);
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: a Ctrl-C in the terminal reaches only
+            // the primary, which then stops the workers in order.
+            .process_group(0);
+        command
+            .fd_mappings(mappings)
+            .expect("descriptor numbers are distinct by construction");
+        image.install(&mut command);
+        let mut child = command.spawn().map_err(spawn_error)?;
+        // Dropping the command closes the primary's copies of the mapped fds.
+        drop(command);
+
+        let pid = child.id().expect("a child not yet waited for has a pid");
+        let pidfd = rustix::process::pidfd_open(Pid::from_raw(pid as i32).expect("a child's pid is positive"), PidfdFlags::empty())
+            .map_err(|errno| spawn_error(errno.into()))?;
+        if let Some(stdout) = child.stdout.take() {
+            self.output.relay(id, Stream::Stdout, stdout);
+        }
+        if let Some(stderr) = child.stderr.take() {
+            self.output.relay(id, Stream::Stderr, stderr);
+        }
+        let outbox = self.start_channel(id, generation, primary_end).map_err(spawn_error)?;
+        let notices = self.notices.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await.ok();
+            let _ = notices
+                .send(Notice::Exited {
+                    id,
+                    generation,
+                    status,
+                })
+                .await;
+        });
+        Ok(Spawned { pid, pidfd, outbox })
+    }
+
+    fn start_channel(
+        &self,
+        id: u32,
+        generation: u32,
+        stream: std::os::unix::net::UnixStream,
+    ) -> std::io::Result<mpsc::Sender<Vec<u8>>> {
+        stream.set_nonblocking(true)?;
+        let (reader, mut writer) = UnixStream::from_std(stream)?.into_split();
+        let (outbox, mut queued) = mpsc::channel::<Vec<u8>>(256);
+        tokio::spawn(async move {
+            while let Some(line) = queued.recv().await {
+                if writer.write_all(&line).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let notices = self.notices.clone();
+        let limit = self.max_message_size;
+        tokio::spawn(read_channel(id, generation, reader, limit, notices));
+        Ok(outbox)
+    }
+}
+
+/// Reads one worker's messages until its channel closes. Bad input is
+/// logged against the worker and skipped; the bounded notice queue makes a
+/// flooding worker wait, not the primary grow.
+async fn read_channel(
+    id: u32,
+    generation: u32,
+    reader: OwnedReadHalf,
+    limit: usize,
+    notices: mpsc::Sender<Notice>,
+) {
+    let mut lines = LineReader::new(BufReader::new(reader), limit);
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!("worker {id}: message channel failed: {err}");
+                return;
+            }
+        };
+        let bytes = match line {
+            Line::Complete(bytes) => bytes,
+            Line::TooLong(len) => {
+                tracing::warn!(
+                    "worker {id}: dropped a {len}-byte message, over the {limit}-byte limit"
+                );
+                continue;
+            }
+        };
+        match message::decode(bytes) {
+            Ok(Some(message)) => {
+                let notice = Notice::Message {
+                    id,
+                    generation,
+                    message,
+                };
+                if notices.send(notice).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!("worker {id}: dropped a malformed message: {err}"),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The one module with `unsafe` code: the few system calls that no safe
+//! wrapper covers for corral.
+//!
+//! * Starting a worker. `LISTEN_PID` must equal the worker's own pid, which is
+//!   only known after `fork`. Between `fork` and `exec` a child of a
+//!   multi-threaded process may not allocate, so the program, argv and the
+//!   whole environment are prepared as C strings in the parent
+//!   ([`ExecImage`]); the child only writes its pid into a reserved buffer,
+//!   sets its parent-death signal and calls `execve` itself.
+//! * Adopting inherited descriptors. A worker receives its sockets as bare
+//!   numbers in its environment; turning a number into an `OwnedFd` is
+//!   `unsafe` because nothing else may own it. [`adopt_inherited_fds`] does it
+//!   once per process.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::process::{Pid, Signal};
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+/// The prefix, the longest decimal pid (a u32 has 10 digits) and the NUL.
+const LISTEN_PID_CAPACITY: usize = LISTEN_PID_PREFIX.len() + 10 + 1;
+
+/// A fully prepared `execve` call whose `LISTEN_PID` entry the child fills in.
+pub(crate) struct ExecImage {
+    program: CString,
+    // The owned strings are never read again: they keep the pointers valid.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    _env: Vec<CString>,
+    listen_pid: Box<[u8; LISTEN_PID_CAPACITY]>,
+    env_ptrs: Vec<*const libc::c_char>,
+    death_signal: Signal,
+    primary_pid: Pid,
+}
+
+// SAFETY: the raw pointers point into heap buffers owned by the same value
+// (the `CString`s and the boxed `LISTEN_PID` buffer), which never move or get
+// freed while it lives. The parent never reads or writes through them; only
+// the forked child writes, into its own copy of the memory.
+unsafe impl Send for ExecImage {}
+// SAFETY: as above; there is no shared mutation.
+unsafe impl Sync for ExecImage {}
+
+impl ExecImage {
+    /// Prepares `program` with `args` (argv[0] included) and `env`
+    /// (`LISTEN_PID` is added by the image). The child will get
+    /// `death_signal` when `primary_pid` dies.
+    pub(crate) fn new(
+        program: &OsStr,
+        args: &[OsString],
+        env: &[(OsString, OsString)],
+        death_signal: Signal,
+        primary_pid: Pid,
+    ) -> io::Result<Self> {
+        let program = c_string(program.as_bytes())?;
+        let argv: Vec<CString> = args
+            .iter()
+            .map(|arg| c_string(arg.as_bytes()))
+            .collect::<io::Result<_>>()?;
+        let env: Vec<CString> = env
+            .iter()
+            .map(|(key, value)| {
+                let mut entry = key.as_bytes().to_vec();
+                entry.push(b'=');
+                entry.extend_from_slice(value.as_bytes());
+                c_string(&entry)
+            })
+            .collect::<io::Result<_>>()?;
+        let mut listen_pid = Box::new([0u8; LISTEN_PID_CAPACITY]);
+        listen_pid[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+
+        let argv_ptrs = null_terminated(argv.iter().map(|arg| arg.as_ptr()));
+        let env_ptrs = null_terminated(
+            env.iter()
+                .map(|entry| entry.as_ptr())
+                .chain(std::iter::once(listen_pid.as_ptr().cast())),
+        );
+        Ok(Self {
+            program,
+            _argv: argv,
+            argv_ptrs,
+            _env: env,
+            listen_pid,
+            env_ptrs,
+            death_signal,
+            primary_pid,
+        })
+    }
+
+    /// Installs the image as the last step of `command`'s child set-up: it
+    /// runs after every other `pre_exec` hook and never returns on success.
+    pub(crate) fn install(self, command: &mut tokio::process::Command) {
+        let mut image = self;
+        // SAFETY: `exec_in_child` only makes async-signal-safe system calls
+        // (prctl, getppid, getpid, execve) and writes into memory the image
+        // owns; it does not allocate, lock or touch other threads' state.
+        unsafe {
+            command.pre_exec(move || image.exec_in_child());
+        }
+    }
+
+    /// Runs in the forked child. Returns only on failure.
+    fn exec_in_child(&mut self) -> io::Result<()> {
+        rustix::process::set_parent_process_death_signal(Some(self.death_signal))?;
+        // The primary may have died before the line above took effect: the
+        // child would then already belong to another parent and never get
+        // the signal. `from_raw_os_error` does not allocate.
+        if rustix::process::getppid() != Some(self.primary_pid) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        write_decimal(
+            rustix::process::getpid().as_raw_nonzero().get() as u32,
+            &mut self.listen_pid[LISTEN_PID_PREFIX.len()..],
+        );
+        // SAFETY: every pointer is a NUL-terminated string owned by `self`,
+        // and both arrays end with a null pointer.
+        unsafe {
+            libc::execve(
+                self.program.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.env_ptrs.as_ptr(),
+            );
+        }
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an argument or environment variable contains a NUL byte",
+        )
+    })
+}
+
+fn null_terminated(
+    pointers: impl Iterator<Item = *const libc::c_char>,
+) -> Vec<*const libc::c_char> {
+    pointers.chain(std::iter::once(std::ptr::null())).collect()
+}
+
+/// Writes `value` in decimal followed by a NUL into `out`, without allocating.
+fn write_decimal(mut value: u32, out: &mut [u8]) {
+    let mut digits = [0u8; 10];
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (value % 10) as u8;
+        count += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for (slot, digit) in out.iter_mut().zip(digits[..count].iter().rev()) {
+        *slot = *digit;
+    }
+    out[count] = 0;
+}
+
+static INHERITED_FDS_ADOPTED: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of descriptors this process inherited by number. Callable
+/// once per process: a second call fails, so no descriptor gets two owners.
+/// Each adopted descriptor is marked close-on-exec, so it does not leak into
+/// programs the worker itself starts.
+pub(crate) fn adopt_inherited_fds(numbers: &[RawFd]) -> io::Result<Vec<OwnedFd>> {
+    if INHERITED_FDS_ADOPTED.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::other(
+            "the inherited descriptors were already taken by this process",
+        ));
+    }
+    let mut adopted = Vec::with_capacity(numbers.len());
+    for &number in numbers {
+        // SAFETY: F_GETFD only reads the descriptor table.
+        if number < 0 || unsafe { libc::fcntl(number, libc::F_GETFD) } == -1 {
+            return Err(io::Error::other(format!(
+                "descriptor {number} named in the environment is not open"
+            )));
+        }
+        // SAFETY: the descriptor is open (checked above), was handed to this
+        // process by its parent for exactly this use, and the flag above
+        // guarantees it is adopted only once.
+        let fd = unsafe { OwnedFd::from_raw_fd(number) };
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+        adopted.push(fd);
+    }
+    Ok(adopted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_decimal;
+
+    #[test]
+    fn decimal_is_written_with_a_terminating_nul() {
+        let mut out = [0xffu8; 11];
+        write_decimal(4_194_304, &mut out);
+        assert_eq!(&out[..8], b"4194304\0");
+        write_decimal(0, &mut out);
+        assert_eq!(&out[..2], b"0\0");
+        write_decimal(u32::MAX, &mut out);
+        assert_eq!(&out[..11], b"4294967295\0");
+    }
+}

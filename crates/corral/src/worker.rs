@@ -1,0 +1,226 @@
+//! The library's worker side. When the executable is re-run as a worker,
+//! [`crate::Cluster::run`] lands here: it builds the worker's runtime, adopts
+//! the inherited sockets and channel, and hands the user's body a [`Worker`]
+//! with its id, its listeners and a future that completes when it must stop.
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch};
+
+use crate::channel::{DEFAULT_MAX_LINE, Line, LineReader};
+use crate::env::WorkerEnvironment;
+use crate::listener::Listener;
+use crate::message::{self, Control, Message};
+use crate::Error;
+
+/// How long a worker whose primary vanished may take to finish in-flight
+/// work before it exits anyway: nothing supervises it any more.
+const ORPHAN_DEADLINE: Duration = Duration::from_millis(500);
+
+/// What a worker knows about itself, handed to the worker body.
+#[derive(Debug)]
+pub struct Worker {
+    id: u32,
+    generation: u32,
+    grace: Duration,
+    listeners: Vec<Listener>,
+    stop: watch::Receiver<bool>,
+    outbox: Option<mpsc::Sender<Vec<u8>>>,
+    announced_ready: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// The worker's slot, 1-based; a replacement keeps the id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// How many times this slot has been started, this start included.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// How long the primary lets this worker drain once asked to stop,
+    /// before it kills it.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Takes every listener, in the order of the cluster's listen addresses,
+    /// and tells the primary the worker is ready.
+    pub fn listeners(&mut self) -> Vec<Listener> {
+        self.ready();
+        std::mem::take(&mut self.listeners)
+    }
+
+    /// Takes the first listener not yet taken and tells the primary the
+    /// worker is ready.
+    pub fn listener(&mut self) -> Result<Listener, Error> {
+        if self.listeners.is_empty() {
+            return Err(Error::Config(
+                "this worker has no listener left: the cluster listens on no more addresses"
+                    .into(),
+            ));
+        }
+        self.ready();
+        Ok(self.listeners.remove(0))
+    }
+
+    /// Completes when the worker is asked to stop (by the primary, by
+    /// SIGTERM or SIGINT, or because the primary is gone): stop accepting,
+    /// finish in-flight work, return from the worker body.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.clone();
+        async move {
+            // An error means the sender is gone, which also means stop.
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        }
+    }
+
+    /// Whether the worker has been asked to stop.
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Tells the primary the worker serves. Taking the listeners does it;
+    /// call it yourself when the worker is ready later than that.
+    pub fn ready(&self) {
+        if !self.announced_ready.swap(true, Ordering::SeqCst) {
+            self.send_control(Control::Ready);
+        }
+    }
+
+    fn send_control(&self, control: Control) {
+        if let Some(outbox) = &self.outbox {
+            // A full outbox means the primary is not reading: it will see the
+            // state some other way (the worker's exit), so dropping is safe.
+            let _ = outbox.try_send(message::encode_control(control));
+        }
+    }
+}
+
+/// Runs the worker body in a fresh multi-threaded runtime.
+pub(crate) fn run_worker<F, Fut, E>(environment: WorkerEnvironment, body: F) -> Result<(), Error>
+where
+    F: FnOnce(Worker) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::io("cannot start the worker's runtime"))?;
+    let result = runtime.block_on(async move {
+        let worker = prepare(environment)?;
+        body(worker).await.map_err(|err| Error::Worker(err.into()))
+    });
+    // Helper tasks (channel, signals) must not keep a finished worker alive.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
+    let (stop_sender, stop) = watch::channel(false);
+    let stop_sender = Arc::new(stop_sender);
+    watch_stop_signals(stop_sender.clone())?;
+    let outbox = match environment.channel {
+        Some(fd) => Some(start_channel(fd, stop_sender)?),
+        None => None,
+    };
+    let listeners = environment
+        .listeners
+        .into_iter()
+        .map(Listener::from_inherited)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::io("cannot use an inherited listening socket"))?;
+    let worker = Worker {
+        id: environment.id,
+        generation: environment.generation,
+        grace: environment.grace,
+        listeners,
+        stop,
+        outbox,
+        announced_ready: Arc::new(AtomicBool::new(false)),
+    };
+    worker.send_control(Control::Online);
+    Ok(worker)
+}
+
+/// SIGTERM and SIGINT ask the worker to stop gracefully.
+fn watch_stop_signals(stop: Arc<watch::Sender<bool>>) -> Result<(), Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(Error::io("cannot watch SIGTERM"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(Error::io("cannot watch SIGINT"))?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        stop.send_replace(true);
+    });
+    Ok(())
+}
+
+/// Starts the channel's reader and writer; returns the writer's queue.
+fn start_channel(
+    fd: OwnedFd,
+    stop: Arc<watch::Sender<bool>>,
+) -> Result<mpsc::Sender<Vec<u8>>, Error> {
+    let stream = std::os::unix::net::UnixStream::from(fd);
+    stream
+        .set_nonblocking(true)
+        .map_err(Error::io("cannot use the message channel"))?;
+    let stream =
+        UnixStream::from_std(stream).map_err(Error::io("cannot use the message channel"))?;
+    let (reader, mut writer) = stream.into_split();
+    let (outbox, mut queued) = mpsc::channel::<Vec<u8>>(1024);
+    tokio::spawn(async move {
+        while let Some(line) = queued.recv().await {
+            if writer.write_all(&line).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        read_channel(reader, &stop).await;
+        // The primary closed the channel: it is gone. Stop, and do not
+        // outlive it for long.
+        stop.send_replace(true);
+        tokio::time::sleep(ORPHAN_DEADLINE).await;
+        tracing::warn!("the primary is gone: exiting");
+        std::process::exit(1);
+    });
+    Ok(outbox)
+}
+
+/// Reads the primary's messages until the channel closes.
+async fn read_channel(reader: tokio::net::unix::OwnedReadHalf, stop: &watch::Sender<bool>) {
+    let mut lines = LineReader::new(BufReader::new(reader), DEFAULT_MAX_LINE);
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Line::Complete(bytes) = line else {
+            tracing::warn!("the primary sent an oversized message: skipped");
+            continue;
+        };
+        match message::decode(bytes) {
+            Ok(Some(Message::Control(Control::Stop))) => {
+                stop.send_replace(true);
+            }
+            Ok(Some(Message::Control(other))) => {
+                tracing::debug!("ignoring control message {other:?} from the primary");
+            }
+            Ok(Some(Message::User(value))) => {
+                tracing::debug!("no handler for a message from the primary: {value}");
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!("bad message from the primary: {err}"),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared helpers for the corral examples (none yet: each example stands alone).
