@@ -1,1 +1,58 @@
-//! Shared helpers for the corral examples (none yet: each example stands alone).
+//! What the corral examples share: their command line. Each example is a
+//! whole program in one file; this keeps their flags the same.
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+
+/// The flags every example takes.
+#[derive(Debug, Parser)]
+pub struct ExampleArgs {
+    /// Worker processes [default: number of CPUs]
+    #[arg(short, long)]
+    pub workers: Option<usize>,
+    /// Address to listen on (port 0 picks a free one)
+    #[arg(short, long, default_value = "127.0.0.1:3000")]
+    pub listen: String,
+    /// Balancing policy: shared or reuseport
+    #[arg(long, default_value = "reuseport")]
+    pub policy: corral::Policy,
+    /// Seconds a stopping worker may drain
+    #[arg(long, default_value_t = 30.0)]
+    pub grace: f64,
+}
+
+impl ExampleArgs {
+    /// A cluster configured from the flags, printing `listening on ADDR`
+    /// once bound and logging every lifecycle event.
+    pub fn cluster(&self) -> corral::Cluster {
+        let mut cluster = corral::Cluster::new()
+            .listen(&self.listen)
+            .policy(self.policy)
+            .grace(std::time::Duration::from_secs_f64(self.grace))
+            .on_event(|event| {
+                if let corral::Event::Bound { addresses } = event {
+                    for address in addresses {
+                        println!("listening on {address}");
+                    }
+                }
+            });
+        if let Some(workers) = self.workers {
+            cluster = cluster.workers(workers);
+        }
+        cluster
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
+        .init();
+}

@@ -41,7 +41,7 @@ pub struct RunArgs {
     pub policy: PolicyArg,
 
     /// Seconds a stopping worker may drain before it is killed
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub grace: Duration,
 
     /// Name of the cluster in logs [default: the command's file name, or "demo"]
@@ -108,9 +108,26 @@ mod tests {
     #[test]
     fn run_takes_every_documented_flag() {
         let cli = Cli::try_parse_from([
-            "corral", "run", "-w", "3", "-l", "127.0.0.1:0", "--listen", "[::1]:0", "--policy",
-            "shared", "--grace", "0.5", "--name", "api", "--backlog", "64", "--", "python3",
-            "-m", "http.server",
+            "corral",
+            "run",
+            "-w",
+            "3",
+            "-l",
+            "127.0.0.1:0",
+            "--listen",
+            "[::1]:0",
+            "--policy",
+            "shared",
+            "--grace",
+            "0.5",
+            "--name",
+            "api",
+            "--backlog",
+            "64",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
         ])
         .unwrap();
         let Command::Run(run) = cli.command;

@@ -57,8 +57,12 @@ pub async fn serve(mut worker: corral::Worker) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn answer(request: Request<Incoming>, greeting: Bytes) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    request: Request<Incoming>,
+    greeting: Bytes,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(pause) = requested_sleep(request.uri().path()) {
+        tracing::info!("sleeping {}ms before answering", pause.as_millis());
         tokio::time::sleep(pause).await;
     }
     Ok(Response::builder()
@@ -79,8 +83,14 @@ mod tests {
 
     #[test]
     fn sleep_paths_are_parsed_and_capped() {
-        assert_eq!(requested_sleep("/sleep/250"), Some(Duration::from_millis(250)));
-        assert_eq!(requested_sleep("/sleep/999999999"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            requested_sleep("/sleep/250"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            requested_sleep("/sleep/999999999"),
+            Some(Duration::from_secs(60))
+        );
         assert_eq!(requested_sleep("/sleep/x"), None);
         assert_eq!(requested_sleep("/"), None);
     }

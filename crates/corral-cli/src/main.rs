@@ -31,7 +31,11 @@ fn main() -> ExitCode {
 /// Logs go to stderr; `CORRAL_LOG` filters them (default `info`).
 fn init_logging() {
     let filter = EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let prefix = if corral::is_worker() { "corral worker" } else { "corral" };
+    let prefix = if corral::is_worker() {
+        "corral worker"
+    } else {
+        "corral"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -58,7 +58,9 @@ impl FromStr for ListenAddr {
             None => host,
         };
         if host.is_empty() {
-            return Err(invalid("the host is empty: write HOST:PORT, as in 127.0.0.1:8000"));
+            return Err(invalid(
+                "the host is empty: write HOST:PORT, as in 127.0.0.1:8000",
+            ));
         }
         let port = port
             .parse::<u16>()
@@ -87,7 +89,10 @@ mod tests {
 
     #[test]
     fn accepts_the_documented_forms() {
-        assert_eq!(resolved("127.0.0.1:8000"), "127.0.0.1:8000".parse().unwrap());
+        assert_eq!(
+            resolved("127.0.0.1:8000"),
+            "127.0.0.1:8000".parse().unwrap()
+        );
         assert_eq!(resolved("[::1]:0"), "[::1]:0".parse().unwrap());
         assert_eq!(resolved("9000"), "0.0.0.0:9000".parse().unwrap());
         assert_eq!(resolved("localhost:80").port(), 80);
@@ -95,7 +100,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed_addresses_with_a_reason() {
-        for bad in ["127.0.0.1:http", "::1:80", "[::1:80", ":80", "1.2.3.4:70000"] {
+        for bad in [
+            "127.0.0.1:http",
+            "::1:80",
+            "[::1:80",
+            ":80",
+            "1.2.3.4:70000",
+        ] {
             let err = bad.parse::<ListenAddr>().unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }

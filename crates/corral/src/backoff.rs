@@ -76,9 +76,15 @@ mod tests {
         let delays: Vec<u128> = (0..10)
             .map(|_| backoff.record_failure(quick).as_millis())
             .collect();
-        assert_eq!(delays, [0, 100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
+        assert_eq!(
+            delays,
+            [0, 100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]
+        );
         assert_eq!(backoff.quick_failures(), 10);
-        assert_eq!(backoff.record_failure(Duration::from_secs(60)), Duration::ZERO);
+        assert_eq!(
+            backoff.record_failure(Duration::from_secs(60)),
+            Duration::ZERO
+        );
         assert_eq!(backoff.quick_failures(), 1);
     }
 }

@@ -19,8 +19,12 @@ pub(crate) struct BindOptions {
 /// passes sockets: a blocking server can use it as it is, and an event-loop
 /// server switches it to non-blocking itself.
 pub(crate) fn bind_listener(address: SocketAddr, options: BindOptions) -> Result<Socket, Error> {
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))
-        .map_err(Error::io("cannot create a socket"))?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(Error::io("cannot create a socket"))?;
     let configure = |socket: &Socket| -> std::io::Result<()> {
         socket.set_reuse_address(true)?;
         if options.reuse_port {
@@ -58,5 +62,7 @@ pub(crate) fn local_addr(socket: &Socket) -> Result<SocketAddr, Error> {
         .local_addr()
         .map_err(Error::io("cannot read a socket's address"))?
         .as_socket()
-        .ok_or(Error::Config("a listening socket is not an IP socket".into()))
+        .ok_or(Error::Config(
+            "a listening socket is not an IP socket".into(),
+        ))
 }

@@ -91,13 +91,20 @@ mod tests {
         let got = lines(b"hello world\n\nlast", 100).await;
         assert_eq!(
             got,
-            vec![Ok(b"hello world".to_vec()), Ok(vec![]), Ok(b"last".to_vec())]
+            vec![
+                Ok(b"hello world".to_vec()),
+                Ok(vec![]),
+                Ok(b"last".to_vec())
+            ]
         );
     }
 
     #[tokio::test]
     async fn skips_lines_over_the_limit_and_recovers() {
         let got = lines(b"short\nthis line is too long\nok\n", 8).await;
-        assert_eq!(got, vec![Ok(b"short".to_vec()), Err(21), Ok(b"ok".to_vec())]);
+        assert_eq!(
+            got,
+            vec![Ok(b"short".to_vec()), Err(21), Ok(b"ok".to_vec())]
+        );
     }
 }

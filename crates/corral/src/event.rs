@@ -49,7 +49,10 @@ impl fmt::Display for Event {
                 id,
                 pid,
                 generation,
-            } => write!(f, "worker {id} spawned (pid {pid}, generation {generation})"),
+            } => write!(
+                f,
+                "worker {id} spawned (pid {pid}, generation {generation})"
+            ),
             Event::Online { id, pid } => write!(f, "worker {id} online (pid {pid})"),
             Event::Ready { id, pid } => write!(f, "worker {id} ready (pid {pid})"),
             Event::Disconnect { id, pid } => write!(f, "worker {id} disconnecting (pid {pid})"),
@@ -67,7 +70,11 @@ impl fmt::Display for Event {
                     (None, Some(signal)) => write!(f, " on signal {}", signal_name(*signal))?,
                     (None, None) => {}
                 }
-                let why = if *requested { "as asked" } else { "unexpectedly" };
+                let why = if *requested {
+                    "as asked"
+                } else {
+                    "unexpectedly"
+                };
                 write!(f, " {why} after {}", human_duration(*ran_for))
             }
             Event::CrashLoop {

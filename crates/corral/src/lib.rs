@@ -45,7 +45,9 @@ pub use address::ListenAddr;
 pub use backoff::BackoffPolicy;
 pub use balance::Policy;
 pub use channel::DEFAULT_MAX_LINE;
-pub use cluster::{Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, default_workers, is_worker};
+pub use cluster::{
+    Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, default_workers, is_worker,
+};
 pub use error::Error;
 pub use event::Event;
 pub use listener::Listener;

@@ -34,7 +34,9 @@ pub enum Message {
 pub enum DecodeError {
     #[error("not a JSON value: {0}")]
     NotJson(#[from] serde_json::Error),
-    #[error("unknown corral message {0} (expected one of \"online\", \"ready\", \"heartbeat\", \"stop\")")]
+    #[error(
+        "unknown corral message {0} (expected one of \"online\", \"ready\", \"heartbeat\", \"stop\")"
+    )]
     UnknownControl(serde_json::Value),
 }
 
@@ -70,7 +72,12 @@ mod tests {
 
     #[test]
     fn control_messages_round_trip() {
-        for control in [Control::Online, Control::Ready, Control::Heartbeat, Control::Stop] {
+        for control in [
+            Control::Online,
+            Control::Ready,
+            Control::Heartbeat,
+            Control::Stop,
+        ] {
             let line = encode_control(control);
             assert_eq!(line.last(), Some(&b'\n'));
             let decoded = decode(&line[..line.len() - 1]).unwrap();

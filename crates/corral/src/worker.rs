@@ -13,11 +13,11 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
+use crate::Error;
 use crate::channel::{DEFAULT_MAX_LINE, Line, LineReader};
 use crate::env::WorkerEnvironment;
 use crate::listener::Listener;
 use crate::message::{self, Control, Message};
-use crate::Error;
 
 /// How long a worker whose primary vanished may take to finish in-flight
 /// work before it exits anyway: nothing supervises it any more.
@@ -64,8 +64,7 @@ impl Worker {
     pub fn listener(&mut self) -> Result<Listener, Error> {
         if self.listeners.is_empty() {
             return Err(Error::Config(
-                "this worker has no listener left: the cluster listens on no more addresses"
-                    .into(),
+                "this worker has no listener left: the cluster listens on no more addresses".into(),
             ));
         }
         self.ready();

@@ -26,7 +26,11 @@ pub(crate) struct SocketPerSlot {
 
 impl SocketPerSlot {
     /// Binds the sockets of slots `1..=slots` now, so that errors show at start.
-    pub(crate) fn bind(addresses: &[SocketAddr], slots: usize, backlog: i32) -> Result<Self, Error> {
+    pub(crate) fn bind(
+        addresses: &[SocketAddr],
+        slots: usize,
+        backlog: i32,
+    ) -> Result<Self, Error> {
         for &address in addresses {
             ensure_port_free(address, backlog)?;
         }

@@ -21,11 +21,11 @@ use tokio::sync::mpsc;
 
 pub(crate) use program::Program;
 
+use crate::Error;
 use crate::backoff::{BackoffPolicy, RestartBackoff};
 use crate::balance::{Balancer, Policy};
 use crate::event::{Event, human_duration, signal_name};
 use crate::message::{Control, Message};
-use crate::Error;
 use notice::Notice;
 use output::OutputSink;
 use signals::{Request, Signals};
@@ -39,6 +39,8 @@ const CRASH_LOOP_REPORT: u32 = 3;
 const CRASH_LOOP_FATAL: u32 = 5;
 /// How long a fatal stop waits for killed workers to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the primary, exiting, waits for its workers' last output.
+const OUTPUT_FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The cluster's settings, validated and resolved.
 pub(crate) struct Settings {
@@ -71,9 +73,10 @@ pub(crate) async fn run(
     program: Program,
     observer: Option<Observer>,
 ) -> Result<(), Error> {
-    let balancer = settings
-        .policy
-        .balancer(&settings.addresses, settings.workers, settings.backlog)?;
+    let balancer =
+        settings
+            .policy
+            .balancer(&settings.addresses, settings.workers, settings.backlog)?;
     let mut signals = Signals::install()?;
     let (notices, inbox) = mpsc::channel(1024);
     let launcher = Launcher {
@@ -110,8 +113,10 @@ pub(crate) async fn run(
     }
     let outcome = primary.supervise(&mut signals).await;
     if outcome.is_err() {
+        tracing::error!("giving up: killing every worker");
         primary.kill_and_reap().await;
     }
+    primary.launcher.output.flush(OUTPUT_FLUSH_TIMEOUT).await;
     outcome
 }
 
@@ -172,7 +177,10 @@ impl Primary {
     fn obey(&mut self, request: Request) -> Result<(), Error> {
         match request {
             Request::Stop if self.phase == Phase::Running => self.begin_shutdown(),
-            Request::Stop => self.kill_all(),
+            Request::Stop => {
+                tracing::warn!("stopping at once: killing every worker");
+                self.kill_all();
+            }
             Request::Reload => tracing::warn!(
                 "SIGHUP asks for a rolling reload, which this version of corral does not do yet: ignored"
             ),
@@ -242,14 +250,19 @@ impl Primary {
                 self.emit(Event::Ready { id, pid });
             }
             Message::Control(Control::Ready | Control::Heartbeat) => {}
-            Message::Control(Control::Stop) => tracing::warn!(
-                "worker {id} sent \"stop\", which only the primary sends: ignored"
-            ),
+            Message::Control(Control::Stop) => {
+                tracing::warn!("worker {id} sent \"stop\", which only the primary sends: ignored")
+            }
             Message::User(value) => tracing::info!("message from worker {id}: {value}"),
         }
     }
 
-    fn on_exit(&mut self, id: u32, generation: u32, status: Option<ExitStatus>) -> Result<(), Error> {
+    fn on_exit(
+        &mut self,
+        id: u32,
+        generation: u32,
+        status: Option<ExitStatus>,
+    ) -> Result<(), Error> {
         let Some(slot) = self.slots.get_mut(&id) else {
             return Ok(());
         };
@@ -365,7 +378,6 @@ impl Primary {
     }
 
     fn kill_all(&mut self) {
-        tracing::warn!("stopping at once: killing every worker");
         self.phase = Phase::Killing;
         for worker in self.slots.values().filter_map(|slot| slot.worker.as_ref()) {
             worker.signal(Signal::KILL);
@@ -397,7 +409,9 @@ impl Primary {
         if self.phase != Phase::Running {
             return Ok(());
         }
-        let id = (1..).find(|id| !self.slots.contains_key(id)).expect("ids are unbounded");
+        let id = (1..)
+            .find(|id| !self.slots.contains_key(id))
+            .expect("ids are unbounded");
         self.add_slot(id);
         tracing::info!("scaling up: adding worker {id}");
         self.start(id)

@@ -19,16 +19,20 @@ pub(crate) enum Stream {
     Stderr,
 }
 
-/// The queue to the writing thread.
-#[derive(Clone)]
+/// The queue to the writing thread, and the bookkeeping to flush it.
 pub(crate) struct OutputSink {
     lines: mpsc::Sender<(Stream, Vec<u8>)>,
+    /// Every relay task holds a clone; when all are dropped, `relays_done`
+    /// yields `None`: every worker's output has been queued.
+    relays_alive: Option<mpsc::Sender<()>>,
+    relays_done: mpsc::Receiver<()>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl OutputSink {
     pub(crate) fn start() -> Self {
         let (lines, mut queued) = mpsc::channel::<(Stream, Vec<u8>)>(1024);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("corral-output".into())
             .spawn(move || {
                 while let Some((stream, line)) = queued.blocking_recv() {
@@ -40,13 +44,41 @@ impl OutputSink {
                 }
             })
             .expect("cannot start the output thread");
-        OutputSink { lines }
+        let (relays_alive, relays_done) = mpsc::channel(1);
+        OutputSink {
+            lines,
+            relays_alive: Some(relays_alive),
+            relays_done,
+            writer: Some(writer),
+        }
+    }
+
+    /// Waits (up to `timeout`) until the output of every exited worker has
+    /// been written, so that a worker's last words before the primary exits
+    /// are not lost.
+    pub(crate) async fn flush(&mut self, timeout: std::time::Duration) {
+        self.relays_alive = None;
+        let relays_finished = tokio::time::timeout(timeout, self.relays_done.recv()).await;
+        if relays_finished.is_ok() {
+            let (closed, _) = mpsc::channel(1);
+            drop(std::mem::replace(&mut self.lines, closed));
+            if let Some(writer) = self.writer.take() {
+                let _ = writer.join();
+            }
+        }
     }
 
     /// Passes `source` through, each line prefixed with `[worker ID] `.
-    pub(crate) fn relay(&self, id: u32, stream: Stream, source: impl AsyncRead + Unpin + Send + 'static) {
+    pub(crate) fn relay(
+        &self,
+        id: u32,
+        stream: Stream,
+        source: impl AsyncRead + Unpin + Send + 'static,
+    ) {
         let sink = self.lines.clone();
+        let alive = self.relays_alive.clone();
         tokio::spawn(async move {
+            let _alive = alive;
             let prefix = format!("[worker {id}] ");
             let mut lines = LineReader::new(BufReader::new(source), MAX_LINE);
             while let Ok(Some(line)) = lines.next_line().await {
@@ -54,7 +86,10 @@ impl OutputSink {
                 match line {
                     Line::Complete(bytes) => out.extend_from_slice(bytes),
                     Line::TooLong(len) => {
-                        out.extend_from_slice(format!("({len} bytes of output without a newline, not shown)").as_bytes());
+                        out.extend_from_slice(
+                            format!("({len} bytes of output without a newline, not shown)")
+                                .as_bytes(),
+                        );
                     }
                 }
                 out.push(b'\n');

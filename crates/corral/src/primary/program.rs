@@ -16,7 +16,10 @@ pub(crate) enum Program {
     /// This executable, with this process's arguments.
     CurrentExe,
     /// Another program with its arguments.
-    Command { program: OsString, args: Vec<OsString> },
+    Command {
+        program: OsString,
+        args: Vec<OsString>,
+    },
 }
 
 /// A program resolved to a file, with its full argv (argv[0] included).
@@ -29,8 +32,7 @@ impl Program {
     pub(crate) fn resolve(&self) -> Result<ResolvedProgram, Error> {
         match self {
             Program::CurrentExe => Ok(ResolvedProgram {
-                path: std::env::current_exe()
-                    .map_err(Error::io("cannot find this executable"))?,
+                path: std::env::current_exe().map_err(Error::io("cannot find this executable"))?,
                 argv: std::env::args_os().collect(),
             }),
             Program::Command { program, args } => {

@@ -25,7 +25,8 @@ pub(crate) struct Signals {
 
 impl Signals {
     pub(crate) fn install() -> Result<Self, Error> {
-        let watch = |kind: SignalKind| signal(kind).map_err(Error::io("cannot install a signal handler"));
+        let watch =
+            |kind: SignalKind| signal(kind).map_err(Error::io("cannot install a signal handler"));
         Ok(Signals {
             terminate: watch(SignalKind::terminate())?,
             interrupt: watch(SignalKind::interrupt())?,

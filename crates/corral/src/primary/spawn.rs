@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 use super::notice::Notice;
 use super::output::{OutputSink, Stream};
 use super::program::Program;
+use crate::Error;
 use crate::channel::{Line, LineReader};
 use crate::env::{FIRST_LISTEN_FD, WorkerIdentity};
 use crate::message;
 use crate::sys::ExecImage;
-use crate::Error;
 
 /// Everything that is the same for every worker start.
 pub(crate) struct Launcher {
@@ -99,15 +99,20 @@ impl Launcher {
         drop(command);
 
         let pid = child.id().expect("a child not yet waited for has a pid");
-        let pidfd = rustix::process::pidfd_open(Pid::from_raw(pid as i32).expect("a child's pid is positive"), PidfdFlags::empty())
-            .map_err(|errno| spawn_error(errno.into()))?;
+        let pidfd = rustix::process::pidfd_open(
+            Pid::from_raw(pid as i32).expect("a child's pid is positive"),
+            PidfdFlags::empty(),
+        )
+        .map_err(|errno| spawn_error(errno.into()))?;
         if let Some(stdout) = child.stdout.take() {
             self.output.relay(id, Stream::Stdout, stdout);
         }
         if let Some(stderr) = child.stderr.take() {
             self.output.relay(id, Stream::Stderr, stderr);
         }
-        let outbox = self.start_channel(id, generation, primary_end).map_err(spawn_error)?;
+        let outbox = self
+            .start_channel(id, generation, primary_end)
+            .map_err(spawn_error)?;
         let notices = self.notices.clone();
         tokio::spawn(async move {
             let status = child.wait().await.ok();

@@ -1,0 +1,132 @@
+//! Bad input gets one clear line naming the problem, and a non-zero exit
+//! where it is fatal.
+
+use std::net::TcpListener;
+use std::process::ExitStatus;
+
+use corral_testkit::{ClusterProcess, PATIENCE};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+
+/// Runs corral to its end; returns the exit status and stderr lines.
+fn run_to_end(args: &[&str]) -> (ExitStatus, Vec<String>) {
+    let mut cluster = ClusterProcess::start(CORRAL, args);
+    let status = cluster
+        .wait_exit(PATIENCE)
+        .unwrap_or_else(|| panic!("corral {args:?} did not exit:\n{}", cluster.output()));
+    // The reader threads may still be draining the pipes.
+    let _ = cluster.wait_for_line("error", std::time::Duration::from_millis(500));
+    let stderr = cluster
+        .output()
+        .lines()
+        .filter_map(|line| line.strip_prefix("err|").map(str::to_string))
+        .collect();
+    (status, stderr)
+}
+
+fn the_error_line(stderr: &[String]) -> &str {
+    let errors: Vec<&String> = stderr
+        .iter()
+        .filter(|line| line.contains("error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "exactly one error line: {stderr:#?}");
+    errors[0]
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_error() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = holder.local_addr().unwrap().to_string();
+    for policy in ["reuseport", "shared"] {
+        let (status, stderr) = run_to_end(&["run", "-w", "2", "-l", &address, "--policy", policy]);
+        assert_eq!(status.code(), Some(1));
+        let error = the_error_line(&stderr);
+        assert!(
+            error.contains(&format!("cannot listen on {address}")),
+            "{error}"
+        );
+        assert!(error.contains("in use"), "{error}");
+    }
+}
+
+#[test]
+fn a_missing_command_is_one_clear_error() {
+    let (status, stderr) =
+        run_to_end(&["run", "-l", "127.0.0.1:0", "--", "corral-no-such-program"]);
+    assert_eq!(status.code(), Some(1));
+    let error = the_error_line(&stderr);
+    assert!(
+        error.contains("command not found") && error.contains("corral-no-such-program"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_command_that_always_fails_ends_the_cluster_with_an_error() {
+    let (status, stderr) = run_to_end(&[
+        "run",
+        "-w",
+        "2",
+        "-l",
+        "127.0.0.1:0",
+        "--",
+        "sh",
+        "-c",
+        "echo cannot start >&2; exit 3",
+    ]);
+    assert_eq!(status.code(), Some(1));
+    let last = stderr.last().expect("corral says why it stopped");
+    assert!(last.contains("every worker fails at start"), "{last}");
+    assert!(last.contains("exited with code 3"), "{last}");
+    assert!(
+        stderr.iter().any(|line| line == "[worker 1] cannot start"),
+        "{stderr:#?}"
+    );
+    let restarts = stderr
+        .iter()
+        .filter(|line| line.contains("spawned"))
+        .count();
+    assert!(
+        restarts <= 12,
+        "a crash loop must not become a fork storm: {restarts} spawns"
+    );
+}
+
+#[test]
+fn bad_flag_values_name_the_flag() {
+    for (args, flag) in [
+        (&["run", "-w", "0"][..], "--workers"),
+        (&["run", "--workers", "lots"][..], "--workers"),
+        (&["run", "--grace", "soon"][..], "--grace"),
+        (&["run", "--grace", "-1"][..], "--grace"),
+        (&["run", "-l", "localhost"][..], "--listen"),
+        (&["run", "-l", "[::1:80"][..], "--listen"),
+        (&["run", "--policy", "random"][..], "--policy"),
+        (&["run", "--backlog", "0"][..], "--backlog"),
+        (&["run", "--no-such-flag"][..], "--no-such-flag"),
+    ] {
+        let (status, stderr) = run_to_end(args);
+        assert_eq!(status.code(), Some(2), "{args:?}");
+        let error = the_error_line(&stderr);
+        assert!(error.contains(flag), "{args:?}: {error}");
+    }
+}
+
+#[test]
+fn an_unresolvable_host_is_one_clear_error() {
+    let (status, stderr) = run_to_end(&["run", "-l", "no-such-host.invalid:8000"]);
+    assert_eq!(status.code(), Some(1));
+    let error = the_error_line(&stderr);
+    assert!(error.contains("no-such-host.invalid"), "{error}");
+}
+
+#[test]
+fn a_policy_not_built_yet_says_so() {
+    let (status, stderr) = run_to_end(&["run", "-l", "127.0.0.1:0", "--policy", "round-robin"]);
+    assert_eq!(status.code(), Some(1));
+    let error = the_error_line(&stderr);
+    assert!(
+        error.contains("round-robin") && error.contains("not built yet"),
+        "{error}"
+    );
+}

@@ -1,0 +1,166 @@
+//! The demo cluster (`corral run` with no command), driven as a user would:
+//! real processes, real sockets, real HTTP on 127.0.0.1.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use corral_testkit::{
+    ClusterProcess, Hello, PATIENCE, Signal, hello, http_get, parse_hello, process_alive,
+    send_signal, wait_until,
+};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+
+fn demo(args: &[&str]) -> ClusterProcess {
+    let mut all = vec!["run", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    ClusterProcess::start(CORRAL, &all)
+}
+
+/// Sends requests until `workers` distinct workers answered (at most
+/// `limit` requests); returns each worker's pid by id.
+fn pids_by_id(port: u16, workers: usize, limit: usize) -> HashMap<u32, u32> {
+    let mut seen = HashMap::new();
+    for _ in 0..limit {
+        let Hello { id, pid } = hello(port);
+        seen.insert(id, pid);
+        if seen.len() == workers {
+            break;
+        }
+    }
+    seen
+}
+
+#[test]
+fn every_worker_answers_with_its_own_id_and_pid() {
+    for policy in ["reuseport", "shared"] {
+        let cluster = demo(&["--workers", "2", "--policy", policy]);
+        let port = cluster.port();
+        let seen = pids_by_id(port, 2, 500);
+        assert_eq!(seen.len(), 2, "policy {policy}: answers from {seen:?}");
+        assert!(seen.contains_key(&1) && seen.contains_key(&2), "{seen:?}");
+        let pids: HashSet<u32> = seen.values().copied().collect();
+        assert_eq!(pids.len(), 2, "two workers, two processes: {seen:?}");
+        let children: HashSet<u32> = cluster.worker_pids().into_iter().collect();
+        assert_eq!(
+            pids, children,
+            "the answering processes are the primary's children"
+        );
+    }
+}
+
+#[test]
+fn a_killed_worker_is_replaced_in_its_slot_while_requests_keep_succeeding() {
+    let cluster = demo(&["--workers", "2"]);
+    let port = cluster.port();
+    let before = pids_by_id(port, 2, 500);
+    let victim = before[&1];
+    send_signal(victim, Signal::KILL);
+    let started = Instant::now();
+    let mut requests = 0;
+    let replacement = loop {
+        // `hello` fails the test on any failed request.
+        let answer = hello(port);
+        requests += 1;
+        if answer.id == 1 && answer.pid != victim {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "worker 1 was not replaced:\n{}",
+            cluster.output()
+        );
+    };
+    assert!(!process_alive(victim));
+    assert_ne!(replacement.pid, victim);
+    cluster.expect_line(&format!(
+        "worker 1 (pid {victim}) exited on signal SIGKILL unexpectedly"
+    ));
+    cluster.expect_line("generation 2");
+    eprintln!("{requests} requests succeeded while worker 1 was replaced");
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
+    let mut cluster = demo(&["--workers", "1", "--grace", "10"]);
+    let port = cluster.port();
+    let slow = std::thread::spawn(move || http_get(port, "/sleep/700"));
+    cluster.expect_line("sleeping 700ms before answering");
+    cluster.signal(Signal::TERM);
+    let response = slow
+        .join()
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status, 200);
+    assert!(parse_hello(&response.body).is_some(), "{response:?}");
+    let status = cluster.wait_exit(PATIENCE).expect("the primary exits");
+    assert!(
+        status.success(),
+        "exit status {status:?}:\n{}",
+        cluster.output()
+    );
+    assert!(
+        cluster.output().contains("exited with code 0 as asked"),
+        "{}",
+        cluster.output()
+    );
+}
+
+#[test]
+fn a_second_sigterm_stops_at_once() {
+    let mut cluster = demo(&["--workers", "1", "--grace", "60"]);
+    let port = cluster.port();
+    let _slow = std::thread::spawn(move || http_get(port, "/sleep/30000"));
+    cluster.expect_line("sleeping 30000ms");
+    cluster.signal(Signal::TERM);
+    cluster.expect_line("stopping: workers drain");
+    let second = Instant::now();
+    cluster.signal(Signal::TERM);
+    cluster.wait_exit(PATIENCE).expect("the primary exits");
+    assert!(
+        second.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        second.elapsed()
+    );
+    cluster.expect_line("stopping at once");
+}
+
+#[test]
+fn killing_the_primary_leaves_no_worker_behind() {
+    let mut cluster = demo(&["--workers", "2"]);
+    cluster.expect_line("worker 2 ready");
+    cluster.expect_line("worker 1 ready");
+    let workers = cluster.worker_pids();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    cluster.signal(Signal::KILL);
+    cluster.wait_exit(PATIENCE);
+    let killed = Instant::now();
+    let gone = wait_until(Duration::from_secs(2), || {
+        workers.iter().all(|&pid| !process_alive(pid))
+    });
+    assert!(gone, "workers {workers:?} outlived their primary");
+    eprintln!(
+        "workers exited {:?} after the primary was killed",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn ttin_adds_a_worker_and_ttou_removes_it_gracefully() {
+    let cluster = demo(&["--workers", "1"]);
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    cluster.signal(Signal::from_named_raw(libc::SIGTTIN).expect("a known signal"));
+    cluster.expect_line("worker 2 ready");
+    let seen = pids_by_id(port, 2, 500);
+    assert_eq!(seen.len(), 2, "the new worker takes connections: {seen:?}");
+    cluster.signal(Signal::from_named_raw(libc::SIGTTOU).expect("a known signal"));
+    cluster.expect_line("worker 2 disconnecting");
+    let exited = cluster.expect_line(&format!("worker 2 (pid {})", seen[&2]));
+    assert!(exited.contains("as asked"), "{exited}");
+    // Only worker 1 is left, and it is not replaced.
+    for _ in 0..20 {
+        assert_eq!(hello(port).id, 1);
+    }
+    assert_eq!(cluster.worker_pids(), vec![seen[&1]]);
+}

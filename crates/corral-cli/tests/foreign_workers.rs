@@ -1,0 +1,148 @@
+//! `corral run -- COMMAND`: clustering programs that are not Rust, which
+//! receive their sockets by the systemd socket-activation protocol.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use corral_testkit::{ClusterProcess, PATIENCE, Signal, http_get, process_alive, wait_until};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
+
+fn run(args: &[&str]) -> ClusterProcess {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    ClusterProcess::start(CORRAL, &all)
+}
+
+/// The fixture's answer, `python worker 1 pid 10 listen_pid 10 …`, as a map.
+fn fields(body: &str) -> HashMap<String, String> {
+    let body = body
+        .strip_prefix("python ")
+        .unwrap_or_else(|| panic!("not the fixture: {body:?}"));
+    let words: Vec<&str> = body.split_whitespace().collect();
+    words
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [key, value] => Some((key.to_string(), value.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_python_worker_gets_the_systemd_environment_with_its_own_pid() {
+    let cluster = run(&["-w", "2", "-l", "127.0.0.1:0", "--", "python3", ENV_SERVER]);
+    let port = cluster.port();
+    let mut by_worker = HashMap::new();
+    for _ in 0..400 {
+        let response = http_get(port, "/").expect("the python worker answers");
+        assert_eq!(response.status, 200);
+        let answer = fields(&response.body);
+        by_worker.insert(answer["worker"].clone(), answer);
+        if by_worker.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        by_worker.len(),
+        2,
+        "both python workers answer: {by_worker:?}"
+    );
+    let children = cluster.worker_pids();
+    for (id, answer) in &by_worker {
+        assert!(id == "1" || id == "2", "{answer:?}");
+        assert_eq!(
+            answer["listen_pid"], answer["pid"],
+            "LISTEN_PID is the worker's own pid"
+        );
+        assert!(
+            children.contains(&answer["pid"].parse().unwrap()),
+            "{children:?}"
+        );
+        assert_eq!(answer["fds"], "1");
+        assert_eq!(answer["names"], "listener0");
+        assert_eq!(answer["generation"], "1");
+        assert_eq!(answer["ipc"], "4", "the channel follows the sockets");
+    }
+}
+
+#[test]
+fn every_listen_address_is_passed_as_its_own_descriptor() {
+    let cluster = run(&[
+        "-w",
+        "1",
+        "-l",
+        "127.0.0.1:0",
+        "-l",
+        "127.0.0.1:0",
+        "--",
+        "python3",
+        ENV_SERVER,
+    ]);
+    let ports = cluster
+        .wait_for_lines("out|listening on ", 2, PATIENCE)
+        .expect("one line per address");
+    assert_ne!(ports[0], ports[1]);
+    let response = http_get(cluster.port(), "/").unwrap();
+    let answer = fields(&response.body);
+    assert_eq!(answer["fds"], "2");
+    assert_eq!(answer["names"], "listener0:listener1");
+    assert_eq!(answer["ipc"], "5");
+}
+
+#[test]
+fn worker_output_is_passed_through_prefixed_with_its_id() {
+    let script =
+        "echo \"out of $CORRAL_WORKER_ID\"; echo \"err of $CORRAL_WORKER_ID\" >&2; exec sleep 30";
+    let cluster = run(&["-w", "2", "-l", "127.0.0.1:0", "--", "sh", "-c", script]);
+    cluster.expect_line("out|[worker 1] out of 1");
+    cluster.expect_line("out|[worker 2] out of 2");
+    cluster.expect_line("err|[worker 1] err of 1");
+    cluster.expect_line("err|[worker 2] err of 2");
+}
+
+#[test]
+fn a_worker_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let program = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)";
+    let mut cluster = run(&[
+        "-w",
+        "1",
+        "-l",
+        "127.0.0.1:0",
+        "--grace",
+        "0.3",
+        "--",
+        "python3",
+        "-c",
+        program,
+    ]);
+    cluster.expect_line("[worker 1] up");
+    let worker = cluster.worker_pids();
+    cluster.signal(Signal::TERM);
+    let status = cluster.wait_exit(PATIENCE).expect("the primary exits");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        cluster
+            .output()
+            .contains("did not exit within the grace period"),
+        "{}",
+        cluster.output()
+    );
+    assert!(worker.iter().all(|&pid| !process_alive(pid)));
+}
+
+#[test]
+fn killing_the_primary_kills_foreign_workers_too() {
+    let mut cluster = run(&["-w", "2", "-l", "127.0.0.1:0", "--", "python3", ENV_SERVER]);
+    cluster.expect_line("[worker 1] python worker 1 serving");
+    cluster.expect_line("[worker 2] python worker 2 serving");
+    let workers = cluster.worker_pids();
+    assert_eq!(workers.len(), 2);
+    cluster.signal(Signal::KILL);
+    cluster.wait_exit(PATIENCE);
+    let gone = wait_until(Duration::from_secs(1), || {
+        workers.iter().all(|&pid| !process_alive(pid))
+    });
+    assert!(gone, "python workers {workers:?} outlived their primary");
+}

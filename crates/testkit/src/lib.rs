@@ -1,0 +1,335 @@
+//! Helpers for corral's integration tests, which run real processes on real
+//! sockets: start a cluster (the `corral` binary or an example), collect its
+//! output as it comes, wait on conditions with timeouts instead of sleeps,
+//! and send HTTP requests over loopback.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::process::Pid;
+pub use rustix::process::Signal;
+
+/// A generous bound for things that take milliseconds when all is well.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The path of an example binary built by `cargo test` in this workspace.
+pub fn example_path(name: &str) -> PathBuf {
+    let test_binary = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    profile_dir.join("examples").join(name)
+}
+
+/// Output lines collected from a process, shared with the reader threads.
+#[derive(Default)]
+struct Transcript {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// A running cluster primary; killed (with its workers) on drop.
+pub struct ClusterProcess {
+    child: Child,
+    transcript: Arc<Transcript>,
+    status: Option<ExitStatus>,
+}
+
+impl ClusterProcess {
+    /// Starts `program` with `args`, stdout and stderr captured.
+    pub fn start(program: impl AsRef<Path>, args: &[&str]) -> Self {
+        let mut command = Command::new(program.as_ref());
+        command.args(args);
+        Self::spawn(command)
+    }
+
+    /// Starts a prepared command, stdout and stderr captured.
+    pub fn spawn(mut command: Command) -> Self {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("CORRAL_LOG", "info");
+        let mut child = command.spawn().expect("the cluster program starts");
+        let transcript = Arc::new(Transcript::default());
+        collect_lines(
+            child.stdout.take().expect("piped"),
+            "out",
+            transcript.clone(),
+        );
+        collect_lines(
+            child.stderr.take().expect("piped"),
+            "err",
+            transcript.clone(),
+        );
+        ClusterProcess {
+            child,
+            transcript,
+            status: None,
+        }
+    }
+
+    /// The primary's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process printed so far, one line each, stdout lines
+    /// marked `out|` and stderr lines `err|`.
+    pub fn output(&self) -> String {
+        self.transcript.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a line containing `needle`; returns it, or `None` on timeout.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_lines(needle, 1, timeout)
+            .map(|mut lines| lines.remove(0))
+    }
+
+    /// Waits until `count` lines contain `needle`; returns them.
+    pub fn wait_for_lines(
+        &self,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Option<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.transcript.lines.lock().unwrap();
+        loop {
+            let found: Vec<String> = lines
+                .iter()
+                .filter(|line| line.contains(needle))
+                .cloned()
+                .collect();
+            if found.len() >= count {
+                return Some(found);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            lines = self.transcript.grew.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Like [`Self::wait_for_line`], but fails the test with the output.
+    pub fn expect_line(&self, needle: &str) -> String {
+        self.wait_for_line(needle, PATIENCE).unwrap_or_else(|| {
+            panic!(
+                "no line containing {needle:?} within {PATIENCE:?}; output:\n{}",
+                self.output()
+            )
+        })
+    }
+
+    /// The first port the cluster printed in its `listening on` line.
+    pub fn port(&self) -> u16 {
+        let line = self.expect_line("out|listening on ");
+        line.rsplit(':')
+            .next()
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"))
+    }
+
+    /// Sends `signal` to the primary.
+    pub fn signal(&self, signal: Signal) {
+        send_signal(self.pid(), signal);
+    }
+
+    /// Waits for the primary to exit; `None` on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait works") {
+                self.status = Some(status);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The primary's live child processes (its workers).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let pid = self.pid();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .filter(|&pid| process_alive(pid))
+            .collect()
+    }
+}
+
+impl Drop for ClusterProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let workers = self.worker_pids();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            for pid in workers {
+                send_signal(pid, Signal::KILL);
+            }
+        }
+    }
+}
+
+fn collect_lines(
+    stream: impl Read + Send + 'static,
+    tag: &'static str,
+    transcript: Arc<Transcript>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            transcript
+                .lines
+                .lock()
+                .unwrap()
+                .push(format!("{tag}|{line}"));
+            transcript.grew.notify_all();
+        }
+    });
+}
+
+/// Sends `signal` to `pid`, ignoring a process that is already gone.
+pub fn send_signal(pid: u32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
+/// Whether `pid` is a running (not zombie) process.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An HTTP response: status code and body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `GET path` on 127.0.0.1:`port` over a new connection (`Connection: close`).
+pub fn http_get(port: u16, path: &str) -> io::Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> io::Result<Response> {
+    let text = String::from_utf8_lossy(raw);
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not an HTTP response: {text:?}"),
+        )
+    };
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(bad)?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok(Response { status, body })
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Who answered, parsed from `Hello from worker <id> (pid <pid>)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hello {
+    pub id: u32,
+    pub pid: u32,
+}
+
+/// Parses the demo worker's greeting.
+pub fn parse_hello(body: &str) -> Option<Hello> {
+    let rest = body.strip_prefix("Hello from worker ")?;
+    let (id, rest) = rest.split_once(" (pid ")?;
+    let pid = rest.strip_suffix(")\n")?;
+    Some(Hello {
+        id: id.parse().ok()?,
+        pid: pid.parse().ok()?,
+    })
+}
+
+/// `GET /` and parse who answered; panics with the reason otherwise.
+pub fn hello(port: u16) -> Hello {
+    let response = http_get(port, "/").unwrap_or_else(|err| panic!("GET / failed: {err}"));
+    assert_eq!(response.status, 200, "{response:?}");
+    parse_hello(&response.body).unwrap_or_else(|| panic!("not a greeting: {:?}", response.body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greetings_and_responses_parse() {
+        assert_eq!(
+            parse_hello("Hello from worker 2 (pid 77)\n"),
+            Some(Hello { id: 2, pid: 77 })
+        );
+        assert_eq!(parse_hello("Hello from worker 2 (pid 77)"), None);
+        let response = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((response.status, response.body.as_str()), (200, "hello"));
+    }
+}

@@ -1,0 +1,58 @@
+//! The library face, through its examples: the same executable re-run as
+//! each worker, serving real HTTP.
+
+use std::collections::HashMap;
+
+use corral_testkit::{ClusterProcess, PATIENCE, Signal, example_path, hello, send_signal};
+
+fn example(name: &str, args: &[&str]) -> ClusterProcess {
+    ClusterProcess::start(example_path(name), args)
+}
+
+fn answers(port: u16, workers: usize) -> HashMap<u32, u32> {
+    let mut seen = HashMap::new();
+    for _ in 0..500 {
+        let answer = hello(port);
+        seen.insert(answer.id, answer.pid);
+        if seen.len() == workers {
+            break;
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_hello_example_serves_with_every_worker() {
+    let mut cluster = example("hello", &["--workers", "3", "--listen", "127.0.0.1:0"]);
+    let seen = answers(cluster.port(), 3);
+    let mut ids: Vec<u32> = seen.keys().copied().collect();
+    ids.sort();
+    assert_eq!(ids, [1, 2, 3], "{seen:?}");
+    cluster.signal(Signal::TERM);
+    let status = cluster
+        .wait_exit(PATIENCE)
+        .expect("the example exits on SIGTERM");
+    assert!(status.success(), "{status:?}:\n{}", cluster.output());
+}
+
+#[test]
+fn the_axum_example_serves_replaces_and_drains() {
+    for policy in ["reuseport", "shared"] {
+        let mut cluster = example(
+            "axum",
+            &["-w", "2", "-l", "127.0.0.1:0", "--policy", policy],
+        );
+        let port = cluster.port();
+        let seen = answers(port, 2);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        send_signal(seen[&2], Signal::KILL);
+        cluster.expect_line("worker 2 ready (pid");
+        let replaced = answers(port, 2);
+        assert_ne!(replaced[&2], seen[&2], "worker 2 has a new process");
+        cluster.signal(Signal::TERM);
+        let status = cluster
+            .wait_exit(PATIENCE)
+            .expect("the example exits on SIGTERM");
+        assert!(status.success(), "{status:?}:\n{}", cluster.output());
+    }
+}
