@@ -164,3 +164,34 @@ fn ttin_adds_a_worker_and_ttou_removes_it_gracefully() {
     }
     assert_eq!(cluster.worker_pids(), vec![seen[&1]]);
 }
+
+#[test]
+fn workers_killed_again_and_again_are_always_replaced_at_once() {
+    let cluster = demo(&["--workers", "2"]);
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    cluster.expect_line("worker 2 ready");
+    for round in 1..=10 {
+        let victims = cluster.worker_pids();
+        assert_eq!(victims.len(), 2, "round {round}");
+        for &pid in &victims {
+            send_signal(pid, Signal::KILL);
+        }
+        let refilled = wait_until(PATIENCE, || {
+            let now = cluster.worker_pids();
+            now.len() == 2 && now.iter().all(|pid| !victims.contains(pid))
+        });
+        assert!(
+            refilled,
+            "round {round}: slots not refilled:\n{}",
+            cluster.output()
+        );
+        for pid in cluster.worker_pids() {
+            cluster.expect_line(&format!("ready (pid {pid})"));
+        }
+        hello(port);
+    }
+    let output = cluster.output();
+    assert!(!output.contains("crash-looping"), "{output}");
+    assert!(!output.contains("every worker fails"), "{output}");
+}

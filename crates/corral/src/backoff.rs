@@ -7,8 +7,11 @@ use std::time::Duration;
 /// How a slot's restart delays grow.
 #[derive(Debug, Clone, Copy)]
 pub struct BackoffPolicy {
-    /// The delay after the second quick failure in a row (the first restart
-    /// is immediate); each further quick failure doubles it.
+    /// Quick failures in a row that are still restarted at once, so that a
+    /// worker killed now and then is replaced without delay.
+    pub immediate_restarts: u32,
+    /// The delay after the first quick failure past `immediate_restarts`;
+    /// each further one doubles it.
     pub initial: Duration,
     /// The longest delay.
     pub cap: Duration,
@@ -20,9 +23,10 @@ pub struct BackoffPolicy {
 impl Default for BackoffPolicy {
     fn default() -> Self {
         BackoffPolicy {
+            immediate_restarts: 2,
             initial: Duration::from_millis(100),
             cap: Duration::from_secs(10),
-            stable_after: Duration::from_secs(5),
+            stable_after: Duration::from_secs(1),
         }
     }
 }
@@ -49,10 +53,10 @@ impl RestartBackoff {
             self.quick_failures = 0;
         }
         self.quick_failures += 1;
-        if self.quick_failures == 1 {
+        if self.quick_failures <= self.policy.immediate_restarts {
             return Duration::ZERO;
         }
-        let doublings = (self.quick_failures - 2).min(31);
+        let doublings = (self.quick_failures - self.policy.immediate_restarts - 1).min(31);
         self.policy
             .initial
             .saturating_mul(1u32 << doublings)
@@ -73,14 +77,14 @@ mod tests {
     fn delays_double_up_to_the_cap_and_reset_after_a_stable_run() {
         let mut backoff = RestartBackoff::new(BackoffPolicy::default());
         let quick = Duration::from_millis(5);
-        let delays: Vec<u128> = (0..10)
+        let delays: Vec<u128> = (0..11)
             .map(|_| backoff.record_failure(quick).as_millis())
             .collect();
         assert_eq!(
             delays,
-            [0, 100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]
+            [0, 0, 100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]
         );
-        assert_eq!(backoff.quick_failures(), 10);
+        assert_eq!(backoff.quick_failures(), 11);
         assert_eq!(
             backoff.record_failure(Duration::from_secs(60)),
             Duration::ZERO

@@ -34,8 +34,9 @@ use spawn::Launcher;
 
 /// A slot that failed this many times in a row is reported as crash-looping.
 const CRASH_LOOP_REPORT: u32 = 3;
-/// When every slot failed this many times in a row and no worker ever ran
-/// stably, the command is broken: the cluster exits with an error.
+/// When every slot's workers failed by themselves at start this many times
+/// in a row and no worker ever came up, the command is broken: the cluster
+/// exits with an error.
 const CRASH_LOOP_FATAL: u32 = 5;
 /// How long a fatal stop waits for killed workers to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -96,7 +97,7 @@ pub(crate) async fn run(
         inbox,
         observer,
         phase: Phase::Running,
-        ever_stable: false,
+        proven: false,
     };
     primary.emit(Event::Bound {
         addresses: primary.balancer.local_addrs().to_vec(),
@@ -128,8 +129,9 @@ struct Primary {
     inbox: mpsc::Receiver<Notice>,
     observer: Option<Observer>,
     phase: Phase,
-    /// Some worker once ran past the backoff's `stable_after`.
-    ever_stable: bool,
+    /// The command works: some worker ran past the backoff's
+    /// `stable_after`, or a worker that speaks the channel said it is ready.
+    proven: bool,
 }
 
 impl Primary {
@@ -211,6 +213,7 @@ impl Primary {
             Ok(spawned) => spawned,
             Err(err) => {
                 tracing::error!("{err}");
+                slot.start_failures += 1;
                 return self.after_failure(id, Duration::ZERO, err.to_string());
             }
         };
@@ -247,6 +250,7 @@ impl Primary {
             Message::Control(Control::Online) => self.emit(Event::Online { id, pid }),
             Message::Control(Control::Ready) if !worker.ready => {
                 worker.ready = true;
+                self.proven = true;
                 self.emit(Event::Ready { id, pid });
             }
             Message::Control(Control::Ready | Control::Heartbeat) => {}
@@ -295,8 +299,22 @@ impl Primary {
         if worker.stop_requested {
             return self.start(id);
         }
-        if ran_for >= self.settings.backoff.stable_after {
-            self.ever_stable = true;
+        let stable = ran_for >= self.settings.backoff.stable_after;
+        self.proven |= stable;
+        // A worker that never came up and ended by itself (an exit code or a
+        // crash, not a kill from outside) points at a broken command.
+        let up = stable || (worker.ready && self.launcher.program.speaks_channel());
+        let self_inflicted = signal.is_none_or(is_crash_signal);
+        let slot = self.slots.get_mut(&id).expect("looked up above");
+        match (up, self_inflicted) {
+            (false, true) => slot.start_failures += 1,
+            (true, _) => slot.start_failures = 0,
+            (false, false) => {}
+        }
+        if up && !self_inflicted {
+            // Killed from outside (an operator, the OOM killer, a chaos
+            // test) after it came up: not a fault of the program.
+            return self.start(id);
         }
         self.after_failure(id, ran_for, describe_exit(code, signal, ran_for))
     }
@@ -310,16 +328,15 @@ impl Primary {
         let delay = slot.backoff.record_failure(ran_for);
         let quick_failures = slot.backoff.quick_failures();
         let generation = slot.generation;
-        slot.last_failure = Some(failure.clone());
-        if !self.ever_stable
+        if !self.proven
             && self
                 .slots
                 .values()
-                .all(|slot| slot.backoff.quick_failures() >= CRASH_LOOP_FATAL)
+                .all(|slot| slot.start_failures >= CRASH_LOOP_FATAL)
         {
             return Err(Error::CrashLoop(format!(
-                "worker {id} {failure}, and every worker failed {quick_failures} times in a row \
-                 soon after starting: check the command, its arguments and its output above"
+                "worker {id} {failure}, and every worker failed {CRASH_LOOP_FATAL} times in a row \
+                 as it started: check the command, its arguments and its output above"
             )));
         }
         if quick_failures >= CRASH_LOOP_REPORT {
@@ -470,6 +487,23 @@ impl Primary {
             observer(&event);
         }
     }
+}
+
+/// Signals a program gets from its own faults, as opposed to signals sent
+/// from outside (SIGKILL from an operator or the OOM killer, SIGTERM…).
+fn is_crash_signal(signal: i32) -> bool {
+    matches!(
+        signal,
+        libc::SIGSEGV
+            | libc::SIGABRT
+            | libc::SIGBUS
+            | libc::SIGILL
+            | libc::SIGFPE
+            | libc::SIGSYS
+            | libc::SIGTRAP
+            | libc::SIGXCPU
+            | libc::SIGXFSZ
+    )
 }
 
 fn describe_exit(code: Option<i32>, signal: Option<i32>, ran_for: Duration) -> String {

@@ -19,8 +19,9 @@ pub(crate) struct Slot {
     pub worker: Option<LiveWorker>,
     /// The cluster shrank: when this worker exits, the slot goes away.
     pub retiring: bool,
-    /// How the last worker failed, for the crash-loop report.
-    pub last_failure: Option<String>,
+    /// Workers in a row that failed by themselves before they were up:
+    /// the sign of a broken command.
+    pub start_failures: u32,
 }
 
 impl Slot {
@@ -31,7 +32,7 @@ impl Slot {
             backoff,
             worker: None,
             retiring: false,
-            last_failure: None,
+            start_failures: 0,
         }
     }
 }
