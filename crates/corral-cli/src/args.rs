@@ -23,6 +23,21 @@ pub struct Cli {
 pub enum Command {
     /// Run a cluster: COMMAND as each worker, or the built-in demo worker.
     Run(RunArgs),
+    /// Serve the demo worker alone, without a primary, on its own
+    /// SO_REUSEPORT socket (several on one port: the no-cluster baseline
+    /// for benchmarks).
+    DemoWorker(DemoWorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoWorkerArgs {
+    /// Address to listen on (repeatable), with SO_REUSEPORT
+    #[arg(short, long = "listen", value_name = "ADDR", required = true, value_parser = parse_listen)]
+    pub listen: Vec<String>,
+
+    /// The id this worker names in its answers
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub id: u32,
 }
 
 #[derive(Debug, Args)]
@@ -130,7 +145,9 @@ mod tests {
             "http.server",
         ])
         .unwrap();
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else {
+            panic!("parsed as run");
+        };
         assert_eq!(run.workers, Some(3));
         assert_eq!(run.listen, ["127.0.0.1:0", "[::1]:0"]);
         assert_eq!(run.policy, PolicyArg::Shared);

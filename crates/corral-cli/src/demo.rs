@@ -18,17 +18,26 @@ use hyper_util::server::graceful::GracefulShutdown;
 /// The longest pause `/sleep/<ms>` grants.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-/// Serves every listener of the worker until it is asked to stop, then
-/// waits for the requests in flight.
-pub async fn serve(mut worker: corral::Worker) -> anyhow::Result<()> {
+/// The worker body of a demo cluster.
+pub async fn serve_worker(mut worker: corral::Worker) -> anyhow::Result<()> {
+    let listeners = worker.listeners();
+    serve(worker.id(), listeners, worker.stopped()).await
+}
+
+/// Serves `listeners` as worker `id` until `stopped` completes, then waits
+/// for the requests in flight.
+pub async fn serve(
+    id: u32,
+    listeners: Vec<corral::Listener>,
+    stopped: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let greeting = Bytes::from(format!(
-        "Hello from worker {} (pid {})\n",
-        worker.id(),
+        "Hello from worker {id} (pid {})\n",
         std::process::id()
     ));
     let graceful = Arc::new(GracefulShutdown::new());
     let mut accepting = tokio::task::JoinSet::new();
-    for listener in worker.listeners() {
+    for listener in listeners {
         let greeting = greeting.clone();
         let graceful = graceful.clone();
         accepting.spawn(async move {
@@ -47,7 +56,7 @@ pub async fn serve(mut worker: corral::Worker) -> anyhow::Result<()> {
             }
         });
     }
-    worker.stopped().await;
+    stopped.await;
     // Stop accepting; close idle keep-alive connections; finish the rest.
     accepting.shutdown().await;
     // The accept tasks held the only other references.

@@ -4,6 +4,7 @@
 
 mod args;
 mod demo;
+mod standalone;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Run(run) => run_cluster(run),
+        Command::DemoWorker(args) => standalone::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,7 +69,7 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
     match run.command.split_first() {
         None => {
             cluster = cluster.name(run.name.unwrap_or_else(|| "demo".into()));
-            cluster.run(demo::serve)?;
+            cluster.run(demo::serve_worker)?;
         }
         Some((program, args)) => {
             if let Some(name) = run.name {

@@ -29,6 +29,11 @@ impl Listener {
         })
     }
 
+    /// Wraps a listener the program bound itself (outside a cluster).
+    pub fn from_tokio(socket: TcpListener) -> Self {
+        Listener { socket }
+    }
+
     /// Waits for the next connection.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         self.socket.accept().await
