@@ -22,6 +22,8 @@ pub const MAX_WORKERS: usize = 1024;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// The default listen backlog of each socket.
 pub const DEFAULT_BACKLOG: u32 = 1024;
+/// How long a worker that must say it is ready may take to say so.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A cluster of worker processes sharing listening ports.
 ///
@@ -49,6 +51,7 @@ pub struct Cluster {
     name: Option<String>,
     backoff: BackoffPolicy,
     max_message_size: usize,
+    ready_timeout: Duration,
     observer: Option<Observer>,
 }
 
@@ -71,6 +74,7 @@ impl Cluster {
             name: None,
             backoff: BackoffPolicy::default(),
             max_message_size: DEFAULT_MAX_LINE,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
             observer: None,
         }
     }
@@ -121,6 +125,14 @@ impl Cluster {
     /// The largest message accepted on a worker's channel, in bytes.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// How long a worker that must say it is ready (library workers, and
+    /// every worker under a hand-off policy) may take to say so before it
+    /// is replaced; when no worker ever did, the cluster stops with an error.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
         self
     }
 
@@ -199,6 +211,7 @@ impl Cluster {
             name: self.name.clone().unwrap_or_else(|| program.display_name()),
             backoff: self.backoff,
             max_message_size: self.max_message_size,
+            ready_timeout: self.ready_timeout,
         })
     }
 }

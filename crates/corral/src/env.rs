@@ -4,10 +4,11 @@
 //! protocol so that any server supporting it runs unchanged.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
 
-use crate::{Error, sys};
+use crate::{Error, Policy, sys};
 
 /// The worker's slot number, 1-based; a replacement keeps its slot's id.
 pub const WORKER_ID: &str = "CORRAL_WORKER_ID";
@@ -21,6 +22,14 @@ pub const PRIMARY_PID: &str = "CORRAL_PRIMARY_PID";
 pub const GRACE_MS: &str = "CORRAL_GRACE_MS";
 /// The cluster's name, as given by `--name`.
 pub const CLUSTER_NAME: &str = "CORRAL_NAME";
+/// The cluster's balancing policy (`shared`, `reuseport`, `round-robin`,
+/// `least-connections`).
+pub const POLICY: &str = "CORRAL_POLICY";
+/// The addresses the cluster listens on, as bound, comma-separated.
+pub const LISTEN_ADDRS: &str = "CORRAL_LISTEN_ADDRS";
+/// Under `round-robin` and `least-connections`: the descriptor of the
+/// hand-off channel that brings accepted connections (see `handoff`).
+pub const HANDOFF_FD: &str = "CORRAL_HANDOFF_FD";
 /// systemd: how many listening sockets, from descriptor 3 up.
 pub const LISTEN_FDS: &str = "LISTEN_FDS";
 /// systemd: the sockets' names, colon-separated.
@@ -39,6 +48,9 @@ const NOT_INHERITED: &[&str] = &[
     PRIMARY_PID,
     GRACE_MS,
     CLUSTER_NAME,
+    POLICY,
+    LISTEN_ADDRS,
+    HANDOFF_FD,
     LISTEN_FDS,
     LISTEN_FDNAMES,
     LISTEN_PID,
@@ -52,15 +64,23 @@ pub(crate) struct WorkerIdentity<'a> {
     pub id: u32,
     pub generation: u32,
     pub listener_count: usize,
+    pub has_handoff: bool,
     pub primary_pid: u32,
     pub grace: Duration,
     pub cluster_name: &'a str,
+    pub policy: Policy,
+    pub addresses: &'a [SocketAddr],
 }
 
 impl WorkerIdentity<'_> {
     /// The descriptor number the channel gets in the worker: after the sockets.
     pub(crate) fn ipc_fd(&self) -> RawFd {
         FIRST_LISTEN_FD + self.listener_count as RawFd
+    }
+
+    /// The descriptor number of the hand-off channel: after the channel.
+    pub(crate) fn handoff_fd(&self) -> RawFd {
+        self.ipc_fd() + 1
     }
 
     /// The worker's whole environment except `LISTEN_PID`, which only the
@@ -74,16 +94,22 @@ impl WorkerIdentity<'_> {
             .map(|index| format!("listener{index}"))
             .collect::<Vec<_>>()
             .join(":");
-        let ours = [
+        let addresses: Vec<String> = self.addresses.iter().map(|a| a.to_string()).collect();
+        let mut ours = vec![
             (WORKER_ID, self.id.to_string()),
             (GENERATION, self.generation.to_string()),
             (IPC_FD, self.ipc_fd().to_string()),
             (PRIMARY_PID, self.primary_pid.to_string()),
             (GRACE_MS, self.grace.as_millis().to_string()),
             (CLUSTER_NAME, self.cluster_name.to_string()),
+            (POLICY, self.policy.name().to_string()),
+            (LISTEN_ADDRS, addresses.join(",")),
             (LISTEN_FDS, self.listener_count.to_string()),
             (LISTEN_FDNAMES, names),
         ];
+        if self.has_handoff {
+            ours.push((HANDOFF_FD, self.handoff_fd().to_string()));
+        }
         env.extend(
             ours.into_iter()
                 .map(|(key, value)| (OsString::from(key), OsString::from(value))),
@@ -97,8 +123,11 @@ pub(crate) struct WorkerEnvironment {
     pub id: u32,
     pub generation: u32,
     pub grace: Duration,
+    pub policy: Option<Policy>,
+    pub addresses: Vec<SocketAddr>,
     pub listeners: Vec<OwnedFd>,
     pub channel: Option<OwnedFd>,
+    pub handoff: Option<OwnedFd>,
 }
 
 impl WorkerEnvironment {
@@ -127,21 +156,46 @@ impl WorkerEnvironment {
         }
         let listener_count = read_number(LISTEN_FDS)?.unwrap_or(0);
         let channel_fd = read_number(IPC_FD)?;
+        let handoff_fd = read_number(HANDOFF_FD)?;
         let mut numbers: Vec<RawFd> = (0..listener_count)
             .map(|index| FIRST_LISTEN_FD + index as RawFd)
             .collect();
         numbers.extend(channel_fd.map(|fd| fd as RawFd));
+        numbers.extend(handoff_fd.map(|fd| fd as RawFd));
         let mut fds = sys::adopt_inherited_fds(&numbers)
             .map_err(|err| Error::WorkerEnvironment(err.to_string()))?;
+        let handoff = handoff_fd.and_then(|_| fds.pop());
         let channel = channel_fd.and_then(|_| fds.pop());
         Ok(Some(WorkerEnvironment {
             id,
             generation: read_number(GENERATION)?.unwrap_or(1),
             grace: Duration::from_millis(read_number(GRACE_MS)?.unwrap_or(30_000).into()),
+            policy: read_policy()?,
+            addresses: read_addresses()?,
             listeners: fds,
             channel,
+            handoff,
         }))
     }
+}
+
+fn read_policy() -> Result<Option<Policy>, Error> {
+    match std::env::var(POLICY) {
+        Ok(text) => text.parse().map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+fn read_addresses() -> Result<Vec<SocketAddr>, Error> {
+    let text = std::env::var(LISTEN_ADDRS).unwrap_or_default();
+    text.split(',')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse().map_err(|_| {
+                Error::WorkerEnvironment(format!("{LISTEN_ADDRS} has a bad address {part:?}"))
+            })
+        })
+        .collect()
 }
 
 fn read_number(name: &str) -> Result<Option<u32>, Error> {

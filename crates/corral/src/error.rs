@@ -36,6 +36,10 @@ pub enum Error {
     #[error("every worker fails at start: {0}")]
     CrashLoop(String),
 
+    /// A worker never said it is ready, and none ever did.
+    #[error("{0}")]
+    NeverReady(String),
+
     /// This process was started as a worker but its environment is not what
     /// the primary sets up.
     #[error("broken worker environment: {0}")]

@@ -32,9 +32,12 @@ mod balance;
 mod bind;
 mod channel;
 mod cluster;
+mod connection;
 pub mod env;
 mod error;
 mod event;
+mod handoff;
+mod incoming;
 mod listener;
 pub mod message;
 mod primary;
@@ -48,6 +51,7 @@ pub use channel::DEFAULT_MAX_LINE;
 pub use cluster::{
     Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, default_workers, is_worker,
 };
+pub use connection::Connection;
 pub use error::Error;
 pub use event::Event;
 pub use listener::Listener;

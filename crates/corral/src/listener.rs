@@ -1,5 +1,7 @@
 //! The worker's side of a listening port. A [`Listener`] yields accepted
-//! connections whatever the cluster's policy, so a server written against it
+//! connections whatever the cluster's policy: from an inherited listening
+//! socket (`shared`, `reuseport`) or from the primary over the hand-off
+//! channel (`round-robin`, `least-connections`). A server written against it
 //! runs unchanged when the policy changes. With the `axum` feature it is an
 //! `axum::serve::Listener`, so `axum::serve(listener, app)` works as with a
 //! `tokio::net::TcpListener`.
@@ -7,14 +9,30 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::connection::{CloseCounter, Connection};
+use crate::incoming::ConnectionQueue;
+
 /// A source of accepted TCP connections for a worker.
 #[derive(Debug)]
 pub struct Listener {
-    socket: TcpListener,
+    source: Source,
+    closes: Option<Arc<CloseCounter>>,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// A listening socket this worker accepts on itself.
+    Socket(TcpListener),
+    /// Connections the primary accepted and handed over.
+    HandOff {
+        queue: Arc<ConnectionQueue>,
+        local_addr: SocketAddr,
+    },
 }
 
 impl Listener {
@@ -24,39 +42,85 @@ impl Listener {
         // The flag is shared with every process holding the socket; all the
         // workers of one cluster run the same program and want it set.
         socket.set_nonblocking(true)?;
-        Ok(Listener {
-            socket: TcpListener::from_std(socket)?,
-        })
+        Ok(Self::from_tokio(TcpListener::from_std(socket)?))
+    }
+
+    /// Wraps the queue of connections handed over for one listen address.
+    pub(crate) fn from_handoff(
+        queue: Arc<ConnectionQueue>,
+        local_addr: SocketAddr,
+        closes: Option<Arc<CloseCounter>>,
+    ) -> Self {
+        Listener {
+            source: Source::HandOff { queue, local_addr },
+            closes,
+        }
     }
 
     /// Wraps a listener the program bound itself (outside a cluster).
     pub fn from_tokio(socket: TcpListener) -> Self {
-        Listener { socket }
+        Listener {
+            source: Source::Socket(socket),
+            closes: None,
+        }
     }
 
-    /// Waits for the next connection.
-    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        self.socket.accept().await
+    /// Waits for the next connection. Under a hand-off policy, fails with
+    /// `NotConnected` once no more connections will come (the worker is
+    /// stopping or the primary is gone).
+    pub async fn accept(&self) -> io::Result<(Connection, SocketAddr)> {
+        let (stream, peer) = match &self.source {
+            Source::Socket(socket) => socket.accept().await?,
+            Source::HandOff { queue, .. } => next_handed(queue).await?,
+        };
+        Ok((Connection::new(stream, self.closes.clone()), peer))
     }
 
     /// The address the cluster listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        match &self.source {
+            Source::Socket(socket) => socket.local_addr(),
+            Source::HandOff { local_addr, .. } => Ok(*local_addr),
+        }
     }
 
     /// Waits for the next connection, riding out errors that concern one
-    /// connection or a passing shortage of descriptors.
-    pub async fn accept_retrying(&self) -> (TcpStream, SocketAddr) {
+    /// connection or a passing shortage of descriptors. Once no connection
+    /// can come any more, it waits forever: pair it with
+    /// [`crate::Worker::stopped`].
+    pub async fn accept_retrying(&self) -> (Connection, SocketAddr) {
         loop {
             match self.accept().await {
                 Ok(accepted) => return accepted,
                 Err(err) if is_connection_error(&err) => continue,
+                Err(err) if err.kind() == io::ErrorKind::NotConnected => {
+                    std::future::pending::<()>().await;
+                }
                 Err(err) => {
                     tracing::warn!("accept failed: {err}; retrying in 50ms");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
+    }
+}
+
+/// The next handed-over connection that is still connected.
+async fn next_handed(queue: &ConnectionQueue) -> io::Result<(TcpStream, SocketAddr)> {
+    loop {
+        let Some(fd) = queue.next().await else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "no more connections will be handed to this worker",
+            ));
+        };
+        let stream = std::net::TcpStream::from(fd);
+        // The client may have given up while the connection was on its way.
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        stream.set_nonblocking(true)?;
+        return Ok((TcpStream::from_std(stream)?, peer));
     }
 }
 
@@ -73,7 +137,7 @@ fn is_connection_error(err: &io::Error) -> bool {
 
 #[cfg(feature = "axum")]
 impl axum::serve::Listener for Listener {
-    type Io = TcpStream;
+    type Io = Connection;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

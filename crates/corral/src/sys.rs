@@ -7,6 +7,9 @@
 //!   whole environment are prepared as C strings in the parent
 //!   ([`ExecImage`]); the child only writes its pid into a reserved buffer,
 //!   sets its parent-death signal and calls `execve` itself.
+//! * Registering a descriptor with tokio's reactor ([`register_async`]):
+//!   `AsyncFd::register` is `unsafe` because it cannot know the descriptor
+//!   stays open; an `OwnedFd` moved into it does.
 //! * Adopting inherited descriptors. A worker receives its sockets as bare
 //!   numbers in its environment; turning a number into an `OwnedFd` is
 //!   `unsafe` because nothing else may own it. [`adopt_inherited_fds`] does it
@@ -160,6 +163,18 @@ fn write_decimal(mut value: u32, out: &mut [u8]) {
         *slot = *digit;
     }
     out[count] = 0;
+}
+
+/// Registers `fd` with the current tokio runtime for `interest`.
+pub(crate) fn register_async(
+    fd: OwnedFd,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the `AsyncFd` takes ownership of the `OwnedFd`, so the
+    // descriptor is open, refers to the same open file description for the
+    // `AsyncFd`'s whole life, and `as_raw_fd` always returns the same number.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) }
+        .map_err(|err| err.into_parts().1)
 }
 
 static INHERITED_FDS_ADOPTED: AtomicBool = AtomicBool::new(false);

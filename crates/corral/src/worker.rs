@@ -13,11 +13,13 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::Error;
 use crate::channel::{DEFAULT_MAX_LINE, Line, LineReader};
+use crate::connection::CloseCounter;
 use crate::env::WorkerEnvironment;
+use crate::incoming;
 use crate::listener::Listener;
 use crate::message::{self, Control, Message};
+use crate::{Error, Policy};
 
 /// How long a worker whose primary vanished may take to finish in-flight
 /// work before it exits anyway: nothing supervises it any more.
@@ -132,12 +134,28 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
         Some(fd) => Some(start_channel(fd, stop_sender)?),
         None => None,
     };
-    let listeners = environment
-        .listeners
-        .into_iter()
-        .map(Listener::from_inherited)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::io("cannot use an inherited listening socket"))?;
+    let listeners = match environment.handoff {
+        Some(handoff) => {
+            let policy = environment.policy.unwrap_or(Policy::RoundRobin);
+            let closes = policy
+                .needs_close_reports()
+                .then(|| Arc::new(CloseCounter::default()));
+            let addresses = environment.addresses;
+            let queues = incoming::start(handoff, addresses.len(), closes.clone(), stop.clone())
+                .map_err(Error::io("cannot use the hand-off channel"))?;
+            queues
+                .into_iter()
+                .zip(addresses)
+                .map(|(queue, address)| Listener::from_handoff(queue, address, closes.clone()))
+                .collect()
+        }
+        None => environment
+            .listeners
+            .into_iter()
+            .map(Listener::from_inherited)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::io("cannot use an inherited listening socket"))?,
+    };
     let worker = Worker {
         id: environment.id,
         generation: environment.generation,

@@ -1,8 +1,14 @@
-//! Balancing policies: how connections reach workers. Each policy is one
-//! implementation of [`Balancer`] in its own file; adding one touches that
+//! Balancing policies: how connections reach workers. The policies where
+//! workers accept by themselves implement [`Balancer`] directly (`shared`,
+//! `reuseport`); the ones where the primary hands connections out share the
+//! dispatcher in `dispatch.rs` and differ only in how they [`Pick`] a worker
+//! (`round_robin`, `least_connections`). Adding a policy touches its own
 //! file, the [`Policy`] enum and [`Policy::balancer`].
 
+mod dispatch;
+mod least_connections;
 mod reuseport;
+mod round_robin;
 mod shared;
 
 use std::fmt;
@@ -21,10 +27,11 @@ pub enum Policy {
     /// One `SO_REUSEPORT` socket per worker slot, kept across restarts.
     #[default]
     ReusePort,
-    /// The primary accepts and hands connections out in turn (not built yet).
+    /// The primary accepts and hands connections out in turn (Node's
+    /// `SCHED_RR`).
     RoundRobin,
-    /// The primary accepts and hands each connection to the worker with the
-    /// fewest open ones (not built yet).
+    /// The primary accepts and hands each connection to the ready worker
+    /// with the fewest open connections.
     LeastConnections,
 }
 
@@ -59,10 +66,29 @@ impl Policy {
             Policy::ReusePort => Ok(Box::new(reuseport::SocketPerSlot::bind(
                 addresses, slots, backlog,
             )?)),
-            Policy::RoundRobin | Policy::LeastConnections => Err(Error::Config(format!(
-                "policy {self} is not built yet: use --policy shared or --policy reuseport"
-            ))),
+            Policy::RoundRobin => Ok(Box::new(dispatch::HandOff::bind(
+                addresses,
+                backlog,
+                Box::new(round_robin::RoundRobin::default()),
+            )?)),
+            Policy::LeastConnections => Ok(Box::new(dispatch::HandOff::bind(
+                addresses,
+                backlog,
+                Box::new(least_connections::LeastConnections::default()),
+            )?)),
         }
+    }
+
+    /// Whether the primary hands connections to workers (which then need
+    /// the hand-off channel and must say they are ready).
+    pub fn hands_off(self) -> bool {
+        matches!(self, Policy::RoundRobin | Policy::LeastConnections)
+    }
+
+    /// Whether workers report the connections they close (the policy
+    /// balances on open connections).
+    pub fn needs_close_reports(self) -> bool {
+        matches!(self, Policy::LeastConnections)
     }
 }
 
@@ -89,20 +115,45 @@ impl FromStr for Policy {
     }
 }
 
+/// One worker process, as the primary tells them apart: its slot and the
+/// slot's generation when it was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct WorkerKey {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// What a worker is given to receive connections with.
+#[derive(Debug, Default)]
+pub(crate) struct WorkerSockets {
+    /// Listening sockets, one per address in order (`LISTEN_FDS`).
+    pub listeners: Vec<OwnedFd>,
+    /// The worker's end of the hand-off channel (`CORRAL_HANDOFF_FD`).
+    pub handoff: Option<OwnedFd>,
+}
+
 /// One balancing policy at work in the primary.
 pub(crate) trait Balancer {
     /// The addresses the cluster listens on, as bound (real ports).
     fn local_addrs(&self) -> &[SocketAddr];
 
-    /// The listening sockets the worker of `slot` inherits, one per address
-    /// in order. Called at every (re)start of the slot; each call returns new
-    /// descriptors for the same sockets, which the caller closes once they
-    /// are passed on.
-    fn sockets_for_slot(&mut self, slot: u32) -> Result<Vec<OwnedFd>, Error>;
+    /// The sockets a new worker starts with. Called at every (re)start; the
+    /// descriptors are the caller's to pass on and close.
+    fn sockets_for(&mut self, worker: WorkerKey) -> Result<WorkerSockets, Error>;
+
+    /// The worker said it is ready: it may be given connections.
+    fn worker_ready(&mut self, _worker: WorkerKey) {}
+
+    /// The worker was asked to stop: it must be given no more connections.
+    fn worker_leaving(&mut self, _worker: WorkerKey) {}
+
+    /// The worker exited: connections handed to it but never taken go to
+    /// other workers.
+    fn worker_exited(&mut self, _worker: WorkerKey) {}
 
     /// The slot is gone for good (the cluster shrank): release what the
     /// policy holds for it.
-    fn remove_slot(&mut self, slot: u32);
+    fn remove_slot(&mut self, _slot: u32) {}
 }
 
 fn bind_options(backlog: i32, reuse_port: bool) -> BindOptions {

@@ -8,11 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 
 use socket2::Socket;
 
-use super::{Balancer, bind_options, duplicate};
+use super::{Balancer, WorkerKey, WorkerSockets, bind_options, duplicate};
 use crate::Error;
 use crate::bind::{bind_listener, ensure_port_free, local_addr};
 
@@ -62,12 +61,19 @@ impl Balancer for SocketPerSlot {
         &self.addresses
     }
 
-    fn sockets_for_slot(&mut self, slot: u32) -> Result<Vec<OwnedFd>, Error> {
+    fn sockets_for(&mut self, worker: WorkerKey) -> Result<WorkerSockets, Error> {
+        let slot = worker.slot;
         if !self.sockets.contains_key(&slot) {
             let sockets = self.bind_slot()?;
             self.sockets.insert(slot, sockets);
         }
-        self.sockets[&slot].iter().map(duplicate).collect()
+        Ok(WorkerSockets {
+            listeners: self.sockets[&slot]
+                .iter()
+                .map(duplicate)
+                .collect::<Result<_, _>>()?,
+            handoff: None,
+        })
     }
 
     fn remove_slot(&mut self, slot: u32) {

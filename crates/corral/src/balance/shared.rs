@@ -3,11 +3,10 @@
 //! who wakes up, which skews load toward some workers.
 
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 
 use socket2::Socket;
 
-use super::{Balancer, bind_options, duplicate};
+use super::{Balancer, WorkerKey, WorkerSockets, bind_options, duplicate};
 use crate::Error;
 use crate::bind::{bind_listener, local_addr};
 
@@ -32,9 +31,14 @@ impl Balancer for SharedSocket {
         &self.addresses
     }
 
-    fn sockets_for_slot(&mut self, _slot: u32) -> Result<Vec<OwnedFd>, Error> {
-        self.sockets.iter().map(duplicate).collect()
+    fn sockets_for(&mut self, _worker: WorkerKey) -> Result<WorkerSockets, Error> {
+        Ok(WorkerSockets {
+            listeners: self
+                .sockets
+                .iter()
+                .map(duplicate)
+                .collect::<Result<_, _>>()?,
+            handoff: None,
+        })
     }
-
-    fn remove_slot(&mut self, _slot: u32) {}
 }

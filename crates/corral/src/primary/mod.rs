@@ -23,7 +23,7 @@ pub(crate) use program::Program;
 
 use crate::Error;
 use crate::backoff::{BackoffPolicy, RestartBackoff};
-use crate::balance::{Balancer, Policy};
+use crate::balance::{Balancer, Policy, WorkerKey};
 use crate::event::{Event, human_duration, signal_name};
 use crate::message::{Control, Message};
 use notice::Notice;
@@ -53,6 +53,7 @@ pub(crate) struct Settings {
     pub name: String,
     pub backoff: BackoffPolicy,
     pub max_message_size: usize,
+    pub ready_timeout: Duration,
 }
 
 /// The library user's view of the lifecycle.
@@ -85,6 +86,8 @@ pub(crate) async fn run(
         primary_pid: rustix::process::getpid(),
         grace: settings.grace,
         cluster_name: settings.name.clone(),
+        policy: settings.policy,
+        addresses: balancer.local_addrs().to_vec(),
         max_message_size: settings.max_message_size,
         output: OutputSink::start(),
         notices,
@@ -172,6 +175,9 @@ impl Primary {
                 }
             }
             Notice::GraceExpired { id, generation } => self.on_grace_expired(id, generation),
+            Notice::ReadyTimeout { id, generation } => {
+                return self.on_ready_timeout(id, generation);
+            }
         }
         Ok(())
     }
@@ -205,9 +211,13 @@ impl Primary {
         };
         slot.generation += 1;
         let generation = slot.generation;
+        let key = WorkerKey {
+            slot: id,
+            generation,
+        };
         let started = self
             .balancer
-            .sockets_for_slot(id)
+            .sockets_for(key)
             .and_then(|sockets| self.launcher.spawn(id, generation, sockets));
         let spawned = match started {
             Ok(spawned) => spawned,
@@ -219,13 +229,15 @@ impl Primary {
         };
         let pid = spawned.pid;
         let foreign = !self.launcher.program.speaks_channel();
+        // A foreign command that inherited bound sockets is ready at once:
+        // the kernel queues its connections. Under a hand-off policy every
+        // worker must say it is ready before it gets connections.
+        let ready_at_start = foreign && !self.settings.policy.hands_off();
         slot.worker = Some(LiveWorker {
             pid,
             pidfd: spawned.pidfd,
             started: Instant::now(),
-            // A foreign command inherited bound sockets: the kernel queues
-            // its connections from the start.
-            ready: foreign,
+            ready: ready_at_start,
             stop_requested: false,
             outbox: spawned.outbox,
         });
@@ -236,7 +248,13 @@ impl Primary {
         });
         if foreign {
             self.emit(Event::Online { id, pid });
+        }
+        if ready_at_start {
+            self.balancer.worker_ready(key);
             self.emit(Event::Ready { id, pid });
+        } else if self.settings.policy.hands_off() {
+            let timeout = self.settings.ready_timeout;
+            self.notify_after(timeout, Notice::ReadyTimeout { id, generation });
         }
         Ok(())
     }
@@ -248,9 +266,13 @@ impl Primary {
         let pid = worker.pid;
         match message {
             Message::Control(Control::Online) => self.emit(Event::Online { id, pid }),
-            Message::Control(Control::Ready) if !worker.ready => {
+            Message::Control(Control::Ready) if !worker.ready && !worker.stop_requested => {
                 worker.ready = true;
                 self.proven = true;
+                self.balancer.worker_ready(WorkerKey {
+                    slot: id,
+                    generation,
+                });
                 self.emit(Event::Ready { id, pid });
             }
             Message::Control(Control::Ready | Control::Heartbeat) => {}
@@ -278,6 +300,10 @@ impl Primary {
         };
         let retiring = slot.retiring;
         let ran_for = worker.started.elapsed();
+        self.balancer.worker_exited(WorkerKey {
+            slot: id,
+            generation,
+        });
         let code = status.and_then(|status| status.code());
         let signal = status.and_then(|status| status.signal());
         self.emit(Event::Exit {
@@ -378,6 +404,10 @@ impl Primary {
         };
         worker.request_stop();
         let pid = worker.pid;
+        self.balancer.worker_leaving(WorkerKey {
+            slot: id,
+            generation,
+        });
         self.emit(Event::Disconnect { id, pid });
         self.notify_after(grace, Notice::GraceExpired { id, generation });
     }
@@ -392,6 +422,38 @@ impl Primary {
             );
             worker.signal(Signal::KILL);
         }
+    }
+
+    /// A worker that has not said it is ready in time: with no worker ever
+    /// ready, the command does not speak corral's protocol, which the
+    /// policy needs; otherwise this one worker is stuck and is replaced.
+    fn on_ready_timeout(&mut self, id: u32, generation: u32) -> Result<(), Error> {
+        let timeout = self.settings.ready_timeout;
+        let policy = self.settings.policy;
+        let proven = self.proven;
+        let Some(worker) = self.current_worker(id, generation) else {
+            return Ok(());
+        };
+        if worker.ready || worker.stop_requested {
+            return Ok(());
+        }
+        if !proven && policy.hands_off() {
+            return Err(Error::NeverReady(format!(
+                "worker {id} did not say it is ready within {}: under --policy {policy} \
+                 every worker must take connections from CORRAL_HANDOFF_FD and send \
+                 {{\"corral\":\"ready\"}} on CORRAL_IPC_FD (see the README's hand-off \
+                 protocol); for a server that accepts on its own socket, use --policy \
+                 reuseport or shared",
+                human_duration(timeout)
+            )));
+        }
+        tracing::warn!(
+            "worker {id} (pid {}) did not say it is ready within {}: replacing it",
+            worker.pid,
+            human_duration(timeout)
+        );
+        worker.signal(Signal::KILL);
+        Ok(())
     }
 
     fn kill_all(&mut self) {

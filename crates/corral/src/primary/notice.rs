@@ -24,4 +24,6 @@ pub(crate) enum Notice {
     RestartDue { id: u32, generation: u32 },
     /// The worker was asked to stop `grace` ago.
     GraceExpired { id: u32, generation: u32 },
+    /// The worker was started `ready_timeout` ago.
+    ReadyTimeout { id: u32, generation: u32 },
 }

@@ -2,6 +2,7 @@
 //! up, the message channel after them), its environment, and the tasks that
 //! pass on its output and report its messages and its exit to the supervisor.
 
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,11 +17,12 @@ use tokio::sync::mpsc;
 use super::notice::Notice;
 use super::output::{OutputSink, Stream};
 use super::program::Program;
-use crate::Error;
+use crate::balance::WorkerSockets;
 use crate::channel::{Line, LineReader};
 use crate::env::{FIRST_LISTEN_FD, WorkerIdentity};
 use crate::message;
 use crate::sys::ExecImage;
+use crate::{Error, Policy};
 
 /// Everything that is the same for every worker start.
 pub(crate) struct Launcher {
@@ -28,6 +30,8 @@ pub(crate) struct Launcher {
     pub primary_pid: Pid,
     pub grace: Duration,
     pub cluster_name: String,
+    pub policy: Policy,
+    pub addresses: Vec<SocketAddr>,
     pub max_message_size: usize,
     pub output: OutputSink,
     pub notices: mpsc::Sender<Notice>,
@@ -47,21 +51,25 @@ impl Launcher {
         &self,
         id: u32,
         generation: u32,
-        sockets: Vec<OwnedFd>,
+        sockets: WorkerSockets,
     ) -> Result<Spawned, Error> {
         let resolved = self.program.resolve()?;
         let identity = WorkerIdentity {
             id,
             generation,
-            listener_count: sockets.len(),
+            listener_count: sockets.listeners.len(),
+            has_handoff: sockets.handoff.is_some(),
             primary_pid: self.primary_pid.as_raw_nonzero().get() as u32,
             grace: self.grace,
             cluster_name: &self.cluster_name,
+            policy: self.policy,
+            addresses: &self.addresses,
         };
         let spawn_error = |source| Error::Spawn { id, source };
         let (primary_end, worker_end) =
             std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
         let mut mappings: Vec<FdMapping> = sockets
+            .listeners
             .into_iter()
             .zip(FIRST_LISTEN_FD..)
             .map(|(parent_fd, child_fd)| FdMapping {
@@ -73,6 +81,12 @@ impl Launcher {
             parent_fd: OwnedFd::from(worker_end),
             child_fd: identity.ipc_fd(),
         });
+        if let Some(handoff) = sockets.handoff {
+            mappings.push(FdMapping {
+                parent_fd: handoff,
+                child_fd: identity.handoff_fd(),
+            });
+        }
         let image = ExecImage::new(
             resolved.path.as_os_str(),
             &resolved.argv,

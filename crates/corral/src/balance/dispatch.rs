@@ -1,0 +1,463 @@
+//! The primary's side of the policies that hand connections out
+//! (`round-robin`, `least-connections`): one task owns the listening
+//! sockets, accepts many connections per wake-up, and sends them to workers
+//! over their hand-off channels, many descriptors per message. The policies
+//! differ only in how they [`Pick`] the worker for each connection.
+//!
+//! What the task guarantees:
+//! * only workers that said they are ready get connections; when none can
+//!   take any, it stops accepting and connections wait in the kernel queue;
+//! * a worker whose channel is full is skipped (its share goes to others)
+//!   until it reads again; it never blocks the loop;
+//! * connections sent to a worker that leaves or dies before reading them are
+//!   taken back (the primary keeps a copy of the worker's end of the channel)
+//!   and handed to another worker; so are those a stopping worker returns.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use rustix::net::SocketFlags;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use super::{Balancer, WorkerKey, WorkerSockets, bind_options};
+use crate::Error;
+use crate::bind::{bind_listener, local_addr};
+use crate::handoff::{self, Handed, MAX_FDS_PER_MESSAGE, Report};
+use crate::sys::register_async;
+
+/// Connections accepted from one listener per wake-up, at most: enough to
+/// batch under load, few enough to keep the other work of the loop going.
+const ACCEPT_BATCH: usize = 256;
+/// How long accepting pauses after the process ran out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(20);
+/// The most connections held in the primary waiting for a worker; past it
+/// the primary stops accepting and the kernel queues them.
+const MAX_WAITING: usize = 4 * MAX_FDS_PER_MESSAGE;
+
+/// How a hand-off policy chooses the worker for each new connection.
+pub(crate) trait Pick: Send {
+    /// The index in `targets` of the worker for the next connection, among
+    /// those [`Target::accepting`]; `None` when none is.
+    fn pick(&mut self, targets: &[Target]) -> Option<usize>;
+}
+
+/// One ready worker as the dispatcher sees it.
+pub(crate) struct Target {
+    key: WorkerKey,
+    /// The primary's end of the hand-off channel.
+    socket: AsyncFd<OwnedFd>,
+    /// A copy of the worker's end, to take back what it never read.
+    worker_end: OwnedFd,
+    /// Connections handed and not yet reported closed or returned.
+    open: u64,
+    leaving: bool,
+    congested: bool,
+    congested_since: Option<Instant>,
+}
+
+impl Target {
+    /// Whether the worker can be given a connection now.
+    pub(crate) fn accepting(&self) -> bool {
+        !self.leaving && !self.congested
+    }
+
+    /// Connections handed to the worker that it has not reported closed.
+    pub(crate) fn open_connections(&self) -> u64 {
+        self.open
+    }
+}
+
+/// A worker's hand-off channel, before the worker is ready.
+struct Channel {
+    primary_end: OwnedFd,
+    worker_end: OwnedFd,
+}
+
+enum Command {
+    Ready(WorkerKey, Channel),
+    Leaving(WorkerKey),
+    Exited(WorkerKey),
+}
+
+/// The [`Balancer`] of the hand-off policies: the supervisor's handle on
+/// the dispatcher task.
+pub(crate) struct HandOff {
+    addresses: Vec<SocketAddr>,
+    commands: mpsc::UnboundedSender<Command>,
+    pending: HashMap<WorkerKey, Channel>,
+}
+
+impl HandOff {
+    /// Binds the listening sockets and starts the dispatcher task (which
+    /// must run inside the primary's runtime).
+    pub(crate) fn bind(
+        addresses: &[SocketAddr],
+        backlog: i32,
+        pick: Box<dyn Pick>,
+    ) -> Result<Self, Error> {
+        if addresses.len() > usize::from(u8::MAX) + 1 {
+            return Err(Error::Config(
+                "a hand-off policy takes at most 256 listen addresses".into(),
+            ));
+        }
+        let mut listeners = Vec::with_capacity(addresses.len());
+        let mut bound = Vec::with_capacity(addresses.len());
+        for &address in addresses {
+            let socket = bind_listener(address, bind_options(backlog, false))?;
+            bound.push(local_addr(&socket)?);
+            socket
+                .set_nonblocking(true)
+                .map_err(Error::io("cannot make a listening socket non-blocking"))?;
+            let listener = register_async(OwnedFd::from(socket), Interest::READABLE)
+                .map_err(Error::io("cannot watch a listening socket"))?;
+            listeners.push(listener);
+        }
+        let (commands, inbox) = mpsc::unbounded_channel();
+        let dispatcher = Dispatcher {
+            listeners,
+            targets: Vec::new(),
+            pick,
+            inbox,
+            waiting: VecDeque::new(),
+            paused: None,
+        };
+        tokio::spawn(dispatcher.run());
+        Ok(HandOff {
+            addresses: bound,
+            commands,
+            pending: HashMap::new(),
+        })
+    }
+
+    fn send(&self, command: Command) {
+        // The dispatcher lives as long as this handle.
+        let _ = self.commands.send(command);
+    }
+}
+
+impl Balancer for HandOff {
+    fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addresses
+    }
+
+    fn sockets_for(&mut self, worker: WorkerKey) -> Result<WorkerSockets, Error> {
+        let (primary_end, worker_end) =
+            handoff::socket_pair().map_err(Error::io("cannot create a hand-off channel"))?;
+        let copy = worker_end
+            .try_clone()
+            .map_err(Error::io("cannot create a hand-off channel"))?;
+        self.pending.insert(
+            worker,
+            Channel {
+                primary_end,
+                worker_end: copy,
+            },
+        );
+        Ok(WorkerSockets {
+            listeners: Vec::new(),
+            handoff: Some(worker_end),
+        })
+    }
+
+    fn worker_ready(&mut self, worker: WorkerKey) {
+        if let Some(channel) = self.pending.remove(&worker) {
+            self.send(Command::Ready(worker, channel));
+        }
+    }
+
+    fn worker_leaving(&mut self, worker: WorkerKey) {
+        self.pending.remove(&worker);
+        self.send(Command::Leaving(worker));
+    }
+
+    fn worker_exited(&mut self, worker: WorkerKey) {
+        self.pending.remove(&worker);
+        self.send(Command::Exited(worker));
+    }
+}
+
+/// What woke the dispatcher.
+enum Wake {
+    Command(Option<Command>),
+    Report(usize),
+    Writable(usize),
+    Accept(usize),
+    Resume,
+}
+
+struct Dispatcher {
+    listeners: Vec<AsyncFd<OwnedFd>>,
+    targets: Vec<Target>,
+    pick: Box<dyn Pick>,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    /// Connections accepted, returned or taken back, not yet handed on.
+    waiting: VecDeque<Handed>,
+    /// Accepting is paused (out of descriptors) until this timer fires.
+    paused: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Dispatcher {
+    async fn run(mut self) {
+        loop {
+            match std::future::poll_fn(|cx| self.poll_wake(cx)).await {
+                Wake::Command(None) => return,
+                Wake::Command(Some(command)) => self.apply(command),
+                Wake::Report(index) => self.read_reports(index),
+                Wake::Writable(index) => self.targets[index].congested = false,
+                Wake::Accept(index) => self.accept_batch(index),
+                Wake::Resume => self.paused = None,
+            }
+            self.dispatch();
+        }
+    }
+
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if let Poll::Ready(command) = self.inbox.poll_recv(cx) {
+            return Poll::Ready(Wake::Command(command));
+        }
+        for (index, target) in self.targets.iter().enumerate() {
+            if target.socket.poll_read_ready(cx).is_ready() {
+                return Poll::Ready(Wake::Report(index));
+            }
+            if target.congested && target.socket.poll_write_ready(cx).is_ready() {
+                return Poll::Ready(Wake::Writable(index));
+            }
+        }
+        if let Some(pause) = self.paused.as_mut() {
+            return pause.as_mut().poll(cx).map(|()| Wake::Resume);
+        }
+        if self.waiting.len() < MAX_WAITING && self.targets.iter().any(Target::accepting) {
+            for (index, listener) in self.listeners.iter().enumerate() {
+                if listener.poll_read_ready(cx).is_ready() {
+                    return Poll::Ready(Wake::Accept(index));
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Ready(key, channel) => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                match register_async(channel.primary_end, interest) {
+                    Ok(socket) => self.targets.push(Target {
+                        key,
+                        socket,
+                        worker_end: channel.worker_end,
+                        open: 0,
+                        leaving: false,
+                        congested: false,
+                        congested_since: None,
+                    }),
+                    Err(err) => tracing::error!(
+                        "worker {}: cannot watch its hand-off channel: {err}",
+                        key.slot
+                    ),
+                }
+            }
+            Command::Leaving(key) => {
+                if let Some(index) = self.position(key) {
+                    self.targets[index].leaving = true;
+                    self.take_back(index);
+                }
+            }
+            Command::Exited(key) => {
+                if let Some(index) = self.position(key) {
+                    self.read_reports(index);
+                    self.take_back(index);
+                    self.targets.remove(index);
+                }
+            }
+        }
+    }
+
+    fn position(&self, key: WorkerKey) -> Option<usize> {
+        self.targets.iter().position(|target| target.key == key)
+    }
+
+    /// Accepts up to [`ACCEPT_BATCH`] connections from listener `index`.
+    fn accept_batch(&mut self, index: usize) {
+        let listener = &self.listeners[index];
+        for _ in 0..ACCEPT_BATCH {
+            // Accepted connections are blocking, as a plain accept() gives
+            // them; a worker in an event loop switches its own.
+            let accepted = listener.try_io(Interest::READABLE, |socket| {
+                rustix::net::accept_with(socket, SocketFlags::CLOEXEC).map_err(io::Error::from)
+            });
+            match accepted {
+                Ok(fd) => self.waiting.push_back(Handed {
+                    fd,
+                    listener: index as u8,
+                }),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if is_connection_error(&err) => continue,
+                Err(err) => {
+                    tracing::warn!(
+                        "accept failed: {err}; pausing accepts for {}ms",
+                        ACCEPT_PAUSE.as_millis()
+                    );
+                    self.paused = Some(Box::pin(tokio::time::sleep(ACCEPT_PAUSE)));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands the waiting connections to workers, one message per worker.
+    fn dispatch(&mut self) {
+        while !self.waiting.is_empty() {
+            let mut batches: Vec<Vec<Handed>> = self.targets.iter().map(|_| Vec::new()).collect();
+            while let Some(handed) = self.waiting.pop_front() {
+                let Some(index) = self.pick.pick(&self.targets) else {
+                    self.waiting.push_front(handed);
+                    break;
+                };
+                self.targets[index].open += 1;
+                batches[index].push(handed);
+            }
+            let mut handed_any = false;
+            for (index, batch) in batches.into_iter().enumerate() {
+                if batch.is_empty() {
+                    continue;
+                }
+                let count = batch.len();
+                let unsent = self.send_batch(index, batch);
+                handed_any |= unsent.len() < count;
+                self.targets[index].open -= unsent.len() as u64;
+                for handed in unsent.into_iter().rev() {
+                    self.waiting.push_front(handed);
+                }
+            }
+            if !handed_any {
+                return;
+            }
+        }
+    }
+
+    /// Sends `batch` to worker `index`; returns what could not be sent.
+    fn send_batch(&mut self, index: usize, mut batch: Vec<Handed>) -> Vec<Handed> {
+        let target = &mut self.targets[index];
+        let mut sent = 0;
+        while sent < batch.len() {
+            let end = batch.len().min(sent + MAX_FDS_PER_MESSAGE);
+            let chunk = &batch[sent..end];
+            let result = target.socket.try_io(Interest::WRITABLE, |socket| {
+                handoff::send_batch(socket.as_fd(), b"", chunk)
+            });
+            match result {
+                Ok(()) => sent = end,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    mark_congested(target);
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        "worker {}: cannot hand it connections ({err}): skipping it",
+                        target.key.slot
+                    );
+                    target.leaving = true;
+                    break;
+                }
+            }
+        }
+        // Dropping the sent descriptors closes the primary's copies.
+        batch.split_off(sent)
+    }
+
+    /// Reads worker `index`'s reports until none is left.
+    fn read_reports(&mut self, index: usize) {
+        loop {
+            let target = &mut self.targets[index];
+            let received = target.socket.try_io(Interest::READABLE, |socket| {
+                handoff::receive(socket.as_fd())
+            });
+            let report = match received {
+                Ok(Some(received)) => handoff::decode_report(received),
+                Ok(None) => return,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => Err(err),
+            };
+            match report {
+                Ok(Report::Closed(count)) => target.open = target.open.saturating_sub(count),
+                Ok(Report::Returned(connections)) => {
+                    target.open = target.open.saturating_sub(connections.len() as u64);
+                    tracing::debug!(
+                        "worker {} returned {} connections",
+                        target.key.slot,
+                        connections.len()
+                    );
+                    for handed in connections.into_iter().rev() {
+                        self.waiting.push_front(handed);
+                    }
+                }
+                Err(err) => tracing::warn!(
+                    "worker {}: bad report on its hand-off channel: {err}",
+                    target.key.slot
+                ),
+            }
+        }
+    }
+
+    /// Takes back the connections sent to worker `index` that it has not
+    /// read, so another worker serves them.
+    fn take_back(&mut self, index: usize) {
+        let target = &mut self.targets[index];
+        let mut taken = Vec::new();
+        loop {
+            match handoff::receive(target.worker_end.as_fd()) {
+                Ok(Some(received)) => match handoff::pair_up(&received.data, received.fds) {
+                    Ok(connections) => taken.extend(connections),
+                    Err(err) => tracing::warn!("taking back connections: {err}"),
+                },
+                Ok(None) => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    tracing::warn!("taking back connections: {err}");
+                    break;
+                }
+            }
+        }
+        if !taken.is_empty() {
+            tracing::info!(
+                "worker {}: took back {} connections it never read, for other workers",
+                target.key.slot,
+                taken.len()
+            );
+            target.open = target.open.saturating_sub(taken.len() as u64);
+            for handed in taken.into_iter().rev() {
+                self.waiting.push_front(handed);
+            }
+        }
+    }
+}
+
+fn mark_congested(target: &mut Target) {
+    target.congested = true;
+    let now = Instant::now();
+    let quiet = target
+        .congested_since
+        .is_none_or(|since| now.duration_since(since) > Duration::from_secs(1));
+    if quiet {
+        tracing::warn!(
+            "worker {} is not reading its hand-off channel fast enough: skipping it until it does",
+            target.key.slot
+        );
+        target.congested_since = Some(now);
+    }
+}
+
+/// Errors that concern only the connection being accepted.
+fn is_connection_error(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM)
+    )
+}
