@@ -63,6 +63,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
+    /// Under round-robin and least-connections: seconds a worker may take
+    /// to say it is ready before it is replaced (with no worker ever ready,
+    /// corral stops with an error)
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub ready_timeout: Duration,
+
     /// Listen backlog of each socket
     #[arg(long, value_name = "N", default_value_t = corral::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub backlog: u32,
@@ -79,9 +85,9 @@ pub enum PolicyArg {
     Shared,
     /// One SO_REUSEPORT socket per worker (the kernel spreads by hash)
     Reuseport,
-    /// The primary hands connections out in turn (not built yet)
+    /// The primary accepts and hands connections to workers in turn
     RoundRobin,
-    /// The primary hands connections to the least busy worker (not built yet)
+    /// The primary accepts and hands each connection to the worker with the fewest open
     LeastConnections,
 }
 

@@ -54,6 +54,7 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
         .policy(run.policy.into())
         .grace(run.grace)
         .backlog(run.backlog)
+        .ready_timeout(run.ready_timeout)
         .on_event(print_bound_addresses);
     if let Some(workers) = run.workers {
         cluster = cluster.workers(workers as usize);

@@ -119,14 +119,3 @@ fn an_unresolvable_host_is_one_clear_error() {
     let error = the_error_line(&stderr);
     assert!(error.contains("no-such-host.invalid"), "{error}");
 }
-
-#[test]
-fn a_policy_not_built_yet_says_so() {
-    let (status, stderr) = run_to_end(&["run", "-l", "127.0.0.1:0", "--policy", "round-robin"]);
-    assert_eq!(status.code(), Some(1));
-    let error = the_error_line(&stderr);
-    assert!(
-        error.contains("round-robin") && error.contains("not built yet"),
-        "{error}"
-    );
-}

@@ -33,7 +33,7 @@ fn pids_by_id(port: u16, workers: usize, limit: usize) -> HashMap<u32, u32> {
 
 #[test]
 fn every_worker_answers_with_its_own_id_and_pid() {
-    for policy in ["reuseport", "shared"] {
+    for policy in ["reuseport", "shared", "round-robin", "least-connections"] {
         let cluster = demo(&["--workers", "2", "--policy", policy]);
         let port = cluster.port();
         let seen = pids_by_id(port, 2, 500);
@@ -82,7 +82,13 @@ fn a_killed_worker_is_replaced_in_its_slot_while_requests_keep_succeeding() {
 
 #[test]
 fn sigterm_lets_an_in_flight_request_finish_then_exits_zero() {
-    let mut cluster = demo(&["--workers", "1", "--grace", "10"]);
+    for policy in ["reuseport", "round-robin"] {
+        sigterm_drains_under(policy);
+    }
+}
+
+fn sigterm_drains_under(policy: &str) {
+    let mut cluster = demo(&["--workers", "1", "--grace", "10", "--policy", policy]);
     let port = cluster.port();
     let slow = std::thread::spawn(move || http_get(port, "/sleep/700"));
     cluster.expect_line("sleeping 700ms before answering");

@@ -290,6 +290,60 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// A kept-alive HTTP/1.1 connection, held open until dropped.
+pub struct KeepAlive {
+    stream: TcpStream,
+    /// Who answered the request that opened it.
+    pub hello: Hello,
+}
+
+impl KeepAlive {
+    /// Connects to 127.0.0.1:`port`, sends `GET /` and reads the answer,
+    /// keeping the connection open.
+    pub fn open(port: u16) -> io::Result<Self> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(PATIENCE))?;
+        write!(stream, "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")?;
+        let body = read_sized_response(&mut stream)?;
+        let hello =
+            parse_hello(&body).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, body))?;
+        Ok(KeepAlive { stream, hello })
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Reads one response with a `Content-Length` from `stream`; returns its body.
+fn read_sized_response(stream: &mut TcpStream) -> io::Result<String> {
+    let mut reader = BufReader::new(stream);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// Who answered, parsed from `Hello from worker <id> (pid <pid>)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Hello {

@@ -9,6 +9,12 @@
 //!   take any, it stops accepting and connections wait in the kernel queue;
 //! * a worker whose channel is full is skipped (its share goes to others)
 //!   until it reads again; it never blocks the loop;
+//! * a worker that stops reading is found within [`STALL_CHECK`]: the
+//!   connections waiting in its channel are taken back for the others, and
+//!   it gets none for a while (longer each time it stalls again). The
+//!   primary can tell, because it holds a copy of the worker's end: on a
+//!   `SOCK_SEQPACKET` socket `FIONREAD` counts every unread data byte, and
+//!   each handed connection is one byte;
 //! * connections sent to a worker that leaves or dies before reading them are
 //!   taken back (the primary keeps a copy of the worker's end of the channel)
 //!   and handed to another worker; so are those a stopping worker returns.
@@ -40,6 +46,12 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(20);
 /// The most connections held in the primary waiting for a worker; past it
 /// the primary stops accepting and the kernel queues them.
 const MAX_WAITING: usize = 4 * MAX_FDS_PER_MESSAGE;
+/// How often the dispatcher checks that workers read their channels.
+const STALL_CHECK: Duration = Duration::from_millis(100);
+/// How long a worker that stalled first gets no connections; it doubles
+/// each time the worker stalls again, up to [`MAX_STALL_REST`].
+const FIRST_STALL_REST: Duration = Duration::from_millis(100);
+const MAX_STALL_REST: Duration = Duration::from_secs(2);
 
 /// How a hand-off policy chooses the worker for each new connection.
 pub(crate) trait Pick: Send {
@@ -60,12 +72,35 @@ pub(crate) struct Target {
     leaving: bool,
     congested: bool,
     congested_since: Option<Instant>,
+    /// Unread connections in the channel at the last stall check, and
+    /// connections sent since.
+    unread_at_check: u64,
+    sent_since_check: u64,
+    /// The worker stalled: it gets nothing until then.
+    resting_until: Option<Instant>,
+    next_rest: Duration,
 }
 
 impl Target {
+    fn new(key: WorkerKey, socket: AsyncFd<OwnedFd>, worker_end: OwnedFd) -> Self {
+        Target {
+            key,
+            socket,
+            worker_end,
+            open: 0,
+            leaving: false,
+            congested: false,
+            congested_since: None,
+            unread_at_check: 0,
+            sent_since_check: 0,
+            resting_until: None,
+            next_rest: FIRST_STALL_REST,
+        }
+    }
+
     /// Whether the worker can be given a connection now.
     pub(crate) fn accepting(&self) -> bool {
-        !self.leaving && !self.congested
+        !self.leaving && !self.congested && self.resting_until.is_none()
     }
 
     /// Connections handed to the worker that it has not reported closed.
@@ -127,6 +162,7 @@ impl HandOff {
             inbox,
             waiting: VecDeque::new(),
             paused: None,
+            stall_check: tokio::time::interval(STALL_CHECK),
         };
         tokio::spawn(dispatcher.run());
         Ok(HandOff {
@@ -190,6 +226,7 @@ enum Wake {
     Writable(usize),
     Accept(usize),
     Resume,
+    StallCheck,
 }
 
 struct Dispatcher {
@@ -201,6 +238,7 @@ struct Dispatcher {
     waiting: VecDeque<Handed>,
     /// Accepting is paused (out of descriptors) until this timer fires.
     paused: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall_check: tokio::time::Interval,
 }
 
 impl Dispatcher {
@@ -213,6 +251,7 @@ impl Dispatcher {
                 Wake::Writable(index) => self.targets[index].congested = false,
                 Wake::Accept(index) => self.accept_batch(index),
                 Wake::Resume => self.paused = None,
+                Wake::StallCheck => self.check_stalls(),
             }
             self.dispatch();
         }
@@ -229,6 +268,9 @@ impl Dispatcher {
             if target.congested && target.socket.poll_write_ready(cx).is_ready() {
                 return Poll::Ready(Wake::Writable(index));
             }
+        }
+        if self.stall_check.poll_tick(cx).is_ready() {
+            return Poll::Ready(Wake::StallCheck);
         }
         if let Some(pause) = self.paused.as_mut() {
             return pause.as_mut().poll(cx).map(|()| Wake::Resume);
@@ -248,15 +290,9 @@ impl Dispatcher {
             Command::Ready(key, channel) => {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 match register_async(channel.primary_end, interest) {
-                    Ok(socket) => self.targets.push(Target {
-                        key,
-                        socket,
-                        worker_end: channel.worker_end,
-                        open: 0,
-                        leaving: false,
-                        congested: false,
-                        congested_since: None,
-                    }),
+                    Ok(socket) => self
+                        .targets
+                        .push(Target::new(key, socket, channel.worker_end)),
                     Err(err) => tracing::error!(
                         "worker {}: cannot watch its hand-off channel: {err}",
                         key.slot
@@ -353,7 +389,10 @@ impl Dispatcher {
                 handoff::send_batch(socket.as_fd(), b"", chunk)
             });
             match result {
-                Ok(()) => sent = end,
+                Ok(()) => {
+                    target.sent_since_check += (end - sent) as u64;
+                    sent = end;
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     mark_congested(target);
                     break;
@@ -403,6 +442,40 @@ impl Dispatcher {
                     target.key.slot
                 ),
             }
+        }
+    }
+
+    /// Finds workers that read nothing since the last check while
+    /// connections waited for them; takes those back and rests the worker.
+    fn check_stalls(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.targets.len() {
+            let target = &mut self.targets[index];
+            if target.resting_until.is_some_and(|until| now >= until) {
+                target.resting_until = None;
+            }
+            let Ok(unread) = rustix::io::ioctl_fionread(&target.worker_end) else {
+                continue;
+            };
+            let read = (target.unread_at_check + target.sent_since_check).saturating_sub(unread);
+            target.sent_since_check = 0;
+            target.unread_at_check = unread;
+            if read > 0 || unread == 0 {
+                target.next_rest = FIRST_STALL_REST;
+                continue;
+            }
+            let rest = target.next_rest;
+            tracing::warn!(
+                "worker {} is not reading its hand-off channel ({unread} connections waiting \
+                 for over {}ms): handing them to other workers, none to it for {}ms",
+                target.key.slot,
+                STALL_CHECK.as_millis(),
+                rest.as_millis()
+            );
+            target.resting_until = Some(now + rest);
+            target.next_rest = (rest * 2).min(MAX_STALL_REST);
+            self.take_back(index);
+            self.targets[index].unread_at_check = 0;
         }
     }
 

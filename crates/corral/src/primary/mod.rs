@@ -316,7 +316,6 @@ impl Primary {
         });
         if retiring {
             self.slots.remove(&id);
-            self.balancer.remove_slot(id);
             return Ok(());
         }
         if self.phase != Phase::Running {
@@ -511,13 +510,15 @@ impl Primary {
             return;
         };
         tracing::info!("scaling down: stopping worker {id}");
+        // Release the slot's sockets now: a reuseport socket left open while
+        // its worker drains would queue connections nobody accepts.
+        self.balancer.remove_slot(id);
         let slot = self.slots.get_mut(&id).expect("listed above");
         slot.retiring = true;
         if slot.worker.is_some() {
             self.stop_worker(id);
         } else {
             self.slots.remove(&id);
-            self.balancer.remove_slot(id);
         }
     }
 

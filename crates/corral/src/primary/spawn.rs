@@ -179,6 +179,8 @@ async fn read_channel(
         let line = match lines.next_line().await {
             Ok(Some(line)) => line,
             Ok(None) => return,
+            // A worker that exits with messages unread resets the channel.
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return,
             Err(err) => {
                 tracing::warn!("worker {id}: message channel failed: {err}");
                 return;

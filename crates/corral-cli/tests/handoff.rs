@@ -1,0 +1,194 @@
+//! The hand-off policies (`round-robin`, `least-connections`): the primary
+//! accepts and passes connections to workers over their hand-off channels.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use corral_testkit::{
+    ClusterProcess, KeepAlive, PATIENCE, Signal, hello, http_get, send_signal, wait_until,
+};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const HANDOFF_SERVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/handoff_server.py"
+);
+const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
+
+fn cluster(policy: &str, extra: &[&str]) -> ClusterProcess {
+    let mut args = vec!["run", "--listen", "127.0.0.1:0", "--policy", policy];
+    args.extend_from_slice(extra);
+    ClusterProcess::start(CORRAL, &args)
+}
+
+fn shares(port: u16, requests: usize) -> HashMap<u32, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..requests {
+        *counts.entry(hello(port).id).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn round_robin_gives_each_of_two_workers_half_of_100_connections() {
+    let cluster = cluster("round-robin", &["-w", "2"]);
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    cluster.expect_line("worker 2 ready");
+    let counts = shares(port, 100);
+    for id in [1, 2] {
+        let share = counts.get(&id).copied().unwrap_or(0);
+        assert!(
+            (49..=51).contains(&share),
+            "worker {id} served {share} of 100: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn least_connections_steers_new_connections_away_from_a_busy_worker() {
+    let cluster = cluster("least-connections", &["-w", "2"]);
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    cluster.expect_line("worker 2 ready");
+    // Twenty held connections, which least-connections spreads evenly.
+    let held: Vec<KeepAlive> = (0..20).map(|_| KeepAlive::open(port).unwrap()).collect();
+    let (on_one, on_two): (Vec<KeepAlive>, Vec<KeepAlive>) =
+        held.into_iter().partition(|conn| conn.hello.id == 1);
+    assert_eq!(
+        (on_one.len(), on_two.len()),
+        (10, 10),
+        "held connections spread evenly"
+    );
+    // Worker 2's close; worker 1 still holds ten open connections.
+    drop(on_two);
+    let counts = shares(port, 40);
+    let to_two = counts.get(&2).copied().unwrap_or(0);
+    assert!(
+        to_two >= 35,
+        "new connections should avoid the busy worker 1: {counts:?}"
+    );
+    drop(on_one);
+}
+
+#[test]
+fn killing_a_worker_under_round_robin_loses_no_new_connection() {
+    let cluster = cluster("round-robin", &["-w", "2"]);
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    cluster.expect_line("worker 2 ready");
+    let mut served = 0;
+    for round in 0..5 {
+        let victim = cluster.worker_pids()[round % 2];
+        send_signal(victim, Signal::KILL);
+        // `hello` fails the test on any failed request.
+        for _ in 0..40 {
+            hello(port);
+            served += 1;
+        }
+        assert!(
+            wait_until(PATIENCE, || cluster.worker_pids().len() == 2),
+            "the killed worker is replaced"
+        );
+    }
+    assert_eq!(served, 200);
+}
+
+#[test]
+fn a_python_worker_speaks_the_handoff_protocol() {
+    for policy in ["round-robin", "least-connections"] {
+        let cluster = cluster(policy, &["-w", "2", "--", "python3", HANDOFF_SERVER]);
+        let port = cluster.port();
+        cluster.expect_line("worker 1 ready (pid");
+        cluster.expect_line("worker 2 ready (pid");
+        let mut seen = HashMap::new();
+        for _ in 0..10 {
+            let response = http_get(port, "/").expect("the python worker answers");
+            assert_eq!(response.status, 200, "{response:?}");
+            let id = response.body.split_whitespace().nth(2).unwrap().to_string();
+            *seen.entry(id).or_insert(0) += 1;
+        }
+        assert_eq!(seen.get("1"), Some(&5), "{policy}: {seen:?}");
+        assert_eq!(seen.get("2"), Some(&5), "{policy}: {seen:?}");
+    }
+}
+
+#[test]
+fn a_worker_that_stops_reading_its_channel_does_not_stall_the_others() {
+    let mut command = std::process::Command::new(CORRAL);
+    command
+        .args([
+            "run",
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--policy",
+            "round-robin",
+            "--",
+        ])
+        .args(["python3", HANDOFF_SERVER])
+        .env("STALL_WORKERS", "2");
+    let cluster = ClusterProcess::spawn(command);
+    let port = cluster.port();
+    cluster.expect_line("[worker 2] python worker 2 ready");
+    // Far more connections than the stalled worker's channel can hold.
+    let mut clients: Vec<TcpStream> = (0..1200)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    cluster.expect_line("worker 2 is not reading its hand-off channel");
+    let deadline = Instant::now() + PATIENCE;
+    let mut answered_by_one = 0;
+    for client in &mut clients {
+        let left = deadline.saturating_duration_since(Instant::now());
+        client
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        let mut answer = String::new();
+        if client.read_to_string(&mut answer).is_ok() && answer.contains("python worker 1") {
+            answered_by_one += 1;
+        }
+    }
+    assert_eq!(
+        answered_by_one, 1200,
+        "worker 1 serves every connection, the stalled worker's too"
+    );
+    // A new connection still goes through, to the worker that reads.
+    let response = http_get(port, "/").unwrap();
+    assert!(response.body.contains("python worker 1"), "{response:?}");
+}
+
+#[test]
+fn a_command_that_does_not_speak_handoff_fails_clearly_at_start() {
+    let mut cluster = cluster(
+        "round-robin",
+        &[
+            "-w",
+            "2",
+            "--ready-timeout",
+            "0.5",
+            "--",
+            "python3",
+            ENV_SERVER,
+        ],
+    );
+    let status = cluster.wait_exit(PATIENCE).expect("corral gives up");
+    assert_eq!(status.code(), Some(1));
+    let error = cluster.expect_line("corral: error:");
+    assert!(
+        error.contains("did not say it is ready within 500ms"),
+        "{error}"
+    );
+    assert!(
+        error.contains("CORRAL_HANDOFF_FD") && error.contains("--policy reuseport"),
+        "{error}"
+    );
+}
