@@ -56,3 +56,17 @@ fn the_axum_example_serves_replaces_and_drains() {
         assert!(status.success(), "{status:?}:\n{}", cluster.output());
     }
 }
+
+#[test]
+fn the_messages_example_counts_reports_and_broadcasts_config_changes() {
+    let cluster = example("messages", &["-w", "2", "-l", "127.0.0.1:0"]);
+    let port = cluster.port();
+    for _ in 0..10 {
+        corral_testkit::http_get(port, "/").expect("the example answers");
+    }
+    cluster.expect_line("primary: 10 requests served; config version 1 sent to 2 workers");
+    cluster.expect_line("[worker 1] worker 1: config changed to version 1");
+    cluster.expect_line("[worker 2] worker 2: config changed to version 1");
+    let answer = corral_testkit::http_get(port, "/").unwrap();
+    assert!(answer.body.ends_with("config version 1\n"), "{answer:?}");
+}

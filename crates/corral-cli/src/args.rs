@@ -69,6 +69,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub ready_timeout: Duration,
 
+    /// What to do with the JSON messages workers send on their channel:
+    /// log them, or log them and relay each to every other worker
+    #[arg(long, value_enum, default_value_t = OnMessage::Log)]
+    pub on_message: OnMessage,
+
+    /// Largest message accepted on a worker's channel, in bytes; longer
+    /// lines are dropped and logged against the worker
+    #[arg(long, value_name = "BYTES", default_value_t = corral::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(2..=1 << 32))]
+    pub max_message_size: u64,
+
     /// Listen backlog of each socket
     #[arg(long, value_name = "N", default_value_t = corral::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub backlog: u32,
@@ -76,6 +86,15 @@ pub struct RunArgs {
     /// The program each worker runs, and its arguments (after `--`)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+/// The `--on-message` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnMessage {
+    /// Log each message (`message from worker 2: {...}`)
+    Log,
+    /// Log each message and relay it to every other worker
+    Broadcast,
 }
 
 /// The `--policy` values.

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use args::{Cli, Command, RunArgs};
+use args::{Cli, Command, OnMessage, RunArgs};
 
 fn main() -> ExitCode {
     init_logging();
@@ -55,6 +55,11 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
         .grace(run.grace)
         .backlog(run.backlog)
         .ready_timeout(run.ready_timeout)
+        .max_message_size(run.max_message_size as usize)
+        .on_message(corral::MessagePolicy {
+            log: true,
+            rebroadcast: run.on_message == OnMessage::Broadcast,
+        })
         .on_event(print_bound_addresses);
     if let Some(workers) = run.workers {
         cluster = cluster.workers(workers as usize);

@@ -12,7 +12,7 @@ use crate::balance::Policy;
 use crate::channel::DEFAULT_MAX_LINE;
 use crate::env::WorkerEnvironment;
 use crate::event::Event;
-use crate::primary::{self, Observer, Program, Settings};
+use crate::primary::{self, MessagePolicy, Observer, Primary, PrimaryTask, Program, Settings};
 use crate::worker::{Worker, run_worker};
 use crate::{Error, ListenAddr};
 
@@ -52,7 +52,9 @@ pub struct Cluster {
     backoff: BackoffPolicy,
     max_message_size: usize,
     ready_timeout: Duration,
+    messages: MessagePolicy,
     observer: Option<Observer>,
+    primary_task: Option<PrimaryTask>,
 }
 
 impl Default for Cluster {
@@ -75,7 +77,9 @@ impl Cluster {
             backoff: BackoffPolicy::default(),
             max_message_size: DEFAULT_MAX_LINE,
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            messages: MessagePolicy::default(),
             observer: None,
+            primary_task: None,
         }
     }
 
@@ -136,6 +140,26 @@ impl Cluster {
         self
     }
 
+    /// What the primary does with workers' user messages besides handing
+    /// them to the [`Cluster::primary`] task: log them, relay them to every
+    /// other worker.
+    pub fn on_message(mut self, policy: MessagePolicy) -> Self {
+        self.messages = policy;
+        self
+    }
+
+    /// Runs `task` in the primary, beside the supervisor, with a [`Primary`]
+    /// handle: events (lifecycle and messages), the worker table, messages
+    /// to workers. Only the primary runs it; workers never do.
+    pub fn primary<F, Fut>(mut self, task: F) -> Self
+    where
+        F: FnOnce(Primary) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.primary_task = Some(Box::new(move |primary| Box::pin(task(primary))));
+        self
+    }
+
     /// Calls `observer` in the primary with every lifecycle event.
     pub fn on_event(mut self, observer: impl FnMut(&Event) + Send + 'static) -> Self {
         self.observer = Some(Box::new(observer));
@@ -181,7 +205,12 @@ impl Cluster {
             .enable_all()
             .build()
             .map_err(Error::io("cannot start the primary's runtime"))?;
-        runtime.block_on(primary::run(settings, program, self.observer))
+        runtime.block_on(primary::run(
+            settings,
+            program,
+            self.observer,
+            self.primary_task,
+        ))
     }
 
     fn settings(&self, program: &Program) -> Result<Settings, Error> {
@@ -212,6 +241,7 @@ impl Cluster {
             backoff: self.backoff,
             max_message_size: self.max_message_size,
             ready_timeout: self.ready_timeout,
+            messages: self.messages,
         })
     }
 }

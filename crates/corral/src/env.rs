@@ -30,6 +30,10 @@ pub const LISTEN_ADDRS: &str = "CORRAL_LISTEN_ADDRS";
 /// Under `round-robin` and `least-connections`: the descriptor of the
 /// hand-off channel that brings accepted connections (see `handoff`).
 pub const HANDOFF_FD: &str = "CORRAL_HANDOFF_FD";
+/// Node.js: the IPC channel behind `process.send` (set for `node` workers).
+pub const NODE_CHANNEL_FD: &str = "NODE_CHANNEL_FD";
+/// Node.js: the channel's framing; corral's is `json`.
+pub const NODE_CHANNEL_SERIALIZATION_MODE: &str = "NODE_CHANNEL_SERIALIZATION_MODE";
 /// systemd: how many listening sockets, from descriptor 3 up.
 pub const LISTEN_FDS: &str = "LISTEN_FDS";
 /// systemd: the sockets' names, colon-separated.
@@ -51,6 +55,8 @@ const NOT_INHERITED: &[&str] = &[
     POLICY,
     LISTEN_ADDRS,
     HANDOFF_FD,
+    NODE_CHANNEL_FD,
+    NODE_CHANNEL_SERIALIZATION_MODE,
     LISTEN_FDS,
     LISTEN_FDNAMES,
     LISTEN_PID,
@@ -65,6 +71,7 @@ pub(crate) struct WorkerIdentity<'a> {
     pub generation: u32,
     pub listener_count: usize,
     pub has_handoff: bool,
+    pub node_channel: bool,
     pub primary_pid: u32,
     pub grace: Duration,
     pub cluster_name: &'a str,
@@ -109,6 +116,10 @@ impl WorkerIdentity<'_> {
         ];
         if self.has_handoff {
             ours.push((HANDOFF_FD, self.handoff_fd().to_string()));
+        }
+        if self.node_channel {
+            ours.push((NODE_CHANNEL_FD, self.ipc_fd().to_string()));
+            ours.push((NODE_CHANNEL_SERIALIZATION_MODE, "json".to_string()));
         }
         env.extend(
             ours.into_iter()

@@ -49,6 +49,19 @@ pub enum Error {
     #[error("worker failed: {0}")]
     Worker(Box<dyn std::error::Error + Send + Sync>),
 
+    /// A message could not be encoded as JSON.
+    #[error("cannot encode the message as JSON: {0}")]
+    Encode(serde_json::Error),
+
+    /// A message could not be queued for a worker.
+    #[error("{0}")]
+    Send(crate::SendError),
+
+    /// A worker's message could not be sent to the primary: the channel is
+    /// gone (the primary is) or this worker has none.
+    #[error("cannot send to the primary: {0}")]
+    Channel(&'static str),
+
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Io {

@@ -30,6 +30,8 @@ pub enum Event {
         requested: bool,
         ran_for: Duration,
     },
+    /// A worker sent a user message (a JSON value).
+    Message { id: u32, message: serde_json::Value },
     /// A slot keeps failing soon after start; it is restarted after `delay`.
     CrashLoop {
         id: u32,
@@ -77,6 +79,7 @@ impl fmt::Display for Event {
                 };
                 write!(f, " {why} after {}", human_duration(*ran_for))
             }
+            Event::Message { id, message } => write!(f, "message from worker {id}: {message}"),
             Event::CrashLoop {
                 id,
                 quick_failures,

@@ -1,20 +1,30 @@
 //! The message protocol on `CORRAL_IPC_FD`: newline-delimited JSON, one value
-//! a line, so that a worker in any language can speak it. A value of the form
-//! `{"corral": …}` is corral's own ([`Control`]); any other value is a user
-//! message.
+//! a line, both ways, so that a worker in any language can speak it (it is
+//! the framing of Node's `NODE_CHANNEL_FD` in `json` mode). A value of the
+//! form `{"corral": …}` is corral's own; any other value is a user message.
+//!
+//! corral's own values:
+//! * `{"corral":"online"}`, `"ready"`, `"heartbeat"` (worker → primary) and
+//!   `{"corral":"stop"}` (primary → worker): see [`Control`];
+//! * `{"corral":{"to":ID,"message":VALUE}}` (worker → primary): deliver VALUE
+//!   to worker ID;
+//! * `{"corral":{"from":ID,"message":VALUE}}` (primary → worker): VALUE, sent
+//!   by worker ID.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The key that marks corral's own messages.
 pub const CONTROL_KEY: &str = "corral";
 
-/// corral's own messages, written `{"corral":"ready"}` and so on.
+/// corral's control words, written `{"corral":"ready"}` and so on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Control {
     /// Worker → primary: the worker runs and reads its channel.
     Online,
-    /// Worker → primary: the worker serves its listeners.
+    /// Worker → primary: the worker serves (and, under a hand-off policy,
+    /// reads its hand-off channel).
     Ready,
     /// Worker → primary: the worker's event loop is alive.
     Heartbeat,
@@ -25,8 +35,22 @@ pub enum Control {
 /// One decoded line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
+    /// A control word.
     Control(Control),
-    User(serde_json::Value),
+    /// A worker asks the primary to deliver `message` to worker `to`.
+    SendTo { to: u32, message: Value },
+    /// The primary delivers `message` from worker `from`.
+    From { from: u32, message: Value },
+    /// Anything else: the user's own message.
+    User(Value),
+}
+
+/// The object forms under the `corral` key.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+enum Envelope {
+    SendTo { to: u32, message: Value },
+    From { from: u32, message: Value },
 }
 
 /// Why a line could not be decoded.
@@ -35,9 +59,10 @@ pub enum DecodeError {
     #[error("not a JSON value: {0}")]
     NotJson(#[from] serde_json::Error),
     #[error(
-        "unknown corral message {0} (expected one of \"online\", \"ready\", \"heartbeat\", \"stop\")"
+        "unknown corral message {0} (expected \"online\", \"ready\", \"heartbeat\", \"stop\", \
+         {{\"to\":ID,\"message\":…}} or {{\"from\":ID,\"message\":…}})"
     )]
-    UnknownControl(serde_json::Value),
+    UnknownControl(Value),
 }
 
 /// Decodes one line (without its newline). Blank lines decode to `None`.
@@ -45,30 +70,62 @@ pub fn decode(line: &[u8]) -> Result<Option<Message>, DecodeError> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: serde_json::Value = serde_json::from_slice(line)?;
-    let control = match &value {
-        serde_json::Value::Object(map) if map.len() == 1 => map.get(CONTROL_KEY),
+    let mut value: Value = serde_json::from_slice(line)?;
+    let inner = match &mut value {
+        Value::Object(map) if map.len() == 1 => map.remove(CONTROL_KEY),
         _ => None,
     };
-    match control {
-        Some(inner) => serde_json::from_value(inner.clone())
-            .map(|control| Some(Message::Control(control)))
-            .map_err(|_| DecodeError::UnknownControl(inner.clone())),
-        None => Ok(Some(Message::User(value))),
+    let Some(inner) = inner else {
+        return Ok(Some(Message::User(value)));
+    };
+    if let Ok(control) = Control::deserialize(&inner) {
+        return Ok(Some(Message::Control(control)));
+    }
+    match Envelope::deserialize(&inner) {
+        Ok(Envelope::SendTo { to, message }) => Ok(Some(Message::SendTo { to, message })),
+        Ok(Envelope::From { from, message }) => Ok(Some(Message::From { from, message })),
+        Err(_) => Err(DecodeError::UnknownControl(inner)),
     }
 }
 
-/// Encodes a control message as one line, newline included.
+/// Encodes a control word as one line, newline included.
 pub fn encode_control(control: Control) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&serde_json::json!({ CONTROL_KEY: control }))
-        .expect("a control message always serializes");
-    line.push(b'\n');
-    line
+    line(&serde_json::json!({ CONTROL_KEY: control }))
+}
+
+/// Encodes a user message as one line, newline included.
+pub fn encode_user<T: Serialize + ?Sized>(message: &T) -> serde_json::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec(message)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Encodes a request to deliver `message` to worker `to`.
+pub fn encode_send_to<T: Serialize + ?Sized>(to: u32, message: &T) -> serde_json::Result<Vec<u8>> {
+    let message = serde_json::to_value(message)?;
+    Ok(line(
+        &serde_json::json!({ CONTROL_KEY: Envelope::SendTo { to, message } }),
+    ))
+}
+
+/// Encodes `message` as delivered from worker `from`.
+pub fn encode_from(from: u32, message: Value) -> Vec<u8> {
+    line(&serde_json::json!({ CONTROL_KEY: Envelope::From { from, message } }))
+}
+
+fn line(value: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).expect("a JSON value always serializes");
+    bytes.push(b'\n');
+    bytes
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode_line(line: &[u8]) -> Option<Message> {
+        decode(&line[..line.len() - 1]).unwrap()
+    }
 
     #[test]
     fn control_messages_round_trip() {
@@ -80,10 +137,30 @@ mod tests {
         ] {
             let line = encode_control(control);
             assert_eq!(line.last(), Some(&b'\n'));
-            let decoded = decode(&line[..line.len() - 1]).unwrap();
-            assert_eq!(decoded, Some(Message::Control(control)));
+            assert_eq!(decode_line(&line), Some(Message::Control(control)));
         }
         assert_eq!(encode_control(Control::Ready), b"{\"corral\":\"ready\"}\n");
+    }
+
+    #[test]
+    fn relays_round_trip() {
+        let payload = serde_json::json!({"cache": "flush", "keys": [1, 2]});
+        let line = encode_send_to(3, &payload).unwrap();
+        assert_eq!(
+            decode_line(&line),
+            Some(Message::SendTo {
+                to: 3,
+                message: payload.clone()
+            })
+        );
+        let line = encode_from(2, payload.clone());
+        assert_eq!(
+            decode_line(&line),
+            Some(Message::From {
+                from: 2,
+                message: payload
+            })
+        );
     }
 
     #[test]
@@ -91,15 +168,30 @@ mod tests {
         let decoded = decode(br#"{"cmd":"hi","corral":1}"#).unwrap();
         assert!(matches!(decoded, Some(Message::User(_))));
         assert!(matches!(decode(b"42").unwrap(), Some(Message::User(_))));
+        assert_eq!(
+            decode(b"\"ready\"").unwrap(),
+            Some(Message::User(Value::from("ready")))
+        );
         assert_eq!(decode(b"  \r").unwrap(), None);
+        let line = encode_user(&vec!["a", "b"]).unwrap();
+        assert_eq!(line, b"[\"a\",\"b\"]\n");
     }
 
     #[test]
     fn malformed_lines_are_errors() {
         assert!(matches!(decode(b"{nope"), Err(DecodeError::NotJson(_))));
-        assert!(matches!(
-            decode(br#"{"corral":"explode"}"#),
-            Err(DecodeError::UnknownControl(_))
-        ));
+        for bad in [
+            &br#"{"corral":"explode"}"#[..],
+            br#"{"corral":{"to":"x","message":1}}"#,
+            br#"{"corral":{"to":1}}"#,
+            br#"{"corral":{"to":1,"message":2,"extra":3}}"#,
+            br#"{"corral":7}"#,
+        ] {
+            assert!(
+                matches!(decode(bad), Err(DecodeError::UnknownControl(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! with its id, its listeners and a future that completes when it must stop.
 
 use std::future::Future;
+
+use serde::Serialize;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +20,7 @@ use crate::connection::CloseCounter;
 use crate::env::WorkerEnvironment;
 use crate::incoming;
 use crate::listener::Listener;
+use crate::mailbox::{INBOX_CAPACITY, Inbox, Messages, Origin, WorkerSender};
 use crate::message::{self, Control, Message};
 use crate::{Error, Policy};
 
@@ -33,7 +36,9 @@ pub struct Worker {
     grace: Duration,
     listeners: Vec<Listener>,
     stop: watch::Receiver<bool>,
-    outbox: Option<mpsc::Sender<Vec<u8>>>,
+    sender: WorkerSender,
+    messages: Option<Messages>,
+    subscribed: Arc<AtomicBool>,
     announced_ready: Arc<AtomicBool>,
 }
 
@@ -93,16 +98,30 @@ impl Worker {
     /// call it yourself when the worker is ready later than that.
     pub fn ready(&self) {
         if !self.announced_ready.swap(true, Ordering::SeqCst) {
-            self.send_control(Control::Ready);
+            self.sender.send_control(Control::Ready);
         }
     }
 
-    fn send_control(&self, control: Control) {
-        if let Some(outbox) = &self.outbox {
-            // A full outbox means the primary is not reading: it will see the
-            // state some other way (the worker's exit), so dropping is safe.
-            let _ = outbox.try_send(message::encode_control(control));
-        }
+    /// Sends `message` to the primary.
+    pub async fn send<T: Serialize + ?Sized>(&self, message: &T) -> Result<(), Error> {
+        self.sender.send(message).await
+    }
+
+    /// Sends `message` to worker `id`, through the primary.
+    pub async fn send_to<T: Serialize + ?Sized>(&self, id: u32, message: &T) -> Result<(), Error> {
+        self.sender.send_to(id, message).await
+    }
+
+    /// A handle to send messages from other tasks.
+    pub fn sender(&self) -> WorkerSender {
+        self.sender.clone()
+    }
+
+    /// Takes the stream of messages this worker receives (from the primary,
+    /// or from other workers through it). `None` if already taken.
+    pub fn messages(&mut self) -> Option<Messages> {
+        self.subscribed.store(true, Ordering::Release);
+        self.messages.take()
     }
 }
 
@@ -130,8 +149,14 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
     let (stop_sender, stop) = watch::channel(false);
     let stop_sender = Arc::new(stop_sender);
     watch_stop_signals(stop_sender.clone())?;
+    let (sender, inbox) = mpsc::channel(INBOX_CAPACITY);
+    let subscribed = Arc::new(AtomicBool::new(false));
+    let reader_inbox = Inbox {
+        sender,
+        subscribed: subscribed.clone(),
+    };
     let outbox = match environment.channel {
-        Some(fd) => Some(start_channel(fd, stop_sender)?),
+        Some(fd) => Some(start_channel(fd, stop_sender, reader_inbox)?),
         None => None,
     };
     let listeners = match environment.handoff {
@@ -162,10 +187,12 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
         grace: environment.grace,
         listeners,
         stop,
-        outbox,
+        sender: WorkerSender { outbox },
+        messages: Some(Messages { inbox }),
+        subscribed,
         announced_ready: Arc::new(AtomicBool::new(false)),
     };
-    worker.send_control(Control::Online);
+    worker.sender.send_control(Control::Online);
     Ok(worker)
 }
 
@@ -190,6 +217,7 @@ fn watch_stop_signals(stop: Arc<watch::Sender<bool>>) -> Result<(), Error> {
 fn start_channel(
     fd: OwnedFd,
     stop: Arc<watch::Sender<bool>>,
+    inbox: Inbox,
 ) -> Result<mpsc::Sender<Vec<u8>>, Error> {
     let stream = std::os::unix::net::UnixStream::from(fd);
     stream
@@ -207,7 +235,7 @@ fn start_channel(
         }
     });
     tokio::spawn(async move {
-        read_channel(reader, &stop).await;
+        read_channel(reader, &stop, inbox).await;
         // The primary closed the channel: it is gone. Stop, and do not
         // outlive it for long.
         stop.send_replace(true);
@@ -219,7 +247,11 @@ fn start_channel(
 }
 
 /// Reads the primary's messages until the channel closes.
-async fn read_channel(reader: tokio::net::unix::OwnedReadHalf, stop: &watch::Sender<bool>) {
+async fn read_channel(
+    reader: tokio::net::unix::OwnedReadHalf,
+    stop: &watch::Sender<bool>,
+    inbox: Inbox,
+) {
     let mut lines = LineReader::new(BufReader::new(reader), DEFAULT_MAX_LINE);
     while let Ok(Some(line)) = lines.next_line().await {
         let Line::Complete(bytes) = line else {
@@ -233,8 +265,16 @@ async fn read_channel(reader: tokio::net::unix::OwnedReadHalf, stop: &watch::Sen
             Ok(Some(Message::Control(other))) => {
                 tracing::debug!("ignoring control message {other:?} from the primary");
             }
-            Ok(Some(Message::User(value))) => {
-                tracing::debug!("no handler for a message from the primary: {value}");
+            Ok(Some(Message::User(message))) => {
+                inbox.deliver(Origin::Primary, message).await;
+            }
+            Ok(Some(Message::From { from, message })) => {
+                inbox.deliver(Origin::Worker(from), message).await;
+            }
+            Ok(Some(Message::SendTo { .. })) => {
+                tracing::warn!(
+                    "the primary sent a relay request, which only workers send: ignored"
+                );
             }
             Ok(None) => {}
             Err(err) => tracing::warn!("bad message from the primary: {err}"),

@@ -3,31 +3,44 @@
 //! (a current-thread runtime), which is also the thread that spawns workers,
 //! so the workers' parent-death signal is tied to the primary's whole life.
 
+mod handle;
 mod notice;
+mod outbox;
 mod output;
 mod program;
+mod registry;
+mod router;
 mod signals;
 mod slot;
 mod spawn;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
+use std::pin::Pin;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
+pub use handle::Primary;
 pub(crate) use program::Program;
+pub use registry::{SendError, WorkerInfo, WorkerState};
+pub use router::MessagePolicy;
 
 use crate::Error;
 use crate::backoff::{BackoffPolicy, RestartBackoff};
 use crate::balance::{Balancer, Policy, WorkerKey};
 use crate::event::{Event, human_duration, signal_name};
-use crate::message::{Control, Message};
+use crate::message::Control;
+use handle::EVENT_BACKLOG;
 use notice::Notice;
 use output::OutputSink;
+use registry::Registry;
+use router::Router;
 use signals::{Request, Signals};
 use slot::{LiveWorker, Slot};
 use spawn::Launcher;
@@ -54,7 +67,12 @@ pub(crate) struct Settings {
     pub backoff: BackoffPolicy,
     pub max_message_size: usize,
     pub ready_timeout: Duration,
+    pub messages: MessagePolicy,
 }
+
+/// The user's task beside the supervisor (`Cluster::primary`).
+pub(crate) type PrimaryTask =
+    Box<dyn FnOnce(Primary) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// The library user's view of the lifecycle.
 pub(crate) type Observer = Box<dyn FnMut(&Event) + Send>;
@@ -74,6 +92,7 @@ pub(crate) async fn run(
     settings: Settings,
     program: Program,
     observer: Option<Observer>,
+    primary_task: Option<PrimaryTask>,
 ) -> Result<(), Error> {
     let balancer =
         settings
@@ -81,6 +100,19 @@ pub(crate) async fn run(
             .balancer(&settings.addresses, settings.workers, settings.backlog)?;
     let mut signals = Signals::install()?;
     let (notices, inbox) = mpsc::channel(1024);
+    let (requests, requested) = mpsc::unbounded_channel();
+    let registry = Arc::new(Registry::default());
+    let (events, _) = broadcast::channel(EVENT_BACKLOG);
+    let router = Arc::new(Router {
+        registry: registry.clone(),
+        events: events.clone(),
+        notices: notices.clone(),
+        policy: settings.messages,
+    });
+    if let Some(task) = primary_task {
+        let handle = Primary::new(registry.clone(), events.subscribe(), requests);
+        tokio::spawn(task(handle));
+    }
     let launcher = Launcher {
         program,
         primary_pid: rustix::process::getpid(),
@@ -91,13 +123,17 @@ pub(crate) async fn run(
         max_message_size: settings.max_message_size,
         output: OutputSink::start(),
         notices,
+        router,
     };
-    let mut primary = Primary {
+    let mut primary = Supervisor {
         settings,
         launcher,
         balancer,
         slots: BTreeMap::new(),
         inbox,
+        requested,
+        registry,
+        events,
         observer,
         phase: Phase::Running,
         proven: false,
@@ -124,12 +160,16 @@ pub(crate) async fn run(
     outcome
 }
 
-struct Primary {
+struct Supervisor {
     settings: Settings,
     launcher: Launcher,
     balancer: Box<dyn Balancer>,
     slots: BTreeMap<u32, Slot>,
     inbox: mpsc::Receiver<Notice>,
+    /// Requests from the user's `Primary` handle.
+    requested: mpsc::UnboundedReceiver<Request>,
+    registry: Arc<Registry>,
+    events: broadcast::Sender<Event>,
     observer: Option<Observer>,
     phase: Phase,
     /// The command works: some worker ran past the backoff's
@@ -137,12 +177,13 @@ struct Primary {
     proven: bool,
 }
 
-impl Primary {
+impl Supervisor {
     async fn supervise(&mut self, signals: &mut Signals) -> Result<(), Error> {
         while !self.finished() {
             tokio::select! {
                 Some(notice) = self.inbox.recv() => self.handle(notice)?,
                 request = signals.next() => self.obey(request)?,
+                Some(request) = self.requested.recv() => self.obey(request)?,
             }
         }
         tracing::info!("all workers exited: cluster stopped");
@@ -155,11 +196,11 @@ impl Primary {
 
     fn handle(&mut self, notice: Notice) -> Result<(), Error> {
         match notice {
-            Notice::Message {
+            Notice::Control {
                 id,
                 generation,
-                message,
-            } => self.on_message(id, generation, message),
+                control,
+            } => self.on_control(id, generation, control),
             Notice::Exited {
                 id,
                 generation,
@@ -233,6 +274,18 @@ impl Primary {
         // the kernel queues its connections. Under a hand-off policy every
         // worker must say it is ready before it gets connections.
         let ready_at_start = foreign && !self.settings.policy.hands_off();
+        let state = if ready_at_start {
+            WorkerState::Ready
+        } else {
+            WorkerState::Starting
+        };
+        let info = WorkerInfo {
+            id,
+            pid,
+            generation,
+            state,
+        };
+        self.registry.insert(info, spawned.outbox.clone());
         slot.worker = Some(LiveWorker {
             pid,
             pidfd: spawned.pidfd,
@@ -240,6 +293,7 @@ impl Primary {
             ready: ready_at_start,
             stop_requested: false,
             outbox: spawned.outbox,
+            node: self.launcher.program.is_node(),
         });
         self.emit(Event::Fork {
             id,
@@ -259,27 +313,27 @@ impl Primary {
         Ok(())
     }
 
-    fn on_message(&mut self, id: u32, generation: u32, message: Message) {
+    fn on_control(&mut self, id: u32, generation: u32, control: Control) {
         let Some(worker) = self.current_worker(id, generation) else {
             return;
         };
         let pid = worker.pid;
-        match message {
-            Message::Control(Control::Online) => self.emit(Event::Online { id, pid }),
-            Message::Control(Control::Ready) if !worker.ready && !worker.stop_requested => {
+        match control {
+            Control::Online => self.emit(Event::Online { id, pid }),
+            Control::Ready if !worker.ready && !worker.stop_requested => {
                 worker.ready = true;
                 self.proven = true;
+                self.registry.set_state(id, generation, WorkerState::Ready);
                 self.balancer.worker_ready(WorkerKey {
                     slot: id,
                     generation,
                 });
                 self.emit(Event::Ready { id, pid });
             }
-            Message::Control(Control::Ready | Control::Heartbeat) => {}
-            Message::Control(Control::Stop) => {
+            Control::Ready | Control::Heartbeat => {}
+            Control::Stop => {
                 tracing::warn!("worker {id} sent \"stop\", which only the primary sends: ignored")
             }
-            Message::User(value) => tracing::info!("message from worker {id}: {value}"),
         }
     }
 
@@ -300,6 +354,7 @@ impl Primary {
         };
         let retiring = slot.retiring;
         let ran_for = worker.started.elapsed();
+        self.registry.remove(id, generation);
         self.balancer.worker_exited(WorkerKey {
             slot: id,
             generation,
@@ -403,6 +458,8 @@ impl Primary {
         };
         worker.request_stop();
         let pid = worker.pid;
+        self.registry
+            .set_state(id, generation, WorkerState::Stopping);
         self.balancer.worker_leaving(WorkerKey {
             slot: id,
             generation,
@@ -548,6 +605,9 @@ impl Primary {
         }
         if let Some(observer) = self.observer.as_mut() {
             observer(&event);
+        }
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event);
         }
     }
 }

@@ -4,15 +4,15 @@
 
 use std::process::ExitStatus;
 
-use crate::message::Message;
+use crate::message::Control;
 
 #[derive(Debug)]
 pub(crate) enum Notice {
-    /// The worker sent a message on its channel.
-    Message {
+    /// The worker sent a control word on its channel.
+    Control {
         id: u32,
         generation: u32,
-        message: Message,
+        control: Control,
     },
     /// The worker exited and was reaped (`None`: its status was lost).
     Exited {

@@ -60,6 +60,21 @@ impl Program {
         matches!(self, Program::CurrentExe)
     }
 
+    /// Whether the worker is a Node.js program, which gets the channel as
+    /// `NODE_CHANNEL_FD` too, so `process.send` and `process.on('message')`
+    /// work unchanged.
+    pub(crate) fn is_node(&self) -> bool {
+        let Program::Command { program, .. } = self else {
+            return false;
+        };
+        let name = Path::new(program)
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let version = name.strip_prefix("node").unwrap_or("x");
+        name == "nodejs" || version.chars().all(|c| c.is_ascii_digit())
+    }
+
     /// A short name for logs: the program's file name.
     pub(crate) fn display_name(&self) -> String {
         let program = match self {

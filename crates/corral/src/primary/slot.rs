@@ -5,11 +5,10 @@
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
-use rustix::process::Signal;
-use tokio::sync::mpsc;
-
+use super::outbox::Outbox;
 use crate::backoff::RestartBackoff;
 use crate::message::{self, Control};
+use rustix::process::Signal;
 
 pub(crate) struct Slot {
     pub id: u32,
@@ -44,7 +43,9 @@ pub(crate) struct LiveWorker {
     pub started: Instant,
     pub ready: bool,
     pub stop_requested: bool,
-    pub outbox: mpsc::Sender<Vec<u8>>,
+    pub outbox: Outbox,
+    /// A Node program: it also gets pm2's `'shutdown'` message on stop.
+    pub node: bool,
 }
 
 impl LiveWorker {
@@ -58,10 +59,14 @@ impl LiveWorker {
     }
 
     /// Asks the worker to drain and exit: the channel's stop message for
-    /// workers that read it, SIGTERM for every server.
+    /// workers that read it (and pm2's `'shutdown'` for Node programs),
+    /// then SIGTERM for every server.
     pub(crate) fn request_stop(&mut self) {
         self.stop_requested = true;
-        let _ = self.outbox.try_send(message::encode_control(Control::Stop));
+        let _ = self.outbox.push(message::encode_control(Control::Stop));
+        if self.node {
+            let _ = self.outbox.push(b"\"shutdown\"\n".to_vec());
+        }
         self.signal(Signal::TERM);
     }
 }

@@ -9,14 +9,18 @@ use std::time::Duration;
 
 use command_fds::{CommandFdExt, FdMapping};
 use rustix::process::{Pid, PidfdFlags};
-use tokio::io::{AsyncWriteExt, BufReader};
+use std::sync::Arc;
+
+use tokio::io::BufReader;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
 
 use super::notice::Notice;
+use super::outbox::Outbox;
 use super::output::{OutputSink, Stream};
 use super::program::Program;
+use super::router::Router;
 use crate::balance::WorkerSockets;
 use crate::channel::{Line, LineReader};
 use crate::env::{FIRST_LISTEN_FD, WorkerIdentity};
@@ -35,6 +39,7 @@ pub(crate) struct Launcher {
     pub max_message_size: usize,
     pub output: OutputSink,
     pub notices: mpsc::Sender<Notice>,
+    pub router: Arc<Router>,
 }
 
 /// A started worker, as the supervisor holds it.
@@ -43,7 +48,7 @@ pub(crate) struct Spawned {
     /// Signals go through the pidfd, so they can never hit a recycled pid.
     pub pidfd: OwnedFd,
     /// Lines to write to the worker's channel.
-    pub outbox: mpsc::Sender<Vec<u8>>,
+    pub outbox: Outbox,
 }
 
 impl Launcher {
@@ -59,6 +64,7 @@ impl Launcher {
             generation,
             listener_count: sockets.listeners.len(),
             has_handoff: sockets.handoff.is_some(),
+            node_channel: self.program.is_node(),
             primary_pid: self.primary_pid.as_raw_nonzero().get() as u32,
             grace: self.grace,
             cluster_name: &self.cluster_name,
@@ -146,33 +152,25 @@ impl Launcher {
         id: u32,
         generation: u32,
         stream: std::os::unix::net::UnixStream,
-    ) -> std::io::Result<mpsc::Sender<Vec<u8>>> {
+    ) -> std::io::Result<Outbox> {
         stream.set_nonblocking(true)?;
-        let (reader, mut writer) = UnixStream::from_std(stream)?.into_split();
-        let (outbox, mut queued) = mpsc::channel::<Vec<u8>>(256);
-        tokio::spawn(async move {
-            while let Some(line) = queued.recv().await {
-                if writer.write_all(&line).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let notices = self.notices.clone();
+        let (reader, writer) = UnixStream::from_std(stream)?.into_split();
+        let outbox = Outbox::start(writer);
+        let router = self.router.clone();
         let limit = self.max_message_size;
-        tokio::spawn(read_channel(id, generation, reader, limit, notices));
+        tokio::spawn(read_channel(id, generation, reader, limit, router));
         Ok(outbox)
     }
 }
 
 /// Reads one worker's messages until its channel closes. Bad input is
-/// logged against the worker and skipped; the bounded notice queue makes a
-/// flooding worker wait, not the primary grow.
+/// logged against the worker and skipped.
 async fn read_channel(
     id: u32,
     generation: u32,
     reader: OwnedReadHalf,
     limit: usize,
-    notices: mpsc::Sender<Notice>,
+    router: Arc<Router>,
 ) {
     let mut lines = LineReader::new(BufReader::new(reader), limit);
     loop {
@@ -197,12 +195,7 @@ async fn read_channel(
         };
         match message::decode(bytes) {
             Ok(Some(message)) => {
-                let notice = Notice::Message {
-                    id,
-                    generation,
-                    message,
-                };
-                if notices.send(notice).await.is_err() {
+                if !router.route(id, generation, message).await {
                     return;
                 }
             }

@@ -1,0 +1,105 @@
+//! The message channel with workers in other languages: a Python worker
+//! speaking the documented protocol, and an unmodified Node program using
+//! `process.send` and `process.on('message')`.
+
+use std::process::Command;
+
+use corral_testkit::{ClusterProcess, PATIENCE, Signal, http_get};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const MESSENGER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/messenger.py");
+const NODE_WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node_worker.js");
+
+fn messenger(extra_env: &[(&str, &str)], extra_args: &[&str]) -> ClusterProcess {
+    let mut command = Command::new(CORRAL);
+    command.args(["run", "-w", "2", "-l", "127.0.0.1:0"]);
+    command.args(extra_args);
+    command.args(["--", "python3", MESSENGER]);
+    command.envs(extra_env.iter().copied());
+    ClusterProcess::spawn(command)
+}
+
+#[test]
+fn messages_from_workers_are_logged_and_relayed_between_workers() {
+    let cluster = messenger(&[], &[]);
+    cluster.expect_line(r#"message from worker 1: {"hello":1}"#);
+    cluster.expect_line(r#"message from worker 2: {"hello":2}"#);
+    // Worker 2 asked the primary to deliver to worker 1, naming the sender.
+    cluster.expect_line(r#"[worker 1] got {"corral":{"from":2,"message":{"ping":"from 2"}}}"#);
+    // Without --on-message broadcast, user messages are not relayed.
+    assert!(!cluster.output().contains(r#"got {"invalidate""#));
+}
+
+#[test]
+fn on_message_broadcast_relays_to_every_other_worker() {
+    let cluster = messenger(&[], &["--on-message", "broadcast"]);
+    cluster.expect_line(r#"[worker 2] got {"invalidate":"users"}"#);
+    cluster.expect_line(r#"[worker 1] got {"hello":2}"#);
+    cluster.expect_line(r#"[worker 2] got {"hello":1}"#);
+    assert!(
+        !cluster.output().contains(r#"[worker 1] got {"invalidate""#),
+        "not back to the sender"
+    );
+}
+
+#[test]
+fn malformed_and_oversized_messages_are_dropped_and_logged_against_the_worker() {
+    let cluster = messenger(&[("BAD_INPUT", "1")], &["--max-message-size", "1000"]);
+    cluster.expect_line("worker 1: dropped a malformed message: not a JSON value");
+    cluster.expect_line("worker 1: dropped a malformed message: unknown corral message");
+    cluster.expect_line("worker 1: dropped a 5002-byte message, over the 1000-byte limit");
+    // The worker's next, valid messages still arrive; the cluster is whole.
+    cluster.expect_line(r#"message from worker 1: {"hello":1}"#);
+    cluster.expect_line(r#"[worker 1] got {"corral":{"from":2,"#);
+    assert_eq!(cluster.worker_pids().len(), 2);
+}
+
+fn node_available() -> bool {
+    Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+#[test]
+fn an_unmodified_node_program_uses_process_send_and_gets_shutdown() {
+    if !node_available() {
+        // .ci/run installs Node; a developer machine may lack it.
+        eprintln!("node is not installed: skipping");
+        return;
+    }
+    let mut cluster = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--grace",
+            "5",
+            "--",
+            "node",
+            NODE_WORKER,
+        ],
+    );
+    let port = cluster.port();
+    cluster.expect_line(r#"message from worker 1: {"hello":1}"#);
+    cluster.expect_line(r#"message from worker 2: {"hello":2}"#);
+    assert!(
+        !cluster
+            .output()
+            .contains(r#"message from worker 1: "ready""#),
+        "'ready' is pm2's ready signal"
+    );
+    let response = http_get(port, "/").unwrap();
+    assert!(response.body.starts_with("node worker "), "{response:?}");
+    cluster.signal(Signal::TERM);
+    cluster.expect_line(r#"[worker 1] got "shutdown""#);
+    cluster.expect_line("[worker 1] closed cleanly");
+    cluster.expect_line("[worker 2] closed cleanly");
+    let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
+    assert!(status.success());
+    let output = cluster.output();
+    assert!(output.contains("exited with code 0 as asked"), "{output}");
+}

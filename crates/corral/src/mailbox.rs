@@ -1,0 +1,111 @@
+//! A worker's messages: what it receives from the primary (or, relayed by
+//! the primary, from another worker) and the handle it sends with. Messages
+//! are any `serde` type, carried as JSON lines on the channel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::Error;
+use crate::message::{self, Control};
+
+/// How many received messages wait for the worker before the channel
+/// stops being read (the primary then queues, up to its own bound).
+pub(crate) const INBOX_CAPACITY: usize = 1024;
+
+/// Who sent a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Primary,
+    Worker(u32),
+}
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub from: Origin,
+    pub message: Value,
+}
+
+impl Received {
+    /// The message as a `T`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(&self.message)
+    }
+}
+
+/// The messages a worker receives, in order.
+#[derive(Debug)]
+pub struct Messages {
+    pub(crate) inbox: mpsc::Receiver<Received>,
+}
+
+/// The channel reader's side of the inbox. Until the worker takes its
+/// [`Messages`], nobody reads them: they are dropped rather than queued.
+#[derive(Debug, Clone)]
+pub(crate) struct Inbox {
+    pub sender: mpsc::Sender<Received>,
+    pub subscribed: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    /// Queues a message; waits while a subscribed worker's inbox is full,
+    /// which stops reading the channel and so pushes back on the primary.
+    pub(crate) async fn deliver(&self, from: Origin, message: Value) {
+        if !self.subscribed.load(Ordering::Acquire) {
+            tracing::debug!("no one takes this worker's messages: dropped one from {from:?}");
+            return;
+        }
+        let _ = self.sender.send(Received { from, message }).await;
+    }
+}
+
+impl Messages {
+    /// The next message; `None` once the primary is gone.
+    pub async fn recv(&mut self) -> Option<Received> {
+        self.inbox.recv().await
+    }
+}
+
+/// Sends messages from a worker; cheap to clone into other tasks.
+#[derive(Debug, Clone)]
+pub struct WorkerSender {
+    pub(crate) outbox: Option<mpsc::Sender<Vec<u8>>>,
+}
+
+impl WorkerSender {
+    /// Sends `message` to the primary, waiting while the channel's queue is full.
+    pub async fn send<T: Serialize + ?Sized>(&self, message: &T) -> Result<(), Error> {
+        let line = message::encode_user(message).map_err(Error::Encode)?;
+        self.send_line(line).await
+    }
+
+    /// Sends `message` to worker `id`, through the primary.
+    pub async fn send_to<T: Serialize + ?Sized>(&self, id: u32, message: &T) -> Result<(), Error> {
+        let line = message::encode_send_to(id, message).map_err(Error::Encode)?;
+        self.send_line(line).await
+    }
+
+    pub(crate) fn send_control(&self, control: Control) {
+        if let Some(outbox) = &self.outbox {
+            // A full queue means the primary is not reading: it will see the
+            // worker's state some other way (its exit), so dropping is safe.
+            let _ = outbox.try_send(message::encode_control(control));
+        }
+    }
+
+    async fn send_line(&self, line: Vec<u8>) -> Result<(), Error> {
+        let outbox = self
+            .outbox
+            .as_ref()
+            .ok_or(Error::Channel("this worker has no message channel"))?;
+        outbox
+            .send(line)
+            .await
+            .map_err(|_| Error::Channel("the channel to the primary is closed"))
+    }
+}

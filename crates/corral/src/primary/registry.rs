@@ -1,0 +1,124 @@
+//! The live table of workers, shared by the supervisor (which keeps it up to
+//! date), the channel readers (which relay messages between workers) and the
+//! user's [`crate::Primary`] handle (which lists workers and sends to them).
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use super::outbox::{Outbox, Refused};
+
+/// Where a worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerState {
+    /// Started, not ready yet.
+    Starting,
+    /// Serving.
+    Ready,
+    /// Asked to stop, draining.
+    Stopping,
+}
+
+/// One live worker, as [`crate::Primary::workers`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub id: u32,
+    pub pid: u32,
+    pub generation: u32,
+    pub state: WorkerState,
+}
+
+struct Entry {
+    info: WorkerInfo,
+    outbox: Outbox,
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    workers: Mutex<BTreeMap<u32, Entry>>,
+}
+
+impl Registry {
+    pub(crate) fn insert(&self, info: WorkerInfo, outbox: Outbox) {
+        self.lock().insert(info.id, Entry { info, outbox });
+    }
+
+    pub(crate) fn set_state(&self, id: u32, generation: u32, state: WorkerState) {
+        if let Some(entry) = self.lock().get_mut(&id)
+            && entry.info.generation == generation
+        {
+            entry.info.state = state;
+        }
+    }
+
+    pub(crate) fn remove(&self, id: u32, generation: u32) {
+        let mut workers = self.lock();
+        if workers
+            .get(&id)
+            .is_some_and(|entry| entry.info.generation == generation)
+        {
+            workers.remove(&id);
+        }
+    }
+
+    pub(crate) fn list(&self) -> Vec<WorkerInfo> {
+        self.lock()
+            .values()
+            .map(|entry| entry.info.clone())
+            .collect()
+    }
+
+    /// Queues `line` for worker `id`.
+    pub(crate) fn send(&self, id: u32, line: Vec<u8>) -> Result<(), SendError> {
+        let outbox = self
+            .lock()
+            .get(&id)
+            .map(|entry| entry.outbox.clone())
+            .ok_or(SendError::NoSuchWorker(id))?;
+        outbox.push(line).map_err(|refused| match refused {
+            Refused::Full => SendError::Full(id),
+            Refused::Closed => SendError::NoSuchWorker(id),
+        })
+    }
+
+    /// Queues `line` for every worker but `except`; returns the refusals.
+    pub(crate) fn broadcast(&self, line: &[u8], except: Option<u32>) -> Vec<SendError> {
+        let outboxes: Vec<(u32, Outbox)> = self
+            .lock()
+            .values()
+            .filter(|entry| Some(entry.info.id) != except)
+            .map(|entry| (entry.info.id, entry.outbox.clone()))
+            .collect();
+        outboxes
+            .into_iter()
+            .filter_map(|(id, outbox)| {
+                outbox
+                    .push(line.to_vec())
+                    .err()
+                    .map(|refused| match refused {
+                        Refused::Full => SendError::Full(id),
+                        Refused::Closed => SendError::NoSuchWorker(id),
+                    })
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, Entry>> {
+        // The table stays consistent even if a holder panicked.
+        self.workers
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Why a message to a worker was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    #[error("there is no worker {0}")]
+    NoSuchWorker(u32),
+    #[error(
+        "worker {0} is not reading its messages: its queue is full (64 MiB), the message was dropped"
+    )]
+    Full(u32),
+}

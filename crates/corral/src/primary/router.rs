@@ -1,0 +1,88 @@
+//! What the primary does with each message a worker sends, right in that
+//! worker's channel reader: control words go to the supervisor; user
+//! messages go to the user's [`crate::Primary`] handle (and to the log, or
+//! to every other worker, as configured); relay requests go to the named
+//! worker. User messages never pass through the supervisor's inbox, so a
+//! worker flooding its channel cannot delay the supervision of the others.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc};
+
+use super::notice::Notice;
+use super::registry::Registry;
+use crate::event::Event;
+use crate::message::{self, Control, Message};
+
+/// What the primary does with user messages besides handing them to the
+/// user's primary task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessagePolicy {
+    /// Log each one (`message from worker 2: {...}`).
+    pub log: bool,
+    /// Relay each one to every other worker.
+    pub rebroadcast: bool,
+}
+
+pub(crate) struct Router {
+    pub registry: Arc<Registry>,
+    pub events: broadcast::Sender<Event>,
+    pub notices: mpsc::Sender<Notice>,
+    pub policy: MessagePolicy,
+}
+
+impl Router {
+    /// Handles one message from worker `id`. Returns `false` when the
+    /// supervisor is gone.
+    pub(crate) async fn route(&self, id: u32, generation: u32, message: Message) -> bool {
+        match message {
+            Message::Control(control) => self.to_supervisor(id, generation, control).await,
+            // pm2's idiom: `process.send('ready')`.
+            Message::User(Value::String(word)) if word == "ready" => {
+                self.to_supervisor(id, generation, Control::Ready).await
+            }
+            Message::User(value) => {
+                self.deliver(id, value);
+                true
+            }
+            Message::SendTo { to, message } => {
+                if let Err(err) = self.registry.send(to, message::encode_from(id, message)) {
+                    tracing::warn!("worker {id}: cannot relay a message: {err}");
+                }
+                true
+            }
+            Message::From { .. } => {
+                tracing::warn!(
+                    "worker {id} sent a \"from\" message, which only the primary sends: ignored"
+                );
+                true
+            }
+        }
+    }
+
+    async fn to_supervisor(&self, id: u32, generation: u32, control: Control) -> bool {
+        let notice = Notice::Control {
+            id,
+            generation,
+            control,
+        };
+        self.notices.send(notice).await.is_ok()
+    }
+
+    fn deliver(&self, id: u32, message: Value) {
+        if self.policy.log {
+            tracing::info!("message from worker {id}: {message}");
+        }
+        if self.policy.rebroadcast {
+            if let Ok(line) = message::encode_user(&message) {
+                for refused in self.registry.broadcast(&line, Some(id)) {
+                    tracing::warn!("relaying a message from worker {id}: {refused}");
+                }
+            }
+        }
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(Event::Message { id, message });
+        }
+    }
+}
