@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
 
+use crate::channel::DEFAULT_MAX_LINE;
 use crate::{Error, Policy, sys};
 
 /// The worker's slot number, 1-based; a replacement keeps its slot's id.
@@ -20,6 +21,8 @@ pub const IPC_FD: &str = "CORRAL_IPC_FD";
 pub const PRIMARY_PID: &str = "CORRAL_PRIMARY_PID";
 /// The drain time the primary allows, in milliseconds.
 pub const GRACE_MS: &str = "CORRAL_GRACE_MS";
+/// The largest message line the worker's channel accepts, in bytes.
+pub const MAX_MESSAGE_SIZE: &str = "CORRAL_MAX_MESSAGE_SIZE";
 /// The cluster's name, as given by `--name`.
 pub const CLUSTER_NAME: &str = "CORRAL_NAME";
 /// The cluster's balancing policy (`shared`, `reuseport`, `round-robin`,
@@ -51,6 +54,7 @@ const NOT_INHERITED: &[&str] = &[
     IPC_FD,
     PRIMARY_PID,
     GRACE_MS,
+    MAX_MESSAGE_SIZE,
     CLUSTER_NAME,
     POLICY,
     LISTEN_ADDRS,
@@ -74,6 +78,7 @@ pub(crate) struct WorkerIdentity<'a> {
     pub node_channel: bool,
     pub primary_pid: u32,
     pub grace: Duration,
+    pub max_message_size: usize,
     pub cluster_name: &'a str,
     pub policy: Policy,
     pub addresses: &'a [SocketAddr],
@@ -108,6 +113,7 @@ impl WorkerIdentity<'_> {
             (IPC_FD, self.ipc_fd().to_string()),
             (PRIMARY_PID, self.primary_pid.to_string()),
             (GRACE_MS, self.grace.as_millis().to_string()),
+            (MAX_MESSAGE_SIZE, self.max_message_size.to_string()),
             (CLUSTER_NAME, self.cluster_name.to_string()),
             (POLICY, self.policy.name().to_string()),
             (LISTEN_ADDRS, addresses.join(",")),
@@ -134,6 +140,7 @@ pub(crate) struct WorkerEnvironment {
     pub id: u32,
     pub generation: u32,
     pub grace: Duration,
+    pub max_message_size: usize,
     pub policy: Option<Policy>,
     pub addresses: Vec<SocketAddr>,
     pub listeners: Vec<OwnedFd>,
@@ -181,6 +188,8 @@ impl WorkerEnvironment {
             id,
             generation: read_number(GENERATION)?.unwrap_or(1),
             grace: Duration::from_millis(read_number(GRACE_MS)?.unwrap_or(30_000).into()),
+            max_message_size: read_number(MAX_MESSAGE_SIZE)?
+                .map_or(DEFAULT_MAX_LINE, |bytes| bytes as usize),
             policy: read_policy()?,
             addresses: read_addresses()?,
             listeners: fds,

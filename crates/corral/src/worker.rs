@@ -15,7 +15,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::channel::{DEFAULT_MAX_LINE, Line, LineReader};
+use crate::channel::{Line, LineReader};
 use crate::connection::CloseCounter;
 use crate::env::WorkerEnvironment;
 use crate::incoming;
@@ -156,7 +156,12 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
         subscribed: subscribed.clone(),
     };
     let outbox = match environment.channel {
-        Some(fd) => Some(start_channel(fd, stop_sender, reader_inbox)?),
+        Some(fd) => Some(start_channel(
+            fd,
+            environment.max_message_size,
+            stop_sender,
+            reader_inbox,
+        )?),
         None => None,
     };
     let listeners = match environment.handoff {
@@ -216,6 +221,7 @@ fn watch_stop_signals(stop: Arc<watch::Sender<bool>>) -> Result<(), Error> {
 /// Starts the channel's reader and writer; returns the writer's queue.
 fn start_channel(
     fd: OwnedFd,
+    max_message_size: usize,
     stop: Arc<watch::Sender<bool>>,
     inbox: Inbox,
 ) -> Result<mpsc::Sender<Vec<u8>>, Error> {
@@ -235,7 +241,7 @@ fn start_channel(
         }
     });
     tokio::spawn(async move {
-        read_channel(reader, &stop, inbox).await;
+        read_channel(reader, max_message_size, &stop, inbox).await;
         // The primary closed the channel: it is gone. Stop, and do not
         // outlive it for long.
         stop.send_replace(true);
@@ -249,10 +255,11 @@ fn start_channel(
 /// Reads the primary's messages until the channel closes.
 async fn read_channel(
     reader: tokio::net::unix::OwnedReadHalf,
+    max_message_size: usize,
     stop: &watch::Sender<bool>,
     inbox: Inbox,
 ) {
-    let mut lines = LineReader::new(BufReader::new(reader), DEFAULT_MAX_LINE);
+    let mut lines = LineReader::new(BufReader::new(reader), max_message_size);
     while let Ok(Some(line)) = lines.next_line().await {
         let Line::Complete(bytes) = line else {
             tracing::warn!("the primary sent an oversized message: skipped");

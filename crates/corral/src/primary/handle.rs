@@ -4,52 +4,98 @@
 //! signals also make (stop, one worker more or fewer).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::registry::{Registry, SendError, WorkerInfo};
 use super::signals::Request;
 use crate::event::Event;
 use crate::{Error, message};
 
-/// How many events wait for a slow primary task before the oldest are
-/// dropped (it is then told how many it missed).
+/// How many events wait for a slow primary task; past that, new events are
+/// dropped (and the task is told how many it missed).
 pub(crate) const EVENT_BACKLOG: usize = 4096;
+
+/// The sending side of the primary task's events, shared by the supervisor
+/// and the channel readers.
+#[derive(Debug, Clone)]
+pub(crate) struct EventSink {
+    events: Option<mpsc::Sender<Event>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    /// A sink and the receiving end for a primary task.
+    pub(crate) fn new() -> (Self, mpsc::Receiver<Event>, Arc<AtomicU64>) {
+        let (events, receiver) = mpsc::channel(EVENT_BACKLOG);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let sink = EventSink {
+            events: Some(events),
+            dropped: dropped.clone(),
+        };
+        (sink, receiver, dropped)
+    }
+
+    /// A sink for a cluster without a primary task: events go nowhere.
+    pub(crate) fn none() -> Self {
+        EventSink {
+            events: None,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Whether anybody listens (so events are worth building).
+    pub(crate) fn is_listened(&self) -> bool {
+        self.events
+            .as_ref()
+            .is_some_and(|events| !events.is_closed())
+    }
+
+    /// Queues `event` without waiting; counts it as dropped when full.
+    pub(crate) fn emit(&self, event: Event) {
+        if let Some(events) = &self.events
+            && let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(event)
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// The primary's side of the cluster, handed to the `Cluster::primary` task.
 pub struct Primary {
     registry: Arc<Registry>,
-    events: broadcast::Receiver<Event>,
+    events: mpsc::Receiver<Event>,
+    dropped: Arc<AtomicU64>,
     requests: mpsc::UnboundedSender<Request>,
 }
 
 impl Primary {
     pub(crate) fn new(
         registry: Arc<Registry>,
-        events: broadcast::Receiver<Event>,
+        events: mpsc::Receiver<Event>,
+        dropped: Arc<AtomicU64>,
         requests: mpsc::UnboundedSender<Request>,
     ) -> Self {
         Primary {
             registry,
             events,
+            dropped,
             requests,
         }
     }
 
     /// The next event (lifecycle or `Event::Message`); `None` once the
-    /// cluster has stopped. A task that falls more than 4096 events behind
-    /// loses the oldest; a warning says how many.
+    /// cluster has stopped. While a task is 4096 events behind, newer events
+    /// are dropped; a warning says how many.
     pub async fn next_event(&mut self) -> Option<Event> {
-        loop {
-            match self.events.recv().await {
-                Ok(event) => return Some(event),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!("the primary task fell behind: {missed} events were dropped");
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+        let event = self.events.recv().await;
+        let missed = self.dropped.swap(0, Ordering::Relaxed);
+        if missed > 0 {
+            tracing::warn!("the primary task fell behind: {missed} events were dropped");
         }
+        event
     }
 
     /// The live workers.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 pub use handle::Primary;
 pub(crate) use program::Program;
@@ -36,7 +36,7 @@ use crate::backoff::{BackoffPolicy, RestartBackoff};
 use crate::balance::{Balancer, Policy, WorkerKey};
 use crate::event::{Event, human_duration, signal_name};
 use crate::message::Control;
-use handle::EVENT_BACKLOG;
+use handle::EventSink;
 use notice::Notice;
 use output::OutputSink;
 use registry::Registry;
@@ -102,15 +102,21 @@ pub(crate) async fn run(
     let (notices, inbox) = mpsc::channel(1024);
     let (requests, requested) = mpsc::unbounded_channel();
     let registry = Arc::new(Registry::default());
-    let (events, _) = broadcast::channel(EVENT_BACKLOG);
+    let (events, primary_handle) = match primary_task {
+        Some(task) => {
+            let (sink, receiver, dropped) = EventSink::new();
+            (sink, Some((task, receiver, dropped)))
+        }
+        None => (EventSink::none(), None),
+    };
     let router = Arc::new(Router {
         registry: registry.clone(),
         events: events.clone(),
         notices: notices.clone(),
         policy: settings.messages,
     });
-    if let Some(task) = primary_task {
-        let handle = Primary::new(registry.clone(), events.subscribe(), requests);
+    if let Some((task, receiver, dropped)) = primary_handle {
+        let handle = Primary::new(registry.clone(), receiver, dropped, requests);
         tokio::spawn(task(handle));
     }
     let launcher = Launcher {
@@ -169,7 +175,7 @@ struct Supervisor {
     /// Requests from the user's `Primary` handle.
     requested: mpsc::UnboundedReceiver<Request>,
     registry: Arc<Registry>,
-    events: broadcast::Sender<Event>,
+    events: EventSink,
     observer: Option<Observer>,
     phase: Phase,
     /// The command works: some worker ran past the backoff's
@@ -606,8 +612,8 @@ impl Supervisor {
         if let Some(observer) = self.observer.as_mut() {
             observer(&event);
         }
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(event);
+        if self.events.is_listened() {
+            self.events.emit(event);
         }
     }
 }

@@ -8,8 +8,9 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
+use super::handle::EventSink;
 use super::notice::Notice;
 use super::registry::Registry;
 use crate::event::Event;
@@ -27,7 +28,7 @@ pub struct MessagePolicy {
 
 pub(crate) struct Router {
     pub registry: Arc<Registry>,
-    pub events: broadcast::Sender<Event>,
+    pub events: EventSink,
     pub notices: mpsc::Sender<Notice>,
     pub policy: MessagePolicy,
 }
@@ -81,8 +82,8 @@ impl Router {
                 }
             }
         }
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(Event::Message { id, message });
+        if self.events.is_listened() {
+            self.events.emit(Event::Message { id, message });
         }
     }
 }

@@ -67,6 +67,7 @@ impl Launcher {
             node_channel: self.program.is_node(),
             primary_pid: self.primary_pid.as_raw_nonzero().get() as u32,
             grace: self.grace,
+            max_message_size: self.max_message_size,
             cluster_name: &self.cluster_name,
             policy: self.policy,
             addresses: &self.addresses,

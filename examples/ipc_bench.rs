@@ -1,0 +1,126 @@
+//! Measures messages between the primary and one worker over corral's
+//! channel: ping-pong round trips per second (one message in flight),
+//! pipelined round trips per second (100 in flight), and the round-trip time
+//! of 1 MiB and 16 MiB payloads. The worker echoes every message back.
+//! Prints one JSON object; `bench/messages.py` runs it beside Node's
+//! `process.send` and a bare socket pair.
+//!
+//!     cargo run --release --example ipc_bench -- --seconds 2
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use corral::{Cluster, Event, Primary, Worker};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Seconds each throughput measurement runs
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Round trips averaged for each large payload
+    #[arg(long, default_value_t = 5)]
+    large_rounds: u32,
+}
+
+fn main() -> Result<(), corral::Error> {
+    corral_examples::init_logging();
+    let args = Args::parse();
+    let period = Duration::from_secs_f64(args.seconds);
+    let rounds = args.large_rounds;
+    Cluster::new()
+        .workers(1)
+        .max_message_size(64 * 1024 * 1024)
+        .primary(move |primary| measure(primary, period, rounds))
+        .run(echo)
+}
+
+/// The worker: send every message straight back, until asked to stop.
+async fn echo(mut worker: Worker) -> Result<(), corral::Error> {
+    let mut messages = worker.messages().expect("taken once, here");
+    worker.ready();
+    let stopped = worker.stopped();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            received = messages.recv() => match received {
+                Some(received) => worker.send(&received.message).await?,
+                None => return Ok(()),
+            },
+            _ = &mut stopped => return Ok(()),
+        }
+    }
+}
+
+async fn measure(mut primary: Primary, period: Duration, large_rounds: u32) {
+    wait_until_ready(&mut primary).await;
+    let ping_pong = round_trips_per_second(&mut primary, period, 1).await;
+    let pipelined = round_trips_per_second(&mut primary, period, 100).await;
+    let one_mib = round_trip_ms(&mut primary, 1 << 20, large_rounds).await;
+    let sixteen_mib = round_trip_ms(&mut primary, 16 << 20, large_rounds).await;
+    let result = json!({
+        "ping_pong_round_trips_per_s": ping_pong,
+        "pipelined_round_trips_per_s": pipelined,
+        "rtt_1mib_ms": one_mib,
+        "rtt_16mib_ms": sixteen_mib,
+    });
+    println!("{result}");
+    primary.stop();
+}
+
+async fn wait_until_ready(primary: &mut Primary) {
+    while let Some(event) = primary.next_event().await {
+        if matches!(event, Event::Ready { id: 1, .. }) {
+            return;
+        }
+    }
+}
+
+/// Keeps `in_flight` small messages going for `period`.
+async fn round_trips_per_second(primary: &mut Primary, period: Duration, in_flight: u64) -> f64 {
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut answered = 0u64;
+    while sent < in_flight {
+        send(primary, json!({ "seq": sent }));
+        sent += 1;
+    }
+    while started.elapsed() < period {
+        next_message(primary).await;
+        answered += 1;
+        send(primary, json!({ "seq": sent }));
+        sent += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    while answered < sent {
+        next_message(primary).await;
+        answered += 1;
+    }
+    (sent - in_flight) as f64 / elapsed
+}
+
+/// The mean round-trip time of a `bytes`-long string payload, in ms.
+async fn round_trip_ms(primary: &mut Primary, bytes: usize, rounds: u32) -> f64 {
+    let payload = Value::String("x".repeat(bytes));
+    let started = Instant::now();
+    for _ in 0..rounds {
+        send(primary, payload.clone());
+        next_message(primary).await;
+    }
+    started.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds)
+}
+
+fn send(primary: &Primary, message: Value) {
+    primary
+        .send(1, &message)
+        .expect("the worker takes messages");
+}
+
+async fn next_message(primary: &mut Primary) -> Value {
+    while let Some(event) = primary.next_event().await {
+        if let Event::Message { message, .. } = event {
+            return message;
+        }
+    }
+    panic!("the cluster stopped during the measurement");
+}
