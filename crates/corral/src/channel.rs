@@ -7,6 +7,29 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 /// The default largest line accepted on a channel.
 pub const DEFAULT_MAX_LINE: usize = 16 * 1024 * 1024;
 
+/// Lines up to this size are gathered into one write with the lines queued
+/// behind them; larger ones are written alone (copying them would cost more
+/// than the system call it saves).
+pub(crate) const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// Appends to `batch` (which holds `first`) the lines `next` yields while
+/// the batch stays under [`COALESCE_LIMIT`]; returns a line that did not fit,
+/// to write after the batch. Under load this turns many small messages into
+/// one write, with no delay when only one is queued.
+pub(crate) fn coalesce(
+    batch: &mut Vec<u8>,
+    mut next: impl FnMut() -> Option<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    while batch.len() < COALESCE_LIMIT {
+        let line = next()?;
+        if batch.len() + line.len() > COALESCE_LIMIT {
+            return Some(line);
+        }
+        batch.extend_from_slice(&line);
+    }
+    None
+}
+
 /// What [`LineReader::next_line`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Line<'a> {
@@ -72,6 +95,22 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_lines_coalesce_and_a_large_one_is_handed_back() {
+        let mut queued = vec![
+            b"b\n".to_vec(),
+            b"c\n".to_vec(),
+            vec![b'x'; COALESCE_LIMIT],
+            b"d\n".to_vec(),
+        ]
+        .into_iter();
+        let mut batch = b"a\n".to_vec();
+        let leftover = coalesce(&mut batch, || queued.next());
+        assert_eq!(batch, b"a\nb\nc\n");
+        assert_eq!(leftover.map(|line| line.len()), Some(COALESCE_LIMIT));
+        assert_eq!(queued.next(), Some(b"d\n".to_vec()));
+    }
 
     async fn lines(input: &[u8], limit: usize) -> Vec<Result<Vec<u8>, usize>> {
         let reader = tokio::io::BufReader::with_capacity(4, input);

@@ -15,7 +15,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::channel::{Line, LineReader};
+use crate::channel::{COALESCE_LIMIT, Line, LineReader, coalesce};
 use crate::connection::CloseCounter;
 use crate::env::WorkerEnvironment;
 use crate::incoming;
@@ -234,8 +234,19 @@ fn start_channel(
     let (reader, mut writer) = stream.into_split();
     let (outbox, mut queued) = mpsc::channel::<Vec<u8>>(1024);
     tokio::spawn(async move {
-        while let Some(line) = queued.recv().await {
-            if writer.write_all(&line).await.is_err() {
+        let mut pending = None;
+        loop {
+            let next = match pending.take() {
+                Some(line) => Some(line),
+                None => queued.recv().await,
+            };
+            let Some(mut batch) = next else {
+                break;
+            };
+            if batch.len() < COALESCE_LIMIT {
+                pending = coalesce(&mut batch, || queued.try_recv().ok());
+            }
+            if writer.write_all(&batch).await.is_err() {
                 break;
             }
         }

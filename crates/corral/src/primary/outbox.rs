@@ -9,6 +9,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
+use crate::channel::{COALESCE_LIMIT, coalesce};
+
 /// The most bytes queued for one worker.
 pub(crate) const OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -35,9 +37,20 @@ impl Outbox {
         let queued = Arc::new(AtomicUsize::new(0));
         let written = queued.clone();
         tokio::spawn(async move {
-            while let Some(line) = queue.recv().await {
-                let result = writer.write_all(&line).await;
-                written.fetch_sub(line.len(), Ordering::Relaxed);
+            let mut pending = None;
+            loop {
+                let next = match pending.take() {
+                    Some(line) => Some(line),
+                    None => queue.recv().await,
+                };
+                let Some(mut batch) = next else {
+                    break;
+                };
+                if batch.len() < COALESCE_LIMIT {
+                    pending = coalesce(&mut batch, || queue.try_recv().ok());
+                }
+                let result = writer.write_all(&batch).await;
+                written.fetch_sub(batch.len(), Ordering::Relaxed);
                 if result.is_err() {
                     break;
                 }
@@ -57,5 +70,35 @@ impl Outbox {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             Refused::Closed
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::COALESCE_LIMIT;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn every_line_arrives_in_order_whatever_its_size() {
+        let (primary_end, mut worker_end) = tokio::net::UnixStream::pair().unwrap();
+        let (_reader, writer) = primary_end.into_split();
+        let outbox = Outbox::start(writer);
+        let mut expected = Vec::new();
+        for index in 0..50u8 {
+            // Small lines, and now and then one too large to coalesce.
+            let len = if index % 7 == 3 {
+                COALESCE_LIMIT + 10
+            } else {
+                10
+            };
+            let mut line = vec![b'a' + index % 26; len];
+            line.push(b'\n');
+            expected.extend_from_slice(&line);
+            outbox.push(line).unwrap();
+        }
+        let mut received = vec![0; expected.len()];
+        worker_end.read_exact(&mut received).await.unwrap();
+        assert!(received == expected, "lines were lost or reordered");
     }
 }
