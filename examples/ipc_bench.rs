@@ -21,6 +21,9 @@ struct Args {
     /// Round trips averaged for each large payload
     #[arg(long, default_value_t = 5)]
     large_rounds: u32,
+    /// Threads of the worker's runtime (1: current-thread)
+    #[arg(long)]
+    worker_threads: Option<usize>,
 }
 
 fn main() -> Result<(), corral::Error> {
@@ -28,7 +31,11 @@ fn main() -> Result<(), corral::Error> {
     let args = Args::parse();
     let period = Duration::from_secs_f64(args.seconds);
     let rounds = args.large_rounds;
-    Cluster::new()
+    let mut cluster = Cluster::new();
+    if let Some(threads) = args.worker_threads {
+        cluster = cluster.worker_threads(threads);
+    }
+    cluster
         .workers(1)
         .max_message_size(64 * 1024 * 1024)
         .primary(move |primary| measure(primary, period, rounds))

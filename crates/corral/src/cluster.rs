@@ -53,6 +53,7 @@ pub struct Cluster {
     max_message_size: usize,
     ready_timeout: Duration,
     messages: MessagePolicy,
+    worker_threads: Option<usize>,
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
 }
@@ -78,6 +79,7 @@ impl Cluster {
             max_message_size: DEFAULT_MAX_LINE,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             messages: MessagePolicy::default(),
+            worker_threads: None,
             observer: None,
             primary_task: None,
         }
@@ -145,6 +147,15 @@ impl Cluster {
     /// other worker.
     pub fn on_message(mut self, policy: MessagePolicy) -> Self {
         self.messages = policy;
+        self
+    }
+
+    /// Threads of each library worker's tokio runtime: 1 gives a
+    /// current-thread runtime (as a Node worker has one thread). Default:
+    /// one per CPU. With one worker process per core, 1 avoids running more
+    /// threads than cores.
+    pub fn worker_threads(mut self, threads: usize) -> Self {
+        self.worker_threads = Some(threads);
         self
     }
 
@@ -220,6 +231,9 @@ impl Cluster {
                 self.workers
             )));
         }
+        if self.worker_threads == Some(0) {
+            return Err(Error::Config("worker threads must be 1 or more".into()));
+        }
         if self.backlog == 0 || self.backlog > i32::MAX as u32 {
             return Err(Error::Config(format!(
                 "the backlog must be a positive number, not {}",
@@ -242,6 +256,7 @@ impl Cluster {
             max_message_size: self.max_message_size,
             ready_timeout: self.ready_timeout,
             messages: self.messages,
+            worker_threads: self.worker_threads,
         })
     }
 }

@@ -21,6 +21,9 @@ pub const IPC_FD: &str = "CORRAL_IPC_FD";
 pub const PRIMARY_PID: &str = "CORRAL_PRIMARY_PID";
 /// The drain time the primary allows, in milliseconds.
 pub const GRACE_MS: &str = "CORRAL_GRACE_MS";
+/// Threads of the library worker's tokio runtime (1: a current-thread
+/// runtime); unset: one per CPU.
+pub const WORKER_THREADS: &str = "CORRAL_WORKER_THREADS";
 /// The largest message line the worker's channel accepts, in bytes.
 pub const MAX_MESSAGE_SIZE: &str = "CORRAL_MAX_MESSAGE_SIZE";
 /// The cluster's name, as given by `--name`.
@@ -54,6 +57,7 @@ const NOT_INHERITED: &[&str] = &[
     IPC_FD,
     PRIMARY_PID,
     GRACE_MS,
+    WORKER_THREADS,
     MAX_MESSAGE_SIZE,
     CLUSTER_NAME,
     POLICY,
@@ -79,6 +83,7 @@ pub(crate) struct WorkerIdentity<'a> {
     pub primary_pid: u32,
     pub grace: Duration,
     pub max_message_size: usize,
+    pub worker_threads: Option<usize>,
     pub cluster_name: &'a str,
     pub policy: Policy,
     pub addresses: &'a [SocketAddr],
@@ -123,6 +128,9 @@ impl WorkerIdentity<'_> {
         if self.has_handoff {
             ours.push((HANDOFF_FD, self.handoff_fd().to_string()));
         }
+        if let Some(threads) = self.worker_threads {
+            ours.push((WORKER_THREADS, threads.to_string()));
+        }
         if self.node_channel {
             ours.push((NODE_CHANNEL_FD, self.ipc_fd().to_string()));
             ours.push((NODE_CHANNEL_SERIALIZATION_MODE, "json".to_string()));
@@ -141,6 +149,7 @@ pub(crate) struct WorkerEnvironment {
     pub generation: u32,
     pub grace: Duration,
     pub max_message_size: usize,
+    pub worker_threads: Option<usize>,
     pub policy: Option<Policy>,
     pub addresses: Vec<SocketAddr>,
     pub listeners: Vec<OwnedFd>,
@@ -190,6 +199,9 @@ impl WorkerEnvironment {
             grace: Duration::from_millis(read_number(GRACE_MS)?.unwrap_or(30_000).into()),
             max_message_size: read_number(MAX_MESSAGE_SIZE)?
                 .map_or(DEFAULT_MAX_LINE, |bytes| bytes as usize),
+            worker_threads: read_number(WORKER_THREADS)?
+                .filter(|&threads| threads > 0)
+                .map(|threads| threads as usize),
             policy: read_policy()?,
             addresses: read_addresses()?,
             listeners: fds,

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::connection::CloseCounter;
 use crate::handoff::{self, Handed, MAX_FDS_PER_MESSAGE};
+use crate::readiness;
 use crate::sys::register_async;
 
 /// Connections received for one listener, waiting for its `accept`.
@@ -75,10 +76,7 @@ pub(crate) fn start(
     closes: Option<Arc<CloseCounter>>,
     stop: watch::Receiver<bool>,
 ) -> io::Result<Vec<Arc<ConnectionQueue>>> {
-    let socket = Arc::new(register_async(
-        socket,
-        Interest::READABLE | Interest::WRITABLE,
-    )?);
+    let socket = Arc::new(register_async(socket, Interest::READABLE)?);
     let queues: Vec<Arc<ConnectionQueue>> = (0..listener_count).map(|_| Arc::default()).collect();
     tokio::spawn(receive(socket.clone(), queues.clone(), stop));
     if let Some(closes) = closes {
@@ -165,12 +163,13 @@ async fn return_unserved(socket: &AsyncFd<OwnedFd>, queues: &[Arc<ConnectionQueu
     }
     for chunk in unserved.chunks(MAX_FDS_PER_MESSAGE) {
         let returned = loop {
-            let Ok(mut writable) = socket.writable().await else {
-                break Err(io::Error::other("the hand-off channel is gone"));
-            };
-            match writable.try_io(|fd| handoff::send_batch(fd.as_fd(), b"R", chunk)) {
-                Ok(result) => break result,
-                Err(_would_block) => continue,
+            match handoff::send_batch(socket.as_fd(), b"R", chunk) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(err) = readiness::writable(socket.as_fd()).await {
+                        break Err(err);
+                    }
+                }
+                result => break result,
             }
         };
         if let Err(err) = returned {
@@ -191,11 +190,13 @@ async fn report_closes(socket: Arc<AsyncFd<OwnedFd>>, closes: Arc<CloseCounter>)
             continue;
         }
         let sent = loop {
-            let Ok(mut writable) = socket.writable().await else {
-                return;
-            };
-            if let Ok(result) = writable.try_io(|fd| handoff::send_closed(fd.as_fd(), count)) {
-                break result;
+            match handoff::send_closed(socket.as_fd(), count) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if readiness::writable(socket.as_fd()).await.is_err() {
+                        return;
+                    }
+                }
+                result => break result,
             }
         };
         if sent.is_err() {

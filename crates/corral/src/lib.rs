@@ -42,6 +42,7 @@ mod listener;
 mod mailbox;
 pub mod message;
 mod primary;
+mod readiness;
 mod sys;
 mod worker;
 

@@ -6,13 +6,12 @@
 use std::future::Future;
 
 use serde::Serialize;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use tokio::io::BufReader;
 use tokio::sync::{mpsc, watch};
 
 use crate::channel::{COALESCE_LIMIT, Line, LineReader, coalesce};
@@ -22,6 +21,7 @@ use crate::incoming;
 use crate::listener::Listener;
 use crate::mailbox::{INBOX_CAPACITY, Inbox, Messages, Origin, WorkerSender};
 use crate::message::{self, Control, Message};
+use crate::readiness::{self, SocketReader};
 use crate::{Error, Policy};
 
 /// How long a worker whose primary vanished may take to finish in-flight
@@ -132,10 +132,18 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::io("cannot start the worker's runtime"))?;
+    let runtime = match environment.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    }
+    .enable_all()
+    .build()
+    .map_err(Error::io("cannot start the worker's runtime"))?;
     let result = runtime.block_on(async move {
         let worker = prepare(environment)?;
         body(worker).await.map_err(|err| Error::Worker(err.into()))
@@ -225,13 +233,12 @@ fn start_channel(
     stop: Arc<watch::Sender<bool>>,
     inbox: Inbox,
 ) -> Result<mpsc::Sender<Vec<u8>>, Error> {
-    let stream = std::os::unix::net::UnixStream::from(fd);
-    stream
-        .set_nonblocking(true)
-        .map_err(Error::io("cannot use the message channel"))?;
-    let stream =
-        UnixStream::from_std(stream).map_err(Error::io("cannot use the message channel"))?;
-    let (reader, mut writer) = stream.into_split();
+    let channel_error = Error::io("cannot use the message channel");
+    let reader = fd
+        .try_clone()
+        .and_then(SocketReader::new)
+        .map_err(channel_error)?;
+    let writer = fd;
     let (outbox, mut queued) = mpsc::channel::<Vec<u8>>(1024);
     tokio::spawn(async move {
         let mut pending = None;
@@ -246,7 +253,7 @@ fn start_channel(
             if batch.len() < COALESCE_LIMIT {
                 pending = coalesce(&mut batch, || queued.try_recv().ok());
             }
-            if writer.write_all(&batch).await.is_err() {
+            if readiness::write_all(writer.as_fd(), &batch).await.is_err() {
                 break;
             }
         }
@@ -265,7 +272,7 @@ fn start_channel(
 
 /// Reads the primary's messages until the channel closes.
 async fn read_channel(
-    reader: tokio::net::unix::OwnedReadHalf,
+    reader: SocketReader,
     max_message_size: usize,
     stop: &watch::Sender<bool>,
     inbox: Inbox,

@@ -70,7 +70,10 @@ pub(crate) struct Target {
     /// Connections handed and not yet reported closed or returned.
     open: u64,
     leaving: bool,
-    congested: bool,
+    /// Set while the worker's channel is full: a registration for
+    /// writability, dropped once it is writable again. (A lasting one would
+    /// wake the primary every time the worker reads.)
+    congested: Option<AsyncFd<OwnedFd>>,
     congested_since: Option<Instant>,
     /// Unread connections in the channel at the last stall check, and
     /// connections sent since.
@@ -89,7 +92,7 @@ impl Target {
             worker_end,
             open: 0,
             leaving: false,
-            congested: false,
+            congested: None,
             congested_since: None,
             unread_at_check: 0,
             sent_since_check: 0,
@@ -100,7 +103,7 @@ impl Target {
 
     /// Whether the worker can be given a connection now.
     pub(crate) fn accepting(&self) -> bool {
-        !self.leaving && !self.congested && self.resting_until.is_none()
+        !self.leaving && self.congested.is_none() && self.resting_until.is_none()
     }
 
     /// Connections handed to the worker that it has not reported closed.
@@ -248,7 +251,7 @@ impl Dispatcher {
                 Wake::Command(None) => return,
                 Wake::Command(Some(command)) => self.apply(command),
                 Wake::Report(index) => self.read_reports(index),
-                Wake::Writable(index) => self.targets[index].congested = false,
+                Wake::Writable(index) => self.targets[index].congested = None,
                 Wake::Accept(index) => self.accept_batch(index),
                 Wake::Resume => self.paused = None,
                 Wake::StallCheck => self.check_stalls(),
@@ -265,7 +268,11 @@ impl Dispatcher {
             if target.socket.poll_read_ready(cx).is_ready() {
                 return Poll::Ready(Wake::Report(index));
             }
-            if target.congested && target.socket.poll_write_ready(cx).is_ready() {
+            let writable = target
+                .congested
+                .as_ref()
+                .is_some_and(|watch| watch.poll_write_ready(cx).is_ready());
+            if writable {
                 return Poll::Ready(Wake::Writable(index));
             }
         }
@@ -288,8 +295,7 @@ impl Dispatcher {
     fn apply(&mut self, command: Command) {
         match command {
             Command::Ready(key, channel) => {
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                match register_async(channel.primary_end, interest) {
+                match register_async(channel.primary_end, Interest::READABLE) {
                     Ok(socket) => self
                         .targets
                         .push(Target::new(key, socket, channel.worker_end)),
@@ -385,10 +391,7 @@ impl Dispatcher {
         while sent < batch.len() {
             let end = batch.len().min(sent + MAX_FDS_PER_MESSAGE);
             let chunk = &batch[sent..end];
-            let result = target.socket.try_io(Interest::WRITABLE, |socket| {
-                handoff::send_batch(socket.as_fd(), b"", chunk)
-            });
-            match result {
+            match handoff::send_batch(target.socket.as_fd(), b"", chunk) {
                 Ok(()) => {
                     target.sent_since_check += (end - sent) as u64;
                     sent = end;
@@ -513,7 +516,22 @@ impl Dispatcher {
 }
 
 fn mark_congested(target: &mut Target) {
-    target.congested = true;
+    let watch = target
+        .socket
+        .get_ref()
+        .try_clone()
+        .and_then(|fd| register_async(fd, Interest::WRITABLE));
+    match watch {
+        Ok(watch) => target.congested = Some(watch),
+        Err(err) => {
+            tracing::warn!(
+                "worker {}: cannot watch its hand-off channel: {err}",
+                target.key.slot
+            );
+            target.leaving = true;
+            return;
+        }
+    }
     let now = Instant::now();
     let quiet = target
         .congested_since

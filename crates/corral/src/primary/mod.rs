@@ -68,6 +68,7 @@ pub(crate) struct Settings {
     pub max_message_size: usize,
     pub ready_timeout: Duration,
     pub messages: MessagePolicy,
+    pub worker_threads: Option<usize>,
 }
 
 /// The user's task beside the supervisor (`Cluster::primary`).
@@ -127,6 +128,7 @@ pub(crate) async fn run(
         policy: settings.policy,
         addresses: balancer.local_addrs().to_vec(),
         max_message_size: settings.max_message_size,
+        worker_threads: settings.worker_threads,
         output: OutputSink::start(),
         notices,
         router,

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedWriteHalf;
+use std::os::fd::{AsFd, OwnedFd};
+
 use tokio::sync::mpsc;
 
 use crate::channel::{COALESCE_LIMIT, coalesce};
+use crate::readiness;
 
 /// The most bytes queued for one worker.
 pub(crate) const OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
@@ -31,8 +32,8 @@ pub(crate) enum Refused {
 }
 
 impl Outbox {
-    /// Starts the task that writes queued lines to `writer`.
-    pub(crate) fn start(mut writer: OwnedWriteHalf) -> Self {
+    /// Starts the task that writes queued lines to the stream socket `writer`.
+    pub(crate) fn start(writer: OwnedFd) -> Self {
         let (lines, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
         let queued = Arc::new(AtomicUsize::new(0));
         let written = queued.clone();
@@ -49,7 +50,7 @@ impl Outbox {
                 if batch.len() < COALESCE_LIMIT {
                     pending = coalesce(&mut batch, || queue.try_recv().ok());
                 }
-                let result = writer.write_all(&batch).await;
+                let result = readiness::write_all(writer.as_fd(), &batch).await;
                 written.fetch_sub(batch.len(), Ordering::Relaxed);
                 if result.is_err() {
                     break;
@@ -82,7 +83,7 @@ mod tests {
     #[tokio::test]
     async fn every_line_arrives_in_order_whatever_its_size() {
         let (primary_end, mut worker_end) = tokio::net::UnixStream::pair().unwrap();
-        let (_reader, writer) = primary_end.into_split();
+        let writer = OwnedFd::from(primary_end.into_std().unwrap());
         let outbox = Outbox::start(writer);
         let mut expected = Vec::new();
         for index in 0..50u8 {

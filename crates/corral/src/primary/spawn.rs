@@ -12,8 +12,6 @@ use rustix::process::{Pid, PidfdFlags};
 use std::sync::Arc;
 
 use tokio::io::BufReader;
-use tokio::net::UnixStream;
-use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
 
 use super::notice::Notice;
@@ -25,6 +23,7 @@ use crate::balance::WorkerSockets;
 use crate::channel::{Line, LineReader};
 use crate::env::{FIRST_LISTEN_FD, WorkerIdentity};
 use crate::message;
+use crate::readiness::SocketReader;
 use crate::sys::ExecImage;
 use crate::{Error, Policy};
 
@@ -37,6 +36,7 @@ pub(crate) struct Launcher {
     pub policy: Policy,
     pub addresses: Vec<SocketAddr>,
     pub max_message_size: usize,
+    pub worker_threads: Option<usize>,
     pub output: OutputSink,
     pub notices: mpsc::Sender<Notice>,
     pub router: Arc<Router>,
@@ -68,6 +68,7 @@ impl Launcher {
             primary_pid: self.primary_pid.as_raw_nonzero().get() as u32,
             grace: self.grace,
             max_message_size: self.max_message_size,
+            worker_threads: self.worker_threads,
             cluster_name: &self.cluster_name,
             policy: self.policy,
             addresses: &self.addresses,
@@ -154,8 +155,8 @@ impl Launcher {
         generation: u32,
         stream: std::os::unix::net::UnixStream,
     ) -> std::io::Result<Outbox> {
-        stream.set_nonblocking(true)?;
-        let (reader, writer) = UnixStream::from_std(stream)?.into_split();
+        let writer = OwnedFd::from(stream);
+        let reader = SocketReader::new(writer.try_clone()?)?;
         let outbox = Outbox::start(writer);
         let router = self.router.clone();
         let limit = self.max_message_size;
@@ -169,7 +170,7 @@ impl Launcher {
 async fn read_channel(
     id: u32,
     generation: u32,
-    reader: OwnedReadHalf,
+    reader: SocketReader,
     limit: usize,
     router: Arc<Router>,
 ) {
