@@ -2,7 +2,12 @@
 //! size limit, so that a worker sending garbage or a flood costs the reader a
 //! bounded buffer and a logged error, never its memory.
 
+use std::os::fd::{AsFd, OwnedFd};
+
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::sync::mpsc;
+
+use crate::readiness;
 
 /// The default largest line accepted on a channel.
 pub const DEFAULT_MAX_LINE: usize = 16 * 1024 * 1024;
@@ -28,6 +33,58 @@ pub(crate) fn coalesce(
         batch.extend_from_slice(&line);
     }
     None
+}
+
+/// The queue a channel's writer task drains: bounded where senders must
+/// wait (a worker's messages), unbounded where a byte budget bounds it
+/// (the primary's outboxes).
+pub(crate) enum LineQueue {
+    Bounded(mpsc::Receiver<Vec<u8>>),
+    Unbounded(mpsc::UnboundedReceiver<Vec<u8>>),
+}
+
+impl LineQueue {
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        match self {
+            LineQueue::Bounded(queue) => queue.recv().await,
+            LineQueue::Unbounded(queue) => queue.recv().await,
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Vec<u8>> {
+        match self {
+            LineQueue::Bounded(queue) => queue.try_recv().ok(),
+            LineQueue::Unbounded(queue) => queue.try_recv().ok(),
+        }
+    }
+}
+
+/// Writes the lines of `queue` to the stream socket `socket` until the
+/// queue closes or a write fails, small lines queued together in one write.
+/// `written` is told the size of each write once it is done.
+pub(crate) async fn write_lines(
+    socket: OwnedFd,
+    mut queue: LineQueue,
+    mut written: impl FnMut(usize),
+) {
+    let mut pending = None;
+    loop {
+        let next = match pending.take() {
+            Some(line) => Some(line),
+            None => queue.recv().await,
+        };
+        let Some(mut batch) = next else {
+            return;
+        };
+        if batch.len() < COALESCE_LIMIT {
+            pending = coalesce(&mut batch, || queue.try_recv());
+        }
+        let result = readiness::write_all(socket.as_fd(), &batch).await;
+        written(batch.len());
+        if result.is_err() {
+            return;
+        }
+    }
 }
 
 /// What [`LineReader::next_line`] found.

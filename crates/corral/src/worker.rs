@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use serde::Serialize;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,14 +14,14 @@ use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::sync::{mpsc, watch};
 
-use crate::channel::{COALESCE_LIMIT, Line, LineReader, coalesce};
+use crate::channel::{Line, LineQueue, LineReader, write_lines};
 use crate::connection::CloseCounter;
 use crate::env::WorkerEnvironment;
 use crate::incoming;
 use crate::listener::Listener;
 use crate::mailbox::{INBOX_CAPACITY, Inbox, Messages, Origin, WorkerSender};
 use crate::message::{self, Control, Message};
-use crate::readiness::{self, SocketReader};
+use crate::readiness::SocketReader;
 use crate::{Error, Policy};
 
 /// How long a worker whose primary vanished may take to finish in-flight
@@ -239,25 +239,8 @@ fn start_channel(
         .and_then(SocketReader::new)
         .map_err(channel_error)?;
     let writer = fd;
-    let (outbox, mut queued) = mpsc::channel::<Vec<u8>>(1024);
-    tokio::spawn(async move {
-        let mut pending = None;
-        loop {
-            let next = match pending.take() {
-                Some(line) => Some(line),
-                None => queued.recv().await,
-            };
-            let Some(mut batch) = next else {
-                break;
-            };
-            if batch.len() < COALESCE_LIMIT {
-                pending = coalesce(&mut batch, || queued.try_recv().ok());
-            }
-            if readiness::write_all(writer.as_fd(), &batch).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (outbox, queued) = mpsc::channel::<Vec<u8>>(1024);
+    tokio::spawn(write_lines(writer, LineQueue::Bounded(queued), |_| {}));
     tokio::spawn(async move {
         read_channel(reader, max_message_size, &stop, inbox).await;
         // The primary closed the channel: it is gone. Stop, and do not

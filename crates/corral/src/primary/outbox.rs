@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use tokio::sync::mpsc;
 
-use crate::channel::{COALESCE_LIMIT, coalesce};
-use crate::readiness;
+use crate::channel::{LineQueue, write_lines};
 
 /// The most bytes queued for one worker.
 pub(crate) const OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
@@ -34,29 +33,16 @@ pub(crate) enum Refused {
 impl Outbox {
     /// Starts the task that writes queued lines to the stream socket `writer`.
     pub(crate) fn start(writer: OwnedFd) -> Self {
-        let (lines, mut queue) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (lines, queue) = mpsc::unbounded_channel::<Vec<u8>>();
         let queued = Arc::new(AtomicUsize::new(0));
         let written = queued.clone();
-        tokio::spawn(async move {
-            let mut pending = None;
-            loop {
-                let next = match pending.take() {
-                    Some(line) => Some(line),
-                    None => queue.recv().await,
-                };
-                let Some(mut batch) = next else {
-                    break;
-                };
-                if batch.len() < COALESCE_LIMIT {
-                    pending = coalesce(&mut batch, || queue.try_recv().ok());
-                }
-                let result = readiness::write_all(writer.as_fd(), &batch).await;
-                written.fetch_sub(batch.len(), Ordering::Relaxed);
-                if result.is_err() {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(write_lines(
+            writer,
+            LineQueue::Unbounded(queue),
+            move |bytes| {
+                written.fetch_sub(bytes, Ordering::Relaxed);
+            },
+        ));
         Outbox { lines, queued }
     }
 
