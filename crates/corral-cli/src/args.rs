@@ -79,6 +79,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = corral::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(2..=1 << 32))]
     pub max_message_size: u64,
 
+    /// Threads of each demo worker's runtime (1: single-threaded, as a Node
+    /// worker) [default: one per CPU]; a COMMAND's workers ignore it
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub worker_threads: Option<u32>,
+
     /// Listen backlog of each socket
     #[arg(long, value_name = "N", default_value_t = corral::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub backlog: u32,

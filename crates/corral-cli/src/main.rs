@@ -64,6 +64,9 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
     if let Some(workers) = run.workers {
         cluster = cluster.workers(workers as usize);
     }
+    if let Some(threads) = run.worker_threads {
+        cluster = cluster.worker_threads(threads as usize);
+    }
     let addresses = if run.listen.is_empty() {
         vec!["127.0.0.1:8000".to_string()]
     } else {
