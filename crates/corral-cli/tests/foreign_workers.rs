@@ -146,3 +146,29 @@ fn killing_the_primary_kills_foreign_workers_too() {
     });
     assert!(gone, "python workers {workers:?} outlived their primary");
 }
+
+#[test]
+fn stopping_the_cluster_stops_what_a_wrapper_script_started() {
+    // A wrapper that does not `exec`: the server is the shell's child.
+    let script = "sleep 60 & echo \"child $!\"; wait";
+    let mut cluster = run(&[
+        "-w",
+        "1",
+        "-l",
+        "127.0.0.1:0",
+        "--grace",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let line = cluster.expect_line("[worker 1] child ");
+    let child: u32 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(process_alive(child));
+    cluster.signal(Signal::TERM);
+    let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
+    assert!(status.success());
+    let gone = wait_until(Duration::from_secs(2), || !process_alive(child));
+    assert!(gone, "the wrapper's child {child} outlived the cluster");
+}

@@ -296,7 +296,6 @@ impl Supervisor {
         self.registry.insert(info, spawned.outbox.clone());
         slot.worker = Some(LiveWorker {
             pid,
-            pidfd: spawned.pidfd,
             started: Instant::now(),
             ready: ready_at_start,
             stop_requested: false,
@@ -363,6 +362,8 @@ impl Supervisor {
         let retiring = slot.retiring;
         let ran_for = worker.started.elapsed();
         self.registry.remove(id, generation);
+        // What the worker started and left behind goes with it.
+        slot::signal_group(worker.pid, Signal::KILL);
         self.balancer.worker_exited(WorkerKey {
             slot: id,
             generation,

@@ -2,7 +2,6 @@
 //! fills at a time. The slot outlives its workers: it keeps the id, counts the
 //! generations and carries the restart backoff from one worker to the next.
 
-use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use super::outbox::Outbox;
@@ -39,7 +38,6 @@ impl Slot {
 /// The process currently filling a slot.
 pub(crate) struct LiveWorker {
     pub pid: u32,
-    pub pidfd: OwnedFd,
     pub started: Instant,
     pub ready: bool,
     pub stop_requested: bool,
@@ -49,13 +47,12 @@ pub(crate) struct LiveWorker {
 }
 
 impl LiveWorker {
-    /// Sends `signal`; a worker that already exited is not an error.
+    /// Sends `signal` to the worker's process group: the worker and what it
+    /// started (a wrapper script's server, say). The worker leads its own
+    /// group, and a group id is not reused while any member lives, so this
+    /// never reaches another program. A group already gone is not an error.
     pub(crate) fn signal(&self, signal: Signal) {
-        if let Err(err) = rustix::process::pidfd_send_signal(&self.pidfd, signal) {
-            if err != rustix::io::Errno::SRCH {
-                tracing::warn!("cannot signal worker pid {}: {err}", self.pid);
-            }
-        }
+        signal_group(self.pid, signal);
     }
 
     /// Asks the worker to drain and exit: the channel's stop message for
@@ -68,5 +65,17 @@ impl LiveWorker {
             let _ = self.outbox.push(b"\"shutdown\"\n".to_vec());
         }
         self.signal(Signal::TERM);
+    }
+}
+
+/// Sends `signal` to the process group `leader` leads.
+pub(crate) fn signal_group(leader: u32, signal: Signal) {
+    let Some(group) = rustix::process::Pid::from_raw(leader as i32) else {
+        return;
+    };
+    if let Err(err) = rustix::process::kill_process_group(group, signal)
+        && err != rustix::io::Errno::SRCH
+    {
+        tracing::warn!("cannot signal worker {leader}'s processes: {err}");
     }
 }

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use command_fds::{CommandFdExt, FdMapping};
-use rustix::process::{Pid, PidfdFlags};
+use rustix::process::Pid;
 use std::sync::Arc;
 
 use tokio::io::BufReader;
@@ -45,8 +45,6 @@ pub(crate) struct Launcher {
 /// A started worker, as the supervisor holds it.
 pub(crate) struct Spawned {
     pub pid: u32,
-    /// Signals go through the pidfd, so they can never hit a recycled pid.
-    pub pidfd: OwnedFd,
     /// Lines to write to the worker's channel.
     pub outbox: Outbox,
 }
@@ -121,11 +119,6 @@ impl Launcher {
         drop(command);
 
         let pid = child.id().expect("a child not yet waited for has a pid");
-        let pidfd = rustix::process::pidfd_open(
-            Pid::from_raw(pid as i32).expect("a child's pid is positive"),
-            PidfdFlags::empty(),
-        )
-        .map_err(|errno| spawn_error(errno.into()))?;
         if let Some(stdout) = child.stdout.take() {
             self.output.relay(id, Stream::Stdout, stdout);
         }
@@ -146,7 +139,7 @@ impl Launcher {
                 })
                 .await;
         });
-        Ok(Spawned { pid, pidfd, outbox })
+        Ok(Spawned { pid, outbox })
     }
 
     fn start_channel(
