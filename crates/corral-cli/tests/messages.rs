@@ -103,3 +103,57 @@ fn an_unmodified_node_program_uses_process_send_and_gets_shutdown() {
     let output = cluster.output();
     assert!(output.contains("exited with code 0 as asked"), "{output}");
 }
+
+/// The primary's resident memory, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flooding_worker_neither_stalls_the_primary_nor_grows_its_memory() {
+    const FLOODER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flooder.py");
+    let mut cluster = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--grace",
+            "1",
+            "--",
+            "python3",
+            FLOODER,
+        ],
+    );
+    cluster.expect_line("[worker 1] flooding");
+    cluster.expect_line("[worker 2] calm");
+    let primary = cluster.pid();
+    let mut peak = 0;
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        peak = peak.max(resident_kib(primary));
+    }
+    assert!(
+        peak < 64 * 1024,
+        "the primary grew to {peak} KiB under the flood"
+    );
+    // The supervisor still answers: it scales up, then stops, promptly.
+    cluster.signal(Signal::from_named_raw(libc::SIGTTIN).expect("a known signal"));
+    cluster.expect_line("[worker 3] calm");
+    let asked = std::time::Instant::now();
+    cluster.signal(Signal::TERM);
+    let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(4),
+        "took {:?}",
+        asked.elapsed()
+    );
+}
