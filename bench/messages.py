@@ -53,6 +53,7 @@ from typing import NoReturn
 # Helpers shared with the HTTP benchmark (bench/run.py, next to this file).
 from run import (
     cpu_model,
+    ensure_release_binary,
     first_line,
     git_revision,
     last_line,
@@ -169,18 +170,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def ensure_ipc_bench(path: Path | None) -> Path:
     """corral's ipc_bench: the one given, or the repository's release build (built if missing)."""
-    if path is not None:
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            die(f"--ipc-bench {path}: no executable there")
-        return path.resolve()
-    if not DEFAULT_IPC_BENCH.exists():
-        if shutil.which("cargo") is None:
-            die(f"{DEFAULT_IPC_BENCH} is missing and cargo is not on the PATH; pass --ipc-bench PATH")
-        log(f"building ipc_bench: {shlex.join(BUILD_IPC_BENCH)}")
-        build = subprocess.run(BUILD_IPC_BENCH, cwd=REPO)
-        if build.returncode != 0 or not DEFAULT_IPC_BENCH.exists():
-            die(f"{shlex.join(BUILD_IPC_BENCH)} failed")
-    return DEFAULT_IPC_BENCH
+    return ensure_release_binary(path, "--ipc-bench", DEFAULT_IPC_BENCH, BUILD_IPC_BENCH)
 
 
 def ensure_cc() -> str | None:

@@ -300,18 +300,24 @@ def ensure_taskset() -> None:
 
 def ensure_corral(path: Path | None) -> Path:
     """The corral binary: the one given, or the repository's release build (built if missing)."""
+    build = ["cargo", "build", "--release", "-p", "corral-cli"]
+    return ensure_release_binary(path, "--corral", DEFAULT_CORRAL, build)
+
+
+def ensure_release_binary(path: Path | None, flag: str, default: Path, build: list[str]) -> Path:
+    """`path` if given (passed as `flag`), else `default`, built with `build` if missing."""
     if path is not None:
         if not (path.is_file() and os.access(path, os.X_OK)):
-            die(f"--corral {path}: no executable there")
+            die(f"{flag} {path}: no executable there")
         return path.resolve()
-    if not DEFAULT_CORRAL.exists():
+    if not default.exists():
         if shutil.which("cargo") is None:
-            die(f"{DEFAULT_CORRAL} is missing and cargo is not on the PATH; pass --corral PATH")
-        log("building corral: cargo build --release -p corral-cli")
-        build = subprocess.run(["cargo", "build", "--release", "-p", "corral-cli"], cwd=REPO)
-        if build.returncode != 0 or not DEFAULT_CORRAL.exists():
-            die("cargo build --release -p corral-cli failed")
-    return DEFAULT_CORRAL
+            die(f"{default} is missing and cargo is not on the PATH; pass {flag} PATH")
+        log(f"building {default.name}: {shlex.join(build)}")
+        result = subprocess.run(build, cwd=REPO)
+        if result.returncode != 0 or not default.exists():
+            die(f"{shlex.join(build)} failed")
+    return default
 
 
 def node_problem() -> str | None:
