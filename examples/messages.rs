@@ -71,8 +71,9 @@ async fn serve(mut worker: Worker) -> Result<(), Box<dyn std::error::Error + Sen
     tokio::spawn(async move {
         while let Some(received) = messages.recv().await {
             if let Ok(change) = received.parse::<ConfigChanged>() {
-                println!("worker {id}: config changed to version {}", change.version);
+                // Store first: once the line is out, answers carry the version.
                 current.store(change.version, Ordering::Relaxed);
+                println!("worker {id}: config changed to version {}", change.version);
             }
         }
     });

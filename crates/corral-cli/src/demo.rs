@@ -4,7 +4,8 @@
 //! answers the same after a pause, to watch a graceful drain.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +14,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// The longest pause `/sleep/<ms>` grants.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -35,35 +37,75 @@ pub async fn serve(
         "Hello from worker {id} (pid {})\n",
         std::process::id()
     ));
-    let graceful = Arc::new(GracefulShutdown::new());
-    let mut accepting = tokio::task::JoinSet::new();
+    let (stopping, stop) = watch::channel(false);
+    let connections = Arc::new(Mutex::new(JoinSet::new()));
+    let mut accepting = JoinSet::new();
     for listener in listeners {
         let greeting = greeting.clone();
-        let graceful = graceful.clone();
+        let connections = connections.clone();
+        let stop = stop.clone();
         accepting.spawn(async move {
             loop {
                 let (stream, _peer) = listener.accept_retrying().await;
                 let _ = stream.set_nodelay(true);
-                let greeting = greeting.clone();
-                let service = service_fn(move |request| answer(request, greeting.clone()));
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watcher().watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
+                let connection = serve_connection(stream, greeting.clone(), stop.clone());
+                lock(&connections).spawn(connection);
             }
         });
     }
     stopped.await;
-    // Stop accepting; close idle keep-alive connections; finish the rest.
+    // Stop accepting, then let every connection finish as below.
     accepting.shutdown().await;
-    // The accept tasks held the only other references.
-    if let Ok(graceful) = Arc::try_unwrap(graceful) {
-        graceful.shutdown().await;
-    }
+    stopping.send_replace(true);
+    let mut connections = std::mem::take(&mut *lock(&connections));
+    while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Serves one connection. When the worker stops, a connection that has not
+/// carried a request yet gets its first one served (up to `FIRST_REQUEST_GRACE`:
+/// a client that connected just before the stop has usually sent it
+/// already), then the connection closes after the request in flight.
+/// Closing such a connection at once would reset a request the client
+/// already sent.
+async fn serve_connection(
+    stream: corral::Connection,
+    greeting: Bytes,
+    mut stop: watch::Receiver<bool>,
+) {
+    let served = Arc::new(AtomicBool::new(false));
+    let counted = served.clone();
+    let service = service_fn(move |request| {
+        counted.store(true, Ordering::Relaxed);
+        answer(request, greeting.clone())
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = stop.wait_for(|stopping| *stopping) => {}
+    }
+    let deadline = tokio::time::Instant::now() + FIRST_REQUEST_GRACE;
+    while !served.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
+
+/// How long a connection accepted just before a stop may take to send its
+/// first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+fn lock(connections: &Mutex<JoinSet<()>>) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+    connections
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
 }
 
 async fn answer(

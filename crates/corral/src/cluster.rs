@@ -190,7 +190,11 @@ impl Cluster {
     {
         match WorkerEnvironment::detect()? {
             Some(environment) => run_worker(environment, body),
-            None => self.run_primary(Program::CurrentExe),
+            None => {
+                let path =
+                    std::env::current_exe().map_err(Error::io("cannot find this executable"))?;
+                self.run_primary(Program::CurrentExe { path })
+            }
         }
     }
 

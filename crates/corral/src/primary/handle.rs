@@ -125,6 +125,13 @@ impl Primary {
         let _ = self.requests.send(Request::Stop);
     }
 
+    /// Replaces every worker, one at a time, as SIGHUP does: each
+    /// replacement is started and ready before the worker it replaces
+    /// stops.
+    pub fn reload(&self) {
+        let _ = self.requests.send(Request::Reload);
+    }
+
     /// Adds a worker, as SIGTTIN does.
     pub fn add_worker(&self) {
         let _ = self.requests.send(Request::AddWorker);

@@ -9,6 +9,7 @@ mod outbox;
 mod output;
 mod program;
 mod registry;
+mod reload;
 mod router;
 mod signals;
 mod slot;
@@ -40,9 +41,10 @@ use handle::EventSink;
 use notice::Notice;
 use output::OutputSink;
 use registry::Registry;
+use reload::Reload;
 use router::Router;
 use signals::{Request, Signals};
-use slot::{LiveWorker, Slot};
+use slot::{LiveWorker, Role, Slot};
 use spawn::Launcher;
 
 /// A slot that failed this many times in a row is reported as crash-looping.
@@ -144,6 +146,7 @@ pub(crate) async fn run(
         events,
         observer,
         phase: Phase::Running,
+        reload: None,
         proven: false,
     };
     primary.emit(Event::Bound {
@@ -180,6 +183,8 @@ struct Supervisor {
     events: EventSink,
     observer: Option<Observer>,
     phase: Phase,
+    /// The rolling reload under way, if any.
+    reload: Option<Reload>,
     /// The command works: some worker ran past the backoff's
     /// `stable_after`, or a worker that speaks the channel said it is ready.
     proven: bool,
@@ -199,7 +204,11 @@ impl Supervisor {
     }
 
     fn finished(&self) -> bool {
-        self.phase != Phase::Running && self.slots.values().all(|slot| slot.worker.is_none())
+        self.phase != Phase::Running
+            && self
+                .slots
+                .values()
+                .all(|slot| slot.processes().next().is_none())
     }
 
     fn handle(&mut self, notice: Notice) -> Result<(), Error> {
@@ -208,7 +217,7 @@ impl Supervisor {
                 id,
                 generation,
                 control,
-            } => self.on_control(id, generation, control),
+            } => return self.on_control(id, generation, control),
             Notice::Exited {
                 id,
                 generation,
@@ -227,6 +236,10 @@ impl Supervisor {
             Notice::ReadyTimeout { id, generation } => {
                 return self.on_ready_timeout(id, generation);
             }
+            Notice::ReloadTimeout { id, generation } => {
+                return self.on_reload_timeout(id, generation);
+            }
+            Notice::Settled { id, generation } => return self.on_settled(id, generation),
         }
         Ok(())
     }
@@ -238,9 +251,7 @@ impl Supervisor {
                 tracing::warn!("stopping at once: killing every worker");
                 self.kill_all();
             }
-            Request::Reload => tracing::warn!(
-                "SIGHUP asks for a rolling reload, which this version of corral does not do yet: ignored"
-            ),
+            Request::Reload => return self.request_reload(),
             Request::AddWorker => return self.scale_up(),
             Request::RemoveWorker => self.scale_down(),
         }
@@ -255,8 +266,29 @@ impl Supervisor {
     /// Starts a new worker in slot `id`; a failure to start counts as a
     /// failure of the slot and goes through its backoff.
     fn start(&mut self, id: u32) -> Result<(), Error> {
+        match self.launch(id, false) {
+            Ok(Some(worker)) => {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.worker = Some(worker);
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(err) => {
+                tracing::error!("{err}");
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    slot.start_failures += 1;
+                }
+                self.after_failure(id, Duration::ZERO, err.to_string())
+            }
+        }
+    }
+
+    /// Spawns the next generation of slot `id`. A successor (rolling
+    /// reload) is not announced as the slot's worker until it is promoted.
+    fn launch(&mut self, id: u32, successor: bool) -> Result<Option<LiveWorker>, Error> {
         let Some(slot) = self.slots.get_mut(&id) else {
-            return Ok(());
+            return Ok(None);
         };
         slot.generation += 1;
         let generation = slot.generation;
@@ -264,44 +296,29 @@ impl Supervisor {
             slot: id,
             generation,
         };
-        let started = self
+        let spawned = self
             .balancer
             .sockets_for(key)
-            .and_then(|sockets| self.launcher.spawn(id, generation, sockets));
-        let spawned = match started {
-            Ok(spawned) => spawned,
-            Err(err) => {
-                tracing::error!("{err}");
-                slot.start_failures += 1;
-                return self.after_failure(id, Duration::ZERO, err.to_string());
-            }
-        };
+            .and_then(|sockets| self.launcher.spawn(id, generation, sockets))?;
         let pid = spawned.pid;
         let foreign = !self.launcher.program.speaks_channel();
         // A foreign command that inherited bound sockets is ready at once:
         // the kernel queues its connections. Under a hand-off policy every
         // worker must say it is ready before it gets connections.
-        let ready_at_start = foreign && !self.settings.policy.hands_off();
-        let state = if ready_at_start {
-            WorkerState::Ready
-        } else {
-            WorkerState::Starting
-        };
-        let info = WorkerInfo {
-            id,
-            pid,
+        // A replacement in a reload must prove itself first (reload.rs).
+        let ready_at_start = foreign && !self.settings.policy.hands_off() && !successor;
+        let worker = LiveWorker {
             generation,
-            state,
-        };
-        self.registry.insert(info, spawned.outbox.clone());
-        slot.worker = Some(LiveWorker {
             pid,
             started: Instant::now(),
             ready: ready_at_start,
             stop_requested: false,
             outbox: spawned.outbox,
             node: self.launcher.program.is_node(),
-        });
+        };
+        if !successor {
+            self.register(id, &worker);
+        }
         self.emit(Event::Fork {
             id,
             pid,
@@ -310,19 +327,37 @@ impl Supervisor {
         if foreign {
             self.emit(Event::Online { id, pid });
         }
-        if ready_at_start {
+        if successor {
+            // The reload promotes it once ready, or gives up on it.
+        } else if ready_at_start {
             self.balancer.worker_ready(key);
             self.emit(Event::Ready { id, pid });
         } else if self.settings.policy.hands_off() {
             let timeout = self.settings.ready_timeout;
             self.notify_after(timeout, Notice::ReadyTimeout { id, generation });
         }
-        Ok(())
+        Ok(Some(worker))
     }
 
-    fn on_control(&mut self, id: u32, generation: u32, control: Control) {
-        let Some(worker) = self.current_worker(id, generation) else {
-            return;
+    /// Lists `worker` as slot `id`'s worker in the live table.
+    fn register(&self, id: u32, worker: &LiveWorker) {
+        let state = if worker.ready {
+            WorkerState::Ready
+        } else {
+            WorkerState::Starting
+        };
+        let info = WorkerInfo {
+            id,
+            pid: worker.pid,
+            generation: worker.generation,
+            state,
+        };
+        self.registry.insert(info, worker.outbox.clone());
+    }
+
+    fn on_control(&mut self, id: u32, generation: u32, control: Control) -> Result<(), Error> {
+        let Some(worker) = self.worker_of(id, generation) else {
+            return Ok(());
         };
         let pid = worker.pid;
         match control {
@@ -330,6 +365,9 @@ impl Supervisor {
             Control::Ready if !worker.ready && !worker.stop_requested => {
                 worker.ready = true;
                 self.proven = true;
+                if self.reload_awaits(id, generation) {
+                    return self.replacement_ready(id);
+                }
                 self.registry.set_state(id, generation, WorkerState::Ready);
                 self.balancer.worker_ready(WorkerKey {
                     slot: id,
@@ -342,6 +380,7 @@ impl Supervisor {
                 tracing::warn!("worker {id} sent \"stop\", which only the primary sends: ignored")
             }
         }
+        Ok(())
     }
 
     fn on_exit(
@@ -353,13 +392,10 @@ impl Supervisor {
         let Some(slot) = self.slots.get_mut(&id) else {
             return Ok(());
         };
-        if slot.generation != generation {
-            return Ok(());
-        }
-        let Some(worker) = slot.worker.take() else {
+        let Some((worker, role)) = slot.take(generation) else {
             return Ok(());
         };
-        let retiring = slot.retiring;
+        let retiring = slot.retiring && slot.processes().next().is_none();
         let ran_for = worker.started.elapsed();
         self.registry.remove(id, generation);
         // What the worker started and left behind goes with it.
@@ -378,6 +414,22 @@ impl Supervisor {
             requested: worker.stop_requested,
             ran_for,
         });
+        match role {
+            Role::Retired => {
+                if retiring {
+                    self.slots.remove(&id);
+                }
+                return Ok(());
+            }
+            Role::Successor => {
+                let failure = describe_exit(code, signal, ran_for);
+                return self.abort_reload(id, &format!("{failure} before it was ready"));
+            }
+            Role::Current => {}
+        }
+        if self.replacement_coming(id) {
+            return Ok(());
+        }
         if retiring {
             self.slots.remove(&id);
             return Ok(());
@@ -448,21 +500,37 @@ impl Supervisor {
             human_duration(self.settings.grace)
         );
         self.phase = Phase::Draining;
+        self.reload = None;
         let ids: Vec<u32> = self.slots.keys().copied().collect();
         for id in ids {
             self.stop_worker(id);
         }
     }
 
-    /// Asks the worker of slot `id` to drain, and to be killed if it has not
-    /// exited after the grace period.
+    /// Asks the worker of slot `id` (and its successor, during a reload) to
+    /// drain, and to be killed if it has not exited after the grace period.
     fn stop_worker(&mut self, id: u32) {
-        let grace = self.settings.grace;
-        let Some(slot) = self.slots.get_mut(&id) else {
+        let Some(slot) = self.slots.get(&id) else {
             return;
         };
-        let generation = slot.generation;
-        let Some(worker) = slot.worker.as_mut().filter(|worker| !worker.stop_requested) else {
+        let generations: Vec<u32> = slot
+            .worker
+            .iter()
+            .chain(slot.successor.iter())
+            .map(|worker| worker.generation)
+            .collect();
+        for generation in generations {
+            self.stop_generation(id, generation);
+        }
+    }
+
+    /// Asks slot `id`'s process of `generation` to drain.
+    fn stop_generation(&mut self, id: u32, generation: u32) {
+        let grace = self.settings.grace;
+        let Some(worker) = self
+            .worker_of(id, generation)
+            .filter(|worker| !worker.stop_requested)
+        else {
             return;
         };
         worker.request_stop();
@@ -479,7 +547,7 @@ impl Supervisor {
 
     fn on_grace_expired(&mut self, id: u32, generation: u32) {
         let grace = self.settings.grace;
-        if let Some(worker) = self.current_worker(id, generation) {
+        if let Some(worker) = self.worker_of(id, generation) {
             tracing::warn!(
                 "worker {id} (pid {}) did not exit within the grace period of {}: killing it",
                 worker.pid,
@@ -496,7 +564,7 @@ impl Supervisor {
         let timeout = self.settings.ready_timeout;
         let policy = self.settings.policy;
         let proven = self.proven;
-        let Some(worker) = self.current_worker(id, generation) else {
+        let Some(worker) = self.worker_of(id, generation) else {
             return Ok(());
         };
         if worker.ready || worker.stop_requested {
@@ -523,7 +591,8 @@ impl Supervisor {
 
     fn kill_all(&mut self) {
         self.phase = Phase::Killing;
-        for worker in self.slots.values().filter_map(|slot| slot.worker.as_ref()) {
+        self.reload = None;
+        for worker in self.slots.values().flat_map(Slot::processes) {
             worker.signal(Signal::KILL);
         }
     }
@@ -588,12 +657,9 @@ impl Supervisor {
         }
     }
 
-    /// The worker of slot `id`, if it is still the one of `generation`.
-    fn current_worker(&mut self, id: u32, generation: u32) -> Option<&mut LiveWorker> {
-        self.slots
-            .get_mut(&id)
-            .filter(|slot| slot.generation == generation)
-            .and_then(|slot| slot.worker.as_mut())
+    /// Slot `id`'s process of `generation`, whatever its role.
+    fn worker_of(&mut self, id: u32, generation: u32) -> Option<&mut LiveWorker> {
+        self.slots.get_mut(&id)?.find(generation)
     }
 
     fn notify_after(&self, delay: Duration, notice: Notice) {

@@ -26,4 +26,9 @@ pub(crate) enum Notice {
     GraceExpired { id: u32, generation: u32 },
     /// The worker was started `ready_timeout` ago.
     ReadyTimeout { id: u32, generation: u32 },
+    /// A rolling reload's replacement was started `ready_timeout` ago.
+    ReloadTimeout { id: u32, generation: u32 },
+    /// A rolling reload's replacement that cannot say it is ready has run
+    /// long enough to count as ready.
+    Settled { id: u32, generation: u32 },
 }

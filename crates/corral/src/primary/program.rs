@@ -13,8 +13,10 @@ use crate::Error;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Program {
-    /// This executable, with this process's arguments.
-    CurrentExe,
+    /// This executable, with this process's arguments. The path is taken
+    /// once at start: after a deploy replaced the file, a restart or reload
+    /// runs the new one (the running process's own image is the old one).
+    CurrentExe { path: PathBuf },
     /// Another program with its arguments.
     Command {
         program: OsString,
@@ -31,8 +33,8 @@ pub(crate) struct ResolvedProgram {
 impl Program {
     pub(crate) fn resolve(&self) -> Result<ResolvedProgram, Error> {
         match self {
-            Program::CurrentExe => Ok(ResolvedProgram {
-                path: std::env::current_exe().map_err(Error::io("cannot find this executable"))?,
+            Program::CurrentExe { path } => Ok(ResolvedProgram {
+                path: path.clone(),
                 argv: std::env::args_os().collect(),
             }),
             Program::Command { program, args } => {
@@ -50,14 +52,14 @@ impl Program {
     /// as long as it likes, and nothing would supervise it, so it is killed.
     pub(crate) fn death_signal(&self) -> Signal {
         match self {
-            Program::CurrentExe => Signal::TERM,
+            Program::CurrentExe { .. } => Signal::TERM,
             Program::Command { .. } => Signal::KILL,
         }
     }
 
     /// Whether the worker speaks corral's channel for sure (the library).
     pub(crate) fn speaks_channel(&self) -> bool {
-        matches!(self, Program::CurrentExe)
+        matches!(self, Program::CurrentExe { .. })
     }
 
     /// Whether the worker is a Node.js program, which gets the channel as
@@ -78,7 +80,7 @@ impl Program {
     /// A short name for logs: the program's file name.
     pub(crate) fn display_name(&self) -> String {
         let program = match self {
-            Program::CurrentExe => std::env::args_os().next().unwrap_or_default(),
+            Program::CurrentExe { .. } => std::env::args_os().next().unwrap_or_default(),
             Program::Command { program, .. } => program.clone(),
         };
         Path::new(&program)

@@ -1,6 +1,8 @@
 //! A worker slot: a numbered place in the cluster that one worker process
-//! fills at a time. The slot outlives its workers: it keeps the id, counts the
-//! generations and carries the restart backoff from one worker to the next.
+//! serves at a time. The slot outlives its workers: it keeps the id, counts
+//! the generations and carries the restart backoff from one worker to the
+//! next. During a rolling reload it briefly holds a successor beside its
+//! worker, and old workers stay in it while they drain.
 
 use std::time::Instant;
 
@@ -14,7 +16,12 @@ pub(crate) struct Slot {
     /// Starts so far; the current worker's generation.
     pub generation: u32,
     pub backoff: RestartBackoff,
+    /// The worker serving the slot.
     pub worker: Option<LiveWorker>,
+    /// A rolling reload's replacement, started and not yet ready.
+    pub successor: Option<LiveWorker>,
+    /// Former workers asked to stop, draining until they exit.
+    pub retired: Vec<LiveWorker>,
     /// The cluster shrank: when this worker exits, the slot goes away.
     pub retiring: bool,
     /// Workers in a row that failed by themselves before they were up:
@@ -29,14 +36,70 @@ impl Slot {
             generation: 0,
             backoff,
             worker: None,
+            successor: None,
+            retired: Vec::new(),
             retiring: false,
             start_failures: 0,
         }
     }
 }
 
-/// The process currently filling a slot.
+/// Which of a slot's processes a worker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Current,
+    Successor,
+    Retired,
+}
+
+impl Slot {
+    /// The slot's process of `generation`, whatever its role.
+    pub(crate) fn find(&mut self, generation: u32) -> Option<&mut LiveWorker> {
+        self.worker
+            .iter_mut()
+            .chain(self.successor.iter_mut())
+            .chain(self.retired.iter_mut())
+            .find(|worker| worker.generation == generation)
+    }
+
+    /// Removes the process of `generation` from the slot.
+    pub(crate) fn take(&mut self, generation: u32) -> Option<(LiveWorker, Role)> {
+        if self
+            .worker
+            .as_ref()
+            .is_some_and(|w| w.generation == generation)
+        {
+            return self.worker.take().map(|worker| (worker, Role::Current));
+        }
+        if self
+            .successor
+            .as_ref()
+            .is_some_and(|w| w.generation == generation)
+        {
+            return self
+                .successor
+                .take()
+                .map(|worker| (worker, Role::Successor));
+        }
+        let index = self
+            .retired
+            .iter()
+            .position(|w| w.generation == generation)?;
+        Some((self.retired.remove(index), Role::Retired))
+    }
+
+    /// Every process of the slot.
+    pub(crate) fn processes(&self) -> impl Iterator<Item = &LiveWorker> {
+        self.worker
+            .iter()
+            .chain(self.successor.iter())
+            .chain(self.retired.iter())
+    }
+}
+
+/// A worker process of a slot.
 pub(crate) struct LiveWorker {
+    pub generation: u32,
     pub pid: u32,
     pub started: Instant,
     pub ready: bool,

@@ -1,0 +1,216 @@
+//! Rolling reload (SIGHUP): every worker replaced, one at a time, each
+//! replacement ready before the worker it replaces stops, under load.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use corral_testkit::{
+    ClusterProcess, PATIENCE, Signal, hello, http_get, process_alive, wait_until,
+};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
+
+/// Requests on new connections, one after another, until stopped.
+struct Load {
+    running: Arc<AtomicBool>,
+    succeeded: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Self {
+        let running = Arc::new(AtomicBool::new(true));
+        let succeeded = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (run, ok, bad) = (running.clone(), succeeded.clone(), failed.clone());
+        let thread = std::thread::spawn(move || {
+            while run.load(Ordering::Relaxed) {
+                match http_get(port, "/") {
+                    Ok(response) if response.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => bad.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+        Load {
+            running,
+            succeeded,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `count` more requests have succeeded.
+    fn wait_for_more(&self, count: u64) {
+        let target = self.succeeded.load(Ordering::Relaxed) + count;
+        assert!(
+            wait_until(PATIENCE, || self.succeeded.load(Ordering::Relaxed)
+                >= target),
+            "the load stalled"
+        );
+    }
+
+    /// Stops the load; returns (succeeded, failed).
+    fn stop(mut self) -> (u64, u64) {
+        self.running.store(false, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn reloads_under_load_lose_no_request(policy: &str) {
+    let cluster = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--policy",
+            policy,
+            "--grace",
+            "5",
+        ],
+    );
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    cluster.expect_line("worker 2 ready");
+    let before: HashSet<u32> = cluster.worker_pids().into_iter().collect();
+    let load = Load::start(port);
+    for round in 1..=3 {
+        load.wait_for_more(20);
+        cluster.signal(Signal::HUP);
+        cluster
+            .wait_for_lines(
+                "rolling reload complete: 2 workers replaced",
+                round,
+                PATIENCE,
+            )
+            .unwrap_or_else(|| panic!("reload {round} did not complete:\n{}", cluster.output()));
+    }
+    load.wait_for_more(20);
+    let (succeeded, failed) = load.stop();
+    eprintln!("{policy}: {succeeded} requests succeeded, {failed} failed during 3 reloads");
+    assert_eq!(failed, 0, "{policy}: requests failed during the reloads");
+    assert!(
+        wait_until(PATIENCE, || before.iter().all(|&pid| !process_alive(pid))),
+        "the old workers exit"
+    );
+    let after: HashSet<u32> = cluster.worker_pids().into_iter().collect();
+    assert_eq!(after.len(), 2);
+    assert!(after.is_disjoint(&before));
+    assert!(
+        cluster.output().contains("generation 4"),
+        "three replacements per slot"
+    );
+    hello(port);
+}
+
+#[test]
+fn three_rolling_reloads_under_load_lose_no_request_with_reuseport() {
+    reloads_under_load_lose_no_request("reuseport");
+}
+
+#[test]
+fn three_rolling_reloads_under_load_lose_no_request_with_round_robin() {
+    reloads_under_load_lose_no_request("round-robin");
+}
+
+/// A deployed app: a wrapper script the test rewrites between reloads.
+struct Deployment {
+    script: PathBuf,
+}
+
+impl Deployment {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("corral-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Deployment {
+            script: dir.join("app.sh"),
+        }
+    }
+
+    fn deploy(&self, body: &str) {
+        std::fs::write(&self.script, body).unwrap();
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Some(dir) = self.script.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn version_answering(port: u16) -> (String, String) {
+    let body = http_get(port, "/").expect("the app answers").body;
+    let words: Vec<&str> = body.split_whitespace().collect();
+    let field = |key: &str| {
+        let at = words.iter().position(|word| *word == key).unwrap();
+        words[at + 1].to_string()
+    };
+    (field("pid"), field("version"))
+}
+
+#[test]
+fn a_broken_deploy_aborts_the_reload_and_a_fixed_one_upgrades_every_worker() {
+    let app = Deployment::new("reload");
+    app.deploy(&format!("APP_VERSION=1 exec python3 {ENV_SERVER}\n"));
+    let script = app.script.to_str().unwrap();
+    let cluster = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--grace",
+            "2",
+            "--",
+            "sh",
+            script,
+        ],
+    );
+    let port = cluster.port();
+    cluster.expect_line("[worker 1] python worker 1 serving");
+    cluster.expect_line("[worker 2] python worker 2 serving");
+    let first: HashSet<u32> = cluster.worker_pids().into_iter().collect();
+
+    app.deploy("echo 'the new version cannot start' >&2; exit 1\n");
+    cluster.signal(Signal::HUP);
+    cluster.expect_line("rolling reload aborted: the replacement for worker 1 exited with code 1");
+    for _ in 0..10 {
+        let (pid, version) = version_answering(port);
+        assert_eq!(version, "1");
+        assert!(
+            first.contains(&pid.parse().unwrap()),
+            "the old workers keep serving"
+        );
+    }
+
+    app.deploy(&format!("APP_VERSION=2 exec python3 {ENV_SERVER}\n"));
+    cluster.signal(Signal::HUP);
+    cluster.expect_line("rolling reload complete: 2 workers replaced");
+    assert!(wait_until(PATIENCE, || first
+        .iter()
+        .all(|&pid| !process_alive(pid))));
+    for _ in 0..10 {
+        assert_eq!(
+            version_answering(port).1,
+            "2",
+            "every worker runs the new version"
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Rolling reload (SIGHUP, `Primary::reload`): slot by slot, start a
+//! replacement beside the running worker, wait until it is ready, then make
+//! it the slot's worker and let the old one drain. One extra worker at a
+//! time; the running worker keeps serving until its replacement can. A
+//! replacement that exits or is not ready within `ready_timeout` aborts the
+//! reload, and the workers still running keep serving. A reload asked for
+//! during one runs after it (requests in between count once).
+
+use std::collections::VecDeque;
+
+use std::time::Duration;
+
+use super::Supervisor;
+use super::notice::Notice;
+use super::{Phase, WorkerState};
+use crate::Error;
+use crate::balance::WorkerKey;
+use crate::event::{Event, human_duration};
+
+/// How long a replacement that cannot say it is ready (a COMMAND that
+/// does not speak the channel) must run without exiting to count as ready.
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// A rolling reload under way.
+pub(super) struct Reload {
+    /// Slots still to replace, in order.
+    queue: VecDeque<u32>,
+    /// The replacement being waited for: slot and generation.
+    awaiting: Option<(u32, u32)>,
+    /// Another reload was asked for meanwhile.
+    again: bool,
+    replaced: usize,
+}
+
+impl Supervisor {
+    /// Starts a rolling reload, or queues one if a reload is under way.
+    pub(super) fn request_reload(&mut self) -> Result<(), Error> {
+        if self.phase != Phase::Running {
+            return Ok(());
+        }
+        if let Some(reload) = self.reload.as_mut() {
+            reload.again = true;
+            tracing::info!("a rolling reload is under way: another will follow it");
+            return Ok(());
+        }
+        let queue: VecDeque<u32> = self
+            .slots
+            .values()
+            .filter(|slot| !slot.retiring && slot.worker.is_some())
+            .map(|slot| slot.id)
+            .collect();
+        tracing::info!(
+            "rolling reload: replacing {} workers, one at a time",
+            queue.len()
+        );
+        self.reload = Some(Reload {
+            queue,
+            awaiting: None,
+            again: false,
+            replaced: 0,
+        });
+        self.reload_next()
+    }
+
+    /// Starts the replacement of the next slot, or ends the reload.
+    fn reload_next(&mut self) -> Result<(), Error> {
+        loop {
+            let Some(reload) = self.reload.as_mut() else {
+                return Ok(());
+            };
+            let Some(id) = reload.queue.pop_front() else {
+                let (replaced, again) = (reload.replaced, reload.again);
+                self.reload = None;
+                tracing::info!("rolling reload complete: {replaced} workers replaced");
+                return if again { self.request_reload() } else { Ok(()) };
+            };
+            let replaceable = self.slots.get(&id).is_some_and(|slot| {
+                !slot.retiring && slot.worker.is_some() && slot.successor.is_none()
+            });
+            if !replaceable {
+                continue;
+            }
+            let successor = match self.launch(id, true) {
+                Ok(Some(successor)) => successor,
+                Ok(None) => continue,
+                Err(err) => {
+                    return self.abort_reload(id, &format!("could not be started: {err}"));
+                }
+            };
+            let (generation, ready) = (successor.generation, successor.ready);
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.successor = Some(successor);
+            }
+            if let Some(reload) = self.reload.as_mut() {
+                reload.awaiting = Some((id, generation));
+            }
+            if !ready {
+                let timeout = self.settings.ready_timeout;
+                self.notify_after(timeout, Notice::ReloadTimeout { id, generation });
+                if self.cannot_say_ready() {
+                    self.notify_after(SETTLE, Notice::Settled { id, generation });
+                }
+                return Ok(());
+            }
+            self.promote(id);
+        }
+    }
+
+    /// Whether workers may never say they are ready: COMMAND workers under a
+    /// policy where they accept by themselves.
+    fn cannot_say_ready(&self) -> bool {
+        !self.launcher.program.speaks_channel() && !self.settings.policy.hands_off()
+    }
+
+    /// The awaited replacement has run `SETTLE` without exiting: ready,
+    /// unless it already said so.
+    pub(super) fn on_settled(&mut self, id: u32, generation: u32) -> Result<(), Error> {
+        if !self.reload_awaits(id, generation) {
+            return Ok(());
+        }
+        if let Some(worker) = self.worker_of(id, generation) {
+            worker.ready = true;
+        }
+        self.replacement_ready(id)
+    }
+
+    /// Whether the reload waits for slot `id`'s process of `generation`.
+    pub(super) fn reload_awaits(&self, id: u32, generation: u32) -> bool {
+        self.reload
+            .as_ref()
+            .is_some_and(|reload| reload.awaiting == Some((id, generation)))
+    }
+
+    /// The awaited replacement said it is ready: promote it, go on.
+    pub(super) fn replacement_ready(&mut self, id: u32) -> Result<(), Error> {
+        self.promote(id);
+        self.reload_next()
+    }
+
+    /// Makes slot `id`'s successor its worker and asks the old one to drain.
+    fn promote(&mut self, id: u32) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some(successor) = slot.successor.take() else {
+            return;
+        };
+        let (pid, generation) = (successor.pid, successor.generation);
+        let old = slot.worker.replace(successor);
+        if let Some(reload) = self.reload.as_mut() {
+            reload.awaiting = None;
+            reload.replaced += 1;
+        }
+        if let Some(worker) = self.slots.get(&id).and_then(|slot| slot.worker.as_ref()) {
+            self.register(id, worker);
+        }
+        self.registry.set_state(id, generation, WorkerState::Ready);
+        self.balancer.worker_ready(WorkerKey {
+            slot: id,
+            generation,
+        });
+        self.emit(Event::Ready { id, pid });
+        if let Some(old) = old {
+            tracing::info!(
+                "rolling reload: worker {id} replaced (pid {} -> {pid})",
+                old.pid
+            );
+            let old_generation = old.generation;
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.retired.push(old);
+            }
+            self.stop_generation(id, old_generation);
+        }
+    }
+
+    /// Whether slot `id`, whose worker just exited, has a replacement on
+    /// its way: then the replacement, once ready, is the slot's worker, and
+    /// no restart is needed.
+    pub(super) fn replacement_coming(&self, id: u32) -> bool {
+        self.slots
+            .get(&id)
+            .is_some_and(|slot| slot.successor.is_some())
+    }
+
+    pub(super) fn on_reload_timeout(&mut self, id: u32, generation: u32) -> Result<(), Error> {
+        if !self.reload_awaits(id, generation) {
+            return Ok(());
+        }
+        let timeout = human_duration(self.settings.ready_timeout);
+        self.abort_reload(id, &format!("was not ready within {timeout}"))
+    }
+
+    /// Gives up the reload: the replacement of slot `id` failed. The
+    /// workers running keep serving; the replacement, if alive, is stopped;
+    /// a slot whose worker died meanwhile is restarted as after any exit.
+    pub(super) fn abort_reload(&mut self, id: u32, why: &str) -> Result<(), Error> {
+        if self.reload.take().is_none() {
+            return Ok(());
+        }
+        tracing::error!(
+            "rolling reload aborted: the replacement for worker {id} {why}; \
+             the running workers keep serving"
+        );
+        let successor = self
+            .slots
+            .get_mut(&id)
+            .and_then(|slot| slot.successor.take());
+        if let Some(successor) = successor {
+            let generation = successor.generation;
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.retired.push(successor);
+            }
+            self.stop_generation(id, generation);
+        }
+        let orphaned = self
+            .slots
+            .get(&id)
+            .is_some_and(|slot| slot.worker.is_none() && !slot.retiring);
+        if orphaned && self.phase == Phase::Running {
+            return self.start(id);
+        }
+        Ok(())
+    }
+}
