@@ -87,7 +87,7 @@ fn reloads_under_load_lose_no_request(policy: &str) {
     cluster.expect_line("worker 2 ready");
     let before: HashSet<u32> = cluster.worker_pids().into_iter().collect();
     let load = Load::start(port);
-    for round in 1..=3 {
+    for round in 1..=5 {
         load.wait_for_more(20);
         cluster.signal(Signal::HUP);
         cluster
@@ -100,7 +100,7 @@ fn reloads_under_load_lose_no_request(policy: &str) {
     }
     load.wait_for_more(20);
     let (succeeded, failed) = load.stop();
-    eprintln!("{policy}: {succeeded} requests succeeded, {failed} failed during 3 reloads");
+    eprintln!("{policy}: {succeeded} requests succeeded, {failed} failed during 5 reloads");
     assert_eq!(failed, 0, "{policy}: requests failed during the reloads");
     assert!(
         wait_until(PATIENCE, || before.iter().all(|&pid| !process_alive(pid))),
@@ -117,12 +117,12 @@ fn reloads_under_load_lose_no_request(policy: &str) {
 }
 
 #[test]
-fn three_rolling_reloads_under_load_lose_no_request_with_reuseport() {
+fn five_rolling_reloads_under_load_lose_no_request_with_reuseport() {
     reloads_under_load_lose_no_request("reuseport");
 }
 
 #[test]
-fn three_rolling_reloads_under_load_lose_no_request_with_round_robin() {
+fn five_rolling_reloads_under_load_lose_no_request_with_round_robin() {
     reloads_under_load_lose_no_request("round-robin");
 }
 

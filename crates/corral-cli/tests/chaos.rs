@@ -1,0 +1,193 @@
+//! Chaos under load: workers killed every 300 ms, and the cluster scaled up
+//! and down, while a client opens a new connection for every request. The
+//! totals are printed; the assertions are what the README promises.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use corral_testkit::{ClusterProcess, PATIENCE, Signal, http_get, send_signal, wait_until};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+
+/// Clients on new connections, one request each, until stopped.
+struct Load {
+    running: Arc<AtomicBool>,
+    succeeded: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    /// Failures to connect at all: a new connection the cluster lost.
+    refused: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, clients: usize) -> Self {
+        let running = Arc::new(AtomicBool::new(true));
+        let succeeded = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let refused = Arc::new(AtomicU64::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (run, ok, bad) = (running.clone(), succeeded.clone(), failed.clone());
+                let lost = refused.clone();
+                std::thread::spawn(move || {
+                    while run.load(Ordering::Relaxed) {
+                        match http_get(port, "/") {
+                            Ok(response) if response.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed)
+                            }
+                            Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                lost.fetch_add(1, Ordering::Relaxed)
+                            }
+                            _ => bad.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                })
+            })
+            .collect();
+        Load {
+            running,
+            succeeded,
+            failed,
+            refused,
+            threads,
+        }
+    }
+
+    fn succeeded(&self) -> u64 {
+        self.succeeded.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients; returns (succeeded, failed in flight, refused).
+    fn stop(self) -> (u64, u64, u64) {
+        self.running.store(false, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        (
+            count(&self.succeeded),
+            count(&self.failed),
+            count(&self.refused),
+        )
+    }
+}
+
+fn cluster(policy: &str) -> (ClusterProcess, u16) {
+    let cluster = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--policy",
+            policy,
+            "--grace",
+            "5",
+        ],
+    );
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    cluster.expect_line("worker 2 ready");
+    (cluster, port)
+}
+
+/// Kills a worker every 300 ms for `duration` under load from one client
+/// (so no request is in flight on the killed worker when it dies only by
+/// chance): new connections must all succeed.
+fn kill_every_300ms(policy: &str) {
+    let (cluster, port) = cluster(policy);
+    let load = Load::start(port, 1);
+    let started = Instant::now();
+    let mut kills = 0u64;
+    let mut victim = 0usize;
+    while started.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(300));
+        let workers = cluster.worker_pids();
+        if let Some(&pid) = workers.get(victim % workers.len().max(1)) {
+            send_signal(pid, Signal::KILL);
+            kills += 1;
+        }
+        victim += 1;
+    }
+    let before = load.succeeded();
+    assert!(
+        wait_until(PATIENCE, || load.succeeded() > before + 10),
+        "the cluster serves again after the kills:\n{}",
+        cluster.output()
+    );
+    let (succeeded, failed, refused) = load.stop();
+    eprintln!(
+        "{policy}: {kills} workers killed; {succeeded} requests succeeded, \
+         {failed} failed in flight on a killed worker, {refused} new connections refused"
+    );
+    assert!(kills >= 8);
+    assert_eq!(refused, 0, "{policy}: new connections were lost");
+    // One client, sequential requests: a kill lands between two requests or
+    // during one; only the latter may fail, so at most one per kill.
+    assert!(
+        failed <= kills,
+        "{policy}: {failed} failed for {kills} kills"
+    );
+    assert!(
+        !cluster.output().contains("every worker fails"),
+        "the cluster keeps going"
+    );
+}
+
+#[test]
+fn killing_a_worker_every_300ms_loses_no_new_connection_under_reuseport() {
+    kill_every_300ms("reuseport");
+}
+
+#[test]
+fn killing_a_worker_every_300ms_loses_no_new_connection_under_round_robin() {
+    kill_every_300ms("round-robin");
+}
+
+#[test]
+fn killing_a_worker_every_300ms_loses_no_new_connection_under_least_connections() {
+    kill_every_300ms("least-connections");
+}
+
+/// Scales 2 → 4 → 2 twice under load from 4 clients: nothing may fail.
+fn scale_up_and_down(policy: &str) {
+    let (cluster, port) = cluster(policy);
+    let load = Load::start(port, 4);
+    let ttin = Signal::from_named_raw(libc::SIGTTIN).expect("a known signal");
+    let ttou = Signal::from_named_raw(libc::SIGTTOU).expect("a known signal");
+    for _ in 0..2 {
+        for signal in [ttin, ttin, ttou, ttou] {
+            let before = load.succeeded();
+            cluster.signal(signal);
+            assert!(
+                wait_until(PATIENCE, || load.succeeded() > before + 50),
+                "load stalled"
+            );
+        }
+    }
+    assert!(
+        wait_until(PATIENCE, || cluster.worker_pids().len() == 2),
+        "back to 2 workers"
+    );
+    let (succeeded, failed, refused) = load.stop();
+    eprintln!("{policy}: scaled 2-4-2 twice; {succeeded} requests succeeded, {failed} failed");
+    assert_eq!(
+        (failed, refused),
+        (0, 0),
+        "{policy}: requests failed while scaling"
+    );
+}
+
+#[test]
+fn scaling_up_and_down_under_load_loses_nothing_with_round_robin() {
+    scale_up_and_down("round-robin");
+}
+
+#[test]
+fn scaling_up_and_down_under_load_loses_nothing_with_least_connections() {
+    scale_up_and_down("least-connections");
+}
