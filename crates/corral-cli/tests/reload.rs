@@ -110,8 +110,8 @@ fn reloads_under_load_lose_no_request(policy: &str) {
     assert_eq!(after.len(), 2);
     assert!(after.is_disjoint(&before));
     assert!(
-        cluster.output().contains("generation 4"),
-        "three replacements per slot"
+        cluster.output().contains("generation 6"),
+        "five replacements per slot"
     );
     hello(port);
 }
