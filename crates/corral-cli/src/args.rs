@@ -79,6 +79,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = corral::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(2..=1 << 32))]
     pub max_message_size: u64,
 
+    /// Watchdog: kill and replace a worker whose heartbeats stop for this
+    /// many seconds (demo workers send them; a COMMAND's workers are
+    /// watched once they send {"corral":"heartbeat"}) [default: off]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+
     /// Threads of each demo worker's runtime (1: single-threaded, as a Node
     /// worker) [default: one per CPU]; a COMMAND's workers ignore it
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]

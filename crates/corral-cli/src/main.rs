@@ -64,6 +64,9 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
     if let Some(workers) = run.workers {
         cluster = cluster.workers(workers as usize);
     }
+    if let Some(timeout) = run.timeout {
+        cluster = cluster.watchdog(timeout);
+    }
     if let Some(threads) = run.worker_threads {
         cluster = cluster.worker_threads(threads as usize);
     }

@@ -54,6 +54,7 @@ pub struct Cluster {
     ready_timeout: Duration,
     messages: MessagePolicy,
     worker_threads: Option<usize>,
+    watchdog: Option<Duration>,
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
 }
@@ -80,6 +81,7 @@ impl Cluster {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             messages: MessagePolicy::default(),
             worker_threads: None,
+            watchdog: None,
             observer: None,
             primary_task: None,
         }
@@ -159,6 +161,15 @@ impl Cluster {
         self
     }
 
+    /// Kills and replaces a worker whose heartbeats stop for `timeout` (a
+    /// hung event loop). Library workers then send a heartbeat every
+    /// quarter of it; a COMMAND's workers are watched once they send
+    /// `{"corral":"heartbeat"}` themselves.
+    pub fn watchdog(mut self, timeout: Duration) -> Self {
+        self.watchdog = Some(timeout);
+        self
+    }
+
     /// Runs `task` in the primary, beside the supervisor, with a [`Primary`]
     /// handle: events (lifecycle and messages), the worker table, messages
     /// to workers. Only the primary runs it; workers never do.
@@ -235,6 +246,14 @@ impl Cluster {
                 self.workers
             )));
         }
+        if self
+            .watchdog
+            .is_some_and(|timeout| timeout < Duration::from_millis(100))
+        {
+            return Err(Error::Config(
+                "the watchdog timeout must be at least 0.1 s".into(),
+            ));
+        }
         if self.worker_threads == Some(0) {
             return Err(Error::Config("worker threads must be 1 or more".into()));
         }
@@ -261,6 +280,7 @@ impl Cluster {
             ready_timeout: self.ready_timeout,
             messages: self.messages,
             worker_threads: self.worker_threads,
+            watchdog: self.watchdog,
         })
     }
 }

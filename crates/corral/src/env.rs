@@ -21,6 +21,8 @@ pub const IPC_FD: &str = "CORRAL_IPC_FD";
 pub const PRIMARY_PID: &str = "CORRAL_PRIMARY_PID";
 /// The drain time the primary allows, in milliseconds.
 pub const GRACE_MS: &str = "CORRAL_GRACE_MS";
+/// With a watchdog: how often a library worker sends a heartbeat, in ms.
+pub const HEARTBEAT_MS: &str = "CORRAL_HEARTBEAT_MS";
 /// Threads of the library worker's tokio runtime (1: a current-thread
 /// runtime); unset: one per CPU.
 pub const WORKER_THREADS: &str = "CORRAL_WORKER_THREADS";
@@ -57,6 +59,7 @@ const NOT_INHERITED: &[&str] = &[
     IPC_FD,
     PRIMARY_PID,
     GRACE_MS,
+    HEARTBEAT_MS,
     WORKER_THREADS,
     MAX_MESSAGE_SIZE,
     CLUSTER_NAME,
@@ -84,6 +87,7 @@ pub(crate) struct WorkerIdentity<'a> {
     pub grace: Duration,
     pub max_message_size: usize,
     pub worker_threads: Option<usize>,
+    pub heartbeat: Option<Duration>,
     pub cluster_name: &'a str,
     pub policy: Policy,
     pub addresses: &'a [SocketAddr],
@@ -131,6 +135,9 @@ impl WorkerIdentity<'_> {
         if let Some(threads) = self.worker_threads {
             ours.push((WORKER_THREADS, threads.to_string()));
         }
+        if let Some(heartbeat) = self.heartbeat {
+            ours.push((HEARTBEAT_MS, heartbeat.as_millis().max(1).to_string()));
+        }
         if self.node_channel {
             ours.push((NODE_CHANNEL_FD, self.ipc_fd().to_string()));
             ours.push((NODE_CHANNEL_SERIALIZATION_MODE, "json".to_string()));
@@ -150,6 +157,7 @@ pub(crate) struct WorkerEnvironment {
     pub grace: Duration,
     pub max_message_size: usize,
     pub worker_threads: Option<usize>,
+    pub heartbeat: Option<Duration>,
     pub policy: Option<Policy>,
     pub addresses: Vec<SocketAddr>,
     pub listeners: Vec<OwnedFd>,
@@ -199,6 +207,9 @@ impl WorkerEnvironment {
             grace: Duration::from_millis(read_number(GRACE_MS)?.unwrap_or(30_000).into()),
             max_message_size: read_number(MAX_MESSAGE_SIZE)?
                 .map_or(DEFAULT_MAX_LINE, |bytes| bytes as usize),
+            heartbeat: read_number(HEARTBEAT_MS)?
+                .filter(|&ms| ms > 0)
+                .map(|ms| Duration::from_millis(ms.into())),
             worker_threads: read_number(WORKER_THREADS)?
                 .filter(|&threads| threads > 0)
                 .map(|threads| threads as usize),

@@ -206,6 +206,18 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
         announced_ready: Arc::new(AtomicBool::new(false)),
     };
     worker.sender.send_control(Control::Online);
+    if let Some(period) = environment.heartbeat {
+        let sender = worker.sender.clone();
+        // Sent from the worker's own runtime: when its event loop stops,
+        // the heartbeats stop, and the primary's watchdog replaces it.
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(period);
+            loop {
+                beat.tick().await;
+                sender.send_control(Control::Heartbeat);
+            }
+        });
+    }
     Ok(worker)
 }
 

@@ -71,6 +71,8 @@ pub(crate) struct Settings {
     pub ready_timeout: Duration,
     pub messages: MessagePolicy,
     pub worker_threads: Option<usize>,
+    /// Kill a worker whose heartbeats stop for this long.
+    pub watchdog: Option<Duration>,
 }
 
 /// The user's task beside the supervisor (`Cluster::primary`).
@@ -131,6 +133,7 @@ pub(crate) async fn run(
         addresses: balancer.local_addrs().to_vec(),
         max_message_size: settings.max_message_size,
         worker_threads: settings.worker_threads,
+        heartbeat: settings.watchdog.map(|timeout| timeout / 4),
         output: OutputSink::start(),
         notices,
         router,
@@ -192,11 +195,15 @@ struct Supervisor {
 
 impl Supervisor {
     async fn supervise(&mut self, signals: &mut Signals) -> Result<(), Error> {
+        let watchdog = self.settings.watchdog;
+        let period = watchdog.map_or(Duration::from_secs(3600), |timeout| timeout / 4);
+        let mut watchdog_check = tokio::time::interval(period);
         while !self.finished() {
             tokio::select! {
                 Some(notice) = self.inbox.recv() => self.handle(notice)?,
                 request = signals.next() => self.obey(request)?,
                 Some(request) = self.requested.recv() => self.obey(request)?,
+                _ = watchdog_check.tick(), if watchdog.is_some() => self.kill_hung_workers(),
             }
         }
         tracing::info!("all workers exited: cluster stopped");
@@ -311,6 +318,7 @@ impl Supervisor {
             generation,
             pid,
             started: Instant::now(),
+            last_heartbeat: None,
             ready: ready_at_start,
             stop_requested: false,
             outbox: spawned.outbox,
@@ -375,7 +383,8 @@ impl Supervisor {
                 });
                 self.emit(Event::Ready { id, pid });
             }
-            Control::Ready | Control::Heartbeat => {}
+            Control::Heartbeat => worker.last_heartbeat = Some(Instant::now()),
+            Control::Ready => {}
             Control::Stop => {
                 tracing::warn!("worker {id} sent \"stop\", which only the primary sends: ignored")
             }
@@ -587,6 +596,33 @@ impl Supervisor {
         );
         worker.signal(Signal::KILL);
         Ok(())
+    }
+
+    /// The watchdog: a worker that sent heartbeats and then none for the
+    /// watchdog's timeout is hung; it is killed, and replaced as any worker
+    /// killed from outside.
+    fn kill_hung_workers(&mut self) {
+        let Some(timeout) = self.settings.watchdog else {
+            return;
+        };
+        let now = Instant::now();
+        for slot in self.slots.values() {
+            let Some(worker) = slot.worker.as_ref() else {
+                continue;
+            };
+            let silent = worker
+                .last_heartbeat
+                .is_some_and(|last| now.duration_since(last) > timeout);
+            if silent && !worker.stop_requested {
+                tracing::warn!(
+                    "worker {} (pid {}) sent no heartbeat for {}: it is hung; killing it",
+                    slot.id,
+                    worker.pid,
+                    human_duration(timeout)
+                );
+                worker.signal(Signal::KILL);
+            }
+        }
     }
 
     fn kill_all(&mut self) {

@@ -102,6 +102,9 @@ pub(crate) struct LiveWorker {
     pub generation: u32,
     pub pid: u32,
     pub started: Instant,
+    /// The last heartbeat, once the worker sent one (the watchdog watches
+    /// only workers that do).
+    pub last_heartbeat: Option<Instant>,
     pub ready: bool,
     pub stop_requested: bool,
     pub outbox: Outbox,

@@ -37,6 +37,8 @@ pub(crate) struct Launcher {
     pub addresses: Vec<SocketAddr>,
     pub max_message_size: usize,
     pub worker_threads: Option<usize>,
+    /// How often library workers send heartbeats (with a watchdog).
+    pub heartbeat: Option<Duration>,
     pub output: OutputSink,
     pub notices: mpsc::Sender<Notice>,
     pub router: Arc<Router>,
@@ -67,6 +69,7 @@ impl Launcher {
             grace: self.grace,
             max_message_size: self.max_message_size,
             worker_threads: self.worker_threads,
+            heartbeat: self.heartbeat,
             cluster_name: &self.cluster_name,
             policy: self.policy,
             addresses: &self.addresses,
