@@ -63,6 +63,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
+    /// When a COMMAND worker counts as ready: auto (when it says so; else at
+    /// once on a first start and after 1 s alive as a reload's replacement),
+    /// message (only when it sends {"corral":"ready"}), delay:SECONDS
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_ready)]
+    pub ready: corral::ReadyMode,
+
     /// Under round-robin and least-connections: seconds a worker may take
     /// to say it is ready before it is replaced (with no worker ever ready,
     /// corral stops with an error)
@@ -136,6 +142,10 @@ fn parse_listen(text: &str) -> Result<String, String> {
     text.parse::<corral::ListenAddr>()
         .map(|_| text.to_string())
         .map_err(|err| err.to_string())
+}
+
+fn parse_ready(text: &str) -> Result<corral::ReadyMode, String> {
+    text.parse().map_err(|err: corral::Error| err.to_string())
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

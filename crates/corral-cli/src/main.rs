@@ -55,6 +55,7 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
         .grace(run.grace)
         .backlog(run.backlog)
         .ready_timeout(run.ready_timeout)
+        .ready(run.ready)
         .max_message_size(run.max_message_size as usize)
         .on_message(corral::MessagePolicy {
             log: true,

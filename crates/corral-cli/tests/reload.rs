@@ -214,3 +214,62 @@ fn a_broken_deploy_aborts_the_reload_and_a_fixed_one_upgrades_every_worker() {
         );
     }
 }
+
+#[test]
+fn ready_message_waits_for_the_worker_to_say_so() {
+    // env_server.py never says it is ready: under --ready message that is
+    // reported at start.
+    let mut cluster = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "1",
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "message",
+            "--ready-timeout",
+            "0.5",
+            "--",
+            "python3",
+            ENV_SERVER,
+        ],
+    );
+    let status = cluster.wait_exit(PATIENCE).expect("corral gives up");
+    assert_eq!(status.code(), Some(1));
+    let error = cluster.expect_line("corral: error:");
+    assert!(
+        error.contains("--ready message") && error.contains("{\"corral\":\"ready\"}"),
+        "{error}"
+    );
+}
+
+#[test]
+fn ready_delay_counts_a_worker_ready_after_it_ran_that_long() {
+    let cluster = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "1",
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "delay:0.3",
+            "--",
+            "python3",
+            ENV_SERVER,
+        ],
+    );
+    cluster.expect_line("worker 1 spawned");
+    let spawned = std::time::Instant::now();
+    cluster.expect_line("worker 1 ready");
+    let waited = spawned.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(250),
+        "ready after {waited:?}"
+    );
+    cluster.signal(Signal::HUP);
+    cluster.expect_line("rolling reload complete: 1 workers replaced");
+}

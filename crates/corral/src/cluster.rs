@@ -13,6 +13,7 @@ use crate::channel::DEFAULT_MAX_LINE;
 use crate::env::WorkerEnvironment;
 use crate::event::Event;
 use crate::primary::{self, MessagePolicy, Observer, Primary, PrimaryTask, Program, Settings};
+use crate::ready::ReadyMode;
 use crate::worker::{Worker, run_worker};
 use crate::{Error, ListenAddr};
 
@@ -55,6 +56,7 @@ pub struct Cluster {
     messages: MessagePolicy,
     worker_threads: Option<usize>,
     watchdog: Option<Duration>,
+    ready: ReadyMode,
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
 }
@@ -82,6 +84,7 @@ impl Cluster {
             messages: MessagePolicy::default(),
             worker_threads: None,
             watchdog: None,
+            ready: ReadyMode::Auto,
             observer: None,
             primary_task: None,
         }
@@ -158,6 +161,12 @@ impl Cluster {
     /// threads than cores.
     pub fn worker_threads(mut self, threads: usize) -> Self {
         self.worker_threads = Some(threads);
+        self
+    }
+
+    /// When a COMMAND worker counts as ready (see [`ReadyMode`]).
+    pub fn ready(mut self, mode: ReadyMode) -> Self {
+        self.ready = mode;
         self
     }
 
@@ -281,6 +290,7 @@ impl Cluster {
             messages: self.messages,
             worker_threads: self.worker_threads,
             watchdog: self.watchdog,
+            ready: self.ready,
         })
     }
 }

@@ -43,6 +43,7 @@ mod mailbox;
 pub mod message;
 mod primary;
 mod readiness;
+mod ready;
 mod sys;
 mod worker;
 
@@ -59,4 +60,5 @@ pub use event::Event;
 pub use listener::Listener;
 pub use mailbox::{Messages, Origin, Received, WorkerSender};
 pub use primary::{MessagePolicy, Primary, SendError, WorkerInfo, WorkerState};
+pub use ready::ReadyMode;
 pub use worker::Worker;

@@ -37,6 +37,7 @@ use crate::backoff::{BackoffPolicy, RestartBackoff};
 use crate::balance::{Balancer, Policy, WorkerKey};
 use crate::event::{Event, human_duration, signal_name};
 use crate::message::Control;
+use crate::ready::ReadyMode;
 use handle::EventSink;
 use notice::Notice;
 use output::OutputSink;
@@ -73,6 +74,7 @@ pub(crate) struct Settings {
     pub worker_threads: Option<usize>,
     /// Kill a worker whose heartbeats stop for this long.
     pub watchdog: Option<Duration>,
+    pub ready: ReadyMode,
 }
 
 /// The user's task beside the supervisor (`Cluster::primary`).
@@ -246,7 +248,10 @@ impl Supervisor {
             Notice::ReloadTimeout { id, generation } => {
                 return self.on_reload_timeout(id, generation);
             }
-            Notice::Settled { id, generation } => return self.on_settled(id, generation),
+            // Ran long enough to count as ready (--ready): as if it said so.
+            Notice::Settled { id, generation } => {
+                return self.on_control(id, generation, Control::Ready);
+            }
         }
         Ok(())
     }
@@ -309,11 +314,15 @@ impl Supervisor {
             .and_then(|sockets| self.launcher.spawn(id, generation, sockets))?;
         let pid = spawned.pid;
         let foreign = !self.launcher.program.speaks_channel();
-        // A foreign command that inherited bound sockets is ready at once:
-        // the kernel queues its connections. Under a hand-off policy every
-        // worker must say it is ready before it gets connections.
-        // A replacement in a reload must prove itself first (reload.rs).
-        let ready_at_start = foreign && !self.settings.policy.hands_off() && !successor;
+        // Library workers say when they are ready; a COMMAND's readiness
+        // follows --ready (ready.rs).
+        let hands_off = self.settings.policy.hands_off();
+        let settle = if foreign {
+            self.settings.ready.settle(successor, hands_off)
+        } else {
+            None
+        };
+        let ready_at_start = settle == Some(Duration::ZERO);
         let worker = LiveWorker {
             generation,
             pid,
@@ -335,12 +344,16 @@ impl Supervisor {
         if foreign {
             self.emit(Event::Online { id, pid });
         }
+        if let Some(delay) = settle.filter(|delay| !delay.is_zero()) {
+            self.notify_after(delay, Notice::Settled { id, generation });
+        }
         if successor {
             // The reload promotes it once ready, or gives up on it.
         } else if ready_at_start {
             self.balancer.worker_ready(key);
             self.emit(Event::Ready { id, pid });
-        } else if self.settings.policy.hands_off() {
+        } else if hands_off || (foreign && settle.is_none()) {
+            // Workers that must say they are ready get `ready_timeout` to.
             let timeout = self.settings.ready_timeout;
             self.notify_after(timeout, Notice::ReadyTimeout { id, generation });
         }
@@ -579,7 +592,17 @@ impl Supervisor {
         if worker.ready || worker.stop_requested {
             return Ok(());
         }
-        if !proven && policy.hands_off() {
+        if !proven && !policy.hands_off() {
+            // Only COMMAND workers under --ready message get here.
+            return Err(Error::NeverReady(format!(
+                "worker {id} did not say it is ready within {}: with --ready message every \
+                 worker must send {{\"corral\":\"ready\"}} on CORRAL_IPC_FD (or \
+                 process.send('ready') in Node); use --ready auto or delay:SECONDS for a \
+                 server that cannot",
+                human_duration(timeout)
+            )));
+        }
+        if !proven {
             return Err(Error::NeverReady(format!(
                 "worker {id} did not say it is ready within {}: under --policy {policy} \
                  every worker must take connections from CORRAL_HANDOFF_FD and send \

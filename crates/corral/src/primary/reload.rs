@@ -8,18 +8,12 @@
 
 use std::collections::VecDeque;
 
-use std::time::Duration;
-
 use super::Supervisor;
 use super::notice::Notice;
 use super::{Phase, WorkerState};
 use crate::Error;
 use crate::balance::WorkerKey;
 use crate::event::{Event, human_duration};
-
-/// How long a replacement that cannot say it is ready (a COMMAND that
-/// does not speak the channel) must run without exiting to count as ready.
-const SETTLE: Duration = Duration::from_secs(1);
 
 /// A rolling reload under way.
 pub(super) struct Reload {
@@ -97,31 +91,10 @@ impl Supervisor {
             if !ready {
                 let timeout = self.settings.ready_timeout;
                 self.notify_after(timeout, Notice::ReloadTimeout { id, generation });
-                if self.cannot_say_ready() {
-                    self.notify_after(SETTLE, Notice::Settled { id, generation });
-                }
                 return Ok(());
             }
             self.promote(id);
         }
-    }
-
-    /// Whether workers may never say they are ready: COMMAND workers under a
-    /// policy where they accept by themselves.
-    fn cannot_say_ready(&self) -> bool {
-        !self.launcher.program.speaks_channel() && !self.settings.policy.hands_off()
-    }
-
-    /// The awaited replacement has run `SETTLE` without exiting: ready,
-    /// unless it already said so.
-    pub(super) fn on_settled(&mut self, id: u32, generation: u32) -> Result<(), Error> {
-        if !self.reload_awaits(id, generation) {
-            return Ok(());
-        }
-        if let Some(worker) = self.worker_of(id, generation) {
-            worker.ready = true;
-        }
-        self.replacement_ready(id)
     }
 
     /// Whether the reload waits for slot `id`'s process of `generation`.
