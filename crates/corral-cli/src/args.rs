@@ -91,6 +91,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 
+    /// Replace a worker gracefully (its replacement ready first) once its
+    /// resident memory exceeds SIZE: bytes, or with K, M, G (KiB, MiB,
+    /// GiB) [default: off]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+
     /// Threads of each demo worker's runtime (1: single-threaded, as a Node
     /// worker) [default: one per CPU]; a COMMAND's workers ignore it
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -142,6 +148,29 @@ fn parse_listen(text: &str) -> Result<String, String> {
     text.parse::<corral::ListenAddr>()
         .map(|_| text.to_string())
         .map_err(|err| err.to_string())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let digits = upper.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: u64 = match &upper[digits.len()..] {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: use a number of bytes, or K, M or G, as 512M"
+            ));
+        }
+    };
+    let count: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: use a number of bytes, or K, M or G, as 512M"))?;
+    count
+        .checked_mul(unit)
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("{text:?} is not a usable memory size"))
 }
 
 fn parse_ready(text: &str) -> Result<corral::ReadyMode, String> {
@@ -199,6 +228,17 @@ mod tests {
         assert_eq!(run.policy, PolicyArg::Shared);
         assert_eq!(run.grace, Duration::from_millis(500));
         assert_eq!(run.command, ["python3", "-m", "http.server"]);
+    }
+
+    #[test]
+    fn memory_sizes_parse() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "M", "12Q", "-1M", "0"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

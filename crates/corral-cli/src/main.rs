@@ -65,6 +65,9 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
     if let Some(workers) = run.workers {
         cluster = cluster.workers(workers as usize);
     }
+    if let Some(bytes) = run.max_memory {
+        cluster = cluster.max_memory(bytes);
+    }
     if let Some(timeout) = run.timeout {
         cluster = cluster.watchdog(timeout);
     }

@@ -216,6 +216,37 @@ fn a_broken_deploy_aborts_the_reload_and_a_fixed_one_upgrades_every_worker() {
 }
 
 #[test]
+fn workers_over_max_memory_are_recycled_without_losing_a_request() {
+    // Every demo worker uses more than 1 MiB: each is recycled once it has
+    // run a second.
+    let cluster = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--max-memory",
+            "1M",
+            "--grace",
+            "5",
+        ],
+    );
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    let load = Load::start(port);
+    cluster.expect_line("over --max-memory 1 MiB: replacing it gracefully");
+    cluster
+        .wait_for_lines("recycling: worker", 2, PATIENCE)
+        .expect("workers are recycled");
+    load.wait_for_more(20);
+    let (succeeded, failed) = load.stop();
+    eprintln!("recycling: {succeeded} requests succeeded, {failed} failed");
+    assert_eq!(failed, 0);
+}
+
+#[test]
 fn ready_message_waits_for_the_worker_to_say_so() {
     // env_server.py never says it is ready: under --ready message that is
     // reported at start.

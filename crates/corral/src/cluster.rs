@@ -57,6 +57,7 @@ pub struct Cluster {
     worker_threads: Option<usize>,
     watchdog: Option<Duration>,
     ready: ReadyMode,
+    max_memory: Option<u64>,
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
 }
@@ -85,6 +86,7 @@ impl Cluster {
             worker_threads: None,
             watchdog: None,
             ready: ReadyMode::Auto,
+            max_memory: None,
             observer: None,
             primary_task: None,
         }
@@ -161,6 +163,13 @@ impl Cluster {
     /// threads than cores.
     pub fn worker_threads(mut self, threads: usize) -> Self {
         self.worker_threads = Some(threads);
+        self
+    }
+
+    /// Replaces a worker gracefully (its replacement ready first) when its
+    /// resident memory grows past `bytes`; checked every second.
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes);
         self
     }
 
@@ -291,6 +300,7 @@ impl Cluster {
             worker_threads: self.worker_threads,
             watchdog: self.watchdog,
             ready: self.ready,
+            max_memory: self.max_memory,
         })
     }
 }

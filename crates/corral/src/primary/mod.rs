@@ -54,6 +54,8 @@ const CRASH_LOOP_REPORT: u32 = 3;
 /// in a row and no worker ever came up, the command is broken: the cluster
 /// exits with an error.
 const CRASH_LOOP_FATAL: u32 = 5;
+/// How often worker memory is compared with `--max-memory`.
+const MEMORY_CHECK: Duration = Duration::from_secs(1);
 /// How long a fatal stop waits for killed workers to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the primary, exiting, waits for its workers' last output.
@@ -75,6 +77,8 @@ pub(crate) struct Settings {
     /// Kill a worker whose heartbeats stop for this long.
     pub watchdog: Option<Duration>,
     pub ready: ReadyMode,
+    /// Recycle a worker whose resident memory grows past this many bytes.
+    pub max_memory: Option<u64>,
 }
 
 /// The user's task beside the supervisor (`Cluster::primary`).
@@ -200,12 +204,15 @@ impl Supervisor {
         let watchdog = self.settings.watchdog;
         let period = watchdog.map_or(Duration::from_secs(3600), |timeout| timeout / 4);
         let mut watchdog_check = tokio::time::interval(period);
+        let max_memory = self.settings.max_memory;
+        let mut memory_check = tokio::time::interval(MEMORY_CHECK);
         while !self.finished() {
             tokio::select! {
                 Some(notice) = self.inbox.recv() => self.handle(notice)?,
                 request = signals.next() => self.obey(request)?,
                 Some(request) = self.requested.recv() => self.obey(request)?,
                 _ = watchdog_check.tick(), if watchdog.is_some() => self.kill_hung_workers(),
+                _ = memory_check.tick(), if max_memory.is_some() => self.recycle_large_workers()?,
             }
         }
         tracing::info!("all workers exited: cluster stopped");
@@ -648,6 +655,39 @@ impl Supervisor {
         }
     }
 
+    /// Recycles workers over `--max-memory` (resident set), once they have
+    /// run as long as a stable worker: the replacement is ready before the
+    /// old worker drains.
+    fn recycle_large_workers(&mut self) -> Result<(), Error> {
+        let Some(limit) = self.settings.max_memory else {
+            return Ok(());
+        };
+        if self.phase != Phase::Running {
+            return Ok(());
+        }
+        let settled = self.settings.backoff.stable_after;
+        let over: Vec<(u32, u64)> = self
+            .slots
+            .values()
+            .filter(|slot| slot.successor.is_none() && !slot.retiring)
+            .filter_map(|slot| {
+                let worker = slot.worker.as_ref()?;
+                let old_enough = worker.started.elapsed() >= settled && !worker.stop_requested;
+                let resident = resident_bytes(worker.pid)?;
+                (old_enough && resident > limit).then_some((slot.id, resident))
+            })
+            .collect();
+        for (id, resident) in over {
+            tracing::warn!(
+                "worker {id} uses {} MiB, over --max-memory {} MiB: replacing it gracefully",
+                resident >> 20,
+                limit >> 20
+            );
+            self.recycle(id)?;
+        }
+        Ok(())
+    }
+
     fn kill_all(&mut self) {
         self.phase = Phase::Killing;
         self.reload = None;
@@ -744,6 +784,13 @@ impl Supervisor {
             self.events.emit(event);
         }
     }
+}
+
+/// The resident set size of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
 }
 
 /// Signals a program gets from its own faults, as opposed to signals sent

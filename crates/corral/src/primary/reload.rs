@@ -1,4 +1,5 @@
-//! Rolling reload (SIGHUP, `Primary::reload`): slot by slot, start a
+//! Rolling reload (SIGHUP, `Primary::reload`), and recycling (a worker over
+//! `--max-memory`), which is the same for one slot: slot by slot, start a
 //! replacement beside the running worker, wait until it is ready, then make
 //! it the slot's worker and let the old one drain. One extra worker at a
 //! time; the running worker keeps serving until its replacement can. A
@@ -17,6 +18,8 @@ use crate::event::{Event, human_duration};
 
 /// A rolling reload under way.
 pub(super) struct Reload {
+    /// What the logs call it: "rolling reload" or "recycling".
+    label: &'static str,
     /// Slots still to replace, in order.
     queue: VecDeque<u32>,
     /// The replacement being waited for: slot and generation.
@@ -48,6 +51,7 @@ impl Supervisor {
             queue.len()
         );
         self.reload = Some(Reload {
+            label: "rolling reload",
             queue,
             awaiting: None,
             again: false,
@@ -63,9 +67,9 @@ impl Supervisor {
                 return Ok(());
             };
             let Some(id) = reload.queue.pop_front() else {
-                let (replaced, again) = (reload.replaced, reload.again);
+                let (replaced, again, label) = (reload.replaced, reload.again, reload.label);
                 self.reload = None;
-                tracing::info!("rolling reload complete: {replaced} workers replaced");
+                tracing::info!("{label} complete: {replaced} workers replaced");
                 return if again { self.request_reload() } else { Ok(()) };
             };
             let replaceable = self.slots.get(&id).is_some_and(|slot| {
@@ -97,6 +101,25 @@ impl Supervisor {
         }
     }
 
+    /// Replaces slot `id`'s worker gracefully (it uses too much memory):
+    /// after the reload under way, if any, else at once.
+    pub(super) fn recycle(&mut self, id: u32) -> Result<(), Error> {
+        if let Some(reload) = self.reload.as_mut() {
+            if !reload.queue.contains(&id) && reload.awaiting.map(|(slot, _)| slot) != Some(id) {
+                reload.queue.push_back(id);
+            }
+            return Ok(());
+        }
+        self.reload = Some(Reload {
+            label: "recycling",
+            queue: VecDeque::from([id]),
+            awaiting: None,
+            again: false,
+            replaced: 0,
+        });
+        self.reload_next()
+    }
+
     /// Whether the reload waits for slot `id`'s process of `generation`.
     pub(super) fn reload_awaits(&self, id: u32, generation: u32) -> bool {
         self.reload
@@ -120,9 +143,11 @@ impl Supervisor {
         };
         let (pid, generation) = (successor.pid, successor.generation);
         let old = slot.worker.replace(successor);
+        let mut label = "rolling reload";
         if let Some(reload) = self.reload.as_mut() {
             reload.awaiting = None;
             reload.replaced += 1;
+            label = reload.label;
         }
         if let Some(worker) = self.slots.get(&id).and_then(|slot| slot.worker.as_ref()) {
             self.register(id, worker);
@@ -134,10 +159,7 @@ impl Supervisor {
         });
         self.emit(Event::Ready { id, pid });
         if let Some(old) = old {
-            tracing::info!(
-                "rolling reload: worker {id} replaced (pid {} -> {pid})",
-                old.pid
-            );
+            tracing::info!("{label}: worker {id} replaced (pid {} -> {pid})", old.pid);
             let old_generation = old.generation;
             if let Some(slot) = self.slots.get_mut(&id) {
                 slot.retired.push(old);
@@ -167,12 +189,13 @@ impl Supervisor {
     /// workers running keep serving; the replacement, if alive, is stopped;
     /// a slot whose worker died meanwhile is restarted as after any exit.
     pub(super) fn abort_reload(&mut self, id: u32, why: &str) -> Result<(), Error> {
-        if self.reload.take().is_none() {
+        let Some(reload) = self.reload.take() else {
             return Ok(());
-        }
+        };
         tracing::error!(
-            "rolling reload aborted: the replacement for worker {id} {why}; \
-             the running workers keep serving"
+            "{} aborted: the replacement for worker {id} {why}; \
+             the running workers keep serving",
+            reload.label
         );
         let successor = self
             .slots
