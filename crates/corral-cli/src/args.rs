@@ -97,6 +97,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
 
+    /// Replace a worker gracefully after it served N requests (as counted
+    /// by the worker: demo and library workers do; a COMMAND's workers send
+    /// {"corral":{"served":N}}) [default: off]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_requests: Option<u64>,
+
+    /// With --max-requests: up to this many more, chosen per worker, so
+    /// workers are not all replaced at once
+    #[arg(long, value_name = "J", default_value_t = 0, requires = "max_requests")]
+    pub max_requests_jitter: u64,
+
     /// Threads of each demo worker's runtime (1: single-threaded, as a Node
     /// worker) [default: one per CPU]; a COMMAND's workers ignore it
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]

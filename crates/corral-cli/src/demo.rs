@@ -23,7 +23,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// The worker body of a demo cluster.
 pub async fn serve_worker(mut worker: corral::Worker) -> anyhow::Result<()> {
     let listeners = worker.listeners();
-    serve(worker.id(), listeners, worker.stopped()).await
+    let requests = Some(worker.request_counter());
+    serve(worker.id(), listeners, requests, worker.stopped()).await
 }
 
 /// Serves `listeners` as worker `id` until `stopped` completes, then waits
@@ -31,6 +32,7 @@ pub async fn serve_worker(mut worker: corral::Worker) -> anyhow::Result<()> {
 pub async fn serve(
     id: u32,
     listeners: Vec<corral::Listener>,
+    requests: Option<corral::RequestCounter>,
     stopped: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let greeting = Bytes::from(format!(
@@ -44,11 +46,13 @@ pub async fn serve(
         let greeting = greeting.clone();
         let connections = connections.clone();
         let stop = stop.clone();
+        let requests = requests.clone();
         accepting.spawn(async move {
             loop {
                 let (stream, _peer) = listener.accept_retrying().await;
                 let _ = stream.set_nodelay(true);
-                let connection = serve_connection(stream, greeting.clone(), stop.clone());
+                let connection =
+                    serve_connection(stream, greeting.clone(), requests.clone(), stop.clone());
                 lock(&connections).spawn(connection);
             }
         });
@@ -71,12 +75,16 @@ pub async fn serve(
 async fn serve_connection(
     stream: corral::Connection,
     greeting: Bytes,
+    requests: Option<corral::RequestCounter>,
     mut stop: watch::Receiver<bool>,
 ) {
     let served = Arc::new(AtomicBool::new(false));
     let counted = served.clone();
     let service = service_fn(move |request| {
         counted.store(true, Ordering::Relaxed);
+        if let Some(requests) = &requests {
+            requests.served();
+        }
         answer(request, greeting.clone())
     });
     let connection = hyper::server::conn::http1::Builder::new()

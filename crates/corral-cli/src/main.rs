@@ -65,6 +65,9 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
     if let Some(workers) = run.workers {
         cluster = cluster.workers(workers as usize);
     }
+    if let Some(max) = run.max_requests {
+        cluster = cluster.max_requests(max, run.max_requests_jitter);
+    }
     if let Some(bytes) = run.max_memory {
         cluster = cluster.max_memory(bytes);
     }

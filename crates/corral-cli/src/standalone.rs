@@ -37,7 +37,7 @@ pub fn run(args: DemoWorkerArgs) -> anyhow::Result<()> {
                 _ = terminated => {}
             }
         };
-        demo::serve(args.id, listeners, stop).await
+        demo::serve(args.id, listeners, None, stop).await
     })
 }
 

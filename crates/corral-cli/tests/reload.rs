@@ -247,6 +247,41 @@ fn workers_over_max_memory_are_recycled_without_losing_a_request() {
 }
 
 #[test]
+fn workers_are_recycled_after_max_requests_without_losing_a_request() {
+    let cluster = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--policy",
+            "round-robin",
+            "--max-requests",
+            "100",
+            "--max-requests-jitter",
+            "20",
+        ],
+    );
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    cluster.expect_line("worker 2 ready");
+    let load = Load::start(port);
+    let replaced = cluster
+        .wait_for_lines("recycling: worker", 3, PATIENCE)
+        .unwrap_or_else(|| panic!("workers are recycled:\n{}", cluster.output()));
+    let (succeeded, failed) = load.stop();
+    eprintln!("max-requests: {succeeded} requests succeeded, {failed} failed; {replaced:?}");
+    assert_eq!(failed, 0);
+    let reasons = cluster.output();
+    assert!(
+        reasons.contains("requests (--max-requests with jitter: 1"),
+        "{reasons}"
+    );
+}
+
+#[test]
 fn ready_message_waits_for_the_worker_to_say_so() {
     // env_server.py never says it is ready: under --ready message that is
     // reported at start.

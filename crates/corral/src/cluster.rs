@@ -58,6 +58,7 @@ pub struct Cluster {
     watchdog: Option<Duration>,
     ready: ReadyMode,
     max_memory: Option<u64>,
+    max_requests: Option<(u64, u64)>,
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
 }
@@ -87,6 +88,7 @@ impl Cluster {
             watchdog: None,
             ready: ReadyMode::Auto,
             max_memory: None,
+            max_requests: None,
             observer: None,
             primary_task: None,
         }
@@ -170,6 +172,15 @@ impl Cluster {
     /// resident memory grows past `bytes`; checked every second.
     pub fn max_memory(mut self, bytes: u64) -> Self {
         self.max_memory = Some(bytes);
+        self
+    }
+
+    /// Replaces a worker gracefully after it served `max` requests plus up
+    /// to `jitter` more (chosen per worker). Workers count requests with
+    /// [`crate::Worker::request_counter`] (a COMMAND's workers by sending
+    /// `{"corral":{"served":N}}`).
+    pub fn max_requests(mut self, max: u64, jitter: u64) -> Self {
+        self.max_requests = Some((max, jitter));
         self
     }
 
@@ -301,6 +312,8 @@ impl Cluster {
             watchdog: self.watchdog,
             ready: self.ready,
             max_memory: self.max_memory,
+            max_requests: self.max_requests.map(|(max, _)| max),
+            max_requests_jitter: self.max_requests.map_or(0, |(_, jitter)| jitter),
         })
     }
 }

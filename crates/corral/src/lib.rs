@@ -44,6 +44,7 @@ pub mod message;
 mod primary;
 mod readiness;
 mod ready;
+mod requests;
 mod sys;
 mod worker;
 
@@ -61,4 +62,5 @@ pub use listener::Listener;
 pub use mailbox::{Messages, Origin, Received, WorkerSender};
 pub use primary::{MessagePolicy, Primary, SendError, WorkerInfo, WorkerState};
 pub use ready::ReadyMode;
+pub use requests::RequestCounter;
 pub use worker::Worker;

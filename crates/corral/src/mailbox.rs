@@ -91,10 +91,15 @@ impl WorkerSender {
     }
 
     pub(crate) fn send_control(&self, control: Control) {
+        self.send_line_now(message::encode_control(control));
+    }
+
+    /// Queues `line` without waiting. A full queue means the primary is not
+    /// reading: it learns the worker's state some other way (its exit), so
+    /// dropping is safe for corral's own messages.
+    pub(crate) fn send_line_now(&self, line: Vec<u8>) {
         if let Some(outbox) = &self.outbox {
-            // A full queue means the primary is not reading: it will see the
-            // worker's state some other way (its exit), so dropping is safe.
-            let _ = outbox.try_send(message::encode_control(control));
+            let _ = outbox.try_send(line);
         }
     }
 

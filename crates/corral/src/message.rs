@@ -9,7 +9,9 @@
 //! * `{"corral":{"to":ID,"message":VALUE}}` (worker → primary): deliver VALUE
 //!   to worker ID;
 //! * `{"corral":{"from":ID,"message":VALUE}}` (primary → worker): VALUE, sent
-//!   by worker ID.
+//!   by worker ID;
+//! * `{"corral":{"served":N}}` (worker → primary): N more requests served
+//!   (`--max-requests` counts them).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -41,6 +43,8 @@ pub enum Message {
     SendTo { to: u32, message: Value },
     /// The primary delivers `message` from worker `from`.
     From { from: u32, message: Value },
+    /// The worker served `count` more requests.
+    Served { count: u64 },
     /// Anything else: the user's own message.
     User(Value),
 }
@@ -51,6 +55,7 @@ pub enum Message {
 enum Envelope {
     SendTo { to: u32, message: Value },
     From { from: u32, message: Value },
+    Served { served: u64 },
 }
 
 /// Why a line could not be decoded.
@@ -60,7 +65,7 @@ pub enum DecodeError {
     NotJson(#[from] serde_json::Error),
     #[error(
         "unknown corral message {0} (expected \"online\", \"ready\", \"heartbeat\", \"stop\", \
-         {{\"to\":ID,\"message\":…}} or {{\"from\":ID,\"message\":…}})"
+         {{\"to\":ID,\"message\":…}}, {{\"from\":ID,\"message\":…}} or {{\"served\":N}})"
     )]
     UnknownControl(Value),
 }
@@ -84,6 +89,7 @@ pub fn decode(line: &[u8]) -> Result<Option<Message>, DecodeError> {
     match Envelope::deserialize(&inner) {
         Ok(Envelope::SendTo { to, message }) => Ok(Some(Message::SendTo { to, message })),
         Ok(Envelope::From { from, message }) => Ok(Some(Message::From { from, message })),
+        Ok(Envelope::Served { served }) => Ok(Some(Message::Served { count: served })),
         Err(_) => Err(DecodeError::UnknownControl(inner)),
     }
 }
@@ -106,6 +112,11 @@ pub fn encode_send_to<T: Serialize + ?Sized>(to: u32, message: &T) -> serde_json
     Ok(line(
         &serde_json::json!({ CONTROL_KEY: Envelope::SendTo { to, message } }),
     ))
+}
+
+/// Encodes a report of `count` more requests served.
+pub fn encode_served(count: u64) -> Vec<u8> {
+    line(&serde_json::json!({ CONTROL_KEY: Envelope::Served { served: count } }))
 }
 
 /// Encodes `message` as delivered from worker `from`.

@@ -22,6 +22,7 @@ use crate::listener::Listener;
 use crate::mailbox::{INBOX_CAPACITY, Inbox, Messages, Origin, WorkerSender};
 use crate::message::{self, Control, Message};
 use crate::readiness::SocketReader;
+use crate::requests::RequestCounter;
 use crate::{Error, Policy};
 
 /// How long a worker whose primary vanished may take to finish in-flight
@@ -39,6 +40,7 @@ pub struct Worker {
     sender: WorkerSender,
     messages: Option<Messages>,
     subscribed: Arc<AtomicBool>,
+    requests: RequestCounter,
     announced_ready: Arc<AtomicBool>,
 }
 
@@ -110,6 +112,12 @@ impl Worker {
     /// Sends `message` to worker `id`, through the primary.
     pub async fn send_to<T: Serialize + ?Sized>(&self, id: u32, message: &T) -> Result<(), Error> {
         self.sender.send_to(id, message).await
+    }
+
+    /// Counts served requests for `--max-requests` (clone it into handlers
+    /// and call `served()` per request).
+    pub fn request_counter(&self) -> RequestCounter {
+        self.requests.clone()
     }
 
     /// A handle to send messages from other tasks.
@@ -200,9 +208,14 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
         grace: environment.grace,
         listeners,
         stop,
-        sender: WorkerSender { outbox },
+        sender: WorkerSender {
+            outbox: outbox.clone(),
+        },
         messages: Some(Messages { inbox }),
         subscribed,
+        requests: RequestCounter::start_reporting(WorkerSender {
+            outbox: outbox.clone(),
+        }),
         announced_ready: Arc::new(AtomicBool::new(false)),
     };
     worker.sender.send_control(Control::Online);
@@ -290,6 +303,11 @@ async fn read_channel(
             }
             Ok(Some(Message::From { from, message })) => {
                 inbox.deliver(Origin::Worker(from), message).await;
+            }
+            Ok(Some(Message::Served { .. })) => {
+                tracing::warn!(
+                    "the primary sent a request count, which only workers send: ignored"
+                );
             }
             Ok(Some(Message::SendTo { .. })) => {
                 tracing::warn!(

@@ -79,6 +79,10 @@ pub(crate) struct Settings {
     pub ready: ReadyMode,
     /// Recycle a worker whose resident memory grows past this many bytes.
     pub max_memory: Option<u64>,
+    /// Recycle a worker after it served this many requests, plus up to
+    /// `max_requests_jitter` more (chosen per worker).
+    pub max_requests: Option<u64>,
+    pub max_requests_jitter: u64,
 }
 
 /// The user's task beside the supervisor (`Cluster::primary`).
@@ -239,6 +243,11 @@ impl Supervisor {
                 generation,
                 status,
             } => return self.on_exit(id, generation, status),
+            Notice::Served {
+                id,
+                generation,
+                count,
+            } => return self.on_served(id, generation, count),
             Notice::RestartDue { id, generation } => {
                 let due = self.phase == Phase::Running
                     && self.slots.get(&id).is_some_and(|slot| {
@@ -335,6 +344,11 @@ impl Supervisor {
             pid,
             started: Instant::now(),
             last_heartbeat: None,
+            requests: 0,
+            request_limit: self
+                .settings
+                .max_requests
+                .map(|max| max + jitter(pid, self.settings.max_requests_jitter)),
             ready: ready_at_start,
             stop_requested: false,
             outbox: spawned.outbox,
@@ -655,6 +669,32 @@ impl Supervisor {
         }
     }
 
+    /// Counts requests a worker served; recycles it at its limit.
+    fn on_served(&mut self, id: u32, generation: u32, count: u64) -> Result<(), Error> {
+        let phase = self.phase;
+        let is_current = self
+            .slots
+            .get(&id)
+            .and_then(|slot| slot.worker.as_ref())
+            .is_some_and(|worker| worker.generation == generation);
+        let Some(worker) = self.worker_of(id, generation) else {
+            return Ok(());
+        };
+        let before = worker.requests;
+        worker.requests += count;
+        let Some(limit) = worker.request_limit else {
+            return Ok(());
+        };
+        if before >= limit || worker.requests < limit || !is_current || phase != Phase::Running {
+            return Ok(());
+        }
+        tracing::info!(
+            "worker {id} served {} requests (--max-requests with jitter: {limit}): replacing it gracefully",
+            worker.requests
+        );
+        self.recycle(id)
+    }
+
     /// Recycles workers over `--max-memory` (resident set), once they have
     /// run as long as a stable worker: the replacement is ready before the
     /// old worker drains.
@@ -784,6 +824,15 @@ impl Supervisor {
             self.events.emit(event);
         }
     }
+}
+
+/// A worker's share of `--max-requests-jitter`: spread over 0..=`jitter` by
+/// its pid, so workers started together are not recycled together.
+fn jitter(pid: u32, jitter: u64) -> u64 {
+    if jitter == 0 {
+        return 0;
+    }
+    u64::from(pid).wrapping_mul(0x9E37_79B9_7F4A_7C15) % (jitter + 1)
 }
 
 /// The resident set size of process `pid`, in bytes.

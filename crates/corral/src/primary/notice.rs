@@ -14,6 +14,12 @@ pub(crate) enum Notice {
         generation: u32,
         control: Control,
     },
+    /// The worker reported `count` more requests served.
+    Served {
+        id: u32,
+        generation: u32,
+        count: u64,
+    },
     /// The worker exited and was reaped (`None`: its status was lost).
     Exited {
         id: u32,

@@ -53,6 +53,14 @@ impl Router {
                 }
                 true
             }
+            Message::Served { count } => {
+                let notice = Notice::Served {
+                    id,
+                    generation,
+                    count,
+                };
+                self.notices.send(notice).await.is_ok()
+            }
             Message::From { .. } => {
                 tracing::warn!(
                     "worker {id} sent a \"from\" message, which only the primary sends: ignored"

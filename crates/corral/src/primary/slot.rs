@@ -107,6 +107,10 @@ pub(crate) struct LiveWorker {
     pub last_heartbeat: Option<Instant>,
     pub ready: bool,
     pub stop_requested: bool,
+    /// Requests the worker reported serving, and the count at which it is
+    /// recycled (`--max-requests` plus its jitter).
+    pub requests: u64,
+    pub request_limit: Option<u64>,
     pub outbox: Outbox,
     /// A Node program: it also gets pm2's `'shutdown'` message on stop.
     pub node: bool,
