@@ -69,6 +69,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_ready)]
     pub ready: corral::ReadyMode,
 
+    /// Replacements a rolling reload (or recycling) runs at once, beside the
+    /// workers serving
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_surge: u32,
+
     /// Under round-robin and least-connections: seconds a worker may take
     /// to say it is ready before it is replaced (with no worker ever ready,
     /// corral stops with an error)

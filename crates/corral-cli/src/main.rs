@@ -56,6 +56,7 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
         .backlog(run.backlog)
         .ready_timeout(run.ready_timeout)
         .ready(run.ready)
+        .max_surge(run.max_surge as usize)
         .max_message_size(run.max_message_size as usize)
         .on_message(corral::MessagePolicy {
             log: true,

@@ -282,6 +282,46 @@ fn workers_are_recycled_after_max_requests_without_losing_a_request() {
 }
 
 #[test]
+fn max_surge_replaces_several_workers_at_once() {
+    let cluster = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "4",
+            "-l",
+            "127.0.0.1:0",
+            "--max-surge",
+            "2",
+            "--grace",
+            "5",
+        ],
+    );
+    let port = cluster.port();
+    for id in 1..=4 {
+        cluster.expect_line(&format!("worker {id} ready"));
+    }
+    let load = Load::start(port);
+    load.wait_for_more(20);
+    cluster.signal(Signal::HUP);
+    cluster.expect_line("rolling reload complete: 4 workers replaced");
+    let (_, failed) = load.stop();
+    assert_eq!(failed, 0);
+    // Two replacements were started before the first one took over.
+    let output = cluster.output();
+    let lines: Vec<&str> = output.lines().collect();
+    let first_promotion = lines
+        .iter()
+        .position(|line| line.contains("rolling reload: worker"))
+        .unwrap();
+    let started_before = lines[..first_promotion]
+        .iter()
+        .filter(|line| line.contains("spawned") && line.contains("generation 2)"))
+        .count();
+    assert_eq!(started_before, 2, "{output}");
+}
+
+#[test]
 fn ready_message_waits_for_the_worker_to_say_so() {
     // env_server.py never says it is ready: under --ready message that is
     // reported at start.

@@ -59,6 +59,7 @@ pub struct Cluster {
     ready: ReadyMode,
     max_memory: Option<u64>,
     max_requests: Option<(u64, u64)>,
+    max_surge: usize,
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
 }
@@ -89,6 +90,7 @@ impl Cluster {
             ready: ReadyMode::Auto,
             max_memory: None,
             max_requests: None,
+            max_surge: 1,
             observer: None,
             primary_task: None,
         }
@@ -181,6 +183,13 @@ impl Cluster {
     /// `{"corral":{"served":N}}`).
     pub fn max_requests(mut self, max: u64, jitter: u64) -> Self {
         self.max_requests = Some((max, jitter));
+        self
+    }
+
+    /// How many replacements a rolling reload (or recycling) runs at once:
+    /// extra workers beside the ones serving. Default 1.
+    pub fn max_surge(mut self, workers: usize) -> Self {
+        self.max_surge = workers;
         self
     }
 
@@ -283,6 +292,9 @@ impl Cluster {
                 "the watchdog timeout must be at least 0.1 s".into(),
             ));
         }
+        if self.max_surge == 0 {
+            return Err(Error::Config("the reload surge must be 1 or more".into()));
+        }
         if self.worker_threads == Some(0) {
             return Err(Error::Config("worker threads must be 1 or more".into()));
         }
@@ -314,6 +326,7 @@ impl Cluster {
             max_memory: self.max_memory,
             max_requests: self.max_requests.map(|(max, _)| max),
             max_requests_jitter: self.max_requests.map_or(0, |(_, jitter)| jitter),
+            max_surge: self.max_surge,
         })
     }
 }

@@ -83,6 +83,8 @@ pub(crate) struct Settings {
     /// `max_requests_jitter` more (chosen per worker).
     pub max_requests: Option<u64>,
     pub max_requests_jitter: u64,
+    /// Replacements a rolling reload runs at once.
+    pub max_surge: usize,
 }
 
 /// The user's task beside the supervisor (`Cluster::primary`).

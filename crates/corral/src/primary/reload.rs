@@ -1,8 +1,9 @@
 //! Rolling reload (SIGHUP, `Primary::reload`), and recycling (a worker over
 //! `--max-memory`), which is the same for one slot: slot by slot, start a
 //! replacement beside the running worker, wait until it is ready, then make
-//! it the slot's worker and let the old one drain. One extra worker at a
-//! time; the running worker keeps serving until its replacement can. A
+//! it the slot's worker and let the old one drain. At most `max_surge`
+//! extra workers at a time (1 by default); the running worker keeps serving
+//! until its replacement can. A
 //! replacement that exits or is not ready within `ready_timeout` aborts the
 //! reload, and the workers still running keep serving. A reload asked for
 //! during one runs after it (requests in between count once).
@@ -22,8 +23,8 @@ pub(super) struct Reload {
     label: &'static str,
     /// Slots still to replace, in order.
     queue: VecDeque<u32>,
-    /// The replacement being waited for: slot and generation.
-    awaiting: Option<(u32, u32)>,
+    /// The replacements being waited for: slot and generation.
+    awaiting: Vec<(u32, u32)>,
     /// Another reload was asked for meanwhile.
     again: bool,
     replaced: usize,
@@ -53,20 +54,27 @@ impl Supervisor {
         self.reload = Some(Reload {
             label: "rolling reload",
             queue,
-            awaiting: None,
+            awaiting: Vec::new(),
             again: false,
             replaced: 0,
         });
         self.reload_next()
     }
 
-    /// Starts the replacement of the next slot, or ends the reload.
+    /// Starts the replacements of the next slots, as many as the surge
+    /// allows, or ends the reload.
     fn reload_next(&mut self) -> Result<(), Error> {
         loop {
             let Some(reload) = self.reload.as_mut() else {
                 return Ok(());
             };
+            if reload.awaiting.len() >= self.settings.max_surge {
+                return Ok(());
+            }
             let Some(id) = reload.queue.pop_front() else {
+                if !reload.awaiting.is_empty() {
+                    return Ok(());
+                }
                 let (replaced, again, label) = (reload.replaced, reload.again, reload.label);
                 self.reload = None;
                 tracing::info!("{label} complete: {replaced} workers replaced");
@@ -90,12 +98,12 @@ impl Supervisor {
                 slot.successor = Some(successor);
             }
             if let Some(reload) = self.reload.as_mut() {
-                reload.awaiting = Some((id, generation));
+                reload.awaiting.push((id, generation));
             }
             if !ready {
                 let timeout = self.settings.ready_timeout;
                 self.notify_after(timeout, Notice::ReloadTimeout { id, generation });
-                return Ok(());
+                continue;
             }
             self.promote(id);
         }
@@ -105,7 +113,8 @@ impl Supervisor {
     /// after the reload under way, if any, else at once.
     pub(super) fn recycle(&mut self, id: u32) -> Result<(), Error> {
         if let Some(reload) = self.reload.as_mut() {
-            if !reload.queue.contains(&id) && reload.awaiting.map(|(slot, _)| slot) != Some(id) {
+            let awaited = reload.awaiting.iter().any(|&(slot, _)| slot == id);
+            if !reload.queue.contains(&id) && !awaited {
                 reload.queue.push_back(id);
             }
             return Ok(());
@@ -113,7 +122,7 @@ impl Supervisor {
         self.reload = Some(Reload {
             label: "recycling",
             queue: VecDeque::from([id]),
-            awaiting: None,
+            awaiting: Vec::new(),
             again: false,
             replaced: 0,
         });
@@ -124,7 +133,7 @@ impl Supervisor {
     pub(super) fn reload_awaits(&self, id: u32, generation: u32) -> bool {
         self.reload
             .as_ref()
-            .is_some_and(|reload| reload.awaiting == Some((id, generation)))
+            .is_some_and(|reload| reload.awaiting.contains(&(id, generation)))
     }
 
     /// The awaited replacement said it is ready: promote it, go on.
@@ -145,7 +154,7 @@ impl Supervisor {
         let old = slot.worker.replace(successor);
         let mut label = "rolling reload";
         if let Some(reload) = self.reload.as_mut() {
-            reload.awaiting = None;
+            reload.awaiting.retain(|&(slot, _)| slot != id);
             reload.replaced += 1;
             label = reload.label;
         }
@@ -197,23 +206,29 @@ impl Supervisor {
              the running workers keep serving",
             reload.label
         );
-        let successor = self
-            .slots
-            .get_mut(&id)
-            .and_then(|slot| slot.successor.take());
-        if let Some(successor) = successor {
-            let generation = successor.generation;
-            if let Some(slot) = self.slots.get_mut(&id) {
-                slot.retired.push(successor);
+        // Every replacement under way goes; the old workers stay.
+        let mut slots: Vec<u32> = reload.awaiting.iter().map(|&(slot, _)| slot).collect();
+        slots.push(id);
+        slots.dedup();
+        for slot_id in slots {
+            let successor = self
+                .slots
+                .get_mut(&slot_id)
+                .and_then(|slot| slot.successor.take());
+            if let Some(successor) = successor {
+                let generation = successor.generation;
+                if let Some(slot) = self.slots.get_mut(&slot_id) {
+                    slot.retired.push(successor);
+                }
+                self.stop_generation(slot_id, generation);
             }
-            self.stop_generation(id, generation);
-        }
-        let orphaned = self
-            .slots
-            .get(&id)
-            .is_some_and(|slot| slot.worker.is_none() && !slot.retiring);
-        if orphaned && self.phase == Phase::Running {
-            return self.start(id);
+            let orphaned = self
+                .slots
+                .get(&slot_id)
+                .is_some_and(|slot| slot.worker.is_none() && !slot.retiring);
+            if orphaned && self.phase == Phase::Running {
+                self.start(slot_id)?;
+            }
         }
         Ok(())
     }
