@@ -2,77 +2,11 @@
 //! and down, while a client opens a new connection for every request. The
 //! totals are printed; the assertions are what the README promises.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, http_get, send_signal, wait_until};
+use corral_testkit::{ClusterProcess, Load, LoadTotals, PATIENCE, Signal, send_signal, wait_until};
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-
-/// Clients on new connections, one request each, until stopped.
-struct Load {
-    running: Arc<AtomicBool>,
-    succeeded: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    /// Failures to connect at all: a new connection the cluster lost.
-    refused: Arc<AtomicU64>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(port: u16, clients: usize) -> Self {
-        let running = Arc::new(AtomicBool::new(true));
-        let succeeded = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let refused = Arc::new(AtomicU64::new(0));
-        let threads = (0..clients)
-            .map(|_| {
-                let (run, ok, bad) = (running.clone(), succeeded.clone(), failed.clone());
-                let lost = refused.clone();
-                std::thread::spawn(move || {
-                    while run.load(Ordering::Relaxed) {
-                        match http_get(port, "/") {
-                            Ok(response) if response.status == 200 => {
-                                ok.fetch_add(1, Ordering::Relaxed)
-                            }
-                            Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-                                lost.fetch_add(1, Ordering::Relaxed)
-                            }
-                            _ => bad.fetch_add(1, Ordering::Relaxed),
-                        };
-                    }
-                })
-            })
-            .collect();
-        Load {
-            running,
-            succeeded,
-            failed,
-            refused,
-            threads,
-        }
-    }
-
-    fn succeeded(&self) -> u64 {
-        self.succeeded.load(Ordering::Relaxed)
-    }
-
-    /// Stops the clients; returns (succeeded, failed in flight, refused).
-    fn stop(self) -> (u64, u64, u64) {
-        self.running.store(false, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-        let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        (
-            count(&self.succeeded),
-            count(&self.failed),
-            count(&self.refused),
-        )
-    }
-}
 
 fn cluster(policy: &str) -> (ClusterProcess, u16) {
     let cluster = ClusterProcess::start(
@@ -119,7 +53,11 @@ fn kill_every_300ms(policy: &str) {
         "the cluster serves again after the kills:\n{}",
         cluster.output()
     );
-    let (succeeded, failed, refused) = load.stop();
+    let LoadTotals {
+        succeeded,
+        failed,
+        refused,
+    } = load.stop();
     eprintln!(
         "{policy}: {kills} workers killed; {succeeded} requests succeeded, \
          {failed} failed in flight on a killed worker, {refused} new connections refused"
@@ -173,7 +111,11 @@ fn scale_up_and_down(policy: &str) {
         wait_until(PATIENCE, || cluster.worker_pids().len() == 2),
         "back to 2 workers"
     );
-    let (succeeded, failed, refused) = load.stop();
+    let LoadTotals {
+        succeeded,
+        failed,
+        refused,
+    } = load.stop();
     eprintln!("{policy}: scaled 2-4-2 twice; {succeeded} requests succeeded, {failed} failed");
     assert_eq!(
         (failed, refused),

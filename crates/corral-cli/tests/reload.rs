@@ -3,69 +3,13 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 
 use corral_testkit::{
-    ClusterProcess, PATIENCE, Signal, hello, http_get, process_alive, wait_until,
+    ClusterProcess, Load, LoadTotals, PATIENCE, Signal, hello, http_get, process_alive, wait_until,
 };
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
-
-/// Requests on new connections, one after another, until stopped.
-struct Load {
-    running: Arc<AtomicBool>,
-    succeeded: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(port: u16) -> Self {
-        let running = Arc::new(AtomicBool::new(true));
-        let succeeded = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let (run, ok, bad) = (running.clone(), succeeded.clone(), failed.clone());
-        let thread = std::thread::spawn(move || {
-            while run.load(Ordering::Relaxed) {
-                match http_get(port, "/") {
-                    Ok(response) if response.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                    _ => bad.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        });
-        Load {
-            running,
-            succeeded,
-            failed,
-            thread: Some(thread),
-        }
-    }
-
-    /// Waits until `count` more requests have succeeded.
-    fn wait_for_more(&self, count: u64) {
-        let target = self.succeeded.load(Ordering::Relaxed) + count;
-        assert!(
-            wait_until(PATIENCE, || self.succeeded.load(Ordering::Relaxed)
-                >= target),
-            "the load stalled"
-        );
-    }
-
-    /// Stops the load; returns (succeeded, failed).
-    fn stop(mut self) -> (u64, u64) {
-        self.running.store(false, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        (
-            self.succeeded.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
 
 fn reloads_under_load_lose_no_request(policy: &str) {
     let cluster = ClusterProcess::start(
@@ -86,7 +30,7 @@ fn reloads_under_load_lose_no_request(policy: &str) {
     cluster.expect_line("worker 1 ready");
     cluster.expect_line("worker 2 ready");
     let before: HashSet<u32> = cluster.worker_pids().into_iter().collect();
-    let load = Load::start(port);
+    let load = Load::start(port, 1);
     for round in 1..=5 {
         load.wait_for_more(20);
         cluster.signal(Signal::HUP);
@@ -99,7 +43,12 @@ fn reloads_under_load_lose_no_request(policy: &str) {
             .unwrap_or_else(|| panic!("reload {round} did not complete:\n{}", cluster.output()));
     }
     load.wait_for_more(20);
-    let (succeeded, failed) = load.stop();
+    let LoadTotals {
+        succeeded,
+        failed,
+        refused,
+    } = load.stop();
+    assert_eq!(refused, 0);
     eprintln!("{policy}: {succeeded} requests succeeded, {failed} failed during 5 reloads");
     assert_eq!(failed, 0, "{policy}: requests failed during the reloads");
     assert!(
@@ -235,13 +184,18 @@ fn workers_over_max_memory_are_recycled_without_losing_a_request() {
     );
     let port = cluster.port();
     cluster.expect_line("worker 1 ready");
-    let load = Load::start(port);
+    let load = Load::start(port, 1);
     cluster.expect_line("over --max-memory 1 MiB: replacing it gracefully");
     cluster
         .wait_for_lines("recycling: worker", 2, PATIENCE)
         .expect("workers are recycled");
     load.wait_for_more(20);
-    let (succeeded, failed) = load.stop();
+    let LoadTotals {
+        succeeded,
+        failed,
+        refused,
+    } = load.stop();
+    assert_eq!(refused, 0);
     eprintln!("recycling: {succeeded} requests succeeded, {failed} failed");
     assert_eq!(failed, 0);
 }
@@ -267,11 +221,16 @@ fn workers_are_recycled_after_max_requests_without_losing_a_request() {
     let port = cluster.port();
     cluster.expect_line("worker 1 ready");
     cluster.expect_line("worker 2 ready");
-    let load = Load::start(port);
+    let load = Load::start(port, 1);
     let replaced = cluster
         .wait_for_lines("recycling: worker", 3, PATIENCE)
         .unwrap_or_else(|| panic!("workers are recycled:\n{}", cluster.output()));
-    let (succeeded, failed) = load.stop();
+    let LoadTotals {
+        succeeded,
+        failed,
+        refused,
+    } = load.stop();
+    assert_eq!(refused, 0);
     eprintln!("max-requests: {succeeded} requests succeeded, {failed} failed; {replaced:?}");
     assert_eq!(failed, 0);
     let reasons = cluster.output();
@@ -301,11 +260,14 @@ fn max_surge_replaces_several_workers_at_once() {
     for id in 1..=4 {
         cluster.expect_line(&format!("worker {id} ready"));
     }
-    let load = Load::start(port);
+    let load = Load::start(port, 1);
     load.wait_for_more(20);
     cluster.signal(Signal::HUP);
     cluster.expect_line("rolling reload complete: 4 workers replaced");
-    let (_, failed) = load.stop();
+    let LoadTotals {
+        failed, refused, ..
+    } = load.stop();
+    assert_eq!(refused, 0);
     assert_eq!(failed, 0);
     // Two replacements were started before the first one took over.
     let output = cluster.output();

@@ -387,3 +387,90 @@ mod tests {
         assert_eq!((response.status, response.body.as_str()), (200, "hello"));
     }
 }
+
+/// Clients requesting `GET /` on new connections, one request each, until
+/// stopped; counts what they saw.
+pub struct Load {
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    counts: std::sync::Arc<LoadCounts>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct LoadCounts {
+    succeeded: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadTotals {
+    pub succeeded: u64,
+    /// Requests that failed after the connection was made (in flight).
+    pub failed: u64,
+    /// Connections refused: new connections the server lost.
+    pub refused: u64,
+}
+
+impl Load {
+    /// Starts `clients` threads against 127.0.0.1:`port`.
+    pub fn start(port: u16, clients: usize) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let counts = std::sync::Arc::new(LoadCounts::default());
+        let threads = (0..clients)
+            .map(|_| {
+                let (running, counts) = (running.clone(), counts.clone());
+                std::thread::spawn(move || {
+                    while running.load(Relaxed) {
+                        let counter = match http_get(port, "/") {
+                            Ok(response) if response.status == 200 => &counts.succeeded,
+                            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                                &counts.refused
+                            }
+                            _ => &counts.failed,
+                        };
+                        counter.fetch_add(1, Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            running,
+            counts,
+            threads,
+        }
+    }
+
+    /// Requests that succeeded so far.
+    pub fn succeeded(&self) -> u64 {
+        self.counts
+            .succeeded
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until `count` more requests have succeeded; fails the test if
+    /// the load stalls.
+    pub fn wait_for_more(&self, count: u64) {
+        let target = self.succeeded() + count;
+        assert!(
+            wait_until(PATIENCE, || self.succeeded() >= target),
+            "the load stalled"
+        );
+    }
+
+    /// Stops the clients and returns the totals.
+    pub fn stop(self) -> LoadTotals {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.running.store(false, Relaxed);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        LoadTotals {
+            succeeded: self.counts.succeeded.load(Relaxed),
+            failed: self.counts.failed.load(Relaxed),
+            refused: self.counts.refused.load(Relaxed),
+        }
+    }
+}
