@@ -27,7 +27,7 @@ Scenarios, each on a freshly started cluster:
 Nothing is pinned: the load generator and the servers share the machine's cores.
 
 Run from the repository root:  python3 bench/faults.py [--quick] [--output FILE] [--no-write] [--corral PATH]
-It uses target/release/corral (built with cargo if missing) and pm2 from
+It uses target/release/corral (built first with cargo) and pm2 from
 bench/node_modules (npm install if missing), prints Markdown tables and writes
 them to bench/FAULTS.md.
 """
@@ -1003,7 +1003,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--no-write", action="store_true", help="print only; write no report")
     parser.add_argument(
-        "--corral", type=Path, help="corral binary (default target/release/corral, built if missing)"
+        "--corral", type=Path, help="corral binary (default target/release/corral, built first with cargo)"
     )
     parser.add_argument(
         "--rate",

@@ -144,7 +144,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--ipc-bench",
         type=Path,
-        help=f"corral's ipc_bench binary (default {DEFAULT_IPC_BENCH.relative_to(REPO)}, built if missing)",
+        help=f"corral's ipc_bench binary (default {DEFAULT_IPC_BENCH.relative_to(REPO)}, built first with cargo)",
     )
     parser.add_argument(
         "--output",
@@ -169,7 +169,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def ensure_ipc_bench(path: Path | None) -> Path:
-    """corral's ipc_bench: the one given, or the repository's release build (built if missing)."""
+    """corral's ipc_bench: the one given, or the repository's release build (built first with cargo)."""
     return ensure_release_binary(path, "--ipc-bench", DEFAULT_IPC_BENCH, BUILD_IPC_BENCH)
 
 

@@ -220,7 +220,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--corral",
         type=Path,
-        help=f"corral binary (default {DEFAULT_CORRAL.relative_to(REPO)}, built if missing)",
+        help=f"corral binary (default {DEFAULT_CORRAL.relative_to(REPO)}, built first with cargo)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin wrk and servers to separate cores")
     parser.add_argument(
@@ -299,24 +299,28 @@ def ensure_taskset() -> None:
 
 
 def ensure_corral(path: Path | None) -> Path:
-    """The corral binary: the one given, or the repository's release build (built if missing)."""
+    """The corral binary: the one given, or the repository's release build (built first with cargo)."""
     build = ["cargo", "build", "--release", "-p", "corral-cli"]
     return ensure_release_binary(path, "--corral", DEFAULT_CORRAL, build)
 
 
 def ensure_release_binary(path: Path | None, flag: str, default: Path, build: list[str]) -> Path:
-    """`path` if given (passed as `flag`), else `default`, built with `build` if missing."""
+    """`path` if given (passed as `flag`), else `default`, built with `build`
+    first (cargo does nothing when it is current), so a stale build is never
+    measured."""
     if path is not None:
         if not (path.is_file() and os.access(path, os.X_OK)):
             die(f"{flag} {path}: no executable there")
         return path.resolve()
-    if not default.exists():
-        if shutil.which("cargo") is None:
-            die(f"{default} is missing and cargo is not on the PATH; pass {flag} PATH")
-        log(f"building {default.name}: {shlex.join(build)}")
-        result = subprocess.run(build, cwd=REPO)
-        if result.returncode != 0 or not default.exists():
-            die(f"{shlex.join(build)} failed")
+    if shutil.which("cargo") is None:
+        if default.exists():
+            log(f"cargo is not on the PATH: using {default} as it is")
+            return default
+        die(f"{default} is missing and cargo is not on the PATH; pass {flag} PATH")
+    log(f"building {default.name}: {shlex.join(build)}")
+    result = subprocess.run(build, cwd=REPO)
+    if result.returncode != 0 or not default.exists():
+        die(f"{shlex.join(build)} failed")
     return default
 
 
