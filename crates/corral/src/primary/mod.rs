@@ -4,6 +4,7 @@
 //! so the workers' parent-death signal is tied to the primary's whole life.
 
 mod handle;
+mod health;
 mod notice;
 mod outbox;
 mod output;
@@ -39,6 +40,7 @@ use crate::event::{Event, human_duration, signal_name};
 use crate::message::Control;
 use crate::ready::ReadyMode;
 use handle::EventSink;
+use health::jitter;
 use notice::Notice;
 use output::OutputSink;
 use registry::Registry;
@@ -54,8 +56,6 @@ const CRASH_LOOP_REPORT: u32 = 3;
 /// in a row and no worker ever came up, the command is broken: the cluster
 /// exits with an error.
 const CRASH_LOOP_FATAL: u32 = 5;
-/// How often worker memory is compared with `--max-memory`.
-const MEMORY_CHECK: Duration = Duration::from_secs(1);
 /// How long a fatal stop waits for killed workers to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the primary, exiting, waits for its workers' last output.
@@ -211,7 +211,7 @@ impl Supervisor {
         let period = watchdog.map_or(Duration::from_secs(3600), |timeout| timeout / 4);
         let mut watchdog_check = tokio::time::interval(period);
         let max_memory = self.settings.max_memory;
-        let mut memory_check = tokio::time::interval(MEMORY_CHECK);
+        let mut memory_check = tokio::time::interval(health::MEMORY_CHECK);
         while !self.finished() {
             tokio::select! {
                 Some(notice) = self.inbox.recv() => self.handle(notice)?,
@@ -644,92 +644,6 @@ impl Supervisor {
         Ok(())
     }
 
-    /// The watchdog: a worker that sent heartbeats and then none for the
-    /// watchdog's timeout is hung; it is killed, and replaced as any worker
-    /// killed from outside.
-    fn kill_hung_workers(&mut self) {
-        let Some(timeout) = self.settings.watchdog else {
-            return;
-        };
-        let now = Instant::now();
-        for slot in self.slots.values() {
-            let Some(worker) = slot.worker.as_ref() else {
-                continue;
-            };
-            let silent = worker
-                .last_heartbeat
-                .is_some_and(|last| now.duration_since(last) > timeout);
-            if silent && !worker.stop_requested {
-                tracing::warn!(
-                    "worker {} (pid {}) sent no heartbeat for {}: it is hung; killing it",
-                    slot.id,
-                    worker.pid,
-                    human_duration(timeout)
-                );
-                worker.signal(Signal::KILL);
-            }
-        }
-    }
-
-    /// Counts requests a worker served; recycles it at its limit.
-    fn on_served(&mut self, id: u32, generation: u32, count: u64) -> Result<(), Error> {
-        let phase = self.phase;
-        let is_current = self
-            .slots
-            .get(&id)
-            .and_then(|slot| slot.worker.as_ref())
-            .is_some_and(|worker| worker.generation == generation);
-        let Some(worker) = self.worker_of(id, generation) else {
-            return Ok(());
-        };
-        let before = worker.requests;
-        worker.requests += count;
-        let Some(limit) = worker.request_limit else {
-            return Ok(());
-        };
-        if before >= limit || worker.requests < limit || !is_current || phase != Phase::Running {
-            return Ok(());
-        }
-        tracing::info!(
-            "worker {id} served {} requests (--max-requests with jitter: {limit}): replacing it gracefully",
-            worker.requests
-        );
-        self.recycle(id)
-    }
-
-    /// Recycles workers over `--max-memory` (resident set), once they have
-    /// run as long as a stable worker: the replacement is ready before the
-    /// old worker drains.
-    fn recycle_large_workers(&mut self) -> Result<(), Error> {
-        let Some(limit) = self.settings.max_memory else {
-            return Ok(());
-        };
-        if self.phase != Phase::Running {
-            return Ok(());
-        }
-        let settled = self.settings.backoff.stable_after;
-        let over: Vec<(u32, u64)> = self
-            .slots
-            .values()
-            .filter(|slot| slot.successor.is_none() && !slot.retiring)
-            .filter_map(|slot| {
-                let worker = slot.worker.as_ref()?;
-                let old_enough = worker.started.elapsed() >= settled && !worker.stop_requested;
-                let resident = resident_bytes(worker.pid)?;
-                (old_enough && resident > limit).then_some((slot.id, resident))
-            })
-            .collect();
-        for (id, resident) in over {
-            tracing::warn!(
-                "worker {id} uses {} MiB, over --max-memory {} MiB: replacing it gracefully",
-                resident >> 20,
-                limit >> 20
-            );
-            self.recycle(id)?;
-        }
-        Ok(())
-    }
-
     fn kill_all(&mut self) {
         self.phase = Phase::Killing;
         self.reload = None;
@@ -826,22 +740,6 @@ impl Supervisor {
             self.events.emit(event);
         }
     }
-}
-
-/// A worker's share of `--max-requests-jitter`: spread over 0..=`jitter` by
-/// its pid, so workers started together are not recycled together.
-fn jitter(pid: u32, jitter: u64) -> u64 {
-    if jitter == 0 {
-        return 0;
-    }
-    u64::from(pid).wrapping_mul(0x9E37_79B9_7F4A_7C15) % (jitter + 1)
-}
-
-/// The resident set size of process `pid`, in bytes.
-fn resident_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * rustix::param::page_size() as u64)
 }
 
 /// Signals a program gets from its own faults, as opposed to signals sent

@@ -1,0 +1,118 @@
+//! Worker health: the watchdog (a worker whose heartbeats stop is hung: it
+//! is killed and replaced) and recycling (a worker over `--max-memory` or
+//! past `--max-requests` is replaced gracefully, as a one-slot reload).
+
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use super::{Phase, Supervisor};
+use crate::Error;
+use crate::event::human_duration;
+
+/// How often worker memory is compared with `--max-memory`.
+pub(super) const MEMORY_CHECK: Duration = Duration::from_secs(1);
+
+impl Supervisor {
+    /// The watchdog: a worker that sent heartbeats and then none for the
+    /// watchdog's timeout is hung; it is killed, and replaced as any worker
+    /// killed from outside.
+    pub(super) fn kill_hung_workers(&mut self) {
+        let Some(timeout) = self.settings.watchdog else {
+            return;
+        };
+        let now = Instant::now();
+        for slot in self.slots.values() {
+            let Some(worker) = slot.worker.as_ref() else {
+                continue;
+            };
+            let silent = worker
+                .last_heartbeat
+                .is_some_and(|last| now.duration_since(last) > timeout);
+            if silent && !worker.stop_requested {
+                tracing::warn!(
+                    "worker {} (pid {}) sent no heartbeat for {}: it is hung; killing it",
+                    slot.id,
+                    worker.pid,
+                    human_duration(timeout)
+                );
+                worker.signal(Signal::KILL);
+            }
+        }
+    }
+
+    /// Counts requests a worker served; recycles it at its limit.
+    pub(super) fn on_served(&mut self, id: u32, generation: u32, count: u64) -> Result<(), Error> {
+        let phase = self.phase;
+        let is_current = self
+            .slots
+            .get(&id)
+            .and_then(|slot| slot.worker.as_ref())
+            .is_some_and(|worker| worker.generation == generation);
+        let Some(worker) = self.worker_of(id, generation) else {
+            return Ok(());
+        };
+        let before = worker.requests;
+        worker.requests += count;
+        let Some(limit) = worker.request_limit else {
+            return Ok(());
+        };
+        if before >= limit || worker.requests < limit || !is_current || phase != Phase::Running {
+            return Ok(());
+        }
+        tracing::info!(
+            "worker {id} served {} requests (--max-requests with jitter: {limit}): replacing it gracefully",
+            worker.requests
+        );
+        self.recycle(id)
+    }
+
+    /// Recycles workers over `--max-memory` (resident set), once they have
+    /// run as long as a stable worker: the replacement is ready before the
+    /// old worker drains.
+    pub(super) fn recycle_large_workers(&mut self) -> Result<(), Error> {
+        let Some(limit) = self.settings.max_memory else {
+            return Ok(());
+        };
+        if self.phase != Phase::Running {
+            return Ok(());
+        }
+        let settled = self.settings.backoff.stable_after;
+        let over: Vec<(u32, u64)> = self
+            .slots
+            .values()
+            .filter(|slot| slot.successor.is_none() && !slot.retiring)
+            .filter_map(|slot| {
+                let worker = slot.worker.as_ref()?;
+                let old_enough = worker.started.elapsed() >= settled && !worker.stop_requested;
+                let resident = resident_bytes(worker.pid)?;
+                (old_enough && resident > limit).then_some((slot.id, resident))
+            })
+            .collect();
+        for (id, resident) in over {
+            tracing::warn!(
+                "worker {id} uses {} MiB, over --max-memory {} MiB: replacing it gracefully",
+                resident >> 20,
+                limit >> 20
+            );
+            self.recycle(id)?;
+        }
+        Ok(())
+    }
+}
+
+/// A worker's share of `--max-requests-jitter`: spread over 0..=`jitter` by
+/// its pid, so workers started together are not recycled together.
+pub(super) fn jitter(pid: u32, jitter: u64) -> u64 {
+    if jitter == 0 {
+        return 0;
+    }
+    u64::from(pid).wrapping_mul(0x9E37_79B9_7F4A_7C15) % (jitter + 1)
+}
+
+/// The resident set size of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
+}
