@@ -68,10 +68,11 @@ from run import (
     choose_port,
     cpu_model,
     ensure_release_binary,
+    publish,
+    tool_problems,
     first_line,
     git_revision,
     node_problem,
-    pm2_problem,
     port_is_free,
     process_table,
     raise_on_termination,
@@ -1059,21 +1060,6 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-def system_problems(systems: list[System]) -> dict[str, str]:
-    """For each system that cannot run because a tool is missing, the reason."""
-    problems: dict[str, str] = {}
-    uses_node = [s for s in systems if s.kind in ("node-cluster", "pm2") or s.node_app]
-    node = node_problem() if uses_node else None
-    for system in uses_node:
-        if node is not None:
-            problems[system.key] = node
-    if node is None and any(s.kind == "pm2" for s in systems):
-        pm2 = pm2_problem()
-        if pm2 is not None:
-            problems["pm2"] = pm2
-    return problems
-
-
 @contextlib.contextmanager
 def log_directory(keep: Path | None) -> Iterator[Path]:
     if keep is not None:
@@ -1099,7 +1085,7 @@ def main(argv: list[str]) -> int:
     raise_on_termination()
     corral = ensure_release_binary(args.corral, "--corral", DEFAULT_CORRAL, BUILD_CORRAL)
     results = Results()
-    results.unavailable_systems = system_problems(args.systems)
+    results.unavailable_systems = tool_problems(args.systems)
     for key, reason in results.unavailable_systems.items():
         log(f"{key}: n/a ({reason})")
     versions = tool_versions()
@@ -1116,10 +1102,7 @@ def main(argv: list[str]) -> int:
             return 130
         log(f"done in {time.monotonic() - started:.0f} s")
     text = report(args, ctx, versions, (load_start, os.getloadavg()[0]), results)
-    print(text)
-    if not args.no_write:
-        args.output.write_text(text)
-        log(f"written to {args.output}")
+    publish(text, None if args.no_write else args.output)
     return 1 if results.failures else 0
 
 

@@ -54,6 +54,7 @@ from typing import NoReturn
 from run import (
     cpu_model,
     ensure_release_binary,
+    publish,
     first_line,
     git_revision,
     last_line,
@@ -688,11 +689,7 @@ def main(argv: list[str]) -> int:
         finally:
             clean_up(None)
         log(f"done in {time.monotonic() - started:.0f} s")
-    text = report(args, versions, load, results)
-    print(text)
-    if not args.no_write:
-        args.output.write_text(text)
-        log(f"written to {args.output}")
+    publish(report(args, versions, load, results), None if args.no_write else args.output)
     return 1 if results.failures else 0
 
 

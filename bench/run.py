@@ -54,7 +54,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import NoReturn, Protocol
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -298,6 +299,14 @@ def ensure_taskset() -> None:
         die(f"pinning needs cores {CLIENT_CORE} and {SERVER_CORE}; pass --no-pin on this machine")
 
 
+def publish(text: str, output: Path | None) -> None:
+    """Prints a report and, unless `output` is None, writes it there."""
+    print(text)
+    if output is not None:
+        output.write_text(text)
+        log(f"written to {output}")
+
+
 def ensure_corral(path: Path | None) -> Path:
     """The corral binary: the one given, or the repository's release build (built first with cargo)."""
     build = ["cargo", "build", "--release", "-p", "corral-cli"]
@@ -355,7 +364,18 @@ def pm2_problem() -> str | None:
     return None
 
 
-def tool_problems(configs: list[Config]) -> dict[str, str]:
+class UsesTools(Protocol):
+    """A benchmark row, as far as its tools are concerned."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def node_app(self) -> bool: ...
+
+
+def tool_problems(configs: Sequence[UsesTools]) -> dict[str, str]:
     """For each row that cannot run because a tool is missing, the reason."""
     problems: dict[str, str] = {}
     uses_node = [c for c in configs if c.kind in ("node-cluster", "pm2") or c.node_app]
@@ -1233,11 +1253,7 @@ def main(argv: list[str]) -> int:
             log("interrupted: every server was stopped; no report written")
             return 130
         log(f"done in {time.monotonic() - started:.0f} s")
-    text = report(args, ctx, versions, load, results)
-    print(text)
-    if not args.no_write:
-        args.output.write_text(text)
-        log(f"written to {args.output}")
+    publish(report(args, ctx, versions, load, results), None if args.no_write else args.output)
     return 1 if results.failures else 0
 
 
