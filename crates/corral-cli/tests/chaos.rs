@@ -4,36 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterProcess, Load, LoadTotals, PATIENCE, Signal, send_signal, wait_until};
+use corral_testkit::{Load, LoadTotals, PATIENCE, Signal, send_signal, wait_until};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+mod common;
 
-fn cluster(policy: &str) -> (ClusterProcess, u16) {
-    let cluster = ClusterProcess::start(
-        CORRAL,
-        &[
-            "run",
-            "-w",
-            "2",
-            "-l",
-            "127.0.0.1:0",
-            "--policy",
-            policy,
-            "--grace",
-            "5",
-        ],
-    );
-    let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
-    (cluster, port)
-}
+use common::two_ready_workers;
 
 /// Kills a worker every 300 ms for `duration` under load from one client
 /// (so no request is in flight on the killed worker when it dies only by
 /// chance): new connections must all succeed.
 fn kill_every_300ms(policy: &str) {
-    let (cluster, port) = cluster(policy);
+    let (cluster, port) = two_ready_workers(policy);
     let load = Load::start(port, 1);
     let started = Instant::now();
     let mut kills = 0u64;
@@ -93,7 +74,7 @@ fn killing_a_worker_every_300ms_loses_no_new_connection_under_least_connections(
 
 /// Scales 2 → 4 → 2 twice under load from 4 clients: nothing may fail.
 fn scale_up_and_down(policy: &str) {
-    let (cluster, port) = cluster(policy);
+    let (cluster, port) = two_ready_workers(policy);
     let load = Load::start(port, 4);
     let ttin = Signal::from_named_raw(libc::SIGTTIN).expect("a known signal");
     let ttou = Signal::from_named_raw(libc::SIGTTOU).expect("a known signal");

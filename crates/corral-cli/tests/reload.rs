@@ -8,27 +8,15 @@ use corral_testkit::{
     ClusterProcess, Load, LoadTotals, PATIENCE, Signal, hello, http_get, process_alive, wait_until,
 };
 
+mod common;
+
+use common::two_ready_workers;
+
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 fn reloads_under_load_lose_no_request(policy: &str) {
-    let cluster = ClusterProcess::start(
-        CORRAL,
-        &[
-            "run",
-            "-w",
-            "2",
-            "-l",
-            "127.0.0.1:0",
-            "--policy",
-            policy,
-            "--grace",
-            "5",
-        ],
-    );
-    let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
+    let (cluster, port) = two_ready_workers(policy);
     let before: HashSet<u32> = cluster.worker_pids().into_iter().collect();
     let load = Load::start(port, 1);
     for round in 1..=5 {
