@@ -7,13 +7,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::backoff::BackoffPolicy;
 use crate::balance::Policy;
-use crate::channel::DEFAULT_MAX_LINE;
-use crate::env::WorkerEnvironment;
-use crate::event::Event;
+use crate::primary::backoff::BackoffPolicy;
+use crate::primary::event::Event;
+use crate::primary::ready_mode::ReadyMode;
 use crate::primary::{self, MessagePolicy, Observer, Primary, PrimaryTask, Program, Settings};
-use crate::ready::ReadyMode;
+use crate::protocol::env::WorkerEnvironment;
+use crate::protocol::lines::DEFAULT_MAX_LINE;
 use crate::worker::{Worker, run_worker};
 use crate::{Error, ListenAddr};
 
@@ -338,5 +338,5 @@ pub fn default_workers() -> usize {
 
 /// Whether this process was started by a corral primary as a worker.
 pub fn is_worker() -> bool {
-    std::env::var_os(crate::env::WORKER_ID).is_some()
+    std::env::var_os(crate::protocol::env::WORKER_ID).is_some()
 }

@@ -27,40 +27,29 @@
 //! the channel protocol for workers in other languages.
 
 mod address;
-mod backoff;
 mod balance;
-mod bind;
-mod channel;
 mod cluster;
-mod connection;
-pub mod env;
 mod error;
-mod event;
-mod handoff;
-mod incoming;
-mod listener;
-mod mailbox;
-pub mod message;
 mod primary;
-mod readiness;
-mod ready;
-mod requests;
+mod protocol;
 mod sys;
 mod worker;
 
+pub use protocol::{env, message};
+
 pub use address::ListenAddr;
-pub use backoff::BackoffPolicy;
 pub use balance::Policy;
-pub use channel::DEFAULT_MAX_LINE;
 pub use cluster::{
     Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, default_workers, is_worker,
 };
-pub use connection::Connection;
 pub use error::Error;
-pub use event::Event;
-pub use listener::Listener;
-pub use mailbox::{Messages, Origin, Received, WorkerSender};
+pub use primary::backoff::BackoffPolicy;
+pub use primary::event::Event;
+pub use primary::ready_mode::ReadyMode;
 pub use primary::{MessagePolicy, Primary, SendError, WorkerInfo, WorkerState};
-pub use ready::ReadyMode;
-pub use requests::RequestCounter;
+pub use protocol::lines::DEFAULT_MAX_LINE;
 pub use worker::Worker;
+pub use worker::connection::Connection;
+pub use worker::listener::Listener;
+pub use worker::mailbox::{Messages, Origin, Received, WorkerSender};
+pub use worker::requests::RequestCounter;

@@ -34,8 +34,8 @@ use tokio::sync::mpsc;
 
 use super::{Balancer, WorkerKey, WorkerSockets, bind_options};
 use crate::Error;
-use crate::bind::{bind_listener, local_addr};
-use crate::handoff::{self, Handed, MAX_FDS_PER_MESSAGE, Report};
+use crate::balance::bind::{bind_listener, local_addr};
+use crate::protocol::handoff::{self, Handed, MAX_FDS_PER_MESSAGE, Report};
 use crate::sys::register_async;
 
 /// Connections accepted from one listener per wake-up, at most: enough to

@@ -5,6 +5,7 @@
 //! (`round_robin`, `least_connections`). Adding a policy touches its own
 //! file, the [`Policy`] enum and [`Policy::balancer`].
 
+pub(crate) mod bind;
 mod dispatch;
 mod least_connections;
 mod reuseport;
@@ -17,7 +18,7 @@ use std::os::fd::OwnedFd;
 use std::str::FromStr;
 
 use crate::Error;
-use crate::bind::BindOptions;
+use crate::balance::bind::BindOptions;
 
 /// The policy a cluster balances connections with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -13,7 +13,7 @@ use socket2::Socket;
 
 use super::{Balancer, WorkerKey, WorkerSockets, bind_options, duplicate};
 use crate::Error;
-use crate::bind::{bind_listener, ensure_port_free, local_addr};
+use crate::balance::bind::{bind_listener, ensure_port_free, local_addr};
 
 pub(crate) struct SocketPerSlot {
     /// Resolved addresses with their real ports, so later slots join the

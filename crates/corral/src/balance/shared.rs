@@ -8,7 +8,7 @@ use socket2::Socket;
 
 use super::{Balancer, WorkerKey, WorkerSockets, bind_options, duplicate};
 use crate::Error;
-use crate::bind::{bind_listener, local_addr};
+use crate::balance::bind::{bind_listener, local_addr};
 
 pub(crate) struct SharedSocket {
     sockets: Vec<Socket>,

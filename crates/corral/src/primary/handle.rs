@@ -11,8 +11,9 @@ use tokio::sync::mpsc;
 
 use super::registry::{Registry, SendError, WorkerInfo};
 use super::signals::Request;
-use crate::event::Event;
-use crate::{Error, message};
+use crate::Error;
+use crate::primary::event::Event;
+use crate::protocol::message;
 
 /// How many events wait for a slow primary task; past that, new events are
 /// dropped (and the task is told how many it missed).

@@ -8,7 +8,7 @@ use rustix::process::Signal;
 
 use super::{Phase, Supervisor};
 use crate::Error;
-use crate::event::human_duration;
+use crate::primary::event::human_duration;
 
 /// How often worker memory is compared with `--max-memory`.
 pub(super) const MEMORY_CHECK: Duration = Duration::from_secs(1);

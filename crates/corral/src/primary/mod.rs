@@ -3,12 +3,15 @@
 //! (a current-thread runtime), which is also the thread that spawns workers,
 //! so the workers' parent-death signal is tied to the primary's whole life.
 
+pub(crate) mod backoff;
+pub(crate) mod event;
 mod handle;
 mod health;
 mod notice;
 mod outbox;
 mod output;
 mod program;
+pub(crate) mod ready_mode;
 mod registry;
 mod reload;
 mod router;
@@ -34,15 +37,15 @@ pub use registry::{SendError, WorkerInfo, WorkerState};
 pub use router::MessagePolicy;
 
 use crate::Error;
-use crate::backoff::{BackoffPolicy, RestartBackoff};
 use crate::balance::{Balancer, Policy, WorkerKey};
-use crate::event::{Event, human_duration, signal_name};
-use crate::message::Control;
-use crate::ready::ReadyMode;
+use crate::protocol::message::Control;
+use backoff::{BackoffPolicy, RestartBackoff};
+use event::{Event, human_duration, signal_name};
 use handle::EventSink;
 use health::jitter;
 use notice::Notice;
 use output::OutputSink;
+use ready_mode::ReadyMode;
 use registry::Registry;
 use reload::Reload;
 use router::Router;
@@ -333,7 +336,7 @@ impl Supervisor {
         let pid = spawned.pid;
         let foreign = !self.launcher.program.speaks_channel();
         // Library workers say when they are ready; a COMMAND's readiness
-        // follows --ready (ready.rs).
+        // follows --ready (ready_mode.rs).
         let hands_off = self.settings.policy.hands_off();
         let settle = if foreign {
             self.settings.ready.settle(successor, hands_off)

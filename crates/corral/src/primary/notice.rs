@@ -4,7 +4,7 @@
 
 use std::process::ExitStatus;
 
-use crate::message::Control;
+use crate::protocol::message::Control;
 
 #[derive(Debug)]
 pub(crate) enum Notice {

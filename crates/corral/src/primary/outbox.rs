@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 
 use tokio::sync::mpsc;
 
-use crate::channel::{LineQueue, write_lines};
+use crate::protocol::lines::{LineQueue, write_lines};
 
 /// The most bytes queued for one worker.
 pub(crate) const OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
@@ -63,7 +63,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::COALESCE_LIMIT;
+    use crate::protocol::lines::COALESCE_LIMIT;
     use tokio::io::AsyncReadExt;
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::io::Write;
 use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
-use crate::channel::{Line, LineReader};
+use crate::protocol::lines::{Line, LineReader};
 
 /// The longest line passed through whole; longer ones are cut.
 const MAX_LINE: usize = 64 * 1024;

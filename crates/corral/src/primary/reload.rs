@@ -15,7 +15,7 @@ use super::notice::Notice;
 use super::{Phase, WorkerState};
 use crate::Error;
 use crate::balance::WorkerKey;
-use crate::event::{Event, human_duration};
+use crate::primary::event::{Event, human_duration};
 
 /// A rolling reload under way.
 pub(super) struct Reload {

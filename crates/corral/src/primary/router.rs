@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use super::handle::EventSink;
 use super::notice::Notice;
 use super::registry::Registry;
-use crate::event::Event;
-use crate::message::{self, Control, Message};
+use crate::primary::event::Event;
+use crate::protocol::message::{self, Control, Message};
 
 /// What the primary does with user messages besides handing them to the
 /// user's primary task.

@@ -7,8 +7,8 @@
 use std::time::Instant;
 
 use super::outbox::Outbox;
-use crate::backoff::RestartBackoff;
-use crate::message::{self, Control};
+use crate::primary::backoff::RestartBackoff;
+use crate::protocol::message::{self, Control};
 use rustix::process::Signal;
 
 pub(crate) struct Slot {

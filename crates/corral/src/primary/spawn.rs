@@ -20,10 +20,10 @@ use super::output::{OutputSink, Stream};
 use super::program::Program;
 use super::router::Router;
 use crate::balance::WorkerSockets;
-use crate::channel::{Line, LineReader};
-use crate::env::{FIRST_LISTEN_FD, WorkerIdentity};
-use crate::message;
-use crate::readiness::SocketReader;
+use crate::protocol::env::{FIRST_LISTEN_FD, WorkerIdentity};
+use crate::protocol::lines::{Line, LineReader};
+use crate::protocol::message;
+use crate::protocol::socket_reader::SocketReader;
 use crate::sys::ExecImage;
 use crate::{Error, Policy};
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::Error;
-use crate::message::{self, Control};
+use crate::protocol::message::{self, Control};
 
 /// How many received messages wait for the worker before the channel
 /// stops being read (the primary then queues, up to its own bound).

@@ -3,6 +3,12 @@
 //! the inherited sockets and channel, and hands the user's body a [`Worker`]
 //! with its id, its listeners and a future that completes when it must stop.
 
+pub(crate) mod connection;
+pub(crate) mod incoming;
+pub(crate) mod listener;
+pub(crate) mod mailbox;
+pub(crate) mod requests;
+
 use std::future::Future;
 
 use serde::Serialize;
@@ -14,15 +20,14 @@ use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::sync::{mpsc, watch};
 
-use crate::channel::{Line, LineQueue, LineReader, write_lines};
-use crate::connection::CloseCounter;
-use crate::env::WorkerEnvironment;
-use crate::incoming;
-use crate::listener::Listener;
-use crate::mailbox::{INBOX_CAPACITY, Inbox, Messages, Origin, WorkerSender};
-use crate::message::{self, Control, Message};
-use crate::readiness::SocketReader;
-use crate::requests::RequestCounter;
+use crate::protocol::env::WorkerEnvironment;
+use crate::protocol::lines::{Line, LineQueue, LineReader, write_lines};
+use crate::protocol::message::{self, Control, Message};
+use crate::protocol::socket_reader::SocketReader;
+use crate::worker::connection::CloseCounter;
+use crate::worker::listener::Listener;
+use crate::worker::mailbox::{INBOX_CAPACITY, Inbox, Messages, Origin, WorkerSender};
+use crate::worker::requests::RequestCounter;
 use crate::{Error, Policy};
 
 /// How long a worker whose primary vanished may take to finish in-flight

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::mailbox::WorkerSender;
-use crate::message;
+use crate::protocol::message;
+use crate::worker::mailbox::WorkerSender;
 
 const REPORT_EVERY: Duration = Duration::from_millis(100);
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
 
-use crate::channel::DEFAULT_MAX_LINE;
+use crate::protocol::lines::DEFAULT_MAX_LINE;
 use crate::{Error, Policy, sys};
 
 /// The worker's slot number, 1-based; a replacement keeps its slot's id.

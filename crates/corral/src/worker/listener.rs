@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::connection::{CloseCounter, Connection};
-use crate::incoming::ConnectionQueue;
+use crate::worker::connection::{CloseCounter, Connection};
+use crate::worker::incoming::ConnectionQueue;
 
 /// A source of accepted TCP connections for a worker.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 
-use crate::readiness;
+use crate::protocol::socket_reader;
 
 /// The default largest line accepted on a channel.
 pub const DEFAULT_MAX_LINE: usize = 16 * 1024 * 1024;
@@ -79,7 +79,7 @@ pub(crate) async fn write_lines(
         if batch.len() < COALESCE_LIMIT {
             pending = coalesce(&mut batch, || queue.try_recv());
         }
-        let result = readiness::write_all(socket.as_fd(), &batch).await;
+        let result = socket_reader::write_all(socket.as_fd(), &batch).await;
         written(batch.len());
         if result.is_err() {
             return;

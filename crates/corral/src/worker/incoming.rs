@@ -15,10 +15,10 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, watch};
 
-use crate::connection::CloseCounter;
-use crate::handoff::{self, Handed, MAX_FDS_PER_MESSAGE};
-use crate::readiness;
+use crate::protocol::handoff::{self, Handed, MAX_FDS_PER_MESSAGE};
+use crate::protocol::socket_reader;
 use crate::sys::register_async;
+use crate::worker::connection::CloseCounter;
 
 /// Connections received for one listener, waiting for its `accept`.
 #[derive(Debug, Default)]
@@ -165,7 +165,7 @@ async fn return_unserved(socket: &AsyncFd<OwnedFd>, queues: &[Arc<ConnectionQueu
         let returned = loop {
             match handoff::send_batch(socket.as_fd(), b"R", chunk) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(err) = readiness::writable(socket.as_fd()).await {
+                    if let Err(err) = socket_reader::writable(socket.as_fd()).await {
                         break Err(err);
                     }
                 }
@@ -192,7 +192,7 @@ async fn report_closes(socket: Arc<AsyncFd<OwnedFd>>, closes: Arc<CloseCounter>)
         let sent = loop {
             match handoff::send_closed(socket.as_fd(), count) {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    if readiness::writable(socket.as_fd()).await.is_err() {
+                    if socket_reader::writable(socket.as_fd()).await.is_err() {
                         return;
                     }
                 }
