@@ -11,6 +11,7 @@ mod notice;
 mod outbox;
 mod output;
 mod program;
+mod reaper;
 pub(crate) mod ready_mode;
 mod registry;
 mod reload;
@@ -46,6 +47,7 @@ use health::jitter;
 use notice::Notice;
 use output::OutputSink;
 use ready_mode::ReadyMode;
+use reaper::Reaper;
 use registry::Registry;
 use reload::Reload;
 use router::Router;
@@ -119,6 +121,7 @@ pub(crate) async fn run(
             .policy
             .balancer(&settings.addresses, settings.workers, settings.backlog)?;
     let mut signals = Signals::install()?;
+    reaper::become_subreaper();
     let (notices, inbox) = mpsc::channel(1024);
     let (requests, requested) = mpsc::unbounded_channel();
     let registry = Arc::new(Registry::default());
@@ -166,6 +169,7 @@ pub(crate) async fn run(
         phase: Phase::Running,
         reload: None,
         proven: false,
+        reaper: Reaper::new(),
     };
     primary.emit(Event::Bound {
         addresses: primary.balancer.local_addrs().to_vec(),
@@ -185,6 +189,7 @@ pub(crate) async fn run(
         tracing::error!("giving up: killing every worker");
         primary.kill_and_reap().await;
     }
+    primary.reaper.kill_leftovers().await;
     primary.launcher.output.flush(OUTPUT_FLUSH_TIMEOUT).await;
     outcome
 }
@@ -206,6 +211,8 @@ struct Supervisor {
     /// The command works: some worker ran past the backoff's
     /// `stable_after`, or a worker that speaks the channel said it is ready.
     proven: bool,
+    /// Reaps and stops what workers start outside their process groups.
+    reaper: Reaper,
 }
 
 impl Supervisor {
@@ -215,10 +222,12 @@ impl Supervisor {
         let mut watchdog_check = tokio::time::interval(period);
         let max_memory = self.settings.max_memory;
         let mut memory_check = tokio::time::interval(health::MEMORY_CHECK);
+        let mut child_exits = signals::child_exits()?;
         while !self.finished() {
             tokio::select! {
                 Some(notice) = self.inbox.recv() => self.handle(notice)?,
                 request = signals.next() => self.obey(request)?,
+                _ = child_exits.recv() => self.reap_orphans(),
                 Some(request) = self.requested.recv() => self.obey(request)?,
                 _ = watchdog_check.tick(), if watchdog.is_some() => self.kill_hung_workers(),
                 _ = memory_check.tick(), if max_memory.is_some() => self.recycle_large_workers()?,
@@ -448,6 +457,7 @@ impl Supervisor {
         self.registry.remove(id, generation);
         // What the worker started and left behind goes with it.
         slot::signal_group(worker.pid, Signal::KILL);
+        self.signal_strays(id, generation, worker.pid, Signal::KILL);
         self.balancer.worker_exited(WorkerKey {
             slot: id,
             generation,
@@ -549,6 +559,7 @@ impl Supervisor {
         );
         self.phase = Phase::Draining;
         self.reload = None;
+        self.terminate_orphans();
         let ids: Vec<u32> = self.slots.keys().copied().collect();
         for id in ids {
             self.stop_worker(id);
@@ -583,6 +594,7 @@ impl Supervisor {
         };
         worker.request_stop();
         let pid = worker.pid;
+        self.signal_strays(id, generation, pid, Signal::TERM);
         self.registry
             .set_state(id, generation, WorkerState::Stopping);
         self.balancer.worker_leaving(WorkerKey {
