@@ -47,7 +47,16 @@ fn processes_a_worker_leaves_outside_its_group_are_reaped_and_stopped_with_it() 
     let mut cluster = ClusterProcess::start(
         CORRAL,
         &[
-            "run", "-w", "1", "-l", "127.0.0.1:0", "--grace", "2", "--", "python3", DAEMONIZER,
+            "run",
+            "-w",
+            "1",
+            "-l",
+            "127.0.0.1:0",
+            "--grace",
+            "2",
+            "--",
+            "python3",
+            DAEMONIZER,
         ],
     );
     let port = cluster.port();
@@ -84,7 +93,11 @@ fn processes_a_worker_leaves_outside_its_group_are_reaped_and_stopped_with_it() 
     // A clean stop leaves nothing on the port.
     cluster.signal(Signal::TERM);
     let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
-    assert!(status.success(), "{status:?}; output:\n{}", cluster.output());
+    assert!(
+        status.success(),
+        "{status:?}; output:\n{}",
+        cluster.output()
+    );
     assert!(
         wait_until(PATIENCE, || !exists(second_daemon)),
         "no daemon outlives the cluster"
@@ -115,9 +128,20 @@ fn as_pid_1_of_a_pid_namespace_corral_reaps_orphans_and_stops_gracefully() {
         return;
     }
     let mut command = Command::new("unshare");
-    command.args(["--pid", "--fork", "--mount-proc", CORRAL]).args([
-        "run", "-w", "2", "-l", "127.0.0.1:0", "--grace", "3", "--", "python3", DAEMONIZER,
-    ]);
+    command
+        .args(["--pid", "--fork", "--mount-proc", CORRAL])
+        .args([
+            "run",
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--grace",
+            "3",
+            "--",
+            "python3",
+            DAEMONIZER,
+        ]);
     let mut cluster = ClusterProcess::spawn(command);
     let port = cluster.port();
     cluster.expect_line("worker 1 ready");
@@ -160,8 +184,16 @@ fn as_pid_1_of_a_pid_namespace_corral_reaps_orphans_and_stops_gracefully() {
     let asked = std::time::Instant::now();
     send_signal(corral, Signal::TERM);
     let status = cluster.wait_exit(PATIENCE).expect("corral exits");
-    assert!(status.success(), "{status:?}; output:\n{}", cluster.output());
-    assert!(asked.elapsed() < Duration::from_secs(3), "{:?}", asked.elapsed());
+    assert!(
+        status.success(),
+        "{status:?}; output:\n{}",
+        cluster.output()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
     cluster.expect_line("cluster stopped");
     TcpListener::bind(("127.0.0.1", port)).expect("the port is free after a clean stop");
 }

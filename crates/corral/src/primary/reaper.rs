@@ -324,7 +324,8 @@ mod tests {
 
     #[test]
     fn the_worker_is_found_in_the_environment() {
-        let environ = b"PATH=/bin\0CORRAL_WORKER_ID=3\0CORRAL_GENERATION=7\0CORRAL_PRIMARY_PID=100\0";
+        let environ =
+            b"PATH=/bin\0CORRAL_WORKER_ID=3\0CORRAL_GENERATION=7\0CORRAL_PRIMARY_PID=100\0";
         assert_eq!(
             origin_in(environ, 100),
             Some(Origin {
