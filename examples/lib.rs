@@ -14,7 +14,7 @@ pub struct ExampleArgs {
     /// Address to listen on (port 0 picks a free one)
     #[arg(short, long, default_value = "127.0.0.1:3000")]
     pub listen: String,
-    /// Balancing policy: shared or reuseport
+    /// Balancing policy: shared, reuseport, round-robin or least-connections
     #[arg(long, default_value = "reuseport")]
     pub policy: corral::Policy,
     /// Seconds a stopping worker may drain

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, example_path, hello, send_signal};
+use corral_testkit::{ClusterProcess, Load, PATIENCE, Signal, example_path, hello, send_signal};
 
 fn example(name: &str, args: &[&str]) -> ClusterProcess {
     ClusterProcess::start(example_path(name), args)
@@ -69,4 +69,54 @@ fn the_messages_example_counts_reports_and_broadcasts_config_changes() {
     cluster.expect_line("[worker 2] worker 2: config changed to version 1");
     let answer = corral_testkit::http_get(port, "/").unwrap();
     assert!(answer.body.ends_with("config version 1\n"), "{answer:?}");
+}
+
+/// Five rolling reloads of a library cluster under load (a new connection
+/// per request): the worker written as the README shows (`axum::serve` or
+/// a hyper loop with `with_graceful_shutdown`/`stopped()`) loses nothing.
+fn reloads_lose_no_request(name: &str, policy: &str) {
+    let cluster = example(
+        name,
+        &[
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--policy",
+            policy,
+            "--grace",
+            "5",
+        ],
+    );
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    cluster.expect_line("worker 2 ready");
+    let load = Load::start(port, 4);
+    for round in 1..=5 {
+        load.wait_for_more(50);
+        cluster.signal(Signal::HUP);
+        cluster
+            .wait_for_lines("rolling reload complete", round, PATIENCE)
+            .unwrap_or_else(|| panic!("reload {round} did not complete:\n{}", cluster.output()));
+    }
+    load.wait_for_more(50);
+    let totals = load.stop();
+    eprintln!("{name} {policy}: {totals:?} over 5 reloads");
+    assert_eq!(
+        (totals.failed, totals.refused),
+        (0, 0),
+        "{name} {policy}: requests lost during the reloads"
+    );
+}
+
+#[test]
+fn the_axum_example_loses_no_request_over_five_reloads() {
+    reloads_lose_no_request("axum", "reuseport");
+    reloads_lose_no_request("axum", "round-robin");
+}
+
+#[test]
+fn the_hello_example_loses_no_request_over_five_reloads() {
+    reloads_lose_no_request("hello", "reuseport");
+    reloads_lose_no_request("hello", "round-robin");
 }

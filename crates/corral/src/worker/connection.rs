@@ -1,6 +1,8 @@
 //! An accepted connection as a worker's server gets it from a
 //! [`crate::Listener`]: a `TcpStream` that, under `least-connections`, tells
 //! the primary when it closes, so the primary balances on open connections.
+//! Its first read tells the worker's stop sequence ([`crate::worker::drain`])
+//! that the server has the client's first request in hand.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,18 +15,27 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::worker::drain::Unread;
+
 /// A client connection. Reads and writes go to the TCP stream.
 #[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
     _close_report: Option<CloseReport>,
+    /// Released at the first read that completes.
+    unread: Option<Unread>,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, closes: Option<Arc<CloseCounter>>) -> Self {
+    pub(crate) fn new(
+        stream: TcpStream,
+        closes: Option<Arc<CloseCounter>>,
+        unread: Option<Unread>,
+    ) -> Self {
         Connection {
             stream,
             _close_report: closes.map(CloseReport),
+            unread,
         }
     }
 
@@ -55,7 +66,13 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if read.is_ready() {
+            // Data, end of file or an error: the server has seen what the
+            // client sent first.
+            self.unread = None;
+        }
+        read
     }
 }
 

@@ -19,6 +19,7 @@ use crate::protocol::handoff::{self, Handed, MAX_FDS_PER_MESSAGE};
 use crate::protocol::socket_reader;
 use crate::sys::register_async;
 use crate::worker::connection::CloseCounter;
+use crate::worker::drain::{Drain, Stopping, Unread};
 
 /// Connections received for one listener, waiting for its `accept`.
 #[derive(Debug, Default)]
@@ -31,16 +32,27 @@ pub(crate) struct ConnectionQueue {
 
 impl ConnectionQueue {
     /// The next connection; `None` once the queue is closed and empty.
-    pub(crate) async fn next(&self) -> Option<OwnedFd> {
+    /// With the worker's `drain`, it is counted unread, and nothing is taken
+    /// once the worker is stopping.
+    pub(crate) async fn next(
+        &self,
+        drain: Option<&Arc<Drain>>,
+    ) -> Result<Option<(OwnedFd, Option<Unread>)>, Stopping> {
         loop {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            if let Some(fd) = self.lock().pop_front() {
-                return Some(fd);
+            let taken = match drain {
+                Some(drain) => drain
+                    .admit(|| self.lock().pop_front())?
+                    .map(|(fd, unread)| (fd, Some(unread))),
+                None => self.lock().pop_front().map(|fd| (fd, None)),
+            };
+            if taken.is_some() {
+                return Ok(taken);
             }
             if self.closed.load(Ordering::Acquire) {
-                return None;
+                return Ok(None);
             }
             arrived.await;
         }

@@ -5,16 +5,21 @@
 //! runs unchanged when the policy changes. With the `axum` feature it is an
 //! `axum::serve::Listener`, so `axum::serve(listener, app)` works as with a
 //! `tokio::net::TcpListener`.
+//!
+//! Once the worker is asked to stop, a listener hands out nothing more (see
+//! [`crate::worker::drain`] for why and in which order).
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::worker::connection::{CloseCounter, Connection};
+use crate::worker::drain::{Drain, Stopping, Unread};
 use crate::worker::incoming::ConnectionQueue;
 
 /// A source of accepted TCP connections for a worker.
@@ -22,6 +27,8 @@ use crate::worker::incoming::ConnectionQueue;
 pub struct Listener {
     source: Source,
     closes: Option<Arc<CloseCounter>>,
+    /// The worker's stop sequence; `None` outside a cluster.
+    drain: Option<Arc<Drain>>,
 }
 
 #[derive(Debug)]
@@ -37,12 +44,16 @@ enum Source {
 
 impl Listener {
     /// Wraps an inherited listening socket. Must run inside a tokio runtime.
-    pub(crate) fn from_inherited(fd: OwnedFd) -> io::Result<Self> {
+    pub(crate) fn from_inherited(fd: OwnedFd, drain: Arc<Drain>) -> io::Result<Self> {
         let socket = std::net::TcpListener::from(fd);
         // The flag is shared with every process holding the socket; all the
         // workers of one cluster run the same program and want it set.
         socket.set_nonblocking(true)?;
-        Ok(Self::from_tokio(TcpListener::from_std(socket)?))
+        Ok(Listener {
+            source: Source::Socket(TcpListener::from_std(socket)?),
+            closes: None,
+            drain: Some(drain),
+        })
     }
 
     /// Wraps the queue of connections handed over for one listen address.
@@ -50,10 +61,12 @@ impl Listener {
         queue: Arc<ConnectionQueue>,
         local_addr: SocketAddr,
         closes: Option<Arc<CloseCounter>>,
+        drain: Arc<Drain>,
     ) -> Self {
         Listener {
             source: Source::HandOff { queue, local_addr },
             closes,
+            drain: Some(drain),
         }
     }
 
@@ -62,18 +75,55 @@ impl Listener {
         Listener {
             source: Source::Socket(socket),
             closes: None,
+            drain: None,
         }
     }
 
-    /// Waits for the next connection. Under a hand-off policy, fails with
-    /// `NotConnected` once no more connections will come (the worker is
-    /// stopping or the primary is gone).
+    /// Waits for the next connection. Fails with `NotConnected` once no
+    /// more connections will come: the worker is stopping (the connections
+    /// not taken stay in the kernel's queue, or go back to the primary for
+    /// another worker), or the primary is gone.
     pub async fn accept(&self) -> io::Result<(Connection, SocketAddr)> {
-        let (stream, peer) = match &self.source {
-            Source::Socket(socket) => socket.accept().await?,
-            Source::HandOff { queue, .. } => next_handed(queue).await?,
+        let Some(drain) = &self.drain else {
+            let (stream, peer) = match &self.source {
+                Source::Socket(socket) => socket.accept().await?,
+                Source::HandOff { queue, .. } => next_handed(queue, None).await?.0,
+            };
+            return Ok((Connection::new(stream, self.closes.clone(), None), peer));
         };
-        Ok((Connection::new(stream, self.closes.clone()), peer))
+        let mut stop = drain.stop_receiver();
+        let ((stream, peer), unread) = tokio::select! {
+            biased;
+            accepted = self.accept_admitted(drain) => accepted?,
+            _ = stop.wait_for(|stopping| *stopping) => return Err(stopping_error()),
+        };
+        Ok((Connection::new(stream, self.closes.clone(), unread), peer))
+    }
+
+    /// The next connection, counted unread by the worker's stop sequence.
+    async fn accept_admitted(
+        &self,
+        drain: &Arc<Drain>,
+    ) -> io::Result<((TcpStream, SocketAddr), Option<Unread>)> {
+        match &self.source {
+            Source::Socket(socket) => {
+                std::future::poll_fn(|cx| {
+                    let admitted = drain.admit(|| match socket.poll_accept(cx) {
+                        Poll::Ready(accepted) => Some(accepted),
+                        Poll::Pending => None,
+                    });
+                    match admitted {
+                        Err(Stopping) => Poll::Ready(Err(stopping_error())),
+                        Ok(None) => Poll::Pending,
+                        Ok(Some((accepted, unread))) => {
+                            Poll::Ready(accepted.map(|accepted| (accepted, Some(unread))))
+                        }
+                    }
+                })
+                .await
+            }
+            Source::HandOff { queue, .. } => next_handed(queue, Some(drain)).await,
+        }
     }
 
     /// The address the cluster listens on.
@@ -106,13 +156,14 @@ impl Listener {
 }
 
 /// The next handed-over connection that is still connected.
-async fn next_handed(queue: &ConnectionQueue) -> io::Result<(TcpStream, SocketAddr)> {
+async fn next_handed(
+    queue: &ConnectionQueue,
+    drain: Option<&Arc<Drain>>,
+) -> io::Result<((TcpStream, SocketAddr), Option<Unread>)> {
     loop {
-        let Some(fd) = queue.next().await else {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "no more connections will be handed to this worker",
-            ));
+        let (fd, unread) = match queue.next(drain).await {
+            Ok(Some(next)) => next,
+            Ok(None) | Err(Stopping) => return Err(stopping_error()),
         };
         let stream = std::net::TcpStream::from(fd);
         // The client may have given up while the connection was on its way.
@@ -120,8 +171,15 @@ async fn next_handed(queue: &ConnectionQueue) -> io::Result<(TcpStream, SocketAd
             continue;
         };
         stream.set_nonblocking(true)?;
-        return Ok((TcpStream::from_std(stream)?, peer));
+        return Ok(((TcpStream::from_std(stream)?, peer), unread));
     }
+}
+
+fn stopping_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "no more connections will come to this worker: it is stopping or its primary is gone",
+    )
 }
 
 /// Errors that concern only the connection being accepted.

@@ -4,6 +4,7 @@
 //! with its id, its listeners and a future that completes when it must stop.
 
 pub(crate) mod connection;
+pub(crate) mod drain;
 pub(crate) mod incoming;
 pub(crate) mod listener;
 pub(crate) mod mailbox;
@@ -25,6 +26,7 @@ use crate::protocol::lines::{Line, LineQueue, LineReader, write_lines};
 use crate::protocol::message::{self, Control, Message};
 use crate::protocol::socket_reader::SocketReader;
 use crate::worker::connection::CloseCounter;
+use crate::worker::drain::{Drain, FIRST_READ_GRACE};
 use crate::worker::listener::Listener;
 use crate::worker::mailbox::{INBOX_CAPACITY, Inbox, Messages, Origin, WorkerSender};
 use crate::worker::requests::RequestCounter;
@@ -42,6 +44,7 @@ pub struct Worker {
     grace: Duration,
     listeners: Vec<Listener>,
     stop: watch::Receiver<bool>,
+    drain: Arc<Drain>,
     sender: WorkerSender,
     messages: Option<Messages>,
     subscribed: Arc<AtomicBool>,
@@ -85,15 +88,20 @@ impl Worker {
         Ok(self.listeners.remove(0))
     }
 
-    /// Completes when the worker is asked to stop (by the primary, by
+    /// Completes when the worker must stop (asked by the primary, by
     /// SIGTERM or SIGINT, or because the primary is gone): stop accepting,
-    /// finish in-flight work, return from the worker body.
+    /// finish in-flight work, return from the worker body. Hand it to
+    /// `with_graceful_shutdown`.
+    ///
+    /// From the stop on, the worker's listeners hand out no connection, and
+    /// this completes once the server has read from every connection they
+    /// handed out (at most 1 s, or the grace period if shorter, for a
+    /// client that sends nothing), so a graceful shutdown never closes a
+    /// connection whose request the client already sent.
     pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut stop = self.stop.clone();
-        async move {
-            // An error means the sender is gone, which also means stop.
-            let _ = stop.wait_for(|stopping| *stopping).await;
-        }
+        let drain = self.drain.clone();
+        let patience = FIRST_READ_GRACE.min(self.grace);
+        async move { drain.stopped(patience).await }
     }
 
     /// Whether the worker has been asked to stop.
@@ -185,6 +193,7 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
         )?),
         None => None,
     };
+    let drain = Drain::new(stop.clone());
     let listeners = match environment.handoff {
         Some(handoff) => {
             let policy = environment.policy.unwrap_or(Policy::RoundRobin);
@@ -197,13 +206,15 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
             queues
                 .into_iter()
                 .zip(addresses)
-                .map(|(queue, address)| Listener::from_handoff(queue, address, closes.clone()))
+                .map(|(queue, address)| {
+                    Listener::from_handoff(queue, address, closes.clone(), drain.clone())
+                })
                 .collect()
         }
         None => environment
             .listeners
             .into_iter()
-            .map(Listener::from_inherited)
+            .map(|fd| Listener::from_inherited(fd, drain.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::io("cannot use an inherited listening socket"))?,
     };
@@ -213,6 +224,7 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
         grace: environment.grace,
         listeners,
         stop,
+        drain,
         sender: WorkerSender {
             outbox: outbox.clone(),
         },
