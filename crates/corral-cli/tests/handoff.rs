@@ -192,3 +192,52 @@ fn a_command_that_does_not_speak_handoff_fails_clearly_at_start() {
         "{error}"
     );
 }
+
+const HOSTILE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/hostile_handoff.py"
+);
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_hostile_worker_cannot_return_what_it_was_not_given_nor_flood_the_primary() {
+    let cluster = cluster("round-robin", &["-w", "2", "--", "python3", HOSTILE]);
+    let port = cluster.port();
+    cluster.expect_line("hostile worker 1: flooded");
+    cluster.expect_line("worker 1 misbehaves on its hand-off channel");
+    for refusal in [
+        "a descriptor that is not a socket",
+        "a socket that is not a stream socket",
+        "a socket that is not a TCP connection (a Unix socket?)",
+        "that is not connected (a listening socket?)",
+        "not one accepted on listener 0",
+        "listener index 7, but the cluster has 1 listeners",
+        "a close report (C) of 99999999999 connections, but it holds",
+        "a return (R) carried no connection",
+    ] {
+        assert!(
+            cluster.output().contains(refusal),
+            "no refusal naming {refusal:?}:\n{}",
+            cluster.output()
+        );
+    }
+    let fds = open_descriptors(cluster.pid());
+    assert!(fds < 64, "the primary holds {fds} descriptors");
+    for _ in 0..20 {
+        let answer = http_get(port, "/").expect("the cluster still serves");
+        assert!(
+            answer.body.starts_with("python worker 2"),
+            "the misbehaving worker got a connection: {answer:?}"
+        );
+    }
+    let warnings = cluster.output().matches("refused a report").count();
+    assert!(
+        warnings <= 10,
+        "{warnings} warnings: the flood is not logged line by line"
+    );
+}

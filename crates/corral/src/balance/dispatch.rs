@@ -17,7 +17,13 @@
 //!   each handed connection is one byte;
 //! * connections sent to a worker that leaves or dies before reading them are
 //!   taken back (the primary keeps a copy of the worker's end of the channel)
-//!   and handed to another worker; so are those a stopping worker returns.
+//!   and handed to another worker; so are those a stopping worker returns;
+//! * a worker cannot hurt the primary through its reports: a returned
+//!   descriptor must be a TCP connection accepted on the listener its index
+//!   names, a worker returns or reports closed no more connections than it
+//!   holds, few reports are read per wake-up, and a worker that sends
+//!   [`MAX_BAD_REPORTS`] bad reports, or returns more than it holds, is cut
+//!   off: it gets no more connections and its channel is no longer read.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -52,6 +58,11 @@ const STALL_CHECK: Duration = Duration::from_millis(100);
 /// each time the worker stalls again, up to [`MAX_STALL_REST`].
 const FIRST_STALL_REST: Duration = Duration::from_millis(100);
 const MAX_STALL_REST: Duration = Duration::from_secs(2);
+/// Reports read from one worker per wake-up, so a flooding worker cannot
+/// hold the loop.
+const REPORTS_PER_WAKE: usize = 64;
+/// Bad reports after which a worker is cut off as misbehaving.
+const MAX_BAD_REPORTS: u32 = 10;
 
 /// How a hand-off policy chooses the worker for each new connection.
 pub(crate) trait Pick: Send {
@@ -82,6 +93,10 @@ pub(crate) struct Target {
     /// The worker stalled: it gets nothing until then.
     resting_until: Option<Instant>,
     next_rest: Duration,
+    /// Reports refused so far.
+    bad_reports: u32,
+    /// Misbehaving: no connections for it, its reports unread.
+    cut_off: bool,
 }
 
 impl Target {
@@ -98,6 +113,8 @@ impl Target {
             sent_since_check: 0,
             resting_until: None,
             next_rest: FIRST_STALL_REST,
+            bad_reports: 0,
+            cut_off: false,
         }
     }
 
@@ -146,7 +163,7 @@ impl HandOff {
             ));
         }
         let mut listeners = Vec::with_capacity(addresses.len());
-        let mut bound = Vec::with_capacity(addresses.len());
+        let mut bound: Vec<SocketAddr> = Vec::with_capacity(addresses.len());
         for &address in addresses {
             let socket = bind_listener(address, bind_options(backlog, false))?;
             bound.push(local_addr(&socket)?);
@@ -160,6 +177,7 @@ impl HandOff {
         let (commands, inbox) = mpsc::unbounded_channel();
         let dispatcher = Dispatcher {
             listeners,
+            ports: bound.iter().map(SocketAddr::port).collect(),
             targets: Vec::new(),
             pick,
             inbox,
@@ -234,6 +252,8 @@ enum Wake {
 
 struct Dispatcher {
     listeners: Vec<AsyncFd<OwnedFd>>,
+    /// The listeners' ports, in order: what a returned connection must be on.
+    ports: Vec<u16>,
     targets: Vec<Target>,
     pick: Box<dyn Pick>,
     inbox: mpsc::UnboundedReceiver<Command>,
@@ -265,7 +285,7 @@ impl Dispatcher {
             return Poll::Ready(Wake::Command(command));
         }
         for (index, target) in self.targets.iter().enumerate() {
-            if target.socket.poll_read_ready(cx).is_ready() {
+            if !target.cut_off && target.socket.poll_read_ready(cx).is_ready() {
                 return Poll::Ready(Wake::Report(index));
             }
             let writable = target
@@ -414,10 +434,14 @@ impl Dispatcher {
         batch.split_off(sent)
     }
 
-    /// Reads worker `index`'s reports until none is left.
+    /// Reads worker `index`'s reports, up to [`REPORTS_PER_WAKE`] (the
+    /// channel stays readable, so the loop comes back for the rest).
     fn read_reports(&mut self, index: usize) {
-        loop {
+        for _ in 0..REPORTS_PER_WAKE {
             let target = &mut self.targets[index];
+            if target.cut_off {
+                return;
+            }
             let received = target.socket.try_io(Interest::READABLE, |socket| {
                 handoff::receive(socket.as_fd())
             });
@@ -428,24 +452,93 @@ impl Dispatcher {
                 Err(err) => Err(err),
             };
             match report {
-                Ok(Report::Closed(count)) => target.open = target.open.saturating_sub(count),
-                Ok(Report::Returned(connections)) => {
-                    target.open = target.open.saturating_sub(connections.len() as u64);
+                Ok(report) => self.apply_report(index, report),
+                Err(err) => self.refuse_report(index, &err.to_string()),
+            }
+        }
+    }
+
+    /// Applies a well-formed report of worker `index`, if it is true to
+    /// what the worker holds.
+    fn apply_report(&mut self, index: usize, report: Report) {
+        let target = &mut self.targets[index];
+        match report {
+            Report::Closed(count) if count > target.open => {
+                let open = target.open;
+                self.refuse_report(
+                    index,
+                    &format!("a close report (C) of {count} connections, but it holds {open}"),
+                );
+            }
+            Report::Closed(count) => target.open -= count,
+            Report::Returned(connections) => {
+                let (valid, refused): (Vec<Handed>, Vec<Handed>) = connections
+                    .into_iter()
+                    .partition(|handed| handoff::check_returned(handed, &self.ports).is_ok());
+                if let Some(first) = refused.first() {
+                    let problem = handoff::check_returned(first, &self.ports).unwrap_err();
+                    let what = format!(
+                        "a return (R) of {} descriptors that are not its connections ({problem}): \
+                         closed them",
+                        refused.len()
+                    );
+                    drop(refused);
+                    self.refuse_report(index, &what);
+                }
+                let target = &mut self.targets[index];
+                if target.cut_off {
+                    return;
+                }
+                if valid.len() as u64 > target.open {
+                    let why = format!(
+                        "it returned {} connections, more than the {} it holds",
+                        valid.len(),
+                        target.open
+                    );
+                    drop(valid);
+                    self.cut_off(index, &why);
+                    return;
+                }
+                target.open -= valid.len() as u64;
+                if !valid.is_empty() {
                     tracing::debug!(
                         "worker {} returned {} connections",
                         target.key.slot,
-                        connections.len()
+                        valid.len()
                     );
-                    for handed in connections.into_iter().rev() {
-                        self.waiting.push_front(handed);
-                    }
                 }
-                Err(err) => tracing::warn!(
-                    "worker {}: bad report on its hand-off channel: {err}",
-                    target.key.slot
-                ),
+                for handed in valid.into_iter().rev() {
+                    self.waiting.push_front(handed);
+                }
             }
         }
+    }
+
+    /// Logs a refused report; past [`MAX_BAD_REPORTS`] cuts the worker off.
+    fn refuse_report(&mut self, index: usize, problem: &str) {
+        let target = &mut self.targets[index];
+        target.bad_reports += 1;
+        tracing::warn!(
+            "worker {}: refused a report on its hand-off channel: {problem}",
+            target.key.slot
+        );
+        if target.bad_reports >= MAX_BAD_REPORTS {
+            self.cut_off(index, &format!("{MAX_BAD_REPORTS} bad reports"));
+        }
+    }
+
+    /// Stops handing worker `index` connections and reading its channel:
+    /// it breaks the hand-off protocol. What it has not read goes to others.
+    fn cut_off(&mut self, index: usize, why: &str) {
+        let target = &mut self.targets[index];
+        tracing::error!(
+            "worker {} misbehaves on its hand-off channel ({why}): it gets no more connections \
+             and its reports are ignored until it exits",
+            target.key.slot
+        );
+        target.cut_off = true;
+        target.leaving = true;
+        self.take_back(index);
     }
 
     /// Finds workers that read nothing since the last check while

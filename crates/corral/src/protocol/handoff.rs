@@ -120,7 +120,7 @@ pub(crate) fn pair_up(indices: &[u8], fds: Vec<OwnedFd>) -> io::Result<Vec<Hande
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "a hand-off message announced {} connections but carried {}",
+                "a hand-off message has {} index bytes but carried {} descriptors",
                 indices.len(),
                 fds.len()
             ),
@@ -133,18 +133,72 @@ pub(crate) fn pair_up(indices: &[u8], fds: Vec<OwnedFd>) -> io::Result<Vec<Hande
         .collect())
 }
 
-/// Decodes a worker's report.
+/// Decodes a worker's report. Only its form is checked here; whether the
+/// worker may say it is [`check_returned`] and the dispatcher's count.
 pub(crate) fn decode_report(received: Received) -> io::Result<Report> {
-    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
     match received.data.split_first() {
-        Some((b'C', count)) if received.fds.is_empty() => std::str::from_utf8(count)
+        Some((b'C', _)) if !received.fds.is_empty() => Err(invalid(format!(
+            "a close report (C) carried {} descriptors; it carries none",
+            received.fds.len()
+        ))),
+        Some((b'C', count)) => std::str::from_utf8(count)
             .ok()
+            .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|text| text.parse().ok())
             .map(Report::Closed)
-            .ok_or_else(|| invalid("a close report is not C followed by a number")),
-        Some((b'R', indices)) => pair_up(indices, received.fds).map(Report::Returned),
-        _ => Err(invalid("a hand-off report must start with C or R")),
+            .ok_or_else(|| invalid("a close report (C) is not C followed by a count".into())),
+        Some((b'R', [])) => Err(invalid(
+            "a return (R) carried no connection: R is followed by one index byte per descriptor"
+                .into(),
+        )),
+        Some((b'R', indices)) => pair_up(indices, received.fds)
+            .map(Report::Returned)
+            .map_err(|err| invalid(format!("a return (R) is malformed: {err}"))),
+        Some((first, _)) => Err(invalid(format!(
+            "a report must start with C (closed) or R (returned), not byte {first:#04x}"
+        ))),
+        None => Err(invalid(format!(
+            "a report with no data but {} descriptors",
+            received.fds.len()
+        ))),
     }
+}
+
+/// Checks that a connection a worker returns is one corral could have
+/// handed it: a connected TCP socket accepted on listener `handed.listener`
+/// (whose port is `ports[listener]`). Anything else (a pipe, a file, a Unix
+/// socket, a listening socket, a connection it made itself) is refused,
+/// with what it is.
+pub(crate) fn check_returned(handed: &Handed, ports: &[u16]) -> Result<(), String> {
+    let index = usize::from(handed.listener);
+    let Some(&port) = ports.get(index) else {
+        return Err(format!(
+            "listener index {index}, but the cluster has {} listeners",
+            ports.len()
+        ));
+    };
+    let socket = socket2::SockRef::from(&handed.fd);
+    match socket.r#type() {
+        Ok(socket2::Type::STREAM) => {}
+        Ok(_) => return Err("a socket that is not a stream socket".into()),
+        Err(_) => return Err("a descriptor that is not a socket".into()),
+    }
+    let local = socket.local_addr().ok().and_then(|addr| addr.as_socket());
+    let Some(local) = local else {
+        return Err("a socket that is not a TCP connection (a Unix socket?)".into());
+    };
+    if socket.peer_addr().is_err() {
+        return Err(format!(
+            "a TCP socket on {local} that is not connected (a listening socket?)"
+        ));
+    }
+    if local.port() != port {
+        return Err(format!(
+            "a TCP connection on {local}, not one accepted on listener {index} (port {port})"
+        ));
+    }
+    Ok(())
 }
 
 /// A connected pair of hand-off sockets (primary end, worker end), both
@@ -207,6 +261,50 @@ mod tests {
         assert!(decode_report(receive(primary.as_fd()).unwrap().unwrap()).is_err());
         rustix::net::send(worker.as_fd(), b"R\x00\x00", SendFlags::empty()).unwrap();
         assert!(decode_report(receive(primary.as_fd()).unwrap().unwrap()).is_err());
+        rustix::net::send(worker.as_fd(), b"R", SendFlags::empty()).unwrap();
+        let bare = decode_report(receive(primary.as_fd()).unwrap().unwrap()).unwrap_err();
+        assert!(
+            bare.to_string()
+                .contains("return (R) carried no connection")
+        );
+        rustix::net::send(worker.as_fd(), b"C+5", SendFlags::empty()).unwrap();
+        assert!(decode_report(receive(primary.as_fd()).unwrap().unwrap()).is_err());
+        let with_fd = [Handed {
+            fd: connection(),
+            listener: 0,
+        }];
+        send_batch(worker.as_fd(), b"C", &with_fd).unwrap();
+        let named = decode_report(receive(primary.as_fd()).unwrap().unwrap()).unwrap_err();
+        assert!(named.to_string().contains("close report (C) carried 1"));
+    }
+
+    #[test]
+    fn only_tcp_connections_accepted_on_the_listener_may_be_returned() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let check = |fd: OwnedFd, listener: u8| check_returned(&Handed { fd, listener }, &[port]);
+        assert_eq!(check(accepted.try_clone().unwrap().into(), 0), Ok(()));
+        let out_of_range = check(accepted.into(), 1).unwrap_err();
+        assert!(out_of_range.contains("listener index 1"), "{out_of_range}");
+        let own_client = check(client.into(), 0).unwrap_err();
+        assert!(
+            own_client.contains("not one accepted on listener 0"),
+            "{own_client}"
+        );
+        let listening = check(listener.into(), 0).unwrap_err();
+        assert!(listening.contains("not connected"), "{listening}");
+        let unix = check(connection(), 0).unwrap_err();
+        assert!(unix.contains("not a stream socket"), "{unix}");
+        let (stream_a, _stream_b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let unix_stream = check(stream_a.into(), 0).unwrap_err();
+        assert!(
+            unix_stream.contains("not a TCP connection"),
+            "{unix_stream}"
+        );
+        let null = check(std::fs::File::open("/dev/null").unwrap().into(), 0).unwrap_err();
+        assert!(null.contains("not a socket"), "{null}");
     }
 
     #[test]
