@@ -172,3 +172,38 @@ fn stopping_the_cluster_stops_what_a_wrapper_script_started() {
     let gone = wait_until(Duration::from_secs(2), || !process_alive(child));
     assert!(gone, "the wrapper's child {child} outlived the cluster");
 }
+
+/// corral started from a shell with an extra descriptor open (`7>file`,
+/// not close-on-exec) and a low soft descriptor limit: the worker gets
+/// stdio, its socket and its channel, nothing else, and the hard limit.
+#[test]
+fn a_worker_inherits_only_its_own_descriptors_and_the_hard_descriptor_limit() {
+    let dir = std::env::temp_dir().join(format!("corral-fds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stray = dir.join("stray");
+    let worker = r#"for fd in /proc/$$/fd/*; do [ -e "$fd" ] && echo "fd ${fd##*/}"; done
+echo "limits $(ulimit -Sn) $(ulimit -Hn)"; exec sleep 30"#;
+    let mut command = std::process::Command::new("sh");
+    command.args([
+        "-c",
+        r#"exec 7>"$1"; ulimit -Sn 256; exec "$2" run -w 1 -l 127.0.0.1:0 -- sh -c "$3""#,
+        "sh",
+    ]);
+    command.arg(&stray).arg(CORRAL).arg(worker);
+    let cluster = ClusterProcess::spawn(command);
+    let limits = cluster.expect_line("[worker 1] limits");
+    let words: Vec<&str> = limits.split_whitespace().collect();
+    let (soft, hard) = (words[words.len() - 2], words[words.len() - 1]);
+    assert_eq!(
+        soft, hard,
+        "the soft limit is raised to the hard one: {limits}"
+    );
+    let fds: Vec<String> = cluster
+        .output()
+        .lines()
+        .filter_map(|line| line.split_once("[worker 1] fd ").map(|(_, fd)| fd))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(fds, ["0", "1", "2", "3", "4"], "{}", cluster.output());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -265,6 +265,10 @@ impl Cluster {
 
     fn run_primary(self, program: Program) -> Result<(), Error> {
         let settings = self.settings(&program)?;
+        match crate::sys::raise_descriptor_limit() {
+            Ok(limit) => tracing::debug!("open descriptor limit: {limit:?} (the hard limit)"),
+            Err(err) => tracing::warn!("cannot raise the open descriptor limit: {err}"),
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

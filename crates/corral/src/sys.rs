@@ -6,7 +6,10 @@
 //!   multi-threaded process may not allocate, so the program, argv and the
 //!   whole environment are prepared as C strings in the parent
 //!   ([`ExecImage`]); the child only writes its pid into a reserved buffer,
-//!   sets its parent-death signal and calls `execve` itself.
+//!   sets its parent-death signal, marks every descriptor above the ones it
+//!   is given close-on-exec (so nothing corral itself inherited, such as a
+//!   shell's `7>file` or a test harness's pipes, reaches the worker) and
+//!   calls `execve` itself.
 //! * Registering a descriptor with tokio's reactor ([`register_async`]):
 //!   `AsyncFd::register` is `unsafe` because it cannot know the descriptor
 //!   stays open; an `OwnedFd` moved into it does.
@@ -38,6 +41,10 @@ pub(crate) struct ExecImage {
     env_ptrs: Vec<*const libc::c_char>,
     death_signal: Signal,
     primary_pid: Pid,
+    /// Descriptors from this number up are closed by the `execve`.
+    first_closed_fd: u32,
+    /// Where the fallback for old kernels (no `close_range`) stops.
+    fd_limit: u32,
 }
 
 // SAFETY: the raw pointers point into heap buffers owned by the same value
@@ -91,7 +98,16 @@ impl ExecImage {
             env_ptrs,
             death_signal,
             primary_pid,
+            first_closed_fd: 3,
+            fd_limit: descriptor_limit(),
         })
+    }
+
+    /// Keeps descriptors below `first` open in the worker (stdio and the
+    /// ones mapped for it); every other one is closed by the `execve`.
+    pub(crate) fn closing_fds_from(mut self, first: RawFd) -> Self {
+        self.first_closed_fd = u32::try_from(first).unwrap_or(3).max(3);
+        self
     }
 
     /// Installs the image as the last step of `command`'s child set-up: it
@@ -99,7 +115,8 @@ impl ExecImage {
     pub(crate) fn install(self, command: &mut tokio::process::Command) {
         let mut image = self;
         // SAFETY: `exec_in_child` only makes async-signal-safe system calls
-        // (prctl, getppid, getpid, execve) and writes into memory the image
+        // (prctl, getppid, getpid, close_range or fcntl, execve) and writes
+        // into memory the image
         // owns; it does not allocate, lock or touch other threads' state.
         unsafe {
             command.pre_exec(move || image.exec_in_child());
@@ -119,6 +136,7 @@ impl ExecImage {
             rustix::process::getpid().as_raw_nonzero().get() as u32,
             &mut self.listen_pid[LISTEN_PID_PREFIX.len()..],
         );
+        close_on_exec_from(self.first_closed_fd, self.fd_limit);
         // SAFETY: every pointer is a NUL-terminated string owned by `self`,
         // and both arrays end with a null pointer.
         unsafe {
@@ -130,6 +148,60 @@ impl ExecImage {
         }
         Err(io::Error::last_os_error())
     }
+}
+
+/// Marks every descriptor from `first` up close-on-exec, in the child
+/// between `fork` and `exec` (no allocation). Marking rather than closing
+/// keeps the descriptors the runtime's own `exec` error pipe needs.
+fn close_on_exec_from(first: u32, limit: u32) {
+    // SAFETY: close_range only changes descriptor flags in this process's
+    // table; with CLOSE_RANGE_CLOEXEC it closes nothing before the exec.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if marked == 0 {
+        return;
+    }
+    // Kernels before 5.11: one fcntl per possible descriptor.
+    for fd in first..limit {
+        // SAFETY: F_SETFD on a number that may not be open only fails with
+        // EBADF; it touches nothing else.
+        unsafe {
+            libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// The highest descriptor number this process can have, plus one (for the
+/// fallback above), at most 65,536.
+fn descriptor_limit() -> u32 {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit
+        .current
+        .map_or(65_536, |current| current.min(65_536) as u32)
+}
+
+/// Raises this process's soft limit of open descriptors to its hard limit
+/// (workers inherit it): a primary of many workers, each with its channels
+/// and handed connections, runs out of the usual 1024 soft limit long before
+/// the machine does. Returns the new soft limit.
+pub(crate) fn raise_descriptor_limit() -> io::Result<Option<u64>> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return Ok(limit.current);
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised)?;
+    Ok(raised.current)
 }
 
 fn c_string(bytes: &[u8]) -> io::Result<CString> {

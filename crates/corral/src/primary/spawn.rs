@@ -96,6 +96,11 @@ impl Launcher {
                 child_fd: identity.handoff_fd(),
             });
         }
+        let first_unmapped = mappings
+            .iter()
+            .map(|mapping| mapping.child_fd + 1)
+            .max()
+            .unwrap_or(FIRST_LISTEN_FD);
         let image = ExecImage::new(
             resolved.path.as_os_str(),
             &resolved.argv,
@@ -103,7 +108,8 @@ impl Launcher {
             self.program.death_signal(),
             self.primary_pid,
         )
-        .map_err(spawn_error)?;
+        .map_err(spawn_error)?
+        .closing_fds_from(first_unmapped);
 
         let mut command = tokio::process::Command::new(&resolved.path);
         command
