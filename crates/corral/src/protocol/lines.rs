@@ -9,6 +9,12 @@ use tokio::sync::mpsc;
 
 use crate::protocol::socket_reader;
 
+/// The most line buffer a reader keeps between lines. A longer line (or an
+/// oversized one being skipped) grows it, and it is given back once that
+/// line is dealt with, so one huge message does not leave megabytes resident
+/// per worker for the rest of its life.
+const RETAINED_LINE_CAPACITY: usize = 64 * 1024;
+
 /// The default largest line accepted on a channel.
 pub const DEFAULT_MAX_LINE: usize = 16 * 1024 * 1024;
 
@@ -115,7 +121,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
     /// The next line, or `None` at the end of the stream. A last line without
     /// a newline still counts as a line.
     pub(crate) async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
-        self.line.clear();
+        self.release_large_buffer();
         let mut skipped = 0usize;
         loop {
             let available = self.inner.fill_buf().await?;
@@ -133,7 +139,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             let consumed = chunk.len() + usize::from(found_end);
             if skipped > 0 || self.line.len() + chunk.len() > self.limit {
                 skipped += self.line.len() + chunk.len();
-                self.line.clear();
+                self.release_large_buffer();
             } else {
                 self.line.extend_from_slice(chunk);
             }
@@ -145,6 +151,15 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
                     Line::Complete(&self.line)
                 }));
             }
+        }
+    }
+
+    /// Empties the line buffer, giving its memory back if it grew large.
+    fn release_large_buffer(&mut self) {
+        if self.line.capacity() > RETAINED_LINE_CAPACITY {
+            self.line = Vec::new();
+        } else {
+            self.line.clear();
         }
     }
 }
@@ -193,6 +208,24 @@ mod tests {
                 Ok(b"last".to_vec())
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_huge_line_leaves_no_large_buffer_behind() {
+        let mut input = vec![b'x'; 3 << 20];
+        input.push(b'\n');
+        input.extend_from_slice(&vec![b'y'; 1 << 20]);
+        input.extend_from_slice(b"\nsmall\n");
+        let reader = tokio::io::BufReader::new(&input[..]);
+        let mut lines = LineReader::new(reader, 2 << 20);
+        let line = lines.next_line().await.unwrap();
+        assert_eq!(line, Some(Line::TooLong(3 << 20)));
+        assert!(lines.line.capacity() <= RETAINED_LINE_CAPACITY);
+        let line = lines.next_line().await.unwrap();
+        assert!(matches!(line, Some(Line::Complete(bytes)) if bytes.len() == 1 << 20));
+        let line = lines.next_line().await.unwrap();
+        assert_eq!(line, Some(Line::Complete(&b"small"[..])));
+        assert!(lines.line.capacity() <= RETAINED_LINE_CAPACITY);
     }
 
     #[tokio::test]
