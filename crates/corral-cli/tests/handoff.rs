@@ -110,8 +110,15 @@ fn a_python_worker_speaks_the_handoff_protocol() {
             let id = response.body.split_whitespace().nth(2).unwrap().to_string();
             *seen.entry(id).or_insert(0) += 1;
         }
-        assert_eq!(seen.get("1"), Some(&5), "{policy}: {seen:?}");
-        assert_eq!(seen.get("2"), Some(&5), "{policy}: {seen:?}");
+        if policy == "round-robin" {
+            assert_eq!(seen.get("1"), Some(&5), "{policy}: {seen:?}");
+            assert_eq!(seen.get("2"), Some(&5), "{policy}: {seen:?}");
+        } else {
+            // Sequential requests: whether a worker's `C1` reaches the
+            // primary before the next connection decides the split, so
+            // only that both serve is certain.
+            assert_eq!(seen.len(), 2, "{policy}: {seen:?}");
+        }
     }
 }
 
