@@ -78,7 +78,11 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
     if let Some(threads) = run.worker_threads {
         cluster = cluster.worker_threads(threads as usize);
     }
-    let addresses = if run.listen.is_empty() {
+    // Started by systemd with sockets and no --listen: the library serves
+    // every socket it was given.
+    let addresses = if run.listen.is_empty() && !corral::activated_addresses().is_empty() {
+        Vec::new()
+    } else if run.listen.is_empty() {
         vec!["127.0.0.1:8000".to_string()]
     } else {
         run.listen

@@ -1,5 +1,6 @@
-//! Listen addresses as users write them (`HOST:PORT`, `[::1]:PORT`, `PORT`)
-//! and their resolution to socket addresses before anything is bound.
+//! Listen addresses as users write them (`HOST:PORT`, `[::1]:PORT`, `PORT`,
+//! `systemd:NAME` for a socket systemd passed) and their resolution to
+//! socket addresses before anything is bound.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,11 +15,21 @@ pub struct ListenAddr {
     text: String,
     host: String,
     port: u16,
+    /// `systemd:NAME`: the socket systemd passed under this name.
+    activated: Option<String>,
 }
+
+/// The prefix of a listen address that names a socket passed by systemd.
+const SYSTEMD_PREFIX: &str = "systemd:";
 
 impl ListenAddr {
     /// Resolves the host name; the first address it resolves to is used.
+    /// `systemd:NAME` resolves to the address of the socket systemd passed
+    /// under that name.
     pub fn resolve(&self) -> Result<SocketAddr, Error> {
+        if let Some(name) = &self.activated {
+            return crate::balance::activation::address_named(name);
+        }
         let invalid = |reason: String| Error::InvalidAddress {
             address: self.text.clone(),
             reason,
@@ -41,6 +52,19 @@ impl FromStr for ListenAddr {
             reason: reason.to_string(),
         };
         let text = text.trim();
+        if let Some(name) = text.strip_prefix(SYSTEMD_PREFIX) {
+            if name.is_empty() || name.contains(':') {
+                return Err(invalid(
+                    "write systemd:NAME, NAME being the socket's FileDescriptorName=",
+                ));
+            }
+            return Ok(ListenAddr {
+                text: text.to_string(),
+                host: String::new(),
+                port: 0,
+                activated: Some(name.to_string()),
+            });
+        }
         let (host, port) = match text.rsplit_once(':') {
             Some((host, port)) => (host, port),
             // A bare port listens on every IPv4 interface, as `listen(PORT)`.
@@ -69,6 +93,7 @@ impl FromStr for ListenAddr {
             text: text.to_string(),
             host: host.to_string(),
             port,
+            activated: None,
         })
     }
 }
@@ -106,10 +131,21 @@ mod tests {
             "[::1:80",
             ":80",
             "1.2.3.4:70000",
+            "systemd:",
         ] {
             let err = bad.parse::<ListenAddr>().unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
         }
+    }
+
+    #[test]
+    fn a_systemd_name_needs_sockets_from_systemd() {
+        let addr: ListenAddr = "systemd:web".parse().unwrap();
+        let err = addr.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("systemd:web") && err.contains("LISTEN_FDS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -308,11 +308,15 @@ impl Cluster {
                 self.backlog
             )));
         }
-        let addresses = self
+        let mut addresses = self
             .listen
             .iter()
             .map(|text| text.parse::<ListenAddr>()?.resolve())
             .collect::<Result<Vec<SocketAddr>, Error>>()?;
+        if self.listen.is_empty() {
+            // Socket-activated with no address given: serve every socket.
+            addresses = activated_addresses();
+        }
         Ok(Settings {
             workers: self.workers,
             addresses,
@@ -338,6 +342,16 @@ impl Cluster {
 /// One worker per CPU this process may run on.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |count| count.get())
+}
+
+/// The addresses of the listening sockets systemd passed this process
+/// (`LISTEN_FDS`, with `LISTEN_PID` its pid), in order; empty when it was
+/// not socket-activated. A cluster with no `listen` address serves them all.
+pub fn activated_addresses() -> Vec<SocketAddr> {
+    crate::balance::activation::activated()
+        .iter()
+        .map(|socket| socket.address)
+        .collect()
 }
 
 /// Whether this process was started by a corral primary as a worker.

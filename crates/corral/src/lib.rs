@@ -40,7 +40,8 @@ pub use protocol::{env, message};
 pub use address::ListenAddr;
 pub use balance::Policy;
 pub use cluster::{
-    Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, default_workers, is_worker,
+    Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, activated_addresses, default_workers,
+    is_worker,
 };
 pub use error::Error;
 pub use primary::backoff::BackoffPolicy;

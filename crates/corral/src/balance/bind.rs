@@ -1,6 +1,9 @@
 //! Binding listening sockets. The primary binds every socket itself, before
 //! any worker starts, so that a port in use is one clear error at start and
-//! so that the sockets outlive every worker.
+//! so that the sockets outlive every worker; or, when systemd passed it a
+//! socket for the address (`activation.rs`), uses that one.
+
+use crate::balance::activation;
 
 use std::net::SocketAddr;
 
@@ -19,6 +22,9 @@ pub(crate) struct BindOptions {
 /// passes sockets: a blocking server can use it as it is, and an event-loop
 /// server switches it to non-blocking itself.
 pub(crate) fn bind_listener(address: SocketAddr, options: BindOptions) -> Result<Socket, Error> {
+    if let Some(inherited) = activation::duplicate(address) {
+        return inherited;
+    }
     let socket = Socket::new(
         Domain::for_address(address),
         Type::STREAM,
@@ -46,7 +52,7 @@ pub(crate) fn bind_listener(address: SocketAddr, options: BindOptions) -> Result
 /// `address`. `SO_REUSEPORT` would otherwise let corral silently join another
 /// program's port group (same user) and split its traffic.
 pub(crate) fn ensure_port_free(address: SocketAddr, backlog: i32) -> Result<(), Error> {
-    if address.port() == 0 {
+    if address.port() == 0 || activation::duplicate(address).is_some() {
         return Ok(());
     }
     let probe = BindOptions {

@@ -5,6 +5,7 @@
 //! (`round_robin`, `least_connections`). Adding a policy touches its own
 //! file, the [`Policy`] enum and [`Policy::balancer`].
 
+pub(crate) mod activation;
 pub(crate) mod bind;
 mod dispatch;
 mod least_connections;

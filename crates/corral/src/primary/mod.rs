@@ -8,6 +8,7 @@ pub(crate) mod event;
 mod handle;
 mod health;
 mod notice;
+mod notify;
 mod outbox;
 mod output;
 mod program;
@@ -45,6 +46,7 @@ use event::{Event, human_duration, signal_name};
 use handle::EventSink;
 use health::jitter;
 use notice::Notice;
+use notify::Notifier;
 use output::OutputSink;
 use ready_mode::ReadyMode;
 use reaper::Reaper;
@@ -170,6 +172,7 @@ pub(crate) async fn run(
         reload: None,
         proven: false,
         reaper: Reaper::new(),
+        notifier: Notifier::from_environment(),
     };
     primary.emit(Event::Bound {
         addresses: primary.balancer.local_addrs().to_vec(),
@@ -213,6 +216,8 @@ struct Supervisor {
     proven: bool,
     /// Reaps and stops what workers start outside their process groups.
     reaper: Reaper,
+    /// systemd's notification socket (`NOTIFY_SOCKET`), if any.
+    notifier: Notifier,
 }
 
 impl Supervisor {
@@ -223,15 +228,20 @@ impl Supervisor {
         let max_memory = self.settings.max_memory;
         let mut memory_check = tokio::time::interval(health::MEMORY_CHECK);
         let mut child_exits = signals::child_exits()?;
+        let systemd_watchdog = self.notifier.watchdog;
+        let mut systemd_ping =
+            tokio::time::interval(systemd_watchdog.unwrap_or(Duration::from_secs(3600)));
         while !self.finished() {
             tokio::select! {
                 Some(notice) = self.inbox.recv() => self.handle(notice)?,
                 request = signals.next() => self.obey(request)?,
                 _ = child_exits.recv() => self.reap_orphans(),
+                _ = systemd_ping.tick(), if systemd_watchdog.is_some() => self.notifier.ping(),
                 Some(request) = self.requested.recv() => self.obey(request)?,
                 _ = watchdog_check.tick(), if watchdog.is_some() => self.kill_hung_workers(),
                 _ = memory_check.tick(), if max_memory.is_some() => self.recycle_large_workers()?,
             }
+            self.tell_systemd();
         }
         tracing::info!("all workers exited: cluster stopped");
         Ok(())
