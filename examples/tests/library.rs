@@ -120,3 +120,40 @@ fn the_hello_example_loses_no_request_over_five_reloads() {
     reloads_lose_no_request("hello", "reuseport");
     reloads_lose_no_request("hello", "round-robin");
 }
+
+#[test]
+fn a_worker_flooded_both_ways_keeps_its_heartbeats_and_still_stops() {
+    // Every queue full: the primary's to each worker, each worker's inbox
+    // (never read) and each worker's outgoing queue (sent into as fast as
+    // it takes). corral's own words must still pass.
+    let mut cluster = example(
+        "flood",
+        &[
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--watchdog",
+            "2",
+            "--grace",
+            "5",
+        ],
+    );
+    let port = cluster.port();
+    cluster.expect_line("worker 1 ready");
+    cluster.expect_line("worker 2 ready");
+    // Two watchdog periods under the flood: heartbeats queued behind the
+    // user messages (as they were) get a worker killed well within them.
+    let hung = cluster.wait_for_line("sent no heartbeat", std::time::Duration::from_secs(4));
+    assert_eq!(hung, None, "{}", cluster.output());
+    assert_eq!(answers(port, 2).len(), 2, "both workers serve");
+    cluster.signal(Signal::TERM);
+    let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
+    assert!(status.success(), "{status:?}:\n{}", cluster.output());
+    let output = cluster.output();
+    assert_eq!(
+        output.matches("exited with code 0 as asked").count(),
+        2,
+        "both workers stopped when asked, none was killed:\n{output}"
+    );
+}

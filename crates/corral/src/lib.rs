@@ -23,8 +23,9 @@
 //! }
 //! ```
 //!
-//! The module [`env`] documents what a worker receives; [`message`] documents
-//! the channel protocol for workers in other languages.
+//! The module [`env`] documents what a worker receives; the README's
+//! "message channel" section documents the channel protocol for workers in
+//! other languages.
 
 mod address;
 mod balance;
@@ -35,7 +36,7 @@ mod protocol;
 mod sys;
 mod worker;
 
-pub use protocol::{env, message};
+pub use protocol::env;
 
 pub use address::ListenAddr;
 pub use balance::Policy;

@@ -443,9 +443,6 @@ impl Supervisor {
             }
             Control::Heartbeat => worker.last_heartbeat = Some(Instant::now()),
             Control::Ready => {}
-            Control::Stop => {
-                tracing::warn!("worker {id} sent \"stop\", which only the primary sends: ignored")
-            }
         }
         Ok(())
     }

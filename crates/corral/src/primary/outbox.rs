@@ -1,6 +1,8 @@
 //! A worker's outgoing message queue in the primary, bounded in bytes: a
 //! worker that does not read its channel makes messages to it be dropped
-//! (and logged), never the primary's memory grow.
+//! (and logged), never the primary's memory grow. corral's own words (the
+//! stop) go on a lane of their own, written ahead of queued user messages
+//! and never refused for the budget.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +11,7 @@ use std::os::fd::OwnedFd;
 
 use tokio::sync::mpsc;
 
-use crate::protocol::lines::{LineQueue, write_lines};
+use crate::protocol::lines::{Lanes, LineQueue, write_lines};
 
 /// The most bytes queued for one worker.
 pub(crate) const OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
@@ -17,6 +19,7 @@ pub(crate) const OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
 /// The sending side; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
+    control: mpsc::UnboundedSender<Vec<u8>>,
     lines: mpsc::UnboundedSender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
 }
@@ -33,17 +36,34 @@ pub(crate) enum Refused {
 impl Outbox {
     /// Starts the task that writes queued lines to the stream socket `writer`.
     pub(crate) fn start(writer: OwnedFd) -> Self {
+        let (control, control_queue) = mpsc::unbounded_channel::<Vec<u8>>();
         let (lines, queue) = mpsc::unbounded_channel::<Vec<u8>>();
         let queued = Arc::new(AtomicUsize::new(0));
         let written = queued.clone();
-        tokio::spawn(write_lines(
-            writer,
+        let lanes = Lanes::new(
+            LineQueue::Unbounded(control_queue),
             LineQueue::Unbounded(queue),
-            move |bytes| {
-                written.fetch_sub(bytes, Ordering::Relaxed);
-            },
-        ));
-        Outbox { lines, queued }
+        );
+        tokio::spawn(write_lines(writer, lanes, move |bytes| {
+            written.fetch_sub(bytes, Ordering::Relaxed);
+        }));
+        Outbox {
+            control,
+            lines,
+            queued,
+        }
+    }
+
+    /// Queues one of corral's own lines (newline included), to be written
+    /// before any queued user message. Only a closed channel refuses it.
+    pub(crate) fn push_control(&self, line: Vec<u8>) -> Result<(), Refused> {
+        let len = line.len();
+        // Counted, so that the writer's accounting of written bytes balances.
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.control.send(line).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            Refused::Closed
+        })
     }
 
     /// Queues one line (newline included).
@@ -87,5 +107,26 @@ mod tests {
         let mut received = vec![0; expected.len()];
         worker_end.read_exact(&mut received).await.unwrap();
         assert!(received == expected, "lines were lost or reordered");
+    }
+
+    #[tokio::test]
+    async fn a_stop_is_queued_past_the_budget() {
+        let (primary_end, _worker_end) = tokio::net::UnixStream::pair().unwrap();
+        let outbox = Outbox::start(OwnedFd::from(primary_end.into_std().unwrap()));
+        // Nobody reads the worker's end: user lines fill the budget...
+        let chunk = vec![b'x'; 1024 * 1024];
+        let mut refused = None;
+        for _ in 0..=OUTBOX_LIMIT / chunk.len() + 1 {
+            if let Err(err) = outbox.push(chunk.clone()) {
+                refused = Some(err);
+                break;
+            }
+        }
+        assert_eq!(refused, Some(Refused::Full));
+        // ...and the stop still goes in.
+        assert_eq!(
+            outbox.push_control(b"{\"corral\":\"stop\"}\n".to_vec()),
+            Ok(())
+        );
     }
 }

@@ -14,7 +14,7 @@ use super::handle::EventSink;
 use super::notice::Notice;
 use super::registry::Registry;
 use crate::primary::event::Event;
-use crate::protocol::message::{self, Control, Message};
+use crate::protocol::message::{self, Control, ToPrimary};
 
 /// What the primary does with user messages besides handing them to the
 /// user's primary task.
@@ -36,36 +36,30 @@ pub(crate) struct Router {
 impl Router {
     /// Handles one message from worker `id`. Returns `false` when the
     /// supervisor is gone.
-    pub(crate) async fn route(&self, id: u32, generation: u32, message: Message) -> bool {
+    pub(crate) async fn route(&self, id: u32, generation: u32, message: ToPrimary) -> bool {
         match message {
-            Message::Control(control) => self.to_supervisor(id, generation, control).await,
+            ToPrimary::Control(control) => self.to_supervisor(id, generation, control).await,
             // pm2's idiom: `process.send('ready')`.
-            Message::User(Value::String(word)) if word == "ready" => {
+            ToPrimary::User(Value::String(word)) if word == "ready" => {
                 self.to_supervisor(id, generation, Control::Ready).await
             }
-            Message::User(value) => {
+            ToPrimary::User(value) => {
                 self.deliver(id, value);
                 true
             }
-            Message::SendTo { to, message } => {
+            ToPrimary::SendTo { to, message } => {
                 if let Err(err) = self.registry.send(to, message::encode_from(id, message)) {
                     tracing::warn!("worker {id}: cannot relay a message: {err}");
                 }
                 true
             }
-            Message::Served { count } => {
+            ToPrimary::Served { count } => {
                 let notice = Notice::Served {
                     id,
                     generation,
                     count,
                 };
                 self.notices.send(notice).await.is_ok()
-            }
-            Message::From { .. } => {
-                tracing::warn!(
-                    "worker {id} sent a \"from\" message, which only the primary sends: ignored"
-                );
-                true
             }
         }
     }

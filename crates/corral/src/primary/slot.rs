@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::outbox::Outbox;
 use crate::primary::backoff::RestartBackoff;
-use crate::protocol::message::{self, Control};
+use crate::protocol::message;
 use rustix::process::Signal;
 
 pub(crate) struct Slot {
@@ -130,9 +130,9 @@ impl LiveWorker {
     /// then SIGTERM for every server.
     pub(crate) fn request_stop(&mut self) {
         self.stop_requested = true;
-        let _ = self.outbox.push(message::encode_control(Control::Stop));
+        let _ = self.outbox.push_control(message::encode_stop());
         if self.node {
-            let _ = self.outbox.push(b"\"shutdown\"\n".to_vec());
+            let _ = self.outbox.push_control(b"\"shutdown\"\n".to_vec());
         }
         self.signal(Signal::TERM);
     }

@@ -197,7 +197,7 @@ async fn read_channel(
                 continue;
             }
         };
-        match message::decode(bytes) {
+        match message::decode_to_primary(bytes) {
             Ok(Some(message)) => {
                 if !router.route(id, generation, message).await {
                     return;

@@ -41,7 +41,7 @@ pub(crate) fn coalesce(
     None
 }
 
-/// The queue a channel's writer task drains: bounded where senders must
+/// One queue a channel's writer task drains: bounded where senders must
 /// wait (a worker's messages), unbounded where a byte budget bounds it
 /// (the primary's outboxes).
 pub(crate) enum LineQueue {
@@ -65,25 +65,73 @@ impl LineQueue {
     }
 }
 
-/// Writes the lines of `queue` to the stream socket `socket` until the
-/// queue closes or a write fails, small lines queued together in one write.
-/// `written` is told the size of each write once it is done.
-pub(crate) async fn write_lines(
-    socket: OwnedFd,
-    mut queue: LineQueue,
-    mut written: impl FnMut(usize),
-) {
+/// The two lanes of a channel's writer: corral's own words, always written
+/// first, and user messages. A full user lane never holds back a `ready`,
+/// a heartbeat or a stop.
+pub(crate) struct Lanes {
+    pub control: LineQueue,
+    pub user: LineQueue,
+    /// Set once the control lane closed (its senders are gone).
+    control_closed: bool,
+}
+
+impl Lanes {
+    pub(crate) fn new(control: LineQueue, user: LineQueue) -> Self {
+        Lanes {
+            control,
+            user,
+            control_closed: false,
+        }
+    }
+
+    /// The next line, a control line whenever one waits; `None` once the
+    /// user lane closed (the channel's owner is gone).
+    async fn recv(&mut self) -> Option<Vec<u8>> {
+        if let Some(line) = self.try_recv() {
+            return Some(line);
+        }
+        if self.control_closed {
+            return self.user.recv().await;
+        }
+        tokio::select! {
+            biased;
+            line = self.control.recv() => match line {
+                Some(line) => Some(line),
+                None => {
+                    self.control_closed = true;
+                    self.user.recv().await
+                }
+            },
+            line = self.user.recv() => line,
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Vec<u8>> {
+        if !self.control_closed
+            && let Some(line) = self.control.try_recv()
+        {
+            return Some(line);
+        }
+        self.user.try_recv()
+    }
+}
+
+/// Writes the lines of `lanes` to the stream socket `socket` until the
+/// user lane closes or a write fails, control lines first, small lines
+/// queued together in one write. `written` is told the size of each write
+/// once it is done.
+pub(crate) async fn write_lines(socket: OwnedFd, mut lanes: Lanes, mut written: impl FnMut(usize)) {
     let mut pending = None;
     loop {
         let next = match pending.take() {
             Some(line) => Some(line),
-            None => queue.recv().await,
+            None => lanes.recv().await,
         };
         let Some(mut batch) = next else {
             return;
         };
         if batch.len() < COALESCE_LIMIT {
-            pending = coalesce(&mut batch, || queue.try_recv());
+            pending = coalesce(&mut batch, || lanes.try_recv());
         }
         let result = socket_reader::write_all(socket.as_fd(), &batch).await;
         written(batch.len());
@@ -195,6 +243,31 @@ mod tests {
             });
         }
         out
+    }
+
+    #[tokio::test]
+    async fn control_lines_overtake_queued_user_lines() {
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (user_tx, user_rx) = mpsc::channel(8);
+        for index in 0..3 {
+            user_tx
+                .send(format!("user {index}\n").into_bytes())
+                .await
+                .unwrap();
+        }
+        control_tx.send(b"stop\n".to_vec()).unwrap();
+        let mut lanes = Lanes::new(
+            LineQueue::Unbounded(control_rx),
+            LineQueue::Bounded(user_rx),
+        );
+        assert_eq!(lanes.recv().await, Some(b"stop\n".to_vec()));
+        assert_eq!(lanes.recv().await, Some(b"user 0\n".to_vec()));
+        // A closed control lane leaves the user lane working.
+        drop(control_tx);
+        assert_eq!(lanes.recv().await, Some(b"user 1\n".to_vec()));
+        assert_eq!(lanes.recv().await, Some(b"user 2\n".to_vec()));
+        drop(user_tx);
+        assert_eq!(lanes.recv().await, None);
     }
 
     #[tokio::test]

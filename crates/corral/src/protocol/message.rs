@@ -3,75 +3,107 @@
 //! the framing of Node's `NODE_CHANNEL_FD` in `json` mode). A value of the
 //! form `{"corral": …}` is corral's own; any other value is a user message.
 //!
-//! corral's own values:
-//! * `{"corral":"online"}`, `"ready"`, `"heartbeat"` (worker → primary) and
-//!   `{"corral":"stop"}` (primary → worker): see [`Control`];
-//! * `{"corral":{"to":ID,"message":VALUE}}` (worker → primary): deliver VALUE
-//!   to worker ID;
-//! * `{"corral":{"from":ID,"message":VALUE}}` (primary → worker): VALUE, sent
-//!   by worker ID;
-//! * `{"corral":{"served":N}}` (worker → primary): N more requests served
-//!   (`--max-requests` counts them).
+//! Each direction has its own type, so a reader only ever sees what may
+//! come its way ([`ToPrimary`], [`ToWorker`]):
+//! * worker → primary: `{"corral":"online"}`, `"ready"`, `"heartbeat"` (see
+//!   [`Control`]); `{"corral":{"to":ID,"message":VALUE}}` (deliver VALUE to
+//!   worker ID); `{"corral":{"served":N}}` (N more requests served, which
+//!   `--max-requests` counts);
+//! * primary → worker: `{"corral":"stop"}`; `{"corral":{"from":ID,"message":VALUE}}`
+//!   (VALUE, sent by worker ID).
+//!
+//! corral's own words never wait behind user messages: both ends queue them
+//! on a lane of their own and write them first (`lines::write_lines`), and
+//! the primary's stop also goes out as SIGTERM, which no full queue can hold
+//! back.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The key that marks corral's own messages.
-pub const CONTROL_KEY: &str = "corral";
+pub(crate) const CONTROL_KEY: &str = "corral";
 
-/// corral's control words, written `{"corral":"ready"}` and so on.
+/// A worker's control words to the primary, written `{"corral":"ready"}`
+/// and so on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Control {
-    /// Worker → primary: the worker runs and reads its channel.
+pub(crate) enum Control {
+    /// The worker runs and reads its channel.
     Online,
-    /// Worker → primary: the worker serves (and, under a hand-off policy,
-    /// reads its hand-off channel).
+    /// The worker serves (and, under a hand-off policy, reads its hand-off
+    /// channel).
     Ready,
-    /// Worker → primary: the worker's event loop is alive.
+    /// The worker's event loop is alive.
     Heartbeat,
-    /// Primary → worker: stop taking new work, finish what is in flight, exit.
+}
+
+/// The primary's one control word: stop taking new work, finish what is in
+/// flight, exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Stop {
     Stop,
 }
 
-/// One decoded line.
+/// One decoded line from a worker.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Message {
+pub(crate) enum ToPrimary {
     /// A control word.
     Control(Control),
-    /// A worker asks the primary to deliver `message` to worker `to`.
+    /// Deliver `message` to worker `to`.
     SendTo { to: u32, message: Value },
-    /// The primary delivers `message` from worker `from`.
-    From { from: u32, message: Value },
     /// The worker served `count` more requests.
     Served { count: u64 },
     /// Anything else: the user's own message.
     User(Value),
 }
 
-/// The object forms under the `corral` key.
+/// One decoded line from the primary.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ToWorker {
+    /// Stop taking new work, finish what is in flight, exit.
+    Stop,
+    /// `message`, sent by worker `from`.
+    From { from: u32, message: Value },
+    /// Anything else: the user's own message, from the primary.
+    User(Value),
+}
+
+/// The object forms under the `corral` key, worker → primary.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged, deny_unknown_fields)]
-enum Envelope {
+enum WorkerEnvelope {
     SendTo { to: u32, message: Value },
-    From { from: u32, message: Value },
     Served { served: u64 },
 }
 
-/// Why a line could not be decoded.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("not a JSON value: {0}")]
-    NotJson(#[from] serde_json::Error),
-    #[error(
-        "unknown corral message {0} (expected \"online\", \"ready\", \"heartbeat\", \"stop\", \
-         {{\"to\":ID,\"message\":…}}, {{\"from\":ID,\"message\":…}} or {{\"served\":N}})"
-    )]
-    UnknownControl(Value),
+/// The object form under the `corral` key, primary → worker.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FromEnvelope {
+    from: u32,
+    message: Value,
 }
 
-/// Decodes one line (without its newline). Blank lines decode to `None`.
-pub fn decode(line: &[u8]) -> Result<Option<Message>, DecodeError> {
+const TO_PRIMARY_FORMS: &str = "\"online\", \"ready\", \"heartbeat\", \
+     {\"to\":ID,\"message\":…} or {\"served\":N}";
+const TO_WORKER_FORMS: &str = "\"stop\" or {\"from\":ID,\"message\":…}";
+
+/// Why a line could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("not a JSON value: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("unknown corral message {found} (expected {expected})")]
+    UnknownControl {
+        found: Value,
+        expected: &'static str,
+    },
+}
+
+/// Splits a line into corral's own part (the value under `corral`) or a
+/// user message. Blank lines are `None`.
+fn split(line: &[u8]) -> Result<Option<Result<Value, Value>>, DecodeError> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -80,48 +112,84 @@ pub fn decode(line: &[u8]) -> Result<Option<Message>, DecodeError> {
         Value::Object(map) if map.len() == 1 => map.remove(CONTROL_KEY),
         _ => None,
     };
-    let Some(inner) = inner else {
-        return Ok(Some(Message::User(value)));
+    Ok(Some(inner.ok_or(value)))
+}
+
+/// Decodes one line a worker wrote (without its newline).
+pub(crate) fn decode_to_primary(line: &[u8]) -> Result<Option<ToPrimary>, DecodeError> {
+    let inner = match split(line)? {
+        None => return Ok(None),
+        Some(Err(user)) => return Ok(Some(ToPrimary::User(user))),
+        Some(Ok(inner)) => inner,
     };
     if let Ok(control) = Control::deserialize(&inner) {
-        return Ok(Some(Message::Control(control)));
+        return Ok(Some(ToPrimary::Control(control)));
     }
-    match Envelope::deserialize(&inner) {
-        Ok(Envelope::SendTo { to, message }) => Ok(Some(Message::SendTo { to, message })),
-        Ok(Envelope::From { from, message }) => Ok(Some(Message::From { from, message })),
-        Ok(Envelope::Served { served }) => Ok(Some(Message::Served { count: served })),
-        Err(_) => Err(DecodeError::UnknownControl(inner)),
+    match WorkerEnvelope::deserialize(&inner) {
+        Ok(WorkerEnvelope::SendTo { to, message }) => Ok(Some(ToPrimary::SendTo { to, message })),
+        Ok(WorkerEnvelope::Served { served }) => Ok(Some(ToPrimary::Served { count: served })),
+        Err(_) => Err(DecodeError::UnknownControl {
+            found: inner,
+            expected: TO_PRIMARY_FORMS,
+        }),
     }
 }
 
-/// Encodes a control word as one line, newline included.
-pub fn encode_control(control: Control) -> Vec<u8> {
+/// Decodes one line the primary wrote (without its newline).
+pub(crate) fn decode_to_worker(line: &[u8]) -> Result<Option<ToWorker>, DecodeError> {
+    let inner = match split(line)? {
+        None => return Ok(None),
+        Some(Err(user)) => return Ok(Some(ToWorker::User(user))),
+        Some(Ok(inner)) => inner,
+    };
+    if Stop::deserialize(&inner).is_ok() {
+        return Ok(Some(ToWorker::Stop));
+    }
+    match FromEnvelope::deserialize(&inner) {
+        Ok(FromEnvelope { from, message }) => Ok(Some(ToWorker::From { from, message })),
+        Err(_) => Err(DecodeError::UnknownControl {
+            found: inner,
+            expected: TO_WORKER_FORMS,
+        }),
+    }
+}
+
+/// Encodes a worker's control word as one line, newline included.
+pub(crate) fn encode_control(control: Control) -> Vec<u8> {
     line(&serde_json::json!({ CONTROL_KEY: control }))
 }
 
+/// Encodes the primary's stop word as one line, newline included.
+pub(crate) fn encode_stop() -> Vec<u8> {
+    line(&serde_json::json!({ CONTROL_KEY: Stop::Stop }))
+}
+
 /// Encodes a user message as one line, newline included.
-pub fn encode_user<T: Serialize + ?Sized>(message: &T) -> serde_json::Result<Vec<u8>> {
+pub(crate) fn encode_user<T: Serialize + ?Sized>(message: &T) -> serde_json::Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec(message)?;
     bytes.push(b'\n');
     Ok(bytes)
 }
 
-/// Encodes a request to deliver `message` to worker `to`.
-pub fn encode_send_to<T: Serialize + ?Sized>(to: u32, message: &T) -> serde_json::Result<Vec<u8>> {
+/// Encodes a worker's request to deliver `message` to worker `to`.
+pub(crate) fn encode_send_to<T: Serialize + ?Sized>(
+    to: u32,
+    message: &T,
+) -> serde_json::Result<Vec<u8>> {
     let message = serde_json::to_value(message)?;
     Ok(line(
-        &serde_json::json!({ CONTROL_KEY: Envelope::SendTo { to, message } }),
+        &serde_json::json!({ CONTROL_KEY: WorkerEnvelope::SendTo { to, message } }),
     ))
 }
 
-/// Encodes a report of `count` more requests served.
-pub fn encode_served(count: u64) -> Vec<u8> {
-    line(&serde_json::json!({ CONTROL_KEY: Envelope::Served { served: count } }))
+/// Encodes a worker's report of `count` more requests served.
+pub(crate) fn encode_served(count: u64) -> Vec<u8> {
+    line(&serde_json::json!({ CONTROL_KEY: WorkerEnvelope::Served { served: count } }))
 }
 
-/// Encodes `message` as delivered from worker `from`.
-pub fn encode_from(from: u32, message: Value) -> Vec<u8> {
-    line(&serde_json::json!({ CONTROL_KEY: Envelope::From { from, message } }))
+/// Encodes `message` as the primary delivers it from worker `from`.
+pub(crate) fn encode_from(from: u32, message: Value) -> Vec<u8> {
+    line(&serde_json::json!({ CONTROL_KEY: FromEnvelope { from, message } }))
 }
 
 fn line(value: &Value) -> Vec<u8> {
@@ -133,64 +201,101 @@ fn line(value: &Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    fn decode_line(line: &[u8]) -> Option<Message> {
-        decode(&line[..line.len() - 1]).unwrap()
+    fn without_newline(line: &[u8]) -> &[u8] {
+        assert_eq!(line.last(), Some(&b'\n'), "every encoded line ends a line");
+        &line[..line.len() - 1]
     }
 
     #[test]
-    fn control_messages_round_trip() {
-        for control in [
-            Control::Online,
-            Control::Ready,
-            Control::Heartbeat,
-            Control::Stop,
-        ] {
+    fn control_words_round_trip_in_their_direction() {
+        for control in [Control::Online, Control::Ready, Control::Heartbeat] {
             let line = encode_control(control);
-            assert_eq!(line.last(), Some(&b'\n'));
-            assert_eq!(decode_line(&line), Some(Message::Control(control)));
+            assert_eq!(
+                decode_to_primary(without_newline(&line)).unwrap(),
+                Some(ToPrimary::Control(control))
+            );
         }
         assert_eq!(encode_control(Control::Ready), b"{\"corral\":\"ready\"}\n");
+        assert_eq!(encode_stop(), b"{\"corral\":\"stop\"}\n");
+        assert_eq!(
+            decode_to_worker(without_newline(&encode_stop())).unwrap(),
+            Some(ToWorker::Stop)
+        );
     }
 
     #[test]
-    fn relays_round_trip() {
+    fn words_of_the_other_direction_are_refused() {
+        // A worker cannot stop the primary, nor claim a message's sender.
+        for line in [encode_stop(), encode_from(2, Value::from(1))] {
+            assert!(matches!(
+                decode_to_primary(without_newline(&line)),
+                Err(DecodeError::UnknownControl { expected, .. }) if expected == TO_PRIMARY_FORMS
+            ));
+        }
+        // The primary sends none of a worker's words.
+        for line in [
+            encode_control(Control::Ready),
+            encode_served(3),
+            encode_send_to(1, &"x").unwrap(),
+        ] {
+            assert!(matches!(
+                decode_to_worker(without_newline(&line)),
+                Err(DecodeError::UnknownControl { expected, .. }) if expected == TO_WORKER_FORMS
+            ));
+        }
+    }
+
+    #[test]
+    fn relays_and_counts_round_trip() {
         let payload = serde_json::json!({"cache": "flush", "keys": [1, 2]});
         let line = encode_send_to(3, &payload).unwrap();
         assert_eq!(
-            decode_line(&line),
-            Some(Message::SendTo {
+            decode_to_primary(without_newline(&line)).unwrap(),
+            Some(ToPrimary::SendTo {
                 to: 3,
                 message: payload.clone()
             })
         );
         let line = encode_from(2, payload.clone());
         assert_eq!(
-            decode_line(&line),
-            Some(Message::From {
+            decode_to_worker(without_newline(&line)).unwrap(),
+            Some(ToWorker::From {
                 from: 2,
                 message: payload
             })
+        );
+        assert_eq!(
+            decode_to_primary(without_newline(&encode_served(7))).unwrap(),
+            Some(ToPrimary::Served { count: 7 })
         );
     }
 
     #[test]
     fn other_values_are_user_messages() {
-        let decoded = decode(br#"{"cmd":"hi","corral":1}"#).unwrap();
-        assert!(matches!(decoded, Some(Message::User(_))));
-        assert!(matches!(decode(b"42").unwrap(), Some(Message::User(_))));
+        let decoded = decode_to_primary(br#"{"cmd":"hi","corral":1}"#).unwrap();
+        assert!(matches!(decoded, Some(ToPrimary::User(_))));
+        assert!(matches!(
+            decode_to_worker(b"42").unwrap(),
+            Some(ToWorker::User(_))
+        ));
         assert_eq!(
-            decode(b"\"ready\"").unwrap(),
-            Some(Message::User(Value::from("ready")))
+            decode_to_primary(b"\"ready\"").unwrap(),
+            Some(ToPrimary::User(Value::from("ready")))
         );
-        assert_eq!(decode(b"  \r").unwrap(), None);
+        assert_eq!(decode_to_primary(b"  \r").unwrap(), None);
+        assert_eq!(decode_to_worker(b"").unwrap(), None);
         let line = encode_user(&vec!["a", "b"]).unwrap();
         assert_eq!(line, b"[\"a\",\"b\"]\n");
     }
 
     #[test]
     fn malformed_lines_are_errors() {
-        assert!(matches!(decode(b"{nope"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(
+            decode_to_primary(b"{nope"),
+            Err(DecodeError::NotJson(_))
+        ));
         for bad in [
             &br#"{"corral":"explode"}"#[..],
             br#"{"corral":{"to":"x","message":1}}"#,
@@ -199,10 +304,77 @@ mod tests {
             br#"{"corral":7}"#,
         ] {
             assert!(
-                matches!(decode(bad), Err(DecodeError::UnknownControl(_))),
+                matches!(
+                    decode_to_primary(bad),
+                    Err(DecodeError::UnknownControl { .. })
+                ),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+        assert!(matches!(
+            decode_to_worker(br#"{"corral":{"from":1,"message":2,"extra":3}}"#),
+            Err(DecodeError::UnknownControl { .. })
+        ));
+    }
+
+    /// Arbitrary JSON values, a few levels deep.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".*".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(".{0,8}", inner, 0..6)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    // Whatever bytes the other end writes, decoding returns a value or an
+    // error, never panics; everything corral encodes decodes back to what
+    // was encoded. Run longer with `PROPTEST_CASES=100000 cargo test -p
+    // corral --lib message`.
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_to_primary(&bytes);
+            let _ = decode_to_worker(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_text_under_the_corral_key_never_panics(text in ".{0,64}") {
+            let line = format!("{{\"corral\":{text}}}");
+            let _ = decode_to_primary(line.as_bytes());
+            let _ = decode_to_worker(line.as_bytes());
+        }
+
+        #[test]
+        fn user_messages_round_trip(value in json_value()) {
+            let line = encode_user(&value).unwrap();
+            prop_assert!(!without_newline(&line).contains(&b'\n'), "one line per message");
+            match decode_to_primary(without_newline(&line)) {
+                Ok(Some(ToPrimary::User(decoded))) => prop_assert_eq!(decoded, value),
+                // A user value that is itself {"corral": …} is corral's own.
+                _ => prop_assert!(value.get(CONTROL_KEY).is_some()),
+            }
+        }
+
+        #[test]
+        fn relays_round_trip(to in any::<u32>(), value in json_value()) {
+            let line = encode_send_to(to, &value).unwrap();
+            let decoded = decode_to_primary(without_newline(&line)).unwrap();
+            prop_assert_eq!(decoded, Some(ToPrimary::SendTo { to, message: value.clone() }));
+            let line = encode_from(to, value.clone());
+            let decoded = decode_to_worker(without_newline(&line)).unwrap();
+            prop_assert_eq!(decoded, Some(ToWorker::From { from: to, message: value }));
         }
     }
 }

@@ -6,5 +6,5 @@
 pub mod env;
 pub(crate) mod handoff;
 pub(crate) mod lines;
-pub mod message;
+pub(crate) mod message;
 pub(crate) mod socket_reader;

@@ -71,10 +71,25 @@ impl Messages {
     }
 }
 
+/// How many of corral's own lines (online, ready, heartbeats, request
+/// counts) may wait to be written; they are written before user messages,
+/// so only a primary that reads nothing at all fills this.
+pub(crate) const CONTROL_CAPACITY: usize = 64;
+
+/// How many user messages may wait to be written before `send` waits.
+pub(crate) const OUTBOX_CAPACITY: usize = 1024;
+
+/// The two lanes to the channel's writer (see `lines::Lanes`).
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub control: mpsc::Sender<Vec<u8>>,
+    pub user: mpsc::Sender<Vec<u8>>,
+}
+
 /// Sends messages from a worker; cheap to clone into other tasks.
 #[derive(Debug, Clone)]
 pub struct WorkerSender {
-    pub(crate) outbox: Option<mpsc::Sender<Vec<u8>>>,
+    pub(crate) outbox: Option<Outgoing>,
 }
 
 impl WorkerSender {
@@ -91,15 +106,16 @@ impl WorkerSender {
     }
 
     pub(crate) fn send_control(&self, control: Control) {
-        self.send_line_now(message::encode_control(control));
+        self.send_control_line(message::encode_control(control));
     }
 
-    /// Queues `line` without waiting. A full queue means the primary is not
-    /// reading: it learns the worker's state some other way (its exit), so
-    /// dropping is safe for corral's own messages.
-    pub(crate) fn send_line_now(&self, line: Vec<u8>) {
+    /// Queues one of corral's own lines on the control lane, ahead of user
+    /// messages, without waiting. The lane is full only when the primary
+    /// reads nothing at all: it then learns the worker's state some other
+    /// way (its exit, its watchdog), so dropping is safe.
+    pub(crate) fn send_control_line(&self, line: Vec<u8>) {
         if let Some(outbox) = &self.outbox {
-            let _ = outbox.try_send(line);
+            let _ = outbox.control.try_send(line);
         }
     }
 
@@ -109,6 +125,7 @@ impl WorkerSender {
             .as_ref()
             .ok_or(Error::Channel("this worker has no message channel"))?;
         outbox
+            .user
             .send(line)
             .await
             .map_err(|_| Error::Channel("the channel to the primary is closed"))

@@ -22,13 +22,16 @@ use tokio::io::BufReader;
 use tokio::sync::{mpsc, watch};
 
 use crate::protocol::env::WorkerEnvironment;
-use crate::protocol::lines::{Line, LineQueue, LineReader, write_lines};
-use crate::protocol::message::{self, Control, Message};
+use crate::protocol::lines::{Lanes, Line, LineQueue, LineReader, write_lines};
+use crate::protocol::message::{self, Control, ToWorker};
 use crate::protocol::socket_reader::SocketReader;
 use crate::worker::connection::CloseCounter;
 use crate::worker::drain::{Drain, FIRST_READ_GRACE};
 use crate::worker::listener::Listener;
-use crate::worker::mailbox::{INBOX_CAPACITY, Inbox, Messages, Origin, WorkerSender};
+use crate::worker::mailbox::{
+    CONTROL_CAPACITY, INBOX_CAPACITY, Inbox, Messages, OUTBOX_CAPACITY, Origin, Outgoing,
+    WorkerSender,
+};
 use crate::worker::requests::RequestCounter;
 use crate::{Error, Policy};
 
@@ -268,21 +271,26 @@ fn watch_stop_signals(stop: Arc<watch::Sender<bool>>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Starts the channel's reader and writer; returns the writer's queue.
+/// Starts the channel's reader and writer; returns the writer's lanes.
 fn start_channel(
     fd: OwnedFd,
     max_message_size: usize,
     stop: Arc<watch::Sender<bool>>,
     inbox: Inbox,
-) -> Result<mpsc::Sender<Vec<u8>>, Error> {
+) -> Result<Outgoing, Error> {
     let channel_error = Error::io("cannot use the message channel");
     let reader = fd
         .try_clone()
         .and_then(SocketReader::new)
         .map_err(channel_error)?;
     let writer = fd;
-    let (outbox, queued) = mpsc::channel::<Vec<u8>>(1024);
-    tokio::spawn(write_lines(writer, LineQueue::Bounded(queued), |_| {}));
+    let (control, control_queue) = mpsc::channel::<Vec<u8>>(CONTROL_CAPACITY);
+    let (user, user_queue) = mpsc::channel::<Vec<u8>>(OUTBOX_CAPACITY);
+    let lanes = Lanes::new(
+        LineQueue::Bounded(control_queue),
+        LineQueue::Bounded(user_queue),
+    );
+    tokio::spawn(write_lines(writer, lanes, |_| {}));
     tokio::spawn(async move {
         read_channel(reader, max_message_size, &stop, inbox).await;
         // The primary closed the channel: it is gone. Stop, and do not
@@ -292,10 +300,13 @@ fn start_channel(
         tracing::warn!("the primary is gone: exiting");
         std::process::exit(1);
     });
-    Ok(outbox)
+    Ok(Outgoing { control, user })
 }
 
-/// Reads the primary's messages until the channel closes.
+/// Reads the primary's messages until the channel closes. While the
+/// worker's inbox is full this waits, and so stops reading: the primary's
+/// stop then still arrives as SIGTERM, which [`watch_stop_signals`] turns
+/// into the same stop, so no flood of messages can hold a stop back.
 async fn read_channel(
     reader: SocketReader,
     max_message_size: usize,
@@ -308,28 +319,15 @@ async fn read_channel(
             tracing::warn!("the primary sent an oversized message: skipped");
             continue;
         };
-        match message::decode(bytes) {
-            Ok(Some(Message::Control(Control::Stop))) => {
+        match message::decode_to_worker(bytes) {
+            Ok(Some(ToWorker::Stop)) => {
                 stop.send_replace(true);
             }
-            Ok(Some(Message::Control(other))) => {
-                tracing::debug!("ignoring control message {other:?} from the primary");
-            }
-            Ok(Some(Message::User(message))) => {
+            Ok(Some(ToWorker::User(message))) => {
                 inbox.deliver(Origin::Primary, message).await;
             }
-            Ok(Some(Message::From { from, message })) => {
+            Ok(Some(ToWorker::From { from, message })) => {
                 inbox.deliver(Origin::Worker(from), message).await;
-            }
-            Ok(Some(Message::Served { .. })) => {
-                tracing::warn!(
-                    "the primary sent a request count, which only workers send: ignored"
-                );
-            }
-            Ok(Some(Message::SendTo { .. })) => {
-                tracing::warn!(
-                    "the primary sent a relay request, which only workers send: ignored"
-                );
             }
             Ok(None) => {}
             Err(err) => tracing::warn!("bad message from the primary: {err}"),

@@ -39,7 +39,7 @@ impl RequestCounter {
                 tokio::time::sleep(REPORT_EVERY).await;
                 let count = reporting.unreported.swap(0, Ordering::Relaxed);
                 if count > 0 {
-                    sender.send_line_now(message::encode_served(count));
+                    sender.send_control_line(message::encode_served(count));
                 }
             }
         });

@@ -1,0 +1,106 @@
+//! Back-pressure on the message channel, both ways at once: the primary
+//! sends each worker messages as fast as it can, and each worker sends the
+//! primary messages as fast as it can while never reading its own. Queues
+//! fill in every direction; the cluster still serves, corral's own words
+//! (ready, heartbeats, stop) still get through, and a stop still stops.
+//!
+//!     cargo run --release --example flood -- --workers 2 --watchdog 1 --listen 127.0.0.1:3000
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use corral::{Event, Primary, Worker};
+use corral_examples::{ExampleArgs, init_logging};
+use http_body_util::Full;
+use hyper::Response;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(flatten)]
+    example: ExampleArgs,
+    /// Seconds without a heartbeat before a worker counts as hung
+    #[arg(long, default_value_t = 1.0)]
+    watchdog: f64,
+}
+
+/// The padding that makes each message about a kilobyte.
+const PADDING: &str = concat!(
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+);
+
+fn main() -> Result<(), corral::Error> {
+    init_logging();
+    let args = Args::parse();
+    args.example
+        .cluster()
+        .watchdog(Duration::from_secs_f64(args.watchdog))
+        .primary(flood_workers)
+        .run(serve)
+}
+
+/// The primary's task: on every event, and every few milliseconds, send
+/// every worker messages until its queue refuses them; count what workers
+/// send. A busy task: it shares the supervisor's thread, so the primary
+/// reads workers' messages slower than they write them.
+async fn flood_workers(mut primary: Primary) {
+    let message = PADDING.repeat(128);
+    let mut received = 0u64;
+    let mut refill = tokio::time::interval(Duration::from_millis(5));
+    loop {
+        tokio::select! {
+            event = primary.next_event() => match event {
+                None => break,
+                Some(Event::Message { .. }) => received += 1,
+                Some(_) => {}
+            },
+            _ = refill.tick() => {}
+        }
+        for worker in primary.workers() {
+            // Yield now and then: the supervisor must get its turn.
+            while primary.send(worker.id, &message).is_ok() {
+                tokio::task::consume_budget().await;
+            }
+        }
+    }
+    println!("primary: {received} messages received from workers");
+}
+
+/// A worker: take the message stream and never read it (its inbox fills),
+/// send the primary messages as fast as the channel takes them, serve
+/// `Hello from worker <id> (pid <pid>)`.
+async fn serve(mut worker: Worker) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let _unread = worker.messages();
+    let sender = worker.sender();
+    // Large messages: the primary reads them slower than the worker writes.
+    let message = PADDING.repeat(128);
+    tokio::spawn(async move { while sender.send(&message).await.is_ok() {} });
+    let greeting = Bytes::from(format!(
+        "Hello from worker {} (pid {})\n",
+        worker.id(),
+        std::process::id()
+    ));
+    let listener = worker.listener()?;
+    let stopped = worker.stopped();
+    tokio::pin!(stopped);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept_retrying() => accepted,
+            _ = &mut stopped => break,
+        };
+        let greeting = greeting.clone();
+        let service = service_fn(move |_request| {
+            let response = Response::new(Full::new(greeting.clone()));
+            async move { Ok::<_, Infallible>(response) }
+        });
+        tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service),
+        );
+    }
+    Ok(())
+}
