@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a cluster: COMMAND as each worker, or the built-in demo worker.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the demo worker alone, without a primary, on its own
     /// SO_REUSEPORT socket (several on one port: the no-cluster baseline
     /// for benchmarks).
@@ -117,6 +117,12 @@ pub struct RunArgs {
     /// worker) [default: one per CPU]; a COMMAND's workers ignore it
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_threads: Option<u32>,
+
+    /// Run workers as USER[:GROUP] (names or numbers; supplementary groups
+    /// cleared). corral must be started as root: it binds first (ports
+    /// below 1024 too), then starts each worker as that user
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
 
     /// Listen backlog of each socket
     #[arg(long, value_name = "N", default_value_t = corral::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Run(run) => run_cluster(run),
+        Command::Run(run) => run_cluster(*run),
         Command::DemoWorker(args) => standalone::run(args),
     };
     match outcome {
@@ -74,6 +74,9 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(timeout) = run.timeout {
         cluster = cluster.watchdog(timeout);
+    }
+    if let Some(user) = run.user {
+        cluster = cluster.user(user);
     }
     if let Some(threads) = run.worker_threads {
         cluster = cluster.worker_threads(threads as usize);

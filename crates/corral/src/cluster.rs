@@ -60,6 +60,7 @@ pub struct Cluster {
     max_memory: Option<u64>,
     max_requests: Option<(u64, u64)>,
     max_surge: usize,
+    user: Option<String>,
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
 }
@@ -91,6 +92,7 @@ impl Cluster {
             max_memory: None,
             max_requests: None,
             max_surge: 1,
+            user: None,
             observer: None,
             primary_task: None,
         }
@@ -190,6 +192,15 @@ impl Cluster {
     /// extra workers beside the ones serving. Default 1.
     pub fn max_surge(mut self, workers: usize) -> Self {
         self.max_surge = workers;
+        self
+    }
+
+    /// Runs workers as `USER[:GROUP]` (names or numbers; the group defaults
+    /// to the user's), supplementary groups cleared. The primary, which
+    /// must be root for this, binds every socket first (ports below 1024
+    /// too) and stays root to supervise.
+    pub fn user(mut self, spec: impl Into<String>) -> Self {
+        self.user = Some(spec.into());
         self
     }
 
@@ -335,6 +346,11 @@ impl Cluster {
             max_requests: self.max_requests.map(|(max, _)| max),
             max_requests_jitter: self.max_requests.map_or(0, |(_, jitter)| jitter),
             max_surge: self.max_surge,
+            user: self
+                .user
+                .as_deref()
+                .map(primary::resolve_user)
+                .transpose()?,
         })
     }
 }

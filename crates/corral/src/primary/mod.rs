@@ -17,6 +17,7 @@ mod reaper;
 mod registry;
 mod reload;
 mod router;
+mod run_as;
 mod signals;
 mod slot;
 mod spawn;
@@ -37,6 +38,7 @@ pub use handle::Primary;
 pub(crate) use program::Program;
 pub use registry::{SendError, WorkerInfo, WorkerState};
 pub use router::MessagePolicy;
+pub(crate) use run_as::resolve as resolve_user;
 
 use crate::Error;
 use crate::balance::{Balancer, Policy, WorkerKey};
@@ -92,6 +94,8 @@ pub(crate) struct Settings {
     pub max_requests_jitter: u64,
     /// Replacements a rolling reload runs at once.
     pub max_surge: usize,
+    /// Workers run as this user and group (`--user`).
+    pub user: Option<run_as::RunAs>,
 }
 
 /// The user's task beside the supervisor (`Cluster::primary`).
@@ -154,6 +158,7 @@ pub(crate) async fn run(
         max_message_size: settings.max_message_size,
         worker_threads: settings.worker_threads,
         heartbeat: settings.watchdog.map(|timeout| timeout / 4),
+        user: settings.user.clone(),
         output: OutputSink::start(),
         notices,
         router,
@@ -183,6 +188,9 @@ pub(crate) async fn run(
         primary.settings.workers,
         primary.settings.policy
     );
+    if let Some(user) = &primary.settings.user {
+        tracing::info!("workers run as {user}, supplementary groups cleared");
+    }
     for id in 1..=primary.settings.workers as u32 {
         primary.add_slot(id);
         primary.start(id)?;

@@ -39,6 +39,9 @@ pub(crate) struct Launcher {
     pub worker_threads: Option<usize>,
     /// How often library workers send heartbeats (with a watchdog).
     pub heartbeat: Option<Duration>,
+    /// Workers run as this user and group; std clears the supplementary
+    /// groups when root starts a process with another uid.
+    pub user: Option<super::run_as::RunAs>,
     pub output: OutputSink,
     pub notices: mpsc::Sender<Notice>,
     pub router: Arc<Router>,
@@ -119,6 +122,9 @@ impl Launcher {
             // Its own process group: a Ctrl-C in the terminal reaches only
             // the primary, which then stops the workers in order.
             .process_group(0);
+        if let Some(user) = &self.user {
+            command.uid(user.uid).gid(user.gid);
+        }
         command
             .fd_mappings(mappings)
             .expect("descriptor numbers are distinct by construction");
