@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -382,26 +383,33 @@ RUNNERS: dict[str, Callable[[h.Server, Plan, Outcome], None]] = {
 }
 
 
+class Case(typing.NamedTuple):
+    """One scenario on one system, on a fresh cluster."""
+
+    system: h.Config
+    scenario: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.system.key, self.scenario)
+
+    @property
+    def label(self) -> str:
+        return f"{self.system.label}, {self.scenario}"
+
+
 def run_all(args: argparse.Namespace, ctx: h.Context, results: h.Results) -> None:
     """Every scenario on every system, each on a fresh cluster; a failing one is noted, never fatal."""
-    for scenario in args.scenarios:
-        for system in args.systems:
-            key = (system.key, scenario)
-            if key in results.unavailable:
-                continue
-            h.log(f"[{scenario}] {system.label}")
-            h.wait_for_time_wait_room()
-            outcome = Outcome(load_average=os.getloadavg()[0])
-            try:
-                with started(system, ctx) as cluster:
-                    RUNNERS[scenario](cluster, args.plan, outcome)
-                results.series(key)[0] = outcome
-                h.log("  " + progress_line(outcome))
-            except h.Unavailable as why:
-                results.unavailable[key] = str(why)
-                h.log(f"  n/a ({why})")
-            except (h.Failed, subprocess.TimeoutExpired, OSError, ValueError) as err:
-                results.fail(key, f"{system.label}, {scenario}: failed", err)
+
+    def run(case: Case, _round: int) -> Outcome:
+        h.wait_for_time_wait_room()
+        outcome = Outcome(load_average=os.getloadavg()[0])
+        with started(case.system, ctx) as cluster:
+            RUNNERS[case.scenario](cluster, args.plan, outcome)
+        h.log("  " + progress_line(outcome))
+        return outcome
+
+    h.alternate(1, [Case(system, scenario) for scenario in args.scenarios for system in args.systems], results, run)
 
 
 def progress_line(o: Outcome) -> str:

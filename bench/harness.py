@@ -669,29 +669,25 @@ def start_corral(server: Server) -> None:
     """
     config = server.config
     argv = [str(server.ctx.corral), "run", "-w", str(WORKERS), "--policy", config.policy, "--grace", "2"]
-    if not config.cluster_program:
-        argv += ["-l", f"127.0.0.1:{server.port}"]
-    if config.app is not None:
-        argv += ["--", "node", str(config.app)]
-    proc = server.spawn([*server.ctx.pinned(SERVER_CORE), *argv], "corral", node_env(server))
-    server.roots = [proc.pid]
-    server.primary = proc.pid
-    if not config.cluster_program:
-        wait_for_listening(server, "corral")
+    argv += [] if config.cluster_program else ["-l", f"127.0.0.1:{server.port}"]
+    argv += [] if config.app is None else ["--", "node", str(config.app)]
+    start_primary(server, argv, "corral", node_env(server))
 
 
 def start_node(server: Server) -> None:
     """A Node program as its own primary: cluster.js (or cluster_reload.js) running app.js, or the tutorial."""
     config = server.config
-    env = node_env(server, NODE_CLUSTER_SCHED_POLICY=config.policy)
     argv = ["node", str(config.app)]
-    if not config.cluster_program:
-        argv += ["--workers", str(WORKERS), "--policy", config.policy]
-    proc = server.spawn([*server.ctx.pinned(SERVER_CORE), *argv], "node", env)
-    server.roots = [proc.pid]
-    server.primary = proc.pid
-    if not config.cluster_program:
-        wait_for_listening(server, "node")
+    argv += [] if config.cluster_program else ["--workers", str(WORKERS), "--policy", config.policy]
+    start_primary(server, argv, "node", node_env(server, NODE_CLUSTER_SCHED_POLICY=config.policy))
+
+
+def start_primary(server: Server, argv: list[str], name: str, env: dict[str, str]) -> None:
+    """Starts the primary (pinned), and waits for its `listening on` line unless the program listens itself."""
+    server.primary = server.spawn([*server.ctx.pinned(SERVER_CORE), *argv], name, env).pid
+    server.roots = [server.primary]
+    if not server.config.cluster_program:
+        wait_for_listening(server, name)
 
 
 def start_pm2(server: Server, name: str = "app") -> None:
@@ -814,14 +810,14 @@ def alternate(
         for row in rows:
             if row.key in results.unavailable:
                 continue
-            log(f"[round {round_index + 1}/{runs}] {row.label}")
+            log(f"[round {round_index + 1}/{runs}] {row.label}" if runs > 1 else f"[{row.label}]")
             try:
                 results.series(row.key)[round_index] = measure(row, round_index)
             except Unavailable as why:
                 results.unavailable[row.key] = str(why)
                 log(f"  n/a ({why})")
             except (Failed, subprocess.TimeoutExpired, OSError, ValueError) as err:
-                results.fail(row.key, f"{row.label} failed in round {round_index + 1}", err)
+                results.fail(row.key, f"{row.label} failed" + (f" in round {round_index + 1}" if runs > 1 else ""), err)
             time.sleep(between)
 
 
