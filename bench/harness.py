@@ -447,11 +447,7 @@ class Config:
     kind: str  # "bare", "corral", "node" (Node's own primary) or "pm2"
     policy: str = ""  # corral --policy, or Node's scheduling policy (rr, none)
     app: Path | None = None  # the Node program (corral: run it as COMMAND; None: corral's demo worker)
-
-    @property
-    def cluster_program(self) -> bool:
-        """An unmodified Node cluster program: it listens on PORT itself and announces nothing."""
-        return self.app == NODE_TUTORIAL
+    cluster_program: bool = False  # `app` is a Node cluster program: it listens on PORT itself, announces nothing
 
 
 TUTORIAL = "tutorial cluster program"
@@ -462,7 +458,8 @@ def tutorial(kind: str, policy: str = "") -> Config:
     """A row running the tutorial's Node cluster program, unmodified, with `kind` as its primary."""
     shown = {"rr": "SCHED_RR", "none": "SCHED_NONE"}.get(policy, policy)
     label = ", ".join(part for part in (TUTORIAL, TUTORIAL_PRIMARIES[kind], shown) if part)
-    return Config("-".join(part for part in ("tutorial", kind, policy) if part), label, kind, policy, NODE_TUTORIAL)
+    key = "-".join(part for part in ("tutorial", kind, policy) if part)
+    return Config(key, label, kind, policy, NODE_TUTORIAL, cluster_program=True)
 
 
 @dataclasses.dataclass(frozen=True)
