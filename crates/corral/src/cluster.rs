@@ -141,6 +141,22 @@ impl Cluster {
         self
     }
 
+    /// How long a worker must run for its exit to end a crash loop
+    /// (default 30 s, [`BackoffPolicy::stable_after`]): workers that keep
+    /// exiting sooner are restarted later and later and reported as
+    /// crash-looping.
+    pub fn stable_after(mut self, run: Duration) -> Self {
+        self.backoff.stable_after = run;
+        self
+    }
+
+    /// The longest wait before a crash-looping worker is restarted
+    /// (default 10 s, [`BackoffPolicy::cap`]).
+    pub fn max_restart_delay(mut self, delay: Duration) -> Self {
+        self.backoff.cap = delay;
+        self
+    }
+
     /// The largest message accepted on a worker's channel, in bytes.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
@@ -306,6 +322,20 @@ impl Cluster {
             return Err(Error::Config(
                 "the watchdog timeout must be at least 0.1 s".into(),
             ));
+        }
+        if self.backoff.stable_after < self.backoff.min_uptime {
+            return Err(Error::Config(format!(
+                "the stable run (--stable-after) must be at least {} s, as long as a \
+                 worker must run to count as started",
+                self.backoff.min_uptime.as_secs_f64()
+            )));
+        }
+        if self.backoff.cap < self.backoff.initial {
+            return Err(Error::Config(format!(
+                "the longest restart delay (--max-restart-delay) must be at least {} s, \
+                 the first delay",
+                self.backoff.initial.as_secs_f64()
+            )));
         }
         if self.max_surge == 0 {
             return Err(Error::Config("the reload surge must be 1 or more".into()));

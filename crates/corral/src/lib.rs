@@ -35,6 +35,7 @@ mod primary;
 mod protocol;
 mod sys;
 mod worker;
+mod worker_key;
 
 pub use protocol::env;
 

@@ -7,11 +7,13 @@
 
 pub(crate) mod activation;
 pub(crate) mod bind;
+mod congestion;
 mod dispatch;
 mod least_connections;
 mod reuseport;
 mod round_robin;
 mod shared;
+mod stall;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use std::str::FromStr;
 
 use crate::Error;
 use crate::balance::bind::BindOptions;
+pub(crate) use crate::worker_key::WorkerKey;
 
 /// The policy a cluster balances connections with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -115,14 +118,6 @@ impl FromStr for Policy {
                 ))
             })
     }
-}
-
-/// One worker process, as the primary tells them apart: its slot and the
-/// slot's generation when it was started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct WorkerKey {
-    pub slot: u32,
-    pub generation: u32,
 }
 
 /// What a worker is given to receive connections with.

@@ -1,23 +1,30 @@
-//! Restart backoff for one worker slot: a worker that keeps dying soon after
-//! it starts is restarted later and later (exponentially, up to a cap), so a
-//! crash loop never becomes a fork storm; a worker that ran stably resets it.
+//! Restart backoff for one worker slot: a worker that keeps dying before it
+//! has run stably is restarted later and later (exponentially, up to a cap),
+//! so a crash loop never becomes a fork storm; a worker that ran stably
+//! resets it. Failures are counted over the window a stable run closes (as
+//! pm2 resets its backoff after 30 s up), not only the first second: a
+//! server that always fails after 1.2 s is a crash loop too.
 
 use std::time::Duration;
 
 /// How a slot's restart delays grow.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackoffPolicy {
-    /// Quick failures in a row that are still restarted at once, so that a
+    /// Failures in a row that are still restarted at once, so that a
     /// worker killed now and then is replaced without delay.
     pub immediate_restarts: u32,
-    /// The delay after the first quick failure past `immediate_restarts`;
-    /// each further one doubles it.
+    /// The delay after the first failure past `immediate_restarts`; each
+    /// further one doubles it.
     pub initial: Duration,
-    /// The longest delay.
+    /// The longest delay (`--max-restart-delay`).
     pub cap: Duration,
-    /// A worker that ran at least this long counts as stable: its exit
-    /// starts the count of quick failures afresh.
+    /// A worker that ran at least this long before it exited ran stably:
+    /// its exit starts the count of failures afresh (`--stable-after`).
     pub stable_after: Duration,
+    /// A worker that exits sooner, without having said it is ready, failed
+    /// at start (pm2's `min_uptime`): enough of those in every slot, and
+    /// the command is broken.
+    pub min_uptime: Duration,
 }
 
 impl Default for BackoffPolicy {
@@ -26,7 +33,8 @@ impl Default for BackoffPolicy {
             immediate_restarts: 2,
             initial: Duration::from_millis(100),
             cap: Duration::from_secs(10),
-            stable_after: Duration::from_secs(1),
+            stable_after: Duration::from_secs(30),
+            min_uptime: Duration::from_secs(1),
         }
     }
 }
@@ -35,14 +43,14 @@ impl Default for BackoffPolicy {
 #[derive(Debug, Clone)]
 pub(crate) struct RestartBackoff {
     policy: BackoffPolicy,
-    quick_failures: u32,
+    failures: u32,
 }
 
 impl RestartBackoff {
     pub(crate) fn new(policy: BackoffPolicy) -> Self {
         RestartBackoff {
             policy,
-            quick_failures: 0,
+            failures: 0,
         }
     }
 
@@ -50,22 +58,22 @@ impl RestartBackoff {
     /// returns how long to wait before restarting it.
     pub(crate) fn record_failure(&mut self, ran_for: Duration) -> Duration {
         if ran_for >= self.policy.stable_after {
-            self.quick_failures = 0;
+            self.failures = 0;
         }
-        self.quick_failures += 1;
-        if self.quick_failures <= self.policy.immediate_restarts {
+        self.failures += 1;
+        if self.failures <= self.policy.immediate_restarts {
             return Duration::ZERO;
         }
-        let doublings = (self.quick_failures - self.policy.immediate_restarts - 1).min(31);
+        let doublings = (self.failures - self.policy.immediate_restarts - 1).min(31);
         self.policy
             .initial
             .saturating_mul(1u32 << doublings)
             .min(self.policy.cap)
     }
 
-    /// Quick failures in a row so far.
-    pub(crate) fn quick_failures(&self) -> u32 {
-        self.quick_failures
+    /// Failures in a row since the last stable run.
+    pub(crate) fn failures(&self) -> u32 {
+        self.failures
     }
 }
 
@@ -84,11 +92,42 @@ mod tests {
             delays,
             [0, 0, 100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]
         );
-        assert_eq!(backoff.quick_failures(), 11);
+        assert_eq!(backoff.failures(), 11);
         assert_eq!(
             backoff.record_failure(Duration::from_secs(60)),
             Duration::ZERO
         );
-        assert_eq!(backoff.quick_failures(), 1);
+        assert_eq!(backoff.failures(), 1);
+    }
+
+    #[test]
+    fn failures_after_the_first_second_still_back_off() {
+        // `sh -c 'sleep 1.2; exit 3'`: every run is past min_uptime but
+        // short of a stable run.
+        let mut backoff = RestartBackoff::new(BackoffPolicy::default());
+        let run = Duration::from_millis(1200);
+        let delays: Vec<u128> = (0..5)
+            .map(|_| backoff.record_failure(run).as_millis())
+            .collect();
+        assert_eq!(delays, [0, 0, 100, 200, 400]);
+        assert_eq!(backoff.failures(), 5);
+    }
+
+    #[test]
+    fn the_cap_and_the_stable_run_are_the_policy_s() {
+        let policy = BackoffPolicy {
+            cap: Duration::from_millis(250),
+            stable_after: Duration::from_secs(5),
+            ..BackoffPolicy::default()
+        };
+        let mut backoff = RestartBackoff::new(policy);
+        let delays: Vec<u128> = (0..6)
+            .map(|_| backoff.record_failure(Duration::from_secs(4)).as_millis())
+            .collect();
+        assert_eq!(delays, [0, 0, 100, 200, 250, 250]);
+        assert_eq!(
+            backoff.record_failure(Duration::from_secs(5)),
+            Duration::ZERO
+        );
     }
 }

@@ -32,7 +32,8 @@ pub enum Event {
     },
     /// A worker sent a user message (a JSON value).
     Message { id: u32, message: serde_json::Value },
-    /// A slot keeps failing soon after start; it is restarted after `delay`.
+    /// A slot keeps failing without a stable run (`--stable-after`); it is
+    /// restarted after `delay`. `quick_failures`: its failures in a row.
     CrashLoop {
         id: u32,
         quick_failures: u32,
@@ -86,8 +87,8 @@ impl fmt::Display for Event {
                 delay,
             } => write!(
                 f,
-                "worker {id} is crash-looping ({quick_failures} quick exits in a row): \
-                 next restart in {}",
+                "worker {id} is crash-looping ({quick_failures} failures in a row without a \
+                 stable run): next restart in {}",
                 human_duration(*delay)
             ),
         }

@@ -9,6 +9,7 @@ use rustix::process::Signal;
 use super::{Phase, Supervisor};
 use crate::Error;
 use crate::primary::event::human_duration;
+use crate::worker_key::WorkerKey;
 
 /// How often worker memory is compared with `--max-memory`.
 pub(super) const MEMORY_CHECK: Duration = Duration::from_secs(1);
@@ -22,17 +23,11 @@ impl Supervisor {
             return;
         };
         let now = Instant::now();
-        for slot in self.slots.values() {
-            let Some(worker) = slot.worker.as_ref() else {
-                continue;
-            };
-            let silent = worker
-                .last_heartbeat
-                .is_some_and(|last| now.duration_since(last) > timeout);
-            if silent && !worker.stop_requested {
+        for worker in self.slots.values().filter_map(|slot| slot.worker()) {
+            if worker.is_hung(now, timeout) {
                 tracing::warn!(
                     "worker {} (pid {}) sent no heartbeat for {}: it is hung; killing it",
-                    slot.id,
+                    worker.key.slot,
                     worker.pid,
                     human_duration(timeout)
                 );
@@ -42,34 +37,32 @@ impl Supervisor {
     }
 
     /// Counts requests a worker served; recycles it at its limit.
-    pub(super) fn on_served(&mut self, id: u32, generation: u32, count: u64) -> Result<(), Error> {
-        let phase = self.phase;
+    pub(super) fn on_served(&mut self, key: WorkerKey, count: u64) -> Result<(), Error> {
+        let running = self.phase == Phase::Running;
         let is_current = self
             .slots
-            .get(&id)
-            .and_then(|slot| slot.worker.as_ref())
-            .is_some_and(|worker| worker.generation == generation);
-        let Some(worker) = self.worker_of(id, generation) else {
+            .get(&key.slot)
+            .is_some_and(|slot| slot.is_current(key));
+        let Some(worker) = self.worker_of(key) else {
             return Ok(());
         };
-        let before = worker.requests;
-        worker.requests += count;
-        let Some(limit) = worker.request_limit else {
+        let Some((served, limit)) = worker.count_served(count) else {
             return Ok(());
         };
-        if before >= limit || worker.requests < limit || !is_current || phase != Phase::Running {
+        if !is_current || !running {
             return Ok(());
         }
         tracing::info!(
-            "worker {id} served {} requests (--max-requests with jitter: {limit}): replacing it gracefully",
-            worker.requests
+            "worker {} served {served} requests (--max-requests with jitter: {limit}): \
+             replacing it gracefully",
+            key.slot
         );
-        self.recycle(id)
+        self.recycle(key.slot)
     }
 
     /// Recycles workers over `--max-memory` (resident set), once they have
-    /// run as long as a stable worker: the replacement is ready before the
-    /// old worker drains.
+    /// run `min_uptime`: the replacement is ready before the old worker
+    /// drains.
     pub(super) fn recycle_large_workers(&mut self) -> Result<(), Error> {
         let Some(limit) = self.settings.max_memory else {
             return Ok(());
@@ -77,16 +70,16 @@ impl Supervisor {
         if self.phase != Phase::Running {
             return Ok(());
         }
-        let settled = self.settings.backoff.stable_after;
+        let settled = self.settings.backoff.min_uptime;
         let over: Vec<(u32, u64)> = self
             .slots
             .values()
-            .filter(|slot| slot.successor.is_none() && !slot.retiring)
+            .filter(|slot| slot.replaceable())
             .filter_map(|slot| {
-                let worker = slot.worker.as_ref()?;
-                let old_enough = worker.started.elapsed() >= settled && !worker.stop_requested;
+                let worker = slot.worker()?;
+                let old_enough = worker.started.elapsed() >= settled && !worker.stop_requested();
                 let resident = resident_bytes(worker.pid)?;
-                (old_enough && resident > limit).then_some((slot.id, resident))
+                (old_enough && resident > limit).then_some((slot.id(), resident))
             })
             .collect();
         for (id, resident) in over {

@@ -4,7 +4,9 @@
 //! so the workers' parent-death signal is tied to the primary's whole life.
 
 pub(crate) mod backoff;
+mod crash_loop;
 pub(crate) mod event;
+mod exit;
 mod handle;
 mod health;
 mod notice;
@@ -12,10 +14,12 @@ mod notify;
 mod outbox;
 mod output;
 mod program;
+mod readiness;
 pub(crate) mod ready_mode;
 mod reaper;
 mod registry;
 mod reload;
+mod reload_plan;
 mod router;
 mod run_as;
 mod signals;
@@ -41,30 +45,27 @@ pub use router::MessagePolicy;
 pub(crate) use run_as::resolve as resolve_user;
 
 use crate::Error;
-use crate::balance::{Balancer, Policy, WorkerKey};
+use crate::balance::{Balancer, Policy};
 use crate::protocol::message::Control;
-use backoff::{BackoffPolicy, RestartBackoff};
-use event::{Event, human_duration, signal_name};
+use crate::worker_key::WorkerKey;
+use backoff::BackoffPolicy;
+use crash_loop::{CRASH_LOOP_FATAL, Restart};
+use event::{Event, human_duration};
+use exit::{AfterExit, ExitFacts, SlotAfterExit, describe_exit};
 use handle::EventSink;
 use health::jitter;
 use notice::Notice;
 use notify::Notifier;
 use output::OutputSink;
+use readiness::{LateVerdict, StartKind};
 use ready_mode::ReadyMode;
 use reaper::Reaper;
 use registry::Registry;
-use reload::Reload;
+use reload_plan::ReloadPlan;
 use router::Router;
 use signals::{Request, Signals};
-use slot::{LiveWorker, Role, Slot};
+use slot::{LiveWorker, Slot};
 use spawn::Launcher;
-
-/// A slot that failed this many times in a row is reported as crash-looping.
-const CRASH_LOOP_REPORT: u32 = 3;
-/// When every slot's workers failed by themselves at start this many times
-/// in a row and no worker ever came up, the command is broken: the cluster
-/// exits with an error.
-const CRASH_LOOP_FATAL: u32 = 5;
 /// How long a fatal stop waits for killed workers to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the primary, exiting, waits for its workers' last output.
@@ -218,9 +219,9 @@ struct Supervisor {
     observer: Option<Observer>,
     phase: Phase,
     /// The rolling reload under way, if any.
-    reload: Option<Reload>,
+    reload: Option<ReloadPlan>,
     /// The command works: some worker ran past the backoff's
-    /// `stable_after`, or a worker that speaks the channel said it is ready.
+    /// `min_uptime`, or a worker that speaks the channel said it is ready.
     proven: bool,
     /// Reaps and stops what workers start outside their process groups.
     reaper: Reaper,
@@ -265,43 +266,26 @@ impl Supervisor {
 
     fn handle(&mut self, notice: Notice) -> Result<(), Error> {
         match notice {
-            Notice::Control {
-                id,
-                generation,
-                control,
-            } => return self.on_control(id, generation, control),
-            Notice::Exited {
-                id,
-                generation,
-                status,
-            } => return self.on_exit(id, generation, status),
-            Notice::Served {
-                id,
-                generation,
-                count,
-            } => return self.on_served(id, generation, count),
-            Notice::RestartDue { id, generation } => {
+            Notice::Control { worker, control } => self.on_control(worker, control),
+            Notice::Exited { worker, status } => self.on_exit(worker, status),
+            Notice::Served { worker, count } => self.on_served(worker, count),
+            Notice::RestartDue(failed) => {
                 let due = self.phase == Phase::Running
-                    && self.slots.get(&id).is_some_and(|slot| {
-                        slot.generation == generation && slot.worker.is_none() && !slot.retiring
-                    });
-                if due {
-                    return self.start(id);
-                }
+                    && self
+                        .slots
+                        .get(&failed.slot)
+                        .is_some_and(|slot| slot.restart_due(failed));
+                if due { self.start(failed.slot) } else { Ok(()) }
             }
-            Notice::GraceExpired { id, generation } => self.on_grace_expired(id, generation),
-            Notice::ReadyTimeout { id, generation } => {
-                return self.on_ready_timeout(id, generation);
+            Notice::GraceExpired(worker) => {
+                self.on_grace_expired(worker);
+                Ok(())
             }
-            Notice::ReloadTimeout { id, generation } => {
-                return self.on_reload_timeout(id, generation);
-            }
+            Notice::ReadyTimeout(worker) => self.on_ready_timeout(worker),
+            Notice::ReloadTimeout(worker) => self.on_reload_timeout(worker),
             // Ran long enough to count as ready (--ready): as if it said so.
-            Notice::Settled { id, generation } => {
-                return self.on_control(id, generation, Control::Ready);
-            }
+            Notice::Settled(worker) => self.on_control(worker, Control::Ready),
         }
-        Ok(())
     }
 
     fn obey(&mut self, request: Request) -> Result<(), Error> {
@@ -319,8 +303,7 @@ impl Supervisor {
     }
 
     fn add_slot(&mut self, id: u32) {
-        let backoff = RestartBackoff::new(self.settings.backoff);
-        self.slots.insert(id, Slot::new(id, backoff));
+        self.slots.insert(id, Slot::new(id, self.settings.backoff));
     }
 
     /// Starts a new worker in slot `id`; a failure to start counts as a
@@ -329,17 +312,19 @@ impl Supervisor {
         match self.launch(id, false) {
             Ok(Some(worker)) => {
                 if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.worker = Some(worker);
+                    slot.install(worker);
                 }
                 Ok(())
             }
             Ok(None) => Ok(()),
             Err(err) => {
                 tracing::error!("{err}");
-                if let Some(slot) = self.slots.get_mut(&id) {
-                    slot.start_failures += 1;
-                }
-                self.after_failure(id, Duration::ZERO, err.to_string())
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return Ok(());
+                };
+                let failed = slot.newest_key();
+                let restart = slot.history().record_spawn_failure();
+                self.restart_after(failed, restart, err.to_string())
             }
         }
     }
@@ -350,133 +335,118 @@ impl Supervisor {
         let Some(slot) = self.slots.get_mut(&id) else {
             return Ok(None);
         };
-        slot.generation += 1;
-        let generation = slot.generation;
-        let key = WorkerKey {
-            slot: id,
-            generation,
-        };
+        let key = slot.next_key();
         let spawned = self
             .balancer
             .sockets_for(key)
-            .and_then(|sockets| self.launcher.spawn(id, generation, sockets))?;
+            .and_then(|sockets| self.launcher.spawn(key, sockets))?;
         let pid = spawned.pid;
-        let foreign = !self.launcher.program.speaks_channel();
-        // Library workers say when they are ready; a COMMAND's readiness
-        // follows --ready (ready_mode.rs).
-        let hands_off = self.settings.policy.hands_off();
-        let settle = if foreign {
-            self.settings.ready.settle(successor, hands_off)
-        } else {
-            None
-        };
-        let ready_at_start = settle == Some(Duration::ZERO);
-        let worker = LiveWorker {
-            generation,
+        let speaks_channel = self.launcher.program.speaks_channel();
+        let plan = readiness::ready_plan(
+            self.settings.ready,
+            StartKind {
+                speaks_channel,
+                replacement: successor,
+                hands_off: self.settings.policy.hands_off(),
+            },
+        );
+        let request_limit = self
+            .settings
+            .max_requests
+            .map(|max| max + jitter(pid, self.settings.max_requests_jitter));
+        let worker = LiveWorker::new(
+            key,
             pid,
-            started: Instant::now(),
-            last_heartbeat: None,
-            requests: 0,
-            request_limit: self
-                .settings
-                .max_requests
-                .map(|max| max + jitter(pid, self.settings.max_requests_jitter)),
-            ready: ready_at_start,
-            stop_requested: false,
-            outbox: spawned.outbox,
-            node: self.launcher.program.is_node(),
-        };
+            spawned.outbox,
+            plan.at_once,
+            request_limit,
+            self.launcher.program.is_node(),
+        );
         if !successor {
-            self.register(id, &worker);
+            self.register(&worker);
         }
         self.emit(Event::Fork {
             id,
             pid,
-            generation,
+            generation: key.generation,
         });
-        if foreign {
+        if !speaks_channel {
             self.emit(Event::Online { id, pid });
         }
-        if let Some(delay) = settle.filter(|delay| !delay.is_zero()) {
-            self.notify_after(delay, Notice::Settled { id, generation });
+        if let Some(delay) = plan.settle_after {
+            self.notify_after(delay, Notice::Settled(key));
         }
         if successor {
             // The reload promotes it once ready, or gives up on it.
-        } else if ready_at_start {
+        } else if plan.at_once {
             self.balancer.worker_ready(key);
             self.emit(Event::Ready { id, pid });
-        } else if hands_off || (foreign && settle.is_none()) {
-            // Workers that must say they are ready get `ready_timeout` to.
+        } else if plan.deadline {
             let timeout = self.settings.ready_timeout;
-            self.notify_after(timeout, Notice::ReadyTimeout { id, generation });
+            self.notify_after(timeout, Notice::ReadyTimeout(key));
         }
         Ok(Some(worker))
     }
 
-    /// Lists `worker` as slot `id`'s worker in the live table.
-    fn register(&self, id: u32, worker: &LiveWorker) {
-        let state = if worker.ready {
+    /// Lists `worker` as its slot's worker in the live table.
+    fn register(&self, worker: &LiveWorker) {
+        let state = if worker.is_ready() {
             WorkerState::Ready
         } else {
             WorkerState::Starting
         };
         let info = WorkerInfo {
-            id,
+            id: worker.key.slot,
             pid: worker.pid,
-            generation: worker.generation,
+            generation: worker.key.generation,
             state,
         };
         self.registry.insert(info, worker.outbox.clone());
     }
 
-    fn on_control(&mut self, id: u32, generation: u32, control: Control) -> Result<(), Error> {
-        let Some(worker) = self.worker_of(id, generation) else {
+    fn on_control(&mut self, key: WorkerKey, control: Control) -> Result<(), Error> {
+        let Some(worker) = self.worker_of(key) else {
             return Ok(());
         };
-        let pid = worker.pid;
+        let (id, pid) = (key.slot, worker.pid);
         match control {
             Control::Online => self.emit(Event::Online { id, pid }),
-            Control::Ready if !worker.ready && !worker.stop_requested => {
-                worker.ready = true;
+            Control::Ready => {
+                if !worker.mark_ready() {
+                    return Ok(());
+                }
                 self.proven = true;
-                if self.reload_awaits(id, generation) {
+                if self.reload_awaits(key) {
                     return self.replacement_ready(id);
                 }
-                self.registry.set_state(id, generation, WorkerState::Ready);
-                self.balancer.worker_ready(WorkerKey {
-                    slot: id,
-                    generation,
-                });
+                self.registry.set_state(key, WorkerState::Ready);
+                self.balancer.worker_ready(key);
                 self.emit(Event::Ready { id, pid });
             }
-            Control::Heartbeat => worker.last_heartbeat = Some(Instant::now()),
-            Control::Ready => {}
+            Control::Heartbeat => worker.heartbeat(Instant::now()),
         }
         Ok(())
     }
 
-    fn on_exit(
-        &mut self,
-        id: u32,
-        generation: u32,
-        status: Option<ExitStatus>,
-    ) -> Result<(), Error> {
+    fn on_exit(&mut self, key: WorkerKey, status: Option<ExitStatus>) -> Result<(), Error> {
+        let id = key.slot;
         let Some(slot) = self.slots.get_mut(&id) else {
             return Ok(());
         };
-        let Some((worker, role)) = slot.take(generation) else {
+        let Some((worker, role)) = slot.take(key) else {
             return Ok(());
         };
-        let retiring = slot.retiring && slot.processes().next().is_none();
+        let slot_state = SlotAfterExit {
+            emptied_and_retiring: slot.emptied_and_retiring(),
+            replacement_coming: slot.replacement_coming(),
+            running: self.phase == Phase::Running,
+        };
         let ran_for = worker.started.elapsed();
-        self.registry.remove(id, generation);
+        self.registry.remove(key);
         // What the worker started and left behind goes with it.
         slot::signal_group(worker.pid, Signal::KILL);
-        self.signal_strays(id, generation, worker.pid, Signal::KILL);
-        self.balancer.worker_exited(WorkerKey {
-            slot: id,
-            generation,
-        });
+        self.signal_strays(key, worker.pid, Signal::KILL);
+        self.balancer.worker_exited(key);
         let code = status.and_then(|status| status.code());
         let signal = status.and_then(|status| status.signal());
         self.emit(Event::Exit {
@@ -484,86 +454,74 @@ impl Supervisor {
             pid: worker.pid,
             code,
             signal,
-            requested: worker.stop_requested,
+            requested: worker.stop_requested(),
             ran_for,
         });
-        match role {
-            Role::Retired => {
-                if retiring {
-                    self.slots.remove(&id);
+        let facts = ExitFacts {
+            role,
+            stop_requested: worker.stop_requested(),
+            ran_for,
+            code,
+            signal,
+            said_ready: worker.is_ready() && self.launcher.program.speaks_channel(),
+        };
+        let decision = exit::decide(&facts, slot_state, self.settings.backoff.min_uptime);
+        self.proven |= decision.proves_command;
+        let failure = describe_exit(code, signal, ran_for);
+        match decision.next {
+            AfterExit::Nothing => Ok(()),
+            AfterExit::RemoveSlot => {
+                self.slots.remove(&id);
+                Ok(())
+            }
+            AfterExit::AbortReload => {
+                self.abort_reload(id, &format!("{failure} before it was ready"))
+            }
+            AfterExit::RestartNow => {
+                if let Some(slot) = self.slots.get_mut(&id)
+                    && decision.kind == exit::ExitKind::KilledAfterUp
+                {
+                    slot.history().came_up();
                 }
-                return Ok(());
+                self.start(id)
             }
-            Role::Successor => {
-                let failure = describe_exit(code, signal, ran_for);
-                return self.abort_reload(id, &format!("{failure} before it was ready"));
+            AfterExit::Failure => {
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    return Ok(());
+                };
+                let restart = slot.history().record_exit(decision.kind, ran_for);
+                self.restart_after(key, restart, failure)
             }
-            Role::Current => {}
         }
-        if self.replacement_coming(id) {
-            return Ok(());
-        }
-        if retiring {
-            self.slots.remove(&id);
-            return Ok(());
-        }
-        if self.phase != Phase::Running {
-            return Ok(());
-        }
-        if worker.stop_requested {
-            return self.start(id);
-        }
-        let stable = ran_for >= self.settings.backoff.stable_after;
-        self.proven |= stable;
-        // A worker that never came up and ended by itself (an exit code or a
-        // crash, not a kill from outside) points at a broken command.
-        let up = stable || (worker.ready && self.launcher.program.speaks_channel());
-        let self_inflicted = signal.is_none_or(is_crash_signal);
-        let slot = self.slots.get_mut(&id).expect("looked up above");
-        match (up, self_inflicted) {
-            (false, true) => slot.start_failures += 1,
-            (true, _) => slot.start_failures = 0,
-            (false, false) => {}
-        }
-        if up && !self_inflicted {
-            // Killed from outside (an operator, the OOM killer, a chaos
-            // test) after it came up: not a fault of the program.
-            return self.start(id);
-        }
-        self.after_failure(id, ran_for, describe_exit(code, signal, ran_for))
     }
 
-    /// Schedules the restart of a slot whose worker failed, and gives up on
-    /// the cluster when every slot fails at start.
-    fn after_failure(&mut self, id: u32, ran_for: Duration, failure: String) -> Result<(), Error> {
-        let Some(slot) = self.slots.get_mut(&id) else {
-            return Ok(());
-        };
-        let delay = slot.backoff.record_failure(ran_for);
-        let quick_failures = slot.backoff.quick_failures();
-        let generation = slot.generation;
-        if !self.proven
-            && self
-                .slots
-                .values()
-                .all(|slot| slot.start_failures >= CRASH_LOOP_FATAL)
-        {
+    /// Schedules the restart of a slot whose worker `failed`, reports a
+    /// crash loop, and gives up on the cluster when every slot fails at
+    /// start.
+    fn restart_after(
+        &mut self,
+        failed: WorkerKey,
+        restart: Restart,
+        failure: String,
+    ) -> Result<(), Error> {
+        let id = failed.slot;
+        if crash_loop::command_is_broken(self.proven, self.slots.values().map(Slot::history_ref)) {
             return Err(Error::CrashLoop(format!(
                 "worker {id} {failure}, and every worker failed {CRASH_LOOP_FATAL} times in a row \
                  as it started: check the command, its arguments and its output above"
             )));
         }
-        if quick_failures >= CRASH_LOOP_REPORT {
+        if let Some(failures) = restart.crash_looping {
             self.emit(Event::CrashLoop {
                 id,
-                quick_failures,
-                delay,
+                quick_failures: failures,
+                delay: restart.delay,
             });
         }
-        if delay.is_zero() {
+        if restart.delay.is_zero() {
             return self.start(id);
         }
-        self.notify_after(delay, Notice::RestartDue { id, generation });
+        self.notify_after(restart.delay, Notice::RestartDue(failed));
         Ok(())
     }
 
@@ -587,44 +545,34 @@ impl Supervisor {
         let Some(slot) = self.slots.get(&id) else {
             return;
         };
-        let generations: Vec<u32> = slot
-            .worker
-            .iter()
-            .chain(slot.successor.iter())
-            .map(|worker| worker.generation)
-            .collect();
-        for generation in generations {
-            self.stop_generation(id, generation);
+        for key in slot.active_keys() {
+            self.stop_process(key);
         }
     }
 
-    /// Asks slot `id`'s process of `generation` to drain.
-    fn stop_generation(&mut self, id: u32, generation: u32) {
+    /// Asks the process `key` to drain.
+    fn stop_process(&mut self, key: WorkerKey) {
         let grace = self.settings.grace;
-        let Some(worker) = self
-            .worker_of(id, generation)
-            .filter(|worker| !worker.stop_requested)
-        else {
+        let Some(worker) = self.worker_of(key) else {
             return;
         };
-        worker.request_stop();
+        if !worker.request_stop() {
+            return;
+        }
         let pid = worker.pid;
-        self.signal_strays(id, generation, pid, Signal::TERM);
-        self.registry
-            .set_state(id, generation, WorkerState::Stopping);
-        self.balancer.worker_leaving(WorkerKey {
-            slot: id,
-            generation,
-        });
-        self.emit(Event::Disconnect { id, pid });
-        self.notify_after(grace, Notice::GraceExpired { id, generation });
+        self.signal_strays(key, pid, Signal::TERM);
+        self.registry.set_state(key, WorkerState::Stopping);
+        self.balancer.worker_leaving(key);
+        self.emit(Event::Disconnect { id: key.slot, pid });
+        self.notify_after(grace, Notice::GraceExpired(key));
     }
 
-    fn on_grace_expired(&mut self, id: u32, generation: u32) {
+    fn on_grace_expired(&mut self, key: WorkerKey) {
         let grace = self.settings.grace;
-        if let Some(worker) = self.worker_of(id, generation) {
+        if let Some(worker) = self.worker_of(key) {
             tracing::warn!(
-                "worker {id} (pid {}) did not exit within the grace period of {}: killing it",
+                "worker {} (pid {}) did not exit within the grace period of {}: killing it",
+                key.slot,
                 worker.pid,
                 human_duration(grace)
             );
@@ -634,44 +582,45 @@ impl Supervisor {
 
     /// A worker that has not said it is ready in time: with no worker ever
     /// ready, the command does not speak corral's protocol, which the
-    /// policy needs; otherwise this one worker is stuck and is replaced.
-    fn on_ready_timeout(&mut self, id: u32, generation: u32) -> Result<(), Error> {
-        let timeout = self.settings.ready_timeout;
+    /// settings need; otherwise this one worker is stuck and is replaced.
+    fn on_ready_timeout(&mut self, key: WorkerKey) -> Result<(), Error> {
+        let timeout = human_duration(self.settings.ready_timeout);
         let policy = self.settings.policy;
         let proven = self.proven;
-        let Some(worker) = self.worker_of(id, generation) else {
+        let Some(worker) = self.worker_of(key) else {
             return Ok(());
         };
-        if worker.ready || worker.stop_requested {
-            return Ok(());
-        }
-        if !proven && !policy.hands_off() {
-            // Only COMMAND workers under --ready message get here.
-            return Err(Error::NeverReady(format!(
-                "worker {id} did not say it is ready within {}: with --ready message every \
+        let id = key.slot;
+        let verdict = readiness::on_ready_timeout(
+            worker.is_ready(),
+            worker.stop_requested(),
+            proven,
+            policy.hands_off(),
+        );
+        match verdict {
+            LateVerdict::Ignore => Ok(()),
+            LateVerdict::NeverSaysReady => Err(Error::NeverReady(format!(
+                "worker {id} did not say it is ready within {timeout}: with --ready message every \
                  worker must send {{\"corral\":\"ready\"}} on CORRAL_IPC_FD (or \
                  process.send('ready') in Node); use --ready auto or delay:SECONDS for a \
-                 server that cannot",
-                human_duration(timeout)
-            )));
-        }
-        if !proven {
-            return Err(Error::NeverReady(format!(
-                "worker {id} did not say it is ready within {}: under --policy {policy} \
+                 server that cannot"
+            ))),
+            LateVerdict::NeverTakesConnections => Err(Error::NeverReady(format!(
+                "worker {id} did not say it is ready within {timeout}: under --policy {policy} \
                  every worker must take connections from CORRAL_HANDOFF_FD and send \
                  {{\"corral\":\"ready\"}} on CORRAL_IPC_FD (see the README's hand-off \
                  protocol); for a server that accepts on its own socket, use --policy \
-                 reuseport or shared",
-                human_duration(timeout)
-            )));
+                 reuseport or shared"
+            ))),
+            LateVerdict::Replace => {
+                tracing::warn!(
+                    "worker {id} (pid {}) did not say it is ready within {timeout}: replacing it",
+                    worker.pid,
+                );
+                worker.signal(Signal::KILL);
+                Ok(())
+            }
         }
-        tracing::warn!(
-            "worker {id} (pid {}) did not say it is ready within {}: replacing it",
-            worker.pid,
-            human_duration(timeout)
-        );
-        worker.signal(Signal::KILL);
-        Ok(())
     }
 
     fn kill_all(&mut self) {
@@ -688,12 +637,8 @@ impl Supervisor {
         let reaped = async {
             while !self.finished() {
                 match self.inbox.recv().await {
-                    Some(Notice::Exited {
-                        id,
-                        generation,
-                        status,
-                    }) => {
-                        let _ = self.on_exit(id, generation, status);
+                    Some(Notice::Exited { worker, status }) => {
+                        let _ = self.on_exit(worker, status);
                     }
                     Some(_) => {}
                     None => return,
@@ -722,8 +667,8 @@ impl Supervisor {
         let active: Vec<u32> = self
             .slots
             .values()
-            .filter(|slot| !slot.retiring)
-            .map(|slot| slot.id)
+            .filter(|slot| !slot.is_retiring())
+            .map(Slot::id)
             .collect();
         let Some(&id) = active.last().filter(|_| active.len() > 1) else {
             tracing::warn!("not scaling down: the cluster keeps at least one worker");
@@ -734,17 +679,16 @@ impl Supervisor {
         // its worker drains would queue connections nobody accepts.
         self.balancer.remove_slot(id);
         let slot = self.slots.get_mut(&id).expect("listed above");
-        slot.retiring = true;
-        if slot.worker.is_some() {
+        if slot.retire() {
             self.stop_worker(id);
         } else {
             self.slots.remove(&id);
         }
     }
 
-    /// Slot `id`'s process of `generation`, whatever its role.
-    fn worker_of(&mut self, id: u32, generation: u32) -> Option<&mut LiveWorker> {
-        self.slots.get_mut(&id)?.find(generation)
+    /// The process `key`, whatever its role in its slot.
+    fn worker_of(&mut self, key: WorkerKey) -> Option<&mut LiveWorker> {
+        self.slots.get_mut(&key.slot)?.find(key)
     }
 
     fn notify_after(&self, delay: Duration, notice: Notice) {
@@ -770,30 +714,4 @@ impl Supervisor {
             self.events.emit(event);
         }
     }
-}
-
-/// Signals a program gets from its own faults, as opposed to signals sent
-/// from outside (SIGKILL from an operator or the OOM killer, SIGTERM…).
-fn is_crash_signal(signal: i32) -> bool {
-    matches!(
-        signal,
-        libc::SIGSEGV
-            | libc::SIGABRT
-            | libc::SIGBUS
-            | libc::SIGILL
-            | libc::SIGFPE
-            | libc::SIGSYS
-            | libc::SIGTRAP
-            | libc::SIGXCPU
-            | libc::SIGXFSZ
-    )
-}
-
-fn describe_exit(code: Option<i32>, signal: Option<i32>, ran_for: Duration) -> String {
-    let how = match (code, signal) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => format!("was killed by {}", signal_name(signal)),
-        (None, None) => "exited".to_string(),
-    };
-    format!("{how} after {}", human_duration(ran_for))
 }

@@ -66,6 +66,17 @@ impl Outbox {
         })
     }
 
+    /// An outbox whose worker is gone: every push is refused as closed.
+    /// For tests of the supervisor's bookkeeping, which need no process.
+    #[cfg(test)]
+    pub(crate) fn closed() -> Self {
+        let (lines, _) = mpsc::unbounded_channel();
+        Outbox {
+            lines,
+            queued: Arc::default(),
+        }
+    }
+
     /// Queues one line (newline included).
     pub(crate) fn push(&self, line: Vec<u8>) -> Result<(), Refused> {
         let len = line.len();

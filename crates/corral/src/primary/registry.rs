@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::outbox::{Outbox, Refused};
+use crate::worker_key::WorkerKey;
 
 /// Where a worker is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,21 +44,23 @@ impl Registry {
         self.lock().insert(info.id, Entry { info, outbox });
     }
 
-    pub(crate) fn set_state(&self, id: u32, generation: u32, state: WorkerState) {
-        if let Some(entry) = self.lock().get_mut(&id)
-            && entry.info.generation == generation
+    /// Sets the state of the process `key`, if it is still listed.
+    pub(crate) fn set_state(&self, key: WorkerKey, state: WorkerState) {
+        if let Some(entry) = self.lock().get_mut(&key.slot)
+            && entry.info.generation == key.generation
         {
             entry.info.state = state;
         }
     }
 
-    pub(crate) fn remove(&self, id: u32, generation: u32) {
+    /// Unlists the process `key` (not a successor listed since).
+    pub(crate) fn remove(&self, key: WorkerKey) {
         let mut workers = self.lock();
         if workers
-            .get(&id)
-            .is_some_and(|entry| entry.info.generation == generation)
+            .get(&key.slot)
+            .is_some_and(|entry| entry.info.generation == key.generation)
         {
-            workers.remove(&id);
+            workers.remove(&key.slot);
         }
     }
 

@@ -15,6 +15,7 @@ use super::notice::Notice;
 use super::registry::Registry;
 use crate::primary::event::Event;
 use crate::protocol::message::{self, Control, ToPrimary};
+use crate::worker_key::WorkerKey;
 
 /// What the primary does with user messages besides handing them to the
 /// user's primary task.
@@ -34,14 +35,15 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    /// Handles one message from worker `id`. Returns `false` when the
-    /// supervisor is gone.
-    pub(crate) async fn route(&self, id: u32, generation: u32, message: ToPrimary) -> bool {
+    /// Handles one message from the process `worker`. Returns `false` when
+    /// the supervisor is gone.
+    pub(crate) async fn route(&self, worker: WorkerKey, message: ToPrimary) -> bool {
+        let id = worker.slot;
         match message {
-            ToPrimary::Control(control) => self.to_supervisor(id, generation, control).await,
+            ToPrimary::Control(control) => self.to_supervisor(worker, control).await,
             // pm2's idiom: `process.send('ready')`.
             ToPrimary::User(Value::String(word)) if word == "ready" => {
-                self.to_supervisor(id, generation, Control::Ready).await
+                self.to_supervisor(worker, Control::Ready).await
             }
             ToPrimary::User(value) => {
                 self.deliver(id, value);
@@ -54,22 +56,14 @@ impl Router {
                 true
             }
             ToPrimary::Served { count } => {
-                let notice = Notice::Served {
-                    id,
-                    generation,
-                    count,
-                };
+                let notice = Notice::Served { worker, count };
                 self.notices.send(notice).await.is_ok()
             }
         }
     }
 
-    async fn to_supervisor(&self, id: u32, generation: u32, control: Control) -> bool {
-        let notice = Notice::Control {
-            id,
-            generation,
-            control,
-        };
+    async fn to_supervisor(&self, worker: WorkerKey, control: Control) -> bool {
+        let notice = Notice::Control { worker, control };
         self.notices.send(notice).await.is_ok()
     }
 

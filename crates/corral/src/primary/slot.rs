@@ -1,47 +1,35 @@
 //! A worker slot: a numbered place in the cluster that one worker process
 //! serves at a time. The slot outlives its workers: it keeps the id, counts
-//! the generations and carries the restart backoff from one worker to the
+//! the generations and carries the restart history from one worker to the
 //! next. During a rolling reload it briefly holds a successor beside its
 //! worker, and old workers stay in it while they drain.
+//!
+//! The slot's methods keep its invariants: a process is in exactly one role
+//! (worker, successor, retired), every process has a distinct generation,
+//! and only a promotion or a give-up moves a successor.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::backoff::BackoffPolicy;
+use super::crash_loop::RestartHistory;
 use super::outbox::Outbox;
-use crate::primary::backoff::RestartBackoff;
 use crate::protocol::message;
+use crate::worker_key::WorkerKey;
 use rustix::process::Signal;
 
 pub(crate) struct Slot {
-    pub id: u32,
-    /// Starts so far; the current worker's generation.
-    pub generation: u32,
-    pub backoff: RestartBackoff,
+    id: u32,
+    /// Starts so far; the newest process's generation.
+    generation: u32,
+    history: RestartHistory,
     /// The worker serving the slot.
-    pub worker: Option<LiveWorker>,
+    worker: Option<LiveWorker>,
     /// A rolling reload's replacement, started and not yet ready.
-    pub successor: Option<LiveWorker>,
+    successor: Option<LiveWorker>,
     /// Former workers asked to stop, draining until they exit.
-    pub retired: Vec<LiveWorker>,
-    /// The cluster shrank: when this worker exits, the slot goes away.
-    pub retiring: bool,
-    /// Workers in a row that failed by themselves before they were up:
-    /// the sign of a broken command.
-    pub start_failures: u32,
-}
-
-impl Slot {
-    pub(crate) fn new(id: u32, backoff: RestartBackoff) -> Self {
-        Slot {
-            id,
-            generation: 0,
-            backoff,
-            worker: None,
-            successor: None,
-            retired: Vec::new(),
-            retiring: false,
-            start_failures: 0,
-        }
-    }
+    retired: Vec<LiveWorker>,
+    /// The cluster shrank: when its processes are gone, the slot goes away.
+    retiring: bool,
 }
 
 /// Which of a slot's processes a worker is.
@@ -52,39 +40,153 @@ pub(crate) enum Role {
     Retired,
 }
 
+/// What a promotion changed: the new worker, and the old one now draining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Promotion {
+    pub new: (WorkerKey, u32),
+    pub old: Option<(WorkerKey, u32)>,
+}
+
 impl Slot {
-    /// The slot's process of `generation`, whatever its role.
-    pub(crate) fn find(&mut self, generation: u32) -> Option<&mut LiveWorker> {
+    pub(crate) fn new(id: u32, backoff: BackoffPolicy) -> Self {
+        Slot {
+            id,
+            generation: 0,
+            history: RestartHistory::new(backoff),
+            worker: None,
+            successor: None,
+            retired: Vec::new(),
+            retiring: false,
+        }
+    }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The key of the slot's next process; counts the start.
+    pub(crate) fn next_key(&mut self) -> WorkerKey {
+        self.generation += 1;
+        WorkerKey::new(self.id, self.generation)
+    }
+
+    /// The key of the slot's newest start (which may have failed to spawn).
+    pub(crate) fn newest_key(&self) -> WorkerKey {
+        WorkerKey::new(self.id, self.generation)
+    }
+
+    /// Whether a restart scheduled after `failed` is still due: no start
+    /// since, nothing serving, and the slot stays.
+    pub(crate) fn restart_due(&self, failed: WorkerKey) -> bool {
+        self.generation == failed.generation && self.worker.is_none() && !self.retiring
+    }
+
+    /// Makes `worker` the slot's worker (a start or a restart).
+    pub(crate) fn install(&mut self, worker: LiveWorker) {
+        debug_assert!(self.worker.is_none(), "a slot serves one worker at a time");
+        self.worker = Some(worker);
+    }
+
+    /// Places a rolling reload's replacement beside the worker.
+    pub(crate) fn install_successor(&mut self, successor: LiveWorker) {
+        debug_assert!(self.successor.is_none(), "one replacement at a time");
+        self.successor = Some(successor);
+    }
+
+    /// Whether a reload can replace the worker now.
+    pub(crate) fn replaceable(&self) -> bool {
+        !self.retiring && self.worker.is_some() && self.successor.is_none()
+    }
+
+    /// Whether a replacement is on its way (so a dead worker needs no restart).
+    pub(crate) fn replacement_coming(&self) -> bool {
+        self.successor.is_some()
+    }
+
+    /// Makes the successor the worker; the old worker, if any, is retired
+    /// (the caller asks it to stop). `None` without a successor.
+    pub(crate) fn promote(&mut self) -> Option<Promotion> {
+        let successor = self.successor.take()?;
+        let new = (successor.key, successor.pid);
+        let old = self.worker.replace(successor);
+        let old_ids = old.as_ref().map(|old| (old.key, old.pid));
+        self.retired.extend(old);
+        Some(Promotion { new, old: old_ids })
+    }
+
+    /// Gives up the successor (the reload was aborted): it joins the
+    /// retired processes, to be asked to stop. Returns its key.
+    pub(crate) fn retire_successor(&mut self) -> Option<WorkerKey> {
+        let successor = self.successor.take()?;
+        let key = successor.key;
+        self.retired.push(successor);
+        Some(key)
+    }
+
+    /// Marks the slot for removal once its processes are gone (the
+    /// cluster shrinks). Returns whether a worker is still there to stop.
+    pub(crate) fn retire(&mut self) -> bool {
+        self.retiring = true;
+        self.worker.is_some()
+    }
+
+    pub(crate) fn is_retiring(&self) -> bool {
+        self.retiring
+    }
+
+    /// A slot that is being removed and has no process left.
+    pub(crate) fn emptied_and_retiring(&self) -> bool {
+        self.retiring && self.processes().next().is_none()
+    }
+
+    /// The worker serving the slot.
+    pub(crate) fn worker(&self) -> Option<&LiveWorker> {
+        self.worker.as_ref()
+    }
+
+    /// Whether `key` is the worker serving the slot.
+    pub(crate) fn is_current(&self, key: WorkerKey) -> bool {
+        self.worker.as_ref().is_some_and(|worker| worker.key == key)
+    }
+
+    /// The keys of the worker and the successor (what a stop asks to drain).
+    pub(crate) fn active_keys(&self) -> Vec<WorkerKey> {
+        self.worker
+            .iter()
+            .chain(self.successor.iter())
+            .map(|worker| worker.key)
+            .collect()
+    }
+
+    pub(crate) fn history(&mut self) -> &mut RestartHistory {
+        &mut self.history
+    }
+
+    pub(crate) fn history_ref(&self) -> &RestartHistory {
+        &self.history
+    }
+
+    /// The slot's process `key`, whatever its role.
+    pub(crate) fn find(&mut self, key: WorkerKey) -> Option<&mut LiveWorker> {
         self.worker
             .iter_mut()
             .chain(self.successor.iter_mut())
             .chain(self.retired.iter_mut())
-            .find(|worker| worker.generation == generation)
+            .find(|worker| worker.key == key)
     }
 
-    /// Removes the process of `generation` from the slot.
-    pub(crate) fn take(&mut self, generation: u32) -> Option<(LiveWorker, Role)> {
-        if self
-            .worker
-            .as_ref()
-            .is_some_and(|w| w.generation == generation)
-        {
+    /// Removes the process `key` from the slot.
+    pub(crate) fn take(&mut self, key: WorkerKey) -> Option<(LiveWorker, Role)> {
+        if self.worker.as_ref().is_some_and(|w| w.key == key) {
             return self.worker.take().map(|worker| (worker, Role::Current));
         }
-        if self
-            .successor
-            .as_ref()
-            .is_some_and(|w| w.generation == generation)
-        {
+        if self.successor.as_ref().is_some_and(|w| w.key == key) {
             return self
                 .successor
                 .take()
                 .map(|worker| (worker, Role::Successor));
         }
-        let index = self
-            .retired
-            .iter()
-            .position(|w| w.generation == generation)?;
+        let index = self.retired.iter().position(|w| w.key == key)?;
         Some((self.retired.remove(index), Role::Retired))
     }
 
@@ -99,24 +201,83 @@ impl Slot {
 
 /// A worker process of a slot.
 pub(crate) struct LiveWorker {
-    pub generation: u32,
+    pub key: WorkerKey,
     pub pid: u32,
     pub started: Instant,
     /// The last heartbeat, once the worker sent one (the watchdog watches
     /// only workers that do).
-    pub last_heartbeat: Option<Instant>,
-    pub ready: bool,
-    pub stop_requested: bool,
+    last_heartbeat: Option<Instant>,
+    ready: bool,
+    stop_requested: bool,
     /// Requests the worker reported serving, and the count at which it is
     /// recycled (`--max-requests` plus its jitter).
-    pub requests: u64,
-    pub request_limit: Option<u64>,
+    requests: u64,
+    request_limit: Option<u64>,
     pub outbox: Outbox,
     /// A Node program: it also gets pm2's `'shutdown'` message on stop.
-    pub node: bool,
+    node: bool,
 }
 
 impl LiveWorker {
+    pub(crate) fn new(
+        key: WorkerKey,
+        pid: u32,
+        outbox: Outbox,
+        ready: bool,
+        request_limit: Option<u64>,
+        node: bool,
+    ) -> Self {
+        LiveWorker {
+            key,
+            pid,
+            started: Instant::now(),
+            last_heartbeat: None,
+            ready,
+            stop_requested: false,
+            requests: 0,
+            request_limit,
+            outbox,
+            node,
+        }
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop_requested
+    }
+
+    /// Records that the worker is ready. Returns `false` when that is no
+    /// news (already ready) or too late (asked to stop).
+    pub(crate) fn mark_ready(&mut self) -> bool {
+        let news = !self.ready && !self.stop_requested;
+        self.ready |= news;
+        news
+    }
+
+    pub(crate) fn heartbeat(&mut self, now: Instant) {
+        self.last_heartbeat = Some(now);
+    }
+
+    /// Whether the worker sent heartbeats and then none for `timeout`.
+    pub(crate) fn is_hung(&self, now: Instant, timeout: Duration) -> bool {
+        !self.stop_requested
+            && self
+                .last_heartbeat
+                .is_some_and(|last| now.duration_since(last) > timeout)
+    }
+
+    /// Counts `count` more requests served. Returns the total when this
+    /// report crossed the worker's limit (it is to be recycled, once).
+    pub(crate) fn count_served(&mut self, count: u64) -> Option<(u64, u64)> {
+        let before = self.requests;
+        self.requests = self.requests.saturating_add(count);
+        let limit = self.request_limit?;
+        (before < limit && self.requests >= limit).then_some((self.requests, limit))
+    }
+
     /// Sends `signal` to the worker's process group: the worker and what it
     /// started (a wrapper script's server, say). The worker leads its own
     /// group, and a group id is not reused while any member lives, so this
@@ -127,14 +288,18 @@ impl LiveWorker {
 
     /// Asks the worker to drain and exit: the channel's stop message for
     /// workers that read it (and pm2's `'shutdown'` for Node programs),
-    /// then SIGTERM for every server.
-    pub(crate) fn request_stop(&mut self) {
+    /// then SIGTERM for every server. Returns `false` if it was asked before.
+    pub(crate) fn request_stop(&mut self) -> bool {
+        if self.stop_requested {
+            return false;
+        }
         self.stop_requested = true;
         let _ = self.outbox.push_control(message::encode_stop());
         if self.node {
             let _ = self.outbox.push_control(b"\"shutdown\"\n".to_vec());
         }
         self.signal(Signal::TERM);
+        true
     }
 }
 
@@ -147,5 +312,142 @@ pub(crate) fn signal_group(leader: u32, signal: Signal) {
         && err != rustix::io::Errno::SRCH
     {
         tracing::warn!("cannot signal worker {leader}'s processes: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker with no process behind it (pid 0 is never signalled here).
+    fn worker(slot: &mut Slot) -> LiveWorker {
+        let key = slot.next_key();
+        LiveWorker::new(key, 0, Outbox::closed(), false, Some(10), false)
+    }
+
+    fn slot() -> Slot {
+        Slot::new(1, BackoffPolicy::default())
+    }
+
+    #[test]
+    fn each_start_gets_the_next_generation() {
+        let mut slot = slot();
+        assert_eq!(slot.next_key(), WorkerKey::new(1, 1));
+        assert_eq!(slot.next_key(), WorkerKey::new(1, 2));
+    }
+
+    #[test]
+    fn promotion_retires_the_old_worker_and_serves_with_the_new() {
+        let mut slot = slot();
+        let old = worker(&mut slot);
+        let old_key = old.key;
+        slot.install(old);
+        assert!(slot.replaceable());
+        let new = worker(&mut slot);
+        let new_key = new.key;
+        slot.install_successor(new);
+        assert!(!slot.replaceable(), "one replacement at a time");
+        assert!(slot.replacement_coming());
+        let promotion = slot.promote().expect("a successor");
+        assert_eq!(promotion.new.0, new_key);
+        assert_eq!(promotion.old.map(|(key, _)| key), Some(old_key));
+        assert!(slot.is_current(new_key));
+        assert_eq!(
+            slot.take(old_key).map(|(_, role)| role),
+            Some(Role::Retired)
+        );
+        assert!(slot.promote().is_none());
+    }
+
+    #[test]
+    fn an_aborted_successor_is_retired_and_the_worker_stays() {
+        let mut slot = slot();
+        let current = worker(&mut slot);
+        let current_key = current.key;
+        slot.install(current);
+        let successor = worker(&mut slot);
+        let successor_key = successor.key;
+        slot.install_successor(successor);
+        assert_eq!(slot.active_keys(), [current_key, successor_key]);
+        assert_eq!(slot.retire_successor(), Some(successor_key));
+        assert!(slot.is_current(current_key));
+        assert!(slot.replaceable());
+        assert_eq!(
+            slot.take(successor_key).map(|(_, role)| role),
+            Some(Role::Retired)
+        );
+    }
+
+    #[test]
+    fn processes_are_found_and_taken_by_key_whatever_their_role() {
+        let mut slot = slot();
+        let current = worker(&mut slot);
+        let key = current.key;
+        slot.install(current);
+        assert!(slot.find(key).is_some());
+        assert!(slot.find(WorkerKey::new(1, 9)).is_none());
+        assert_eq!(slot.take(key).map(|(_, role)| role), Some(Role::Current));
+        assert!(slot.processes().next().is_none());
+        assert!(slot.take(key).is_none(), "taken once");
+    }
+
+    #[test]
+    fn a_restart_is_due_only_for_the_failure_it_was_scheduled_for() {
+        let mut slot = slot();
+        let failed = slot.next_key();
+        assert!(slot.restart_due(failed));
+        let restarted = worker(&mut slot);
+        assert!(!slot.restart_due(failed), "a start happened since");
+        slot.install(restarted);
+        let later = WorkerKey::new(1, 2);
+        assert!(!slot.restart_due(later), "a worker serves");
+    }
+
+    #[test]
+    fn a_retiring_slot_is_removed_once_empty_and_never_restarted() {
+        let mut slot = slot();
+        let current = worker(&mut slot);
+        let key = current.key;
+        slot.install(current);
+        assert!(slot.retire(), "a worker to stop");
+        assert!(!slot.emptied_and_retiring());
+        assert!(!slot.replaceable());
+        slot.take(key);
+        assert!(slot.emptied_and_retiring());
+        assert!(!slot.restart_due(key));
+    }
+
+    #[test]
+    fn readiness_is_news_once_and_never_after_a_stop() {
+        let mut slot = slot();
+        let mut worker = worker(&mut slot);
+        assert!(worker.mark_ready());
+        assert!(!worker.mark_ready());
+        let mut stopping =
+            LiveWorker::new(slot.next_key(), 0, Outbox::closed(), false, None, false);
+        stopping.stop_requested = true;
+        assert!(!stopping.mark_ready());
+        assert!(!stopping.is_ready());
+    }
+
+    #[test]
+    fn the_request_limit_triggers_once() {
+        let mut slot = slot();
+        let mut worker = worker(&mut slot);
+        assert_eq!(worker.count_served(6), None);
+        assert_eq!(worker.count_served(5), Some((11, 10)));
+        assert_eq!(worker.count_served(5), None, "recycled once");
+    }
+
+    #[test]
+    fn a_worker_is_hung_only_after_heartbeats_stop() {
+        let mut slot = slot();
+        let mut worker = worker(&mut slot);
+        let start = Instant::now();
+        let timeout = Duration::from_secs(1);
+        assert!(!worker.is_hung(start + Duration::from_secs(60), timeout));
+        worker.heartbeat(start);
+        assert!(!worker.is_hung(start + Duration::from_millis(900), timeout));
+        assert!(worker.is_hung(start + Duration::from_millis(1100), timeout));
     }
 }

@@ -25,6 +25,7 @@ use crate::protocol::lines::{Line, LineReader};
 use crate::protocol::message;
 use crate::protocol::socket_reader::SocketReader;
 use crate::sys::ExecImage;
+use crate::worker_key::WorkerKey;
 use crate::{Error, Policy};
 
 /// Everything that is the same for every worker start.
@@ -55,12 +56,11 @@ pub(crate) struct Spawned {
 }
 
 impl Launcher {
-    pub(crate) fn spawn(
-        &self,
-        id: u32,
-        generation: u32,
-        sockets: WorkerSockets,
-    ) -> Result<Spawned, Error> {
+    pub(crate) fn spawn(&self, key: WorkerKey, sockets: WorkerSockets) -> Result<Spawned, Error> {
+        let WorkerKey {
+            slot: id,
+            generation,
+        } = key;
         let resolved = self.program.resolve()?;
         let identity = WorkerIdentity {
             id,
@@ -140,16 +140,13 @@ impl Launcher {
         if let Some(stderr) = child.stderr.take() {
             self.output.relay(id, Stream::Stderr, stderr);
         }
-        let outbox = self
-            .start_channel(id, generation, primary_end)
-            .map_err(spawn_error)?;
+        let outbox = self.start_channel(key, primary_end).map_err(spawn_error)?;
         let notices = self.notices.clone();
         tokio::spawn(async move {
             let status = child.wait().await.ok();
             let _ = notices
                 .send(Notice::Exited {
-                    id,
-                    generation,
+                    worker: key,
                     status,
                 })
                 .await;
@@ -159,8 +156,7 @@ impl Launcher {
 
     fn start_channel(
         &self,
-        id: u32,
-        generation: u32,
+        key: WorkerKey,
         stream: std::os::unix::net::UnixStream,
     ) -> std::io::Result<Outbox> {
         let writer = OwnedFd::from(stream);
@@ -168,20 +164,15 @@ impl Launcher {
         let outbox = Outbox::start(writer);
         let router = self.router.clone();
         let limit = self.max_message_size;
-        tokio::spawn(read_channel(id, generation, reader, limit, router));
+        tokio::spawn(read_channel(key, reader, limit, router));
         Ok(outbox)
     }
 }
 
 /// Reads one worker's messages until its channel closes. Bad input is
 /// logged against the worker and skipped.
-async fn read_channel(
-    id: u32,
-    generation: u32,
-    reader: SocketReader,
-    limit: usize,
-    router: Arc<Router>,
-) {
+async fn read_channel(key: WorkerKey, reader: SocketReader, limit: usize, router: Arc<Router>) {
+    let id = key.slot;
     let mut lines = LineReader::new(BufReader::new(reader), limit);
     loop {
         let line = match lines.next_line().await {
@@ -205,7 +196,7 @@ async fn read_channel(
         };
         match message::decode_to_primary(bytes) {
             Ok(Some(message)) => {
-                if !router.route(id, generation, message).await {
+                if !router.route(key, message).await {
                     return;
                 }
             }

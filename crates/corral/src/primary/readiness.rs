@@ -1,0 +1,195 @@
+//! When a started worker counts as ready, and what happens to one that is
+//! not ready in time. Library workers say so themselves; a COMMAND worker
+//! follows `--ready` (ready_mode.rs); under a hand-off policy every worker
+//! must say so, since it must take connections from corral. A reload's
+//! replacement is watched by the reload's own timeout instead.
+
+use std::time::Duration;
+
+use super::ready_mode::ReadyMode;
+
+/// What the supervisor sets up when it starts a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadyPlan {
+    /// The worker counts as ready from the start.
+    pub at_once: bool,
+    /// The worker counts as ready after running this long (unless it says
+    /// so sooner).
+    pub settle_after: Option<Duration>,
+    /// The worker must be ready within `ready_timeout`, or the
+    /// [`on_ready_timeout`] verdict applies.
+    pub deadline: bool,
+}
+
+/// Who the worker is and how it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StartKind {
+    /// It speaks corral's channel (a library worker).
+    pub speaks_channel: bool,
+    /// It is a rolling reload's replacement (else a first start or a
+    /// restart).
+    pub replacement: bool,
+    /// The policy hands connections out (round-robin, least-connections).
+    pub hands_off: bool,
+}
+
+/// How a worker started as `start` becomes ready under `mode`.
+pub(crate) fn ready_plan(mode: ReadyMode, start: StartKind) -> ReadyPlan {
+    let settle = if start.speaks_channel {
+        None
+    } else {
+        mode.settle(start.replacement, start.hands_off)
+    };
+    let at_once = settle == Some(Duration::ZERO);
+    let must_say = !start.speaks_channel && settle.is_none();
+    ReadyPlan {
+        at_once,
+        settle_after: settle.filter(|delay| !delay.is_zero()),
+        deadline: !start.replacement && !at_once && (start.hands_off || must_say),
+    }
+}
+
+/// What to do with a worker that is still not ready at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LateVerdict {
+    /// It became ready, or is stopping: nothing.
+    Ignore,
+    /// No worker ever was ready: the command does not speak what the
+    /// settings need (`--ready message`). The cluster stops.
+    NeverSaysReady,
+    /// As above, under a hand-off policy: the command does not take
+    /// connections from corral. The cluster stops.
+    NeverTakesConnections,
+    /// Others were ready: this one is stuck and is replaced.
+    Replace,
+}
+
+/// The verdict on a worker at its ready deadline. `proven`: some worker
+/// of the cluster came up before.
+pub(crate) fn on_ready_timeout(
+    ready: bool,
+    stopping: bool,
+    proven: bool,
+    hands_off: bool,
+) -> LateVerdict {
+    match (ready || stopping, proven, hands_off) {
+        (true, _, _) => LateVerdict::Ignore,
+        (false, true, _) => LateVerdict::Replace,
+        (false, false, false) => LateVerdict::NeverSaysReady,
+        (false, false, true) => LateVerdict::NeverTakesConnections,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIRST: StartKind = StartKind {
+        speaks_channel: false,
+        replacement: false,
+        hands_off: false,
+    };
+
+    #[test]
+    fn a_command_under_auto_is_ready_at_once_on_a_first_start() {
+        let plan = ready_plan(ReadyMode::Auto, FIRST);
+        assert_eq!(
+            plan,
+            ReadyPlan {
+                at_once: true,
+                settle_after: None,
+                deadline: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_command_replacement_under_auto_settles_after_a_second() {
+        let start = StartKind {
+            replacement: true,
+            ..FIRST
+        };
+        let plan = ready_plan(ReadyMode::Auto, start);
+        assert!(!plan.at_once);
+        assert_eq!(plan.settle_after, Some(Duration::from_secs(1)));
+        assert!(!plan.deadline, "the reload watches its replacements");
+    }
+
+    #[test]
+    fn a_command_under_message_must_say_so_in_time() {
+        let plan = ready_plan(ReadyMode::Message, FIRST);
+        assert!(!plan.at_once);
+        assert_eq!(plan.settle_after, None);
+        assert!(plan.deadline);
+    }
+
+    #[test]
+    fn a_command_under_delay_settles_without_a_deadline_unless_it_hands_off() {
+        let delay = ReadyMode::Delay(Duration::from_millis(300));
+        let plan = ready_plan(delay, FIRST);
+        assert_eq!(plan.settle_after, Some(Duration::from_millis(300)));
+        assert!(!plan.deadline);
+        let handing = StartKind {
+            hands_off: true,
+            ..FIRST
+        };
+        assert!(ready_plan(delay, handing).deadline);
+    }
+
+    #[test]
+    fn a_command_under_a_hand_off_policy_must_say_so() {
+        let start = StartKind {
+            hands_off: true,
+            ..FIRST
+        };
+        let plan = ready_plan(ReadyMode::Auto, start);
+        assert!(!plan.at_once);
+        assert!(plan.deadline);
+    }
+
+    #[test]
+    fn a_library_worker_says_so_and_has_a_deadline_only_under_hand_off() {
+        let library = StartKind {
+            speaks_channel: true,
+            ..FIRST
+        };
+        let plan = ready_plan(ReadyMode::Delay(Duration::from_secs(5)), library);
+        assert_eq!(
+            plan,
+            ReadyPlan {
+                at_once: false,
+                settle_after: None,
+                deadline: false
+            }
+        );
+        let handing = StartKind {
+            hands_off: true,
+            ..library
+        };
+        assert!(ready_plan(ReadyMode::Auto, handing).deadline);
+    }
+
+    #[test]
+    fn a_late_worker_is_replaced_once_the_command_is_proven() {
+        assert_eq!(
+            on_ready_timeout(false, false, true, true),
+            LateVerdict::Replace
+        );
+        assert_eq!(
+            on_ready_timeout(false, false, false, false),
+            LateVerdict::NeverSaysReady
+        );
+        assert_eq!(
+            on_ready_timeout(false, false, false, true),
+            LateVerdict::NeverTakesConnections
+        );
+        assert_eq!(
+            on_ready_timeout(true, false, false, true),
+            LateVerdict::Ignore
+        );
+        assert_eq!(
+            on_ready_timeout(false, true, false, false),
+            LateVerdict::Ignore
+        );
+    }
+}
