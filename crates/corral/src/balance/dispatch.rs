@@ -38,6 +38,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
+use super::congestion::Congestion;
+use super::stall::{Stall, StallWatch};
 use super::{Balancer, WorkerKey, WorkerSockets, bind_options};
 use crate::Error;
 use crate::balance::bind::{bind_listener, local_addr};
@@ -54,10 +56,6 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(20);
 const MAX_WAITING: usize = 4 * MAX_FDS_PER_MESSAGE;
 /// How often the dispatcher checks that workers read their channels.
 const STALL_CHECK: Duration = Duration::from_millis(100);
-/// How long a worker that stalled first gets no connections; it doubles
-/// each time the worker stalls again, up to [`MAX_STALL_REST`].
-const FIRST_STALL_REST: Duration = Duration::from_millis(100);
-const MAX_STALL_REST: Duration = Duration::from_secs(2);
 /// Reports read from one worker per wake-up, so a flooding worker cannot
 /// hold the loop.
 const REPORTS_PER_WAKE: usize = 64;
@@ -66,9 +64,49 @@ const MAX_BAD_REPORTS: u32 = 10;
 
 /// How a hand-off policy chooses the worker for each new connection.
 pub(crate) trait Pick: Send {
-    /// The index in `targets` of the worker for the next connection, among
-    /// those [`Target::accepting`]; `None` when none is.
-    fn pick(&mut self, targets: &[Target]) -> Option<usize>;
+    /// The index of the worker for the next connection, among those
+    /// [`Candidates::accepting`]; `None` when none is.
+    fn pick(&mut self, targets: &dyn Candidates) -> Option<usize>;
+}
+
+/// What a [`Pick`] sees of the ready workers, by index.
+pub(crate) trait Candidates {
+    fn count(&self) -> usize;
+    /// Whether the worker can be given a connection now.
+    fn accepting(&self, index: usize) -> bool;
+    /// Connections handed to the worker that it has not reported closed.
+    fn open_connections(&self, index: usize) -> u64;
+}
+
+impl Candidates for Vec<Target> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn accepting(&self, index: usize) -> bool {
+        self[index].accepting()
+    }
+
+    fn open_connections(&self, index: usize) -> u64 {
+        self[index].open
+    }
+}
+
+/// Workers as plain (accepting, open connections) pairs, for the
+/// strategies' unit tests.
+#[cfg(test)]
+impl Candidates for Vec<(bool, u64)> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn accepting(&self, index: usize) -> bool {
+        self[index].0
+    }
+
+    fn open_connections(&self, index: usize) -> u64 {
+        self[index].1
+    }
 }
 
 /// One ready worker as the dispatcher sees it.
@@ -81,18 +119,8 @@ pub(crate) struct Target {
     /// Connections handed and not yet reported closed or returned.
     open: u64,
     leaving: bool,
-    /// Set while the worker's channel is full: a registration for
-    /// writability, dropped once it is writable again. (A lasting one would
-    /// wake the primary every time the worker reads.)
-    congested: Option<AsyncFd<OwnedFd>>,
-    congested_since: Option<Instant>,
-    /// Unread connections in the channel at the last stall check, and
-    /// connections sent since.
-    unread_at_check: u64,
-    sent_since_check: u64,
-    /// The worker stalled: it gets nothing until then.
-    resting_until: Option<Instant>,
-    next_rest: Duration,
+    congestion: Congestion,
+    stall: StallWatch,
     /// Reports refused so far.
     bad_reports: u32,
     /// Misbehaving: no connections for it, its reports unread.
@@ -107,25 +135,21 @@ impl Target {
             worker_end,
             open: 0,
             leaving: false,
-            congested: None,
-            congested_since: None,
-            unread_at_check: 0,
-            sent_since_check: 0,
-            resting_until: None,
-            next_rest: FIRST_STALL_REST,
+            congestion: Congestion::default(),
+            stall: StallWatch::default(),
             bad_reports: 0,
             cut_off: false,
         }
     }
 
     /// Whether the worker can be given a connection now.
-    pub(crate) fn accepting(&self) -> bool {
-        !self.leaving && self.congested.is_none() && self.resting_until.is_none()
+    fn accepting(&self) -> bool {
+        !self.leaving && !self.congestion.is_congested() && !self.stall.resting()
     }
 
-    /// Connections handed to the worker that it has not reported closed.
-    pub(crate) fn open_connections(&self) -> u64 {
-        self.open
+    /// `count` connections it held came back (taken back, or unsent).
+    fn released(&mut self, count: usize) {
+        self.open = self.open.saturating_sub(count as u64);
     }
 }
 
@@ -181,7 +205,7 @@ impl HandOff {
             targets: Vec::new(),
             pick,
             inbox,
-            waiting: VecDeque::new(),
+            waiting: Waiting::default(),
             paused: None,
             stall_check: tokio::time::interval(STALL_CHECK),
         };
@@ -240,6 +264,37 @@ impl Balancer for HandOff {
     }
 }
 
+/// Connections accepted, returned or taken back, not yet handed on. Those
+/// that come back go first, in their order: they waited longest.
+#[derive(Debug, Default)]
+struct Waiting(VecDeque<Handed>);
+
+impl Waiting {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn push(&mut self, handed: Handed) {
+        self.0.push_back(handed);
+    }
+
+    fn pop(&mut self) -> Option<Handed> {
+        self.0.pop_front()
+    }
+
+    /// Puts connections that came back (or were `pop`ped and not handed)
+    /// at the front, in their order.
+    fn requeue(&mut self, connections: impl DoubleEndedIterator<Item = Handed>) {
+        for handed in connections.rev() {
+            self.0.push_front(handed);
+        }
+    }
+}
+
 /// What woke the dispatcher.
 enum Wake {
     Command(Option<Command>),
@@ -257,8 +312,7 @@ struct Dispatcher {
     targets: Vec<Target>,
     pick: Box<dyn Pick>,
     inbox: mpsc::UnboundedReceiver<Command>,
-    /// Connections accepted, returned or taken back, not yet handed on.
-    waiting: VecDeque<Handed>,
+    waiting: Waiting,
     /// Accepting is paused (out of descriptors) until this timer fires.
     paused: Option<Pin<Box<tokio::time::Sleep>>>,
     stall_check: tokio::time::Interval,
@@ -271,7 +325,7 @@ impl Dispatcher {
                 Wake::Command(None) => return,
                 Wake::Command(Some(command)) => self.apply(command),
                 Wake::Report(index) => self.read_reports(index),
-                Wake::Writable(index) => self.targets[index].congested = None,
+                Wake::Writable(index) => self.targets[index].congestion.clear(),
                 Wake::Accept(index) => self.accept_batch(index),
                 Wake::Resume => self.paused = None,
                 Wake::StallCheck => self.check_stalls(),
@@ -288,11 +342,7 @@ impl Dispatcher {
             if !target.cut_off && target.socket.poll_read_ready(cx).is_ready() {
                 return Poll::Ready(Wake::Report(index));
             }
-            let writable = target
-                .congested
-                .as_ref()
-                .is_some_and(|watch| watch.poll_write_ready(cx).is_ready());
-            if writable {
+            if target.congestion.poll_cleared(cx) {
                 return Poll::Ready(Wake::Writable(index));
             }
         }
@@ -355,7 +405,7 @@ impl Dispatcher {
                 rustix::net::accept_with(socket, SocketFlags::CLOEXEC).map_err(io::Error::from)
             });
             match accepted {
-                Ok(fd) => self.waiting.push_back(Handed {
+                Ok(fd) => self.waiting.push(Handed {
                     fd,
                     listener: index as u8,
                 }),
@@ -377,9 +427,9 @@ impl Dispatcher {
     fn dispatch(&mut self) {
         while !self.waiting.is_empty() {
             let mut batches: Vec<Vec<Handed>> = self.targets.iter().map(|_| Vec::new()).collect();
-            while let Some(handed) = self.waiting.pop_front() {
+            while let Some(handed) = self.waiting.pop() {
                 let Some(index) = self.pick.pick(&self.targets) else {
-                    self.waiting.push_front(handed);
+                    self.waiting.requeue(std::iter::once(handed));
                     break;
                 };
                 self.targets[index].open += 1;
@@ -393,10 +443,8 @@ impl Dispatcher {
                 let count = batch.len();
                 let unsent = self.send_batch(index, batch);
                 handed_any |= unsent.len() < count;
-                self.targets[index].open -= unsent.len() as u64;
-                for handed in unsent.into_iter().rev() {
-                    self.waiting.push_front(handed);
-                }
+                self.targets[index].released(unsent.len());
+                self.waiting.requeue(unsent.into_iter());
             }
             if !handed_any {
                 return;
@@ -413,11 +461,11 @@ impl Dispatcher {
             let chunk = &batch[sent..end];
             match handoff::send_batch(target.socket.as_fd(), b"", chunk) {
                 Ok(()) => {
-                    target.sent_since_check += (end - sent) as u64;
+                    target.stall.sent((end - sent) as u64);
                     sent = end;
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    mark_congested(target);
+                    congested(target);
                     break;
                 }
                 Err(err) => {
@@ -507,9 +555,7 @@ impl Dispatcher {
                         valid.len()
                     );
                 }
-                for handed in valid.into_iter().rev() {
-                    self.waiting.push_front(handed);
-                }
+                self.waiting.requeue(valid.into_iter());
             }
         }
     }
@@ -547,20 +593,12 @@ impl Dispatcher {
         let now = Instant::now();
         for index in 0..self.targets.len() {
             let target = &mut self.targets[index];
-            if target.resting_until.is_some_and(|until| now >= until) {
-                target.resting_until = None;
-            }
             let Ok(unread) = rustix::io::ioctl_fionread(&target.worker_end) else {
                 continue;
             };
-            let read = (target.unread_at_check + target.sent_since_check).saturating_sub(unread);
-            target.sent_since_check = 0;
-            target.unread_at_check = unread;
-            if read > 0 || unread == 0 {
-                target.next_rest = FIRST_STALL_REST;
+            let Stall::Stalled { unread, rest } = target.stall.check(unread, now) else {
                 continue;
-            }
-            let rest = target.next_rest;
+            };
             tracing::warn!(
                 "worker {} is not reading its hand-off channel ({unread} connections waiting \
                  for over {}ms): handing them to other workers, none to it for {}ms",
@@ -568,10 +606,7 @@ impl Dispatcher {
                 STALL_CHECK.as_millis(),
                 rest.as_millis()
             );
-            target.resting_until = Some(now + rest);
-            target.next_rest = (rest * 2).min(MAX_STALL_REST);
             self.take_back(index);
-            self.targets[index].unread_at_check = 0;
         }
     }
 
@@ -600,41 +635,27 @@ impl Dispatcher {
                 target.key.slot,
                 taken.len()
             );
-            target.open = target.open.saturating_sub(taken.len() as u64);
-            for handed in taken.into_iter().rev() {
-                self.waiting.push_front(handed);
-            }
+            target.released(taken.len());
+            self.waiting.requeue(taken.into_iter());
         }
     }
 }
 
-fn mark_congested(target: &mut Target) {
-    let watch = target
-        .socket
-        .get_ref()
-        .try_clone()
-        .and_then(|fd| register_async(fd, Interest::WRITABLE));
-    match watch {
-        Ok(watch) => target.congested = Some(watch),
+/// Worker `target`'s channel is full: skip it until it reads.
+fn congested(target: &mut Target) {
+    match target.congestion.begin(&target.socket, Instant::now()) {
+        Ok(false) => {}
+        Ok(true) => tracing::warn!(
+            "worker {} is not reading its hand-off channel fast enough: skipping it until it does",
+            target.key.slot
+        ),
         Err(err) => {
             tracing::warn!(
                 "worker {}: cannot watch its hand-off channel: {err}",
                 target.key.slot
             );
             target.leaving = true;
-            return;
         }
-    }
-    let now = Instant::now();
-    let quiet = target
-        .congested_since
-        .is_none_or(|since| now.duration_since(since) > Duration::from_secs(1));
-    if quiet {
-        tracing::warn!(
-            "worker {} is not reading its hand-off channel fast enough: skipping it until it does",
-            target.key.slot
-        );
-        target.congested_since = Some(now);
     }
 }
 

@@ -3,7 +3,7 @@
 //! closed), so long-lived connections and uneven requests balance by real
 //! load. Ties rotate, so an idle cluster is served in turn.
 
-use super::dispatch::{Pick, Target};
+use super::dispatch::{Candidates, Pick};
 
 #[derive(Debug, Default)]
 pub(crate) struct LeastConnections {
@@ -11,13 +11,42 @@ pub(crate) struct LeastConnections {
 }
 
 impl Pick for LeastConnections {
-    fn pick(&mut self, targets: &[Target]) -> Option<usize> {
-        let count = targets.len();
+    fn pick(&mut self, targets: &dyn Candidates) -> Option<usize> {
+        let count = targets.count();
         let chosen = (0..count)
             .map(|step| (self.next + step) % count)
-            .filter(|&index| targets[index].accepting())
-            .min_by_key(|&index| targets[index].open_connections())?;
+            .filter(|&index| targets.accepting(index))
+            .min_by_key(|&index| targets.open_connections(index))?;
         self.next = chosen + 1;
         Some(chosen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_with_the_fewest_open_connections_gets_the_next() {
+        let mut strategy = LeastConnections::default();
+        assert_eq!(
+            strategy.pick(&vec![(true, 5), (true, 2), (true, 9)]),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn ties_rotate_so_an_idle_cluster_is_served_in_turn() {
+        let mut strategy = LeastConnections::default();
+        let idle = vec![(true, 0), (true, 0), (true, 0)];
+        let picks: Vec<Option<usize>> = (0..4).map(|_| strategy.pick(&idle)).collect();
+        assert_eq!(picks, [Some(0), Some(1), Some(2), Some(0)]);
+    }
+
+    #[test]
+    fn a_worker_that_cannot_take_connections_is_skipped_however_idle() {
+        let mut strategy = LeastConnections::default();
+        assert_eq!(strategy.pick(&vec![(false, 0), (true, 40)]), Some(1));
+        assert_eq!(strategy.pick(&vec![(false, 0), (false, 1)]), None);
     }
 }
