@@ -74,6 +74,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_surge: u32,
 
+    /// Seconds a worker must run for its exit to end a crash loop: workers
+    /// that keep exiting sooner are restarted later and later, and their
+    /// slot is reported as crash-looping
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
+    pub stable_after: Duration,
+
+    /// The longest wait before a crash-looping worker is restarted, in
+    /// seconds (the wait starts at 0.1 and doubles)
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    pub max_restart_delay: Duration,
+
     /// Under round-robin and least-connections: seconds a worker may take
     /// to say it is ready before it is replaced (with no worker ever ready,
     /// corral stops with an error)

@@ -57,6 +57,8 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
         .ready_timeout(run.ready_timeout)
         .ready(run.ready)
         .max_surge(run.max_surge as usize)
+        .stable_after(run.stable_after)
+        .max_restart_delay(run.max_restart_delay)
         .max_message_size(run.max_message_size as usize)
         .on_message(corral::MessagePolicy {
             log: true,
