@@ -25,6 +25,7 @@ use rustix::process::{Pid, Signal, WaitOptions};
 use super::Supervisor;
 use super::slot::Slot;
 use crate::protocol::env::{GENERATION, PRIMARY_PID, WORKER_ID};
+use crate::worker_key::WorkerKey;
 
 /// How long the primary, exiting, waits for leftover processes it killed.
 const LEFTOVER_REAP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -74,16 +75,9 @@ pub(crate) fn process_table() -> Vec<ProcessEntry> {
         .collect()
 }
 
-/// Which worker started a process, as its environment says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Origin {
-    pub id: u32,
-    pub generation: u32,
-}
-
 /// Reads the worker identity from a NUL-separated environment block, if it
 /// names a worker of the primary `primary`.
-pub(crate) fn origin_in(environ: &[u8], primary: u32) -> Option<Origin> {
+pub(crate) fn origin_in(environ: &[u8], primary: u32) -> Option<WorkerKey> {
     let mut id = None;
     let mut generation = None;
     let mut from_us = false;
@@ -99,14 +93,10 @@ pub(crate) fn origin_in(environ: &[u8], primary: u32) -> Option<Origin> {
             _ => {}
         }
     }
-    Some(Origin {
-        id: id?,
-        generation: generation?,
-    })
-    .filter(|_| from_us)
+    Some(WorkerKey::new(id?, generation?)).filter(|_| from_us)
 }
 
-fn origin_of(pid: u32, primary: u32) -> Option<Origin> {
+fn origin_of(pid: u32, primary: u32) -> Option<WorkerKey> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     origin_in(&environ, primary)
 }
@@ -158,7 +148,7 @@ impl Reaper {
     /// own process group) started outside its group: those still below it,
     /// and those re-parented to the primary whose environment names it.
     /// The group itself is signalled by the caller.
-    pub(crate) fn signal_strays(&self, origin: Origin, leader: u32, signal: Signal) {
+    pub(crate) fn signal_strays(&self, origin: WorkerKey, leader: u32, signal: Signal) {
         let table = process_table();
         let below = descendants(&table, leader);
         for entry in &table {
@@ -170,7 +160,7 @@ impl Reaper {
                 tracing::info!(
                     "worker {}: sending {} to pid {} ({}), which it started outside its \
                      process group",
-                    origin.id,
+                    origin.slot,
                     signal_label(signal),
                     entry.pid,
                     entry.name
@@ -237,11 +227,10 @@ impl Supervisor {
         self.reaper.reap(&self.worker_pids());
     }
 
-    /// Sends `signal` to what worker `id` of `generation` (pid `leader`)
-    /// started outside its process group.
-    pub(super) fn signal_strays(&self, id: u32, generation: u32, leader: u32, signal: Signal) {
-        self.reaper
-            .signal_strays(Origin { id, generation }, leader, signal);
+    /// Sends `signal` to what the process `key` (pid `leader`) started
+    /// outside its process group.
+    pub(super) fn signal_strays(&self, key: WorkerKey, leader: u32, signal: Signal) {
+        self.reaper.signal_strays(key, leader, signal);
     }
 
     /// The cluster is stopping: processes re-parented to the primary get
@@ -326,13 +315,7 @@ mod tests {
     fn the_worker_is_found_in_the_environment() {
         let environ =
             b"PATH=/bin\0CORRAL_WORKER_ID=3\0CORRAL_GENERATION=7\0CORRAL_PRIMARY_PID=100\0";
-        assert_eq!(
-            origin_in(environ, 100),
-            Some(Origin {
-                id: 3,
-                generation: 7
-            })
-        );
+        assert_eq!(origin_in(environ, 100), Some(WorkerKey::new(3, 7)));
         // Another cluster's worker, or no worker at all.
         assert_eq!(origin_in(environ, 101), None);
         assert_eq!(origin_in(b"PATH=/bin\0", 100), None);
