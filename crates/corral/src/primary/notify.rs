@@ -163,11 +163,11 @@ impl Notifier {
 impl Supervisor {
     /// The cluster as systemd sees it now.
     fn systemd_view(&self) -> View {
-        let serving = self.slots.values().filter(|slot| !slot.retiring);
+        let serving = self.slots.values().filter(|slot| !slot.is_retiring());
         let (mut ready, mut desired) = (0, 0);
         for slot in serving {
             desired += 1;
-            ready += usize::from(slot.worker.as_ref().is_some_and(|worker| worker.ready));
+            ready += usize::from(slot.worker().is_some_and(|worker| worker.is_ready()));
         }
         View {
             ready,

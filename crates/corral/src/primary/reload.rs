@@ -18,15 +18,6 @@ use crate::Error;
 use crate::primary::event::{Event, human_duration};
 use crate::worker_key::WorkerKey;
 
-impl Reload {
-    /// A rolling reload's progress: replacements done, and in all.
-    /// Recycling a worker is not a reload of the service: `None`.
-    pub(super) fn progress(&self) -> Option<(usize, usize)> {
-        let total = self.replaced + self.queue.len() + self.awaiting.len();
-        (self.label == "rolling reload").then_some((self.replaced, total))
-    }
-}
-
 impl Supervisor {
     /// Starts a rolling reload, or queues one if a reload is under way.
     pub(super) fn request_reload(&mut self) -> Result<(), Error> {

@@ -68,6 +68,13 @@ impl ReloadPlan {
         self.queue.len() + self.awaiting.len()
     }
 
+    /// A rolling reload's progress: replacements done, and in all.
+    /// Recycling a worker is not a reload of the service: `None`.
+    pub(crate) fn progress(&self) -> Option<(usize, usize)> {
+        let total = self.replaced + self.remaining();
+        (self.label == "rolling reload").then_some((self.replaced, total))
+    }
+
     /// Another reload was asked for: it follows this one (requests in
     /// between count once).
     pub(crate) fn ask_again(&mut self) {
@@ -219,6 +226,18 @@ mod tests {
                 again: false
             }
         );
+    }
+
+    #[test]
+    fn progress_counts_a_rolling_reload_but_not_recycling() {
+        let mut plan = ReloadPlan::rolling([1, 2, 3]);
+        assert_eq!(plan.progress(), Some((0, 3)));
+        plan.next_step(1, all);
+        plan.started(WorkerKey::new(1, 2));
+        assert_eq!(plan.progress(), Some((0, 3)));
+        plan.promoted(1);
+        assert_eq!(plan.progress(), Some((1, 3)));
+        assert_eq!(ReloadPlan::recycling(1).progress(), None);
     }
 
     #[test]
