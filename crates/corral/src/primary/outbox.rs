@@ -70,8 +70,10 @@ impl Outbox {
     /// For tests of the supervisor's bookkeeping, which need no process.
     #[cfg(test)]
     pub(crate) fn closed() -> Self {
+        let (control, _) = mpsc::unbounded_channel();
         let (lines, _) = mpsc::unbounded_channel();
         Outbox {
+            control,
             lines,
             queued: Arc::default(),
         }
