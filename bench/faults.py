@@ -455,7 +455,7 @@ def load_table(scenario: str, systems: list[h.Config], results: h.Results) -> st
         cells += [f"{t.succeeded:,}", f"**{t.refused}**", f"**{t.failed}**", kinds, f"{t.longest_pause_ms:,.0f}"]
         cells += [f"{t.succeeded / t.seconds:,.0f}" if t.seconds else "–", f"{outcome.load_average:.2f}"]
         rows.append([system.label, *cells])
-    return h.table(head, rows, text=["failure kinds"])
+    return h.table(head, rows, text=["system", "failure kinds"])
 
 
 def ready_table(systems: list[h.Config], results: h.Results) -> str:
@@ -478,7 +478,7 @@ def ready_table(systems: list[h.Config], results: h.Results) -> str:
                 [f"{system.label}, from its log", *ms_cells(outcome.log_ready_ms), how, f"{outcome.load_average:.2f}"]
             )
     head = ["system", "**median ms**", "min – max ms", "samples", "seen ready by", "load avg"]
-    return h.table(head, rows, text=["seen ready by"])
+    return h.table(head, rows, text=["system", "seen ready by"])
 
 
 def ms_cells(ms: list[float]) -> list[str]:

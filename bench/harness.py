@@ -833,9 +833,9 @@ def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}{suffix}"
 
 
-def table(head: Sequence[str], rows: Iterable[Sequence[str]], text: Sequence[str] = ()) -> str:
-    """A Markdown table: numbers right-aligned; the first column and the `text` columns left-aligned."""
-    align = ["---"] + ["---" if name in text else "---:" for name in head[1:]]
+def table(head: Sequence[str], rows: Iterable[Sequence[str]], text: Sequence[str] | None = None) -> str:
+    """A Markdown table: the `text` columns (default: the first) left-aligned, the numbers right-aligned."""
+    align = ["---" if name in (text or head[:1]) else "---:" for name in head]
     lines = [head, align, *rows]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
@@ -846,7 +846,7 @@ def goal_table(head: str, goals: Iterable[tuple[str, float | None, str, Callable
         [text, "n/a", "not measured"] if v is None else [text, shown.format(v), "**met**" if met(v) else "**missed**"]
         for text, v, shown, met in goals
     ]
-    return table([head, "measured (median)", ""], rows, text=[""])
+    return table([head, "measured (median)", ""], rows, text=[head, ""])
 
 
 def header(title: str, args: argparse.Namespace, versions: dict[str, str], lines: Sequence[str]) -> str:

@@ -261,7 +261,7 @@ def per_run_table(results: h.Results) -> str:
                 cells.append(f"{m.others_percent:.0f}")
             rows.append([str(round_index + 1), impl.label, *cells])
     head = ["run", "implementation", *HEADERS, "other processes' CPU %"]
-    return h.table(head, rows, text=["implementation"]).replace("| --- | --- |", "| ---: | --- |", 1)
+    return h.table(head, rows, text=["implementation"])
 
 
 def make_report(args: argparse.Namespace, versions: dict[str, str], load: float, results: h.Results) -> str:
@@ -319,12 +319,9 @@ def main(argv: list[str]) -> int:
         except h.Failed as why:
             results.unavailable[BARE.key] = h.first_line(str(why))
             h.log(f"bare socket pair: n/a ({why})")
-        cc = (
-            h.first_line(subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout)
-            if pingpong
-            else None
-        )
-        versions = h.tool_versions(**{"corral ipc_bench": f"`{ipc_bench}`"}, **({"cc": cc} if cc else {}))
+        versions = h.tool_versions(**{"corral ipc_bench": f"`{ipc_bench}`"})
+        if pingpong is not None:
+            versions["cc"] = h.first_line(h.run_text(["cc", "--version"]))
         try:
             if not h.measure_all(lambda: run_rounds(args, ipc_bench, pingpong, work, results)):
                 return 130
