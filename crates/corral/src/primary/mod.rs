@@ -46,6 +46,7 @@ pub(crate) use run_as::resolve as resolve_user;
 
 use crate::Error;
 use crate::balance::{Balancer, Policy};
+use crate::protocol::env::WorkerEnv;
 use crate::protocol::message::Control;
 use crate::worker_key::WorkerKey;
 use backoff::BackoffPolicy;
@@ -149,16 +150,25 @@ pub(crate) async fn run(
         let handle = Primary::new(registry.clone(), receiver, dropped, requests);
         tokio::spawn(task(handle));
     }
+    let node_program = program.is_node();
     let launcher = Launcher {
         program,
         primary_pid: rustix::process::getpid(),
-        grace: settings.grace,
-        cluster_name: settings.name.clone(),
-        policy: settings.policy,
-        addresses: balancer.local_addrs().to_vec(),
-        max_message_size: settings.max_message_size,
-        worker_threads: settings.worker_threads,
-        heartbeat: settings.watchdog.map(|timeout| timeout / 4),
+        worker_env: WorkerEnv {
+            id: 0,
+            generation: 0,
+            listener_count: 0,
+            has_handoff: false,
+            node_channel: node_program,
+            primary_pid: Some(std::process::id()),
+            grace: settings.grace,
+            max_message_size: settings.max_message_size,
+            worker_threads: settings.worker_threads,
+            heartbeat: settings.watchdog.map(|timeout| timeout / 4),
+            cluster_name: settings.name.clone(),
+            policy: Some(settings.policy),
+            addresses: balancer.local_addrs().to_vec(),
+        },
         user: settings.user.clone(),
         output: OutputSink::start(),
         notices,

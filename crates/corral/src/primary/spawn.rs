@@ -2,10 +2,8 @@
 //! up, the message channel after them), its environment, and the tasks that
 //! pass on its output and report its messages and its exit to the supervisor.
 
-use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
-use std::time::Duration;
 
 use command_fds::{CommandFdExt, FdMapping};
 use rustix::process::Pid;
@@ -19,27 +17,22 @@ use super::outbox::Outbox;
 use super::output::{OutputSink, Stream};
 use super::program::Program;
 use super::router::Router;
+use crate::Error;
 use crate::balance::WorkerSockets;
-use crate::protocol::env::{FIRST_LISTEN_FD, WorkerIdentity};
+use crate::protocol::env::{FIRST_LISTEN_FD, WorkerEnv};
 use crate::protocol::lines::{Line, LineReader};
 use crate::protocol::message;
 use crate::protocol::socket_reader::SocketReader;
 use crate::sys::ExecImage;
 use crate::worker_key::WorkerKey;
-use crate::{Error, Policy};
 
 /// Everything that is the same for every worker start.
 pub(crate) struct Launcher {
     pub program: Program,
     pub primary_pid: Pid,
-    pub grace: Duration,
-    pub cluster_name: String,
-    pub policy: Policy,
-    pub addresses: Vec<SocketAddr>,
-    pub max_message_size: usize,
-    pub worker_threads: Option<usize>,
-    /// How often library workers send heartbeats (with a watchdog).
-    pub heartbeat: Option<Duration>,
+    /// The environment every worker gets; each start fills in its own
+    /// id, generation and descriptors.
+    pub worker_env: WorkerEnv,
     /// Workers run as this user and group; std clears the supplementary
     /// groups when root starts a process with another uid.
     pub user: Option<super::run_as::RunAs>,
@@ -62,20 +55,12 @@ impl Launcher {
             generation,
         } = key;
         let resolved = self.program.resolve()?;
-        let identity = WorkerIdentity {
+        let identity = WorkerEnv {
             id,
             generation,
             listener_count: sockets.listeners.len(),
             has_handoff: sockets.handoff.is_some(),
-            node_channel: self.program.is_node(),
-            primary_pid: self.primary_pid.as_raw_nonzero().get() as u32,
-            grace: self.grace,
-            max_message_size: self.max_message_size,
-            worker_threads: self.worker_threads,
-            heartbeat: self.heartbeat,
-            cluster_name: &self.cluster_name,
-            policy: self.policy,
-            addresses: &self.addresses,
+            ..self.worker_env.clone()
         };
         let spawn_error = |source| Error::Spawn { id, source };
         let (primary_end, worker_end) =
@@ -163,7 +148,7 @@ impl Launcher {
         let reader = SocketReader::new(writer.try_clone()?)?;
         let outbox = Outbox::start(writer);
         let router = self.router.clone();
-        let limit = self.max_message_size;
+        let limit = self.worker_env.max_message_size;
         tokio::spawn(read_channel(key, reader, limit, router));
         Ok(outbox)
     }

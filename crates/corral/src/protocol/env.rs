@@ -76,24 +76,47 @@ const NOT_INHERITED: &[&str] = &[
     "WATCHDOG_USEC",
 ];
 
-/// What the primary tells one worker start.
-pub(crate) struct WorkerIdentity<'a> {
+/// The worker environment contract: everything the primary tells a worker
+/// through its environment, in one place. The primary [`encode`]s it for
+/// each start; the worker [`decode`]s it. `LISTEN_PID` is not part of it:
+/// only the child knows its pid (see `sys::ExecImage`).
+///
+/// [`encode`]: WorkerEnv::encode
+/// [`decode`]: WorkerEnv::decode
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WorkerEnv {
+    /// `CORRAL_WORKER_ID`.
     pub id: u32,
+    /// `CORRAL_GENERATION`.
     pub generation: u32,
+    /// `LISTEN_FDS`: listening sockets from descriptor 3 up.
     pub listener_count: usize,
+    /// Whether `CORRAL_HANDOFF_FD` names a hand-off channel.
     pub has_handoff: bool,
+    /// Node's `NODE_CHANNEL_FD` is set to the message channel too.
     pub node_channel: bool,
-    pub primary_pid: u32,
+    /// `CORRAL_PRIMARY_PID`.
+    pub primary_pid: Option<u32>,
+    /// `CORRAL_GRACE_MS`.
     pub grace: Duration,
+    /// `CORRAL_MAX_MESSAGE_SIZE`.
     pub max_message_size: usize,
+    /// `CORRAL_WORKER_THREADS`.
     pub worker_threads: Option<usize>,
+    /// `CORRAL_HEARTBEAT_MS`.
     pub heartbeat: Option<Duration>,
-    pub cluster_name: &'a str,
-    pub policy: Policy,
-    pub addresses: &'a [SocketAddr],
+    /// `CORRAL_NAME`.
+    pub cluster_name: String,
+    /// `CORRAL_POLICY`.
+    pub policy: Option<Policy>,
+    /// `CORRAL_LISTEN_ADDRS`.
+    pub addresses: Vec<SocketAddr>,
 }
 
-impl WorkerIdentity<'_> {
+/// What a worker assumes when the primary says nothing.
+const DEFAULT_GRACE_MS: u64 = 30_000;
+
+impl WorkerEnv {
     /// The descriptor number the channel gets in the worker: after the sockets.
     pub(crate) fn ipc_fd(&self) -> RawFd {
         FIRST_LISTEN_FD + self.listener_count as RawFd
@@ -104,13 +127,8 @@ impl WorkerIdentity<'_> {
         self.ipc_fd() + 1
     }
 
-    /// The worker's whole environment except `LISTEN_PID`, which only the
-    /// child knows: the primary's own variables, minus corral's and
-    /// systemd's, plus this worker's.
-    pub(crate) fn environment(&self) -> Vec<(OsString, OsString)> {
-        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
-            .filter(|(key, _)| !NOT_INHERITED.iter().any(|name| key == name))
-            .collect();
+    /// corral's variables for this worker, `LISTEN_PID` aside.
+    pub(crate) fn encode(&self) -> Vec<(&'static str, String)> {
         let names = (0..self.listener_count)
             .map(|index| format!("listener{index}"))
             .collect::<Vec<_>>()
@@ -120,15 +138,19 @@ impl WorkerIdentity<'_> {
             (WORKER_ID, self.id.to_string()),
             (GENERATION, self.generation.to_string()),
             (IPC_FD, self.ipc_fd().to_string()),
-            (PRIMARY_PID, self.primary_pid.to_string()),
             (GRACE_MS, self.grace.as_millis().to_string()),
             (MAX_MESSAGE_SIZE, self.max_message_size.to_string()),
-            (CLUSTER_NAME, self.cluster_name.to_string()),
-            (POLICY, self.policy.name().to_string()),
+            (CLUSTER_NAME, self.cluster_name.clone()),
             (LISTEN_ADDRS, addresses.join(",")),
             (LISTEN_FDS, self.listener_count.to_string()),
             (LISTEN_FDNAMES, names),
         ];
+        if let Some(pid) = self.primary_pid {
+            ours.push((PRIMARY_PID, pid.to_string()));
+        }
+        if let Some(policy) = self.policy {
+            ours.push((POLICY, policy.name().to_string()));
+        }
         if self.has_handoff {
             ours.push((HANDOFF_FD, self.handoff_fd().to_string()));
         }
@@ -142,24 +164,73 @@ impl WorkerIdentity<'_> {
             ours.push((NODE_CHANNEL_FD, self.ipc_fd().to_string()));
             ours.push((NODE_CHANNEL_SERIALIZATION_MODE, "json".to_string()));
         }
+        ours
+    }
+
+    /// Reads the contract through `lookup` (the process environment, or
+    /// anything else in tests). `None` when `CORRAL_WORKER_ID` is not set:
+    /// this is not a worker. A variable with a bad value is an error that
+    /// names it.
+    pub(crate) fn decode(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, Error> {
+        let Some(id) = number(&lookup, WORKER_ID)? else {
+            return Ok(None);
+        };
+        let listener_count = number(&lookup, LISTEN_FDS)?.unwrap_or(0);
+        let ipc_fd = FIRST_LISTEN_FD as u64 + listener_count;
+        if let Some(fd) = number(&lookup, IPC_FD)?
+            && fd != ipc_fd
+        {
+            return Err(Error::WorkerEnvironment(format!(
+                "{IPC_FD}={fd} but {LISTEN_FDS}={listener_count}: the channel follows the \
+                 listening sockets, at {ipc_fd}"
+            )));
+        }
+        Ok(Some(WorkerEnv {
+            id: narrow(id, WORKER_ID)?,
+            generation: narrow(number(&lookup, GENERATION)?.unwrap_or(1), GENERATION)?,
+            listener_count: narrow(listener_count, LISTEN_FDS)?,
+            has_handoff: number(&lookup, HANDOFF_FD)?.is_some(),
+            node_channel: lookup(NODE_CHANNEL_FD).is_some(),
+            primary_pid: number(&lookup, PRIMARY_PID)?
+                .map(|pid| narrow(pid, PRIMARY_PID))
+                .transpose()?,
+            grace: Duration::from_millis(number(&lookup, GRACE_MS)?.unwrap_or(DEFAULT_GRACE_MS)),
+            max_message_size: number(&lookup, MAX_MESSAGE_SIZE)?
+                .map_or(Ok(DEFAULT_MAX_LINE), |bytes| {
+                    narrow(bytes, MAX_MESSAGE_SIZE)
+                })?,
+            worker_threads: number(&lookup, WORKER_THREADS)?
+                .filter(|&threads| threads > 0)
+                .map(|threads| narrow(threads, WORKER_THREADS))
+                .transpose()?,
+            heartbeat: number(&lookup, HEARTBEAT_MS)?
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
+            cluster_name: lookup(CLUSTER_NAME).unwrap_or_default(),
+            policy: lookup(POLICY).map(|text| text.parse()).transpose()?,
+            addresses: addresses(&lookup)?,
+        }))
+    }
+
+    /// The worker's whole environment except `LISTEN_PID`, which only the
+    /// child knows: the primary's own variables, minus corral's and
+    /// systemd's, plus this worker's.
+    pub(crate) fn environment(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(key, _)| !NOT_INHERITED.iter().any(|name| key == name))
+            .collect();
         env.extend(
-            ours.into_iter()
+            self.encode()
+                .into_iter()
                 .map(|(key, value)| (OsString::from(key), OsString::from(value))),
         );
         env
     }
 }
 
-/// A worker's view of what its primary handed it.
+/// A worker's start: the contract, and the descriptors it names, adopted.
 pub(crate) struct WorkerEnvironment {
-    pub id: u32,
-    pub generation: u32,
-    pub grace: Duration,
-    pub max_message_size: usize,
-    pub worker_threads: Option<usize>,
-    pub heartbeat: Option<Duration>,
-    pub policy: Option<Policy>,
-    pub addresses: Vec<SocketAddr>,
+    pub env: WorkerEnv,
     pub listeners: Vec<OwnedFd>,
     pub channel: Option<OwnedFd>,
     pub handoff: Option<OwnedFd>,
@@ -170,18 +241,20 @@ impl WorkerEnvironment {
     /// A process is a worker when `CORRAL_WORKER_ID` is set; it must then
     /// also be the process `LISTEN_PID` names, or the environment is broken.
     pub(crate) fn detect() -> Result<Option<Self>, Error> {
-        let Some(id) = read_number(WORKER_ID)? else {
+        let lookup =
+            |name: &str| std::env::var_os(name).map(|value| value.to_string_lossy().into_owned());
+        let Some(env) = WorkerEnv::decode(lookup)? else {
             return Ok(None);
         };
         let own_pid = std::process::id();
-        let listen_pid = read_number(LISTEN_PID)?;
-        if listen_pid != Some(own_pid) {
+        let listen_pid = number(&lookup, LISTEN_PID)?;
+        if listen_pid != Some(u64::from(own_pid)) {
             return Err(Error::WorkerEnvironment(format!(
                 "{WORKER_ID} is set but {LISTEN_PID} is {listen_pid:?}, not this process ({own_pid}): \
                  the worker must be the process corral started (use `exec` in wrapper scripts)"
             )));
         }
-        if let Some(primary) = read_number(PRIMARY_PID)? {
+        if let Some(primary) = env.primary_pid {
             let parent = rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get() as u32);
             if parent != Some(primary) {
                 return Err(Error::WorkerEnvironment(format!(
@@ -189,32 +262,18 @@ impl WorkerEnvironment {
                 )));
             }
         }
-        let listener_count = read_number(LISTEN_FDS)?.unwrap_or(0);
-        let channel_fd = read_number(IPC_FD)?;
-        let handoff_fd = read_number(HANDOFF_FD)?;
-        let mut numbers: Vec<RawFd> = (0..listener_count)
+        let has_channel = lookup(IPC_FD).is_some();
+        let mut numbers: Vec<RawFd> = (0..env.listener_count)
             .map(|index| FIRST_LISTEN_FD + index as RawFd)
             .collect();
-        numbers.extend(channel_fd.map(|fd| fd as RawFd));
-        numbers.extend(handoff_fd.map(|fd| fd as RawFd));
+        numbers.extend(has_channel.then(|| env.ipc_fd()));
+        numbers.extend(env.has_handoff.then(|| env.handoff_fd()));
         let mut fds = sys::adopt_inherited_fds(&numbers)
             .map_err(|err| Error::WorkerEnvironment(err.to_string()))?;
-        let handoff = handoff_fd.and_then(|_| fds.pop());
-        let channel = channel_fd.and_then(|_| fds.pop());
+        let handoff = env.has_handoff.then(|| fds.pop()).flatten();
+        let channel = has_channel.then(|| fds.pop()).flatten();
         Ok(Some(WorkerEnvironment {
-            id,
-            generation: read_number(GENERATION)?.unwrap_or(1),
-            grace: Duration::from_millis(read_number(GRACE_MS)?.unwrap_or(30_000).into()),
-            max_message_size: read_number(MAX_MESSAGE_SIZE)?
-                .map_or(DEFAULT_MAX_LINE, |bytes| bytes as usize),
-            heartbeat: read_number(HEARTBEAT_MS)?
-                .filter(|&ms| ms > 0)
-                .map(|ms| Duration::from_millis(ms.into())),
-            worker_threads: read_number(WORKER_THREADS)?
-                .filter(|&threads| threads > 0)
-                .map(|threads| threads as usize),
-            policy: read_policy()?,
-            addresses: read_addresses()?,
+            env,
             listeners: fds,
             channel,
             handoff,
@@ -222,15 +281,8 @@ impl WorkerEnvironment {
     }
 }
 
-fn read_policy() -> Result<Option<Policy>, Error> {
-    match std::env::var(POLICY) {
-        Ok(text) => text.parse().map(Some),
-        Err(_) => Ok(None),
-    }
-}
-
-fn read_addresses() -> Result<Vec<SocketAddr>, Error> {
-    let text = std::env::var(LISTEN_ADDRS).unwrap_or_default();
+fn addresses(lookup: &impl Fn(&str) -> Option<String>) -> Result<Vec<SocketAddr>, Error> {
+    let text = lookup(LISTEN_ADDRS).unwrap_or_default();
     text.split(',')
         .filter(|part| !part.is_empty())
         .map(|part| {
@@ -241,14 +293,123 @@ fn read_addresses() -> Result<Vec<SocketAddr>, Error> {
         .collect()
 }
 
-fn read_number(name: &str) -> Result<Option<u32>, Error> {
-    match std::env::var(name) {
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
-            Error::WorkerEnvironment(format!("{name}={text:?} is not a whole number"))
-        }),
-        Err(std::env::VarError::NotUnicode(_)) => Err(Error::WorkerEnvironment(format!(
-            "{name} is not valid UTF-8"
-        ))),
+fn number(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Result<Option<u64>, Error> {
+    let Some(text) = lookup(name) else {
+        return Ok(None);
+    };
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| Error::WorkerEnvironment(format!("{name}={text:?} is not a whole number")))
+}
+
+/// `value` in the narrower type of its field.
+fn narrow<T: TryFrom<u64>>(value: u64, name: &str) -> Result<T, Error> {
+    T::try_from(value)
+        .map_err(|_| Error::WorkerEnvironment(format!("{name}={value} is out of range")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn sample() -> WorkerEnv {
+        WorkerEnv {
+            id: 3,
+            generation: 7,
+            listener_count: 2,
+            has_handoff: true,
+            node_channel: true,
+            primary_pid: Some(4242),
+            // Past u32 milliseconds: the documented maximum grace.
+            grace: Duration::from_secs(4_294_968),
+            max_message_size: 1 << 32,
+            worker_threads: Some(1),
+            heartbeat: Some(Duration::from_millis(250)),
+            cluster_name: "api, v2".into(),
+            policy: Some(Policy::LeastConnections),
+            addresses: vec![
+                "127.0.0.1:8000".parse().unwrap(),
+                "[::1]:8001".parse().unwrap(),
+            ],
+        }
+    }
+
+    fn as_map(env: &WorkerEnv) -> HashMap<String, String> {
+        env.encode()
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value))
+            .collect()
+    }
+
+    #[test]
+    fn the_contract_round_trips() {
+        let env = sample();
+        let map = as_map(&env);
+        let decoded = WorkerEnv::decode(|name| map.get(name).cloned()).unwrap();
+        assert_eq!(decoded, Some(env));
+    }
+
+    #[test]
+    fn a_minimal_contract_round_trips_too() {
+        let env = WorkerEnv {
+            id: 1,
+            generation: 1,
+            listener_count: 0,
+            has_handoff: false,
+            node_channel: false,
+            primary_pid: None,
+            grace: Duration::from_secs(30),
+            max_message_size: DEFAULT_MAX_LINE,
+            worker_threads: None,
+            heartbeat: None,
+            cluster_name: String::new(),
+            policy: None,
+            addresses: Vec::new(),
+        };
+        let map = as_map(&env);
+        assert_eq!(map.get(IPC_FD).map(String::as_str), Some("3"));
+        assert!(!map.contains_key(HANDOFF_FD));
+        let decoded = WorkerEnv::decode(|name| map.get(name).cloned()).unwrap();
+        assert_eq!(decoded, Some(env));
+    }
+
+    #[test]
+    fn descriptors_follow_the_listening_sockets() {
+        let map = as_map(&sample());
+        assert_eq!(map[LISTEN_FDS], "2");
+        assert_eq!(map[LISTEN_FDNAMES], "listener0:listener1");
+        assert_eq!(map[IPC_FD], "5");
+        assert_eq!(map[NODE_CHANNEL_FD], "5");
+        assert_eq!(map[HANDOFF_FD], "6");
+    }
+
+    #[test]
+    fn no_worker_id_is_no_worker() {
+        assert_eq!(WorkerEnv::decode(|_| None).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let mut map = as_map(&sample());
+        map.insert(GRACE_MS.into(), "soon".into());
+        let err = WorkerEnv::decode(|name| map.get(name).cloned()).unwrap_err();
+        assert!(err.to_string().contains(GRACE_MS), "{err}");
+        let mut map = as_map(&sample());
+        map.insert(WORKER_ID.into(), "99999999999".into());
+        let err = WorkerEnv::decode(|name| map.get(name).cloned()).unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+        let mut map = as_map(&sample());
+        map.insert(LISTEN_ADDRS.into(), "here".into());
+        let err = WorkerEnv::decode(|name| map.get(name).cloned()).unwrap_err();
+        assert!(err.to_string().contains(LISTEN_ADDRS), "{err}");
+        let mut map = as_map(&sample());
+        map.insert(IPC_FD.into(), "9".into());
+        let err = WorkerEnv::decode(|name| map.get(name).cloned()).unwrap_err();
+        assert!(
+            err.to_string().contains("follows the listening sockets"),
+            "{err}"
+        );
     }
 }

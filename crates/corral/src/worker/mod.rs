@@ -156,7 +156,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let runtime = match environment.worker_threads {
+    let runtime = match environment.env.worker_threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(threads) => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -190,7 +190,7 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
     let outbox = match environment.channel {
         Some(fd) => Some(start_channel(
             fd,
-            environment.max_message_size,
+            environment.env.max_message_size,
             stop_sender,
             reader_inbox,
         )?),
@@ -199,11 +199,11 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
     let drain = Drain::new(stop.clone());
     let listeners = match environment.handoff {
         Some(handoff) => {
-            let policy = environment.policy.unwrap_or(Policy::RoundRobin);
+            let policy = environment.env.policy.unwrap_or(Policy::RoundRobin);
             let closes = policy
                 .needs_close_reports()
                 .then(|| Arc::new(CloseCounter::default()));
-            let addresses = environment.addresses;
+            let addresses = environment.env.addresses;
             let queues = incoming::start(handoff, addresses.len(), closes.clone(), stop.clone())
                 .map_err(Error::io("cannot use the hand-off channel"))?;
             queues
@@ -222,9 +222,9 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
             .map_err(Error::io("cannot use an inherited listening socket"))?,
     };
     let worker = Worker {
-        id: environment.id,
-        generation: environment.generation,
-        grace: environment.grace,
+        id: environment.env.id,
+        generation: environment.env.generation,
+        grace: environment.env.grace,
         listeners,
         stop,
         drain,
@@ -239,7 +239,7 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
         announced_ready: Arc::new(AtomicBool::new(false)),
     };
     worker.sender.send_control(Control::Online);
-    if let Some(period) = environment.heartbeat {
+    if let Some(period) = environment.env.heartbeat {
         let sender = worker.sender.clone();
         // Sent from the worker's own runtime: when its event loop stops,
         // the heartbeats stop, and the primary's watchdog replaces it.
