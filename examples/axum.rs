@@ -10,10 +10,9 @@ use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
 use clap::Parser;
-use corral_examples::{ExampleArgs, init_logging};
+use corral_examples::ExampleArgs;
 
 fn main() -> Result<(), corral::Error> {
-    init_logging();
     let args = ExampleArgs::parse();
     args.cluster().run(|mut worker| async move {
         let greeting = format!(

@@ -1,8 +1,10 @@
-//! Back-pressure on the message channel, both ways at once: the primary
-//! sends each worker messages as fast as it can, and each worker sends the
-//! primary messages as fast as it can while never reading its own. Queues
-//! fill in every direction; the cluster still serves, corral's own words
-//! (ready, heartbeats, stop) still get through, and a stop still stops.
+//! Back-pressure on the message channel, both ways: the primary keeps every
+//! worker's queue full (the worker never reads its messages, so its inbox,
+//! the channel and the primary's 64 MiB queue for it all fill), and each
+//! worker starts with a burst of messages to the primary larger than its
+//! outgoing queue, and says it is ready in the middle of it. The cluster
+//! still serves, corral's own words (ready, heartbeats, stop) still get
+//! through, and a stop still stops.
 //!
 //!     cargo run --release --example flood -- --workers 2 --watchdog 1 --listen 127.0.0.1:3000
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser;
 use corral::{Event, Primary, Worker};
-use corral_examples::{ExampleArgs, init_logging};
+use corral_examples::ExampleArgs;
 use http_body_util::Full;
 use hyper::Response;
 use hyper::service::service_fn;
@@ -34,7 +36,6 @@ const PADDING: &str = concat!(
 );
 
 fn main() -> Result<(), corral::Error> {
-    init_logging();
     let args = Args::parse();
     args.example
         .cluster()
@@ -43,12 +44,10 @@ fn main() -> Result<(), corral::Error> {
         .run(serve)
 }
 
-/// The primary's task: on every event, and every few milliseconds, send
-/// every worker messages until its queue refuses them; count what workers
-/// send. A busy task: it shares the supervisor's thread, so the primary
-/// reads workers' messages slower than they write them.
+/// The primary's task: every few milliseconds, send every worker messages
+/// until its queue refuses them; count what workers send.
 async fn flood_workers(mut primary: Primary) {
-    let message = PADDING.repeat(128);
+    let message = PADDING.repeat(8);
     let mut received = 0u64;
     let mut refill = tokio::time::interval(Duration::from_millis(5));
     loop {
@@ -58,27 +57,41 @@ async fn flood_workers(mut primary: Primary) {
                 Some(Event::Message { .. }) => received += 1,
                 Some(_) => {}
             },
-            _ = refill.tick() => {}
-        }
-        for worker in primary.workers() {
-            // Yield now and then: the supervisor must get its turn.
-            while primary.send(worker.id, &message).is_ok() {
-                tokio::task::consume_budget().await;
+            _ = refill.tick() => {
+                for worker in primary.workers() {
+                    // The task shares the supervisor's thread: yield now and then.
+                    while primary.send(worker.id, &message).is_ok() {
+                        tokio::task::consume_budget().await;
+                    }
+                }
             }
         }
     }
     println!("primary: {received} messages received from workers");
 }
 
+/// Messages each worker sends at start: ten times its outgoing queue.
+const BURST: usize = 10_240;
+
 /// A worker: take the message stream and never read it (its inbox fills),
-/// send the primary messages as fast as the channel takes them, serve
-/// `Hello from worker <id> (pid <pid>)`.
+/// send the primary a burst of messages and say it is ready in the middle
+/// of it, serve `Hello from worker <id> (pid <pid>)`.
 async fn serve(mut worker: Worker) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _unread = worker.messages();
     let sender = worker.sender();
-    // Large messages: the primary reads them slower than the worker writes.
-    let message = PADDING.repeat(128);
-    tokio::spawn(async move { while sender.send(&message).await.is_ok() {} });
+    let message = PADDING.repeat(8);
+    // Past its first thousand, each send waits for room: when this loop
+    // ends, the outgoing queue is full, and the burst goes on beside.
+    for _ in 0..BURST / 4 {
+        sender.send(&message).await?;
+    }
+    tokio::spawn(async move {
+        for _ in BURST / 4..BURST {
+            if sender.send(&message).await.is_err() {
+                break;
+            }
+        }
+    });
     let greeting = Bytes::from(format!(
         "Hello from worker {} (pid {})\n",
         worker.id(),

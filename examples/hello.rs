@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::Parser;
-use corral_examples::{ExampleArgs, init_logging};
+use corral_examples::ExampleArgs;
 use http_body_util::Full;
 use hyper::Response;
 use hyper::service::service_fn;
@@ -17,7 +17,6 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 
 fn main() -> Result<(), corral::Error> {
-    init_logging();
     let args = ExampleArgs::parse();
     args.cluster().run(|mut worker| async move {
         let greeting = Bytes::from(format!(

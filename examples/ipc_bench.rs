@@ -27,7 +27,6 @@ struct Args {
 }
 
 fn main() -> Result<(), corral::Error> {
-    corral_examples::init_logging();
     let args = Args::parse();
     let period = Duration::from_secs_f64(args.seconds);
     let rounds = args.large_rounds;

@@ -1,8 +1,6 @@
 //! What the corral examples share: their command line. Each example is a
 //! whole program in one file; this keeps their flags the same.
 
-use std::io::IsTerminal;
-
 use clap::Parser;
 
 /// The flags every example takes.
@@ -42,17 +40,4 @@ impl ExampleArgs {
         }
         cluster
     }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
-        .with_target(false)
-        .init();
 }

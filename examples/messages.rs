@@ -12,7 +12,7 @@ use axum::Router;
 use axum::routing::get;
 use clap::Parser;
 use corral::{Event, Primary, Worker};
-use corral_examples::{ExampleArgs, init_logging};
+use corral_examples::ExampleArgs;
 use serde::{Deserialize, Serialize};
 
 /// Worker → primary: requests served since the last report.
@@ -28,7 +28,6 @@ struct ConfigChanged {
 }
 
 fn main() -> Result<(), corral::Error> {
-    init_logging();
     let args = ExampleArgs::parse();
     args.cluster().primary(count_requests).run(serve)
 }

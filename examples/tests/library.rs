@@ -123,9 +123,9 @@ fn the_hello_example_loses_no_request_over_five_reloads() {
 
 #[test]
 fn a_worker_flooded_both_ways_keeps_its_heartbeats_and_still_stops() {
-    // Every queue full: the primary's to each worker, each worker's inbox
-    // (never read) and each worker's outgoing queue (sent into as fast as
-    // it takes). corral's own words must still pass.
+    // Every queue full: the primary's to each worker and each worker's
+    // inbox (never read) for good; each worker's outgoing queue when it
+    // says it is ready. corral's own words must still pass.
     let mut cluster = example(
         "flood",
         &[
@@ -134,7 +134,7 @@ fn a_worker_flooded_both_ways_keeps_its_heartbeats_and_still_stops() {
             "-l",
             "127.0.0.1:0",
             "--watchdog",
-            "2",
+            "1",
             "--grace",
             "5",
         ],
@@ -142,9 +142,9 @@ fn a_worker_flooded_both_ways_keeps_its_heartbeats_and_still_stops() {
     let port = cluster.port();
     cluster.expect_line("worker 1 ready");
     cluster.expect_line("worker 2 ready");
-    // Two watchdog periods under the flood: heartbeats queued behind the
-    // user messages (as they were) get a worker killed well within them.
-    let hung = cluster.wait_for_line("sent no heartbeat", std::time::Duration::from_secs(4));
+    // Three watchdog periods with every queue full: a heartbeat held back
+    // by user messages would get its worker killed well within them.
+    let hung = cluster.wait_for_line("sent no heartbeat", std::time::Duration::from_secs(3));
     assert_eq!(hung, None, "{}", cluster.output());
     assert_eq!(answers(port, 2).len(), 2, "both workers serve");
     cluster.signal(Signal::TERM);

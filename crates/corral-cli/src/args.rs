@@ -15,8 +15,28 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
                   TTIN adds a worker, TTOU removes one."
 )]
 pub struct Cli {
+    /// Format of corral's own log lines on stderr: text (with an RFC 3339
+    /// timestamp, left out under journald) or json (one object a line)
+    #[arg(long, value_enum, global = true, env = "CORRAL_LOG_FORMAT", default_value_t = LogFormatArg::Text)]
+    pub log_format: LogFormatArg,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for corral::LogFormat {
+    fn from(format: LogFormatArg) -> Self {
+        match format {
+            LogFormatArg::Text => corral::LogFormat::Text,
+            LogFormatArg::Json => corral::LogFormat::Json,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

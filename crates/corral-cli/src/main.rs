@@ -6,47 +6,31 @@ mod args;
 mod demo;
 mod standalone;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use args::{Cli, Command, OnMessage, RunArgs};
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    // Before anything logs: the subscriber also formats workers' lines.
+    corral::log::install(Some(cli.log_format.into()));
     let outcome = match cli.command {
         Command::Run(run) => run_cluster(*run),
         Command::DemoWorker(args) => standalone::run(args),
     };
-    match outcome {
+    let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("corral: error: {err}");
+            corral::log::fatal(&err.to_string());
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs go to stderr; `CORRAL_LOG` filters them (default `info`).
-fn init_logging() {
-    let filter = EnvFilter::try_from_env("CORRAL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let prefix = if corral::is_worker() {
-        "corral worker"
-    } else {
-        "corral"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .without_time()
-        .compact()
-        .init();
-    tracing::debug!("{prefix} logging ready");
+    corral::log::flush(Duration::from_millis(500));
+    code
 }
 
 fn run_cluster(run: RunArgs) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::balance::Policy;
+use crate::log::{self, LogFormat};
 use crate::primary::backoff::BackoffPolicy;
 use crate::primary::event::Event;
 use crate::primary::ready_mode::ReadyMode;
@@ -63,6 +64,7 @@ pub struct Cluster {
     user: Option<String>,
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
+    log_format: Option<LogFormat>,
 }
 
 impl Default for Cluster {
@@ -95,6 +97,7 @@ impl Cluster {
             user: None,
             observer: None,
             primary_task: None,
+            log_format: None,
         }
     }
 
@@ -253,25 +256,39 @@ impl Cluster {
         self
     }
 
+    /// The format of corral's log lines when corral installs its logging
+    /// (see [`Cluster::run`]): text (the default) or one JSON object a line.
+    /// Without it, `CORRAL_LOG_FORMAT` decides.
+    pub fn log_format(mut self, format: LogFormat) -> Self {
+        self.log_format = Some(format);
+        self
+    }
+
     /// Runs the cluster with this executable as the worker program.
     ///
     /// In the primary, supervises workers until the cluster is stopped
     /// (SIGTERM or SIGINT) and returns `Ok` then. In a worker, runs `body` in
     /// a multi-threaded tokio runtime and returns what it returns.
+    ///
+    /// Unless the program installed a `tracing` subscriber first, corral
+    /// installs its own ([`crate::log::install`]): lines to stderr, filtered
+    /// by `CORRAL_LOG` (default `info`), never blocking.
     pub fn run<F, Fut, E>(self, body: F) -> Result<(), Error>
     where
         F: FnOnce(Worker) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        match WorkerEnvironment::detect()? {
-            Some(environment) => run_worker(environment, body),
-            None => {
-                let path =
-                    std::env::current_exe().map_err(Error::io("cannot find this executable"))?;
-                self.run_primary(Program::CurrentExe { path })
-            }
-        }
+        log::install(self.log_format);
+        let outcome = match WorkerEnvironment::detect() {
+            Ok(Some(environment)) => run_worker(environment, body),
+            Ok(None) => std::env::current_exe()
+                .map_err(Error::io("cannot find this executable"))
+                .and_then(|path| self.run_primary(Program::CurrentExe { path })),
+            Err(err) => Err(err),
+        };
+        log::flush(log::EXIT_FLUSH);
+        outcome
     }
 
     /// Runs the cluster with another program as the worker, started with
@@ -285,9 +302,11 @@ impl Cluster {
             program: program.into(),
             args: args.into_iter().map(Into::into).collect(),
         };
+        log::install(self.log_format);
         // Fail before binding anything when the command does not exist.
-        program.resolve()?;
-        self.run_primary(program)
+        let outcome = program.resolve().and_then(|_| self.run_primary(program));
+        log::flush(log::EXIT_FLUSH);
+        outcome
     }
 
     fn run_primary(self, program: Program) -> Result<(), Error> {

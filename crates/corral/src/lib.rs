@@ -31,6 +31,7 @@ mod address;
 mod balance;
 mod cluster;
 mod error;
+pub mod log;
 mod primary;
 mod protocol;
 mod sys;
@@ -46,6 +47,7 @@ pub use cluster::{
     is_worker,
 };
 pub use error::Error;
+pub use log::LogFormat;
 pub use primary::backoff::BackoffPolicy;
 pub use primary::event::Event;
 pub use primary::ready_mode::ReadyMode;

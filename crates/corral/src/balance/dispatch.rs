@@ -43,6 +43,7 @@ use super::stall::{Stall, StallWatch};
 use super::{Balancer, WorkerKey, WorkerSockets, bind_options};
 use crate::Error;
 use crate::balance::bind::{bind_listener, local_addr};
+use crate::log::rate::warn_limited;
 use crate::protocol::handoff::{self, Handed, MAX_FDS_PER_MESSAGE, Report};
 use crate::sys::register_async;
 
@@ -412,7 +413,7 @@ impl Dispatcher {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if is_connection_error(&err) => continue,
                 Err(err) => {
-                    tracing::warn!(
+                    warn_limited!(
                         "accept failed: {err}; pausing accepts for {}ms",
                         ACCEPT_PAUSE.as_millis()
                     );
@@ -564,7 +565,7 @@ impl Dispatcher {
     fn refuse_report(&mut self, index: usize, problem: &str) {
         let target = &mut self.targets[index];
         target.bad_reports += 1;
-        tracing::warn!(
+        warn_limited!(
             "worker {}: refused a report on its hand-off channel: {problem}",
             target.key.slot
         );
@@ -599,7 +600,7 @@ impl Dispatcher {
             let Stall::Stalled { unread, rest } = target.stall.check(unread, now) else {
                 continue;
             };
-            tracing::warn!(
+            warn_limited!(
                 "worker {} is not reading its hand-off channel ({unread} connections waiting \
                  for over {}ms): handing them to other workers, none to it for {}ms",
                 target.key.slot,
@@ -619,12 +620,12 @@ impl Dispatcher {
             match handoff::receive(target.worker_end.as_fd()) {
                 Ok(Some(received)) => match handoff::pair_up(&received.data, received.fds) {
                     Ok(connections) => taken.extend(connections),
-                    Err(err) => tracing::warn!("taking back connections: {err}"),
+                    Err(err) => warn_limited!("taking back connections: {err}"),
                 },
                 Ok(None) => break,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => {
-                    tracing::warn!("taking back connections: {err}");
+                    warn_limited!("taking back connections: {err}");
                     break;
                 }
             }
@@ -645,7 +646,7 @@ impl Dispatcher {
 fn congested(target: &mut Target) {
     match target.congestion.begin(&target.socket, Instant::now()) {
         Ok(false) => {}
-        Ok(true) => tracing::warn!(
+        Ok(true) => warn_limited!(
             "worker {} is not reading its hand-off channel fast enough: skipping it until it does",
             target.key.slot
         ),

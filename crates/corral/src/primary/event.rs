@@ -95,6 +95,70 @@ impl fmt::Display for Event {
     }
 }
 
+impl Event {
+    /// The event's name, as JSON log lines give it (`event`): `bound`,
+    /// `fork`, `online`, `ready`, `disconnect`, `exit`, `message`,
+    /// `crash_loop`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Bound { .. } => "bound",
+            Event::Fork { .. } => "fork",
+            Event::Online { .. } => "online",
+            Event::Ready { .. } => "ready",
+            Event::Disconnect { .. } => "disconnect",
+            Event::Exit { .. } => "exit",
+            Event::Message { .. } => "message",
+            Event::CrashLoop { .. } => "crash_loop",
+        }
+    }
+
+    /// The worker the event is about, and its pid when known.
+    fn worker(&self) -> (Option<u32>, Option<u32>) {
+        match self {
+            Event::Bound { .. } => (None, None),
+            Event::Fork { id, pid, .. }
+            | Event::Online { id, pid }
+            | Event::Ready { id, pid }
+            | Event::Disconnect { id, pid }
+            | Event::Exit { id, pid, .. } => (Some(*id), Some(*pid)),
+            Event::Message { id, .. } | Event::CrashLoop { id, .. } => (Some(*id), None),
+        }
+    }
+
+    /// Logs the event: a warning for an exit nobody asked for, an error for
+    /// a crash loop, information otherwise; with its name, worker and pid
+    /// as fields (and an exit's code, signal and run time).
+    pub(crate) fn log(&self) {
+        let event = self.name();
+        let (worker, pid) = self.worker();
+        match self {
+            Event::Exit {
+                code,
+                signal,
+                requested,
+                ran_for,
+                ..
+            } => {
+                let ran_for_ms = ran_for.as_millis() as u64;
+                if *requested {
+                    tracing::info!(
+                        event, worker, pid, code, signal, requested, ran_for_ms, "{self}"
+                    );
+                } else {
+                    tracing::warn!(
+                        event, worker, pid, code, signal, requested, ran_for_ms, "{self}"
+                    );
+                }
+            }
+            Event::CrashLoop { .. } => tracing::error!(event, worker, "{self}"),
+            Event::Fork { generation, .. } => {
+                tracing::info!(event, worker, pid, generation, "{self}")
+            }
+            _ => tracing::info!(event, worker, pid, "{self}"),
+        }
+    }
+}
+
 /// `SIGKILL` rather than 9, for log lines.
 pub(crate) fn signal_name(signal: i32) -> String {
     let name = match signal {

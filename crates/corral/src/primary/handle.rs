@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::registry::{Registry, SendError, WorkerInfo};
 use super::signals::Request;
 use crate::Error;
+use crate::log::rate::{RateLimit, warn_limited};
 use crate::primary::event::Event;
 use crate::protocol::message;
 
@@ -92,9 +93,15 @@ impl Primary {
     /// are dropped; a warning says how many.
     pub async fn next_event(&mut self) -> Option<Event> {
         let event = self.events.recv().await;
-        let missed = self.dropped.swap(0, Ordering::Relaxed);
-        if missed > 0 {
-            tracing::warn!("the primary task fell behind: {missed} events were dropped");
+        // Counted until the limit lets a line through, so no drop goes unsaid.
+        static FELL_BEHIND: RateLimit = RateLimit::warnings();
+        if self.dropped.load(Ordering::Relaxed) > 0 && FELL_BEHIND.admit().is_some() {
+            let missed = self.dropped.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                event = "events_dropped",
+                missed,
+                "the primary task fell behind: {missed} events were dropped"
+            );
         }
         event
     }
@@ -116,7 +123,7 @@ impl Primary {
         let workers = self.registry.list().len();
         let refused: Vec<SendError> = self.registry.broadcast(&line, None);
         for err in &refused {
-            tracing::warn!("broadcast: {err}");
+            warn_limited!(event = "send_refused", "broadcast: {err}");
         }
         Ok(workers - refused.len())
     }

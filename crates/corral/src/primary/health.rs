@@ -26,6 +26,9 @@ impl Supervisor {
         for worker in self.slots.values().filter_map(|slot| slot.worker()) {
             if worker.is_hung(now, timeout) {
                 tracing::warn!(
+                    event = "hung",
+                    worker = worker.key.slot,
+                    pid = worker.pid,
                     "worker {} (pid {}) sent no heartbeat for {}: it is hung; killing it",
                     worker.key.slot,
                     worker.pid,
@@ -53,6 +56,8 @@ impl Supervisor {
             return Ok(());
         }
         tracing::info!(
+            event = "recycle",
+            worker = key.slot,
             "worker {} served {served} requests (--max-requests with jitter: {limit}): \
              replacing it gracefully",
             key.slot
@@ -84,6 +89,8 @@ impl Supervisor {
             .collect();
         for (id, resident) in over {
             tracing::warn!(
+                event = "recycle",
+                worker = id,
                 "worker {id} uses {} MiB, over --max-memory {} MiB: replacing it gracefully",
                 resident >> 20,
                 limit >> 20

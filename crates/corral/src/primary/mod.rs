@@ -262,7 +262,7 @@ impl Supervisor {
             }
             self.tell_systemd();
         }
-        tracing::info!("all workers exited: cluster stopped");
+        tracing::info!(event = "stopped", "all workers exited: cluster stopped");
         Ok(())
     }
 
@@ -537,6 +537,7 @@ impl Supervisor {
 
     fn begin_shutdown(&mut self) {
         tracing::info!(
+            event = "stopping",
             "stopping: workers drain for up to {} (send the signal again to stop at once)",
             human_duration(self.settings.grace)
         );
@@ -581,6 +582,8 @@ impl Supervisor {
         let grace = self.settings.grace;
         if let Some(worker) = self.worker_of(key) {
             tracing::warn!(
+                event = "grace_expired",
+                worker = key.slot,
                 "worker {} (pid {}) did not exit within the grace period of {}: killing it",
                 key.slot,
                 worker.pid,
@@ -624,6 +627,8 @@ impl Supervisor {
             ))),
             LateVerdict::Replace => {
                 tracing::warn!(
+                    event = "ready_timeout",
+                    worker = id,
                     "worker {id} (pid {}) did not say it is ready within {timeout}: replacing it",
                     worker.pid,
                 );
@@ -710,13 +715,7 @@ impl Supervisor {
     }
 
     fn emit(&mut self, event: Event) {
-        match &event {
-            Event::Exit {
-                requested: false, ..
-            } => tracing::warn!("{event}"),
-            Event::CrashLoop { .. } => tracing::error!("{event}"),
-            _ => tracing::info!("{event}"),
-        }
+        event.log();
         if let Some(observer) = self.observer.as_mut() {
             observer(&event);
         }

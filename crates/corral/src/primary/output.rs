@@ -1,13 +1,19 @@
 //! Worker output, passed through line by line with the worker's id in front
 //! (`[worker 2] …`). One thread does the writing, so a slow reader of the
 //! primary's output slows the workers that write (as a terminal would) but
-//! never the primary's supervision.
+//! never the primary's supervision. With `--log-format json` every line
+//! becomes one JSON object too: a worker's own JSON lines keep theirs (with
+//! `worker` and `pid` added when missing), other lines are wrapped as
+//! `{"event":"output","stream":"stdout",…,"message":LINE}`.
 
 use std::io::Write;
 
 use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
+use crate::log::LogFormat;
+use crate::log::format::now_rfc3339;
+use crate::log::rate::{RateLimit, left_out};
 use crate::protocol::lines::{Line, LineReader};
 
 /// The longest line passed through whole; longer ones are cut.
@@ -68,35 +74,100 @@ impl OutputSink {
         }
     }
 
-    /// Passes `source` through, each line prefixed with `[worker ID] `.
+    /// Passes `source` through, each line prefixed with `[worker ID] ` (or,
+    /// in JSON, as one object naming worker `id`, process `pid`).
     pub(crate) fn relay(
         &self,
         id: u32,
+        pid: u32,
         stream: Stream,
         source: impl AsyncRead + Unpin + Send + 'static,
     ) {
         let sink = self.lines.clone();
         let alive = self.relays_alive.clone();
+        let json = crate::log::active_format() == Some(LogFormat::Json);
         tokio::spawn(async move {
             let _alive = alive;
             let prefix = format!("[worker {id}] ");
+            let too_long = RateLimit::new(1, std::time::Duration::from_secs(1));
             let mut lines = LineReader::new(BufReader::new(source), MAX_LINE);
             while let Ok(Some(line)) = lines.next_line().await {
-                let mut out = prefix.clone().into_bytes();
-                match line {
-                    Line::Complete(bytes) => out.extend_from_slice(bytes),
-                    Line::TooLong(len) => {
-                        out.extend_from_slice(
-                            format!("({len} bytes of output without a newline, not shown)")
-                                .as_bytes(),
-                        );
-                    }
-                }
-                out.push(b'\n');
-                if sink.send((stream, out)).await.is_err() {
+                let text = match line {
+                    Line::Complete(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                    Line::TooLong(len) => match too_long.admit() {
+                        Some(suppressed) => format!(
+                            "({len} bytes of output without a newline, not shown){}",
+                            left_out(suppressed)
+                        ),
+                        None => continue,
+                    },
+                };
+                let mut out = if json {
+                    json_line(id, pid, stream, text)
+                } else {
+                    prefix.clone() + &text
+                };
+                out.push('\n');
+                if sink.send((stream, out.into_bytes())).await.is_err() {
                     break;
                 }
             }
         });
+    }
+}
+
+/// A worker's output line as one JSON object.
+fn json_line(id: u32, pid: u32, stream: Stream, text: String) -> String {
+    if text.starts_with('{')
+        && let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(&text)
+    {
+        object.entry("worker").or_insert(id.into());
+        object.entry("pid").or_insert(pid.into());
+        return serde_json::Value::Object(object).to_string();
+    }
+    let stream = match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    };
+    serde_json::json!({
+        "timestamp": now_rfc3339(),
+        "level": "INFO",
+        "event": "output",
+        "worker": id,
+        "pid": pid,
+        "message": text,
+        "fields": {"stream": stream},
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn plain_output_is_wrapped_and_json_output_is_attributed() {
+        let line: Value =
+            serde_json::from_str(&json_line(2, 42, Stream::Stderr, "oops \"x\"".into())).unwrap();
+        assert_eq!(line["event"], "output");
+        assert_eq!(line["worker"], 2);
+        assert_eq!(line["pid"], 42);
+        assert_eq!(line["message"], "oops \"x\"");
+        assert_eq!(line["fields"]["stream"], "stderr");
+
+        let own = r#"{"level":"WARN","message":"hi","worker":2,"pid":42}"#;
+        assert_eq!(
+            serde_json::from_str::<Value>(&json_line(2, 42, Stream::Stderr, own.into())).unwrap(),
+            serde_json::from_str::<Value>(own).unwrap()
+        );
+        let foreign: Value =
+            serde_json::from_str(&json_line(3, 7, Stream::Stdout, r#"{"msg":"x"}"#.into()))
+                .unwrap();
+        assert_eq!(
+            (foreign["worker"].clone(), foreign["pid"].clone()),
+            (3.into(), 7.into())
+        );
+        assert_eq!(foreign["msg"], "x");
     }
 }

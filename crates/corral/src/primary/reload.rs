@@ -36,6 +36,7 @@ impl Supervisor {
                 .map(Slot::id),
         );
         tracing::info!(
+            event = "reload_started",
             "rolling reload: replacing {} workers, one at a time",
             plan.remaining()
         );
@@ -61,7 +62,11 @@ impl Supervisor {
                     again,
                 } => {
                     self.reload = None;
-                    tracing::info!("{label} complete: {replaced} workers replaced");
+                    tracing::info!(
+                        event = "reload_complete",
+                        replaced,
+                        "{label} complete: {replaced} workers replaced"
+                    );
                     return if again { self.request_reload() } else { Ok(()) };
                 }
                 ReloadStep::Replace(id) => self.start_replacement(id)?,
@@ -137,7 +142,13 @@ impl Supervisor {
         self.balancer.worker_ready(key);
         self.emit(Event::Ready { id, pid });
         if let Some((old_key, old_pid)) = promotion.old {
-            tracing::info!("{label}: worker {id} replaced (pid {old_pid} -> {pid})");
+            tracing::info!(
+                event = "replaced",
+                worker = id,
+                pid,
+                old_pid,
+                "{label}: worker {id} replaced (pid {old_pid} -> {pid})"
+            );
             self.stop_process(old_key);
         }
     }
@@ -159,6 +170,8 @@ impl Supervisor {
             return Ok(());
         };
         tracing::error!(
+            event = "reload_aborted",
+            worker = id,
             "{} aborted: the replacement for worker {id} {why}; \
              the running workers keep serving",
             reload.label()

@@ -6,6 +6,7 @@
 //! worker flooding its channel cannot delay the supervision of the others.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 use super::handle::EventSink;
 use super::notice::Notice;
 use super::registry::Registry;
+use crate::log::rate::{RateLimit, warn_limited};
 use crate::primary::event::Event;
 use crate::protocol::message::{self, Control, ToPrimary};
 use crate::worker_key::WorkerKey;
@@ -51,7 +53,11 @@ impl Router {
             }
             ToPrimary::SendTo { to, message } => {
                 if let Err(err) = self.registry.send(to, message::encode_from(id, message)) {
-                    tracing::warn!("worker {id}: cannot relay a message: {err}");
+                    warn_limited!(
+                        event = "send_refused",
+                        worker = id,
+                        "worker {id}: cannot relay a message: {err}"
+                    );
                 }
                 true
             }
@@ -68,13 +74,33 @@ impl Router {
     }
 
     fn deliver(&self, id: u32, message: Value) {
-        if self.policy.log {
-            tracing::info!("message from worker {id}: {message}");
+        // A chatty worker must not turn the log into the bottleneck: past
+        // a hundred a second, messages are counted, not logged.
+        static LOGGED: RateLimit = RateLimit::new(100, Duration::from_secs(1));
+        if self.policy.log
+            && let Some(suppressed) = LOGGED.admit()
+        {
+            if suppressed > 0 {
+                tracing::info!(
+                    event = "messages_not_logged",
+                    suppressed,
+                    "{suppressed} more messages from workers were not logged (over 100 a second)"
+                );
+            }
+            tracing::info!(
+                event = "message",
+                worker = id,
+                "message from worker {id}: {message}"
+            );
         }
         if self.policy.rebroadcast {
             if let Ok(line) = message::encode_user(&message) {
                 for refused in self.registry.broadcast(&line, Some(id)) {
-                    tracing::warn!("relaying a message from worker {id}: {refused}");
+                    warn_limited!(
+                        event = "send_refused",
+                        worker = id,
+                        "relaying a message from worker {id}: {refused}"
+                    );
                 }
             }
         }

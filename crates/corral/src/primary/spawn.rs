@@ -19,6 +19,7 @@ use super::program::Program;
 use super::router::Router;
 use crate::Error;
 use crate::balance::WorkerSockets;
+use crate::log::rate::warn_limited;
 use crate::protocol::env::{FIRST_LISTEN_FD, WorkerEnv};
 use crate::protocol::lines::{Line, LineReader};
 use crate::protocol::message;
@@ -120,10 +121,10 @@ impl Launcher {
 
         let pid = child.id().expect("a child not yet waited for has a pid");
         if let Some(stdout) = child.stdout.take() {
-            self.output.relay(id, Stream::Stdout, stdout);
+            self.output.relay(id, pid, Stream::Stdout, stdout);
         }
         if let Some(stderr) = child.stderr.take() {
-            self.output.relay(id, Stream::Stderr, stderr);
+            self.output.relay(id, pid, Stream::Stderr, stderr);
         }
         let outbox = self.start_channel(key, primary_end).map_err(spawn_error)?;
         let notices = self.notices.clone();
@@ -173,7 +174,9 @@ async fn read_channel(key: WorkerKey, reader: SocketReader, limit: usize, router
         let bytes = match line {
             Line::Complete(bytes) => bytes,
             Line::TooLong(len) => {
-                tracing::warn!(
+                warn_limited!(
+                    event = "message_dropped",
+                    worker = id,
                     "worker {id}: dropped a {len}-byte message, over the {limit}-byte limit"
                 );
                 continue;
@@ -186,7 +189,11 @@ async fn read_channel(key: WorkerKey, reader: SocketReader, limit: usize, router
                 }
             }
             Ok(None) => {}
-            Err(err) => tracing::warn!("worker {id}: dropped a malformed message: {err}"),
+            Err(err) => warn_limited!(
+                event = "message_dropped",
+                worker = id,
+                "worker {id}: dropped a malformed message: {err}"
+            ),
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, watch};
 
+use crate::log::rate::warn_limited;
 use crate::protocol::handoff::{self, Handed, MAX_FDS_PER_MESSAGE};
 use crate::protocol::socket_reader;
 use crate::sys::register_async;
@@ -135,12 +136,12 @@ fn drain_channel(socket: &AsyncFd<OwnedFd>, queues: &[Arc<ConnectionQueue>]) -> 
         match received {
             Ok(Some(message)) => match handoff::pair_up(&message.data, message.fds) {
                 Ok(connections) => route(connections, queues),
-                Err(err) => tracing::warn!("bad hand-off message from the primary: {err}"),
+                Err(err) => warn_limited!("bad hand-off message from the primary: {err}"),
             },
             Ok(None) => return false,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
             Err(err) if err.kind() == io::ErrorKind::InvalidData => {
-                tracing::warn!("bad hand-off message from the primary: {err}");
+                warn_limited!("bad hand-off message from the primary: {err}");
             }
             Err(err) => {
                 tracing::warn!("the hand-off channel failed: {err}");
@@ -154,7 +155,7 @@ fn route(connections: Vec<Handed>, queues: &[Arc<ConnectionQueue>]) {
     for handed in connections {
         match queues.get(usize::from(handed.listener)) {
             Some(queue) => queue.push(handed.fd),
-            None => tracing::warn!(
+            None => warn_limited!(
                 "the primary handed a connection for listener {} of {}: closed it",
                 handed.listener,
                 queues.len()
@@ -185,7 +186,7 @@ async fn return_unserved(socket: &AsyncFd<OwnedFd>, queues: &[Arc<ConnectionQueu
             }
         };
         if let Err(err) = returned {
-            tracing::warn!(
+            warn_limited!(
                 "could not return {} connections to the primary: {err}",
                 chunk.len()
             );

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::log::rate::warn_limited;
 use crate::worker::connection::{CloseCounter, Connection};
 use crate::worker::drain::{Drain, Stopping, Unread};
 use crate::worker::incoming::ConnectionQueue;
@@ -147,7 +148,7 @@ impl Listener {
                     std::future::pending::<()>().await;
                 }
                 Err(err) => {
-                    tracing::warn!("accept failed: {err}; retrying in 50ms");
+                    warn_limited!("accept failed: {err}; retrying in 50ms");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }

@@ -131,3 +131,35 @@ impl WorkerSender {
             .map_err(|_| Error::Channel("the channel to the primary is closed"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn control_words_pass_a_full_user_queue() {
+        let (control, mut control_queue) = mpsc::channel(CONTROL_CAPACITY);
+        let (user, mut user_queue) = mpsc::channel(1);
+        let sender = WorkerSender {
+            outbox: Some(Outgoing { control, user }),
+        };
+        sender.send(&"fills the queue").await.unwrap();
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), sender.send(&"waits"))
+                .await
+                .is_err(),
+            "the user queue is full"
+        );
+        sender.send_control(Control::Heartbeat);
+        sender.send_control(Control::Ready);
+        assert_eq!(
+            control_queue.try_recv().unwrap(),
+            message::encode_control(Control::Heartbeat)
+        );
+        assert_eq!(
+            control_queue.try_recv().unwrap(),
+            message::encode_control(Control::Ready)
+        );
+        assert_eq!(user_queue.try_recv().unwrap(), b"\"fills the queue\"\n");
+    }
+}

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::sync::{mpsc, watch};
 
+use crate::log::rate::warn_limited;
 use crate::protocol::env::WorkerEnvironment;
 use crate::protocol::lines::{Lanes, Line, LineQueue, LineReader, write_lines};
 use crate::protocol::message::{self, Control, ToWorker};
@@ -297,7 +298,10 @@ fn start_channel(
         // outlive it for long.
         stop.send_replace(true);
         tokio::time::sleep(ORPHAN_DEADLINE).await;
-        tracing::warn!("the primary is gone: exiting");
+        tracing::warn!(event = "orphaned", "the primary is gone: exiting");
+        // Its last words, if stderr still takes them; a closed stderr
+        // costs nothing here (the log writer drops lines, never panics).
+        crate::log::flush(Duration::from_millis(100));
         std::process::exit(1);
     });
     Ok(Outgoing { control, user })
@@ -316,7 +320,7 @@ async fn read_channel(
     let mut lines = LineReader::new(BufReader::new(reader), max_message_size);
     while let Ok(Some(line)) = lines.next_line().await {
         let Line::Complete(bytes) = line else {
-            tracing::warn!("the primary sent an oversized message: skipped");
+            warn_limited!("the primary sent an oversized message: skipped");
             continue;
         };
         match message::decode_to_worker(bytes) {
@@ -330,7 +334,7 @@ async fn read_channel(
                 inbox.deliver(Origin::Worker(from), message).await;
             }
             Ok(None) => {}
-            Err(err) => tracing::warn!("bad message from the primary: {err}"),
+            Err(err) => warn_limited!("bad message from the primary: {err}"),
         }
     }
 }
