@@ -9,6 +9,7 @@ pub(crate) mod event;
 mod exit;
 mod handle;
 mod health;
+mod node;
 mod notice;
 mod notify;
 mod outbox;

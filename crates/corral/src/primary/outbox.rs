@@ -1,27 +1,62 @@
 //! A worker's outgoing message queue in the primary, bounded in bytes: a
 //! worker that does not read its channel makes messages to it be dropped
 //! (and logged), never the primary's memory grow. corral's own words (the
-//! stop) go on a lane of their own, written ahead of queued user messages
-//! and never refused for the budget.
+//! stop, Node's cluster messages) go on a lane of their own, written ahead
+//! of queued user messages and never refused for the budget.
+//!
+//! For Node workers a control line may carry one descriptor (`SCM_RIGHTS`
+//! on the `sendmsg` that writes its first byte). Node keeps one pending
+//! descriptor and gives it to the next `NODE_HANDLE` line it parses, so
+//! after such a line the writer waits for the worker's receipt
+//! (`NODE_HANDLE_ACK`, told with [`Outbox::receipt`]) before it writes
+//! anything more, as Node's own primary does; a `NODE_HANDLE_NACK` makes
+//! it send the line again.
 
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use std::os::fd::OwnedFd;
-
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use tokio::sync::mpsc;
 
-use crate::protocol::lines::{Lanes, LineQueue, write_lines};
+use crate::protocol::lines::{COALESCE_LIMIT, coalesce};
+use crate::protocol::node::HandleReceipt;
+use crate::protocol::socket_reader::{writable, write_all};
 
 /// The most bytes queued for one worker.
 pub(crate) const OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
 
+/// How many times a line whose descriptor did not arrive is sent again
+/// (Node's own limit).
+const MAX_RETRANSMISSIONS: u32 = 3;
+
+/// One queued line, and the descriptor that travels with it.
+struct Outgoing {
+    line: Vec<u8>,
+    fd: Option<Arc<OwnedFd>>,
+}
+
+impl Outgoing {
+    fn plain(line: Vec<u8>) -> Self {
+        Outgoing { line, fd: None }
+    }
+}
+
 /// The sending side; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    control: mpsc::UnboundedSender<Vec<u8>>,
+    control: mpsc::UnboundedSender<Outgoing>,
     lines: mpsc::UnboundedSender<Vec<u8>>,
+    receipts: mpsc::UnboundedSender<HandleReceipt>,
     queued: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes, fd: {}", self.line.len(), self.fd.is_some())
+    }
 }
 
 /// Why a message was not queued.
@@ -36,20 +71,23 @@ pub(crate) enum Refused {
 impl Outbox {
     /// Starts the task that writes queued lines to the stream socket `writer`.
     pub(crate) fn start(writer: OwnedFd) -> Self {
-        let (control, control_queue) = mpsc::unbounded_channel::<Vec<u8>>();
-        let (lines, queue) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (control, control_queue) = mpsc::unbounded_channel();
+        let (lines, queue) = mpsc::unbounded_channel();
+        let (receipts, receipts_queue) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let written = queued.clone();
-        let lanes = Lanes::new(
-            LineQueue::Unbounded(control_queue),
-            LineQueue::Unbounded(queue),
-        );
-        tokio::spawn(write_lines(writer, lanes, move |bytes| {
+        let lanes = Lanes {
+            control: control_queue,
+            user: queue,
+            control_closed: false,
+        };
+        tokio::spawn(write_queue(writer, lanes, receipts_queue, move |bytes| {
             written.fetch_sub(bytes, Ordering::Relaxed);
         }));
         Outbox {
             control,
             lines,
+            receipts,
             queued,
         }
     }
@@ -57,10 +95,29 @@ impl Outbox {
     /// Queues one of corral's own lines (newline included), to be written
     /// before any queued user message. Only a closed channel refuses it.
     pub(crate) fn push_control(&self, line: Vec<u8>) -> Result<(), Refused> {
-        let len = line.len();
+        self.enqueue_control(Outgoing::plain(line))
+    }
+
+    /// Queues one of corral's own lines that carries the descriptor `fd` (a
+    /// Node `NODE_HANDLE` line). The writer holds `fd` until the receipt.
+    pub(crate) fn push_control_with_fd(
+        &self,
+        line: Vec<u8>,
+        fd: Arc<OwnedFd>,
+    ) -> Result<(), Refused> {
+        self.enqueue_control(Outgoing { line, fd: Some(fd) })
+    }
+
+    /// The worker's receipt for the last descriptor sent.
+    pub(crate) fn receipt(&self, receipt: HandleReceipt) {
+        let _ = self.receipts.send(receipt);
+    }
+
+    fn enqueue_control(&self, outgoing: Outgoing) -> Result<(), Refused> {
+        let len = outgoing.line.len();
         // Counted, so that the writer's accounting of written bytes balances.
         self.queued.fetch_add(len, Ordering::Relaxed);
-        self.control.send(line).map_err(|_| {
+        self.control.send(outgoing).map_err(|_| {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             Refused::Closed
         })
@@ -90,6 +147,143 @@ impl Outbox {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             Refused::Closed
         })
+    }
+}
+
+/// The writer's two lanes: corral's own lines, always first, and user
+/// messages.
+struct Lanes {
+    control: mpsc::UnboundedReceiver<Outgoing>,
+    user: mpsc::UnboundedReceiver<Vec<u8>>,
+    control_closed: bool,
+}
+
+impl Lanes {
+    /// The next line, a control line whenever one waits; `None` once the
+    /// user lane closed (the outbox is gone).
+    async fn recv(&mut self) -> Option<Outgoing> {
+        if let Some(next) = self.try_recv() {
+            return Some(next);
+        }
+        if self.control_closed {
+            return self.user.recv().await.map(Outgoing::plain);
+        }
+        tokio::select! {
+            biased;
+            next = self.control.recv() => match next {
+                Some(next) => Some(next),
+                None => {
+                    self.control_closed = true;
+                    self.user.recv().await.map(Outgoing::plain)
+                }
+            },
+            line = self.user.recv() => line.map(Outgoing::plain),
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Outgoing> {
+        if !self.control_closed
+            && let Ok(next) = self.control.try_recv()
+        {
+            return Some(next);
+        }
+        self.user.try_recv().ok().map(Outgoing::plain)
+    }
+}
+
+/// Writes the queued lines to `socket` until the outbox is gone or a
+/// write fails: plain lines gathered into one write, a line with a
+/// descriptor alone and then nothing until its receipt.
+async fn write_queue(
+    socket: OwnedFd,
+    mut lanes: Lanes,
+    mut receipts: mpsc::UnboundedReceiver<HandleReceipt>,
+    mut written: impl FnMut(usize),
+) {
+    let mut held: Option<Outgoing> = None;
+    loop {
+        let next = match held.take() {
+            Some(outgoing) => Some(outgoing),
+            None => lanes.recv().await,
+        };
+        let Some(Outgoing { line: mut batch, fd }) = next else {
+            return;
+        };
+        if let Some(fd) = fd {
+            let len = batch.len();
+            let sent = send_with_fd(socket.as_fd(), &batch, &fd, &mut receipts).await;
+            written(len);
+            if !sent {
+                return;
+            }
+            continue;
+        }
+        if batch.len() < COALESCE_LIMIT {
+            let leftover = coalesce(&mut batch, || match lanes.try_recv()? {
+                Outgoing { line, fd: None } => Some(line),
+                with_fd => {
+                    held = Some(with_fd);
+                    None
+                }
+            });
+            if let Some(line) = leftover {
+                held = Some(Outgoing::plain(line));
+            }
+        }
+        let result = write_all(socket.as_fd(), &batch).await;
+        written(batch.len());
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends `line` with `fd` and waits for the worker's receipt, sending
+/// again on a NACK. Returns `false` when the channel is gone.
+async fn send_with_fd(
+    socket: BorrowedFd<'_>,
+    line: &[u8],
+    fd: &OwnedFd,
+    receipts: &mut mpsc::UnboundedReceiver<HandleReceipt>,
+) -> bool {
+    for attempt in 0..=MAX_RETRANSMISSIONS {
+        if write_with_fd(socket, line, fd.as_fd()).await.is_err() {
+            return false;
+        }
+        match receipts.recv().await {
+            Some(HandleReceipt::Ack) => return true,
+            Some(HandleReceipt::Nack) if attempt < MAX_RETRANSMISSIONS => {}
+            Some(HandleReceipt::Nack) => {
+                tracing::warn!(
+                    "a descriptor did not reach a Node worker after {MAX_RETRANSMISSIONS} \
+                     retransmissions: dropped"
+                );
+                return true;
+            }
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Writes `line` with `fd` attached to its first byte.
+async fn write_with_fd(
+    socket: BorrowedFd<'_>,
+    line: &[u8],
+    fd: BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    let fds = [fd];
+    loop {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        match rustix::net::sendmsg(socket, &[IoSlice::new(line)], &mut control, flags) {
+            Ok(sent) => return write_all(socket, &line[sent..]).await,
+            Err(rustix::io::Errno::AGAIN) => writable(socket).await?,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
     }
 }
 

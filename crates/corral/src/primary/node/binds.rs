@@ -1,0 +1,503 @@
+//! The sockets Node workers asked for, bound on demand: the first
+//! `listen()` of any worker on an address binds it; every later worker,
+//! and every replacement, gets the same socket (or, under `reuseport`, its
+//! slot's own socket on the same port). Nothing here is closed while the
+//! cluster runs, so a crash or a reload never drops the queue of waiting
+//! connections. An address the operator bound up front with `--listen` is
+//! served from that socket instead.
+//!
+//! Per policy, for TCP: `shared` (one socket), `reuseport` (one
+//! `SO_REUSEPORT` socket per slot), `round-robin`/`least-connections` (one
+//! socket the primary accepts on, see `dispatch.rs`). Unix socket paths are
+//! one shared socket (round-robin dispatches them too); UDP is always one
+//! shared socket, as in Node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::dispatch::Dispatcher;
+use crate::Policy;
+use crate::balance::WorkerKey;
+use crate::protocol::env::FIRST_LISTEN_FD;
+use crate::protocol::node::{Endpoint, HandleType};
+
+/// How a `listen()` is served.
+pub(crate) enum Served {
+    /// Here is the socket (the worker accepts on it itself).
+    Socket { fd: OwnedFd, kind: HandleType },
+    /// The primary accepts and hands connections out.
+    Connections {
+        dispatcher: Arc<Dispatcher>,
+        /// The address the server reports (`None` for a Unix path).
+        sockname: Option<SocketAddr>,
+    },
+}
+
+/// A `listen()` that cannot be served: the errno for the worker and the
+/// reason for the log.
+#[derive(Debug)]
+pub(crate) struct BindFailure {
+    pub errno: i32,
+    pub reason: String,
+}
+
+impl BindFailure {
+    fn io(what: String, error: &io::Error) -> Self {
+        BindFailure {
+            errno: -error.raw_os_error().unwrap_or(libc::EIO),
+            reason: format!("{what}: {error}{}", hint(error)),
+        }
+    }
+}
+
+fn hint(error: &io::Error) -> &'static str {
+    match error.raw_os_error() {
+        Some(libc::EADDRINUSE) => " (another process holds this port: stop it or use another port)",
+        Some(libc::EACCES) => " (ports below 1024 need privileges: use a higher port)",
+        Some(libc::EADDRNOTAVAIL) => " (this machine has no such address)",
+        _ => "",
+    }
+}
+
+/// The sockets of one requested address.
+enum Sockets {
+    /// One socket every worker gets.
+    Shared { socket: Socket, kind: HandleType },
+    /// `reuseport`: each slot's own socket on `address`.
+    PerSlot {
+        address: SocketAddr,
+        ipv6_only: bool,
+        slots: BTreeMap<u32, Socket>,
+    },
+    /// The primary accepts on it.
+    Dispatched {
+        dispatcher: Arc<Dispatcher>,
+        sockname: Option<SocketAddr>,
+    },
+}
+
+/// Every address Node workers listen on, for the cluster's life.
+pub(crate) struct Binds {
+    policy: Policy,
+    backlog: i32,
+    /// The `--listen` addresses as bound, in order (`LISTEN_FDS` order).
+    upfront: Vec<SocketAddr>,
+    entries: HashMap<Endpoint, Sockets>,
+    /// The data (TLS ticket keys) of the first worker's query of each
+    /// address, echoed to every worker so they share it.
+    data: HashMap<Endpoint, Value>,
+}
+
+impl Binds {
+    pub(crate) fn new(policy: Policy, backlog: i32, upfront: Vec<SocketAddr>) -> Self {
+        Binds {
+            policy,
+            backlog,
+            upfront,
+            entries: HashMap::new(),
+            data: HashMap::new(),
+        }
+    }
+
+    /// The data every worker's server on `endpoint` shares.
+    pub(crate) fn shared_data(&mut self, endpoint: &Endpoint, data: &Value) -> Value {
+        self.data
+            .entry(endpoint.clone())
+            .or_insert_with(|| data.clone())
+            .clone()
+    }
+
+    /// Serves slot `slot`'s `listen()` on `endpoint`. `listeners` are the
+    /// worker's own copies of the sockets bound up front.
+    pub(crate) fn serve(
+        &mut self,
+        slot: u32,
+        endpoint: &Endpoint,
+        listeners: &[OwnedFd],
+    ) -> Result<Served, BindFailure> {
+        if let Endpoint::Fd(fd) = endpoint {
+            return serve_inherited(*fd, listeners);
+        }
+        if let Some(index) = self.upfront_index(endpoint) {
+            return self.serve_upfront(endpoint, &listeners[index]);
+        }
+        if let Some(served) = self.existing(slot, endpoint)? {
+            return Ok(served);
+        }
+        let sockets = self.bind(slot, endpoint)?;
+        self.entries.insert(endpoint.clone(), sockets);
+        self.existing(slot, endpoint)?
+            .ok_or_else(|| BindFailure {
+                errno: -libc::EIO,
+                reason: "a socket just bound is missing".into(),
+            })
+    }
+
+    /// The worker takes no more connections on any address.
+    pub(crate) fn leave(&self, worker: WorkerKey) {
+        for sockets in self.entries.values() {
+            if let Sockets::Dispatched { dispatcher, .. } = sockets {
+                dispatcher.leave(worker);
+            }
+        }
+    }
+
+    /// The slot is gone (the cluster shrank): its `reuseport` sockets close.
+    pub(crate) fn remove_slot(&mut self, slot: u32) {
+        for sockets in self.entries.values_mut() {
+            if let Sockets::PerSlot { slots, .. } = sockets {
+                slots.remove(&slot);
+            }
+        }
+    }
+
+    /// The `--listen` address a TCP query on any address (or that exact
+    /// address) and that port names.
+    fn upfront_index(&self, endpoint: &Endpoint) -> Option<usize> {
+        let Endpoint::Tcp { host, port, .. } = endpoint else {
+            return None;
+        };
+        if *port == 0 {
+            return None;
+        }
+        self.upfront.iter().position(|address| {
+            address.port() == *port && host.is_none_or(|host| host == address.ip())
+        })
+    }
+
+    fn serve_upfront(&mut self, endpoint: &Endpoint, socket: &OwnedFd) -> Result<Served, BindFailure> {
+        let copy = duplicate_fd(socket)?;
+        if !self.policy.hands_off() {
+            return Ok(Served::Socket {
+                fd: copy,
+                kind: HandleType::Net,
+            });
+        }
+        if !self.entries.contains_key(endpoint) {
+            let socket = Socket::from(copy);
+            let sockname = socket.local_addr().ok().and_then(|a| a.as_socket());
+            let dispatcher = Dispatcher::start(socket, self.policy).map_err(|err| {
+                BindFailure::io("cannot accept on a --listen socket".into(), &err)
+            })?;
+            self.entries.insert(
+                endpoint.clone(),
+                Sockets::Dispatched {
+                    dispatcher,
+                    sockname,
+                },
+            );
+        }
+        Ok(self.existing(0, endpoint)?.expect("inserted above"))
+    }
+
+    /// Serves from the sockets already bound for `endpoint`, if any.
+    fn existing(&mut self, slot: u32, endpoint: &Endpoint) -> Result<Option<Served>, BindFailure> {
+        let backlog = self.backlog;
+        let Some(sockets) = self.entries.get_mut(endpoint) else {
+            return Ok(None);
+        };
+        let served = match sockets {
+            Sockets::Shared { socket, kind } => Served::Socket {
+                fd: duplicate(socket)?,
+                kind: *kind,
+            },
+            Sockets::Dispatched {
+                dispatcher,
+                sockname,
+            } => Served::Connections {
+                dispatcher: dispatcher.clone(),
+                sockname: *sockname,
+            },
+            Sockets::PerSlot {
+                address,
+                ipv6_only,
+                slots,
+            } => {
+                if !slots.contains_key(&slot) {
+                    let socket = bind_tcp(*address, *ipv6_only, true, backlog)
+                        .map_err(|err| BindFailure::io(format!("cannot bind {address}"), &err))?;
+                    slots.insert(slot, socket);
+                }
+                Served::Socket {
+                    fd: duplicate(&slots[&slot])?,
+                    kind: HandleType::Net,
+                }
+            }
+        };
+        Ok(Some(served))
+    }
+
+    /// Binds the first socket(s) of `endpoint`.
+    fn bind(&self, slot: u32, endpoint: &Endpoint) -> Result<Sockets, BindFailure> {
+        let backlog = self.backlog;
+        match endpoint {
+            Endpoint::Tcp {
+                host,
+                port,
+                ipv6_only,
+            } => {
+                let reuse_port = self.policy == Policy::ReusePort;
+                if reuse_port && *port != 0 {
+                    // SO_REUSEPORT would silently join another program's
+                    // port group: check that nobody holds the port first.
+                    drop(bind_any(*host, *port, *ipv6_only, false, backlog)?);
+                }
+                let (socket, address) = bind_any(*host, *port, *ipv6_only, reuse_port, backlog)?;
+                if reuse_port {
+                    // The first slot to ask binds the port (a free one for
+                    // port 0); every other slot gets its own socket on it.
+                    return Ok(Sockets::PerSlot {
+                        address,
+                        ipv6_only: *ipv6_only,
+                        slots: BTreeMap::from([(slot, socket)]),
+                    });
+                }
+                self.shared_or_dispatched(socket, Some(address))
+            }
+            Endpoint::Unix(path) => {
+                let socket = bind_unix(path, backlog).map_err(|err| {
+                    BindFailure::io(format!("cannot listen on {}", path.display()), &err)
+                })?;
+                self.shared_or_dispatched(socket, None)
+            }
+            Endpoint::Udp { host, port, v6 } => {
+                let socket = bind_udp(*host, *port, *v6).map_err(|err| {
+                    BindFailure::io(format!("cannot bind UDP port {port}"), &err)
+                })?;
+                Ok(Sockets::Shared {
+                    socket,
+                    kind: HandleType::Dgram,
+                })
+            }
+            Endpoint::Fd(_) => unreachable!("served from the worker's own descriptors"),
+        }
+    }
+
+    fn shared_or_dispatched(
+        &self,
+        socket: Socket,
+        sockname: Option<SocketAddr>,
+    ) -> Result<Sockets, BindFailure> {
+        if !self.policy.hands_off() {
+            return Ok(Sockets::Shared {
+                socket,
+                kind: HandleType::Net,
+            });
+        }
+        let dispatcher = Dispatcher::start(socket, self.policy)
+            .map_err(|err| BindFailure::io("cannot accept on a socket".into(), &err))?;
+        Ok(Sockets::Dispatched {
+            dispatcher,
+            sockname,
+        })
+    }
+}
+
+/// `listen({fd: N})`: Node means a descriptor of its primary; corral can
+/// serve the ones it passed the worker itself (`LISTEN_FDS`).
+fn serve_inherited(fd: i32, listeners: &[OwnedFd]) -> Result<Served, BindFailure> {
+    let index = fd - FIRST_LISTEN_FD;
+    let socket = usize::try_from(index)
+        .ok()
+        .and_then(|index| listeners.get(index))
+        .ok_or_else(|| BindFailure {
+            errno: -libc::EBADF,
+            reason: format!(
+                "listen({{fd: {fd}}}) names a descriptor of the primary, which corral does not \
+                 have: use the descriptors of LISTEN_FDS (3 and up, one per --listen) or \
+                 listen(PORT)"
+            ),
+        })?;
+    Ok(Served::Socket {
+        fd: duplicate_fd(socket)?,
+        kind: HandleType::Net,
+    })
+}
+
+/// Binds a TCP socket as Node's primary does: "any address" is dual-stack
+/// `[::]`, or `0.0.0.0` where the machine has no IPv6.
+fn bind_any(
+    host: Option<IpAddr>,
+    port: u16,
+    ipv6_only: bool,
+    reuse_port: bool,
+    backlog: i32,
+) -> Result<(Socket, SocketAddr), BindFailure> {
+    let fail = |address: SocketAddr, err: &io::Error| BindFailure::io(format!("cannot bind {address}"), err);
+    let bound = |socket: Socket| -> Result<(Socket, SocketAddr), BindFailure> {
+        let address = socket
+            .local_addr()
+            .ok()
+            .and_then(|address| address.as_socket())
+            .ok_or_else(|| BindFailure {
+                errno: -libc::EIO,
+                reason: "a bound socket has no address".into(),
+            })?;
+        Ok((socket, address))
+    };
+    match host {
+        Some(host) => {
+            let address = SocketAddr::new(host, port);
+            bind_tcp(address, ipv6_only, reuse_port, backlog)
+                .map_err(|err| fail(address, &err))
+                .and_then(bound)
+        }
+        None => {
+            let dual = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
+            match bind_tcp(dual, ipv6_only, reuse_port, backlog) {
+                Ok(socket) => bound(socket),
+                Err(err)
+                    if matches!(
+                        err.raw_os_error(),
+                        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+                    ) =>
+                {
+                    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+                    bind_tcp(v4, false, reuse_port, backlog)
+                        .map_err(|err| fail(v4, &err))
+                        .and_then(bound)
+                }
+                Err(err) => Err(fail(dual, &err)),
+            }
+        }
+    }
+}
+
+/// A listening TCP socket on `address`, non-blocking (Node needs it so).
+fn bind_tcp(address: SocketAddr, ipv6_only: bool, reuse_port: bool, backlog: i32) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if address.is_ipv6() {
+        socket.set_only_v6(ipv6_only)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(backlog)?;
+    Ok(socket)
+}
+
+fn bind_unix(path: &Path, backlog: i32) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    socket.listen(backlog)?;
+    Ok(socket)
+}
+
+/// A UDP socket, bound as Node's primary binds it for `dgram` (`udp4` on
+/// `0.0.0.0` when no address is given, `udp6` on `::`).
+fn bind_udp(host: Option<IpAddr>, port: u16, v6: bool) -> io::Result<Socket> {
+    let any = if v6 {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    };
+    let address = SocketAddr::new(host.unwrap_or(any), port);
+    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket)
+}
+
+fn duplicate(socket: &Socket) -> Result<OwnedFd, BindFailure> {
+    socket
+        .try_clone()
+        .map(OwnedFd::from)
+        .map_err(|err| BindFailure::io("cannot duplicate a socket".into(), &err))
+}
+
+/// A copy of `socket` to send to a Node worker, made non-blocking (the
+/// flag belongs to the socket, shared with every copy).
+fn duplicate_fd(socket: &OwnedFd) -> Result<OwnedFd, BindFailure> {
+    let copy = socket
+        .try_clone()
+        .map_err(|err| BindFailure::io("cannot duplicate a socket".into(), &err))?;
+    let socket = Socket::from(copy);
+    socket
+        .set_nonblocking(true)
+        .map_err(|err| BindFailure::io("cannot make a socket non-blocking".into(), &err))?;
+    Ok(OwnedFd::from(socket))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(port: u16) -> Endpoint {
+        Endpoint::Tcp {
+            host: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            port,
+            ipv6_only: false,
+        }
+    }
+
+    fn port_of(served: &Served) -> u16 {
+        match served {
+            Served::Socket { fd, .. } => {
+                let socket = Socket::from(fd.try_clone().unwrap());
+                socket.local_addr().unwrap().as_socket().unwrap().port()
+            }
+            Served::Connections { sockname, .. } => sockname.unwrap().port(),
+        }
+    }
+
+    #[test]
+    fn port_0_gives_every_slot_the_same_port_under_each_policy() {
+        for policy in [Policy::Shared, Policy::ReusePort] {
+            let mut binds = Binds::new(policy, 16, vec![]);
+            let first = binds.serve(1, &tcp(0), &[]).unwrap();
+            let second = binds.serve(2, &tcp(0), &[]).unwrap();
+            let again = binds.serve(1, &tcp(0), &[]).unwrap();
+            assert_ne!(port_of(&first), 0);
+            assert_eq!(port_of(&first), port_of(&second), "{policy}");
+            assert_eq!(port_of(&first), port_of(&again), "{policy}");
+        }
+    }
+
+    #[test]
+    fn a_port_in_use_is_eaddrinuse_and_a_bad_fd_is_ebadf() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = holder.local_addr().unwrap().port();
+        for policy in [Policy::Shared, Policy::ReusePort] {
+            let mut binds = Binds::new(policy, 16, vec![]);
+            let failure = binds.serve(1, &tcp(port), &[]).err().unwrap();
+            assert_eq!(failure.errno, -libc::EADDRINUSE, "{policy}");
+            assert!(failure.reason.contains("another process"), "{}", failure.reason);
+        }
+        let mut binds = Binds::new(Policy::Shared, 16, vec![]);
+        let failure = binds.serve(1, &Endpoint::Fd(7), &[]).err().unwrap();
+        assert_eq!(failure.errno, -libc::EBADF);
+    }
+
+    #[test]
+    fn udp_and_unix_paths_are_shared() {
+        let mut binds = Binds::new(Policy::ReusePort, 16, vec![]);
+        let udp = Endpoint::Udp {
+            host: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            port: 0,
+            v6: false,
+        };
+        let Served::Socket { kind, .. } = binds.serve(1, &udp, &[]).unwrap() else {
+            panic!("UDP is shared")
+        };
+        assert_eq!(kind, HandleType::Dgram);
+        let dir = std::env::temp_dir().join(format!("corral-binds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.sock");
+        let _ = std::fs::remove_file(&path);
+        let unix = Endpoint::Unix(path.clone());
+        assert!(matches!(binds.serve(1, &unix, &[]), Ok(Served::Socket { .. })));
+        assert!(matches!(binds.serve(2, &unix, &[]), Ok(Served::Socket { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

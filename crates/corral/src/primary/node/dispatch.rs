@@ -1,0 +1,211 @@
+//! `round-robin` and `least-connections` for Node workers: the primary
+//! accepts on the socket of one `listen()` address and hands each
+//! connection to a worker that listens on it, with Node's `newconn`
+//! message. It accepts only while some worker can take a connection, so
+//! the rest wait in the kernel's queue.
+//!
+//! Node's own primary sends a worker its next connection only after the
+//! worker answered the previous one. corral keeps up to
+//! [`IN_FLIGHT_PER_WORKER`] unanswered per worker (pipelining: the worker
+//! answers each `newconn` by its `seq`, independently), and one descriptor
+//! on the wire at a time per channel (the outbox waits for each receipt).
+//!
+//! Node workers do not report closed connections, so `least-connections`
+//! picks the worker with the fewest connections sent and not yet answered
+//! (the one whose event loop is keeping up), ties in turn; under a steady
+//! load that is round-robin.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+use rustix::net::SocketFlags;
+use socket2::Socket;
+use tokio::io::Interest;
+use tokio::sync::Notify;
+
+use super::link::{Conn, Link};
+use crate::Policy;
+use crate::balance::WorkerKey;
+use crate::sys::register_async;
+
+/// Connections sent to one worker and not yet answered.
+pub(crate) const IN_FLIGHT_PER_WORKER: usize = 4;
+
+/// A worker listening on the dispatcher's address.
+struct Member {
+    link: Arc<Link>,
+    /// The worker's name for this server (`newconn` carries it).
+    key: String,
+    in_flight: usize,
+}
+
+#[derive(Default)]
+struct State {
+    members: Vec<Member>,
+    /// Where round-robin's turn starts.
+    next: usize,
+    /// Connections refused or left unanswered by a worker that died, to
+    /// hand out before accepting more.
+    returned: VecDeque<Conn>,
+}
+
+pub(crate) struct Dispatcher {
+    least_connections: bool,
+    state: Mutex<State>,
+    /// Something changed: a member joined or answered, a connection came back.
+    changed: Notify,
+}
+
+impl Dispatcher {
+    /// Starts accepting on `listener` (bound and listening).
+    pub(crate) fn start(listener: Socket, policy: Policy) -> io::Result<Arc<Self>> {
+        listener.set_nonblocking(true)?;
+        let listener = register_async(OwnedFd::from(listener), Interest::READABLE)?;
+        let dispatcher = Arc::new(Dispatcher {
+            least_connections: policy == Policy::LeastConnections,
+            state: Mutex::default(),
+            changed: Notify::new(),
+        });
+        tokio::spawn(dispatcher.clone().accept_loop(listener));
+        Ok(dispatcher)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The worker of `link` listens on this address as its server `key`.
+    pub(crate) fn join(&self, link: Arc<Link>, key: String) {
+        let mut state = self.state();
+        state.members.retain(|member| member.link.worker != link.worker);
+        state.members.push(Member {
+            link,
+            key,
+            in_flight: 0,
+        });
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// The worker takes no more connections (it closed the server, was
+    /// asked to stop, or exited).
+    pub(crate) fn leave(&self, worker: WorkerKey) {
+        self.state()
+            .members
+            .retain(|member| member.link.worker != worker);
+    }
+
+    /// The worker answered one `newconn`; a refused connection comes back.
+    pub(crate) fn answered(&self, worker: WorkerKey, refused: Option<Conn>) {
+        let mut state = self.state();
+        if let Some(member) = state.members.iter_mut().find(|m| m.link.worker == worker) {
+            member.in_flight = member.in_flight.saturating_sub(1);
+        }
+        if let Some(conn) = refused {
+            state.returned.push_back(conn);
+        }
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// A connection sent to a worker that died before answering.
+    pub(crate) fn give_back(&self, conn: Conn) {
+        self.state().returned.push_back(conn);
+        self.changed.notify_one();
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: tokio::io::unix::AsyncFd<OwnedFd>) {
+        loop {
+            self.hand_out_returned();
+            if !self.has_capacity() {
+                self.changed.notified().await;
+                continue;
+            }
+            tokio::select! {
+                ready = listener.readable() => {
+                    let Ok(mut ready) = ready else { return };
+                    if !self.accept_batch(listener.get_ref()) {
+                        ready.clear_ready();
+                    }
+                }
+                _ = self.changed.notified() => {}
+            }
+        }
+    }
+
+    /// Accepts while some worker can take a connection. Returns whether the
+    /// queue may hold more (`false`: it is empty).
+    fn accept_batch(self: &Arc<Self>, listener: &OwnedFd) -> bool {
+        while self.has_capacity() {
+            let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+            match rustix::net::accept_with(listener.as_fd(), flags) {
+                Ok(conn) => self.hand(Arc::new(conn)),
+                Err(rustix::io::Errno::AGAIN) => return false,
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => {}
+                Err(errno) => {
+                    // EMFILE and friends: leave the connection queued and
+                    // try again on the next wake-up.
+                    tracing::warn!("cannot accept a connection for Node workers: {errno}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn hand_out_returned(self: &Arc<Self>) {
+        while self.has_capacity() {
+            let Some(conn) = self.state().returned.pop_front() else {
+                return;
+            };
+            self.hand(conn);
+        }
+    }
+
+    fn has_capacity(&self) -> bool {
+        self.state()
+            .members
+            .iter()
+            .any(|member| member.in_flight < IN_FLIGHT_PER_WORKER)
+    }
+
+    /// Sends `conn` to the next worker; keeps it for later when none can
+    /// take it.
+    fn hand(self: &Arc<Self>, mut conn: Conn) {
+        loop {
+            let Some((link, key)) = self.pick() else {
+                self.state().returned.push_front(conn);
+                return;
+            };
+            match link.newconn(self, &key, conn) {
+                Ok(()) => return,
+                Err(back) => {
+                    // Its channel is gone: it gets nothing more.
+                    self.leave(link.worker);
+                    conn = back;
+                }
+            }
+        }
+    }
+
+    /// The worker to send the next connection to, counted as in flight.
+    fn pick(&self) -> Option<(Arc<Link>, String)> {
+        let mut state = self.state();
+        let count = state.members.len();
+        let start = state.next;
+        let candidates = (0..count)
+            .map(|offset| (start + offset) % count)
+            .filter(|&index| state.members[index].in_flight < IN_FLIGHT_PER_WORKER);
+        let index = if self.least_connections {
+            candidates.min_by_key(|&index| state.members[index].in_flight)
+        } else {
+            candidates.into_iter().next()
+        }?;
+        state.next = index + 1;
+        let member = &mut state.members[index];
+        member.in_flight += 1;
+        Some((member.link.clone(), member.key.clone()))
+    }
+}

@@ -1,0 +1,135 @@
+//! What the primary holds of one Node worker's channel, shared by the
+//! worker's session and the dispatchers that hand it connections: its
+//! outbox, corral's `NODE_CLUSTER` sequence numbers for it, and the
+//! connections sent with `newconn` and not yet answered. The primary keeps
+//! its copy of each such connection until the worker says it accepted it,
+//! so a refusal or the worker's death hands it to another worker instead
+//! of losing it (Node's own primary loses these).
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+
+use super::dispatch::Dispatcher;
+use crate::balance::WorkerKey;
+use crate::primary::outbox::{Outbox, Refused};
+use crate::protocol::node::{self, Outgoing, Sequencer};
+
+/// An accepted connection on its way to a worker. The writer holds one
+/// reference until the worker's receipt, the link another until its answer.
+pub(crate) type Conn = Arc<OwnedFd>;
+
+/// A connection sent and not yet answered.
+struct Pending {
+    dispatcher: Arc<Dispatcher>,
+    conn: Conn,
+}
+
+struct State {
+    seq: Sequencer,
+    pending: HashMap<u64, Pending>,
+    /// The worker exited or its channel closed: nothing more is sent.
+    closed: bool,
+}
+
+pub(crate) struct Link {
+    pub worker: WorkerKey,
+    outbox: Outbox,
+    state: Mutex<State>,
+}
+
+impl Link {
+    pub(crate) fn new(worker: WorkerKey, outbox: Outbox) -> Arc<Self> {
+        Arc::new(Link {
+            worker,
+            outbox,
+            state: Mutex::new(State {
+                seq: Sequencer::default(),
+                pending: HashMap::new(),
+                closed: false,
+            }),
+        })
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends the message `build` makes with the next sequence number.
+    pub(crate) fn send(
+        &self,
+        build: impl FnOnce(u64) -> Outgoing,
+        fd: Option<Arc<OwnedFd>>,
+    ) -> Result<(), Refused> {
+        let outgoing = {
+            let mut state = self.state();
+            if state.closed {
+                return Err(Refused::Closed);
+            }
+            build(state.seq.next())
+        };
+        self.push(outgoing, fd)
+    }
+
+    fn push(&self, outgoing: Outgoing, fd: Option<Arc<OwnedFd>>) -> Result<(), Refused> {
+        match (outgoing.carries_fd, fd) {
+            (true, Some(fd)) => self.outbox.push_control_with_fd(outgoing.line, fd),
+            (false, None) => self.outbox.push_control(outgoing.line),
+            // A wrapper line without its descriptor (or the reverse) would
+            // desynchronise Node's pending handle: never sent.
+            _ => Err(Refused::Closed),
+        }
+    }
+
+    /// Sends `conn` to the worker's server `key`; gives it back when the
+    /// channel is closed or full.
+    pub(crate) fn newconn(
+        &self,
+        dispatcher: &Arc<Dispatcher>,
+        key: &str,
+        conn: Conn,
+    ) -> Result<(), Conn> {
+        let seq = {
+            let mut state = self.state();
+            if state.closed {
+                return Err(conn);
+            }
+            let seq = state.seq.next();
+            let pending = Pending {
+                dispatcher: dispatcher.clone(),
+                conn: conn.clone(),
+            };
+            state.pending.insert(seq, pending);
+            seq
+        };
+        if self.push(node::newconn(seq, key), Some(conn)).is_err() {
+            let pending = self.state().pending.remove(&seq);
+            return Err(pending.map(|p| p.conn).expect("inserted above"));
+        }
+        Ok(())
+    }
+
+    /// The worker answered the `newconn` of `seq`: the dispatcher that sent
+    /// it, and the connection (to close when accepted, to hand to another
+    /// worker when refused).
+    pub(crate) fn answered(&self, seq: u64) -> Option<(Arc<Dispatcher>, Conn)> {
+        let pending = self.state().pending.remove(&seq)?;
+        Some((pending.dispatcher, pending.conn))
+    }
+
+    /// The worker is gone: nothing more is sent, and every connection it
+    /// had not answered for goes back to its dispatcher.
+    pub(crate) fn close(&self) -> Vec<(Arc<Dispatcher>, Conn)> {
+        let mut state = self.state();
+        state.closed = true;
+        state
+            .pending
+            .drain()
+            .map(|(_, pending)| (pending.dispatcher, pending.conn))
+            .collect()
+    }
+}

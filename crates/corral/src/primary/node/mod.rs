@@ -1,0 +1,102 @@
+//! corral as the primary of unmodified Node `cluster` programs. A Node
+//! worker (started with `NODE_UNIQUE_ID` and `NODE_CHANNEL_FD`) asks its
+//! primary for every socket it listens on; this module answers: the
+//! registry of sockets bound on demand (`binds.rs`), the per-worker session
+//! that speaks Node's cluster messages (`session.rs`) over the worker's
+//! outbox and sequence numbers (`link.rs`), and the round-robin dispatch of
+//! connections with `newconn` (`dispatch.rs`). The wire format itself is
+//! `protocol/node.rs`.
+
+mod binds;
+mod dispatch;
+mod link;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+pub(crate) use session::{AfterInternal, Session};
+
+use super::notice::Notice;
+use super::outbox::Outbox;
+use crate::Policy;
+use crate::balance::WorkerKey;
+use crate::protocol::node;
+use binds::Binds;
+use link::Link;
+
+/// The Node side of the cluster: what every Node worker's session shares.
+pub(crate) struct NodeCluster {
+    binds: Mutex<Binds>,
+    links: Mutex<HashMap<WorkerKey, Arc<Link>>>,
+}
+
+impl NodeCluster {
+    /// `upfront`: the `--listen` addresses as bound, in `LISTEN_FDS` order.
+    pub(crate) fn new(policy: Policy, backlog: i32, upfront: Vec<SocketAddr>) -> Arc<Self> {
+        Arc::new(NodeCluster {
+            binds: Mutex::new(Binds::new(policy, backlog, upfront)),
+            links: Mutex::default(),
+        })
+    }
+
+    fn binds(&self) -> MutexGuard<'_, Binds> {
+        self.binds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn links(&self) -> MutexGuard<'_, HashMap<WorkerKey, Arc<Link>>> {
+        self.links.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts the session of a Node worker just spawned. `listeners` are
+    /// copies of the sockets it got by `LISTEN_FDS`.
+    pub(crate) fn session(
+        self: &Arc<Self>,
+        worker: WorkerKey,
+        outbox: Outbox,
+        listeners: Vec<OwnedFd>,
+        notices: mpsc::Sender<Notice>,
+    ) -> Session {
+        let link = Link::new(worker, outbox);
+        self.links().insert(worker, link.clone());
+        Session::new(self.clone(), link, listeners, notices)
+    }
+
+    /// Graceful stop, Node's way: `disconnect` makes the worker close its
+    /// servers, finish its open connections and exit. It is given no more
+    /// connections from now on.
+    pub(crate) fn disconnect(&self, worker: WorkerKey) -> bool {
+        let Some(link) = self.links().get(&worker).cloned() else {
+            return false;
+        };
+        self.binds().leave(worker);
+        link.send(node::disconnect, None).is_ok()
+    }
+
+    /// The worker exited: connections it had not answered for go to the
+    /// other workers.
+    pub(crate) fn worker_exited(&self, worker: WorkerKey) {
+        let link = self.links().get(&worker).cloned();
+        if let Some(link) = link {
+            self.worker_gone(&link);
+        }
+    }
+
+    fn worker_gone(&self, link: &Arc<Link>) {
+        self.links().remove(&link.worker);
+        self.binds().leave(link.worker);
+        for (dispatcher, conn) in link.close() {
+            dispatcher.answered(link.worker, None);
+            dispatcher.give_back(conn);
+        }
+    }
+
+    /// The slot is gone for good: its `reuseport` sockets close.
+    pub(crate) fn remove_slot(&self, slot: u32) {
+        self.binds().remove_slot(slot);
+    }
+}

@@ -1,0 +1,253 @@
+//! One Node worker's cluster session, run by that worker's channel reader:
+//! answers its `queryServer` for every `listen()` (a socket, connections,
+//! or Node's error), turns its `listening` into readiness, acknowledges
+//! what must be acknowledged (`exitedAfterDisconnect`, handles user code
+//! sends), and logs what it does not understand against the worker, never
+//! stopping anything else.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::NodeCluster;
+use super::binds::Served;
+use super::dispatch::Dispatcher;
+use super::link::Link;
+use crate::primary::notice::Notice;
+use crate::protocol::message::Control;
+use crate::protocol::node::{self, Act, ClusterMessage, Internal, ServerQuery};
+
+/// Warnings about one worker's bad messages: the first few, then one a
+/// period with the count of those left out.
+const WARNINGS_AT_ONCE: u32 = 5;
+const WARNING_PERIOD: Duration = Duration::from_secs(10);
+
+pub(crate) struct Session {
+    cluster: Arc<NodeCluster>,
+    link: Arc<Link>,
+    /// The worker's copies of the sockets bound up front (`LISTEN_FDS`).
+    listeners: Vec<OwnedFd>,
+    notices: mpsc::Sender<Notice>,
+    /// The round-robin servers of this worker, by its key for them.
+    servers: HashMap<String, Arc<Dispatcher>>,
+    said_ready: bool,
+    warnings: Warnings,
+}
+
+/// What the reader does with a user message after the session saw it.
+pub(crate) enum AfterInternal {
+    /// Nothing more.
+    Done,
+    /// Deliver this user message (it came wrapped with a handle).
+    Deliver(Value),
+    /// The supervisor is gone.
+    Stop,
+}
+
+impl Session {
+    pub(crate) fn new(
+        cluster: Arc<NodeCluster>,
+        link: Arc<Link>,
+        listeners: Vec<OwnedFd>,
+        notices: mpsc::Sender<Notice>,
+    ) -> Self {
+        Session {
+            cluster,
+            link,
+            listeners,
+            notices,
+            servers: HashMap::new(),
+            said_ready: false,
+            warnings: Warnings::default(),
+        }
+    }
+
+    fn id(&self) -> u32 {
+        self.link.worker.slot
+    }
+
+    /// Handles one of Node's own messages from the worker.
+    pub(crate) async fn handle(&mut self, internal: Internal) -> AfterInternal {
+        match internal {
+            Internal::Receipt(receipt) => self.link.outbox().receipt(receipt),
+            Internal::Handle { message } => {
+                // Node waits for this receipt before it sends anything more.
+                let _ = self.link.outbox().push_control(node::handle_ack().line);
+                tracing::info!(
+                    "worker {}: sent a handle with a message; corral does not keep handles (it \
+                     is closed) and delivers the message",
+                    self.id()
+                );
+                return AfterInternal::Deliver(message);
+            }
+            Internal::Cluster(message) => return self.on_cluster(message).await,
+            Internal::Other(cmd) => self.warn(format_args!("unknown Node command {cmd:?}: ignored")),
+        }
+        AfterInternal::Done
+    }
+
+    async fn on_cluster(&mut self, message: ClusterMessage) -> AfterInternal {
+        let ClusterMessage { seq, act } = message;
+        match act {
+            Act::Online => {}
+            Act::QueryServer(query) => match seq {
+                Some(seq) => self.query_server(seq, &query),
+                None => self.warn(format_args!("a queryServer without seq: ignored")),
+            },
+            Act::Listening(_) if !self.said_ready => {
+                self.said_ready = true;
+                let notice = Notice::Control {
+                    id: self.link.worker.slot,
+                    generation: self.link.worker.generation,
+                    control: Control::Ready,
+                };
+                if self.notices.send(notice).await.is_err() {
+                    return AfterInternal::Stop;
+                }
+            }
+            Act::Listening(_) => {}
+            Act::Close { key } => {
+                if let Some(dispatcher) = self.servers.remove(&key) {
+                    dispatcher.leave(self.link.worker);
+                }
+            }
+            Act::ExitedAfterDisconnect => {
+                tracing::info!("worker {} disconnects itself", self.id());
+                if let Some(seq) = seq {
+                    let _ = self.link.send(|ours| node::ack(ours, seq), None);
+                }
+            }
+            Act::Accepted { ack, accepted } => self.answered(ack, accepted),
+            Act::Ack(_) => {}
+            Act::Unknown(act) => {
+                self.warn(format_args!("unknown cluster message {act:?}: ignored"))
+            }
+        }
+        AfterInternal::Done
+    }
+
+    fn query_server(&mut self, seq: u64, query: &ServerQuery) {
+        let key = query.key();
+        let endpoint = match query.endpoint() {
+            Ok(endpoint) => endpoint,
+            Err(err) => {
+                self.warn(format_args!("cannot serve its listen(): {err}"));
+                let reply = |ours| node::reply_error(ours, seq, &key, &query.data, -libc::EINVAL);
+                let _ = self.link.send(reply, None);
+                return;
+            }
+        };
+        let (served, data) = {
+            let mut binds = self.cluster.binds();
+            let data = binds.shared_data(&endpoint, &query.data);
+            (binds.serve(self.id(), &endpoint, &self.listeners), data)
+        };
+        let sent = match served {
+            Ok(Served::Socket { fd, kind }) => {
+                let reply = |ours| node::reply_with_socket(ours, seq, &key, &data, kind);
+                self.link.send(reply, Some(Arc::new(fd)))
+            }
+            Ok(Served::Connections {
+                dispatcher,
+                sockname,
+            }) => {
+                let sockname = sockname.map(node::sockname);
+                let reply = |ours| node::reply_round_robin(ours, seq, &key, &data, sockname);
+                let sent = self.link.send(reply, None);
+                dispatcher.join(self.link.clone(), key.clone());
+                self.servers.insert(key, dispatcher);
+                sent
+            }
+            Err(failure) => {
+                // Node's own primary logs nothing; corral says what failed.
+                tracing::error!("worker {}: listen() failed: {}", self.id(), failure.reason);
+                let reply = |ours| node::reply_error(ours, seq, &key, &data, failure.errno);
+                self.link.send(reply, None)
+            }
+        };
+        if let Err(refused) = sent {
+            tracing::warn!("worker {}: cannot answer its listen(): {refused:?}", self.id());
+        }
+    }
+
+    fn answered(&mut self, seq: u64, accepted: bool) {
+        let Some((dispatcher, conn)) = self.link.answered(seq) else {
+            self.warn(format_args!("an answer to an unknown connection (seq {seq}): ignored"));
+            return;
+        };
+        // Accepted: the worker has its own copy; the primary's closes here.
+        let refused = (!accepted).then_some(conn);
+        dispatcher.answered(self.link.worker, refused);
+    }
+
+    /// The worker stops taking connections (it was asked to stop).
+    pub(crate) fn leave_servers(&mut self) {
+        for dispatcher in self.servers.values() {
+            dispatcher.leave(self.link.worker);
+        }
+    }
+
+    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
+        if let Some(skipped) = self.warnings.admit() {
+            let more = if skipped > 0 {
+                format!(" ({skipped} more like it not logged)")
+            } else {
+                String::new()
+            };
+            tracing::warn!("worker {}: {what}{more}", self.id());
+        }
+    }
+}
+
+impl Drop for Session {
+    /// The channel closed: the worker takes nothing more, and connections
+    /// it had not answered for go to the others.
+    fn drop(&mut self) {
+        self.leave_servers();
+        self.cluster.worker_gone(&self.link);
+    }
+}
+
+/// Rate limit of one worker's warnings.
+#[derive(Default)]
+struct Warnings {
+    in_period: u32,
+    skipped: u32,
+    since: Option<Instant>,
+}
+
+impl Warnings {
+    /// `Some(skipped so far)` when this warning may be logged.
+    fn admit(&mut self) -> Option<u32> {
+        let now = Instant::now();
+        if self.since.is_none_or(|since| now - since >= WARNING_PERIOD) {
+            self.since = Some(now);
+            self.in_period = 0;
+        }
+        self.in_period += 1;
+        if self.in_period <= WARNINGS_AT_ONCE {
+            let skipped = std::mem::take(&mut self.skipped);
+            Some(skipped)
+        } else {
+            self.skipped += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_warnings_is_cut_to_a_few_a_period() {
+        let mut warnings = Warnings::default();
+        let admitted = (0..1000).filter(|_| warnings.admit().is_some()).count();
+        assert_eq!(admitted, WARNINGS_AT_ONCE as usize);
+        assert_eq!(warnings.skipped, 1000 - WARNINGS_AT_ONCE);
+    }
+}
