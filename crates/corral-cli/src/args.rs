@@ -67,7 +67,8 @@ pub struct RunArgs {
     pub workers: Option<u32>,
 
     /// Address to listen on: HOST:PORT, [IPV6]:PORT or PORT (repeatable;
-    /// port 0 picks a free port, printed at start) [default: 127.0.0.1:8000]
+    /// port 0 picks a free port, printed at start) [default: 127.0.0.1:8000;
+    /// for a Node program: none, its listen() calls are served on demand]
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Vec<String>,
 
@@ -159,6 +160,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = corral::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub backlog: u32,
 
+    /// Run the COMMAND as Node cluster workers with corral as their primary:
+    /// auto (when it is node, nodejs or a #!…node script), on, off
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_node)]
+    pub node: corral::NodeMode,
+
     /// The program each worker runs, and its arguments (after `--`)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -195,6 +201,10 @@ impl From<PolicyArg> for corral::Policy {
             PolicyArg::LeastConnections => corral::Policy::LeastConnections,
         }
     }
+}
+
+fn parse_node(text: &str) -> Result<corral::NodeMode, String> {
+    text.parse().map_err(|err: corral::Error| err.to_string())
 }
 
 fn parse_listen(text: &str) -> Result<String, String> {

@@ -40,6 +40,7 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
         .backlog(run.backlog)
         .ready_timeout(run.ready_timeout)
         .ready(run.ready)
+        .node(run.node)
         .max_surge(run.max_surge as usize)
         .stable_after(run.stable_after)
         .max_restart_delay(run.max_restart_delay)
@@ -68,10 +69,15 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
         cluster = cluster.worker_threads(threads as usize);
     }
     // Started by systemd with sockets and no --listen: the library serves
-    // every socket it was given.
+    // every socket it was given. A Node program's listen() calls are served
+    // on demand: nothing is bound up front unless asked.
+    let node = run
+        .command
+        .first()
+        .is_some_and(|program| run.node.applies_to(program));
     let addresses = if run.listen.is_empty() && !corral::activated_addresses().is_empty() {
         Vec::new()
-    } else if run.listen.is_empty() {
+    } else if run.listen.is_empty() && !node {
         vec!["127.0.0.1:8000".to_string()]
     } else {
         run.listen

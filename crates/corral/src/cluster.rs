@@ -11,6 +11,7 @@ use crate::balance::Policy;
 use crate::log::{self, LogFormat};
 use crate::primary::backoff::BackoffPolicy;
 use crate::primary::event::Event;
+use crate::primary::node::NodeMode;
 use crate::primary::ready_mode::ReadyMode;
 use crate::primary::{self, MessagePolicy, Observer, Primary, PrimaryTask, Program, Settings};
 use crate::protocol::env::WorkerEnvironment;
@@ -58,6 +59,7 @@ pub struct Cluster {
     worker_threads: Option<usize>,
     watchdog: Option<Duration>,
     ready: ReadyMode,
+    node: NodeMode,
     max_memory: Option<u64>,
     max_requests: Option<(u64, u64)>,
     max_surge: usize,
@@ -91,6 +93,7 @@ impl Cluster {
             worker_threads: None,
             watchdog: None,
             ready: ReadyMode::Auto,
+            node: NodeMode::Auto,
             max_memory: None,
             max_requests: None,
             max_surge: 1,
@@ -224,6 +227,15 @@ impl Cluster {
     }
 
     /// When a COMMAND worker counts as ready (see [`ReadyMode`]).
+    /// Whether `run_command`'s program is run as Node cluster workers, with
+    /// corral as their primary (`--node`; default: when it is `node` or a
+    /// `#!` script that runs node).
+    pub fn node(mut self, mode: NodeMode) -> Self {
+        self.node = mode;
+        self
+    }
+
+    /// When a COMMAND worker counts as ready (`--ready`).
     pub fn ready(mut self, mode: ReadyMode) -> Self {
         self.ready = mode;
         self
@@ -298,9 +310,12 @@ impl Cluster {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
+        let program: OsString = program.into();
+        let node = self.node.applies_to(&program);
         let program = Program::Command {
-            program: program.into(),
+            program,
             args: args.into_iter().map(Into::into).collect(),
+            node,
         };
         log::install(self.log_format);
         // Fail before binding anything when the command does not exist.

@@ -50,6 +50,7 @@ pub use error::Error;
 pub use log::LogFormat;
 pub use primary::backoff::BackoffPolicy;
 pub use primary::event::Event;
+pub use primary::node::NodeMode;
 pub use primary::ready_mode::ReadyMode;
 pub use primary::{MessagePolicy, Primary, SendError, WorkerInfo, WorkerState};
 pub use protocol::lines::DEFAULT_MAX_LINE;

@@ -44,6 +44,9 @@ pub enum Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Event::Bound { addresses } if addresses.is_empty() => {
+                f.write_str("no socket bound up front")
+            }
             Event::Bound { addresses } => {
                 let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
                 write!(f, "listening on {}", list.join(", "))

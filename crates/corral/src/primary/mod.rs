@@ -9,7 +9,7 @@ pub(crate) mod event;
 mod exit;
 mod handle;
 mod health;
-mod node;
+pub(crate) mod node;
 mod notice;
 mod notify;
 mod outbox;
@@ -56,6 +56,7 @@ use event::{Event, human_duration};
 use exit::{AfterExit, ExitFacts, SlotAfterExit, describe_exit};
 use handle::EventSink;
 use health::jitter;
+use node::NodeCluster;
 use notice::Notice;
 use notify::Notifier;
 use output::OutputSink;
@@ -70,6 +71,9 @@ use slot::{LiveWorker, Slot};
 use spawn::Launcher;
 /// How long a fatal stop waits for killed workers to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a Node worker that got SIGTERM at the end of its grace period
+/// has before SIGKILL.
+const NODE_KILL_AFTER_TERM: Duration = Duration::from_secs(1);
 /// How long the primary, exiting, waits for its workers' last output.
 const OUTPUT_FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -125,10 +129,22 @@ pub(crate) async fn run(
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
 ) -> Result<(), Error> {
+    // Node workers take connections by Node's own protocol (`node/`), not
+    // the hand-off channel: the sockets bound up front are shared, and the
+    // Node side dispatches them under round-robin.
+    let upfront_policy = match settings.policy {
+        policy if policy.hands_off() && program.is_node() => Policy::Shared,
+        policy => policy,
+    };
     let balancer =
-        settings
-            .policy
-            .balancer(&settings.addresses, settings.workers, settings.backlog)?;
+        upfront_policy.balancer(&settings.addresses, settings.workers, settings.backlog)?;
+    let node = program.is_node().then(|| {
+        NodeCluster::new(
+            settings.policy,
+            settings.backlog,
+            balancer.local_addrs().to_vec(),
+        )
+    });
     let mut signals = Signals::install()?;
     reaper::become_subreaper();
     let (notices, inbox) = mpsc::channel(1024);
@@ -174,6 +190,7 @@ pub(crate) async fn run(
         output: OutputSink::start(),
         notices,
         router,
+        node: node.clone(),
     };
     let mut primary = Supervisor {
         settings,
@@ -190,6 +207,7 @@ pub(crate) async fn run(
         proven: false,
         reaper: Reaper::new(),
         notifier: Notifier::from_environment(),
+        node,
     };
     primary.emit(Event::Bound {
         addresses: primary.balancer.local_addrs().to_vec(),
@@ -238,6 +256,8 @@ struct Supervisor {
     reaper: Reaper,
     /// systemd's notification socket (`NOTIFY_SOCKET`), if any.
     notifier: Notifier,
+    /// The Node side, when the workers are Node cluster workers.
+    node: Option<Arc<NodeCluster>>,
 }
 
 impl Supervisor {
@@ -353,14 +373,20 @@ impl Supervisor {
             .and_then(|sockets| self.launcher.spawn(key, sockets))?;
         let pid = spawned.pid;
         let speaks_channel = self.launcher.program.speaks_channel();
-        let plan = readiness::ready_plan(
-            self.settings.ready,
-            StartKind {
-                speaks_channel,
-                replacement: successor,
-                hands_off: self.settings.policy.hands_off(),
-            },
-        );
+        let node = self.node.is_some();
+        let plan = if node {
+            // Ready at its `listening` (or `process.send('ready')`).
+            readiness::node_ready_plan(self.settings.ready, self.settings.ready_timeout, successor)
+        } else {
+            readiness::ready_plan(
+                self.settings.ready,
+                StartKind {
+                    speaks_channel,
+                    replacement: successor,
+                    hands_off: self.settings.policy.hands_off(),
+                },
+            )
+        };
         let request_limit = self
             .settings
             .max_requests
@@ -458,6 +484,9 @@ impl Supervisor {
         slot::signal_group(worker.pid, Signal::KILL);
         self.signal_strays(key, worker.pid, Signal::KILL);
         self.balancer.worker_exited(key);
+        if let Some(node) = &self.node {
+            node.worker_exited(key);
+        }
         let code = status.and_then(|status| status.code());
         let signal = status.and_then(|status| status.signal());
         self.emit(Event::Exit {
@@ -565,10 +594,22 @@ impl Supervisor {
     /// Asks the process `key` to drain.
     fn stop_process(&mut self, key: WorkerKey) {
         let grace = self.settings.grace;
+        let node = self.node.clone();
         let Some(worker) = self.worker_of(key) else {
             return;
         };
-        if !worker.request_stop() {
+        let asked = match node {
+            // Node's graceful stop: `disconnect`; signals only after --grace.
+            Some(node) => {
+                let asked = worker.request_node_stop();
+                if asked && !node.disconnect(key) {
+                    worker.signal(Signal::TERM);
+                }
+                asked
+            }
+            None => worker.request_stop(),
+        };
+        if !asked {
             return;
         }
         let pid = worker.pid;
@@ -581,6 +622,22 @@ impl Supervisor {
 
     fn on_grace_expired(&mut self, key: WorkerKey) {
         let grace = self.settings.grace;
+        if let Some(worker) = self.worker_of(key)
+            && worker.terminate_before_kill()
+        {
+            // A Node worker was asked with `disconnect`: SIGTERM now, and
+            // SIGKILL if that does not end it either.
+            tracing::warn!(
+                "worker {} (pid {}) did not exit within the grace period of {}: sending \
+                 SIGTERM",
+                key.slot,
+                worker.pid,
+                human_duration(grace)
+            );
+            worker.signal(Signal::TERM);
+            self.notify_after(NODE_KILL_AFTER_TERM, Notice::GraceExpired(key));
+            return;
+        }
         if let Some(worker) = self.worker_of(key) {
             tracing::warn!(
                 event = "grace_expired",
@@ -694,6 +751,9 @@ impl Supervisor {
         // Release the slot's sockets now: a reuseport socket left open while
         // its worker drains would queue connections nobody accepts.
         self.balancer.remove_slot(id);
+        if let Some(node) = &self.node {
+            node.remove_slot(id);
+        }
         let slot = self.slots.get_mut(&id).expect("listed above");
         if slot.retire() {
             self.stop_worker(id);

@@ -206,7 +206,11 @@ async fn write_queue(
             Some(outgoing) => Some(outgoing),
             None => lanes.recv().await,
         };
-        let Some(Outgoing { line: mut batch, fd }) = next else {
+        let Some(Outgoing {
+            line: mut batch,
+            fd,
+        }) = next
+        else {
             return;
         };
         if let Some(fd) = fd {

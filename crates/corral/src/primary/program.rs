@@ -17,10 +17,12 @@ pub(crate) enum Program {
     /// once at start: after a deploy replaced the file, a restart or reload
     /// runs the new one (the running process's own image is the old one).
     CurrentExe { path: PathBuf },
-    /// Another program with its arguments.
+    /// Another program with its arguments; `node`: it is a Node program,
+    /// run as a Node cluster worker (`--node`).
     Command {
         program: OsString,
         args: Vec<OsString>,
+        node: bool,
     },
 }
 
@@ -37,7 +39,7 @@ impl Program {
                 path: path.clone(),
                 argv: std::env::args_os().collect(),
             }),
-            Program::Command { program, args } => {
+            Program::Command { program, args, .. } => {
                 let path = find_executable(program)
                     .ok_or_else(|| Error::CommandNotFound(program.to_string_lossy().into()))?;
                 let mut argv = vec![program.clone()];
@@ -62,19 +64,11 @@ impl Program {
         matches!(self, Program::CurrentExe { .. })
     }
 
-    /// Whether the worker is a Node.js program, which gets the channel as
-    /// `NODE_CHANNEL_FD` too, so `process.send` and `process.on('message')`
-    /// work unchanged.
+    /// Whether the worker is a Node program: a Node cluster worker with
+    /// corral as its primary (`primary/node/`), whose channel is also
+    /// `NODE_CHANNEL_FD`.
     pub(crate) fn is_node(&self) -> bool {
-        let Program::Command { program, .. } = self else {
-            return false;
-        };
-        let name = Path::new(program)
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let version = name.strip_prefix("node").unwrap_or("x");
-        name == "nodejs" || version.chars().all(|c| c.is_ascii_digit())
+        matches!(self, Program::Command { node: true, .. })
     }
 
     /// A short name for logs: the program's file name.
@@ -118,16 +112,19 @@ mod tests {
         let sh = Program::Command {
             program: "sh".into(),
             args: vec![],
+            node: false,
         };
         assert!(sh.resolve().unwrap().path.is_absolute());
         let missing = Program::Command {
             program: "/no/such/program".into(),
             args: vec![],
+            node: false,
         };
         assert!(matches!(missing.resolve(), Err(Error::CommandNotFound(_))));
         let not_in_path = Program::Command {
             program: "corral-no-such-command".into(),
             args: vec![],
+            node: false,
         };
         assert!(not_in_path.resolve().is_err());
     }

@@ -49,6 +49,27 @@ pub(crate) fn ready_plan(mode: ReadyMode, start: StartKind) -> ReadyPlan {
     }
 }
 
+/// How a Node cluster worker becomes ready: when it says so, with its
+/// `listening` (or `process.send('ready')`). Under `auto` one that never
+/// listens counts as ready after `ready_timeout`, so a Node program with
+/// no server runs too; under `message` it must say so in time.
+pub(crate) fn node_ready_plan(
+    mode: ReadyMode,
+    ready_timeout: Duration,
+    replacement: bool,
+) -> ReadyPlan {
+    let settle = match mode {
+        ReadyMode::Auto => Some(ready_timeout),
+        ReadyMode::Message => None,
+        ReadyMode::Delay(delay) => Some(delay),
+    };
+    ReadyPlan {
+        at_once: settle == Some(Duration::ZERO),
+        settle_after: settle.filter(|delay| !delay.is_zero()),
+        deadline: !replacement && settle.is_none(),
+    }
+}
+
 /// What to do with a worker that is still not ready at its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LateVerdict {
@@ -89,6 +110,26 @@ mod tests {
         replacement: false,
         hands_off: false,
     };
+
+    #[test]
+    fn a_node_worker_is_ready_at_its_listening_or_after_the_timeout() {
+        let timeout = Duration::from_secs(10);
+        for replacement in [false, true] {
+            let plan = node_ready_plan(ReadyMode::Auto, timeout, replacement);
+            assert_eq!(
+                plan,
+                ReadyPlan {
+                    at_once: false,
+                    settle_after: Some(timeout),
+                    deadline: false
+                }
+            );
+        }
+        let plan = node_ready_plan(ReadyMode::Message, timeout, false);
+        assert!(plan.deadline && plan.settle_after.is_none() && !plan.at_once);
+        let plan = node_ready_plan(ReadyMode::Delay(Duration::ZERO), timeout, false);
+        assert!(plan.at_once);
+    }
 
     #[test]
     fn a_command_under_auto_is_ready_at_once_on_a_first_start() {

@@ -216,6 +216,8 @@ pub(crate) struct LiveWorker {
     pub outbox: Outbox,
     /// A Node program: it also gets pm2's `'shutdown'` message on stop.
     node: bool,
+    /// A Node worker got SIGTERM after its grace period (SIGKILL is next).
+    terminated: bool,
 }
 
 impl LiveWorker {
@@ -238,6 +240,7 @@ impl LiveWorker {
             request_limit,
             outbox,
             node,
+            terminated: false,
         }
     }
 
@@ -300,6 +303,29 @@ impl LiveWorker {
         }
         self.signal(Signal::TERM);
         true
+    }
+}
+
+impl LiveWorker {
+    /// The first half of a Node cluster worker's graceful stop: pm2's
+    /// `'shutdown'` message (user code may act on it); Node's own
+    /// `disconnect` follows from the Node side, and no signal before the
+    /// grace period ends. Returns `false` if it was asked before.
+    pub(crate) fn request_node_stop(&mut self) -> bool {
+        if self.stop_requested {
+            return false;
+        }
+        self.stop_requested = true;
+        let _ = self.outbox.push_control(b"\"shutdown\"\n".to_vec());
+        true
+    }
+
+    /// At the end of the grace period: whether this is a Node worker that
+    /// gets SIGTERM first (once), before SIGKILL.
+    pub(crate) fn terminate_before_kill(&mut self) -> bool {
+        let first = self.node && !self.terminated;
+        self.terminated |= first;
+        first
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
+use super::node::{AfterInternal, NodeCluster, Session};
 use super::notice::Notice;
 use super::outbox::Outbox;
 use super::output::{OutputSink, Stream};
@@ -22,7 +23,8 @@ use crate::balance::WorkerSockets;
 use crate::log::rate::warn_limited;
 use crate::protocol::env::{FIRST_LISTEN_FD, WorkerEnv};
 use crate::protocol::lines::{Line, LineReader};
-use crate::protocol::message;
+use crate::protocol::message::{self, ToPrimary};
+use crate::protocol::node;
 use crate::protocol::socket_reader::SocketReader;
 use crate::sys::ExecImage;
 use crate::worker_key::WorkerKey;
@@ -40,6 +42,9 @@ pub(crate) struct Launcher {
     pub output: OutputSink,
     pub notices: mpsc::Sender<Notice>,
     pub router: Arc<Router>,
+    /// For a Node program: the cluster's Node side, which answers each
+    /// worker's cluster messages.
+    pub node: Option<Arc<NodeCluster>>,
 }
 
 /// A started worker, as the supervisor holds it.
@@ -64,6 +69,16 @@ impl Launcher {
             ..self.worker_env.clone()
         };
         let spawn_error = |source| Error::Spawn { id, source };
+        // A Node worker's session serves `listen({fd: 3})` from these.
+        let node_listeners = match &self.node {
+            Some(_) => sockets
+                .listeners
+                .iter()
+                .map(OwnedFd::try_clone)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(spawn_error)?,
+            None => Vec::new(),
+        };
         let (primary_end, worker_end) =
             std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
         let mut mappings: Vec<FdMapping> = sockets
@@ -126,7 +141,9 @@ impl Launcher {
         if let Some(stderr) = child.stderr.take() {
             self.output.relay(id, pid, Stream::Stderr, stderr);
         }
-        let outbox = self.start_channel(key, primary_end).map_err(spawn_error)?;
+        let outbox = self
+            .start_channel(key, primary_end, node_listeners)
+            .map_err(spawn_error)?;
         let notices = self.notices.clone();
         tokio::spawn(async move {
             let status = child.wait().await.ok();
@@ -144,20 +161,31 @@ impl Launcher {
         &self,
         key: WorkerKey,
         stream: std::os::unix::net::UnixStream,
+        node_listeners: Vec<OwnedFd>,
     ) -> std::io::Result<Outbox> {
         let writer = OwnedFd::from(stream);
         let reader = SocketReader::new(writer.try_clone()?)?;
         let outbox = Outbox::start(writer);
         let router = self.router.clone();
         let limit = self.worker_env.max_message_size;
-        tokio::spawn(read_channel(key, reader, limit, router));
+        let session = self
+            .node
+            .as_ref()
+            .map(|node| node.session(key, outbox.clone(), node_listeners, self.notices.clone()));
+        tokio::spawn(read_channel(key, reader, limit, router, session));
         Ok(outbox)
     }
 }
 
 /// Reads one worker's messages until its channel closes. Bad input is
 /// logged against the worker and skipped.
-async fn read_channel(key: WorkerKey, reader: SocketReader, limit: usize, router: Arc<Router>) {
+async fn read_channel(
+    key: WorkerKey,
+    reader: SocketReader,
+    limit: usize,
+    router: Arc<Router>,
+    mut session: Option<Session>,
+) {
     let id = key.slot;
     let mut lines = LineReader::new(BufReader::new(reader), limit);
     loop {
@@ -182,7 +210,19 @@ async fn read_channel(key: WorkerKey, reader: SocketReader, limit: usize, router
                 continue;
             }
         };
-        match message::decode_to_primary(bytes) {
+        let decoded = match (message::decode_to_primary(bytes), session.as_mut()) {
+            // Node's own messages go to the worker's Node session.
+            (Ok(Some(ToPrimary::User(value))), Some(session)) => match node::classify(&value) {
+                None => Ok(Some(ToPrimary::User(value))),
+                Some(internal) => match session.handle(internal).await {
+                    AfterInternal::Done => Ok(None),
+                    AfterInternal::Deliver(value) => Ok(Some(ToPrimary::User(value))),
+                    AfterInternal::Stop => return,
+                },
+            },
+            (decoded, _) => decoded,
+        };
+        match decoded {
             Ok(Some(message)) => {
                 if !router.route(key, message).await {
                     return;

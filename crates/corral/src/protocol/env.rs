@@ -42,6 +42,10 @@ pub const HANDOFF_FD: &str = "CORRAL_HANDOFF_FD";
 pub const NODE_CHANNEL_FD: &str = "NODE_CHANNEL_FD";
 /// Node.js: the channel's framing; corral's is `json`.
 pub const NODE_CHANNEL_SERIALIZATION_MODE: &str = "NODE_CHANNEL_SERIALIZATION_MODE";
+/// Node.js: makes the program a cluster worker (`cluster.isPrimary` false,
+/// `cluster.worker.id` = this value, the slot id), whose `listen()` asks
+/// its primary, corral, for the socket (set for Node programs, `--node`).
+pub const NODE_UNIQUE_ID: &str = "NODE_UNIQUE_ID";
 /// systemd: how many listening sockets, from descriptor 3 up.
 pub const LISTEN_FDS: &str = "LISTEN_FDS";
 /// systemd: the sockets' names, colon-separated.
@@ -68,6 +72,7 @@ const NOT_INHERITED: &[&str] = &[
     HANDOFF_FD,
     NODE_CHANNEL_FD,
     NODE_CHANNEL_SERIALIZATION_MODE,
+    NODE_UNIQUE_ID,
     LISTEN_FDS,
     LISTEN_FDNAMES,
     LISTEN_PID,
@@ -163,6 +168,7 @@ impl WorkerEnv {
         if self.node_channel {
             ours.push((NODE_CHANNEL_FD, self.ipc_fd().to_string()));
             ours.push((NODE_CHANNEL_SERIALIZATION_MODE, "json".to_string()));
+            ours.push((NODE_UNIQUE_ID, self.id.to_string()));
         }
         ours
     }

@@ -41,26 +41,23 @@ pub(crate) fn coalesce(
     None
 }
 
-/// One queue a channel's writer task drains: bounded where senders must
-/// wait (a worker's messages), unbounded where a byte budget bounds it
-/// (the primary's outboxes).
+/// One queue a channel's writer task drains: bounded, so senders wait (a
+/// worker's messages). The primary's outboxes have their own writer, whose
+/// control lines may carry descriptors (`primary/outbox.rs`).
 pub(crate) enum LineQueue {
     Bounded(mpsc::Receiver<Vec<u8>>),
-    Unbounded(mpsc::UnboundedReceiver<Vec<u8>>),
 }
 
 impl LineQueue {
     async fn recv(&mut self) -> Option<Vec<u8>> {
         match self {
             LineQueue::Bounded(queue) => queue.recv().await,
-            LineQueue::Unbounded(queue) => queue.recv().await,
         }
     }
 
     fn try_recv(&mut self) -> Option<Vec<u8>> {
         match self {
             LineQueue::Bounded(queue) => queue.try_recv().ok(),
-            LineQueue::Unbounded(queue) => queue.try_recv().ok(),
         }
     }
 }

@@ -331,7 +331,8 @@ pub fn reply_with_socket(
     data: &Value,
     kind: HandleType,
 ) -> Outgoing {
-    let message = json!({"cmd": CLUSTER_CMD, "errno": 0, "key": key, "ack": ack, "data": data, "seq": seq});
+    let message =
+        json!({"cmd": CLUSTER_CMD, "errno": 0, "key": key, "ack": ack, "data": data, "seq": seq});
     Outgoing::handle(kind, message)
 }
 
@@ -491,7 +492,10 @@ mod tests {
             Endpoint::Unix("/tmp/a.sock".into())
         );
         assert_eq!(
-            endpoint(&q(r#""address":"127.0.0.1","port":5353,"addressType":"udp4""#)).unwrap(),
+            endpoint(&q(
+                r#""address":"127.0.0.1","port":5353,"addressType":"udp4""#
+            ))
+            .unwrap(),
             Endpoint::Udp {
                 host: Some("127.0.0.1".parse().unwrap()),
                 port: 5353,
@@ -499,7 +503,10 @@ mod tests {
             }
         );
         assert_eq!(
-            endpoint(&q(r#""address":null,"port":null,"addressType":null,"fd":3"#)).unwrap(),
+            endpoint(&q(
+                r#""address":null,"port":null,"addressType":null,"fd":3"#
+            ))
+            .unwrap(),
             Endpoint::Fd(3)
         );
         assert_eq!(

@@ -26,7 +26,7 @@ use super::dispatch::Dispatcher;
 use crate::Policy;
 use crate::balance::WorkerKey;
 use crate::protocol::env::FIRST_LISTEN_FD;
-use crate::protocol::node::{Endpoint, HandleType};
+use crate::protocol::node::{self, Endpoint, HandleType};
 
 /// How a `listen()` is served.
 pub(crate) enum Served {
@@ -51,7 +51,7 @@ pub(crate) struct BindFailure {
 impl BindFailure {
     fn io(what: String, error: &io::Error) -> Self {
         BindFailure {
-            errno: -error.raw_os_error().unwrap_or(libc::EIO),
+            errno: node::negative_errno(error),
             reason: format!("{what}: {error}{}", hint(error)),
         }
     }
@@ -81,6 +81,30 @@ enum Sockets {
         dispatcher: Arc<Dispatcher>,
         sockname: Option<SocketAddr>,
     },
+}
+
+impl Sockets {
+    /// The address as bound (the real port), for the log.
+    fn describe(&self, endpoint: &Endpoint) -> String {
+        let socket = match self {
+            Sockets::Shared { socket, .. } => Some(socket),
+            Sockets::PerSlot { slots, .. } => slots.values().next(),
+            Sockets::Dispatched { sockname, .. } => {
+                return sockname.map_or_else(|| describe_endpoint(endpoint), |a| a.to_string());
+            }
+        };
+        socket
+            .and_then(|socket| socket.local_addr().ok())
+            .and_then(|address| address.as_socket())
+            .map_or_else(|| describe_endpoint(endpoint), |a| a.to_string())
+    }
+}
+
+fn describe_endpoint(endpoint: &Endpoint) -> String {
+    match endpoint {
+        Endpoint::Unix(path) => path.display().to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Every address Node workers listen on, for the cluster's life.
@@ -132,12 +156,26 @@ impl Binds {
             return Ok(served);
         }
         let sockets = self.bind(slot, endpoint)?;
+        tracing::info!(
+            "worker {slot}'s listen() bound {} ({}; held for the cluster's life)",
+            sockets.describe(endpoint),
+            self.how(endpoint)
+        );
         self.entries.insert(endpoint.clone(), sockets);
-        self.existing(slot, endpoint)?
-            .ok_or_else(|| BindFailure {
-                errno: -libc::EIO,
-                reason: "a socket just bound is missing".into(),
-            })
+        self.existing(slot, endpoint)?.ok_or_else(|| BindFailure {
+            errno: -libc::EIO,
+            reason: "a socket just bound is missing".into(),
+        })
+    }
+
+    /// How workers share `endpoint`, for the log.
+    fn how(&self, endpoint: &Endpoint) -> &'static str {
+        match (endpoint, self.policy) {
+            (Endpoint::Udp { .. }, _) => "shared by every worker",
+            (Endpoint::Tcp { .. }, Policy::ReusePort) => "reuseport: one socket per worker slot",
+            (_, policy) if policy.hands_off() => "the primary accepts and hands connections out",
+            _ => "shared by every worker",
+        }
     }
 
     /// The worker takes no more connections on any address.
@@ -172,7 +210,11 @@ impl Binds {
         })
     }
 
-    fn serve_upfront(&mut self, endpoint: &Endpoint, socket: &OwnedFd) -> Result<Served, BindFailure> {
+    fn serve_upfront(
+        &mut self,
+        endpoint: &Endpoint,
+        socket: &OwnedFd,
+    ) -> Result<Served, BindFailure> {
         let copy = duplicate_fd(socket)?;
         if !self.policy.hands_off() {
             return Ok(Served::Socket {
@@ -268,9 +310,8 @@ impl Binds {
                 self.shared_or_dispatched(socket, None)
             }
             Endpoint::Udp { host, port, v6 } => {
-                let socket = bind_udp(*host, *port, *v6).map_err(|err| {
-                    BindFailure::io(format!("cannot bind UDP port {port}"), &err)
-                })?;
+                let socket = bind_udp(*host, *port, *v6)
+                    .map_err(|err| BindFailure::io(format!("cannot bind UDP port {port}"), &err))?;
                 Ok(Sockets::Shared {
                     socket,
                     kind: HandleType::Dgram,
@@ -330,7 +371,9 @@ fn bind_any(
     reuse_port: bool,
     backlog: i32,
 ) -> Result<(Socket, SocketAddr), BindFailure> {
-    let fail = |address: SocketAddr, err: &io::Error| BindFailure::io(format!("cannot bind {address}"), err);
+    let fail = |address: SocketAddr, err: &io::Error| {
+        BindFailure::io(format!("cannot bind {address}"), err)
+    };
     let bound = |socket: Socket| -> Result<(Socket, SocketAddr), BindFailure> {
         let address = socket
             .local_addr()
@@ -371,8 +414,17 @@ fn bind_any(
 }
 
 /// A listening TCP socket on `address`, non-blocking (Node needs it so).
-fn bind_tcp(address: SocketAddr, ipv6_only: bool, reuse_port: bool, backlog: i32) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+fn bind_tcp(
+    address: SocketAddr,
+    ipv6_only: bool,
+    reuse_port: bool,
+    backlog: i32,
+) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
@@ -403,7 +455,11 @@ fn bind_udp(host: Option<IpAddr>, port: u16, v6: bool) -> io::Result<Socket> {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     };
     let address = SocketAddr::new(host.unwrap_or(any), port);
-    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     Ok(socket)
@@ -472,7 +528,11 @@ mod tests {
             let mut binds = Binds::new(policy, 16, vec![]);
             let failure = binds.serve(1, &tcp(port), &[]).err().unwrap();
             assert_eq!(failure.errno, -libc::EADDRINUSE, "{policy}");
-            assert!(failure.reason.contains("another process"), "{}", failure.reason);
+            assert!(
+                failure.reason.contains("another process"),
+                "{}",
+                failure.reason
+            );
         }
         let mut binds = Binds::new(Policy::Shared, 16, vec![]);
         let failure = binds.serve(1, &Endpoint::Fd(7), &[]).err().unwrap();
@@ -496,8 +556,14 @@ mod tests {
         let path = dir.join("app.sock");
         let _ = std::fs::remove_file(&path);
         let unix = Endpoint::Unix(path.clone());
-        assert!(matches!(binds.serve(1, &unix, &[]), Ok(Served::Socket { .. })));
-        assert!(matches!(binds.serve(2, &unix, &[]), Ok(Served::Socket { .. })));
+        assert!(matches!(
+            binds.serve(1, &unix, &[]),
+            Ok(Served::Socket { .. })
+        ));
+        assert!(matches!(
+            binds.serve(2, &unix, &[]),
+            Ok(Served::Socket { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -73,13 +73,17 @@ impl Dispatcher {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The worker of `link` listens on this address as its server `key`.
     pub(crate) fn join(&self, link: Arc<Link>, key: String) {
         let mut state = self.state();
-        state.members.retain(|member| member.link.worker != link.worker);
+        state
+            .members
+            .retain(|member| member.link.worker != link.worker);
         state.members.push(Member {
             link,
             key,

@@ -8,6 +8,7 @@
 //! `protocol/node.rs`.
 
 mod binds;
+mod detect;
 mod dispatch;
 mod link;
 mod session;
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
+pub use detect::NodeMode;
 pub(crate) use session::{AfterInternal, Session};
 
 use super::notice::Notice;
@@ -45,11 +47,15 @@ impl NodeCluster {
     }
 
     fn binds(&self) -> MutexGuard<'_, Binds> {
-        self.binds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.binds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn links(&self) -> MutexGuard<'_, HashMap<WorkerKey, Arc<Link>>> {
-        self.links.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.links
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts the session of a Node worker just spawned. `listeners` are

@@ -85,7 +85,9 @@ impl Session {
                 return AfterInternal::Deliver(message);
             }
             Internal::Cluster(message) => return self.on_cluster(message).await,
-            Internal::Other(cmd) => self.warn(format_args!("unknown Node command {cmd:?}: ignored")),
+            Internal::Other(cmd) => {
+                self.warn(format_args!("unknown Node command {cmd:?}: ignored"))
+            }
         }
         AfterInternal::Done
     }
@@ -101,8 +103,7 @@ impl Session {
             Act::Listening(_) if !self.said_ready => {
                 self.said_ready = true;
                 let notice = Notice::Control {
-                    id: self.link.worker.slot,
-                    generation: self.link.worker.generation,
+                    worker: self.link.worker,
                     control: Control::Ready,
                 };
                 if self.notices.send(notice).await.is_err() {
@@ -170,13 +171,18 @@ impl Session {
             }
         };
         if let Err(refused) = sent {
-            tracing::warn!("worker {}: cannot answer its listen(): {refused:?}", self.id());
+            tracing::warn!(
+                "worker {}: cannot answer its listen(): {refused:?}",
+                self.id()
+            );
         }
     }
 
     fn answered(&mut self, seq: u64, accepted: bool) {
         let Some((dispatcher, conn)) = self.link.answered(seq) else {
-            self.warn(format_args!("an answer to an unknown connection (seq {seq}): ignored"));
+            self.warn(format_args!(
+                "an answer to an unknown connection (seq {seq}): ignored"
+            ));
             return;
         };
         // Accepted: the worker has its own copy; the primary's closes here.
