@@ -12,6 +12,7 @@
 //! one shared socket (round-robin dispatches them too); UDP is always one
 //! shared socket, as in Node.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -107,16 +108,25 @@ fn describe_endpoint(endpoint: &Endpoint) -> String {
     }
 }
 
+/// One server of the workers: what it listens on, and which of a worker's
+/// servers on that address it is (Node's `index`: a worker's second
+/// `listen(0)` is another server, on another port, as in Node).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ServerId {
+    pub endpoint: Endpoint,
+    pub index: u64,
+}
+
 /// Every address Node workers listen on, for the cluster's life.
 pub(crate) struct Binds {
     policy: Policy,
     backlog: i32,
     /// The `--listen` addresses as bound, in order (`LISTEN_FDS` order).
     upfront: Vec<SocketAddr>,
-    entries: HashMap<Endpoint, Sockets>,
+    entries: HashMap<ServerId, Sockets>,
     /// The data (TLS ticket keys) of the first worker's query of each
     /// address, echoed to every worker so they share it.
-    data: HashMap<Endpoint, Value>,
+    data: HashMap<ServerId, Value>,
 }
 
 impl Binds {
@@ -131,9 +141,9 @@ impl Binds {
     }
 
     /// The data every worker's server on `endpoint` shares.
-    pub(crate) fn shared_data(&mut self, endpoint: &Endpoint, data: &Value) -> Value {
+    pub(crate) fn shared_data(&mut self, server: &ServerId, data: &Value) -> Value {
         self.data
-            .entry(endpoint.clone())
+            .entry(server.clone())
             .or_insert_with(|| data.clone())
             .clone()
     }
@@ -143,16 +153,17 @@ impl Binds {
     pub(crate) fn serve(
         &mut self,
         slot: u32,
-        endpoint: &Endpoint,
+        server: &ServerId,
         listeners: &[OwnedFd],
     ) -> Result<Served, BindFailure> {
+        let endpoint = &server.endpoint;
         if let Endpoint::Fd(fd) = endpoint {
             return serve_inherited(*fd, listeners);
         }
-        if let Some(index) = self.upfront_index(endpoint) {
-            return self.serve_upfront(endpoint, &listeners[index]);
+        if let Some(index) = self.upfront_index(server) {
+            return self.serve_upfront(server, &listeners[index]);
         }
-        if let Some(served) = self.existing(slot, endpoint)? {
+        if let Some(served) = self.existing(slot, server)? {
             return Ok(served);
         }
         let sockets = self.bind(slot, endpoint)?;
@@ -161,8 +172,8 @@ impl Binds {
             sockets.describe(endpoint),
             self.how(endpoint)
         );
-        self.entries.insert(endpoint.clone(), sockets);
-        self.existing(slot, endpoint)?.ok_or_else(|| BindFailure {
+        self.entries.insert(server.clone(), sockets);
+        self.existing(slot, server)?.ok_or_else(|| BindFailure {
             errno: -libc::EIO,
             reason: "a socket just bound is missing".into(),
         })
@@ -198,11 +209,11 @@ impl Binds {
 
     /// The `--listen` address a TCP query on any address (or that exact
     /// address) and that port names.
-    fn upfront_index(&self, endpoint: &Endpoint) -> Option<usize> {
-        let Endpoint::Tcp { host, port, .. } = endpoint else {
+    fn upfront_index(&self, server: &ServerId) -> Option<usize> {
+        let Endpoint::Tcp { host, port, .. } = &server.endpoint else {
             return None;
         };
-        if *port == 0 {
+        if *port == 0 || server.index != 0 {
             return None;
         }
         self.upfront.iter().position(|address| {
@@ -212,7 +223,7 @@ impl Binds {
 
     fn serve_upfront(
         &mut self,
-        endpoint: &Endpoint,
+        server: &ServerId,
         socket: &OwnedFd,
     ) -> Result<Served, BindFailure> {
         let copy = duplicate_fd(socket)?;
@@ -222,27 +233,27 @@ impl Binds {
                 kind: HandleType::Net,
             });
         }
-        if !self.entries.contains_key(endpoint) {
+        if !self.entries.contains_key(server) {
             let socket = Socket::from(copy);
             let sockname = socket.local_addr().ok().and_then(|a| a.as_socket());
             let dispatcher = Dispatcher::start(socket, self.policy).map_err(|err| {
                 BindFailure::io("cannot accept on a --listen socket".into(), &err)
             })?;
             self.entries.insert(
-                endpoint.clone(),
+                server.clone(),
                 Sockets::Dispatched {
                     dispatcher,
                     sockname,
                 },
             );
         }
-        Ok(self.existing(0, endpoint)?.expect("inserted above"))
+        Ok(self.existing(0, server)?.expect("inserted above"))
     }
 
     /// Serves from the sockets already bound for `endpoint`, if any.
-    fn existing(&mut self, slot: u32, endpoint: &Endpoint) -> Result<Option<Served>, BindFailure> {
+    fn existing(&mut self, slot: u32, server: &ServerId) -> Result<Option<Served>, BindFailure> {
         let backlog = self.backlog;
-        let Some(sockets) = self.entries.get_mut(endpoint) else {
+        let Some(sockets) = self.entries.get_mut(server) else {
             return Ok(None);
         };
         let served = match sockets {
@@ -262,13 +273,18 @@ impl Binds {
                 ipv6_only,
                 slots,
             } => {
-                if !slots.contains_key(&slot) {
-                    let socket = bind_tcp(*address, *ipv6_only, true, backlog)
-                        .map_err(|err| BindFailure::io(format!("cannot bind {address}"), &err))?;
-                    slots.insert(slot, socket);
-                }
+                let socket = match slots.entry(slot) {
+                    Entry::Occupied(entry) => entry.into_mut(),
+                    Entry::Vacant(entry) => {
+                        let bound =
+                            bind_tcp(*address, *ipv6_only, true, backlog).map_err(|err| {
+                                BindFailure::io(format!("cannot bind {address}"), &err)
+                            })?;
+                        entry.insert(bound)
+                    }
+                };
                 Served::Socket {
-                    fd: duplicate(&slots[&slot])?,
+                    fd: duplicate(socket)?,
                     kind: HandleType::Net,
                 }
             }
@@ -338,6 +354,18 @@ impl Binds {
             dispatcher,
             sockname,
         })
+    }
+}
+
+impl Drop for Binds {
+    /// The cluster ends: the Unix socket files it bound go, as a Node
+    /// server's do when it closes, so the next start can bind them again.
+    fn drop(&mut self) {
+        for server in self.entries.keys() {
+            if let Endpoint::Unix(path) = &server.endpoint {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 }
 
@@ -489,12 +517,16 @@ fn duplicate_fd(socket: &OwnedFd) -> Result<OwnedFd, BindFailure> {
 mod tests {
     use super::*;
 
-    fn tcp(port: u16) -> Endpoint {
-        Endpoint::Tcp {
+    fn tcp(port: u16) -> ServerId {
+        server(Endpoint::Tcp {
             host: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             port,
             ipv6_only: false,
-        }
+        })
+    }
+
+    fn server(endpoint: Endpoint) -> ServerId {
+        ServerId { endpoint, index: 0 }
     }
 
     fn port_of(served: &Served) -> u16 {
@@ -517,6 +549,10 @@ mod tests {
             assert_ne!(port_of(&first), 0);
             assert_eq!(port_of(&first), port_of(&second), "{policy}");
             assert_eq!(port_of(&first), port_of(&again), "{policy}");
+            // A worker's second listen(0) is another server.
+            let second_server = ServerId { index: 1, ..tcp(0) };
+            let other = binds.serve(1, &second_server, &[]).unwrap();
+            assert_ne!(port_of(&first), port_of(&other), "{policy}");
         }
     }
 
@@ -535,18 +571,18 @@ mod tests {
             );
         }
         let mut binds = Binds::new(Policy::Shared, 16, vec![]);
-        let failure = binds.serve(1, &Endpoint::Fd(7), &[]).err().unwrap();
+        let failure = binds.serve(1, &server(Endpoint::Fd(7)), &[]).err().unwrap();
         assert_eq!(failure.errno, -libc::EBADF);
     }
 
     #[test]
     fn udp_and_unix_paths_are_shared() {
         let mut binds = Binds::new(Policy::ReusePort, 16, vec![]);
-        let udp = Endpoint::Udp {
+        let udp = server(Endpoint::Udp {
             host: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             port: 0,
             v6: false,
-        };
+        });
         let Served::Socket { kind, .. } = binds.serve(1, &udp, &[]).unwrap() else {
             panic!("UDP is shared")
         };
@@ -555,7 +591,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("app.sock");
         let _ = std::fs::remove_file(&path);
-        let unix = Endpoint::Unix(path.clone());
+        let unix = server(Endpoint::Unix(path.clone()));
         assert!(matches!(
             binds.serve(1, &unix, &[]),
             Ok(Served::Socket { .. })

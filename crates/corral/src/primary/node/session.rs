@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::NodeCluster;
-use super::binds::Served;
+use super::binds::{Served, ServerId};
 use super::dispatch::Dispatcher;
 use super::link::Link;
 use crate::primary::notice::Notice;
@@ -142,10 +142,14 @@ impl Session {
                 return;
             }
         };
+        let server = ServerId {
+            endpoint,
+            index: query.index.unwrap_or(0),
+        };
         let (served, data) = {
             let mut binds = self.cluster.binds();
-            let data = binds.shared_data(&endpoint, &query.data);
-            (binds.serve(self.id(), &endpoint, &self.listeners), data)
+            let data = binds.shared_data(&server, &query.data);
+            (binds.serve(self.id(), &server, &self.listeners), data)
         };
         let sent = match served {
             Ok(Served::Socket { fd, kind }) => {

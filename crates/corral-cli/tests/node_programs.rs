@@ -1,0 +1,430 @@
+//! Unmodified Node `cluster` programs (the tutorials' own shapes, in
+//! `fixtures/node/`) and a plain Express app, run by real Node under
+//! `corral run -w 2 -- node app.js`, with corral as their primary: every
+//! worker is a Node cluster worker, every `listen()` is answered by corral.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Instant;
+
+use corral_testkit::{
+    ClusterProcess, Load, PATIENCE, Signal, http_get, process_alive, send_signal, wait_until,
+};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
+
+fn fixture(name: &str) -> String {
+    format!("{FIXTURES}/{name}")
+}
+
+fn node_available() -> bool {
+    Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// Skips (with a line saying so) when Node is missing; fails when a test
+/// needs Express and it is not installed.
+fn have_node(needs_express: bool) -> bool {
+    if !node_available() {
+        eprintln!("node is not installed: skipping (.ci/run installs it)");
+        return false;
+    }
+    if needs_express {
+        assert!(
+            std::path::Path::new(FIXTURES)
+                .join("node_modules/express")
+                .is_dir(),
+            "Express is not installed for the fixtures: run `npm ci --prefix {FIXTURES}` \
+             (.ci/run does)"
+        );
+    }
+    true
+}
+
+/// `corral run -w 2 --grace 5 EXTRA -- node FIXTURE` with `PORT=0` (or as
+/// `env` says); returns once both workers are ready.
+fn start(name: &str, extra: &[&str], env: &[(&str, &str)]) -> ClusterProcess {
+    let mut command = Command::new(CORRAL);
+    command
+        .args(["run", "-w", "2", "--grace", "5"])
+        .args(extra)
+        .arg("--")
+        .arg("node")
+        .arg(fixture(name))
+        .env("PORT", "0");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let cluster = ClusterProcess::spawn(command);
+    cluster.expect_line("worker 1 ready");
+    cluster.expect_line("worker 2 ready");
+    cluster
+}
+
+/// The port corral bound on demand for the workers' `listen()`.
+fn bound_port(cluster: &ClusterProcess) -> u16 {
+    let line = cluster.expect_line("listen() bound ");
+    let address = line
+        .split("listen() bound ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an address after 'bound'");
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
+}
+
+/// The cluster's processes (its workers and whatever they started) that
+/// run `name`.
+fn node_processes(cluster: &ClusterProcess, name: &str) -> Vec<u32> {
+    let path = fixture(name);
+    let mut found = Vec::new();
+    let mut parents = vec![cluster.pid()];
+    while let Some(parent) = parents.pop() {
+        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+            .unwrap_or_default();
+        for child in children
+            .split_whitespace()
+            .filter_map(|pid| pid.parse::<u32>().ok())
+        {
+            parents.push(child);
+            let runs_it = std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&path));
+            if runs_it && process_alive(child) {
+                found.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// Waits until the cluster runs exactly `count` processes of `name`.
+fn expect_node_processes(cluster: &ClusterProcess, name: &str, count: usize) {
+    assert!(
+        wait_until(PATIENCE, || node_processes(cluster, name).len() == count),
+        "expected {count} Node processes, found {:?}\n{}",
+        node_processes(cluster, name),
+        cluster.output()
+    );
+}
+
+/// The bodies of `count` requests, each on a new connection.
+fn bodies(port: u16, path: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|_| {
+            let response = http_get(port, path).expect("the cluster answers");
+            assert_eq!(response.status, 200, "{response:?}");
+            response.body
+        })
+        .collect()
+}
+
+/// Requests until `distinct` different bodies were seen (at most 200).
+fn distinct_bodies(port: u16, distinct: usize) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..200 {
+        let body = bodies(port, "/", 1).remove(0);
+        if !seen.contains(&body) {
+            seen.push(body);
+        }
+        if seen.len() >= distinct {
+            break;
+        }
+    }
+    seen
+}
+
+/// TERM; the cluster exits 0 and leaves no process of `name` behind.
+fn stop_cleanly(mut cluster: ClusterProcess, name: &str) {
+    let workers = node_processes(&cluster, name);
+    cluster.signal(Signal::TERM);
+    let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
+    assert!(status.success(), "{status:?}\n{}", cluster.output());
+    let left: Vec<u32> = workers
+        .into_iter()
+        .filter(|&pid| process_alive(pid))
+        .collect();
+    assert!(left.is_empty(), "Node processes left: {left:?}");
+}
+
+/// What every tutorial program must show: exactly 2 Node processes, none
+/// ran the primary branch, every worker answers (`distinct` different
+/// bodies: 2 when the body names the worker), a clean stop.
+fn runs_unchanged(name: &str, primary_says: &str, distinct: usize, needs_express: bool) {
+    if !have_node(needs_express) {
+        return;
+    }
+    let cluster = start(name, &[], &[]);
+    let port = bound_port(&cluster);
+    expect_node_processes(&cluster, name, 2);
+    let seen = distinct_bodies(port, distinct);
+    assert_eq!(seen.len(), distinct, "{seen:?}");
+    assert_eq!(node_processes(&cluster, name).len(), 2, "a worker forked");
+    let output = cluster.output();
+    assert!(
+        !output.contains(primary_says),
+        "the primary branch ran:\n{output}"
+    );
+    stop_cleanly(cluster, name);
+}
+
+#[test]
+fn tutorial_1_commonjs_is_master_hello_world() {
+    runs_unchanged("hello_master.js", "is running", 1, false);
+}
+
+#[test]
+fn tutorial_2_es_module_is_primary_that_reforks() {
+    runs_unchanged("primary_refork.mjs", "is running", 2, false);
+}
+
+#[test]
+fn tutorial_3_es_module_with_express() {
+    runs_unchanged("express_cluster.mjs", "is running", 2, true);
+}
+
+#[test]
+fn tutorial_6_worker_suicide() {
+    runs_unchanged("suicide.js", "Worker crashed", 2, false);
+}
+
+#[test]
+fn a_plain_express_app_runs_as_two_workers() {
+    runs_unchanged("express_app.js", "is running", 2, true);
+}
+
+#[test]
+fn tutorial_4_worker_ids_are_slot_ids_and_a_killed_worker_keeps_its_id() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "worker_ids.js";
+    let cluster = start(name, &[], &[]);
+    let port = bound_port(&cluster);
+    expect_node_processes(&cluster, name, 2);
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    for body in distinct_bodies(port, 2) {
+        // "worker <id> pid <pid>"
+        let words: Vec<&str> = body.split_whitespace().collect();
+        ids.insert(words[1].to_string(), words[3].to_string());
+    }
+    assert_eq!(ids.keys().collect::<Vec<_>>(), ["1", "2"], "{ids:?}");
+    assert!(
+        !cluster.output().contains("forking"),
+        "the primary branch ran"
+    );
+
+    let killed: u32 = ids["1"].parse().unwrap();
+    send_signal(killed, Signal::KILL);
+    cluster.expect_line(&format!("worker 1 (pid {killed}) exited on signal SIGKILL"));
+    cluster
+        .wait_for_lines("worker 1 ready", 2, PATIENCE)
+        .expect("worker 1 is replaced");
+    let deadline = Instant::now() + PATIENCE;
+    let replacement = loop {
+        let body = bodies(port, "/", 1).remove(0);
+        if body.starts_with("worker 1 ") && !body.contains(&format!("pid {killed}")) {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no answer from the new worker 1");
+    };
+    assert!(replacement.starts_with("worker 1 pid "), "{replacement}");
+    expect_node_processes(&cluster, name, 2);
+    stop_cleanly(cluster, name);
+}
+
+#[test]
+fn tutorial_5_ipc_process_send_and_process_on_message() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "messaging.js";
+    // broadcast: each worker's messages reach the other's process.on('message').
+    let cluster = start(name, &["--on-message", "broadcast"], &[]);
+    let port = bound_port(&cluster);
+    cluster.expect_line(r#"message from worker 1: "hello master""#);
+    cluster.expect_line(r#"message from worker 2: {"hello":"world"}"#);
+    cluster.expect_line(r#"[worker 1] Worker "#);
+    cluster.expect_line(r#"received: {"hello":"world"}"#);
+    assert_eq!(distinct_bodies(port, 2).len(), 2);
+    assert!(
+        !cluster.output().contains("Master "),
+        "the primary branch ran"
+    );
+    let workers = node_processes(&cluster, name);
+    cluster.signal(Signal::TERM);
+    cluster.expect_line(r#"received: "shutdown""#);
+    let mut cluster = cluster;
+    let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
+    assert!(status.success());
+    assert!(workers.iter().all(|&pid| !process_alive(pid)));
+}
+
+#[test]
+fn sighup_reloads_node_workers_under_load_without_a_failed_request() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "worker_ids.js";
+    let cluster = start(name, &[], &[]);
+    let port = bound_port(&cluster);
+    // New connection per request, 4 clients.
+    let load = Load::start(port, 4);
+    load.wait_for_more(50);
+    cluster.signal(Signal::HUP);
+    cluster.expect_line("rolling reload complete: 2 workers replaced");
+    load.wait_for_more(50);
+    let totals = load.stop();
+    assert_eq!((totals.failed, totals.refused), (0, 0), "{totals:?}");
+    expect_node_processes(&cluster, name, 2);
+    stop_cleanly(cluster, name);
+}
+
+#[test]
+fn sigterm_drains_an_in_flight_slow_request_and_exits_0() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "worker_ids.js";
+    let mut cluster = start(name, &[], &[]);
+    let port = bound_port(&cluster);
+    let workers = node_processes(&cluster, name);
+    let slow = std::thread::spawn(move || http_get(port, "/slow"));
+    cluster.expect_line("slow request started");
+    cluster.signal(Signal::TERM);
+    let response = slow.join().unwrap().expect("the slow request is answered");
+    assert_eq!(response.status, 200);
+    assert!(response.body.starts_with("worker "), "{response:?}");
+    let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
+    assert!(status.success(), "{status:?}");
+    let output = cluster.output();
+    assert!(output.contains("exited with code 0 as asked"), "{output}");
+    assert!(!output.contains("SIGKILL"), "{output}");
+    assert!(workers.iter().all(|&pid| !process_alive(pid)));
+}
+
+#[test]
+fn round_robin_splits_100_connections_50_50() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "worker_ids.js";
+    let cluster = start(name, &["--policy", "round-robin"], &[]);
+    let port = bound_port(&cluster);
+    let mut per_worker: BTreeMap<String, usize> = BTreeMap::new();
+    for body in bodies(port, "/", 100) {
+        let id = body
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        *per_worker.entry(id).or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> = [("1".into(), 50), ("2".into(), 50)].into();
+    assert_eq!(per_worker, expected);
+    stop_cleanly(cluster, name);
+}
+
+#[test]
+fn a_second_listen_on_another_port_in_the_same_worker_works() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "two_servers.js";
+    for policy in ["reuseport", "round-robin"] {
+        let cluster = start(name, &["--policy", policy], &[("ADMIN_PORT", "0")]);
+        let lines = cluster
+            .wait_for_lines("admin on port ", 2, PATIENCE)
+            .expect("both admin servers listen");
+        let ports: Vec<u16> = lines
+            .iter()
+            .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+            .collect();
+        assert_eq!(ports.len(), 2);
+        assert_eq!(
+            ports[0], ports[1],
+            "port 0 gives every worker the same port"
+        );
+        let app_port = bound_port(&cluster);
+        assert_ne!(app_port, ports[0]);
+        assert!(bodies(app_port, "/", 1)[0].starts_with("app of worker "));
+        assert!(bodies(ports[0], "/", 1)[0].starts_with("admin of worker "));
+        assert!(!cluster.output().contains("primary branch ran"));
+        stop_cleanly(cluster, name);
+    }
+}
+
+#[test]
+fn a_port_in_use_is_eaddrinuse_in_the_worker_and_a_corral_error_line() {
+    if !have_node(true) {
+        return;
+    }
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port().to_string();
+    let mut command = Command::new(CORRAL);
+    command
+        .args(["run", "-w", "2", "--grace", "1", "--", "node"])
+        .arg(fixture("express_cluster.mjs"))
+        .env("PORT", &port);
+    let mut cluster = ClusterProcess::spawn(command);
+    // Express 5 hands the listen error to the callback, which logs its code.
+    cluster.expect_line("[worker 1] Worker ");
+    cluster.expect_line("cannot listen: EADDRINUSE");
+    let line = cluster.expect_line("listen() failed");
+    assert!(line.contains(&format!(":{port}")), "{line}");
+    assert!(line.contains("another process holds this port"), "{line}");
+    cluster.signal(Signal::TERM);
+    assert!(cluster.wait_exit(PATIENCE).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn a_misbehaving_worker_is_logged_and_the_others_keep_serving() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "bad_worker.js";
+    let cluster = start(name, &[], &[]);
+    let port = bound_port(&cluster);
+    cluster.expect_line("worker 1: unknown cluster message \"explode\"");
+    cluster.expect_line("[worker 1] stray server: EADDRNOTAVAIL");
+    let line = cluster.expect_line("worker 1: listen() failed");
+    assert!(line.contains("192.0.2.1:8000"), "{line}");
+    let warnings = cluster.output().matches("unknown cluster message").count();
+    assert!(warnings <= 10, "2000 bad messages gave {warnings} warnings");
+    assert_eq!(distinct_bodies(port, 2).len(), 2);
+    stop_cleanly(cluster, name);
+}
+
+#[test]
+fn listen_on_a_port_given_with_listen_is_served_from_that_socket() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "worker_ids.js";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let port_text = port.to_string();
+    for policy in ["reuseport", "round-robin"] {
+        let cluster = start(
+            name,
+            &["-l", &address, "--policy", policy],
+            &[("PORT", &port_text)],
+        );
+        assert_eq!(cluster.port(), port);
+        assert_eq!(distinct_bodies(port, 2).len(), 2, "{policy}");
+        assert!(
+            !cluster.output().contains("listen() bound"),
+            "nothing is bound on demand"
+        );
+        stop_cleanly(cluster, name);
+    }
+}
