@@ -244,7 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn control_lines_overtake_queued_user_lines() {
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::channel(8);
         let (user_tx, user_rx) = mpsc::channel(8);
         for index in 0..3 {
             user_tx
@@ -252,9 +252,9 @@ mod tests {
                 .await
                 .unwrap();
         }
-        control_tx.send(b"stop\n".to_vec()).unwrap();
+        control_tx.send(b"stop\n".to_vec()).await.unwrap();
         let mut lanes = Lanes::new(
-            LineQueue::Unbounded(control_rx),
+            LineQueue::Bounded(control_rx),
             LineQueue::Bounded(user_rx),
         );
         assert_eq!(lanes.recv().await, Some(b"stop\n".to_vec()));
