@@ -129,9 +129,11 @@ impl Outbox {
     pub(crate) fn closed() -> Self {
         let (control, _) = mpsc::unbounded_channel();
         let (lines, _) = mpsc::unbounded_channel();
+        let (receipts, _) = mpsc::unbounded_channel();
         Outbox {
             control,
             lines,
+            receipts,
             queued: Arc::default(),
         }
     }

@@ -253,10 +253,7 @@ mod tests {
                 .unwrap();
         }
         control_tx.send(b"stop\n".to_vec()).await.unwrap();
-        let mut lanes = Lanes::new(
-            LineQueue::Bounded(control_rx),
-            LineQueue::Bounded(user_rx),
-        );
+        let mut lanes = Lanes::new(LineQueue::Bounded(control_rx), LineQueue::Bounded(user_rx));
         assert_eq!(lanes.recv().await, Some(b"stop\n".to_vec()));
         assert_eq!(lanes.recv().await, Some(b"user 0\n".to_vec()));
         // A closed control lane leaves the user lane working.

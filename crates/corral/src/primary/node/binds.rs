@@ -25,9 +25,9 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::dispatch::Dispatcher;
 use crate::Policy;
-use crate::balance::WorkerKey;
 use crate::protocol::env::FIRST_LISTEN_FD;
 use crate::protocol::node::{self, Endpoint, HandleType};
+use crate::worker_key::WorkerKey;
 
 /// How a `listen()` is served.
 pub(crate) enum Served {

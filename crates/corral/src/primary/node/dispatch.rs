@@ -27,8 +27,8 @@ use tokio::sync::Notify;
 
 use super::link::{Conn, Link};
 use crate::Policy;
-use crate::balance::WorkerKey;
 use crate::sys::register_async;
+use crate::worker_key::WorkerKey;
 
 /// Connections sent to one worker and not yet answered.
 pub(crate) const IN_FLIGHT_PER_WORKER: usize = 4;

@@ -11,9 +11,9 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use super::dispatch::Dispatcher;
-use crate::balance::WorkerKey;
 use crate::primary::outbox::{Outbox, Refused};
 use crate::protocol::node::{self, Outgoing, Sequencer};
+use crate::worker_key::WorkerKey;
 
 /// An accepted connection on its way to a worker. The writer holds one
 /// reference until the worker's receipt, the link another until its answer.

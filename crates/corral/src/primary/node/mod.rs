@@ -26,8 +26,8 @@ pub(crate) use session::{AfterInternal, Session};
 use super::notice::Notice;
 use super::outbox::Outbox;
 use crate::Policy;
-use crate::balance::WorkerKey;
 use crate::protocol::node;
+use crate::worker_key::WorkerKey;
 use binds::Binds;
 use link::Link;
 
