@@ -27,6 +27,8 @@
 //! "message channel" section documents the channel protocol for workers in
 //! other languages.
 
+#![deny(unsafe_code)]
+
 mod address;
 mod balance;
 mod cluster;
@@ -34,6 +36,8 @@ mod error;
 pub mod log;
 mod primary;
 mod protocol;
+// The one module allowed `unsafe` (each block with its `// SAFETY:`).
+#[allow(unsafe_code)]
 mod sys;
 mod worker;
 mod worker_key;

@@ -93,15 +93,15 @@ impl Router {
                 "message from worker {id}: {message}"
             );
         }
-        if self.policy.rebroadcast {
-            if let Ok(line) = message::encode_user(&message) {
-                for refused in self.registry.broadcast(&line, Some(id)) {
-                    warn_limited!(
-                        event = "send_refused",
-                        worker = id,
-                        "relaying a message from worker {id}: {refused}"
-                    );
-                }
+        if self.policy.rebroadcast
+            && let Ok(line) = message::encode_user(&message)
+        {
+            for refused in self.registry.broadcast(&line, Some(id)) {
+                warn_limited!(
+                    event = "send_refused",
+                    worker = id,
+                    "relaying a message from worker {id}: {refused}"
+                );
             }
         }
         if self.events.is_listened() {
