@@ -37,8 +37,12 @@ pub(crate) struct ExecImage {
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     _env: Vec<CString>,
-    listen_pid: Box<[u8; LISTEN_PID_CAPACITY]>,
+    /// The `LISTEN_PID=` entry's buffer, never touched through this owner
+    /// after `new`: the child writes through `env_ptrs[listen_pid_at]`,
+    /// the very pointer `execve` receives.
+    _listen_pid: Vec<u8>,
     env_ptrs: Vec<*const libc::c_char>,
+    listen_pid_at: usize,
     death_signal: Signal,
     primary_pid: Pid,
     /// Descriptors from this number up are closed by the `execve`.
@@ -48,7 +52,7 @@ pub(crate) struct ExecImage {
 }
 
 // SAFETY: the raw pointers point into heap buffers owned by the same value
-// (the `CString`s and the boxed `LISTEN_PID` buffer), which never move or get
+// (the `CString`s and the `LISTEN_PID` buffer), which never move or get
 // freed while it lives. The parent never reads or writes through them; only
 // the forked child writes, into its own copy of the memory.
 unsafe impl Send for ExecImage {}
@@ -80,22 +84,26 @@ impl ExecImage {
                 c_string(&entry)
             })
             .collect::<io::Result<_>>()?;
-        let mut listen_pid = Box::new([0u8; LISTEN_PID_CAPACITY]);
+        let mut listen_pid = vec![0u8; LISTEN_PID_CAPACITY];
         listen_pid[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+        // A pointer with write permission: the child fills in the digits.
+        let listen_pid_entry = listen_pid.as_mut_ptr().cast::<libc::c_char>();
 
         let argv_ptrs = null_terminated(argv.iter().map(|arg| arg.as_ptr()));
+        let listen_pid_at = env.len();
         let env_ptrs = null_terminated(
             env.iter()
                 .map(|entry| entry.as_ptr())
-                .chain(std::iter::once(listen_pid.as_ptr().cast())),
+                .chain(std::iter::once(listen_pid_entry.cast_const())),
         );
         Ok(Self {
             program,
             _argv: argv,
             argv_ptrs,
             _env: env,
-            listen_pid,
+            _listen_pid: listen_pid,
             env_ptrs,
+            listen_pid_at,
             death_signal,
             primary_pid,
             first_closed_fd: 3,
@@ -110,17 +118,26 @@ impl ExecImage {
         self
     }
 
-    /// Installs the image as the last step of `command`'s child set-up: it
-    /// runs after every other `pre_exec` hook and never returns on success.
-    pub(crate) fn install(self, command: &mut tokio::process::Command) {
+    /// Spawns `command` as this image. The command is taken whole, so the
+    /// image's hook is its last `pre_exec` by construction: every other
+    /// set-up (descriptor mappings, uid, process group) is already in it
+    /// and runs first, and nothing can be added after. The hook calls
+    /// `execve` itself and never returns on success.
+    pub(crate) fn spawn(
+        self,
+        mut command: tokio::process::Command,
+    ) -> io::Result<tokio::process::Child> {
         let mut image = self;
         // SAFETY: `exec_in_child` only makes async-signal-safe system calls
         // (prctl, getppid, getpid, close_range or fcntl, execve) and writes
-        // into memory the image
-        // owns; it does not allocate, lock or touch other threads' state.
+        // into memory the image owns; it does not allocate, lock or touch
+        // other threads' state.
         unsafe {
             command.pre_exec(move || image.exec_in_child());
         }
+        // Dropping the command after the spawn closes the primary's copies
+        // of the descriptors mapped into the child.
+        command.spawn()
     }
 
     /// Runs in the forked child. Returns only on failure.
@@ -132,9 +149,21 @@ impl ExecImage {
         if rustix::process::getppid() != Some(self.primary_pid) {
             return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
+        let entry = self.env_ptrs[self.listen_pid_at].cast_mut().cast::<u8>();
+        // SAFETY: `entry` is the `LISTEN_PID=` buffer of LISTEN_PID_CAPACITY
+        // bytes, which `self` owns and which nothing else reads or writes
+        // (its owner field is never used after `new`); the pointer was made
+        // from a mutable borrow, so it may write. It is the pointer `execve`
+        // passes on, so what is written here is what the worker sees.
+        let digits = unsafe {
+            std::slice::from_raw_parts_mut(
+                entry.add(LISTEN_PID_PREFIX.len()),
+                LISTEN_PID_CAPACITY - LISTEN_PID_PREFIX.len(),
+            )
+        };
         write_decimal(
             rustix::process::getpid().as_raw_nonzero().get() as u32,
-            &mut self.listen_pid[LISTEN_PID_PREFIX.len()..],
+            digits,
         );
         close_on_exec_from(self.first_closed_fd, self.fd_limit);
         // SAFETY: every pointer is a NUL-terminated string owned by `self`,
@@ -281,7 +310,31 @@ pub(crate) fn adopt_inherited_fds(numbers: &[RawFd]) -> io::Result<Vec<OwnedFd>>
 
 #[cfg(test)]
 mod tests {
-    use super::write_decimal;
+    use super::*;
+
+    #[tokio::test]
+    async fn the_child_finds_its_own_pid_in_listen_pid() {
+        let args: Vec<OsString> = ["sh", "-c", "echo $LISTEN_PID $$ $CORRAL_TEST"]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+        let env = [(OsString::from("CORRAL_TEST"), OsString::from("seen"))];
+        let image = ExecImage::new(
+            OsStr::new("/bin/sh"),
+            &args,
+            &env,
+            Signal::TERM,
+            rustix::process::getpid(),
+        )
+        .unwrap();
+        let mut command = tokio::process::Command::new("/bin/sh");
+        command.stdout(std::process::Stdio::piped());
+        let child = image.spawn(command).unwrap();
+        let pid = child.id().expect("running");
+        let output = child.wait_with_output().await.unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(text.trim(), format!("{pid} {pid} seen"));
+    }
 
     #[test]
     fn decimal_is_written_with_a_terminating_nul() {

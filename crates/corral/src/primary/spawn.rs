@@ -129,10 +129,7 @@ impl Launcher {
         command
             .fd_mappings(mappings)
             .expect("descriptor numbers are distinct by construction");
-        image.install(&mut command);
-        let mut child = command.spawn().map_err(spawn_error)?;
-        // Dropping the command closes the primary's copies of the mapped fds.
-        drop(command);
+        let mut child = image.spawn(command).map_err(spawn_error)?;
 
         let pid = child.id().expect("a child not yet waited for has a pid");
         if let Some(stdout) = child.stdout.take() {
