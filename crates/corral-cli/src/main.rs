@@ -25,7 +25,8 @@ fn main() -> ExitCode {
     let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            corral::log::fatal(&err.to_string());
+            // `:#` prints the causes too: `cannot listen on …: Address in use`.
+            corral::log::fatal(&format!("{err:#}"));
             ExitCode::FAILURE
         }
     };

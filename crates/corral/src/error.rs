@@ -1,5 +1,11 @@
 //! The library's typed errors. Each message names the problem and, where
-//! there is one, what to do about it, because the CLI prints them as they are.
+//! there is one, what to do about it, because the CLI prints them as they
+//! are. An underlying error is the variant's `source()`, never also part of
+//! its message (reporters print the chain, and would print it twice): print
+//! an error with its causes as `{:#}` does with anyhow, or with [`Chain`]
+//! inside the crate.
+
+use std::fmt;
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,9 +19,10 @@ pub enum Error {
     InvalidAddress { address: String, reason: String },
 
     /// A listening socket could not be bound.
-    #[error("cannot listen on {address}: {source}{hint}")]
+    #[error("cannot listen on {address}{hint}")]
     Bind {
         address: SocketAddr,
+        #[source]
         source: io::Error,
         hint: &'static str,
     },
@@ -29,8 +36,12 @@ pub enum Error {
     Config(String),
 
     /// A worker process could not be started.
-    #[error("cannot start worker {id}: {source}")]
-    Spawn { id: u32, source: io::Error },
+    #[error("cannot start worker {id}")]
+    Spawn {
+        id: u32,
+        #[source]
+        source: io::Error,
+    },
 
     /// Every worker fails as soon as it starts: the cluster gives up.
     #[error("every worker fails at start: {0}")]
@@ -46,15 +57,15 @@ pub enum Error {
     WorkerEnvironment(String),
 
     /// The worker body returned an error.
-    #[error("worker failed: {0}")]
-    Worker(Box<dyn std::error::Error + Send + Sync>),
+    #[error("worker failed")]
+    Worker(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     /// A message could not be encoded as JSON.
-    #[error("cannot encode the message as JSON: {0}")]
-    Encode(serde_json::Error),
+    #[error("cannot encode the message as JSON")]
+    Encode(#[source] serde_json::Error),
 
     /// A message could not be queued for a worker.
-    #[error("{0}")]
+    #[error(transparent)]
     Send(crate::SendError),
 
     /// A worker's message could not be sent to the primary: the channel is
@@ -63,9 +74,10 @@ pub enum Error {
     Channel(&'static str),
 
     /// An operating-system call failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: &'static str,
+        #[source]
         source: io::Error,
     },
 }
@@ -93,5 +105,60 @@ impl Error {
             source,
             hint,
         }
+    }
+}
+
+/// Shows an error with its causes, `outer: cause: root cause`, as the logs
+/// print library errors.
+pub(crate) struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(err) = cause {
+            write!(f, ": {err}")?;
+            cause = err.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_cause_is_printed_once_by_a_chain() {
+        let err = Error::io("cannot watch a socket")(io::Error::from_raw_os_error(libc::EBADF));
+        assert_eq!(err.to_string(), "cannot watch a socket");
+        let chain = Chain(&err).to_string();
+        assert!(
+            chain.starts_with("cannot watch a socket: Bad file descriptor"),
+            "{chain}"
+        );
+        assert_eq!(chain.matches("Bad file descriptor").count(), 1);
+    }
+
+    #[test]
+    fn every_wrapped_error_is_the_source() {
+        let bind = Error::bind(
+            "127.0.0.1:80".parse().unwrap(),
+            io::Error::from(io::ErrorKind::AddrInUse),
+        );
+        assert!(bind.source().is_some());
+        assert!(bind.to_string().contains("another process holds this port"));
+        let spawn = Error::Spawn {
+            id: 2,
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert!(spawn.source().is_some());
+        assert_eq!(spawn.to_string(), "cannot start worker 2");
+        let worker = Error::Worker("boom".into());
+        assert_eq!(Chain(&worker).to_string(), "worker failed: boom");
+        let send = Error::Send(crate::SendError::NoSuchWorker(4));
+        assert_eq!(send.to_string(), "there is no worker 4");
+        assert!(send.source().is_none(), "transparent: its own message");
     }
 }

@@ -145,7 +145,7 @@ mod tests {
     impl Write for Flaky {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
             self.calls += 1;
-            if self.calls % 2 == 0 {
+            if self.calls.is_multiple_of(2) {
                 return Err(std::io::ErrorKind::BrokenPipe.into());
             }
             self.written.extend_from_slice(bytes);

@@ -47,6 +47,7 @@ pub(crate) use run_as::resolve as resolve_user;
 
 use crate::Error;
 use crate::balance::{Balancer, Policy};
+use crate::error::Chain;
 use crate::protocol::env::WorkerEnv;
 use crate::protocol::message::Control;
 use crate::worker_key::WorkerKey;
@@ -349,13 +350,14 @@ impl Supervisor {
             }
             Ok(None) => Ok(()),
             Err(err) => {
-                tracing::error!("{err}");
+                let failure = Chain(&err).to_string();
+                tracing::error!("{failure}");
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return Ok(());
                 };
                 let failed = slot.newest_key();
                 let restart = slot.history().record_spawn_failure();
-                self.restart_after(failed, restart, err.to_string())
+                self.restart_after(failed, restart, failure)
             }
         }
     }

@@ -15,6 +15,7 @@ use super::reload_plan::{ReloadPlan, ReloadStep};
 use super::slot::Slot;
 use super::{Phase, WorkerState};
 use crate::Error;
+use crate::error::Chain;
 use crate::primary::event::{Event, human_duration};
 use crate::worker_key::WorkerKey;
 
@@ -79,7 +80,10 @@ impl Supervisor {
         let successor = match self.launch(id, true) {
             Ok(Some(successor)) => successor,
             Ok(None) => return Ok(()),
-            Err(err) => return self.abort_reload(id, &format!("could not be started: {err}")),
+            Err(err) => {
+                let why = format!("could not be started: {}", Chain(&err));
+                return self.abort_reload(id, &why);
+            }
         };
         let (key, ready) = (successor.key, successor.is_ready());
         if let Some(slot) = self.slots.get_mut(&id) {
