@@ -60,7 +60,7 @@ SYSTEMS = (
     h.tutorial("node", "rr"),
     h.tutorial("pm2"),
 )
-# How scenario 3 sees a replacement ready; the other systems are not timed (see How to read this).
+# How scenario 3 sees a replacement ready; the other systems are not timed (bench/README.md says why).
 READY_HOW = {
     "corral-reuseport": CORRAL_READY,
     "corral-round-robin": CORRAL_READY,
@@ -587,7 +587,7 @@ def main(argv: list[str]) -> int:
         results.unavailable.update({(key, scenario): reason for scenario in SCENARIOS})
     for system in args.systems:
         if system.key not in READY_HOW:
-            results.unavailable[(system.key, "ready")] = "not timed: see How to read this"
+            results.unavailable[(system.key, "ready")] = "not timed: bench/README.md says why"
         if system.key in NO_RELOAD:
             results.unavailable[(system.key, "reload")] = NO_RELOAD[system.key]
     versions = h.tool_versions()
