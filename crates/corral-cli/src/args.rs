@@ -6,13 +6,17 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// What `--help` says about the signals the primary takes.
+const SIGNALS_HELP: &str = "Signals to `corral run`'s primary: HUP reloads every worker, one at \
+                            a time (zero downtime); TERM/INT stop gracefully (a second one: at \
+                            once); TTIN adds a worker, TTOU removes one.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "corral",
     version,
     about = "Run a server as a cluster of worker processes sharing its listening ports",
-    after_help = "Signals to `corral run`: TERM/INT stop gracefully (a second one: at once), \
-                  TTIN adds a worker, TTOU removes one."
+    after_help = SIGNALS_HELP
 )]
 pub struct Cli {
     /// Format of corral's own log lines on stderr: text (with an RFC 3339
@@ -42,6 +46,7 @@ impl From<LogFormatArg> for corral::LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a cluster: COMMAND as each worker, or the built-in demo worker.
+    #[command(after_help = SIGNALS_HELP)]
     Run(Box<RunArgs>),
     /// Serve the demo worker alone, without a primary, on its own
     /// SO_REUSEPORT socket (several on one port: the no-cluster baseline
@@ -207,10 +212,30 @@ fn parse_node(text: &str) -> Result<corral::NodeMode, String> {
     text.parse().map_err(|err: corral::Error| err.to_string())
 }
 
+/// Checks a listen address as far as it can be before binding: its form,
+/// and that its host resolves (so every bad value is a usage error). A
+/// `systemd:NAME` is matched to its socket later, and a worker re-reading
+/// its primary's flags resolves nothing.
 fn parse_listen(text: &str) -> Result<String, String> {
-    text.parse::<corral::ListenAddr>()
-        .map(|_| text.to_string())
-        .map_err(|err| err.to_string())
+    let parsed = text
+        .parse::<corral::ListenAddr>()
+        .map_err(|err| err.to_string())?;
+    if text.trim().starts_with("systemd:") || corral::is_worker() {
+        return Ok(text.to_string());
+    }
+    let address = parsed.resolve().map_err(|err| err.to_string())?;
+    if let std::net::SocketAddr::V6(v6) = address
+        && v6.ip().is_unicast_link_local()
+        && v6.scope_id() == 0
+    {
+        return Err(format!(
+            "{text:?} is a link-local IPv6 address without a scope id: add its interface's \
+             index, as in [{}%2]:{} (`ip link` lists the indexes)",
+            v6.ip(),
+            v6.port()
+        ));
+    }
+    Ok(text.to_string())
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -310,6 +335,9 @@ mod tests {
             vec!["corral", "run", "-w", "0"],
             vec!["corral", "run", "--grace", "-1"],
             vec!["corral", "run", "-l", "nope"],
+            vec!["corral", "run", "-l", "localhost"],
+            vec!["corral", "run", "-l", "no-such-host.invalid:80"],
+            vec!["corral", "run", "-l", "[fe80::1]:0"],
             vec!["corral", "run", "--policy", "random"],
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before anything logs: the subscriber also formats workers' lines.
     corral::log::install(Some(cli.log_format.into()));
+    refuse_empty_command(&cli);
     let outcome = match cli.command {
         Command::Run(run) => run_cluster(*run),
         Command::DemoWorker(args) => standalone::run(args),
@@ -32,6 +33,27 @@ fn main() -> ExitCode {
     };
     corral::log::flush(Duration::from_millis(500));
     code
+}
+
+/// `corral run --` with nothing after `--` is a mistake (a variable that
+/// expanded to nothing), not a request for the demo worker: a usage error.
+fn refuse_empty_command(cli: &Cli) {
+    let Command::Run(run) = &cli.command else {
+        return;
+    };
+    if run.command.is_empty() && std::env::args_os().any(|arg| arg == "--") {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let usage = cli.find_subcommand_mut("run").cloned().unwrap_or(cli);
+        usage
+            .bin_name("corral run")
+            .error(
+                clap::error::ErrorKind::InvalidValue,
+                "no command after `--`: give the program each worker runs \
+                 (`corral run -- ./server`), or leave out `--` to serve the demo worker",
+            )
+            .exit();
+    }
 }
 
 fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
@@ -50,7 +72,9 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
             log: true,
             rebroadcast: run.on_message == OnMessage::Broadcast,
         })
-        .on_event(print_bound_addresses);
+        .on_event(print_bound_addresses)
+        // `corral run` inside another cluster's worker is a cluster of its own.
+        .allow_nested(true);
     if let Some(workers) = run.workers {
         cluster = cluster.workers(workers as usize);
     }

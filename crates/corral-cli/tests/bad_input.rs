@@ -115,7 +115,81 @@ fn bad_flag_values_name_the_flag() {
 #[test]
 fn an_unresolvable_host_is_one_clear_error() {
     let (status, stderr) = run_to_end(&["run", "-l", "no-such-host.invalid:8000"]);
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a bad --listen value is a usage error"
+    );
     let error = the_error_line(&stderr);
     assert!(error.contains("no-such-host.invalid"), "{error}");
+}
+
+/// The traps of the command line: each is a usage error (exit 2) or a
+/// fatal one (exit 1) with one line that names the real problem.
+#[test]
+fn command_line_traps_name_the_real_problem() {
+    for (args, code, says) in [
+        (&["run", "--"][..], 2, "no command after `--`"),
+        (&["run", "-l", "localhost"][..], 2, "the port is missing"),
+        (
+            &["run", "-l", "[fe80::1]:0"][..],
+            2,
+            "link-local IPv6 address without a scope id",
+        ),
+        (
+            &["run", "-w", "1", "-l", "127.0.0.1:0", "--", "/etc/passwd"][..],
+            1,
+            "is not executable: /etc/passwd has no execute permission",
+        ),
+    ] {
+        let (status, stderr) = run_to_end(args);
+        assert_eq!(status.code(), Some(code), "{args:?}: {stderr:#?}");
+        let error = the_error_line(&stderr);
+        assert!(error.contains(says), "{args:?}: {error}");
+    }
+}
+
+#[test]
+fn help_names_every_signal() {
+    for args in [&["--help"][..], &["run", "--help"][..]] {
+        let output = std::process::Command::new(CORRAL)
+            .args(args)
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        for signal in ["HUP", "TERM", "INT", "TTIN", "TTOU"] {
+            assert!(help.contains(signal), "{args:?} omits {signal}:\n{help}");
+        }
+    }
+}
+
+/// A worker (here a shell) that runs `corral run` itself: the inner corral
+/// inherits `CORRAL_WORKER_ID` but is a cluster of its own.
+#[test]
+fn corral_run_inside_a_worker_runs_its_own_cluster() {
+    let inner = format!("{CORRAL} run -w 1 -l 127.0.0.1:0 --name inner");
+    let outer = ClusterProcess::start(
+        CORRAL,
+        &[
+            "run",
+            "-w",
+            "1",
+            "-l",
+            "127.0.0.1:0",
+            "--",
+            "sh",
+            "-c",
+            &inner,
+        ],
+    );
+    let line = outer.expect_line("[worker 1] listening on");
+    let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    outer.expect_line("[worker 1]  INFO worker 1 ready");
+    let answer = corral_testkit::hello(port);
+    assert_eq!(answer.id, 1);
+    assert!(
+        !outer.output().contains("broken worker environment"),
+        "{}",
+        outer.output()
+    );
 }

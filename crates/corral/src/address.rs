@@ -68,7 +68,12 @@ impl FromStr for ListenAddr {
         let (host, port) = match text.rsplit_once(':') {
             Some((host, port)) => (host, port),
             // A bare port listens on every IPv4 interface, as `listen(PORT)`.
-            None => ("0.0.0.0", text),
+            None if text.bytes().all(|b| b.is_ascii_digit()) => ("0.0.0.0", text),
+            None => {
+                return Err(invalid(&format!(
+                    "the port is missing: write HOST:PORT, as in {text}:8000"
+                )));
+            }
         };
         let host = match host.strip_prefix('[') {
             Some(inner) => inner
@@ -132,6 +137,7 @@ mod tests {
             ":80",
             "1.2.3.4:70000",
             "systemd:",
+            "localhost",
         ] {
             let err = bad.parse::<ListenAddr>().unwrap_err().to_string();
             assert!(err.contains(bad), "{err}");
@@ -146,6 +152,12 @@ mod tests {
             err.contains("systemd:web") && err.contains("LISTEN_FDS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_host_without_a_port_says_the_port_is_missing() {
+        let err = "localhost".parse::<ListenAddr>().unwrap_err().to_string();
+        assert!(err.contains("the port is missing"), "{err}");
     }
 
     #[test]

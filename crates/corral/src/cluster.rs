@@ -67,6 +67,7 @@ pub struct Cluster {
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
     log_format: Option<LogFormat>,
+    nested: bool,
 }
 
 impl Default for Cluster {
@@ -101,6 +102,7 @@ impl Cluster {
             observer: None,
             primary_task: None,
             log_format: None,
+            nested: false,
         }
     }
 
@@ -276,6 +278,17 @@ impl Cluster {
         self
     }
 
+    /// Lets this program run as a new primary when it is started from
+    /// inside another cluster's worker (it inherits `CORRAL_WORKER_ID`, but
+    /// `LISTEN_PID` names another process), as the `corral` command does.
+    /// Without it such a process fails with an error: a library worker
+    /// started through a wrapper script that does not `exec` it looks the
+    /// same, and must not quietly start a cluster of its own.
+    pub fn allow_nested(mut self, allow: bool) -> Self {
+        self.nested = allow;
+        self
+    }
+
     /// Runs the cluster with this executable as the worker program.
     ///
     /// In the primary, supervises workers until the cluster is stopped
@@ -292,7 +305,12 @@ impl Cluster {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         log::install(self.log_format);
-        let outcome = match WorkerEnvironment::detect() {
+        let detected = if self.nested && WorkerEnvironment::inherited_from_another_process() {
+            Ok(None)
+        } else {
+            WorkerEnvironment::detect()
+        };
+        let outcome = match detected {
             Ok(Some(environment)) => run_worker(environment, body),
             Ok(None) => std::env::current_exe()
                 .map_err(Error::io("cannot find this executable"))

@@ -31,6 +31,14 @@ pub enum Error {
     #[error("command not found: {0:?} (no such executable file, and not in PATH)")]
     CommandNotFound(String),
 
+    /// The worker command exists but cannot be run.
+    #[error("command {command:?} is not executable: {path} {reason}")]
+    CommandNotExecutable {
+        command: String,
+        path: String,
+        reason: &'static str,
+    },
+
     /// A setting is out of range or not supported.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -82,6 +90,14 @@ pub enum Error {
     },
 }
 
+/// A link-local IPv6 address without the interface it belongs to.
+fn needs_scope_id(address: SocketAddr) -> bool {
+    match address {
+        SocketAddr::V6(v6) => v6.ip().is_unicast_link_local() && v6.scope_id() == 0,
+        SocketAddr::V4(_) => false,
+    }
+}
+
 impl Error {
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> Error {
         move |source| Error::Io { context, source }
@@ -97,6 +113,10 @@ impl Error {
             }
             io::ErrorKind::PermissionDenied => {
                 " (ports below 1024 need privileges: use a port of 1024 or more)"
+            }
+            io::ErrorKind::InvalidInput if needs_scope_id(address) => {
+                " (a link-local IPv6 address needs its interface's index as scope id, \
+                 as in [fe80::1%2]:8000; `ip link` lists the indexes)"
             }
             _ => "",
         };

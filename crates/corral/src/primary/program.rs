@@ -27,6 +27,7 @@ pub(crate) enum Program {
 }
 
 /// A program resolved to a file, with its full argv (argv[0] included).
+#[derive(Debug)]
 pub(crate) struct ResolvedProgram {
     pub path: PathBuf,
     pub argv: Vec<OsString>,
@@ -40,8 +41,7 @@ impl Program {
                 argv: std::env::args_os().collect(),
             }),
             Program::Command { program, args, .. } => {
-                let path = find_executable(program)
-                    .ok_or_else(|| Error::CommandNotFound(program.to_string_lossy().into()))?;
+                let path = find_executable(program)?;
                 let mut argv = vec![program.clone()];
                 argv.extend(args.iter().cloned());
                 Ok(ResolvedProgram { path, argv })
@@ -85,22 +85,58 @@ impl Program {
 }
 
 /// Finds `program` as `execvp` would: as a path when it has a slash, else in
-/// each directory of `PATH`.
-fn find_executable(program: &OsString) -> Option<PathBuf> {
+/// each directory of `PATH`. A file that is there but cannot be run is
+/// named as such, not as missing.
+fn find_executable(program: &OsString) -> Result<PathBuf, Error> {
     let candidate = Path::new(program);
-    if program.as_encoded_bytes().contains(&b'/') {
-        return is_executable(candidate).then(|| candidate.to_path_buf());
+    let candidates: Vec<PathBuf> = if program.as_encoded_bytes().contains(&b'/') {
+        vec![candidate.to_path_buf()]
+    } else {
+        let search_path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&search_path)
+            .map(|dir| dir.join(candidate))
+            .collect()
+    };
+    let mut unusable = None;
+    for path in candidates {
+        match why_not_executable(&path) {
+            None => return Ok(path),
+            Some(Unusable::Missing) => {}
+            Some(Unusable::Present(reason)) => {
+                unusable.get_or_insert((path, reason));
+            }
+        }
     }
-    let search_path = std::env::var_os("PATH")?;
-    std::env::split_paths(&search_path)
-        .map(|dir| dir.join(candidate))
-        .find(|path| is_executable(path))
+    Err(match unusable {
+        Some((path, reason)) => Error::CommandNotExecutable {
+            command: program.to_string_lossy().into(),
+            path: path.display().to_string(),
+            reason,
+        },
+        None => Error::CommandNotFound(program.to_string_lossy().into()),
+    })
 }
 
-fn is_executable(path: &Path) -> bool {
-    path.metadata()
-        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+enum Unusable {
+    Missing,
+    Present(&'static str),
+}
+
+fn why_not_executable(path: &Path) -> Option<Unusable> {
+    let Ok(meta) = path.metadata() else {
+        return Some(Unusable::Missing);
+    };
+    if meta.is_dir() {
+        Some(Unusable::Present("is a directory"))
+    } else if !meta.is_file() {
+        Some(Unusable::Present("is not a regular file"))
+    } else if meta.permissions().mode() & 0o111 == 0 {
+        Some(Unusable::Present(
+            "has no execute permission (chmod +x it, or name its interpreter: -- python3 app.py)",
+        ))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +157,20 @@ mod tests {
             node: false,
         };
         assert!(matches!(missing.resolve(), Err(Error::CommandNotFound(_))));
+        let not_executable = Program::Command {
+            program: "/etc/passwd".into(),
+            args: vec![],
+            node: false,
+        };
+        let err = not_executable.resolve().unwrap_err().to_string();
+        assert!(err.contains("not executable"), "{err}");
+        let directory = Program::Command {
+            program: "/tmp".into(),
+            args: vec![],
+            node: false,
+        };
+        let err = directory.resolve().unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
         let not_in_path = Program::Command {
             program: "corral-no-such-command".into(),
             args: vec![],

@@ -243,6 +243,16 @@ pub(crate) struct WorkerEnvironment {
 }
 
 impl WorkerEnvironment {
+    /// Whether a worker's environment is present but meant for another
+    /// process (`LISTEN_PID` is not this one): inherited from a worker by
+    /// a process it started.
+    pub(crate) fn inherited_from_another_process() -> bool {
+        let lookup =
+            |name: &str| std::env::var_os(name).map(|value| value.to_string_lossy().into_owned());
+        lookup(WORKER_ID).is_some()
+            && number(&lookup, LISTEN_PID).ok().flatten() != Some(u64::from(std::process::id()))
+    }
+
     /// `None` when this process is not a corral worker (it is a primary).
     /// A process is a worker when `CORRAL_WORKER_ID` is set; it must then
     /// also be the process `LISTEN_PID` names, or the environment is broken.
