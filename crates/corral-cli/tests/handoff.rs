@@ -114,10 +114,10 @@ fn a_python_worker_speaks_the_handoff_protocol() {
             assert_eq!(seen.get("1"), Some(&5), "{policy}: {seen:?}");
             assert_eq!(seen.get("2"), Some(&5), "{policy}: {seen:?}");
         } else {
-            // Sequential requests: whether a worker's `C1` reaches the
-            // primary before the next connection decides the split, so
-            // only that both serve is certain.
-            assert_eq!(seen.len(), 2, "{policy}: {seen:?}");
+            // Sequential requests: each finds both workers at 0 open or
+            // not, depending on when the last `C1` arrived, so the split is
+            // not fixed (the balance is tested with held connections above).
+            assert_eq!(seen.values().sum::<i32>(), 10, "{policy}: {seen:?}");
         }
     }
 }
