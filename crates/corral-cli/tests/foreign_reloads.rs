@@ -32,9 +32,15 @@ fn installed(program: &str) -> bool {
     found
 }
 
+/// What the clients saw, and the cluster's log.
+struct Outcome {
+    totals: LoadTotals,
+    log: String,
+}
+
 /// Runs `command` as 2 workers, reloads them `reloads` times under load
 /// (4 clients), and returns what the clients saw.
-fn reload_under_load(command: &[&str], env: &[(&str, &str)], reloads: usize) -> LoadTotals {
+fn reload_under_load(command: &[&str], env: &[(&str, &str)], reloads: usize) -> Outcome {
     let mut args = vec![
         "run",
         "-w",
@@ -70,16 +76,22 @@ fn reload_under_load(command: &[&str], env: &[(&str, &str)], reloads: usize) -> 
             .unwrap_or_else(|| panic!("reload {round} did not complete:\n{}", cluster.output()));
     }
     load.wait_for_more(20);
+    let failures = load.failures();
     let totals = load.stop();
-    eprintln!("{command:?}: {totals:?} over {reloads} reloads");
-    totals
+    eprintln!("{command:?}: {totals:?} over {reloads} reloads; failures: {failures:#?}");
+    Outcome {
+        totals,
+        log: cluster.output(),
+    }
 }
 
-fn assert_nothing_lost(totals: LoadTotals, what: &str) {
+fn assert_nothing_lost(outcome: Outcome, what: &str) {
+    let totals = outcome.totals;
     assert_eq!(
         (totals.failed, totals.refused),
         (0, 0),
-        "{what}: requests lost during the reloads"
+        "{what}: requests lost during the reloads:\n{}",
+        outcome.log
     );
 }
 
@@ -114,7 +126,7 @@ fn uvicorn_on_fd_3_serves_and_reloads() {
     if !installed("uvicorn") {
         return;
     }
-    let totals = reload_under_load(&["uvicorn", "--fd", "3", "asgi_app:app"], &[], 1);
+    let totals = reload_under_load(&["uvicorn", "--fd", "3", "asgi_app:app"], &[], 1).totals;
     assert!(totals.succeeded > 0);
     assert_eq!(totals.refused, 0);
 }

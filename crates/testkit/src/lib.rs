@@ -401,6 +401,8 @@ struct LoadCounts {
     succeeded: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
+    /// What the first failures were, for the test's message.
+    reasons: Mutex<Vec<String>>,
 }
 
 /// What a [`Load`] saw.
@@ -424,14 +426,23 @@ impl Load {
                 let (running, counts) = (running.clone(), counts.clone());
                 std::thread::spawn(move || {
                     while running.load(Relaxed) {
-                        let counter = match http_get(port, "/") {
-                            Ok(response) if response.status == 200 => &counts.succeeded,
+                        let started = std::time::Instant::now();
+                        let (counter, reason) = match http_get(port, "/") {
+                            Ok(response) if response.status == 200 => (&counts.succeeded, None),
                             Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                                &counts.refused
+                                (&counts.refused, Some(err.to_string()))
                             }
-                            _ => &counts.failed,
+                            Ok(response) => (&counts.failed, Some(format!("{response:?}"))),
+                            Err(err) => (&counts.failed, Some(format!("{err} ({:?})", err.kind()))),
                         };
                         counter.fetch_add(1, Relaxed);
+                        if let Some(reason) = reason {
+                            let mut reasons =
+                                counts.reasons.lock().unwrap_or_else(|p| p.into_inner());
+                            if reasons.len() < 10 {
+                                reasons.push(format!("{reason} after {:?}", started.elapsed()));
+                            }
+                        }
                     }
                 })
             })
@@ -458,6 +469,15 @@ impl Load {
             wait_until(PATIENCE, || self.succeeded() >= target),
             "the load stalled"
         );
+    }
+
+    /// What the first (up to 10) failed or refused requests saw.
+    pub fn failures(&self) -> Vec<String> {
+        self.counts
+            .reasons
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     /// Stops the clients and returns the totals.
