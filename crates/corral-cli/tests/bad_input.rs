@@ -184,7 +184,13 @@ fn corral_run_inside_a_worker_runs_its_own_cluster() {
     );
     let line = outer.expect_line("[worker 1] listening on");
     let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-    outer.expect_line("[worker 1]  INFO worker 1 ready");
+    outer.expect_line("cluster \"inner\"");
+    assert!(
+        corral_testkit::wait_until(PATIENCE, || corral_testkit::http_get(port, "/")
+            .is_ok_and(|response| response.status == 200)),
+        "the inner cluster never served:\n{}",
+        outer.output()
+    );
     let answer = corral_testkit::hello(port);
     assert_eq!(answer.id, 1);
     assert!(
