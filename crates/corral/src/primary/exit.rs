@@ -5,7 +5,18 @@
 use std::time::Duration;
 
 use super::event::{human_duration, signal_name};
-use super::slot::Role;
+
+/// Which of its slot's processes a worker is: what its exit means depends
+/// on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The worker serving the slot.
+    Current,
+    /// A rolling reload's replacement, not yet ready.
+    Successor,
+    /// A former worker, draining.
+    Retired,
+}
 
 /// What the supervisor knows about one exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::backoff::BackoffPolicy;
 use super::crash_loop::RestartHistory;
+use super::exit::Role;
 use super::outbox::Outbox;
 use crate::protocol::message;
 use crate::worker_key::WorkerKey;
@@ -30,14 +31,6 @@ pub(crate) struct Slot {
     retired: Vec<LiveWorker>,
     /// The cluster shrank: when its processes are gone, the slot goes away.
     retiring: bool,
-}
-
-/// Which of a slot's processes a worker is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    Current,
-    Successor,
-    Retired,
 }
 
 /// What a promotion changed: the new worker, and the old one now draining.
