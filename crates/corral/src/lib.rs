@@ -23,9 +23,69 @@
 //! }
 //! ```
 //!
-//! The module [`env`] documents what a worker receives; the README's
+//! The module [`env`](mod@env) documents what a worker receives; the README's
 //! "message channel" section documents the channel protocol for workers in
 //! other languages.
+//!
+//! # Layout
+//!
+//! The folders are the roles; each file says at its top what it is and why.
+//!
+//! * `cluster.rs`: the front door, [`Cluster`]: settings checked once, then
+//!   the process becomes the primary, or (re-executed as a worker) runs the
+//!   worker body.
+//! * `primary/`: the supervisor. `mod.rs` is the loop: it receives notices
+//!   and requests and *executes decisions* that plain, unit-tested code
+//!   makes: `exit.rs` (what an exit means and what follows), `crash_loop.rs`
+//!   with `backoff.rs` (restart history, crash loops, a broken command),
+//!   `readiness.rs` with `ready_mode.rs` (when a worker counts as ready),
+//!   `reload_plan.rs` (the rolling reload's steps; `reload.rs` carries them
+//!   out), `slot.rs` (a slot and its processes, behind methods that keep
+//!   their invariants). Around the loop: `spawn.rs` starts a worker,
+//!   `router.rs` handles its messages, `outbox.rs` queues messages to it,
+//!   `registry.rs` lists live workers for the [`Primary`] handle
+//!   (`handle.rs`), `health.rs` (watchdog, recycling), `signals.rs`,
+//!   `reaper.rs`, `notify.rs` (systemd), `run_as.rs` (`--user`), `node/`
+//!   (corral as primary of Node `cluster` programs).
+//! * `worker/`: what runs in a library worker: the [`Worker`] handed to the
+//!   body, its [`Listener`]s and [`Connection`]s, the hand-off receiver
+//!   (`incoming.rs`), the drain order on stop, messages, request counting.
+//! * `protocol/`: what a worker in any language implements: the
+//!   environment ([`env`](mod@env)), the message channel (`message.rs`, framing in
+//!   `lines.rs`), the hand-off channel (`handoff.rs`), Node's dialect.
+//! * `balance/`: how connections reach workers: one file per [`Policy`];
+//!   `dispatch.rs` is the primary's accept-and-hand-off task for
+//!   round-robin and least-connections, with `stall.rs` and `congestion.rs`.
+//! * `log/`: corral's own log lines (text or JSON, never blocking).
+//! * `sys.rs`: the only `unsafe` code. `error.rs`: [`Error`].
+//!   `worker_key.rs`: the key of one worker process.
+//!
+//! # Glossary
+//!
+//! * **Slot**: a numbered place in the cluster (`CORRAL_WORKER_ID`, 1-based)
+//!   that one worker serves at a time; it outlives its workers.
+//! * **Generation**: how many times a slot was started; a replacement keeps
+//!   the slot and gets the next generation (`CORRAL_GENERATION`).
+//! * **WorkerKey**: slot and generation: the one name of a worker process
+//!   inside the primary, so a late notice about a replaced process finds
+//!   nothing.
+//! * **Successor** / **retired**: during a rolling reload, the replacement
+//!   started beside a slot's worker; the old worker, draining once the
+//!   successor is promoted.
+//! * **Notice**: what a worker's tasks and the timers tell the supervisor
+//!   loop (a control word, an exit, a timeout).
+//! * **Request**: what a signal or the [`Primary`] handle asks of the
+//!   supervisor (stop, reload, one worker more or fewer).
+//! * **Event**: what happened, as the library user sees it ([`Event`], after
+//!   Node's cluster events: fork, online, ready, disconnect, exit).
+//! * **Message**: a JSON line on a worker's channel: to the primary
+//!   (`ToPrimary`) or to a worker (`ToWorker`).
+//! * **Control**: corral's own words on that channel (`{"corral":"ready"}`,
+//!   heartbeats, stop), kept apart from the user's messages.
+//! * **Hand-off**: under round-robin and least-connections, the primary
+//!   accepts and passes connections to workers over a second channel.
+//! * **Policy** / **balancer**: how connections reach workers, and its
+//!   implementation in the primary.
 
 #![deny(unsafe_code)]
 
