@@ -1,13 +1,23 @@
 //! Helpers for corral's integration tests, which run real processes on real
-//! sockets: start a cluster (the `corral` binary or an example), collect its
-//! output as it comes, wait on conditions with timeouts instead of sleeps,
-//! and send HTTP requests over loopback.
+//! sockets: start a cluster (the `corral` binary or an example; a
+//! [`ClusterBuilder`] for "N workers under policy P"), collect its output as
+//! it comes, with corral's log lines as events ([`LogEvent`]) and marks to
+//! search only after a point, wait on conditions with timeouts instead of
+//! sleeps, send HTTP requests over loopback, and check that a load lost no
+//! request ([`LoadTotals::assert_none_lost`]).
+
+mod builder;
+mod events;
+
+pub use builder::{ClusterBuilder, wait_ready};
+use events::Transcript;
+pub use events::{LogEvent, Mark};
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::process::Pid;
@@ -27,17 +37,12 @@ pub fn example_path(name: &str) -> PathBuf {
     profile_dir.join("examples").join(name)
 }
 
-/// Output lines collected from a process, shared with the reader threads.
-#[derive(Default)]
-struct Transcript {
-    lines: Mutex<Vec<String>>,
-    grew: Condvar,
-}
-
 /// A running cluster primary; killed (with its workers) on drop.
 pub struct ClusterProcess {
     child: Child,
     transcript: Arc<Transcript>,
+    /// How many of its streams are captured.
+    streams: usize,
     status: Option<ExitStatus>,
 }
 
@@ -49,12 +54,27 @@ impl ClusterProcess {
         Self::spawn(command)
     }
 
-    /// Starts a prepared command, stdout and stderr captured.
-    pub fn spawn(mut command: Command) -> Self {
+    /// Starts a prepared command, stdout and stderr captured. corral's
+    /// lines are asked for in JSON (unless the command sets
+    /// `CORRAL_LOG_FORMAT` itself), so that they are events too.
+    pub fn spawn(command: Command) -> Self {
+        Self::spawn_with_stderr(command, None)
+    }
+
+    /// Like [`Self::spawn`], with stderr going to `stderr` instead of being
+    /// captured (`None`: captured).
+    pub fn spawn_with_stderr(mut command: Command, stderr: Option<Stdio>) -> Self {
+        let format_set = command
+            .get_envs()
+            .any(|(name, _)| name == "CORRAL_LOG_FORMAT");
+        if !format_set {
+            command.env("CORRAL_LOG_FORMAT", "json");
+        }
+        let captured = stderr.is_none();
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr.unwrap_or_else(Stdio::piped))
             .env("CORRAL_LOG", "info");
         let mut child = command.spawn().expect("the cluster program starts");
         let transcript = Arc::new(Transcript::default());
@@ -63,14 +83,17 @@ impl ClusterProcess {
             "out",
             transcript.clone(),
         );
-        collect_lines(
-            child.stderr.take().expect("piped"),
-            "err",
-            transcript.clone(),
-        );
+        if captured {
+            collect_lines(
+                child.stderr.take().expect("piped"),
+                "err",
+                transcript.clone(),
+            );
+        }
         ClusterProcess {
             child,
             transcript,
+            streams: if captured { 2 } else { 1 },
             status: None,
         }
     }
@@ -81,15 +104,35 @@ impl ClusterProcess {
     }
 
     /// Everything the process printed so far, one line each, stdout lines
-    /// marked `out|` and stderr lines `err|`.
+    /// marked `out|` and stderr lines `err|` (corral's JSON lines in their
+    /// text form, see [`LogEvent::text`]).
     pub fn output(&self) -> String {
-        self.transcript.lines.lock().unwrap().join("\n")
+        self.transcript.text()
+    }
+
+    /// The point reached so far: searches from it see only later lines.
+    pub fn mark(&self) -> Mark {
+        self.transcript.mark()
     }
 
     /// Waits for a line containing `needle`; returns it, or `None` on timeout.
     pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Option<String> {
-        self.wait_for_lines(needle, 1, timeout)
-            .map(|mut lines| lines.remove(0))
+        self.wait_for_line_after(Mark::START, needle, timeout)
+    }
+
+    /// Waits for a line after `since` containing `needle`.
+    pub fn wait_for_line_after(
+        &self,
+        since: Mark,
+        needle: &str,
+        timeout: Duration,
+    ) -> Option<String> {
+        self.transcript.wait(since, timeout, |lines| {
+            lines
+                .iter()
+                .find(|line| line.text.contains(needle))
+                .map(|line| line.text.clone())
+        })
     }
 
     /// Waits until `count` lines contain `needle`; returns them.
@@ -99,30 +142,96 @@ impl ClusterProcess {
         count: usize,
         timeout: Duration,
     ) -> Option<Vec<String>> {
-        let deadline = Instant::now() + timeout;
-        let mut lines = self.transcript.lines.lock().unwrap();
-        loop {
+        self.transcript.wait(Mark::START, timeout, |lines| {
             let found: Vec<String> = lines
                 .iter()
-                .filter(|line| line.contains(needle))
-                .cloned()
+                .filter(|line| line.text.contains(needle))
+                .map(|line| line.text.clone())
                 .collect();
-            if found.len() >= count {
-                return Some(found);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            lines = self.transcript.grew.wait_timeout(lines, left).unwrap().0;
-        }
+            (found.len() >= count).then_some(found)
+        })
     }
 
     /// Like [`Self::wait_for_line`], but fails the test with the output.
     pub fn expect_line(&self, needle: &str) -> String {
-        self.wait_for_line(needle, PATIENCE).unwrap_or_else(|| {
-            panic!(
-                "no line containing {needle:?} within {PATIENCE:?}; output:\n{}",
-                self.output()
-            )
+        self.expect_line_after(Mark::START, needle)
+    }
+
+    /// Like [`Self::wait_for_line_after`], but fails the test with the output.
+    pub fn expect_line_after(&self, since: Mark, needle: &str) -> String {
+        self.wait_for_line_after(since, needle, PATIENCE)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no line containing {needle:?} within {PATIENCE:?}; output:\n{}",
+                    self.output()
+                )
+            })
+    }
+
+    /// corral's events after `since`, in order.
+    pub fn events_since(&self, since: Mark) -> Vec<LogEvent> {
+        self.transcript.events(since)
+    }
+
+    /// Waits until `count` events after `since` satisfy `wanted`; returns them.
+    pub fn wait_for_events(
+        &self,
+        since: Mark,
+        count: usize,
+        timeout: Duration,
+        wanted: impl Fn(&LogEvent) -> bool,
+    ) -> Option<Vec<LogEvent>> {
+        self.transcript.wait(since, timeout, |lines| {
+            let found: Vec<LogEvent> = lines
+                .iter()
+                .filter_map(|line| line.event.as_ref())
+                .filter(|event| wanted(event))
+                .cloned()
+                .collect();
+            (found.len() >= count).then_some(found)
         })
+    }
+
+    /// Waits for the first event after `since` that satisfies `wanted`.
+    pub fn wait_for_event(
+        &self,
+        since: Mark,
+        timeout: Duration,
+        wanted: impl Fn(&LogEvent) -> bool,
+    ) -> Option<LogEvent> {
+        self.wait_for_events(since, 1, timeout, wanted)
+            .map(|mut found| found.remove(0))
+    }
+
+    /// The event `name` after `since` (about worker `worker`, if given);
+    /// fails the test with the output if none comes within [`PATIENCE`].
+    pub fn expect_event(&self, since: Mark, name: &str, worker: Option<u32>) -> LogEvent {
+        self.expect_events(since, name, worker, 1).remove(0)
+    }
+
+    /// `count` events `name` after `since` (about worker `worker`, if given).
+    pub fn expect_events(
+        &self,
+        since: Mark,
+        name: &str,
+        worker: Option<u32>,
+        count: usize,
+    ) -> Vec<LogEvent> {
+        let wanted =
+            |event: &LogEvent| event.is(name) && worker.is_none_or(|id| event.worker == Some(id));
+        self.wait_for_events(since, count, PATIENCE, wanted)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {count} {name:?} events (worker {worker:?}) within {PATIENCE:?}; output:\n{}",
+                    self.output()
+                )
+            })
+    }
+
+    /// Waits until the process and every holder of its output pipes (its
+    /// workers) closed them, so that the transcript is complete.
+    pub fn wait_output_closed(&self, timeout: Duration) -> bool {
+        self.transcript.wait_closed(self.streams, timeout)
     }
 
     /// The first port the cluster printed in its `listening on` line.
@@ -187,13 +296,9 @@ fn collect_lines(
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            transcript
-                .lines
-                .lock()
-                .unwrap()
-                .push(format!("{tag}|{line}"));
-            transcript.grew.notify_all();
+            transcript.push(tag, line);
         }
+        transcript.close();
     });
 }
 
@@ -413,6 +518,20 @@ pub struct LoadTotals {
     pub failed: u64,
     /// Connections refused: new connections the server lost.
     pub refused: u64,
+}
+
+impl LoadTotals {
+    /// The one "no request lost" assertion: requests succeeded, none failed
+    /// in flight, no connection was refused. `what` names the scenario.
+    pub fn assert_none_lost(&self, what: &str) {
+        eprintln!("{what}: {self:?}");
+        assert!(self.succeeded > 0, "{what}: no request succeeded: {self:?}");
+        assert_eq!(
+            (self.failed, self.refused),
+            (0, 0),
+            "{what}: requests were lost (failed in flight, refused): {self:?}"
+        );
+    }
 }
 
 impl Load {

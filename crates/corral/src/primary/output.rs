@@ -25,6 +25,15 @@ pub(crate) enum Stream {
     Stderr,
 }
 
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
 /// The queue to the writing thread, and the bookkeeping to flush it.
 pub(crate) struct OutputSink {
     lines: mpsc::Sender<(Stream, Vec<u8>)>,
@@ -123,12 +132,12 @@ fn json_line(id: u32, pid: u32, stream: Stream, text: String) -> String {
     {
         object.entry("worker").or_insert(id.into());
         object.entry("pid").or_insert(pid.into());
+        if let Some(serde_json::Value::Object(fields)) = object.get_mut("fields") {
+            fields.entry("stream").or_insert(stream.name().into());
+        }
         return serde_json::Value::Object(object).to_string();
     }
-    let stream = match stream {
-        Stream::Stdout => "stdout",
-        Stream::Stderr => "stderr",
-    };
+    let stream = stream.name();
     serde_json::json!({
         "timestamp": now_rfc3339(),
         "level": "INFO",
@@ -156,11 +165,11 @@ mod tests {
         assert_eq!(line["message"], "oops \"x\"");
         assert_eq!(line["fields"]["stream"], "stderr");
 
-        let own = r#"{"level":"WARN","message":"hi","worker":2,"pid":42}"#;
-        assert_eq!(
-            serde_json::from_str::<Value>(&json_line(2, 42, Stream::Stderr, own.into())).unwrap(),
-            serde_json::from_str::<Value>(own).unwrap()
-        );
+        let own = r#"{"level":"WARN","message":"hi","worker":2,"pid":42,"fields":{}}"#;
+        let relayed: Value =
+            serde_json::from_str(&json_line(2, 42, Stream::Stderr, own.into())).unwrap();
+        assert_eq!(relayed["message"], "hi");
+        assert_eq!(relayed["fields"]["stream"], "stderr");
         let foreign: Value =
             serde_json::from_str(&json_line(3, 7, Stream::Stdout, r#"{"msg":"x"}"#.into()))
                 .unwrap();
