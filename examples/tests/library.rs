@@ -3,11 +3,9 @@
 
 use std::collections::HashMap;
 
-use corral_testkit::{ClusterProcess, Load, PATIENCE, Signal, example_path, hello, send_signal};
+use std::time::Duration;
 
-fn example(name: &str, args: &[&str]) -> ClusterProcess {
-    ClusterProcess::start(example_path(name), args)
-}
+use corral_testkit::{ClusterBuilder, Load, Mark, PATIENCE, Signal, hello, send_signal};
 
 fn answers(port: u16, workers: usize) -> HashMap<u32, u32> {
     let mut seen = HashMap::new();
@@ -23,7 +21,7 @@ fn answers(port: u16, workers: usize) -> HashMap<u32, u32> {
 
 #[test]
 fn the_hello_example_serves_with_every_worker() {
-    let mut cluster = example("hello", &["--workers", "3", "--listen", "127.0.0.1:0"]);
+    let mut cluster = ClusterBuilder::example("hello").workers(3).start();
     let seen = answers(cluster.port(), 3);
     let mut ids: Vec<u32> = seen.keys().copied().collect();
     ids.sort();
@@ -38,15 +36,15 @@ fn the_hello_example_serves_with_every_worker() {
 #[test]
 fn the_axum_example_serves_replaces_and_drains() {
     for policy in ["reuseport", "shared"] {
-        let mut cluster = example(
-            "axum",
-            &["-w", "2", "-l", "127.0.0.1:0", "--policy", policy],
-        );
+        let mut cluster = ClusterBuilder::example("axum").policy(policy).start();
         let port = cluster.port();
         let seen = answers(port, 2);
         assert_eq!(seen.len(), 2, "{seen:?}");
+        // Only what comes after the kill: the startup's ready must not count.
+        let killed = cluster.mark();
         send_signal(seen[&2], Signal::KILL);
-        cluster.expect_line("worker 2 ready (pid");
+        let ready = cluster.expect_event(killed, "ready", Some(2));
+        assert_ne!(ready.pid, Some(seen[&2]), "{ready:?}");
         let replaced = answers(port, 2);
         assert_ne!(replaced[&2], seen[&2], "worker 2 has a new process");
         cluster.signal(Signal::TERM);
@@ -59,7 +57,7 @@ fn the_axum_example_serves_replaces_and_drains() {
 
 #[test]
 fn the_messages_example_counts_reports_and_broadcasts_config_changes() {
-    let cluster = example("messages", &["-w", "2", "-l", "127.0.0.1:0"]);
+    let cluster = ClusterBuilder::example("messages").start();
     let port = cluster.port();
     for _ in 0..10 {
         corral_testkit::http_get(port, "/").expect("the example answers");
@@ -75,38 +73,20 @@ fn the_messages_example_counts_reports_and_broadcasts_config_changes() {
 /// per request): the worker written as the README shows (`axum::serve` or
 /// a hyper loop with `with_graceful_shutdown`/`stopped()`) loses nothing.
 fn reloads_lose_no_request(name: &str, policy: &str) {
-    let cluster = example(
-        name,
-        &[
-            "-w",
-            "2",
-            "-l",
-            "127.0.0.1:0",
-            "--policy",
-            policy,
-            "--grace",
-            "5",
-        ],
-    );
-    let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
-    let load = Load::start(port, 4);
-    for round in 1..=5 {
+    let cluster = ClusterBuilder::example(name)
+        .policy(policy)
+        .args(&["--grace", "5"])
+        .start();
+    let load = Load::start(cluster.port(), 4);
+    for _ in 1..=5 {
         load.wait_for_more(50);
+        let mark = cluster.mark();
         cluster.signal(Signal::HUP);
-        cluster
-            .wait_for_lines("rolling reload complete", round, PATIENCE)
-            .unwrap_or_else(|| panic!("reload {round} did not complete:\n{}", cluster.output()));
+        cluster.expect_event(mark, "reload_complete", None);
     }
     load.wait_for_more(50);
-    let totals = load.stop();
-    eprintln!("{name} {policy}: {totals:?} over 5 reloads");
-    assert_eq!(
-        (totals.failed, totals.refused),
-        (0, 0),
-        "{name} {policy}: requests lost during the reloads"
-    );
+    load.stop()
+        .assert_none_lost(&format!("{name} {policy}: 5 rolling reloads"));
 }
 
 #[test]
@@ -126,34 +106,28 @@ fn a_worker_flooded_both_ways_keeps_its_heartbeats_and_still_stops() {
     // Every queue full: the primary's to each worker and each worker's
     // inbox (never read) for good; each worker's outgoing queue when it
     // says it is ready. corral's own words must still pass.
-    let mut cluster = example(
-        "flood",
-        &[
-            "-w",
-            "2",
-            "-l",
-            "127.0.0.1:0",
-            "--watchdog",
-            "1",
-            "--grace",
-            "5",
-        ],
-    );
+    let mut cluster = ClusterBuilder::example("flood")
+        .args(&["--watchdog", "1", "--grace", "5"])
+        .start();
     let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
     // Three watchdog periods with every queue full: a heartbeat held back
     // by user messages would get its worker killed well within them.
-    let hung = cluster.wait_for_line("sent no heartbeat", std::time::Duration::from_secs(3));
+    let hung = cluster.wait_for_event(Mark::START, Duration::from_secs(3), |event| {
+        event.is("hung")
+    });
     assert_eq!(hung, None, "{}", cluster.output());
     assert_eq!(answers(port, 2).len(), 2, "both workers serve");
+    let stop = cluster.mark();
     cluster.signal(Signal::TERM);
     let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
     assert!(status.success(), "{status:?}:\n{}", cluster.output());
-    let output = cluster.output();
-    assert_eq!(
-        output.matches("exited with code 0 as asked").count(),
-        2,
-        "both workers stopped when asked, none was killed:\n{output}"
-    );
+    let exits = cluster.expect_events(stop, "exit", None, 2);
+    for exit in exits {
+        assert_eq!(exit.field("requested"), Some(&true.into()), "{exit:?}");
+        assert_eq!(
+            exit.field("code"),
+            Some(&0.into()),
+            "stopped, not killed: {exit:?}"
+        );
+    }
 }

@@ -14,8 +14,11 @@ fn run_to_end(args: &[&str]) -> (ExitStatus, Vec<String>) {
     let status = cluster
         .wait_exit(PATIENCE)
         .unwrap_or_else(|| panic!("corral {args:?} did not exit:\n{}", cluster.output()));
-    // The reader threads may still be draining the pipes.
-    let _ = cluster.wait_for_line("error", std::time::Duration::from_millis(500));
+    // Everything written before the exit, read to the end of the pipes.
+    assert!(
+        cluster.wait_output_closed(PATIENCE),
+        "corral {args:?}: its output pipes stay open"
+    );
     let stderr = cluster
         .output()
         .lines()

@@ -7,7 +7,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterProcess, KeepAlive, PATIENCE, Signal, hello, http_get, send_signal, wait_until,
+    ClusterBuilder, ClusterProcess, KeepAlive, PATIENCE, Signal, hello, http_get, send_signal,
+    wait_until,
 };
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
@@ -75,10 +76,8 @@ fn least_connections_steers_new_connections_away_from_a_busy_worker() {
 
 #[test]
 fn killing_a_worker_under_round_robin_loses_no_new_connection() {
-    let cluster = cluster("round-robin", &["-w", "2"]);
+    let cluster = ClusterBuilder::corral(CORRAL).policy("round-robin").start();
     let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
     let mut served = 0;
     for round in 0..5 {
         let victim = cluster.worker_pids()[round % 2];
@@ -99,10 +98,11 @@ fn killing_a_worker_under_round_robin_loses_no_new_connection() {
 #[test]
 fn a_python_worker_speaks_the_handoff_protocol() {
     for policy in ["round-robin", "least-connections"] {
-        let cluster = cluster(policy, &["-w", "2", "--", "python3", HANDOFF_SERVER]);
+        let cluster = ClusterBuilder::corral(CORRAL)
+            .policy(policy)
+            .command(&["python3", HANDOFF_SERVER])
+            .start();
         let port = cluster.port();
-        cluster.expect_line("worker 1 ready (pid");
-        cluster.expect_line("worker 2 ready (pid");
         let mut seen = HashMap::new();
         for _ in 0..10 {
             let response = http_get(port, "/").expect("the python worker answers");
@@ -124,21 +124,11 @@ fn a_python_worker_speaks_the_handoff_protocol() {
 
 #[test]
 fn a_worker_that_stops_reading_its_channel_does_not_stall_the_others() {
-    let mut command = std::process::Command::new(CORRAL);
-    command
-        .args([
-            "run",
-            "-w",
-            "2",
-            "-l",
-            "127.0.0.1:0",
-            "--policy",
-            "round-robin",
-            "--",
-        ])
-        .args(["python3", HANDOFF_SERVER])
-        .env("STALL_WORKERS", "2");
-    let cluster = ClusterProcess::spawn(command);
+    let cluster = ClusterBuilder::corral(CORRAL)
+        .policy("round-robin")
+        .command(&["python3", HANDOFF_SERVER])
+        .env("STALL_WORKERS", "2")
+        .start();
     let port = cluster.port();
     cluster.expect_line("[worker 2] python worker 2 ready");
     // Far more connections than the stalled worker's channel can hold.

@@ -3,53 +3,52 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use corral_testkit::{
-    ClusterProcess, Load, LoadTotals, PATIENCE, Signal, hello, http_get, process_alive, wait_until,
+    ClusterBuilder, ClusterProcess, Load, Mark, PATIENCE, Signal, hello, http_get, process_alive,
+    wait_until,
 };
-
-mod common;
-
-use common::two_ready_workers;
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
+fn corral() -> ClusterBuilder {
+    ClusterBuilder::corral(CORRAL)
+}
+
 fn reloads_under_load_lose_no_request(policy: &str) {
-    let (cluster, port) = two_ready_workers(policy);
+    let cluster = corral().policy(policy).args(&["--grace", "5"]).start();
+    let port = cluster.port();
     let before: HashSet<u32> = cluster.worker_pids().into_iter().collect();
     let load = Load::start(port, 1);
-    for round in 1..=5 {
+    for _ in 1..=5 {
         load.wait_for_more(20);
+        let mark = cluster.mark();
         cluster.signal(Signal::HUP);
-        cluster
-            .wait_for_lines(
-                "rolling reload complete: 2 workers replaced",
-                round,
-                PATIENCE,
-            )
-            .unwrap_or_else(|| panic!("reload {round} did not complete:\n{}", cluster.output()));
+        let done = cluster.expect_event(mark, "reload_complete", None);
+        assert_eq!(done.field("replaced"), Some(&2.into()), "{done:?}");
     }
     load.wait_for_more(20);
-    let LoadTotals {
-        succeeded,
-        failed,
-        refused,
-    } = load.stop();
-    assert_eq!(refused, 0);
-    eprintln!("{policy}: {succeeded} requests succeeded, {failed} failed during 5 reloads");
-    assert_eq!(failed, 0, "{policy}: requests failed during the reloads");
+    load.stop()
+        .assert_none_lost(&format!("{policy}: 5 rolling reloads"));
     assert!(
         wait_until(PATIENCE, || before.iter().all(|&pid| !process_alive(pid))),
         "the old workers exit"
     );
-    let after: HashSet<u32> = cluster.worker_pids().into_iter().collect();
-    assert_eq!(after.len(), 2);
-    assert!(after.is_disjoint(&before));
     assert!(
-        cluster.output().contains("generation 6"),
-        "five replacements per slot"
+        wait_until(PATIENCE, || cluster.worker_pids().len() == 2),
+        "two workers remain:\n{}",
+        cluster.output()
     );
+    let after: HashSet<u32> = cluster.worker_pids().into_iter().collect();
+    assert!(after.is_disjoint(&before));
+    let sixth_starts = cluster
+        .events_since(Mark::START)
+        .into_iter()
+        .filter(|event| event.is("fork") && event.field("generation") == Some(&6.into()))
+        .count();
+    assert_eq!(sixth_starts, 2, "five replacements per slot");
     hello(port);
 }
 
@@ -105,29 +104,25 @@ fn a_broken_deploy_aborts_the_reload_and_a_fixed_one_upgrades_every_worker() {
     let app = Deployment::new("reload");
     app.deploy(&format!("APP_VERSION=1 exec python3 {ENV_SERVER}\n"));
     let script = app.script.to_str().unwrap();
-    let cluster = ClusterProcess::start(
-        CORRAL,
-        &[
-            "run",
-            "-w",
-            "2",
-            "-l",
-            "127.0.0.1:0",
-            "--grace",
-            "2",
-            "--",
-            "sh",
-            script,
-        ],
-    );
+    let cluster = corral()
+        .args(&["--grace", "2"])
+        .command(&["sh", script])
+        .start();
     let port = cluster.port();
     cluster.expect_line("[worker 1] python worker 1 serving");
     cluster.expect_line("[worker 2] python worker 2 serving");
     let first: HashSet<u32> = cluster.worker_pids().into_iter().collect();
 
     app.deploy("echo 'the new version cannot start' >&2; exit 1\n");
+    let mark = cluster.mark();
     cluster.signal(Signal::HUP);
-    cluster.expect_line("rolling reload aborted: the replacement for worker 1 exited with code 1");
+    let aborted = cluster.expect_event(mark, "reload_aborted", Some(1));
+    assert!(
+        aborted
+            .message
+            .contains("rolling reload aborted: the replacement for worker 1 exited with code 1"),
+        "{aborted:?}"
+    );
     for _ in 0..10 {
         let (pid, version) = version_answering(port);
         assert_eq!(version, "1");
@@ -138,8 +133,9 @@ fn a_broken_deploy_aborts_the_reload_and_a_fixed_one_upgrades_every_worker() {
     }
 
     app.deploy(&format!("APP_VERSION=2 exec python3 {ENV_SERVER}\n"));
+    let mark = cluster.mark();
     cluster.signal(Signal::HUP);
-    cluster.expect_line("rolling reload complete: 2 workers replaced");
+    cluster.expect_event(mark, "reload_complete", None);
     assert!(wait_until(PATIENCE, || first
         .iter()
         .all(|&pid| !process_alive(pid))));
@@ -152,180 +148,116 @@ fn a_broken_deploy_aborts_the_reload_and_a_fixed_one_upgrades_every_worker() {
     }
 }
 
+/// Waits for `count` replacements by recycling (not by a reload).
+fn recycled(cluster: &ClusterProcess, count: usize) {
+    cluster
+        .wait_for_events(Mark::START, count, PATIENCE, |event| {
+            event.is("replaced") && event.message.starts_with("recycling:")
+        })
+        .unwrap_or_else(|| panic!("workers are recycled:\n{}", cluster.output()));
+}
+
 #[test]
 fn workers_over_max_memory_are_recycled_without_losing_a_request() {
     // Every demo worker uses more than 1 MiB: each is recycled once it has
     // run a second.
-    let cluster = ClusterProcess::start(
-        CORRAL,
-        &[
-            "run",
-            "-w",
-            "2",
-            "-l",
-            "127.0.0.1:0",
-            "--max-memory",
-            "1M",
-            "--grace",
-            "5",
-        ],
+    let cluster = corral()
+        .args(&["--max-memory", "1M", "--grace", "5"])
+        .start();
+    let load = Load::start(cluster.port(), 1);
+    let reason = cluster.expect_event(Mark::START, "recycle", None);
+    assert!(
+        reason
+            .message
+            .contains("over --max-memory 1 MiB: replacing it gracefully"),
+        "{reason:?}"
     );
-    let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    let load = Load::start(port, 1);
-    cluster.expect_line("over --max-memory 1 MiB: replacing it gracefully");
-    cluster
-        .wait_for_lines("recycling: worker", 2, PATIENCE)
-        .expect("workers are recycled");
+    recycled(&cluster, 2);
     load.wait_for_more(20);
-    let LoadTotals {
-        succeeded,
-        failed,
-        refused,
-    } = load.stop();
-    assert_eq!(refused, 0);
-    eprintln!("recycling: {succeeded} requests succeeded, {failed} failed");
-    assert_eq!(failed, 0);
+    load.stop().assert_none_lost("recycling over --max-memory");
 }
 
 #[test]
 fn workers_are_recycled_after_max_requests_without_losing_a_request() {
-    let cluster = ClusterProcess::start(
-        CORRAL,
-        &[
-            "run",
-            "-w",
-            "2",
-            "-l",
-            "127.0.0.1:0",
-            "--policy",
-            "round-robin",
-            "--max-requests",
-            "100",
-            "--max-requests-jitter",
-            "20",
-        ],
-    );
-    let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
-    let load = Load::start(port, 1);
-    let replaced = cluster
-        .wait_for_lines("recycling: worker", 3, PATIENCE)
-        .unwrap_or_else(|| panic!("workers are recycled:\n{}", cluster.output()));
-    let LoadTotals {
-        succeeded,
-        failed,
-        refused,
-    } = load.stop();
-    assert_eq!(refused, 0);
-    eprintln!("max-requests: {succeeded} requests succeeded, {failed} failed; {replaced:?}");
-    assert_eq!(failed, 0);
-    let reasons = cluster.output();
+    let cluster = corral()
+        .policy("round-robin")
+        .args(&["--max-requests", "100", "--max-requests-jitter", "20"])
+        .start();
+    let load = Load::start(cluster.port(), 1);
+    recycled(&cluster, 3);
+    load.stop()
+        .assert_none_lost("recycling after --max-requests");
+    let reason = cluster.expect_event(Mark::START, "recycle", None);
     assert!(
-        reasons.contains("requests (--max-requests with jitter: 1"),
-        "{reasons}"
+        reason
+            .message
+            .contains("requests (--max-requests with jitter: 1"),
+        "{reason:?}"
     );
 }
 
 #[test]
 fn max_surge_replaces_several_workers_at_once() {
-    let cluster = ClusterProcess::start(
-        CORRAL,
-        &[
-            "run",
-            "-w",
-            "4",
-            "-l",
-            "127.0.0.1:0",
-            "--max-surge",
-            "2",
-            "--grace",
-            "5",
-        ],
-    );
-    let port = cluster.port();
-    for id in 1..=4 {
-        cluster.expect_line(&format!("worker {id} ready"));
-    }
-    let load = Load::start(port, 1);
+    let cluster = corral()
+        .workers(4)
+        .args(&["--max-surge", "2", "--grace", "5"])
+        .start();
+    let load = Load::start(cluster.port(), 1);
     load.wait_for_more(20);
+    let mark = cluster.mark();
     cluster.signal(Signal::HUP);
-    cluster.expect_line("rolling reload complete: 4 workers replaced");
-    let LoadTotals {
-        failed, refused, ..
-    } = load.stop();
-    assert_eq!(refused, 0);
-    assert_eq!(failed, 0);
+    let done = cluster.expect_event(mark, "reload_complete", None);
+    assert_eq!(done.field("replaced"), Some(&4.into()));
+    load.stop().assert_none_lost("a reload with --max-surge 2");
     // Two replacements were started before the first one took over.
-    let output = cluster.output();
-    let lines: Vec<&str> = output.lines().collect();
-    let first_promotion = lines
+    let events = cluster.events_since(mark);
+    let first_promotion = events
         .iter()
-        .position(|line| line.contains("rolling reload: worker"))
-        .unwrap();
-    let started_before = lines[..first_promotion]
+        .position(|event| event.is("replaced"))
+        .expect("a promotion");
+    let started_before = events[..first_promotion]
         .iter()
-        .filter(|line| line.contains("spawned") && line.contains("generation 2)"))
+        .filter(|event| event.is("fork"))
         .count();
-    assert_eq!(started_before, 2, "{output}");
+    assert_eq!(started_before, 2, "{}", cluster.output());
 }
 
 #[test]
 fn ready_message_waits_for_the_worker_to_say_so() {
     // env_server.py never says it is ready: under --ready message that is
     // reported at start.
-    let mut cluster = ClusterProcess::start(
-        CORRAL,
-        &[
-            "run",
-            "-w",
-            "1",
-            "-l",
-            "127.0.0.1:0",
-            "--ready",
-            "message",
-            "--ready-timeout",
-            "0.5",
-            "--",
-            "python3",
-            ENV_SERVER,
-        ],
-    );
+    let mut cluster = corral()
+        .workers(1)
+        .args(&["--ready", "message", "--ready-timeout", "0.5"])
+        .command(&["python3", ENV_SERVER])
+        .no_wait()
+        .start();
     let status = cluster.wait_exit(PATIENCE).expect("corral gives up");
     assert_eq!(status.code(), Some(1));
-    let error = cluster.expect_line("corral: error:");
+    let error = cluster.expect_event(Mark::START, "fatal", None);
     assert!(
-        error.contains("--ready message") && error.contains("{\"corral\":\"ready\"}"),
-        "{error}"
+        error.message.contains("--ready message")
+            && error.message.contains("{\"corral\":\"ready\"}"),
+        "{error:?}"
     );
 }
 
 #[test]
 fn ready_delay_counts_a_worker_ready_after_it_ran_that_long() {
-    let cluster = ClusterProcess::start(
-        CORRAL,
-        &[
-            "run",
-            "-w",
-            "1",
-            "-l",
-            "127.0.0.1:0",
-            "--ready",
-            "delay:0.3",
-            "--",
-            "python3",
-            ENV_SERVER,
-        ],
-    );
-    cluster.expect_line("worker 1 spawned");
-    let spawned = std::time::Instant::now();
-    cluster.expect_line("worker 1 ready");
-    let waited = spawned.elapsed();
+    let cluster = corral()
+        .workers(1)
+        .args(&["--ready", "delay:0.3"])
+        .command(&["python3", ENV_SERVER])
+        .start();
+    // Measured between corral's own timestamps, not when this thread woke.
+    let spawned = cluster.expect_event(Mark::START, "fork", Some(1));
+    let ready = cluster.expect_event(Mark::START, "ready", Some(1));
+    let waited = ready.time().unwrap() - spawned.time().unwrap();
     assert!(
-        waited >= std::time::Duration::from_millis(250),
+        waited >= Duration::from_millis(300),
         "ready after {waited:?}"
     );
+    let mark = cluster.mark();
     cluster.signal(Signal::HUP);
-    cluster.expect_line("rolling reload complete: 1 workers replaced");
+    cluster.expect_event(mark, "reload_complete", None);
 }

@@ -13,6 +13,8 @@ use serde_json::Value;
 /// One of corral's JSON log lines.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEvent {
+    /// When, as corral wrote it (RFC 3339, UTC).
+    pub timestamp: String,
     /// What happened (`ready`, `exit`, `reload_complete`…), if named.
     pub event: Option<String>,
     pub level: String,
@@ -32,6 +34,7 @@ impl LogEvent {
         let value: Value = serde_json::from_str(line).ok()?;
         let number = |key: &str| value.get(key)?.as_u64()?.try_into().ok();
         Some(LogEvent {
+            timestamp: value.get("timestamp")?.as_str()?.to_owned(),
             event: value.get("event")?.as_str().map(str::to_owned),
             level: value.get("level")?.as_str()?.to_owned(),
             worker: number("worker"),
@@ -49,6 +52,24 @@ impl LogEvent {
     /// Whether this is event `name` about worker `id`.
     pub fn is_of(&self, name: &str, id: u32) -> bool {
         self.is(name) && self.worker == Some(id)
+    }
+
+    /// The time since the Unix epoch this event was written, from its
+    /// timestamp (`2026-11-29T19:07:29.123456Z`): for measuring between
+    /// two events, whenever the test thread happened to see them.
+    pub fn time(&self) -> Option<Duration> {
+        let (date, time) = self.timestamp.strip_suffix('Z')?.split_once('T')?;
+        let mut date = date.splitn(3, '-').map(str::parse::<i64>);
+        let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
+        let mut time = time.splitn(3, ':');
+        let (hour, minute) = (
+            time.next()?.parse::<u64>().ok()?,
+            time.next()?.parse::<u64>().ok()?,
+        );
+        let seconds: f64 = time.next()?.parse().ok()?;
+        let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
+        let whole = days * 86_400 + hour * 3_600 + minute * 60;
+        Some(Duration::from_secs(whole) + Duration::from_secs_f64(seconds))
     }
 
     /// A field's value.
@@ -70,6 +91,17 @@ impl LogEvent {
             _ => format!("{} {}", self.level, self.message),
         }
     }
+}
+
+/// Days from 1970-01-01 to the given date (proleptic Gregorian).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// A point in a transcript: searches from a mark see only later lines.
@@ -193,7 +225,7 @@ mod tests {
     #[test]
     fn json_lines_become_events_with_a_text_form() {
         let ready = LogEvent::parse(
-            r#"{"timestamp":"T","level":"INFO","event":"ready","worker":2,"pid":42,"message":"worker 2 ready (pid 42)","fields":{}}"#,
+            r#"{"timestamp":"2026-11-29T19:07:29.5Z","level":"INFO","event":"ready","worker":2,"pid":42,"message":"worker 2 ready (pid 42)","fields":{}}"#,
         )
         .unwrap();
         assert!(ready.is_of("ready", 2));
@@ -205,6 +237,16 @@ mod tests {
         .unwrap();
         assert_eq!(output.text(), "[worker 1] hi");
         assert_eq!(LogEvent::parse("listening on 127.0.0.1:1"), None);
+        let mut later = ready.clone();
+        later.timestamp = "2026-11-30T00:00:00.25Z".into();
+        let mut earlier = ready.clone();
+        earlier.timestamp = "2026-11-29T23:59:59.75Z".into();
+        assert_eq!(
+            later.time().unwrap() - earlier.time().unwrap(),
+            Duration::from_millis(500)
+        );
+        earlier.timestamp = "1970-01-02T00:00:01Z".into();
+        assert_eq!(earlier.time(), Some(Duration::from_secs(86_401)));
         assert_eq!(LogEvent::parse(r#"{"some":"json"}"#), None);
     }
 
