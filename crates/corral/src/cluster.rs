@@ -171,9 +171,11 @@ impl Cluster {
         self
     }
 
-    /// How long a worker that must say it is ready (library workers, and
-    /// every worker under a hand-off policy) may take to say so before it
-    /// is replaced; when no worker ever did, the cluster stops with an error.
+    /// How long a worker that must say it is ready (every worker under a
+    /// hand-off policy, and a COMMAND's under `ReadyMode::Message`) may take
+    /// to say so before it is replaced, and how long a rolling reload waits
+    /// for each replacement; when no worker ever did, the cluster stops
+    /// with an error.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self

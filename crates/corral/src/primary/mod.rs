@@ -481,14 +481,7 @@ impl Supervisor {
             running: self.phase == Phase::Running,
         };
         let ran_for = worker.started.elapsed();
-        self.registry.remove(key);
-        // What the worker started and left behind goes with it.
-        slot::signal_group(worker.pid, Signal::KILL);
-        self.signal_strays(key, worker.pid, Signal::KILL);
-        self.balancer.worker_exited(key);
-        if let Some(node) = &self.node {
-            node.worker_exited(key);
-        }
+        self.forget(key, worker.pid);
         let code = status.and_then(|status| status.code());
         let signal = status.and_then(|status| status.signal());
         self.emit(Event::Exit {
@@ -510,6 +503,30 @@ impl Supervisor {
         let decision = exit::decide(&facts, slot_state, self.settings.backoff.min_uptime);
         self.proven |= decision.proves_command;
         let failure = describe_exit(code, signal, ran_for);
+        self.carry_out(key, decision, ran_for, failure)
+    }
+
+    /// Removes an exited process from the live table, the balancer and
+    /// the Node side, and kills what it started and left behind.
+    fn forget(&mut self, key: WorkerKey, pid: u32) {
+        self.registry.remove(key);
+        slot::signal_group(pid, Signal::KILL);
+        self.signal_strays(key, pid, Signal::KILL);
+        self.balancer.worker_exited(key);
+        if let Some(node) = &self.node {
+            node.worker_exited(key);
+        }
+    }
+
+    /// Does what `decision` says after the exit of `key`.
+    fn carry_out(
+        &mut self,
+        key: WorkerKey,
+        decision: exit::ExitDecision,
+        ran_for: Duration,
+        failure: String,
+    ) -> Result<(), Error> {
+        let id = key.slot;
         match decision.next {
             AfterExit::Nothing => Ok(()),
             AfterExit::RemoveSlot => {
