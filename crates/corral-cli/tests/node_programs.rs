@@ -271,17 +271,51 @@ fn sighup_reloads_node_workers_under_load_without_a_failed_request() {
         return;
     }
     let name = "worker_ids.js";
-    let cluster = start(name, &[], &[]);
+    for policy in ["reuseport", "round-robin"] {
+        let cluster = start(name, &["--policy", policy], &[]);
+        let port = bound_port(&cluster);
+        // New connection per request, 4 clients.
+        let load = Load::start(port, 4);
+        load.wait_for_more(50);
+        cluster.signal(Signal::HUP);
+        cluster.expect_line("rolling reload complete: 2 workers replaced");
+        load.wait_for_more(50);
+        let totals = load.stop();
+        assert_eq!(
+            (totals.failed, totals.refused),
+            (0, 0),
+            "{policy}: {totals:?}"
+        );
+        expect_node_processes(&cluster, name, 2);
+        stop_cleanly(cluster, name);
+    }
+}
+
+#[test]
+fn killed_node_workers_lose_no_waiting_connection_under_round_robin() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "worker_ids.js";
+    let cluster = start(name, &["--policy", "round-robin"], &[]);
     let port = bound_port(&cluster);
-    // New connection per request, 4 clients.
     let load = Load::start(port, 4);
-    load.wait_for_more(50);
-    cluster.signal(Signal::HUP);
-    cluster.expect_line("rolling reload complete: 2 workers replaced");
-    load.wait_for_more(50);
+    for kill in 1..=3 {
+        load.wait_for_more(30);
+        let victim = node_processes(&cluster, name)[0];
+        send_signal(victim, Signal::KILL);
+        cluster.expect_line(&format!("(pid {victim}) exited on signal SIGKILL"));
+        cluster
+            .wait_for_lines(" ready (pid", 2 + kill, PATIENCE)
+            .expect("the killed worker is replaced");
+    }
+    load.wait_for_more(30);
     let totals = load.stop();
-    assert_eq!((totals.failed, totals.refused), (0, 0), "{totals:?}");
-    expect_node_processes(&cluster, name, 2);
+    eprintln!("round-robin, 3 kills of a Node worker: {totals:?}");
+    // Requests a killed worker was serving die with it; connections it had
+    // not accepted yet go to the other worker: none is refused.
+    assert_eq!(totals.refused, 0, "{totals:?}");
+    assert!(totals.failed <= 3 * 4, "{totals:?}");
     stop_cleanly(cluster, name);
 }
 

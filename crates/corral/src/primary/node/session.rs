@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -17,14 +16,10 @@ use super::NodeCluster;
 use super::binds::{Served, ServerId};
 use super::dispatch::Dispatcher;
 use super::link::Link;
+use crate::log::rate::{RateLimit, left_out};
 use crate::primary::notice::Notice;
 use crate::protocol::message::Control;
 use crate::protocol::node::{self, Act, ClusterMessage, Internal, ServerQuery};
-
-/// Warnings about one worker's bad messages: the first few, then one a
-/// period with the count of those left out.
-const WARNINGS_AT_ONCE: u32 = 5;
-const WARNING_PERIOD: Duration = Duration::from_secs(10);
 
 pub(crate) struct Session {
     cluster: Arc<NodeCluster>,
@@ -35,7 +30,9 @@ pub(crate) struct Session {
     /// The round-robin servers of this worker, by its key for them.
     servers: HashMap<String, Arc<Dispatcher>>,
     said_ready: bool,
-    warnings: Warnings,
+    /// This worker's warnings about its bad messages (a flood costs a few
+    /// lines and a count).
+    warnings: RateLimit,
 }
 
 /// What the reader does with a user message after the session saw it.
@@ -62,7 +59,7 @@ impl Session {
             notices,
             servers: HashMap::new(),
             said_ready: false,
-            warnings: Warnings::default(),
+            warnings: RateLimit::warnings(),
         }
     }
 
@@ -202,13 +199,8 @@ impl Session {
     }
 
     fn warn(&mut self, what: std::fmt::Arguments<'_>) {
-        if let Some(skipped) = self.warnings.admit() {
-            let more = if skipped > 0 {
-                format!(" ({skipped} more like it not logged)")
-            } else {
-                String::new()
-            };
-            tracing::warn!("worker {}: {what}{more}", self.id());
+        if let Some(suppressed) = self.warnings.admit() {
+            tracing::warn!("worker {}: {what}{}", self.id(), left_out(suppressed));
         }
     }
 }
@@ -219,45 +211,5 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.leave_servers();
         self.cluster.worker_gone(&self.link);
-    }
-}
-
-/// Rate limit of one worker's warnings.
-#[derive(Default)]
-struct Warnings {
-    in_period: u32,
-    skipped: u32,
-    since: Option<Instant>,
-}
-
-impl Warnings {
-    /// `Some(skipped so far)` when this warning may be logged.
-    fn admit(&mut self) -> Option<u32> {
-        let now = Instant::now();
-        if self.since.is_none_or(|since| now - since >= WARNING_PERIOD) {
-            self.since = Some(now);
-            self.in_period = 0;
-        }
-        self.in_period += 1;
-        if self.in_period <= WARNINGS_AT_ONCE {
-            let skipped = std::mem::take(&mut self.skipped);
-            Some(skipped)
-        } else {
-            self.skipped += 1;
-            None
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_flood_of_warnings_is_cut_to_a_few_a_period() {
-        let mut warnings = Warnings::default();
-        let admitted = (0..1000).filter(|_| warnings.admit().is_some()).count();
-        assert_eq!(admitted, WARNINGS_AT_ONCE as usize);
-        assert_eq!(warnings.skipped, 1000 - WARNINGS_AT_ONCE);
     }
 }
