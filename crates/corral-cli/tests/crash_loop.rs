@@ -4,44 +4,48 @@
 
 use std::time::Duration;
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal};
+use corral_testkit::{ClusterBuilder, LogEvent, Mark, PATIENCE, Signal};
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
+fn number(event: &LogEvent, field: &str) -> Option<u64> {
+    event.field(field).and_then(|value| value.as_u64())
+}
+
 #[test]
 fn a_worker_that_fails_after_a_second_is_reported_and_backs_off_to_the_cap() {
-    let mut cluster = ClusterProcess::start(
-        CORRAL,
-        &[
-            "run",
-            "-w",
-            "1",
-            "-l",
-            "127.0.0.1:0",
-            "--max-restart-delay",
-            "0.15",
-            "--",
-            "sh",
-            "-c",
-            "sleep 1.05; exit 3",
-        ],
+    let mut cluster = ClusterBuilder::corral(CORRAL)
+        .workers(1)
+        .args(&["--max-restart-delay", "0.15"])
+        .command(&["sh", "-c", "sleep 1.05; exit 3"])
+        .no_wait()
+        .start();
+    let reports = cluster.expect_events(Mark::START, "crash_loop", Some(1), 2);
+    let seen: Vec<(Option<u64>, Option<u64>)> = reports
+        .iter()
+        .map(|event| (number(event, "failures"), number(event, "delay_ms")))
+        .collect();
+    assert_eq!(
+        seen,
+        [(Some(3), Some(100)), (Some(4), Some(150))],
+        "reported from the third failure; the delay doubles up to --max-restart-delay"
     );
-    let reports = cluster
-        .wait_for_lines("is crash-looping", 2, Duration::from_secs(12))
-        .unwrap_or_else(|| panic!("the loop is never reported:\n{}", cluster.output()));
+    // The restart after the third failure really waited, by corral's clock.
+    let events = cluster.events_since(Mark::START);
+    let times = |name: &str| -> Vec<Duration> {
+        events
+            .iter()
+            .filter(|event| event.is(name))
+            .filter_map(LogEvent::time)
+            .collect()
+    };
+    let (forks, exits) = (times("fork"), times("exit"));
+    assert!(forks.len() >= 4 && exits.len() >= 3, "{}", cluster.output());
+    let waited = forks[3].saturating_sub(exits[2]);
     assert!(
-        reports[0].contains("3 failures in a row") && reports[0].contains("next restart in 100ms"),
-        "{}",
-        reports[0]
+        waited >= Duration::from_millis(100),
+        "restarted {waited:?} after the third failure"
     );
-    assert!(
-        reports[1].contains("4 failures in a row") && reports[1].contains("next restart in 150ms"),
-        "the delay doubles up to --max-restart-delay: {}",
-        reports[1]
-    );
-    // Each failure is one spawn: four failures, at most a fifth start.
-    let spawns = cluster.output().matches("spawned (pid").count();
-    assert!(spawns <= 5, "{spawns} spawns:\n{}", cluster.output());
     cluster.signal(Signal::TERM);
     assert!(
         cluster
@@ -52,12 +56,16 @@ fn a_worker_that_fails_after_a_second_is_reported_and_backs_off_to_the_cap() {
 
 #[test]
 fn a_stable_run_shorter_than_a_start_is_refused() {
-    let mut cluster = ClusterProcess::start(
-        CORRAL,
-        &["run", "-l", "127.0.0.1:0", "--stable-after", "0.5"],
-    );
+    let mut cluster = ClusterBuilder::corral(CORRAL)
+        .args(&["--stable-after", "0.5"])
+        .no_wait()
+        .start();
     let status = cluster.wait_exit(PATIENCE).expect("corral refuses at once");
     assert_eq!(status.code(), Some(1));
-    let error = cluster.expect_line("--stable-after");
-    assert!(error.contains("at least 1 s"), "{error}");
+    let error = cluster.expect_event(Mark::START, "fatal", None);
+    assert!(
+        error.message.contains("--stable-after") && error.message.contains("at least 1 s"),
+        "{}",
+        error.message
+    );
 }

@@ -2,52 +2,28 @@
 //! no connections for a rest period that doubles each time it stalls again
 //! (100 ms up to 2 s), while the other workers serve everything.
 
-use corral_testkit::{ClusterProcess, Load, PATIENCE, Signal, send_signal};
+use corral_testkit::{ClusterBuilder, Load, Mark, Signal, send_signal};
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
-/// The pid in a `worker N ready (pid P)` line.
-fn pid_in(line: &str) -> u32 {
-    line.rsplit_once("(pid ")
-        .and_then(|(_, rest)| rest.trim_end_matches(')').parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"))
-}
-
 #[test]
 fn a_stopped_worker_rests_longer_each_time_it_stalls() {
-    let cluster = ClusterProcess::start(
-        CORRAL,
-        &[
-            "run",
-            "-w",
-            "2",
-            "-l",
-            "127.0.0.1:0",
-            "--policy",
-            "round-robin",
-        ],
-    );
-    let port = cluster.port();
-    cluster.expect_line("worker 1 ready (pid");
-    let stopped = pid_in(&cluster.expect_line("worker 2 ready (pid"));
+    let cluster = ClusterBuilder::corral(CORRAL).policy("round-robin").start();
+    let stopped = cluster
+        .expect_event(Mark::START, "ready", Some(2))
+        .pid
+        .expect("the ready event names the pid");
+    let mark = cluster.mark();
     send_signal(stopped, Signal::STOP);
-    let load = Load::start(port, 4);
-    for rest in ["100ms", "200ms", "400ms"] {
-        let found = cluster.wait_for_line(&format!("none to it for {rest}"), PATIENCE);
-        assert!(
-            found.is_some_and(|line| line.contains("worker 2 is not reading")),
-            "no rest of {rest}:\n{}",
-            cluster.output()
-        );
-    }
+    let load = Load::start(cluster.port(), 4);
+    let stalls = cluster.expect_events(mark, "worker_stalled", Some(2), 3);
+    let rests: Vec<Option<u64>> = stalls
+        .iter()
+        .map(|event| event.field("rest_ms").and_then(|value| value.as_u64()))
+        .collect();
+    assert_eq!(rests, [Some(100), Some(200), Some(400)]);
     send_signal(stopped, Signal::CONT);
     load.wait_for_more(20);
-    let totals = load.stop();
-    assert_eq!(
-        (totals.failed, totals.refused),
-        (0, 0),
-        "worker 1 served the stalled worker's connections: {totals:?}"
-    );
-    // The rest never exceeds its cap.
-    assert!(!cluster.output().contains("none to it for 4000ms"));
+    load.stop()
+        .assert_none_lost("worker 1 serves the stalled worker's connections");
 }

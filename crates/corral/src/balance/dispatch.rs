@@ -601,6 +601,10 @@ impl Dispatcher {
                 continue;
             };
             warn_limited!(
+                event = "worker_stalled",
+                worker = target.key.slot,
+                unread = unread,
+                rest_ms = rest.as_millis() as u64,
                 "worker {} is not reading its hand-off channel ({unread} connections waiting \
                  for over {}ms): handing them to other workers, none to it for {}ms",
                 target.key.slot,

@@ -153,7 +153,14 @@ impl Event {
                     );
                 }
             }
-            Event::CrashLoop { .. } => tracing::error!(event, worker, "{self}"),
+            Event::CrashLoop {
+                quick_failures,
+                delay,
+                ..
+            } => {
+                let delay_ms = delay.as_millis() as u64;
+                tracing::error!(event, worker, failures = quick_failures, delay_ms, "{self}")
+            }
             Event::Fork { generation, .. } => {
                 tracing::info!(event, worker, pid, generation, "{self}")
             }
