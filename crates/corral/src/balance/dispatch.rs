@@ -671,3 +671,44 @@ fn is_connection_error(err: &io::Error) -> bool {
         Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(listener: u8) -> Handed {
+        let fd = std::fs::File::open("/dev/null").expect("/dev/null opens");
+        Handed {
+            fd: OwnedFd::from(fd),
+            listener,
+        }
+    }
+
+    fn order(waiting: &mut Waiting) -> Vec<u8> {
+        std::iter::from_fn(|| waiting.pop())
+            .map(|handed| handed.listener)
+            .collect()
+    }
+
+    #[test]
+    fn connections_that_come_back_go_first_in_their_order() {
+        let mut waiting = Waiting::default();
+        waiting.push(connection(10));
+        waiting.push(connection(11));
+        waiting.requeue([connection(1), connection(2), connection(3)].into_iter());
+        assert_eq!(waiting.len(), 5);
+        assert_eq!(order(&mut waiting), [1, 2, 3, 10, 11]);
+        assert!(waiting.is_empty());
+    }
+
+    #[test]
+    fn a_connection_popped_and_not_handed_keeps_its_place() {
+        let mut waiting = Waiting::default();
+        for listener in [1, 2, 3] {
+            waiting.push(connection(listener));
+        }
+        let first = waiting.pop().expect("one waits");
+        waiting.requeue(std::iter::once(first));
+        assert_eq!(order(&mut waiting), [1, 2, 3]);
+    }
+}
