@@ -2,6 +2,7 @@
 //! the README; keep the two in step.
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -52,6 +53,16 @@ pub enum Command {
     /// SO_REUSEPORT socket (several on one port: the no-cluster baseline
     /// for benchmarks).
     DemoWorker(DemoWorkerArgs),
+    /// Check a configuration file: print the settings it gives `corral run`,
+    /// or its first error (file, line, key)
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The TOML file, as given to `corral run --config`
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +78,16 @@ pub struct DemoWorkerArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Read settings from this TOML file: every flag as a key of the same
+    /// name, plus command, args and [env]; flags given here override it.
+    /// Read again at each reload (HUP)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Add NAME=VALUE to every worker's environment (repeatable)
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    pub env: Vec<String>,
+
     /// Number of worker processes [default: number of CPUs]
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=corral::MAX_WORKERS as i64))]
     pub workers: Option<u32>,
@@ -233,6 +254,23 @@ fn parse_listen(text: &str) -> Result<String, String> {
              index, as in [{}%2]:{} (`ip link` lists the indexes)",
             v6.ip(),
             v6.port()
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn parse_env(text: &str) -> Result<String, String> {
+    let Some((name, _)) = text.split_once('=') else {
+        return Err(format!("{text:?}: write NAME=VALUE"));
+    };
+    if name.is_empty() || name.contains('\0') {
+        return Err(format!(
+            "{text:?}: the variable needs a name, as APP_ENV=production"
+        ));
+    }
+    if corral::env::is_reserved(name) {
+        return Err(format!(
+            "{name} is corral's own variable: workers get it from corral; use another name"
         ));
     }
     Ok(text.to_string())

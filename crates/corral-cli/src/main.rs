@@ -3,9 +3,11 @@
 //! binary is re-executed as a demo worker, the same `main` runs the worker.
 
 mod args;
+mod config;
 mod demo;
 mod standalone;
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run(run) => run_cluster(*run),
         Command::DemoWorker(args) => standalone::run(args),
+        Command::Check(check) => check_config(&check.file),
     };
     let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,6 +60,54 @@ fn refuse_empty_command(cli: &Cli) {
 }
 
 fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
+    // A worker (the demo worker is this binary again) takes nothing from
+    // the file: its settings come from the primary.
+    let (run, reread) = match config::config_path(&run) {
+        Some(path) if !corral::is_worker() => {
+            // The arguments after `run`, as given, which override the file.
+            let given: Vec<OsString> = std::env::args_os()
+                .skip_while(|arg| arg != "run")
+                .skip(1)
+                .collect();
+            let run = config::resolve(&path, &given)?;
+            let reread = move || {
+                let run = config::resolve(&path, &given).map_err(|err| err.to_string())?;
+                let cluster = build_cluster(&run);
+                Ok(match run.command.split_first() {
+                    Some((program, args)) => cluster.command(program, args),
+                    None => cluster,
+                })
+            };
+            (run, Some(reread))
+        }
+        _ => (run, None),
+    };
+    let mut cluster = build_cluster(&run);
+    if let Some(reread) = reread {
+        cluster = cluster.on_reload(reread);
+    }
+    match run.command.split_first() {
+        None => cluster.run(demo::serve_worker)?,
+        Some((program, args)) => cluster.run_command(program, args)?,
+    }
+    Ok(())
+}
+
+/// `corral check FILE`: the settings the file gives, or its first error.
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let run = config::resolve(file, &[])?;
+    let settings = config::describe(&run);
+    let width = settings.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}: valid", file.display())?;
+    for (key, value) in settings {
+        writeln!(stdout, "{key:width$} = {value}")?;
+    }
+    Ok(())
+}
+
+/// The library cluster `corral run` flags describe.
+fn build_cluster(run: &RunArgs) -> corral::Cluster {
     let mut cluster = corral::Cluster::new()
         .policy(run.policy.into())
         .grace(run.grace)
@@ -87,11 +138,16 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
     if let Some(timeout) = run.timeout {
         cluster = cluster.watchdog(timeout);
     }
-    if let Some(user) = run.user {
+    if let Some(user) = &run.user {
         cluster = cluster.user(user);
     }
     if let Some(threads) = run.worker_threads {
         cluster = cluster.worker_threads(threads as usize);
+    }
+    for variable in &run.env {
+        if let Some((key, value)) = variable.split_once('=') {
+            cluster = cluster.env(key, value);
+        }
     }
     // Started by systemd with sockets and no --listen: the library serves
     // every socket it was given. A Node program's listen() calls are served
@@ -100,29 +156,21 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
         .command
         .first()
         .is_some_and(|program| run.node.applies_to(program));
-    let addresses = if run.listen.is_empty() && !corral::activated_addresses().is_empty() {
-        Vec::new()
-    } else if run.listen.is_empty() && !node {
-        vec!["127.0.0.1:8000".to_string()]
-    } else {
-        run.listen
-    };
-    for address in addresses {
+    if run.listen.is_empty() && corral::activated_addresses().is_empty() && !node {
+        cluster = cluster.listen("127.0.0.1:8000");
+    }
+    for address in &run.listen {
         cluster = cluster.listen(address);
     }
-    match run.command.split_first() {
-        None => {
-            cluster = cluster.name(run.name.unwrap_or_else(|| "demo".into()));
-            cluster.run(demo::serve_worker)?;
-        }
-        Some((program, args)) => {
-            if let Some(name) = run.name {
-                cluster = cluster.name(name);
-            }
-            cluster.run_command(program, args)?;
-        }
+    let name = match (&run.name, run.command.is_empty()) {
+        (Some(name), _) => Some(name.clone()),
+        (None, true) => Some("demo".to_string()),
+        (None, false) => None,
+    };
+    if let Some(name) = name {
+        cluster = cluster.name(name);
     }
-    Ok(())
+    cluster
 }
 
 /// Prints `listening on ADDR`, one line per address, on stdout: the stable

@@ -13,7 +13,9 @@ use crate::primary::backoff::BackoffPolicy;
 use crate::primary::event::Event;
 use crate::primary::node::NodeMode;
 use crate::primary::ready_mode::ReadyMode;
-use crate::primary::{self, MessagePolicy, Observer, Primary, PrimaryTask, Program, Settings};
+use crate::primary::{
+    self, MessagePolicy, Observer, Primary, PrimaryTask, Program, Reread, Settings,
+};
 use crate::protocol::env::WorkerEnvironment;
 use crate::protocol::lines::DEFAULT_MAX_LINE;
 use crate::worker::{Worker, run_worker};
@@ -64,6 +66,9 @@ pub struct Cluster {
     max_requests: Option<(u64, u64)>,
     max_surge: usize,
     user: Option<String>,
+    env: Vec<(OsString, OsString)>,
+    command: Option<(OsString, Vec<OsString>)>,
+    reread: Option<Reread>,
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
     log_format: Option<LogFormat>,
@@ -99,6 +104,9 @@ impl Cluster {
             max_requests: None,
             max_surge: 1,
             user: None,
+            env: Vec::new(),
+            command: None,
+            reread: None,
             observer: None,
             primary_task: None,
             log_format: None,
@@ -230,6 +238,44 @@ impl Cluster {
         self
     }
 
+    /// Adds `key=value` to every worker's environment (replacing an
+    /// inherited variable of that name). corral's own variables
+    /// (`CORRAL_*`, `LISTEN_*`, `NODE_CHANNEL_*`, `NOTIFY_SOCKET`…) cannot be set.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The program each worker runs, for [`Cluster::on_reload`]: a cluster
+    /// returned there with a command runs it in the workers started from
+    /// then on. (To start a cluster with a command, use
+    /// [`Cluster::run_command`].)
+    pub fn command<I, S>(mut self, program: impl Into<OsString>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.command = Some((program.into(), args.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Reads the configuration again at each rolling reload (SIGHUP,
+    /// [`Primary::reload`]), before any worker is replaced, as nginx does:
+    /// `reread` returns the cluster as it should now be. The command, the
+    /// environment ([`Cluster::env`]), the number of workers, the grace
+    /// period, recycling, the watchdog, the readiness and surge settings
+    /// apply to every worker started from then on; a change of anything
+    /// else (listen addresses, policy, backlog, user, name…) is logged and
+    /// waits for a restart. An `Err` aborts that reload: it is logged and
+    /// the running configuration stays.
+    pub fn on_reload(
+        mut self,
+        reread: impl FnMut() -> Result<Cluster, String> + Send + 'static,
+    ) -> Self {
+        self.reread = Some(Box::new(reread));
+        self
+    }
+
     /// When a COMMAND worker counts as ready (see [`ReadyMode`]).
     /// Whether `run_command`'s program is run as Node cluster workers, with
     /// corral as their primary (`--node`; default: when it is `node` or a
@@ -344,8 +390,9 @@ impl Cluster {
         outcome
     }
 
-    fn run_primary(self, program: Program) -> Result<(), Error> {
-        let settings = self.settings(&program)?;
+    fn run_primary(mut self, program: Program) -> Result<(), Error> {
+        let mut settings = self.settings(&program)?;
+        settings.reread = self.reread.take();
         match crate::sys::raise_descriptor_limit() {
             Ok(limit) => tracing::debug!("open descriptor limit: {limit:?} (the hard limit)"),
             Err(err) => tracing::warn!("cannot raise the open descriptor limit: {err}"),
@@ -362,7 +409,7 @@ impl Cluster {
         ))
     }
 
-    fn settings(&self, program: &Program) -> Result<Settings, Error> {
+    pub(crate) fn settings(&self, program: &Program) -> Result<Settings, Error> {
         if self.workers == 0 || self.workers > MAX_WORKERS {
             return Err(Error::Config(format!(
                 "the number of workers must be from 1 to {MAX_WORKERS}, not {}",
@@ -435,7 +482,39 @@ impl Cluster {
                 .as_deref()
                 .map(primary::resolve_user)
                 .transpose()?,
+            env: self.worker_env()?,
+            reread: None,
         })
+    }
+
+    /// The program a cluster built by [`Cluster::on_reload`] names.
+    pub(crate) fn configured_command(&self) -> Option<Program> {
+        let (program, args) = self.command.clone()?;
+        let node = self.node.applies_to(&program);
+        Some(Program::Command {
+            program,
+            args,
+            node,
+        })
+    }
+
+    /// The configured variables, checked: none may be corral's own.
+    fn worker_env(&self) -> Result<Vec<(OsString, OsString)>, Error> {
+        for (key, _) in &self.env {
+            let text = key.to_string_lossy();
+            if text.is_empty() || text.contains(['=', '\0']) {
+                return Err(Error::Config(format!(
+                    "{text:?} is not a valid environment variable name"
+                )));
+            }
+            if crate::protocol::env::is_reserved(&text) {
+                return Err(Error::Config(format!(
+                    "the environment variable {text} is corral's own: workers get it from \
+                     corral; use another name"
+                )));
+            }
+        }
+        Ok(self.env.clone())
     }
 }
 

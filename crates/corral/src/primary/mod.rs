@@ -18,6 +18,7 @@ mod program;
 mod readiness;
 pub(crate) mod ready_mode;
 mod reaper;
+mod reconfigure;
 mod registry;
 mod reload;
 mod reload_plan;
@@ -28,6 +29,7 @@ mod slot;
 mod spawn;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
@@ -41,6 +43,7 @@ use tokio::sync::mpsc;
 
 pub use handle::Primary;
 pub(crate) use program::Program;
+pub(crate) use reconfigure::Reread;
 pub use registry::{SendError, WorkerInfo, WorkerState};
 pub use router::MessagePolicy;
 pub(crate) use run_as::resolve as resolve_user;
@@ -104,6 +107,10 @@ pub(crate) struct Settings {
     pub max_surge: usize,
     /// Workers run as this user and group (`--user`).
     pub user: Option<run_as::RunAs>,
+    /// Variables added to every worker's environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Reads the configuration again at each reload (`Cluster::on_reload`).
+    pub reread: Option<reconfigure::Reread>,
 }
 
 /// The user's task beside the supervisor (`Cluster::primary`).
@@ -188,6 +195,7 @@ pub(crate) async fn run(
             addresses: balancer.local_addrs().to_vec(),
         },
         user: settings.user.clone(),
+        env: settings.env.clone(),
         output: OutputSink::start(),
         notices,
         router,
@@ -263,10 +271,10 @@ struct Supervisor {
 
 impl Supervisor {
     async fn supervise(&mut self, signals: &mut Signals) -> Result<(), Error> {
-        let watchdog = self.settings.watchdog;
-        let period = watchdog.map_or(Duration::from_secs(3600), |timeout| timeout / 4);
+        // The checks follow the settings, which a reload may change.
+        let period =
+            (self.settings.watchdog).map_or(reconfigure::CHECK_PERIOD, |timeout| timeout / 4);
         let mut watchdog_check = tokio::time::interval(period);
-        let max_memory = self.settings.max_memory;
         let mut memory_check = tokio::time::interval(health::MEMORY_CHECK);
         let mut child_exits = signals::child_exits()?;
         let systemd_watchdog = self.notifier.watchdog;
@@ -279,8 +287,12 @@ impl Supervisor {
                 _ = child_exits.recv() => self.reap_orphans(),
                 _ = systemd_ping.tick(), if systemd_watchdog.is_some() => self.notifier.ping(),
                 Some(request) = self.requested.recv() => self.obey(request)?,
-                _ = watchdog_check.tick(), if watchdog.is_some() => self.kill_hung_workers(),
-                _ = memory_check.tick(), if max_memory.is_some() => self.recycle_large_workers()?,
+                _ = watchdog_check.tick(), if self.settings.watchdog.is_some() => {
+                    self.kill_hung_workers()
+                }
+                _ = memory_check.tick(), if self.settings.max_memory.is_some() => {
+                    self.recycle_large_workers()?
+                }
             }
             self.tell_systemd();
         }

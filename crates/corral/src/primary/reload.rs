@@ -30,6 +30,9 @@ impl Supervisor {
             tracing::info!("a rolling reload is under way: another will follow it");
             return Ok(());
         }
+        if !self.reread_configuration()? {
+            return Ok(());
+        }
         let plan = ReloadPlan::rolling(
             self.slots
                 .values()

@@ -2,6 +2,7 @@
 //! up, the message channel after them), its environment, and the tasks that
 //! pass on its output and report its messages and its exit to the supervisor.
 
+use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 
@@ -39,6 +40,9 @@ pub(crate) struct Launcher {
     /// Workers run as this user and group; std clears the supplementary
     /// groups when root starts a process with another uid.
     pub user: Option<super::run_as::RunAs>,
+    /// Variables added to every worker's environment (`Cluster::env`); they
+    /// never replace corral's own.
+    pub env: Vec<(OsString, OsString)>,
     pub output: OutputSink,
     pub notices: mpsc::Sender<Notice>,
     pub router: Arc<Router>,
@@ -108,7 +112,7 @@ impl Launcher {
         let image = ExecImage::new(
             resolved.path.as_os_str(),
             &resolved.argv,
-            &identity.environment(),
+            &self.environment(&identity),
             self.program.death_signal(),
             self.primary_pid,
         )
@@ -152,6 +156,15 @@ impl Launcher {
                 .await;
         });
         Ok(Spawned { pid, outbox })
+    }
+
+    /// The worker's environment: corral's, then the configured variables
+    /// in place of inherited ones of the same name.
+    fn environment(&self, identity: &WorkerEnv) -> Vec<(OsString, OsString)> {
+        let mut env = identity.environment();
+        env.retain(|(key, _)| !self.env.iter().any(|(added, _)| added == key));
+        env.extend(self.env.iter().cloned());
+        env
     }
 
     fn start_channel(

@@ -81,6 +81,12 @@ const NOT_INHERITED: &[&str] = &[
     "WATCHDOG_USEC",
 ];
 
+/// Whether `key` is a variable corral sets or withholds itself, which a
+/// configuration may not set for workers.
+pub fn is_reserved(key: &str) -> bool {
+    key.starts_with("CORRAL_") || NOT_INHERITED.contains(&key)
+}
+
 /// The worker environment contract: everything the primary tells a worker
 /// through its environment, in one place. The primary [`encode`]s it for
 /// each start; the worker [`decode`]s it. `LISTEN_PID` is not part of it:
