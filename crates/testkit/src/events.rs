@@ -168,6 +168,16 @@ impl Transcript {
         lines.join("\n")
     }
 
+    pub(crate) fn plain_lines(&self) -> Vec<String> {
+        let state = self.lock();
+        state
+            .lines
+            .iter()
+            .filter(|line| line.event.is_none())
+            .map(|line| line.text.clone())
+            .collect()
+    }
+
     pub(crate) fn events(&self, since: Mark) -> Vec<LogEvent> {
         let state = self.lock();
         state.lines[since.0.min(state.lines.len())..]

@@ -55,8 +55,8 @@ impl ClusterProcess {
     }
 
     /// Starts a prepared command, stdout and stderr captured. corral's
-    /// lines are asked for in JSON (unless the command sets
-    /// `CORRAL_LOG_FORMAT` itself), so that they are events too.
+    /// lines are asked for in JSON, at level info (unless the command sets
+    /// `CORRAL_LOG_FORMAT` or `CORRAL_LOG` itself), so that they are events.
     pub fn spawn(command: Command) -> Self {
         Self::spawn_with_stderr(command, None)
     }
@@ -64,18 +64,16 @@ impl ClusterProcess {
     /// Like [`Self::spawn`], with stderr going to `stderr` instead of being
     /// captured (`None`: captured).
     pub fn spawn_with_stderr(mut command: Command, stderr: Option<Stdio>) -> Self {
-        let format_set = command
-            .get_envs()
-            .any(|(name, _)| name == "CORRAL_LOG_FORMAT");
-        if !format_set {
-            command.env("CORRAL_LOG_FORMAT", "json");
+        for (name, default) in [("CORRAL_LOG_FORMAT", "json"), ("CORRAL_LOG", "info")] {
+            if !command.get_envs().any(|(set, _)| set == name) {
+                command.env(name, default);
+            }
         }
         let captured = stderr.is_none();
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(stderr.unwrap_or_else(Stdio::piped))
-            .env("CORRAL_LOG", "info");
+            .stderr(stderr.unwrap_or_else(Stdio::piped));
         let mut child = command.spawn().expect("the cluster program starts");
         let transcript = Arc::new(Transcript::default());
         collect_lines(
@@ -166,6 +164,11 @@ impl ClusterProcess {
                     self.output()
                 )
             })
+    }
+
+    /// The lines that are not corral's JSON lines (`tag|line`).
+    pub fn plain_lines(&self) -> Vec<String> {
+        self.transcript.plain_lines()
     }
 
     /// corral's events after `since`, in order.
