@@ -130,43 +130,60 @@ fn a_corral_log_that_is_no_filter_is_refused_with_a_warning() {
 
 #[test]
 fn a_flood_of_bad_messages_and_of_messages_is_logged_in_counted_summaries() {
-    // 100,000 malformed lines, then 5,000 messages, then one more a second
-    // later, which brings the count of those not logged.
+    // 100,000 malformed lines and 5,000 messages at once, then a message
+    // every 200 ms, which brings the counts of what was not logged.
     let flood = "import os, time\n\
         fd = int(os.environ['CORRAL_IPC_FD'])\n\
         os.write(fd, b'{bad\\n' * 100000)\n\
         os.write(fd, b''.join(b'{\"n\":%d}\\n' % i for i in range(5000)))\n\
-        time.sleep(1.2)\n\
-        os.write(fd, b'{\"last\":1}\\n{bad\\n')\n\
         print('flooded', flush=True)\n\
-        time.sleep(60)\n";
+        while True:\n\
+        \x20   time.sleep(0.2)\n\
+        \x20   os.write(fd, b'{\"trickle\":1}\\n')\n";
     let cluster = corral()
         .workers(1)
         .command(&["python3", "-c", flood])
         .start();
     cluster.expect_line("[worker 1] flooded");
-    let last = cluster.expect_line("message from worker 1: {\"last\":1}");
-    let summary = cluster.expect_event(Mark::START, "messages_not_logged", None);
-    let suppressed = summary.field("suppressed").and_then(|n| n.as_u64());
+    // Every message is either logged or counted in a summary.
+    let accounted = || {
+        let events = cluster.events_since(Mark::START);
+        let logged = events
+            .iter()
+            .filter(|event| event.is("message") && event.message.contains("{\"n\":"))
+            .count() as u64;
+        let counted: u64 = events
+            .iter()
+            .filter(|event| event.is("messages_not_logged"))
+            .filter_map(|event| event.field("suppressed")?.as_u64())
+            .sum();
+        (logged, counted)
+    };
     assert!(
-        suppressed.is_some_and(|n| n > 4000),
-        "{summary:?} then {last}"
+        wait_until(PATIENCE, || {
+            let (logged, counted) = accounted();
+            logged + counted >= 5000
+        }),
+        "messages neither logged nor counted: {:?}",
+        accounted()
     );
-    let events = cluster.events_since(Mark::START);
-    let malformed: Vec<_> = events
-        .iter()
+    let (logged, counted) = accounted();
+    eprintln!("of 5,000 messages: {logged} logged, {counted} (and trickles) counted");
+    assert!(
+        logged < 2500,
+        "most are counted, not logged: {logged} logged"
+    );
+    let malformed = cluster
+        .events_since(Mark::START)
+        .into_iter()
         .filter(|event| event.is("message_dropped"))
-        .collect();
-    // Ten in the first ten seconds; the count comes with the next one after
-    // them (the rate limit's own tests show it).
-    assert_eq!(
-        malformed.len(),
-        10,
-        "{} lines for 100,001 malformed messages",
-        malformed.len()
+        .count();
+    // Ten per ten seconds; the count comes with the next one after them
+    // (the rate limit's own tests show it).
+    assert!(
+        (10..=20).contains(&malformed),
+        "{malformed} lines for 100,000 malformed messages"
     );
-    let logged = events.iter().filter(|event| event.is("message")).count();
-    assert!(logged <= 101, "{logged} messages logged");
 }
 
 #[test]
@@ -195,7 +212,8 @@ fn a_primary_whose_stderr_nobody_reads_still_serves_reloads_and_stops() {
         hello(port);
     }
     let unread = rustix::io::ioctl_fionread(&reader).unwrap();
-    assert!(unread >= 4000, "the pipe is full: {unread} bytes unread");
+    // Full: the next line (a few hundred bytes, written whole) does not fit.
+    assert!(unread > 3500, "the pipe is full: {unread} bytes unread");
     for _ in 0..20 {
         let answer = http_get(port, "/").expect("served through the primary's hand-off");
         assert_eq!(answer.status, 200);
