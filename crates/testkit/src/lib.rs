@@ -251,12 +251,17 @@ impl ClusterProcess {
         send_signal(self.pid(), signal);
     }
 
-    /// Waits for the primary to exit; `None` on timeout.
+    /// Waits for the primary to exit, and for its output to be read to the
+    /// end; `None` on timeout.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait works") {
                 self.status = Some(status);
+                // What it wrote before exiting is read to the end, so the
+                // transcript is whole (unless something it left behind
+                // still holds its output open).
+                self.wait_output_closed(Duration::from_secs(1));
                 return Some(status);
             }
             if Instant::now() >= deadline {
