@@ -53,9 +53,139 @@ pub enum Command {
     /// SO_REUSEPORT socket (several on one port: the no-cluster baseline
     /// for benchmarks).
     DemoWorker(DemoWorkerArgs),
+    /// List the running clusters of this user.
+    Ls(LsArgs),
+    /// Show a cluster and its workers.
+    Status(ClusterArgs),
+    /// Replace every worker, one at a time, and wait until it is done
+    /// (exit code 1 when the reload aborted).
+    Reload(ReloadArgs),
+    /// Set the number of workers: N, +N or -N.
+    #[command(allow_negative_numbers = true)]
+    Scale(ScaleArgs),
+    /// Stop a cluster (gracefully, or at once with --now) and wait until
+    /// its primary exited.
+    Stop(StopArgs),
+    /// Show the last lines of workers' output and corral's events.
+    Logs(LogsArgs),
+    /// Print the lifecycle events as JSON lines, live.
+    Events(ClusterArgs),
+    /// A live view of a cluster: workers, CPU, memory, requests/s, queues.
+    Top(ClusterArgs),
     /// Check a configuration file: print the settings it gives `corral run`,
     /// or its first error (file, line, key)
     Check(CheckArgs),
+}
+
+/// Which cluster a command talks to, and how it prints.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The cluster's name (optional when exactly one cluster of this user runs)
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// What every control command takes.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// The cluster's control socket, instead of finding it by NAME
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Return once the reload is started (or queued), without waiting
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// [NAME] and the worker count: N, +N or -N (as in `corral scale api -1`)
+    #[arg(value_name = "[NAME] COUNT", num_args = 1..=2, required = true, allow_negative_numbers = true)]
+    pub values: Vec<String>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Kill the workers at once instead of letting them drain
+    #[arg(long)]
+    pub now: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Keep printing new lines as they come
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// How many of the last lines to print
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 100)]
+    pub lines: usize,
+
+    /// Only this worker's lines
+    #[arg(long, value_name = "ID")]
+    pub worker: Option<u32>,
+}
+
+/// What `corral scale` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleCount {
+    Exactly(usize),
+    By(i64),
+}
+
+impl ScaleArgs {
+    /// The cluster's name (if given) and the count.
+    pub fn parse(&self) -> Result<(Option<String>, ScaleCount), String> {
+        let (name, count) = match self.values.as_slice() {
+            [count] => (None, count),
+            [name, count] => (Some(name.clone()), count),
+            _ => return Err("give the worker count: N, +N or -N".into()),
+        };
+        Ok((name, parse_scale_count(count)?))
+    }
+}
+
+/// `3` is a count, `+1` and `-1` are changes.
+pub fn parse_scale_count(text: &str) -> Result<ScaleCount, String> {
+    let bad = || format!("{text:?} is not a worker count: use N, +N or -N (as 4, +1, -1)");
+    if let Some(more) = text.strip_prefix('+') {
+        return more.parse::<i64>().map(ScaleCount::By).map_err(|_| bad());
+    }
+    if text.starts_with('-') {
+        return text.parse::<i64>().map(ScaleCount::By).map_err(|_| bad());
+    }
+    text.parse::<usize>()
+        .map(ScaleCount::Exactly)
+        .map_err(|_| bad())
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +320,11 @@ pub struct RunArgs {
     /// auto (when it is node, nodejs or a #!…node script), on, off
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_node)]
     pub node: corral::NodeMode,
+    /// The control socket: a path, or `none` for no control socket
+    /// [default: $XDG_RUNTIME_DIR/corral/NAME.sock, /run/corral/NAME.sock
+    /// for root, else /tmp/corral-UID/NAME.sock]
+    #[arg(long, value_name = "PATH|none")]
+    pub control: Option<String>,
 
     /// The program each worker runs, and its arguments (after `--`)
     #[arg(last = true, value_name = "COMMAND")]
@@ -365,6 +500,48 @@ mod tests {
         for bad in ["", "M", "12Q", "-1M", "0"] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn scale_counts_are_numbers_and_signed_changes() {
+        assert_eq!(parse_scale_count("4"), Ok(ScaleCount::Exactly(4)));
+        assert_eq!(parse_scale_count("+2"), Ok(ScaleCount::By(2)));
+        assert_eq!(parse_scale_count("-1"), Ok(ScaleCount::By(-1)));
+        for bad in ["", "x", "+", "--1", "1.5"] {
+            assert!(parse_scale_count(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scale_takes_a_negative_count_as_a_value() {
+        let cli = Cli::try_parse_from(["corral", "scale", "api", "-1"]).unwrap();
+        let Command::Scale(scale) = cli.command else {
+            panic!("parsed as scale");
+        };
+        assert_eq!(scale.parse(), Ok((Some("api".into()), ScaleCount::By(-1))));
+        let cli = Cli::try_parse_from(["corral", "scale", "-1", "--json"]).unwrap();
+        let Command::Scale(scale) = cli.command else {
+            panic!("parsed as scale");
+        };
+        assert_eq!(scale.parse(), Ok((None, ScaleCount::By(-1))));
+        assert!(scale.common.json);
+    }
+
+    #[test]
+    fn control_commands_take_a_name_or_a_socket() {
+        let cli = Cli::try_parse_from(["corral", "status", "api", "--json"]).unwrap();
+        let Command::Status(status) = cli.command else {
+            panic!("parsed as status");
+        };
+        assert_eq!(status.name.as_deref(), Some("api"));
+        assert!(status.common.json);
+        let cli =
+            Cli::try_parse_from(["corral", "logs", "-f", "-n", "5", "--worker", "2"]).unwrap();
+        let Command::Logs(logs) = cli.command else {
+            panic!("parsed as logs");
+        };
+        assert!(logs.follow);
+        assert_eq!((logs.lines, logs.worker), (5, Some(2)));
     }
 
     #[test]

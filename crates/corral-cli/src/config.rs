@@ -345,6 +345,7 @@ pub fn describe(run: &RunArgs) -> Vec<(&'static str, String)> {
         ),
         ("backlog", run.backlog.to_string()),
         ("user", optional(run.user.clone())),
+        ("control", optional(run.control.clone())),
         ("env", run.env.join(" ")),
     ]
 }

@@ -4,8 +4,10 @@
 
 mod args;
 mod config;
+mod control;
 mod demo;
 mod standalone;
+mod top;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -25,13 +27,14 @@ fn main() -> ExitCode {
         Command::Run(run) => run_cluster(*run),
         Command::DemoWorker(args) => standalone::run(args),
         Command::Check(check) => check_config(&check.file),
+        command => control::run(command).map(|_| ()),
     };
     let code = match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // `:#` prints the causes too: `cannot listen on …: Address in use`.
             corral::log::fatal(&format!("{err:#}"));
-            ExitCode::FAILURE
+            control::exit_code(&err)
         }
     };
     corral::log::flush(Duration::from_millis(500));
@@ -140,6 +143,9 @@ fn build_cluster(run: &RunArgs) -> corral::Cluster {
     }
     if let Some(user) = &run.user {
         cluster = cluster.user(user);
+    }
+    if let Some(control) = &run.control {
+        cluster = cluster.control(corral::ControlSocket::from_arg(control));
     }
     if let Some(threads) = run.worker_threads {
         cluster = cluster.worker_threads(threads as usize);

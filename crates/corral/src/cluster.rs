@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::balance::Policy;
+use crate::control::ControlSocket;
 use crate::log::{self, LogFormat};
 use crate::primary::backoff::BackoffPolicy;
 use crate::primary::event::Event;
@@ -73,6 +74,7 @@ pub struct Cluster {
     primary_task: Option<PrimaryTask>,
     log_format: Option<LogFormat>,
     nested: bool,
+    control: ControlSocket,
 }
 
 impl Default for Cluster {
@@ -111,6 +113,7 @@ impl Cluster {
             primary_task: None,
             log_format: None,
             nested: false,
+            control: ControlSocket::Default,
         }
     }
 
@@ -273,6 +276,15 @@ impl Cluster {
         reread: impl FnMut() -> Result<Cluster, String> + Send + 'static,
     ) -> Self {
         self.reread = Some(Box::new(reread));
+        self
+    }
+
+    /// Where the cluster's control socket is (`corral status`, `reload`,
+    /// `top`…): by default `NAME.sock` in the user's directory of control
+    /// sockets (see [`crate::control::path`]); [`ControlSocket::Off`] for
+    /// none. Starting fails when a cluster of the same name already runs.
+    pub fn control(mut self, socket: ControlSocket) -> Self {
+        self.control = socket;
         self
     }
 
@@ -484,6 +496,7 @@ impl Cluster {
                 .transpose()?,
             env: self.worker_env()?,
             reread: None,
+            control: self.control.clone(),
         })
     }
 

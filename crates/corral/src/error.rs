@@ -81,6 +81,17 @@ pub enum Error {
     #[error("cannot send to the primary: {0}")]
     Channel(&'static str),
 
+    /// The control socket cannot be set up at this path.
+    #[error("control socket {}: {problem}", path.display())]
+    Control {
+        path: std::path::PathBuf,
+        problem: String,
+    },
+
+    /// The cluster has stopped: there is no status to give.
+    #[error("the cluster has stopped")]
+    Stopped,
+
     /// An operating-system call failed.
     #[error("{context}")]
     Io {

@@ -92,6 +92,7 @@
 mod address;
 mod balance;
 mod cluster;
+pub mod control;
 mod error;
 pub mod log;
 mod primary;
@@ -109,6 +110,10 @@ pub use balance::Policy;
 pub use cluster::{
     Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, activated_addresses, default_workers,
     is_worker,
+};
+pub use control::ControlSocket;
+pub use control::status::{
+    ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerStatus,
 };
 pub use error::Error;
 pub use log::LogFormat;

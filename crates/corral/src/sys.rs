@@ -278,6 +278,37 @@ pub(crate) fn register_async(
         .map_err(|err| err.into_parts().1)
 }
 
+/// The length of a listening TCP socket's accept queue: connections the
+/// kernel completed that nobody accepted yet (`tcpi_unacked` of
+/// `TCP_INFO`, which for a listening socket is its backlog in use).
+pub(crate) fn accept_queue_len(socket: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    // The start of the kernel's `struct tcp_info`: 8 one-byte fields, then
+    // u32 fields, of which `tcpi_unacked` is the fifth. The kernel copies
+    // only as many bytes as asked for.
+    let mut info = [0u32; 8];
+    let mut length = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is a writable buffer of `length` bytes that outlives
+    // the call, and `length` is a valid pointer to its size; the kernel
+    // writes at most `length` bytes and updates `length`.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut length,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (length as usize) < 7 * 4 {
+        return Err(io::Error::other("TCP_INFO answer too short"));
+    }
+    Ok(info[6])
+}
+
 static INHERITED_FDS_ADOPTED: AtomicBool = AtomicBool::new(false);
 
 /// Takes ownership of descriptors this process inherited by number. Callable
@@ -345,5 +376,20 @@ mod tests {
         assert_eq!(&out[..2], b"0\0");
         write_decimal(u32::MAX, &mut out);
         assert_eq!(&out[..11], b"4294967295\0");
+    }
+
+    #[test]
+    fn the_accept_queue_counts_connections_not_accepted() {
+        use std::os::fd::AsFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        assert_eq!(accept_queue_len(listener.as_fd()).unwrap(), 0);
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(address).unwrap())
+            .collect();
+        assert_eq!(accept_queue_len(listener.as_fd()).unwrap(), 3);
+        drop(listener.accept().unwrap());
+        assert_eq!(accept_queue_len(listener.as_fd()).unwrap(), 2);
+        drop(clients);
     }
 }

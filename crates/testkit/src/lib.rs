@@ -44,6 +44,29 @@ pub struct ClusterProcess {
     /// How many of its streams are captured.
     streams: usize,
     status: Option<ExitStatus>,
+    /// The cluster's `XDG_RUNTIME_DIR`, where its control socket is.
+    runtime_dir: PathBuf,
+    /// Whether this helper made `runtime_dir` (and removes it).
+    own_runtime_dir: bool,
+}
+
+/// A new private directory (mode 0700) for one test cluster's control
+/// socket, so that test clusters of the same name never meet.
+pub fn private_runtime_dir() -> PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "corral-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .expect("a private directory for the test cluster");
+    dir
 }
 
 impl ClusterProcess {
@@ -57,6 +80,9 @@ impl ClusterProcess {
     /// Starts a prepared command, stdout and stderr captured. corral's
     /// lines are asked for in JSON, at level info (unless the command sets
     /// `CORRAL_LOG_FORMAT` or `CORRAL_LOG` itself), so that they are events.
+    /// Unless the command sets `XDG_RUNTIME_DIR`, the cluster gets a
+    /// private one (its control socket is there: see
+    /// [`Self::control_command`]).
     pub fn spawn(command: Command) -> Self {
         Self::spawn_with_stderr(command, None)
     }
@@ -69,8 +95,15 @@ impl ClusterProcess {
                 command.env(name, default);
             }
         }
+        let given = command
+            .get_envs()
+            .find(|(key, _)| *key == "XDG_RUNTIME_DIR")
+            .and_then(|(_, value)| value.map(PathBuf::from));
+        let own_runtime_dir = given.is_none();
+        let runtime_dir = given.unwrap_or_else(private_runtime_dir);
         let captured = stderr.is_none();
         command
+            .env("XDG_RUNTIME_DIR", &runtime_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr.unwrap_or_else(Stdio::piped));
@@ -93,7 +126,25 @@ impl ClusterProcess {
             transcript,
             streams: if captured { 2 } else { 1 },
             status: None,
+            runtime_dir,
+            own_runtime_dir,
         }
+    }
+
+    /// The cluster's `XDG_RUNTIME_DIR`.
+    pub fn runtime_dir(&self) -> &Path {
+        &self.runtime_dir
+    }
+
+    /// `program` (the `corral` binary) with `args`, set up to find this
+    /// cluster's control socket by name, as a user's shell would.
+    pub fn control_command(&self, program: impl AsRef<Path>, args: &[&str]) -> Command {
+        let mut command = Command::new(program.as_ref());
+        command
+            .args(args)
+            .env("XDG_RUNTIME_DIR", &self.runtime_dir)
+            .stdin(Stdio::null());
+        command
     }
 
     /// The primary's pid.
@@ -292,6 +343,9 @@ impl Drop for ClusterProcess {
             for pid in workers {
                 send_signal(pid, Signal::KILL);
             }
+        }
+        if self.own_runtime_dir {
+            let _ = std::fs::remove_dir_all(&self.runtime_dir);
         }
     }
 }

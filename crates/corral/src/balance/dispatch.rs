@@ -28,8 +28,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -172,6 +173,10 @@ pub(crate) struct HandOff {
     addresses: Vec<SocketAddr>,
     commands: mpsc::UnboundedSender<Command>,
     pending: HashMap<WorkerKey, Channel>,
+    /// Copies of the listening sockets, to read their accept queues.
+    listener_copies: Vec<OwnedFd>,
+    /// Open connections per worker, as the dispatcher last published them.
+    open: Arc<Mutex<HashMap<WorkerKey, u64>>>,
 }
 
 impl HandOff {
@@ -189,9 +194,16 @@ impl HandOff {
         }
         let mut listeners = Vec::with_capacity(addresses.len());
         let mut bound: Vec<SocketAddr> = Vec::with_capacity(addresses.len());
+        let mut listener_copies = Vec::with_capacity(addresses.len());
         for &address in addresses {
             let socket = bind_listener(address, bind_options(backlog, false))?;
             bound.push(local_addr(&socket)?);
+            listener_copies.push(
+                socket
+                    .try_clone()
+                    .map(OwnedFd::from)
+                    .map_err(Error::io("cannot duplicate a listening socket"))?,
+            );
             socket
                 .set_nonblocking(true)
                 .map_err(Error::io("cannot make a listening socket non-blocking"))?;
@@ -200,7 +212,9 @@ impl HandOff {
             listeners.push(listener);
         }
         let (commands, inbox) = mpsc::unbounded_channel();
+        let open = Arc::new(Mutex::new(HashMap::new()));
         let dispatcher = Dispatcher {
+            published: open.clone(),
             listeners,
             ports: bound.iter().map(SocketAddr::port).collect(),
             targets: Vec::new(),
@@ -215,6 +229,8 @@ impl HandOff {
             addresses: bound,
             commands,
             pending: HashMap::new(),
+            listener_copies,
+            open,
         })
     }
 
@@ -262,6 +278,22 @@ impl Balancer for HandOff {
     fn worker_exited(&mut self, worker: WorkerKey) {
         self.pending.remove(&worker);
         self.send(Command::Exited(worker));
+    }
+
+    fn listening_sockets(&self) -> Vec<(usize, BorrowedFd<'_>)> {
+        self.listener_copies
+            .iter()
+            .map(AsFd::as_fd)
+            .enumerate()
+            .collect()
+    }
+
+    fn open_connections(&self) -> Option<HashMap<WorkerKey, u64>> {
+        let open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        Some(open.clone())
     }
 }
 
@@ -317,6 +349,9 @@ struct Dispatcher {
     /// Accepting is paused (out of descriptors) until this timer fires.
     paused: Option<Pin<Box<tokio::time::Sleep>>>,
     stall_check: tokio::time::Interval,
+    /// Where the open connections per worker are published for status
+    /// snapshots (at every stall check, not per connection).
+    published: Arc<Mutex<HashMap<WorkerKey, u64>>>,
 }
 
 impl Dispatcher {
@@ -329,7 +364,10 @@ impl Dispatcher {
                 Wake::Writable(index) => self.targets[index].congestion.clear(),
                 Wake::Accept(index) => self.accept_batch(index),
                 Wake::Resume => self.paused = None,
-                Wake::StallCheck => self.check_stalls(),
+                Wake::StallCheck => {
+                    self.check_stalls();
+                    self.publish_open_connections();
+                }
             }
             self.dispatch();
         }
@@ -586,6 +624,19 @@ impl Dispatcher {
         target.cut_off = true;
         target.leaving = true;
         self.take_back(index);
+    }
+
+    /// Publishes the open connections of every worker.
+    fn publish_open_connections(&self) {
+        let open = self
+            .targets
+            .iter()
+            .map(|target| (target.key, target.open))
+            .collect();
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = open;
     }
 
     /// Finds workers that read nothing since the last check while

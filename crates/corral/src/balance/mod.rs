@@ -15,9 +15,10 @@ mod round_robin;
 mod shared;
 mod stall;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::str::FromStr;
 
 use crate::Error;
@@ -151,6 +152,18 @@ pub(crate) trait Balancer {
     /// The slot is gone for good (the cluster shrank): release what the
     /// policy holds for it.
     fn remove_slot(&mut self, _slot: u32) {}
+
+    /// The listening sockets the primary holds, each with the index of its
+    /// address in [`Balancer::local_addrs`] (for the accept-queue lengths
+    /// of `corral status`).
+    fn listening_sockets(&self) -> Vec<(usize, BorrowedFd<'_>)> {
+        Vec::new()
+    }
+
+    /// Connections open in each worker, where the policy knows them.
+    fn open_connections(&self) -> Option<HashMap<WorkerKey, u64>> {
+        None
+    }
 }
 
 fn bind_options(backlog: i32, reuse_port: bool) -> BindOptions {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use socket2::Socket;
 
@@ -78,5 +79,12 @@ impl Balancer for SocketPerSlot {
 
     fn remove_slot(&mut self, slot: u32) {
         self.sockets.remove(&slot);
+    }
+
+    fn listening_sockets(&self) -> Vec<(usize, BorrowedFd<'_>)> {
+        self.sockets
+            .values()
+            .flat_map(|sockets| sockets.iter().map(AsFd::as_fd).enumerate())
+            .collect()
     }
 }

@@ -3,6 +3,7 @@
 //! who wakes up, which skews load toward some workers.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use socket2::Socket;
 
@@ -40,5 +41,9 @@ impl Balancer for SharedSocket {
                 .collect::<Result<_, _>>()?,
             handoff: None,
         })
+    }
+
+    fn listening_sockets(&self) -> Vec<(usize, BorrowedFd<'_>)> {
+        self.sockets.iter().map(AsFd::as_fd).enumerate().collect()
     }
 }

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::registry::{Registry, SendError, WorkerInfo};
 use super::signals::Request;
 use crate::Error;
+use crate::control::command::SupervisorCommand;
+use crate::control::status::Status;
 use crate::log::rate::{RateLimit, warn_limited};
 use crate::primary::event::Event;
 use crate::protocol::message;
@@ -71,6 +73,7 @@ pub struct Primary {
     events: mpsc::Receiver<Event>,
     dropped: Arc<AtomicU64>,
     requests: mpsc::UnboundedSender<Request>,
+    commands: mpsc::UnboundedSender<SupervisorCommand>,
 }
 
 impl Primary {
@@ -79,13 +82,26 @@ impl Primary {
         events: mpsc::Receiver<Event>,
         dropped: Arc<AtomicU64>,
         requests: mpsc::UnboundedSender<Request>,
+        commands: mpsc::UnboundedSender<SupervisorCommand>,
     ) -> Self {
         Primary {
             registry,
             events,
             dropped,
             requests,
+            commands,
         }
+    }
+
+    /// The cluster now: its listeners, reloads and every worker process
+    /// with its state, restarts, CPU, memory and counts (what `corral
+    /// status --json` prints). Fails once the cluster has stopped.
+    pub async fn status(&self) -> Result<Status, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(SupervisorCommand::Status(reply))
+            .map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)
     }
 
     /// The next event (lifecycle or `Event::Message`); `None` once the

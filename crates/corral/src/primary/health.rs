@@ -8,6 +8,7 @@ use rustix::process::Signal;
 
 use super::{Phase, Supervisor};
 use crate::Error;
+use crate::control::status::RestartReason;
 use crate::primary::event::human_duration;
 use crate::worker_key::WorkerKey;
 
@@ -35,6 +36,9 @@ impl Supervisor {
                     human_duration(timeout)
                 );
                 worker.signal(Signal::KILL);
+                self.control
+                    .restarts
+                    .expect(worker.key.slot, RestartReason::Hung);
             }
         }
     }
@@ -62,6 +66,9 @@ impl Supervisor {
              replacing it gracefully",
             key.slot
         );
+        self.control
+            .restarts
+            .expect(key.slot, RestartReason::Requests);
         self.recycle(key.slot)
     }
 
@@ -95,6 +102,7 @@ impl Supervisor {
                 resident >> 20,
                 limit >> 20
             );
+            self.control.restarts.expect(id, RestartReason::Memory);
             self.recycle(id)?;
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! so the workers' parent-death signal is tied to the primary's whole life.
 
 pub(crate) mod backoff;
+mod control;
 mod crash_loop;
 pub(crate) mod event;
 mod exit;
@@ -21,7 +22,9 @@ mod reaper;
 mod reconfigure;
 mod registry;
 mod reload;
+mod reload_book;
 mod reload_plan;
+mod restarts;
 mod router;
 mod run_as;
 mod signals;
@@ -50,11 +53,14 @@ pub(crate) use run_as::resolve as resolve_user;
 
 use crate::Error;
 use crate::balance::{Balancer, Policy};
+use crate::control::ControlService;
+use crate::control::journal::Journal;
 use crate::error::Chain;
 use crate::protocol::env::WorkerEnv;
 use crate::protocol::message::Control;
 use crate::worker_key::WorkerKey;
 use backoff::BackoffPolicy;
+use control::ControlPlane;
 use crash_loop::{CRASH_LOOP_FATAL, Restart};
 use event::{Event, human_duration};
 use exit::{AfterExit, ExitFacts, SlotAfterExit, describe_exit};
@@ -111,6 +117,8 @@ pub(crate) struct Settings {
     pub env: Vec<(OsString, OsString)>,
     /// Reads the configuration again at each reload (`Cluster::on_reload`).
     pub reread: Option<reconfigure::Reread>,
+    /// Where the control socket is (or none).
+    pub control: crate::control::ControlSocket,
 }
 
 /// The user's task beside the supervisor (`Cluster::primary`).
@@ -137,6 +145,16 @@ pub(crate) async fn run(
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
 ) -> Result<(), Error> {
+    // The control socket first: a cluster of the same name already running
+    // is found before any port is bound.
+    let journal = Arc::new(Journal::default());
+    let (commands, command_inbox) = mpsc::unbounded_channel();
+    let control_service = ControlService::start(
+        &settings.control,
+        &settings.name,
+        commands.clone(),
+        journal.clone(),
+    )?;
     // Node workers take connections by Node's own protocol (`node/`), not
     // the hand-off channel: the sockets bound up front are shared, and the
     // Node side dispatches them under round-robin.
@@ -172,7 +190,7 @@ pub(crate) async fn run(
         policy: settings.messages,
     });
     if let Some((task, receiver, dropped)) = primary_handle {
-        let handle = Primary::new(registry.clone(), receiver, dropped, requests);
+        let handle = Primary::new(registry.clone(), receiver, dropped, requests, commands);
         tokio::spawn(task(handle));
     }
     let node_program = program.is_node();
@@ -196,7 +214,7 @@ pub(crate) async fn run(
         },
         user: settings.user.clone(),
         env: settings.env.clone(),
-        output: OutputSink::start(),
+        output: OutputSink::start(journal.clone()),
         notices,
         router,
         node: node.clone(),
@@ -217,6 +235,7 @@ pub(crate) async fn run(
         reaper: Reaper::new(),
         notifier: Notifier::from_environment(),
         node,
+        control: ControlPlane::new(journal, command_inbox, control_service),
     };
     primary.emit(Event::Bound {
         addresses: primary.balancer.local_addrs().to_vec(),
@@ -267,6 +286,8 @@ struct Supervisor {
     notifier: Notifier,
     /// The Node side, when the workers are Node cluster workers.
     node: Option<Arc<NodeCluster>>,
+    /// The control socket and the records it serves.
+    control: ControlPlane,
 }
 
 impl Supervisor {
@@ -287,6 +308,7 @@ impl Supervisor {
                 _ = child_exits.recv() => self.reap_orphans(),
                 _ = systemd_ping.tick(), if systemd_watchdog.is_some() => self.notifier.ping(),
                 Some(request) = self.requested.recv() => self.obey(request)?,
+                Some(command) = self.control.commands.recv() => self.on_command(command)?,
                 _ = watchdog_check.tick(), if self.settings.watchdog.is_some() => {
                     self.kill_hung_workers()
                 }
@@ -539,6 +561,10 @@ impl Supervisor {
         failure: String,
     ) -> Result<(), Error> {
         let id = key.slot;
+        let replaced_now = matches!(decision.next, AfterExit::RestartNow | AfterExit::Failure);
+        if replaced_now && let Some(reason) = restarts::exit_reason(decision.kind) {
+            self.control.restarts.record(id, reason);
+        }
         match decision.next {
             AfterExit::Nothing => Ok(()),
             AfterExit::RemoveSlot => {
@@ -605,6 +631,12 @@ impl Supervisor {
         self.phase = Phase::Draining;
         self.reload = None;
         self.terminate_orphans();
+        self.control.reloads.cancel();
+        self.control.note(
+            "stopping",
+            serde_json::json!({ "now": false }),
+            "stopping: workers drain".into(),
+        );
         let ids: Vec<u32> = self.slots.keys().copied().collect();
         for id in ids {
             self.stop_worker(id);
@@ -730,6 +762,7 @@ impl Supervisor {
     fn kill_all(&mut self) {
         self.phase = Phase::Killing;
         self.reload = None;
+        self.control.reloads.cancel();
         for worker in self.slots.values().flat_map(Slot::processes) {
             worker.signal(Signal::KILL);
         }
@@ -785,6 +818,7 @@ impl Supervisor {
         if let Some(node) = &self.node {
             node.remove_slot(id);
         }
+        self.control.restarts.forget(id);
         let slot = self.slots.get_mut(&id).expect("listed above");
         if slot.retire() {
             self.stop_worker(id);
@@ -808,6 +842,7 @@ impl Supervisor {
 
     fn emit(&mut self, event: Event) {
         event.log();
+        self.journal_event(&event);
         if let Some(observer) = self.observer.as_mut() {
             observer(&event);
         }

@@ -8,12 +8,17 @@
 
 use std::io::Write;
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
+use crate::control::journal::Journal;
+use crate::control::protocol::LogStream;
 use crate::log::LogFormat;
 use crate::log::format::now_rfc3339;
 use crate::log::rate::{RateLimit, left_out};
+
 use crate::protocol::lines::{Line, LineReader};
 
 /// The longest line passed through whole; longer ones are cut.
@@ -42,10 +47,12 @@ pub(crate) struct OutputSink {
     relays_alive: Option<mpsc::Sender<()>>,
     relays_done: mpsc::Receiver<()>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Keeps the lines for `corral logs`.
+    journal: Arc<Journal>,
 }
 
 impl OutputSink {
-    pub(crate) fn start() -> Self {
+    pub(crate) fn start(journal: Arc<Journal>) -> Self {
         let (lines, mut queued) = mpsc::channel::<(Stream, Vec<u8>)>(1024);
         let writer = std::thread::Builder::new()
             .name("corral-output".into())
@@ -65,6 +72,7 @@ impl OutputSink {
             relays_alive: Some(relays_alive),
             relays_done,
             writer: Some(writer),
+            journal,
         }
     }
 
@@ -95,6 +103,11 @@ impl OutputSink {
         let sink = self.lines.clone();
         let alive = self.relays_alive.clone();
         let json = crate::log::active_format() == Some(LogFormat::Json);
+        let journal = self.journal.clone();
+        let kept_as = match stream {
+            Stream::Stdout => LogStream::Stdout,
+            Stream::Stderr => LogStream::Stderr,
+        };
         tokio::spawn(async move {
             let _alive = alive;
             let prefix = format!("[worker {id}] ");
@@ -111,6 +124,7 @@ impl OutputSink {
                         None => continue,
                     },
                 };
+                journal.output(id, kept_as, text.clone());
                 let mut out = if json {
                     json_line(id, pid, stream, text)
                 } else {

@@ -8,8 +8,10 @@ use std::sync::{Mutex, MutexGuard};
 use super::outbox::{Outbox, Refused};
 use crate::worker_key::WorkerKey;
 
-/// Where a worker is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a worker is in its life (`"starting"`, `"ready"`, `"stopping"` in
+/// the control socket's JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum WorkerState {
     /// Started, not ready yet.

@@ -9,12 +9,17 @@
 //!
 //! This file carries the steps out; [`ReloadPlan`] decides them.
 
+use std::time::Instant;
+
+use serde_json::json;
+
 use super::Supervisor;
 use super::notice::Notice;
 use super::reload_plan::{ReloadPlan, ReloadStep};
 use super::slot::Slot;
 use super::{Phase, WorkerState};
 use crate::Error;
+use crate::control::status::RestartReason;
 use crate::error::Chain;
 use crate::primary::event::{Event, human_duration};
 use crate::worker_key::WorkerKey;
@@ -39,10 +44,16 @@ impl Supervisor {
                 .filter(|slot| slot.replaceable())
                 .map(Slot::id),
         );
+        let workers = plan.remaining();
         tracing::info!(
             event = "reload_started",
-            "rolling reload: replacing {} workers, one at a time",
-            plan.remaining()
+            "rolling reload: replacing {workers} workers, one at a time"
+        );
+        self.control.reloads.begin(Instant::now());
+        self.control.note(
+            "reload-started",
+            json!({ "workers": workers }),
+            format!("rolling reload: replacing {workers} workers"),
         );
         self.reload = Some(plan);
         self.reload_next()
@@ -65,12 +76,21 @@ impl Supervisor {
                     replaced,
                     again,
                 } => {
+                    let rolling = self.reload.as_ref().is_some_and(ReloadPlan::is_rolling);
                     self.reload = None;
                     tracing::info!(
                         event = "reload_complete",
                         replaced,
                         "{label} complete: {replaced} workers replaced"
                     );
+                    if rolling {
+                        self.control.reloads.complete(replaced, Instant::now());
+                        self.control.note(
+                            "reload-completed",
+                            json!({ "replaced": replaced }),
+                            format!("rolling reload complete: {replaced} workers replaced"),
+                        );
+                    }
                     return if again { self.request_reload() } else { Ok(()) };
                 }
                 ReloadStep::Replace(id) => self.start_replacement(id)?,
@@ -149,6 +169,7 @@ impl Supervisor {
         self.balancer.worker_ready(key);
         self.emit(Event::Ready { id, pid });
         if let Some((old_key, old_pid)) = promotion.old {
+            self.control.restarts.record(id, RestartReason::Reload);
             tracing::info!(
                 event = "replaced",
                 worker = id,
@@ -183,6 +204,18 @@ impl Supervisor {
              the running workers keep serving",
             reload.label()
         );
+        let reason = format!("the replacement for worker {id} {why}");
+        let replaced = reload.replaced();
+        self.control
+            .reloads
+            .abort(replaced, &reason, Instant::now());
+        if reload.is_rolling() {
+            self.control.note(
+                "reload-aborted",
+                json!({ "replaced": replaced, "reason": reason }),
+                format!("rolling reload aborted: {reason}; the running workers keep serving"),
+            );
+        }
         for slot_id in reload.abort(id) {
             let Some(slot) = self.slots.get_mut(&slot_id) else {
                 continue;

@@ -63,6 +63,16 @@ impl ReloadPlan {
         self.label
     }
 
+    /// Replacements done so far.
+    pub(crate) fn replaced(&self) -> usize {
+        self.replaced
+    }
+
+    /// A reload of every worker (not the recycling of some).
+    pub(crate) fn is_rolling(&self) -> bool {
+        self.label == "rolling reload"
+    }
+
     /// Slots left to replace, the ones under way included.
     pub(crate) fn remaining(&self) -> usize {
         self.queue.len() + self.awaiting.len()
@@ -72,7 +82,7 @@ impl ReloadPlan {
     /// Recycling a worker is not a reload of the service: `None`.
     pub(crate) fn progress(&self) -> Option<(usize, usize)> {
         let total = self.replaced + self.remaining();
-        (self.label == "rolling reload").then_some((self.replaced, total))
+        self.is_rolling().then_some((self.replaced, total))
     }
 
     /// Another reload was asked for: it follows this one (requests in

@@ -241,6 +241,16 @@ impl LiveWorker {
         self.ready
     }
 
+    /// Requests the worker reported serving so far.
+    pub(crate) fn requests_served(&self) -> u64 {
+        self.requests
+    }
+
+    /// When the worker last sent a heartbeat, if it ever did.
+    pub(crate) fn last_heartbeat(&self) -> Option<Instant> {
+        self.last_heartbeat
+    }
+
     pub(crate) fn stop_requested(&self) -> bool {
         self.stop_requested
     }

@@ -1,0 +1,100 @@
+//! `corral status`: the cluster and a table of its workers.
+
+use corral::Status;
+
+use super::{human_bytes, human_uptime, or_dash, print, print_json, target};
+use crate::args::ClusterArgs;
+
+pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<()> {
+    let mut client = target::connect(args.name.as_deref(), &args.common)?;
+    let status = client.status()?;
+    if args.common.json {
+        return print_json(&status);
+    }
+    print(&render(&status))?;
+    Ok(())
+}
+
+/// The text `corral status` prints.
+pub(crate) fn render(status: &Status) -> String {
+    let mut out = String::new();
+    let state = if status.stopping { " (stopping)" } else { "" };
+    out.push_str(&format!(
+        "cluster {}{state}: primary pid {}, policy {}, up {}\n",
+        status.name,
+        status.pid,
+        status.policy.name(),
+        human_uptime(status.uptime_seconds)
+    ));
+    out.push_str(&format!(
+        "workers: {} ready of {} desired\n",
+        status.ready_workers(),
+        status.workers_desired
+    ));
+    for listener in &status.listeners {
+        out.push_str(&format!(
+            "listening on {} ({} queued)\n",
+            listener.address,
+            or_dash(listener.queued, |n| n.to_string())
+        ));
+    }
+    let reloads = &status.reloads;
+    let mut line = format!(
+        "reloads: {} completed, {} aborted",
+        reloads.completed, reloads.aborted
+    );
+    if reloads.in_progress {
+        line.push_str(", one under way");
+    }
+    if let Some(last) = &reloads.last {
+        let result = serde_json::to_value(last.result).unwrap_or_default();
+        line.push_str(&format!(
+            "; last {} {} ago",
+            result.as_str().unwrap_or("?"),
+            human_uptime(last.ended_seconds_ago)
+        ));
+        if let Some(reason) = &last.reason {
+            line.push_str(&format!(" ({reason})"));
+        }
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out.push_str(&format!(
+        "\n{:>4} {:>8} {:>4} {:<8} {:>7} {:>8} {:>6} {:>8} {:>8} {:>6} {:>9} {:>6}\n",
+        "ID",
+        "PID",
+        "GEN",
+        "STATE",
+        "UPTIME",
+        "RESTARTS",
+        "CPU%",
+        "CPU",
+        "MEMORY",
+        "CONNS",
+        "REQUESTS",
+        "BEAT"
+    ));
+    for worker in &status.workers {
+        let restarts = match worker.last_restart_reason {
+            Some(reason) if worker.restarts > 0 => format!("{} {reason}", worker.restarts),
+            _ => worker.restarts.to_string(),
+        };
+        let state = serde_json::to_value(worker.state).unwrap_or_default();
+        out.push_str(&format!(
+            "{:>4} {:>8} {:>4} {:<8} {:>7} {:>8} {:>6} {:>8} {:>8} {:>6} {:>9} {:>6}\n",
+            worker.id,
+            worker.pid,
+            worker.generation,
+            state.as_str().unwrap_or("?"),
+            human_uptime(worker.uptime_seconds),
+            restarts,
+            or_dash(worker.cpu_percent, |p| format!("{p:.1}")),
+            or_dash(worker.cpu_seconds, |s| format!("{s:.2}s")),
+            or_dash(worker.rss_bytes, human_bytes),
+            or_dash(worker.connections, |n| n.to_string()),
+            or_dash(worker.requests, |n| n.to_string()),
+            or_dash(worker.heartbeat_age_seconds, |s| format!("{s:.1}s")),
+        ));
+    }
+    out
+}

@@ -1,0 +1,284 @@
+//! The primary's memory of what happened, for `corral logs`, `corral
+//! events` and `corral top`: a bounded ring buffer of output lines (workers'
+//! stdout and stderr, and corral's own events in words), the last events,
+//! and live feeds of both for clients that follow. Writing never waits: a
+//! follower that falls behind misses lines (and is told how many), the
+//! cluster never slows down for it.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use super::protocol::{EventRecord, LogLine, LogStream};
+use crate::primary::event::Event;
+
+/// Output lines kept for `corral logs`.
+pub(crate) const LOG_LINES: usize = 10_000;
+/// Bytes of text kept, at most, across those lines.
+pub(crate) const LOG_BYTES: usize = 4 << 20;
+/// Events kept for `corral top`'s list of recent events.
+pub(crate) const RECENT_EVENTS: usize = 100;
+/// How far a follower may fall behind before it misses lines.
+const FOLLOW_BACKLOG: usize = 4096;
+
+pub(crate) struct Journal {
+    kept: Mutex<Kept>,
+    live_logs: broadcast::Sender<LogLine>,
+    live_events: broadcast::Sender<EventRecord>,
+}
+
+#[derive(Default)]
+struct Kept {
+    lines: VecDeque<LogLine>,
+    bytes: usize,
+    next_seq: u64,
+    events: VecDeque<EventRecord>,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal {
+            kept: Mutex::default(),
+            live_logs: broadcast::channel(FOLLOW_BACKLOG).0,
+            live_events: broadcast::channel(FOLLOW_BACKLOG).0,
+        }
+    }
+}
+
+impl Journal {
+    /// Keeps a line a worker wrote.
+    pub(crate) fn output(&self, worker: u32, stream: LogStream, text: String) {
+        self.keep_line(Some(worker), stream, text);
+    }
+
+    /// Keeps an event: in words among the output lines, and as a record
+    /// for the events feed.
+    pub(crate) fn event(&self, record: EventRecord) {
+        self.keep_line(record.id, LogStream::Corral, record.text.clone());
+        let mut kept = self.lock();
+        if kept.events.len() == RECENT_EVENTS {
+            kept.events.pop_front();
+        }
+        kept.events.push_back(record.clone());
+        drop(kept);
+        let _ = self.live_events.send(record);
+    }
+
+    fn keep_line(&self, worker: Option<u32>, stream: LogStream, text: String) {
+        let mut kept = self.lock();
+        let line = LogLine {
+            seq: kept.next_seq,
+            time: now(),
+            worker,
+            stream,
+            text,
+        };
+        kept.next_seq += 1;
+        kept.bytes += line.text.len();
+        kept.lines.push_back(line.clone());
+        while kept.lines.len() > LOG_LINES || kept.bytes > LOG_BYTES {
+            let Some(old) = kept.lines.pop_front() else {
+                break;
+            };
+            kept.bytes -= old.text.len();
+        }
+        drop(kept);
+        let _ = self.live_logs.send(line);
+    }
+
+    /// The last `count` lines (of `worker` only, with it), oldest first.
+    pub(crate) fn last_lines(&self, count: usize, worker: Option<u32>) -> Vec<LogLine> {
+        let kept = self.lock();
+        let mut lines: Vec<LogLine> = kept
+            .lines
+            .iter()
+            .rev()
+            .filter(|line| worker.is_none() || line.worker == worker)
+            .take(count)
+            .cloned()
+            .collect();
+        lines.reverse();
+        lines
+    }
+
+    /// The last events, oldest first.
+    pub(crate) fn recent_events(&self) -> Vec<EventRecord> {
+        self.lock().events.iter().cloned().collect()
+    }
+
+    pub(crate) fn follow_logs(&self) -> broadcast::Receiver<LogLine> {
+        self.live_logs.subscribe()
+    }
+
+    pub(crate) fn follow_events(&self) -> broadcast::Receiver<EventRecord> {
+        self.live_events.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
+}
+
+/// A record of event `kind` about worker `id` (if any), with `fields`.
+pub(crate) fn record(
+    kind: &str,
+    id: Option<u32>,
+    pid: Option<u32>,
+    fields: Value,
+    text: String,
+) -> EventRecord {
+    let fields = match fields {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    EventRecord {
+        time: now(),
+        event: kind.to_string(),
+        id,
+        pid,
+        fields,
+        text,
+    }
+}
+
+/// The record of a lifecycle event; `None` for what is not one (a worker's
+/// user message).
+pub(crate) fn event_record(event: &Event) -> Option<EventRecord> {
+    let text = event.to_string();
+    let (kind, id, pid, fields) = match event {
+        Event::Bound { addresses } => {
+            let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+            ("bound", None, None, json!({ "addresses": list }))
+        }
+        Event::Fork {
+            id,
+            pid,
+            generation,
+        } => (
+            "fork",
+            Some(*id),
+            Some(*pid),
+            json!({ "generation": generation }),
+        ),
+        Event::Online { id, pid } => ("online", Some(*id), Some(*pid), json!({})),
+        Event::Ready { id, pid } => ("ready", Some(*id), Some(*pid), json!({})),
+        Event::Disconnect { id, pid } => ("disconnect", Some(*id), Some(*pid), json!({})),
+        Event::Exit {
+            id,
+            pid,
+            code,
+            signal,
+            requested,
+            ran_for,
+        } => (
+            "exit",
+            Some(*id),
+            Some(*pid),
+            json!({
+                "code": code,
+                "signal": signal.map(crate::primary::event::signal_name),
+                "requested": requested,
+                "ran_for_seconds": ran_for.as_secs_f64(),
+            }),
+        ),
+        Event::CrashLoop {
+            id,
+            quick_failures,
+            delay,
+        } => (
+            "crash-loop",
+            Some(*id),
+            None,
+            json!({ "quick_failures": quick_failures, "next_restart_seconds": delay.as_secs_f64() }),
+        ),
+        Event::Message { .. } => return None,
+        #[allow(unreachable_patterns)]
+        _ => ("other", None, None, json!({})),
+    };
+    Some(record(kind, id, pid, fields, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_buffer_keeps_the_last_lines_in_order() {
+        let journal = Journal::default();
+        for n in 0..(LOG_LINES + 5) {
+            journal.output(1 + (n % 2) as u32, LogStream::Stdout, format!("line {n}"));
+        }
+        let last = journal.last_lines(3, None);
+        let texts: Vec<&str> = last.iter().map(|line| line.text.as_str()).collect();
+        let n = LOG_LINES + 5;
+        assert_eq!(
+            texts,
+            [
+                format!("line {}", n - 3),
+                format!("line {}", n - 2),
+                format!("line {}", n - 1)
+            ]
+        );
+        assert_eq!(journal.lock().lines.len(), LOG_LINES);
+        let of_worker_1 = journal.last_lines(2, Some(1));
+        assert!(of_worker_1.iter().all(|line| line.worker == Some(1)));
+        assert!(of_worker_1[0].seq < of_worker_1[1].seq);
+    }
+
+    #[test]
+    fn the_buffer_is_bounded_in_bytes() {
+        let journal = Journal::default();
+        for _ in 0..10 {
+            journal.output(1, LogStream::Stderr, "x".repeat(LOG_BYTES / 4));
+        }
+        let kept = journal.lock();
+        assert!(kept.bytes <= LOG_BYTES);
+        assert_eq!(kept.lines.len(), 4);
+    }
+
+    #[test]
+    fn events_become_lines_records_and_live_feed_entries() {
+        let journal = Journal::default();
+        let mut live = journal.follow_events();
+        let exit = Event::Exit {
+            id: 2,
+            pid: 77,
+            code: None,
+            signal: Some(libc::SIGKILL),
+            requested: false,
+            ran_for: Duration::from_millis(1500),
+        };
+        journal.event(event_record(&exit).unwrap());
+        let record = live.try_recv().unwrap();
+        assert_eq!(record.event, "exit");
+        assert_eq!((record.id, record.pid), (Some(2), Some(77)));
+        assert_eq!(record.fields["signal"], "SIGKILL");
+        assert_eq!(record.fields["requested"], false);
+        let line = &journal.last_lines(1, Some(2))[0];
+        assert_eq!(line.stream, LogStream::Corral);
+        assert!(
+            line.text.contains("exited on signal SIGKILL"),
+            "{}",
+            line.text
+        );
+        assert_eq!(journal.recent_events().len(), 1);
+        let message = Event::Message {
+            id: 1,
+            message: json!({"a": 1}),
+        };
+        assert!(event_record(&message).is_none());
+    }
+}
