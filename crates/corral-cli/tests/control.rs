@@ -514,10 +514,11 @@ fn logs_and_events_show_output_and_lifecycle() {
     let deadline = Instant::now() + PATIENCE;
     let mut seen: Vec<Value> = Vec::new();
     let mut workers = 2;
-    while !seen
-        .iter()
-        .any(|event| event["event"] == "ready" && event["id"] == 3)
-    {
+    let saw = |seen: &[Value], kind: &str| {
+        seen.iter()
+            .any(|event| event["event"] == kind && event["id"] == 3)
+    };
+    while !(saw(&seen, "fork") && saw(&seen, "ready")) {
         assert!(
             Instant::now() < deadline,
             "no worker 3 ready event: {seen:?}"

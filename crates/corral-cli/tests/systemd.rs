@@ -53,6 +53,10 @@ fn a_socket_activated_primary_serves_on_the_socket_it_was_given() {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let mut command = Command::new("systemd-socket-activate");
+    // The activator passes on only the environment it is told to: the
+    // cluster's private control directory (so that parallel tests' clusters
+    // named "demo" do not meet).
+    command.args(["-E", "XDG_RUNTIME_DIR"]);
     command.args(["-l", &address, CORRAL, "run", "-w", "2", "--grace", "2"]);
     let mut cluster = ClusterProcess::spawn(command);
     cluster.expect_line("Listening on");
@@ -81,6 +85,7 @@ fn a_listen_address_picks_the_inherited_socket_by_name() {
     }
     let (web, admin) = (free_port(), free_port());
     let mut command = Command::new("systemd-socket-activate");
+    command.args(["-E", "XDG_RUNTIME_DIR"]);
     command.args([
         "-l",
         &format!("127.0.0.1:{web}"),

@@ -55,6 +55,13 @@ pub enum ClientError {
     Protocol(String),
 }
 
+fn refusal(response: Response) -> ClientError {
+    ClientError::Refused {
+        message: response.error.unwrap_or_else(|| "failed".into()),
+        result: response.result,
+    }
+}
+
 /// A connection to one cluster's control socket.
 pub struct Client {
     reader: BufReader<UnixStream>,
@@ -97,7 +104,15 @@ impl Client {
         let mut line =
             serde_json::to_vec(&request).map_err(|err| ClientError::Protocol(err.to_string()))?;
         line.push(b'\n');
-        self.writer.write_all(&line)?;
+        if let Err(err) = self.writer.write_all(&line) {
+            // A refused client (another user, too many connections) is
+            // told why and cut off, maybe before its request went out:
+            // the reason is still there to read.
+            return match self.read_line::<Response>() {
+                Ok(response) if !response.ok => Err(refusal(response)),
+                _ => Err(err.into()),
+            };
+        }
         let response: Response = self.read_line()?;
         if response.id != id && !response.id.is_null() {
             return Err(ClientError::Protocol(format!(
@@ -106,10 +121,7 @@ impl Client {
             )));
         }
         if !response.ok {
-            return Err(ClientError::Refused {
-                message: response.error.unwrap_or_else(|| "failed".into()),
-                result: response.result,
-            });
+            return Err(refusal(response));
         }
         Ok(response.result.unwrap_or(Value::Null))
     }

@@ -156,7 +156,6 @@ pub(crate) fn record(
 /// The record of a lifecycle event; `None` for what is not one (a worker's
 /// user message).
 pub(crate) fn event_record(event: &Event) -> Option<EventRecord> {
-    let text = event.to_string();
     let (kind, id, pid, fields) = match event {
         Event::Bound { addresses } => {
             let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
@@ -207,7 +206,7 @@ pub(crate) fn event_record(event: &Event) -> Option<EventRecord> {
         #[allow(unreachable_patterns)]
         _ => ("other", None, None, json!({})),
     };
-    Some(record(kind, id, pid, fields, text))
+    Some(record(kind, id, pid, fields, event.to_string()))
 }
 
 #[cfg(test)]
