@@ -13,13 +13,22 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterProcess, Load, PATIENCE, Signal, hello, http_get, private_runtime_dir, send_signal,
+    ClusterBuilder, ClusterProcess, Load, PATIENCE, Signal, hello, http_get, private_runtime_dir,
+    send_signal,
 };
 use serde_json::Value;
 
-mod common;
-
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+
+/// Two demo workers under `policy`, ready; the cluster and its port.
+fn two_ready_workers(policy: &str) -> (ClusterProcess, u16) {
+    let cluster = ClusterBuilder::corral(CORRAL)
+        .policy(policy)
+        .args(&["--grace", "5"])
+        .start();
+    let port = cluster.port();
+    (cluster, port)
+}
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 /// Runs `command` to its end, failing the test if it takes longer than
@@ -102,7 +111,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn status_shows_the_workers_after_start_kill_scale_and_reload() {
-    let (cluster, port) = common::two_ready_workers("reuseport");
+    let (cluster, port) = two_ready_workers("reuseport");
     let first = status(&cluster);
     // The field names are a contract.
     for field in ["name", "pid", "policy", "listeners", "workers"] {
@@ -303,7 +312,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn the_socket_is_private_and_other_users_are_refused() {
-    let (cluster, _port) = common::two_ready_workers("reuseport");
+    let (cluster, _port) = two_ready_workers("reuseport");
     let socket = socket_of(&cluster, "demo");
     assert_eq!(mode(&socket), 0o600);
     assert_eq!(mode(socket.parent().unwrap()), 0o700);
@@ -398,7 +407,7 @@ fn a_second_cluster_of_the_same_name_is_refused_and_a_stale_socket_replaced() {
 #[test]
 fn garbage_a_huge_line_and_idle_connections_leave_the_cluster_serving() {
     raise_descriptor_limit();
-    let (cluster, port) = common::two_ready_workers("round-robin");
+    let (cluster, port) = two_ready_workers("round-robin");
     let socket = socket_of(&cluster, "demo");
 
     // Garbage gets an error naming the problem; the connection stays usable.
@@ -494,7 +503,7 @@ fn raise_descriptor_limit() {
 
 #[test]
 fn logs_and_events_show_output_and_lifecycle() {
-    let (cluster, port) = common::two_ready_workers("reuseport");
+    let (cluster, port) = two_ready_workers("reuseport");
     let mut events = cluster.control_command(CORRAL, &["events"]);
     events.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut events = events.spawn().unwrap();

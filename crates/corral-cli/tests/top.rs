@@ -5,11 +5,19 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{PATIENCE, Signal, send_signal};
-
-mod common;
+use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE, Signal, send_signal};
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+
+/// Two demo workers under `policy`, ready; the cluster and its port.
+fn two_ready_workers(policy: &str) -> (ClusterProcess, u16) {
+    let cluster = ClusterBuilder::corral(CORRAL)
+        .policy(policy)
+        .args(&["--grace", "5"])
+        .start();
+    let port = cluster.port();
+    (cluster, port)
+}
 
 /// A private tmux server (its own socket), killed on drop.
 struct Tmux {
@@ -58,7 +66,7 @@ impl Drop for Tmux {
 
 #[test]
 fn top_shows_every_worker_and_follows_a_scale_from_2_to_3() {
-    let (mut cluster, _port) = common::two_ready_workers("reuseport");
+    let (mut cluster, _port) = two_ready_workers("reuseport");
     let tmux = Tmux::new();
     // The shell keeps the pane open after top exits, to read its last words.
     let command = format!(
