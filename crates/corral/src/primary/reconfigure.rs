@@ -48,10 +48,10 @@ pub(crate) fn fixed_changes(running: &Settings, new: &Settings) -> Vec<&'static 
 
 impl Supervisor {
     /// Reads the configuration again before a reload, if the cluster was
-    /// given a way to. Returns whether the reload goes ahead.
-    pub(super) fn reread_configuration(&mut self) -> Result<bool, Error> {
+    /// given a way to. Returns whether the reload goes ahead, or why not.
+    pub(super) fn reread_configuration(&mut self) -> Result<Result<(), String>, Error> {
         let Some(reread) = self.settings.reread.as_mut() else {
-            return Ok(true);
+            return Ok(Ok(()));
         };
         let new = reread().and_then(|cluster| {
             let program = cluster.configured_command();
@@ -63,14 +63,14 @@ impl Supervisor {
         match new {
             Ok((settings, program)) => {
                 self.apply(settings, program)?;
-                Ok(true)
+                Ok(Ok(()))
             }
             Err(err) => {
                 tracing::error!(
                     "reload aborted: the configuration is not valid: {err}; the running \
                      configuration stays"
                 );
-                Ok(false)
+                Ok(Err(format!("the configuration is not valid: {err}")))
             }
         }
     }

@@ -35,7 +35,11 @@ impl Supervisor {
             tracing::info!("a rolling reload is under way: another will follow it");
             return Ok(());
         }
-        if !self.reread_configuration()? {
+        if let Err(why) = self.reread_configuration()? {
+            // A reload that ends before it began, for whoever waits for it.
+            let now = Instant::now();
+            self.control.reloads.begin(now);
+            self.control.reloads.abort(0, &why, now);
             return Ok(());
         }
         let plan = ReloadPlan::rolling(
