@@ -131,3 +131,33 @@ fn a_worker_flooded_both_ways_keeps_its_heartbeats_and_still_stops() {
         );
     }
 }
+
+#[test]
+fn the_primary_serves_its_status_from_primary_status() {
+    let cluster = ClusterBuilder::example("status").start();
+    let line = cluster.expect_line("out|status on ");
+    let address = line.rsplit(' ').next().unwrap().to_string();
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let response = corral_testkit::http_get(port, "/status").expect("the status answers");
+    assert_eq!(response.status, 200, "{response:?}");
+    let status: serde_json::Value = serde_json::from_str(&response.body).expect("JSON");
+    assert_eq!(status["name"], "status");
+    assert_eq!(status["pid"], cluster.pid());
+    let mut pids: Vec<u64> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|worker| {
+            assert_eq!(worker["state"], "ready", "{worker}");
+            worker["pid"].as_u64().unwrap()
+        })
+        .collect();
+    pids.sort();
+    let mut live: Vec<u64> = cluster.worker_pids().into_iter().map(u64::from).collect();
+    live.sort();
+    assert_eq!(pids, live);
+    assert_eq!(
+        status["listeners"][0]["address"],
+        format!("127.0.0.1:{}", cluster.port())
+    );
+}
