@@ -81,6 +81,9 @@ mod tests {
             stream: LogStream::Stdout,
             text: "GET / 200".into(),
         };
-        assert_eq!(render(&line), "2025-11-29T19:14:14.5Z [worker 2] GET / 200");
+        assert_eq!(
+            render(&line),
+            "2025-11-29T19:14:14.500Z [worker 2] GET / 200"
+        );
     }
 }

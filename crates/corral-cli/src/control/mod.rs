@@ -106,16 +106,14 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> ExitCode {
 
 /// Seconds since the epoch as RFC 3339 UTC with milliseconds.
 pub(crate) fn timestamp(seconds: f64) -> String {
+    // RFC 3339 in UTC, always with milliseconds, so lines align.
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     let nanos = (seconds * 1e9) as i128;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|at| {
-            let at = at
-                .replace_nanosecond(at.nanosecond() / 1_000_000 * 1_000_000)
-                .ok()?;
-            at.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|at| at.format(FORMAT).ok())
         .unwrap_or_else(|| format!("{seconds:.3}"))
 }
 
