@@ -220,6 +220,15 @@ async fn read_channel(
                 continue;
             }
         };
+        // The per-connection lines of round-robin, without a JSON tree.
+        if let Some(session) = session.as_mut()
+            && let Some(internal) = node::hot_path(bytes)
+        {
+            match session.handle(internal).await {
+                AfterInternal::Stop => return,
+                _ => continue,
+            }
+        }
         let decoded = match (message::decode_to_primary(bytes), session.as_mut()) {
             // Node's own messages go to the worker's Node session.
             (Ok(Some(ToPrimary::User(value))), Some(session)) => match node::classify(&value) {

@@ -226,6 +226,32 @@ pub fn classify(value: &Value) -> Option<Internal> {
     })
 }
 
+/// The two lines a worker sends for every connection under round-robin
+/// (the receipt of its descriptor and the answer to `newconn`), recognised
+/// without building a JSON tree; `None` for any other line (then
+/// [`classify`] the decoded value).
+pub fn hot_path(line: &[u8]) -> Option<Internal> {
+    if line == br#"{"cmd":"NODE_HANDLE_ACK"}"# {
+        return Some(Internal::Receipt(HandleReceipt::Ack));
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Answer<'a> {
+        cmd: &'a str,
+        ack: u64,
+        accepted: bool,
+        seq: Option<u64>,
+    }
+    let answer: Answer<'_> = serde_json::from_slice(line).ok()?;
+    (answer.cmd == CLUSTER_CMD).then_some(Internal::Cluster(ClusterMessage {
+        seq: answer.seq,
+        act: Act::Accepted {
+            ack: answer.ack,
+            accepted: answer.accepted,
+        },
+    }))
+}
+
 fn cluster_message(object: &Map<String, Value>) -> ClusterMessage {
     let seq = object.get("seq").and_then(Value::as_u64);
     let ack = object.get("ack").and_then(Value::as_u64);
@@ -362,12 +388,19 @@ pub fn reply_error(seq: u64, ack: u64, key: &str, data: &Value, errno: i32) -> O
     )
 }
 
-/// A connection for the server `key`, with its descriptor.
+/// A connection for the server `key`, with its descriptor. Written once
+/// per connection, so formatted directly rather than through a JSON tree.
 pub fn newconn(seq: u64, key: &str) -> Outgoing {
-    Outgoing::handle(
-        HandleType::Net,
-        json!({"cmd": CLUSTER_CMD, "act": "newconn", "key": key, "seq": seq}),
-    )
+    let key = serde_json::to_string(key).expect("a string always serializes");
+    let line = format!(
+        r#"{{"cmd":"NODE_HANDLE","type":"net.Native","msg":{{"cmd":"{CLUSTER_CMD}","act":"newconn","key":{key},"seq":{seq}}}}}"#
+    );
+    let mut line = line.into_bytes();
+    line.push(b'\n');
+    Outgoing {
+        line,
+        carries_fd: true,
+    }
 }
 
 /// Node's `worker.disconnect()`: close every server, let open connections
@@ -599,6 +632,32 @@ mod tests {
         assert!(decoded(&disconnect(6)).get("ack").is_none());
         assert_eq!(decoded(&ack(7, 9))["ack"], 9);
         assert_eq!(handle_ack().line, b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+    }
+
+    #[test]
+    fn the_hot_lines_parse_as_their_general_form_does() {
+        for line in [
+            r#"{"cmd":"NODE_HANDLE_ACK"}"#,
+            r#"{"cmd":"NODE_CLUSTER","ack":7,"accepted":true,"seq":12}"#,
+            r#"{"cmd":"NODE_CLUSTER","ack":8,"accepted":false,"seq":13}"#,
+        ] {
+            assert_eq!(hot_path(line.as_bytes()), parse(line), "{line}");
+            assert!(hot_path(line.as_bytes()).is_some());
+        }
+        for other in [
+            r#"{"cmd":"NODE_CLUSTER","act":"online","seq":0}"#,
+            r#"{"cmd":"NODE_CLUSTER","ack":7,"accepted":true,"seq":1,"act":"x"}"#,
+            r#"{"cmd":"USER","ack":7,"accepted":true}"#,
+            r#""ready""#,
+        ] {
+            assert_eq!(hot_path(other.as_bytes()), None, "{other}");
+        }
+        let general = Outgoing::handle(
+            HandleType::Net,
+            json!({"cmd": CLUSTER_CMD, "act": "newconn", "key": "a\"b", "seq": 5}),
+        );
+        assert_eq!(decoded(&newconn(5, "a\"b")), decoded(&general));
+        assert!(newconn(5, "k").carries_fd);
     }
 
     #[test]
