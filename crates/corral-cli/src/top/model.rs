@@ -93,6 +93,7 @@ pub(crate) mod tests {
             uptime_seconds: 10.0,
             restarts: 0,
             last_restart_reason: None,
+            restarts_by_reason: Default::default(),
             cpu_seconds: Some(0.5),
             cpu_percent: Some(2.0),
             rss_bytes: Some(8 << 20),

@@ -60,6 +60,46 @@ pub struct ReloadStats {
     pub in_progress: bool,
     /// The last reload that ended.
     pub last: Option<ReloadOutcome>,
+    /// How long the reloads that ended took.
+    #[serde(default)]
+    pub durations: DurationHistogram,
+}
+
+/// Upper bounds (seconds) of the reload-duration histogram's buckets.
+pub const RELOAD_DURATION_BUCKETS: [f64; 10] =
+    [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// Durations, counted into [`RELOAD_DURATION_BUCKETS`] (Prometheus'
+/// histogram: each bucket counts the observations up to its bound).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DurationHistogram {
+    pub sum_seconds: f64,
+    pub count: u64,
+    /// Observations at most each bound of [`RELOAD_DURATION_BUCKETS`].
+    pub cumulative: Vec<u64>,
+}
+
+impl DurationHistogram {
+    pub(crate) fn observe(&mut self, seconds: f64) {
+        self.cumulative.resize(RELOAD_DURATION_BUCKETS.len(), 0);
+        for (bound, count) in RELOAD_DURATION_BUCKETS.iter().zip(&mut self.cumulative) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
+
+    /// `(upper bound, cumulative count)` pairs, ending with `+Inf`.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        RELOAD_DURATION_BUCKETS
+            .iter()
+            .enumerate()
+            .map(|(index, &bound)| (bound, self.cumulative.get(index).copied().unwrap_or(0)))
+            .chain(std::iter::once((f64::INFINITY, self.count)))
+            .collect()
+    }
 }
 
 /// How a rolling reload ended.
@@ -101,6 +141,9 @@ pub struct WorkerStatus {
     pub restarts: u32,
     /// Why the slot's worker was last replaced.
     pub last_restart_reason: Option<RestartReason>,
+    /// The slot's replacements by reason (only reasons that occurred).
+    #[serde(default)]
+    pub restarts_by_reason: std::collections::BTreeMap<RestartReason, u32>,
     /// CPU time the process used (user and system).
     pub cpu_seconds: Option<f64>,
     /// CPU use since the previous snapshot (or over the process's life, on
@@ -121,7 +164,7 @@ pub struct WorkerStatus {
 }
 
 /// Why a worker was replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum RestartReason {
@@ -214,6 +257,7 @@ mod tests {
                 completed: 1,
                 aborted: 0,
                 in_progress: false,
+                durations: Default::default(),
                 last: Some(ReloadOutcome {
                     result: ReloadResult::Completed,
                     reason: None,
@@ -230,6 +274,7 @@ mod tests {
                 uptime_seconds: 1.5,
                 restarts: 1,
                 last_restart_reason: Some(RestartReason::Reload),
+                restarts_by_reason: Default::default(),
                 cpu_seconds: Some(0.25),
                 cpu_percent: Some(1.0),
                 rss_bytes: Some(4096),

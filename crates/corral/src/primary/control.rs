@@ -166,6 +166,7 @@ impl Supervisor {
                     uptime_seconds: uptime,
                     restarts: restarts.count,
                     last_restart_reason: restarts.last,
+                    restarts_by_reason: restarts.by_reason(),
                     cpu_seconds: stats.map(|stats| stats.cpu_seconds),
                     cpu_percent: stats.map(|stats| stats.cpu_percent),
                     rss_bytes: stats.map(|stats| stats.rss_bytes),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::control::status::{ReloadOutcome, ReloadResult, ReloadStats};
+use crate::control::status::{DurationHistogram, ReloadOutcome, ReloadResult, ReloadStats};
 
 /// Told how the reload it waits for ended: `Ok` completed, `Err` aborted.
 pub(crate) type ReloadWaiter = oneshot::Sender<Result<ReloadOutcome, ReloadOutcome>>;
@@ -23,6 +23,8 @@ pub(crate) struct ReloadBook {
     current: Option<(Instant, Vec<ReloadWaiter>)>,
     /// Waiters for the next rolling reload.
     next: Vec<ReloadWaiter>,
+    /// How long the reloads that ended took (for the metrics).
+    durations: DurationHistogram,
 }
 
 impl ReloadBook {
@@ -44,6 +46,7 @@ impl ReloadBook {
         };
         self.completed += 1;
         let outcome = outcome(ReloadResult::Completed, None, replaced, began, now);
+        self.durations.observe(outcome.duration_seconds);
         self.last = Some((outcome.clone(), now));
         for waiter in waiters {
             let _ = waiter.send(Ok(outcome.clone()));
@@ -62,6 +65,7 @@ impl ReloadBook {
                 began,
                 now,
             );
+            self.durations.observe(outcome.duration_seconds);
             self.last = Some((outcome.clone(), now));
             for waiter in waiters {
                 let _ = waiter.send(Err(outcome.clone()));
@@ -95,6 +99,7 @@ impl ReloadBook {
                 ended_seconds_ago: now.saturating_duration_since(*ended).as_secs_f64(),
                 ..outcome.clone()
             }),
+            durations: self.durations.clone(),
         }
     }
 }

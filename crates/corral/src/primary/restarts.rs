@@ -13,6 +13,8 @@ use crate::control::status::RestartReason;
 pub(crate) struct SlotRestarts {
     pub count: u32,
     pub last: Option<RestartReason>,
+    /// Counts by reason, in the order of [`RestartReason::ALL`].
+    by_reason: [u32; RestartReason::ALL.len()],
     /// The reason of the replacement under way, when known in advance.
     expected: Option<RestartReason>,
 }
@@ -20,6 +22,18 @@ pub(crate) struct SlotRestarts {
 #[derive(Debug, Default)]
 pub(crate) struct Restarts {
     slots: BTreeMap<u32, SlotRestarts>,
+}
+
+impl SlotRestarts {
+    /// The reasons that occurred, with their counts.
+    pub(crate) fn by_reason(&self) -> std::collections::BTreeMap<RestartReason, u32> {
+        RestartReason::ALL
+            .iter()
+            .zip(self.by_reason)
+            .filter(|(_, count)| *count > 0)
+            .map(|(&reason, count)| (reason, count))
+            .collect()
+    }
 }
 
 impl Restarts {
@@ -33,7 +47,11 @@ impl Restarts {
     pub(crate) fn record(&mut self, id: u32, observed: RestartReason) {
         let slot = self.slots.entry(id).or_default();
         slot.count += 1;
-        slot.last = Some(slot.expected.take().unwrap_or(observed));
+        let reason = slot.expected.take().unwrap_or(observed);
+        slot.last = Some(reason);
+        if let Some(index) = RestartReason::ALL.iter().position(|&r| r == reason) {
+            slot.by_reason[index] += 1;
+        }
     }
 
     pub(crate) fn of(&self, id: u32) -> SlotRestarts {
