@@ -312,6 +312,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
 
+    /// Serve Prometheus metrics and health checks over HTTP on ADDR
+    /// (/metrics, /healthz, /readyz[?all]); keep it on loopback or a
+    /// private network [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics: Option<String>,
+
     /// Listen backlog of each socket
     #[arg(long, value_name = "N", default_value_t = corral::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub backlog: u32,

@@ -346,6 +346,7 @@ pub fn describe(run: &RunArgs) -> Vec<(&'static str, String)> {
         ("backlog", run.backlog.to_string()),
         ("user", optional(run.user.clone())),
         ("control", optional(run.control.clone())),
+        ("metrics", optional(run.metrics.clone())),
         ("env", run.env.join(" ")),
     ]
 }

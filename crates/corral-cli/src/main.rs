@@ -147,6 +147,9 @@ fn build_cluster(run: &RunArgs) -> corral::Cluster {
     if let Some(control) = &run.control {
         cluster = cluster.control(corral::ControlSocket::from_arg(control));
     }
+    if let Some(address) = &run.metrics {
+        cluster = cluster.metrics(address);
+    }
     if let Some(threads) = run.worker_threads {
         cluster = cluster.worker_threads(threads as usize);
     }

@@ -75,6 +75,7 @@ pub struct Cluster {
     log_format: Option<LogFormat>,
     nested: bool,
     control: ControlSocket,
+    metrics: Option<String>,
 }
 
 impl Default for Cluster {
@@ -114,6 +115,7 @@ impl Cluster {
             log_format: None,
             nested: false,
             control: ControlSocket::Default,
+            metrics: None,
         }
     }
 
@@ -276,6 +278,15 @@ impl Cluster {
         reread: impl FnMut() -> Result<Cluster, String> + Send + 'static,
     ) -> Self {
         self.reread = Some(Box::new(reread));
+        self
+    }
+
+    /// Serves Prometheus metrics and health checks over HTTP at `address`
+    /// (`HOST:PORT`; keep it on loopback or a private network): `/metrics`,
+    /// `/healthz` (200 while the primary runs) and `/readyz` (200 when a
+    /// worker is ready; `?all`: when every worker is).
+    pub fn metrics(mut self, address: impl Into<String>) -> Self {
+        self.metrics = Some(address.into());
         self
     }
 
@@ -497,6 +508,11 @@ impl Cluster {
             env: self.worker_env()?,
             reread: None,
             control: self.control.clone(),
+            metrics: self
+                .metrics
+                .as_deref()
+                .map(|text| text.parse::<ListenAddr>()?.resolve())
+                .transpose()?,
         })
     }
 

@@ -45,7 +45,8 @@
 //!   `router.rs` handles its messages, `outbox.rs` queues messages to it,
 //!   `registry.rs` lists live workers for the [`Primary`] handle
 //!   (`handle.rs`), `health.rs` (watchdog, recycling), `signals.rs`,
-//!   `reaper.rs`, `notify.rs` (systemd), `run_as.rs` (`--user`), `node/`
+//!   `reaper.rs`, `notify.rs` (systemd), `run_as.rs` (`--user`),
+//!   `reconfigure.rs` (a reload re-reads the configuration), `node/`
 //!   (corral as primary of Node `cluster` programs).
 //! * `worker/`: what runs in a library worker: the [`Worker`] handed to the
 //!   body, its [`Listener`]s and [`Connection`]s, the hand-off receiver
@@ -57,6 +58,8 @@
 //!   `dispatch.rs` is the primary's accept-and-hand-off task for
 //!   round-robin and least-connections, with `stall.rs` and `congestion.rs`.
 //! * `log/`: corral's own log lines (text or JSON, never blocking).
+//! * `metrics/`: the Prometheus and health endpoint (`--metrics`): the
+//!   exposition of a status snapshot, the probes' rules, the HTTP server.
 //! * `sys.rs`: the only `unsafe` code. `error.rs`: [`Error`].
 //!   `worker_key.rs`: the key of one worker process.
 //!
@@ -95,6 +98,7 @@ mod cluster;
 pub mod control;
 mod error;
 pub mod log;
+mod metrics;
 mod primary;
 mod protocol;
 // The one module allowed `unsafe` (each block with its `// SAFETY:`).

@@ -119,6 +119,8 @@ pub(crate) struct Settings {
     pub reread: Option<reconfigure::Reread>,
     /// Where the control socket is (or none).
     pub control: crate::control::ControlSocket,
+    /// The metrics and health endpoint's address, if any.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The user's task beside the supervisor (`Cluster::primary`).
@@ -155,6 +157,14 @@ pub(crate) async fn run(
         commands.clone(),
         journal.clone(),
     )?;
+    if let Some(address) = settings.metrics {
+        let listener = crate::metrics::bind(address)?;
+        let bound = crate::metrics::serve(listener, commands.clone())?;
+        tracing::info!(
+            event = "metrics",
+            "metrics on http://{bound}/metrics (health: /healthz, /readyz)"
+        );
+    }
     // Node workers take connections by Node's own protocol (`node/`), not
     // the hand-off channel: the sockets bound up front are shared, and the
     // Node side dispatches them under round-robin.

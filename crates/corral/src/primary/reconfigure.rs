@@ -35,6 +35,8 @@ pub(crate) fn fixed_changes(running: &Settings, new: &Settings) -> Vec<&'static 
     check(running.backlog != new.backlog, "backlog");
     check(running.user != new.user, "user");
     check(running.name != new.name, "name");
+    check(running.metrics != new.metrics, "metrics");
+    check(running.control != new.control, "control");
     check(
         running.worker_threads != new.worker_threads,
         "worker-threads",

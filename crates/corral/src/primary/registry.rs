@@ -81,7 +81,10 @@ impl Registry {
             .map(|entry| entry.outbox.clone())
             .ok_or(SendError::NoSuchWorker(id))?;
         outbox.push(line).map_err(|refused| match refused {
-            Refused::Full => SendError::Full(id),
+            Refused::Full => {
+                crate::metrics::message_dropped();
+                SendError::Full(id)
+            }
             Refused::Closed => SendError::NoSuchWorker(id),
         })
     }
@@ -101,7 +104,10 @@ impl Registry {
                     .push(line.to_vec())
                     .err()
                     .map(|refused| match refused {
-                        Refused::Full => SendError::Full(id),
+                        Refused::Full => {
+                            crate::metrics::message_dropped();
+                            SendError::Full(id)
+                        }
                         Refused::Closed => SendError::NoSuchWorker(id),
                     })
             })

@@ -212,6 +212,7 @@ async fn read_channel(
         let bytes = match line {
             Line::Complete(bytes) => bytes,
             Line::TooLong(len) => {
+                crate::metrics::message_dropped();
                 warn_limited!(
                     event = "message_dropped",
                     worker = id,
@@ -248,11 +249,14 @@ async fn read_channel(
                 }
             }
             Ok(None) => {}
-            Err(err) => warn_limited!(
-                event = "message_dropped",
-                worker = id,
-                "worker {id}: dropped a malformed message: {err}"
-            ),
+            Err(err) => {
+                crate::metrics::message_dropped();
+                warn_limited!(
+                    event = "message_dropped",
+                    worker = id,
+                    "worker {id}: dropped a malformed message: {err}"
+                )
+            }
         }
     }
 }

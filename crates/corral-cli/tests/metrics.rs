@@ -1,0 +1,162 @@
+//! `--metrics ADDR`: the Prometheus endpoint, checked with the real
+//! `promtool check metrics` on a live scrape, and the health endpoints a
+//! Kubernetes probe or a load balancer asks.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+use corral_testkit::{ClusterBuilder, PATIENCE, Signal, hello, http_get, send_signal, wait_until};
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+
+/// A port free right now (bound and released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn scrape(port: u16) -> String {
+    let response = http_get(port, "/metrics").expect("the endpoint answers");
+    assert_eq!(response.status, 200, "{response:?}");
+    response.body
+}
+
+/// The value of the sample line named exactly `series`, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// `promtool check metrics` on `text`; `None` when promtool is missing.
+fn promtool(text: &str) -> Option<(bool, String)> {
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(_) => return None,
+    };
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(text.as_bytes())
+        .expect("promtool reads");
+    let output = child.wait_with_output().expect("promtool runs");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    Some((output.status.success(), said))
+}
+
+#[test]
+fn a_live_scrape_passes_promtool_and_counts_restarts_and_reloads() {
+    let metrics = free_port();
+    let address = format!("127.0.0.1:{metrics}");
+    let mut cluster = ClusterBuilder::corral(CORRAL)
+        .args(&["--metrics", &address, "--grace", "2"])
+        .start();
+    let port = cluster.port();
+
+    let text = scrape(metrics);
+    match promtool(&text) {
+        Some((passed, said)) => assert!(passed, "promtool check metrics: {said}\n{text}"),
+        None => eprintln!("promtool is not installed (apt-get install prometheus): not run"),
+    }
+    assert_eq!(
+        sample(&text, "corral_workers{state=\"ready\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "corral_workers_desired"), Some(2.0));
+    for id in ["1", "2"] {
+        let memory = format!("corral_worker_resident_memory_bytes{{worker=\"{id}\"}}");
+        assert!(
+            sample(&text, &memory).is_some_and(|bytes| bytes > 0.0),
+            "{text}"
+        );
+        let cpu = format!("corral_worker_cpu_seconds_total{{worker=\"{id}\"}}");
+        assert!(sample(&text, &cpu).is_some(), "{text}");
+    }
+    assert!(sample(&text, "corral_primary_resident_memory_bytes").is_some_and(|b| b > 0.0));
+    assert!(text.contains("corral_listener_queued_connections{address=\"127.0.0.1:"));
+
+    // A worker killed from outside is a restart of its id, reason killed.
+    let victim = hello(port);
+    send_signal(victim.pid, Signal::KILL);
+    let killed = format!(
+        "corral_worker_restarts_total{{worker=\"{}\",reason=\"killed\"}}",
+        victim.id
+    );
+    assert!(
+        wait_until(PATIENCE, || sample(&scrape(metrics), &killed) == Some(1.0)),
+        "{}",
+        scrape(metrics)
+    );
+    // Label values are worker ids, never pids.
+    assert!(!scrape(metrics).contains(&format!("\"{}\"", victim.pid)));
+
+    // A rolling reload is counted, and its duration observed.
+    cluster.signal(Signal::HUP);
+    let completed = "corral_reloads_total{result=\"completed\"}";
+    assert!(
+        wait_until(PATIENCE, || sample(&scrape(metrics), completed)
+            == Some(1.0)),
+        "{}",
+        scrape(metrics)
+    );
+    let text = scrape(metrics);
+    assert_eq!(
+        sample(&text, "corral_reload_duration_seconds_count"),
+        Some(1.0)
+    );
+    if let Some((passed, said)) = promtool(&text) {
+        assert!(passed, "promtool after a reload: {said}\n{text}");
+    }
+
+    cluster.signal(Signal::TERM);
+    assert!(
+        cluster
+            .wait_exit(PATIENCE)
+            .is_some_and(|status| status.success())
+    );
+}
+
+#[test]
+fn health_and_readiness_answer_as_probes_expect() {
+    let metrics = free_port();
+    let address = format!("127.0.0.1:{metrics}");
+    // Workers that never say they are ready (--ready message).
+    let cluster = ClusterBuilder::corral(CORRAL)
+        .args(&[
+            "--metrics",
+            &address,
+            "--ready",
+            "message",
+            "--ready-timeout",
+            "30",
+        ])
+        .command(&["sh", "-c", "exec sleep 30"])
+        .no_wait()
+        .start();
+    assert!(wait_until(PATIENCE, || http_get(metrics, "/healthz")
+        .is_ok_and(|response| response.status == 200)));
+    assert_eq!(http_get(metrics, "/readyz").unwrap().status, 503);
+    assert_eq!(http_get(metrics, "/nope").unwrap().status, 404);
+    drop(cluster);
+
+    let metrics = free_port();
+    let address = format!("127.0.0.1:{metrics}");
+    let cluster = ClusterBuilder::corral(CORRAL)
+        .args(&["--metrics", &address])
+        .start();
+    assert_eq!(http_get(metrics, "/readyz").unwrap().status, 200);
+    assert_eq!(http_get(metrics, "/readyz?all").unwrap().status, 200);
+    drop(cluster);
+}
