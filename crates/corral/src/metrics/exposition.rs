@@ -62,12 +62,18 @@ struct Histogram(DurationHistogram);
 
 impl EncodeMetric for Histogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        encoder.encode_histogram::<NoLabelSet>(
-            self.0.sum_seconds,
-            self.0.count,
-            &self.0.buckets(),
-            None,
-        )
+        // The encoder sums the buckets itself: it wants each bucket's own
+        // count, where the status keeps them cumulative.
+        let cumulative = self.0.buckets();
+        let own: Vec<(f64, u64)> = cumulative
+            .iter()
+            .scan(0, |below, &(bound, count)| {
+                let own = count.saturating_sub(*below);
+                *below = count;
+                Some((bound, own))
+            })
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(self.0.sum_seconds, self.0.count, &own, None)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -387,6 +393,9 @@ mod tests {
             "corral_reload_duration_seconds_bucket{le=\"0.5\"} 1",
             "corral_reload_duration_seconds_bucket{le=\"5.0\"} 2",
             "corral_reload_duration_seconds_count 2",
+            "corral_reload_duration_seconds_bucket{le=\"0.25\"} 0",
+            "corral_reload_duration_seconds_bucket{le=\"300.0\"} 2",
+            "corral_reload_duration_seconds_bucket{le=\"+Inf\"} 2",
             "corral_listener_queued_connections{address=\"127.0.0.1:8000\"} 4",
             "corral_primary_resident_memory_bytes 5000000",
             "corral_messages_dropped_total 9",
