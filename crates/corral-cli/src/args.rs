@@ -275,7 +275,7 @@ pub struct RunArgs {
 
     /// Largest message accepted on a worker's channel, in bytes; longer
     /// lines are dropped and logged against the worker
-    #[arg(long, value_name = "BYTES", default_value_t = corral::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(2..=1 << 32))]
+    #[arg(long, value_name = "BYTES", default_value_t = corral::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(corral::limits::MIN_MESSAGE_SIZE..=corral::limits::MAX_MESSAGE_SIZE))]
     pub max_message_size: u64,
 
     /// Watchdog: kill and replace a worker whose heartbeats stop for this
@@ -293,12 +293,12 @@ pub struct RunArgs {
     /// Replace a worker gracefully after it served N requests (as counted
     /// by the worker: demo and library workers do; a COMMAND's workers send
     /// {"corral":{"served":N}}) [default: off]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=corral::limits::MAX_REQUESTS))]
     pub max_requests: Option<u64>,
 
     /// With --max-requests: up to this many more, chosen per worker, so
     /// workers are not all replaced at once
-    #[arg(long, value_name = "J", default_value_t = 0, requires = "max_requests")]
+    #[arg(long, value_name = "J", default_value_t = 0, requires = "max_requests", value_parser = clap::value_parser!(u64).range(..=corral::limits::MAX_REQUESTS))]
     pub max_requests_jitter: u64,
 
     /// Threads of each demo worker's runtime (1: single-threaded, as a Node
@@ -441,15 +441,30 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 fn parse_ready(text: &str) -> Result<corral::ReadyMode, String> {
-    text.parse().map_err(|err: corral::Error| err.to_string())
+    let mode = text.parse().map_err(|err: corral::Error| err.to_string())?;
+    if let corral::ReadyMode::Delay(delay) = mode {
+        within_limits(delay)?;
+    }
+    Ok(mode)
 }
 
+/// Seconds, fractions allowed, from 0 to the library's limit.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| format!("{text:?} must be zero or a positive number of seconds"))
+    let duration = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?} must be zero or a positive number of seconds"))?;
+    within_limits(duration)?;
+    Ok(duration)
+}
+
+fn within_limits(duration: Duration) -> Result<(), String> {
+    let max = corral::limits::MAX_DURATION;
+    if duration > max {
+        return Err(format!("at most {} seconds (a year)", max.as_secs()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -559,6 +574,11 @@ mod tests {
             vec!["corral", "run", "-l", "localhost"],
             vec!["corral", "run", "-l", "no-such-host.invalid:80"],
             vec!["corral", "run", "-l", "[fe80::1]:0"],
+            vec!["corral", "run", "--grace", "1e18"],
+            vec!["corral", "run", "--timeout", "31536001"],
+            vec!["corral", "run", "--ready", "delay:1e18"],
+            vec!["corral", "run", "--max-message-size", "4294967297"],
+            vec!["corral", "run", "--max-requests", "18446744073709551615"],
             vec!["corral", "run", "--policy", "random"],
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");

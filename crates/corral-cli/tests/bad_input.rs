@@ -202,3 +202,39 @@ fn corral_run_inside_a_worker_runs_its_own_cluster() {
         outer.output()
     );
 }
+
+/// The values the issue found accepted by the flags and then refused by
+/// every worker at start: now the workers take them, and what is past the
+/// one set of limits is refused at the flag.
+#[test]
+fn every_value_a_flag_accepts_reaches_the_workers() {
+    for flag in [
+        &["--grace", "4294968"][..],
+        &["--timeout", "17179870"][..],
+        &["--max-message-size", "4294967296"][..],
+        &["--grace", "31536000", "--timeout", "31536000"][..],
+    ] {
+        let mut args = vec!["run", "-w", "1", "-l", "127.0.0.1:0"];
+        args.extend_from_slice(flag);
+        let cluster = ClusterProcess::start(CORRAL, &args);
+        cluster.expect_line("worker 1 ready");
+        assert!(
+            !cluster.output().contains("broken worker environment"),
+            "{flag:?}:\n{}",
+            cluster.output()
+        );
+    }
+    for (args, flag) in [
+        (&["run", "--grace", "31536001"][..], "--grace"),
+        (&["run", "--timeout", "1e18"][..], "--timeout"),
+        (
+            &["run", "--max-message-size", "4294967297"][..],
+            "--max-message-size",
+        ),
+    ] {
+        let (status, stderr) = run_to_end(args);
+        assert_eq!(status.code(), Some(2), "{args:?}");
+        let error = the_error_line(&stderr);
+        assert!(error.contains(flag), "{args:?}: {error}");
+    }
+}

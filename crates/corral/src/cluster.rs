@@ -432,6 +432,30 @@ impl Cluster {
         ))
     }
 
+    /// Refuses values past [`crate::limits`], naming the setting.
+    fn check_limits(&self) -> Result<(), Error> {
+        use crate::limits::{check_duration, check_message_size, check_requests};
+        check_duration("the grace period (--grace)", self.grace)?;
+        check_duration("the ready timeout (--ready-timeout)", self.ready_timeout)?;
+        check_duration("the stable run (--stable-after)", self.backoff.stable_after)?;
+        check_duration(
+            "the longest restart delay (--max-restart-delay)",
+            self.backoff.cap,
+        )?;
+        if let Some(timeout) = self.watchdog {
+            check_duration("the watchdog timeout (--timeout)", timeout)?;
+        }
+        if let ReadyMode::Delay(delay) = self.ready {
+            check_duration("the ready delay (--ready delay:SECONDS)", delay)?;
+        }
+        check_message_size(self.max_message_size as u64)?;
+        if let Some((max, jitter)) = self.max_requests {
+            check_requests("--max-requests", max)?;
+            check_requests("--max-requests-jitter", jitter)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn settings(&self, program: &Program) -> Result<Settings, Error> {
         if self.workers == 0 || self.workers > MAX_WORKERS {
             return Err(Error::Config(format!(
@@ -447,6 +471,7 @@ impl Cluster {
                 "the watchdog timeout must be at least 0.1 s".into(),
             ));
         }
+        self.check_limits()?;
         if self.backoff.stable_after < self.backoff.min_uptime {
             return Err(Error::Config(format!(
                 "the stable run (--stable-after) must be at least {} s, as long as a \
@@ -565,4 +590,39 @@ pub fn activated_addresses() -> Vec<SocketAddr> {
 /// Whether this process was started by a corral primary as a worker.
 pub fn is_worker() -> bool {
     std::env::var_os(crate::protocol::env::WORKER_ID).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(cluster: Cluster) -> String {
+        let program = Program::CurrentExe {
+            path: "/bin/true".into(),
+        };
+        match cluster.settings(&program) {
+            Ok(_) => panic!("accepted"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn values_past_the_limits_are_refused_naming_the_setting() {
+        let year = crate::limits::MAX_DURATION;
+        let past = year + Duration::from_secs(1);
+        let base = || Cluster::new().workers(1);
+        assert!(refused(base().grace(past)).contains("--grace"));
+        assert!(refused(base().watchdog(past)).contains("--timeout"));
+        assert!(refused(base().ready_timeout(past)).contains("--ready-timeout"));
+        assert!(refused(base().max_message_size(1)).contains("--max-message-size"));
+        assert!(refused(base().max_requests(u64::MAX, 0)).contains("--max-requests"));
+        let program = Program::CurrentExe {
+            path: "/bin/true".into(),
+        };
+        let largest = base()
+            .grace(year)
+            .watchdog(year)
+            .max_message_size(crate::limits::MAX_MESSAGE_SIZE as usize);
+        assert!(largest.settings(&program).is_ok());
+    }
 }

@@ -97,6 +97,7 @@ mod balance;
 mod cluster;
 pub mod control;
 mod error;
+pub mod limits;
 pub mod log;
 mod metrics;
 mod primary;
