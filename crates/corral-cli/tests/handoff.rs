@@ -238,3 +238,70 @@ fn a_hostile_worker_cannot_return_what_it_was_not_given_nor_flood_the_primary() 
         "{warnings} warnings: the flood is not logged line by line"
     );
 }
+
+/// A server that expects a listening socket, run under a hand-off policy:
+/// corral stops at once with one line naming the policy and the fix, long
+/// before the ready timeout (30 s here), and leaves no server behind.
+#[test]
+fn a_server_expecting_a_socket_under_a_handoff_policy_fails_fast() {
+    let recipes = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/recipes");
+    for (policy, command, says) in [
+        (
+            "round-robin",
+            &["uvicorn", "--fd", "3", "asgi_app:app"][..],
+            "before it said it is ready",
+        ),
+        (
+            "least-connections",
+            &["gunicorn", "--bind", "127.0.0.1:0", "wsgi_app:app"][..],
+            "by itself",
+        ),
+    ] {
+        let installed = std::process::Command::new(command[0])
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success());
+        if !installed {
+            eprintln!(
+                "{} is not installed: skipping (.ci/run installs it)",
+                command[0]
+            );
+            continue;
+        }
+        let started = Instant::now();
+        let mut args = vec![
+            "run",
+            "-w",
+            "1",
+            "-l",
+            "127.0.0.1:0",
+            "--policy",
+            policy,
+            "--ready-timeout",
+            "30",
+            "--",
+        ];
+        args.extend_from_slice(command);
+        let mut process = std::process::Command::new(CORRAL);
+        process.args(&args).current_dir(recipes);
+        let mut cluster = ClusterProcess::spawn(process);
+        let status = cluster
+            .wait_exit(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{command:?} kept corral running:\n{}", cluster.output()));
+        assert_eq!(status.code(), Some(1), "{}", cluster.output());
+        let _ = cluster.wait_for_line("corral: error", Duration::from_secs(1));
+        let output = cluster.output();
+        let error = output
+            .lines()
+            .find(|line| line.contains("corral: error"))
+            .unwrap_or_else(|| panic!("no error line:\n{output}"));
+        for part in [says, &format!("--policy {policy}"), "--policy reuseport"] {
+            assert!(error.contains(part), "{command:?}: {error}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{command:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -10,6 +10,7 @@ pub(crate) mod event;
 mod exit;
 mod handle;
 mod health;
+mod misfit;
 pub(crate) mod node;
 mod notice;
 mod notify;
@@ -242,6 +243,7 @@ pub(crate) async fn run(
         phase: Phase::Running,
         reload: None,
         proven: false,
+        ever_ready: false,
         reaper: Reaper::new(),
         notifier: Notifier::from_environment(),
         node,
@@ -290,6 +292,8 @@ struct Supervisor {
     /// The command works: some worker ran past the backoff's
     /// `min_uptime`, or a worker that speaks the channel said it is ready.
     proven: bool,
+    /// Some worker said it is ready (or was deemed so by `--ready`).
+    ever_ready: bool,
     /// Reaps and stops what workers start outside their process groups.
     reaper: Reaper,
     /// systemd's notification socket (`NOTIFY_SOCKET`), if any.
@@ -311,6 +315,7 @@ impl Supervisor {
         let systemd_watchdog = self.notifier.watchdog;
         let mut systemd_ping =
             tokio::time::interval(systemd_watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut misfit_check = tokio::time::interval(misfit::CHECK_PERIOD);
         while !self.finished() {
             tokio::select! {
                 Some(notice) = self.inbox.recv() => self.handle(notice)?,
@@ -325,6 +330,7 @@ impl Supervisor {
                 _ = memory_check.tick(), if self.settings.max_memory.is_some() => {
                     self.recycle_large_workers()?
                 }
+                _ = misfit_check.tick(), if self.watches_misfits() => self.check_misfits()?,
             }
             self.tell_systemd();
         }
@@ -499,6 +505,7 @@ impl Supervisor {
                     return Ok(());
                 }
                 self.proven = true;
+                self.ever_ready = true;
                 if self.reload_awaits(key) {
                     return self.replacement_ready(id);
                 }
@@ -547,6 +554,10 @@ impl Supervisor {
         let decision = exit::decide(&facts, slot_state, self.settings.backoff.min_uptime);
         self.proven |= decision.proves_command;
         let failure = describe_exit(code, signal, ran_for);
+        let unready_failure = !facts.stop_requested && !worker.is_ready() && slot_state.running;
+        if unready_failure && self.watches_misfits() {
+            return Err(self.misfit(id, &format!("{failure} before it said it is ready")));
+        }
         self.carry_out(key, decision, ran_for, failure)
     }
 
