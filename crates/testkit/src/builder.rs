@@ -97,6 +97,12 @@ impl ClusterBuilder {
             command.arg("--").args(&self.command);
         }
         command.envs(self.env.iter().map(|(name, value)| (name, value)));
+        // The cluster's control socket in a directory of its own, so that
+        // parallel tests' clusters of one name never meet (nor a cluster
+        // someone runs on the machine).
+        if !self.env.iter().any(|(name, _)| name == "XDG_RUNTIME_DIR") {
+            command.env("XDG_RUNTIME_DIR", crate::runtime_dir_for_one_cluster());
+        }
         command
     }
 

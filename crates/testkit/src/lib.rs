@@ -69,6 +69,33 @@ pub fn private_runtime_dir() -> PathBuf {
     dir
 }
 
+/// Private directories the [`ClusterBuilder`] put in a command line, not yet
+/// claimed by the [`ClusterProcess`] that runs it (which then removes the
+/// directory when it is dropped).
+static UNCLAIMED_RUNTIME_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A private directory for a command line built for one cluster; the
+/// process started from it owns it.
+pub(crate) fn runtime_dir_for_one_cluster() -> PathBuf {
+    let dir = private_runtime_dir();
+    UNCLAIMED_RUNTIME_DIRS
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .push(dir.clone());
+    dir
+}
+
+/// Whether `dir` came from [`runtime_dir_for_one_cluster`] and is unclaimed;
+/// claims it.
+fn claim_runtime_dir(dir: &Path) -> bool {
+    let mut unclaimed = UNCLAIMED_RUNTIME_DIRS
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    let before = unclaimed.len();
+    unclaimed.retain(|known| known != dir);
+    unclaimed.len() < before
+}
+
 impl ClusterProcess {
     /// Starts `program` with `args`, stdout and stderr captured.
     pub fn start(program: impl AsRef<Path>, args: &[&str]) -> Self {
@@ -99,7 +126,7 @@ impl ClusterProcess {
             .get_envs()
             .find(|(key, _)| *key == "XDG_RUNTIME_DIR")
             .and_then(|(_, value)| value.map(PathBuf::from));
-        let own_runtime_dir = given.is_none();
+        let own_runtime_dir = given.as_deref().is_none_or(claim_runtime_dir);
         let runtime_dir = given.unwrap_or_else(private_runtime_dir);
         let captured = stderr.is_none();
         command
