@@ -3,7 +3,10 @@
 //! message, an accept error) would otherwise flood the log: one flood
 //! measured 1.43 M lines in 4 s. Each such site holds a [`RateLimit`]: a
 //! few lines per window are written, the rest are counted, and the next
-//! line written after them says how many were left out.
+//! line written after them says how many were left out. A limit that lives
+//! as long as the process (a `static`, as `warn_limited!` makes) also has
+//! its count said once its window ends with no line after it: the log
+//! writer sweeps them ([`sweep`]), so a flood that stops is still counted.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,7 +24,12 @@ struct State {
     window_start: Option<Instant>,
     written_in_window: u32,
     suppressed: u64,
+    /// Listed for the sweep, under this description.
+    swept_as: Option<&'static str>,
 }
+
+/// The process-long limits that left lines out, for [`sweep`].
+static SWEPT: Mutex<Vec<&'static RateLimit>> = Mutex::new(Vec::new());
 
 impl RateLimit {
     /// `burst` lines per `window`.
@@ -33,6 +41,7 @@ impl RateLimit {
                 window_start: None,
                 written_in_window: 0,
                 suppressed: 0,
+                swept_as: None,
             }),
         }
     }
@@ -50,11 +59,42 @@ impl RateLimit {
         self.admit_at(Instant::now())
     }
 
+    /// [`Self::admit`] for a limit that lives as long as the process: what
+    /// it leaves out is also said by [`sweep`] once its window ends, as
+    /// lines like `what`.
+    pub(crate) fn admit_static(&'static self, what: &'static str) -> Option<u64> {
+        let verdict = self.admit();
+        if verdict.is_none() {
+            let mut state = self.lock();
+            if state.swept_as.is_none() {
+                state.swept_as = Some(what);
+                drop(state);
+                lock(&SWEPT).push(self);
+            }
+        }
+        verdict
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// The count of lines left out in a window that has ended, taken (the
+    /// next line then says none).
+    fn take_expired(&self, now: Instant) -> Option<(&'static str, u64)> {
+        let mut state = self.lock();
+        let ended = state
+            .window_start
+            .is_some_and(|start| now.saturating_duration_since(start) >= self.window);
+        if !ended || state.suppressed == 0 {
+            return None;
+        }
+        let what = state.swept_as?;
+        Some((what, std::mem::take(&mut state.suppressed)))
+    }
+
     fn admit_at(&self, now: Instant) -> Option<u64> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.lock();
         let expired = state
             .window_start
             .is_none_or(|start| now.saturating_duration_since(start) >= self.window);
@@ -69,6 +109,26 @@ impl RateLimit {
             state.suppressed += 1;
             None
         }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Says the counts of lines left out in windows that have ended, for every
+/// process-long limit; the log writer calls it about once a second.
+pub(crate) fn sweep() {
+    let limits: Vec<&'static RateLimit> = lock(&SWEPT).clone();
+    let now = Instant::now();
+    for (what, suppressed) in limits.iter().filter_map(|limit| limit.take_expired(now)) {
+        tracing::warn!(
+            event = "not_logged",
+            suppressed,
+            "{suppressed} more lines like {what:?} were not logged"
+        );
     }
 }
 
@@ -88,7 +148,7 @@ pub(crate) fn left_out(suppressed: u64) -> String {
 macro_rules! warn_limited {
     ($($field:ident = $value:expr,)* $format:literal $(, $arg:expr)* $(,)?) => {{
         static LIMIT: $crate::log::rate::RateLimit = $crate::log::rate::RateLimit::warnings();
-        if let Some(suppressed) = LIMIT.admit() {
+        if let Some(suppressed) = LIMIT.admit_static($format) {
             tracing::warn!(
                 $($field = $value,)*
                 suppressed,
@@ -135,6 +195,25 @@ mod tests {
         assert_eq!(
             limit.admit_at(start + Duration::from_secs(10)),
             Some(1_429_990)
+        );
+    }
+
+    #[test]
+    fn an_ended_window_gives_up_its_count_once() {
+        static LIMIT: RateLimit = RateLimit::new(1, Duration::from_secs(1));
+        let start = Instant::now();
+        assert_eq!(LIMIT.admit_at(start), Some(0));
+        assert_eq!(LIMIT.admit_at(start), None);
+        assert_eq!(LIMIT.admit_at(start), None);
+        LIMIT.lock().swept_as = Some("a flood");
+        assert_eq!(LIMIT.take_expired(start), None, "the window has not ended");
+        let later = start + Duration::from_secs(1);
+        assert_eq!(LIMIT.take_expired(later), Some(("a flood", 2)));
+        assert_eq!(LIMIT.take_expired(later), None, "said once");
+        assert_eq!(
+            LIMIT.admit_at(later),
+            Some(0),
+            "and not again by the next line"
         );
     }
 

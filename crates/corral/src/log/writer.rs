@@ -8,9 +8,12 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+/// How often the writer has the rate limits' ended windows counted.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// How many lines wait for stderr before new ones are dropped.
 const QUEUE_LINES: usize = 4096;
@@ -59,7 +62,18 @@ fn write_out(
     dropped: &AtomicU64,
     out: &mut impl Write,
 ) {
-    while let Ok(line) = received.recv() {
+    let mut swept = Instant::now();
+    loop {
+        // About once a second, the rate limits' counts of ended windows.
+        if swept.elapsed() >= SWEEP_EVERY {
+            super::rate::sweep();
+            swept = Instant::now();
+        }
+        let line = match received.recv_timeout(SWEEP_EVERY) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         let _ = out.write_all(&line);
         pending.fetch_sub(1, Ordering::Release);
         if pending.load(Ordering::Acquire) == 0 {

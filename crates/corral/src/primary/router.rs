@@ -78,7 +78,7 @@ impl Router {
         // a hundred a second, messages are counted, not logged.
         static LOGGED: RateLimit = RateLimit::new(100, Duration::from_secs(1));
         if self.policy.log
-            && let Some(suppressed) = LOGGED.admit()
+            && let Some(suppressed) = LOGGED.admit_static("message from worker …")
         {
             if suppressed > 0 {
                 tracing::info!(
