@@ -72,7 +72,20 @@ impl Program {
     }
 
     /// A short name for logs: the program's file name.
+    /// For a Node program, its script's name without extension (`node
+    /// app.js` is `app`, as pm2 names it), so that clusters of different
+    /// scripts are told apart.
     pub(crate) fn display_name(&self) -> String {
+        if let Program::Command {
+            args, node: true, ..
+        } = self
+            && let Some(stem) = args
+                .iter()
+                .find(|arg| !arg.as_encoded_bytes().starts_with(b"-"))
+                .and_then(|script| Path::new(script).file_stem())
+        {
+            return stem.to_string_lossy().into_owned();
+        }
         let program = match self {
             Program::CurrentExe { .. } => std::env::args_os().next().unwrap_or_default(),
             Program::Command { program, .. } => program.clone(),
@@ -142,6 +155,18 @@ fn why_not_executable(path: &Path) -> Option<Unusable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_program_is_named_after_its_script() {
+        let node = |args: &[&str]| Program::Command {
+            program: "node".into(),
+            args: args.iter().map(Into::into).collect(),
+            node: true,
+        };
+        assert_eq!(node(&["/srv/app.js"]).display_name(), "app");
+        assert_eq!(node(&["--inspect", "server.mjs"]).display_name(), "server");
+        assert_eq!(node(&[]).display_name(), "node");
+    }
 
     #[test]
     fn commands_are_found_in_path_or_by_path() {
