@@ -1,15 +1,17 @@
 //! The worker's end of the hand-off channel (`round-robin`,
 //! `least-connections`): a task receives the connections the primary hands
 //! over and queues them for the worker's listeners; another reports closed
-//! connections in batches when the policy needs it. When the worker is told
-//! to stop, it stops reading and returns the connections its server has not
-//! taken, so the primary hands them to another worker instead of losing them.
+//! connections in batches when the policy needs it (paced: see
+//! `report_pace.rs`). When the worker is told to stop, it stops reading and
+//! returns the connections its server has not taken, so the primary hands
+//! them to another worker instead of losing them.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -21,6 +23,7 @@ use crate::protocol::socket_reader;
 use crate::sys::register_async;
 use crate::worker::connection::CloseCounter;
 use crate::worker::drain::{Drain, Stopping, Unread};
+use crate::worker::report_pace::report_delay;
 
 /// Connections received for one listener, waiting for its `accept`.
 #[derive(Debug, Default)]
@@ -194,10 +197,16 @@ async fn return_unserved(socket: &AsyncFd<OwnedFd>, queues: &[Arc<ConnectionQueu
     }
 }
 
-/// Reports closed connections, one message per batch of closes.
+/// Reports closed connections, one message per batch of closes, paced by
+/// [`report_delay`] so that fast closes share a report.
 async fn report_closes(socket: Arc<AsyncFd<OwnedFd>>, closes: Arc<CloseCounter>) {
+    let mut last_report = None;
     loop {
         closes.changed.notified().await;
+        let delay = report_delay(last_report, Instant::now());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let count = closes.closed.swap(0, Ordering::Relaxed);
         if count == 0 {
             continue;
@@ -215,5 +224,6 @@ async fn report_closes(socket: Arc<AsyncFd<OwnedFd>>, closes: Arc<CloseCounter>)
         if sent.is_err() {
             return;
         }
+        last_report = Some(Instant::now());
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod drain;
 pub(crate) mod incoming;
 pub(crate) mod listener;
 pub(crate) mod mailbox;
+pub(crate) mod report_pace;
 pub(crate) mod requests;
 
 use std::future::Future;
