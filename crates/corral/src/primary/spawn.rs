@@ -26,7 +26,7 @@ use crate::protocol::env::{FIRST_LISTEN_FD, WorkerEnv};
 use crate::protocol::lines::{Line, LineReader};
 use crate::protocol::message::{self, ToPrimary};
 use crate::protocol::node;
-use crate::protocol::socket_reader::SocketReader;
+use crate::protocol::socket_reader::{READ_BUFFER, SocketReader};
 use crate::sys::ExecImage;
 use crate::worker_key::WorkerKey;
 
@@ -197,7 +197,7 @@ async fn read_channel(
     mut session: Option<Session>,
 ) {
     let id = key.slot;
-    let mut lines = LineReader::new(BufReader::new(reader), limit);
+    let mut lines = LineReader::new(BufReader::with_capacity(READ_BUFFER, reader), limit);
     loop {
         let line = match lines.next_line().await {
             Ok(Some(line)) => line,

@@ -26,7 +26,7 @@ use crate::log::rate::warn_limited;
 use crate::protocol::env::WorkerEnvironment;
 use crate::protocol::lines::{Lanes, Line, LineQueue, LineReader, write_lines};
 use crate::protocol::message::{self, Control, ToWorker};
-use crate::protocol::socket_reader::SocketReader;
+use crate::protocol::socket_reader::{READ_BUFFER, SocketReader};
 use crate::worker::connection::CloseCounter;
 use crate::worker::drain::{Drain, FIRST_READ_GRACE};
 use crate::worker::listener::Listener;
@@ -318,7 +318,10 @@ async fn read_channel(
     stop: &watch::Sender<bool>,
     inbox: Inbox,
 ) {
-    let mut lines = LineReader::new(BufReader::new(reader), max_message_size);
+    let mut lines = LineReader::new(
+        BufReader::with_capacity(READ_BUFFER, reader),
+        max_message_size,
+    );
     while let Ok(Some(line)) = lines.next_line().await {
         let Line::Complete(bytes) = line else {
             warn_limited!("the primary sent an oversized message: skipped");
