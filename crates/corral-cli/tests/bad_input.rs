@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::process::ExitStatus;
 
-use corral_testkit::{ClusterProcess, PATIENCE};
+use corral_testkit::{ClusterProcess, PATIENCE, Signal};
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
@@ -171,7 +171,7 @@ fn help_names_every_signal() {
 #[test]
 fn corral_run_inside_a_worker_runs_its_own_cluster() {
     let inner = format!("{CORRAL} run -w 1 -l 127.0.0.1:0 --name inner");
-    let outer = ClusterProcess::start(
+    let mut outer = ClusterProcess::start(
         CORRAL,
         &[
             "run",
@@ -201,6 +201,50 @@ fn corral_run_inside_a_worker_runs_its_own_cluster() {
         "{}",
         outer.output()
     );
+
+    // The shell is the outer worker; the inner primary is its child, and
+    // the inner worker the inner primary's. A SIGKILL of the outer primary
+    // would reach none of them past the shell, so the outer cluster is
+    // stopped as a user would stop it, and every one of them must be gone.
+    let shells = outer.worker_pids();
+    let inner_primaries: Vec<u32> = shells.iter().flat_map(|&pid| children(pid)).collect();
+    let inner_workers: Vec<u32> = inner_primaries
+        .iter()
+        .flat_map(|&pid| children(pid))
+        .collect();
+    assert!(
+        !inner_primaries.is_empty() && !inner_workers.is_empty(),
+        "no inner cluster under the outer worker {shells:?}:\n{}",
+        outer.output()
+    );
+    outer.signal(Signal::TERM);
+    assert!(
+        outer.wait_exit(PATIENCE).is_some(),
+        "the outer cluster did not stop:\n{}",
+        outer.output()
+    );
+    let everyone: Vec<u32> = [shells, inner_primaries, inner_workers].concat();
+    assert!(
+        corral_testkit::wait_until(PATIENCE, || everyone
+            .iter()
+            .all(|&pid| !corral_testkit::process_alive(pid))),
+        "left running after the outer cluster stopped: {:?}\n{}",
+        everyone
+            .iter()
+            .filter(|&&pid| corral_testkit::process_alive(pid))
+            .collect::<Vec<_>>(),
+        outer.output()
+    );
+}
+
+/// The live child processes of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+        .filter(|&pid| corral_testkit::process_alive(pid))
+        .collect()
 }
 
 /// The values the issue found accepted by the flags and then refused by
