@@ -567,3 +567,45 @@ fn logs_and_events_show_output_and_lifecycle() {
         assert_eq!(line["worker"], 3, "{line}");
     }
 }
+
+/// `corral stop --now` does not wait for a request in flight: it returns
+/// once the primary has exited, long before the grace would have ended,
+/// and leaves no worker behind.
+#[test]
+fn stop_now_kills_busy_workers_at_once_and_returns_after_the_primary() {
+    let grace = Duration::from_secs(30);
+    let mut cluster = ClusterBuilder::corral(CORRAL)
+        .workers(2)
+        .args(&["--grace", "30"])
+        .start();
+    let port = cluster.port();
+    let workers = cluster.worker_pids();
+    assert_eq!(workers.len(), 2, "{}", cluster.output());
+    let mark = cluster.mark();
+    let client = std::thread::spawn(move || http_get(port, "/sleep/10000"));
+    cluster.expect_line_after(mark, "sleeping 10000ms");
+
+    let started = Instant::now();
+    let stopped = corral(&cluster, &["stop", "--now"]);
+    let took = started.elapsed();
+    assert!(stopped.status.success(), "{stopped:?}");
+    assert!(
+        cluster.wait_exit(Duration::ZERO).is_some(),
+        "stop --now returned before the primary exited:\n{}",
+        cluster.output()
+    );
+    assert!(
+        took < grace / 6,
+        "stop --now took {took:?}, as if it waited for the request (grace {grace:?})"
+    );
+    let left: Vec<u32> = workers
+        .into_iter()
+        .filter(|&pid| corral_testkit::process_alive(pid))
+        .collect();
+    assert!(left.is_empty(), "workers left running: {left:?}");
+    let answer = client.join().expect("the client thread ends");
+    assert!(
+        answer.is_err(),
+        "the killed worker still answered the request: {answer:?}"
+    );
+}
