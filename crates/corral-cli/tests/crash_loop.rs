@@ -69,3 +69,53 @@ fn a_stable_run_shorter_than_a_start_is_refused() {
         error.message
     );
 }
+
+/// A command that exits at its start is `online` (its exec succeeded) but
+/// never announced `ready`, nor counted ready by `corral status`: readiness
+/// waits until a worker is seen still running a moment after its start.
+/// One that keeps running is ready as before, without saying so.
+#[test]
+fn a_command_that_exits_at_its_start_is_never_announced_ready() {
+    let mut cluster = ClusterBuilder::corral(CORRAL)
+        .workers(2)
+        .args(&["--log-format", "json"])
+        .command(&["sh", "-c", "exit 3"])
+        .no_wait()
+        .start();
+    // Several starts of each worker, each one exited.
+    cluster.expect_events(Mark::START, "exit", Some(1), 3);
+    cluster.expect_events(Mark::START, "exit", Some(2), 3);
+    let events = cluster.events_since(Mark::START);
+    let count = |name: &str| events.iter().filter(|event| event.is(name)).count();
+    assert!(count("online") >= 6, "{}", cluster.output());
+    assert_eq!(
+        count("ready"),
+        0,
+        "a worker that lived a few ms was called ready:\n{}",
+        cluster.output()
+    );
+    cluster.signal(Signal::TERM);
+    assert!(
+        cluster.wait_exit(PATIENCE).is_some(),
+        "{}",
+        cluster.output()
+    );
+
+    let mut cluster = ClusterBuilder::corral(CORRAL)
+        .workers(2)
+        .args(&["--log-format", "json"])
+        .command(&["sh", "-c", "exec sleep 30"])
+        .start();
+    let events = cluster.events_since(Mark::START);
+    assert!(
+        !events.iter().any(|event| event.is("exit")),
+        "{}",
+        cluster.output()
+    );
+    cluster.signal(Signal::TERM);
+    assert!(
+        cluster.wait_exit(PATIENCE).is_some(),
+        "{}",
+        cluster.output()
+    );
+}

@@ -365,8 +365,16 @@ impl Supervisor {
             }
             Notice::ReadyTimeout(worker) => self.on_ready_timeout(worker),
             Notice::ReloadTimeout(worker) => self.on_reload_timeout(worker),
-            // Ran long enough to count as ready (--ready): as if it said so.
-            Notice::Settled(worker) => self.on_control(worker, Control::Ready),
+            // Ran long enough to count as ready (--ready): as if it said
+            // so, unless it exited meanwhile (its exit is on its way).
+            Notice::Settled(worker) if self.still_runs(worker) => {
+                self.on_control(worker, Control::Ready)
+            }
+            Notice::Settled(_) => Ok(()),
+            Notice::SeenAlive(worker) => {
+                self.on_seen_alive(worker);
+                Ok(())
+            }
         }
     }
 
@@ -467,9 +475,8 @@ impl Supervisor {
         }
         if successor {
             // The reload promotes it once ready, or gives up on it.
-        } else if plan.at_once {
-            self.balancer.worker_ready(key);
-            self.emit(Event::Ready { id, pid });
+        } else if plan.once_alive {
+            self.notify_after(readiness::SIGN_OF_LIFE, Notice::SeenAlive(key));
         } else if plan.deadline {
             let timeout = self.settings.ready_timeout;
             self.notify_after(timeout, Notice::ReadyTimeout(key));
@@ -491,6 +498,31 @@ impl Supervisor {
             state,
         };
         self.registry.insert(info, worker.outbox.clone());
+    }
+
+    /// Whether worker `key` is live and its process still runs.
+    fn still_runs(&mut self, key: WorkerKey) -> bool {
+        self.worker_of(key)
+            .is_some_and(|worker| slot::still_running(worker.pid))
+    }
+
+    /// A worker ready without waiting is announced ready once it has run
+    /// for [`readiness::SIGN_OF_LIFE`], if it still runs; as a start ready
+    /// at once it does not prove the command (only its run length does).
+    fn on_seen_alive(&mut self, key: WorkerKey) {
+        if !self.still_runs(key) {
+            return;
+        }
+        let Some(worker) = self.worker_of(key) else {
+            return;
+        };
+        if !worker.mark_ready() {
+            return;
+        }
+        let pid = worker.pid;
+        self.registry.set_state(key, WorkerState::Ready);
+        self.balancer.worker_ready(key);
+        self.emit(Event::Ready { id: key.slot, pid });
     }
 
     fn on_control(&mut self, key: WorkerKey, control: Control) -> Result<(), Error> {

@@ -30,4 +30,7 @@ pub(crate) enum Notice {
     /// A worker that cannot say it is ready has run long enough to count
     /// as ready (`--ready`).
     Settled(WorkerKey),
+    /// A worker ready without waiting has run for
+    /// [`SIGN_OF_LIFE`](super::readiness::SIGN_OF_LIFE): ready if it still runs.
+    SeenAlive(WorkerKey),
 }

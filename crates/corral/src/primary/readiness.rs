@@ -3,16 +3,34 @@
 //! follows `--ready` (ready_mode.rs); under a hand-off policy every worker
 //! must say so, since it must take connections from corral. A reload's
 //! replacement is watched by the reload's own timeout instead.
+//!
+//! A COMMAND worker that would be ready "at once" is announced ready only
+//! once it is seen still running [`SIGN_OF_LIFE`] after its start: a
+//! command that exits at its start (`false`, `sh -c 'exit 3'`, a script
+//! whose interpreter is missing) is never called ready, and the event
+//! journal, `corral status` and sd_notify, which all follow the same
+//! state, never count it. Its `online` stays: it is emitted once `execve`
+//! succeeded (the spawn reports an exec failure as an error instead).
 
 use std::time::Duration;
 
 use super::ready_mode::ReadyMode;
 
+/// How long a COMMAND worker that is ready without waiting must have run,
+/// still alive, before it is announced ready: long enough that a command
+/// failing at its start has exited, short enough not to be noticed.
+pub(crate) const SIGN_OF_LIFE: Duration = Duration::from_millis(100);
+
 /// What the supervisor sets up when it starts a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ReadyPlan {
-    /// The worker counts as ready from the start.
+    /// The worker counts as ready from the start: a reload's replacement,
+    /// which the reload promotes at once (the old worker still serves, so
+    /// a replacement that exits at once fails the reload instead).
     pub at_once: bool,
+    /// A first start or a restart that needs no wait: ready once it is
+    /// still running [`SIGN_OF_LIFE`] after its start.
+    pub once_alive: bool,
     /// The worker counts as ready after running this long (unless it says
     /// so sooner).
     pub settle_after: Option<Duration>,
@@ -40,12 +58,13 @@ pub(crate) fn ready_plan(mode: ReadyMode, start: StartKind) -> ReadyPlan {
     } else {
         mode.settle(start.replacement, start.hands_off)
     };
-    let at_once = settle == Some(Duration::ZERO);
+    let immediate = settle == Some(Duration::ZERO);
     let must_say = !start.speaks_channel && settle.is_none();
     ReadyPlan {
-        at_once,
+        at_once: immediate && start.replacement,
+        once_alive: immediate && !start.replacement,
         settle_after: settle.filter(|delay| !delay.is_zero()),
-        deadline: !start.replacement && !at_once && (start.hands_off || must_say),
+        deadline: !start.replacement && !immediate && (start.hands_off || must_say),
     }
 }
 
@@ -63,8 +82,10 @@ pub(crate) fn node_ready_plan(
         ReadyMode::Message => None,
         ReadyMode::Delay(delay) => Some(delay),
     };
+    let immediate = settle == Some(Duration::ZERO);
     ReadyPlan {
-        at_once: settle == Some(Duration::ZERO),
+        at_once: immediate && replacement,
+        once_alive: immediate && !replacement,
         settle_after: settle.filter(|delay| !delay.is_zero()),
         deadline: !replacement && settle.is_none(),
     }
@@ -120,6 +141,7 @@ mod tests {
                 plan,
                 ReadyPlan {
                     at_once: false,
+                    once_alive: false,
                     settle_after: Some(timeout),
                     deadline: false
                 }
@@ -128,20 +150,43 @@ mod tests {
         let plan = node_ready_plan(ReadyMode::Message, timeout, false);
         assert!(plan.deadline && plan.settle_after.is_none() && !plan.at_once);
         let plan = node_ready_plan(ReadyMode::Delay(Duration::ZERO), timeout, false);
-        assert!(plan.at_once);
+        assert!(plan.once_alive && !plan.at_once);
+        let plan = node_ready_plan(ReadyMode::Delay(Duration::ZERO), timeout, true);
+        assert!(plan.at_once && !plan.once_alive);
     }
 
     #[test]
-    fn a_command_under_auto_is_ready_at_once_on_a_first_start() {
+    fn a_command_under_auto_is_ready_once_seen_alive_on_a_first_start() {
         let plan = ready_plan(ReadyMode::Auto, FIRST);
         assert_eq!(
             plan,
             ReadyPlan {
-                at_once: true,
+                at_once: false,
+                once_alive: true,
                 settle_after: None,
                 deadline: false
             }
         );
+    }
+
+    #[test]
+    fn a_command_under_delay_zero_is_ready_once_seen_alive_and_a_replacement_at_once() {
+        let zero = ReadyMode::Delay(Duration::ZERO);
+        let plan = ready_plan(zero, FIRST);
+        assert!(plan.once_alive && !plan.at_once && !plan.deadline);
+        assert_eq!(plan.settle_after, None);
+        let handing = StartKind {
+            hands_off: true,
+            ..FIRST
+        };
+        let plan = ready_plan(zero, handing);
+        assert!(plan.once_alive && !plan.deadline, "no wait was asked for");
+        let replacement = StartKind {
+            replacement: true,
+            ..FIRST
+        };
+        let plan = ready_plan(zero, replacement);
+        assert!(plan.at_once && !plan.once_alive);
     }
 
     #[test]
@@ -151,7 +196,7 @@ mod tests {
             ..FIRST
         };
         let plan = ready_plan(ReadyMode::Auto, start);
-        assert!(!plan.at_once);
+        assert!(!plan.at_once && !plan.once_alive);
         assert_eq!(plan.settle_after, Some(Duration::from_secs(1)));
         assert!(!plan.deadline, "the reload watches its replacements");
     }
@@ -199,6 +244,7 @@ mod tests {
             plan,
             ReadyPlan {
                 at_once: false,
+                once_alive: false,
                 settle_after: None,
                 deadline: false
             }

@@ -344,9 +344,45 @@ pub(crate) fn signal_group(leader: u32, signal: Signal) {
     }
 }
 
+/// Whether the worker process `pid` (a child of the primary) still runs.
+/// Asked without reaping it (`WNOWAIT`), so its exit is still handled in
+/// order by the task that waits for it.
+pub(crate) fn still_running(pid: u32) -> bool {
+    let Some(child) = rustix::process::Pid::from_raw(pid as i32) else {
+        return false;
+    };
+    let options = rustix::process::WaitIdOptions::EXITED
+        | rustix::process::WaitIdOptions::NOHANG
+        | rustix::process::WaitIdOptions::NOWAIT;
+    running_by_waitid(
+        rustix::process::waitid(rustix::process::WaitId::Pid(child), options)
+            .map(|status| status.is_some()),
+    )
+}
+
+/// What a `waitid(WNOHANG | WNOWAIT)` on a child says of it: nothing to
+/// report, it runs; an exit status, it exited; no such child, it was
+/// already reaped. Another error cannot tell, and the worker is taken as
+/// running (its exit, when it comes, is handled anyway).
+fn running_by_waitid(outcome: rustix::io::Result<bool>) -> bool {
+    match outcome {
+        Ok(exited) => !exited,
+        Err(rustix::io::Errno::CHILD) => false,
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_is_running_until_waitid_reports_its_exit_or_its_reaping() {
+        assert!(running_by_waitid(Ok(false)));
+        assert!(!running_by_waitid(Ok(true)));
+        assert!(!running_by_waitid(Err(rustix::io::Errno::CHILD)));
+        assert!(running_by_waitid(Err(rustix::io::Errno::INTR)));
+    }
 
     /// A worker with no process behind it (pid 0 is never signalled here).
     fn worker(slot: &mut Slot) -> LiveWorker {
