@@ -384,6 +384,32 @@ def node_goals(configs: list[h.Config], results: h.Results) -> str | None:
     )
 
 
+def handoff_goals(configs: list[h.Config], results: h.Results) -> str | None:
+    """Issue 13's goals for the policies that hand connections out, new connection per request."""
+    present = {config.key for config in configs}
+    goals = []
+    for policy, bound in (("round-robin", 1.08), ("least-connections", 1.10)):
+        key = f"corral-{policy}"
+        if {key, "bare"} <= present:
+            cpu = ratio(results, CLOSE, key, "bare", lambda m: m.cpu_us_per_request)
+            goals.append((f"{policy} ÷ bare: server CPU/req ≤ {bound:.2f}×", cpu, "{:.2f}×", lambda v, b=bound: v <= b))
+    for policy in ("round-robin", "least-connections"):
+        key = f"corral-{policy}"
+        if key in present:
+            primary = h.median(m.primary_us_per_connection for m in series(results, key, CLOSE) if m is not None)
+            goals.append((f"{policy}: primary CPU/conn ≤ 6 µs", primary, "{:.1f} µs", lambda v: v <= 6.0))
+    if {"corral-round-robin", "corral-reuseport"} <= present:
+        p99 = ratio(results, CLOSE, "corral-round-robin", "corral-reuseport", lambda m: m.wrk.p99_ms)
+        goals.append(("round-robin ÷ reuseport: p99 latency ≤ 1.2×", p99, "{:.2f}×", lambda v: v <= 1.2))
+    if not goals:
+        return None
+    return (
+        "## Hand-off policies: issue 13's goals\n\n"
+        "New connection per request; medians (of per-round ratios for the ratios).\n\n"
+        + h.goal_table("goal", goals)
+    )
+
+
 def disturbance_notes(configs: list[h.Config], results: h.Results) -> list[str]:
     """One note per row and mode whose kept runs were disturbed by other processes."""
     return [
@@ -420,9 +446,9 @@ def make_report(
     parts.append(
         "## Ratios (median of per-run ratios; CPU/req below 1× means cheaper)\n\n" + ratio_table(args.configs, results)
     )
-    goals = node_goals(args.configs, results)
-    if goals:
-        parts.append(goals)
+    for goals in (handoff_goals(args.configs, results), node_goals(args.configs, results)):
+        if goals:
+            parts.append(goals)
     return h.report(parts, results.notes + disturbance_notes(args.configs, results))
 
 
