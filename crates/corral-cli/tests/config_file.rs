@@ -141,9 +141,7 @@ fn flags_override_the_file_and_a_reload_reads_it_again_unless_it_is_broken() {
         "-w 2 still wins"
     );
 
-    cluster.signal(Signal::TERM);
-    let status = cluster.wait_exit(PATIENCE).expect("corral stops");
-    assert!(status.success(), "{status:?}");
+    cluster.stop_gracefully(PATIENCE);
 }
 
 #[test]
@@ -158,7 +156,5 @@ fn a_reload_applies_a_new_worker_count() {
     cluster.expect_line("[worker 2] python worker 2 serving");
     cluster.expect_line("rolling reload complete");
     assert_eq!(served_version(port), "v2");
-    cluster.signal(Signal::TERM);
-    let status = cluster.wait_exit(PATIENCE).expect("corral stops");
-    assert!(status.success(), "{status:?}");
+    cluster.stop_gracefully(PATIENCE);
 }

@@ -46,12 +46,7 @@ fn a_worker_that_fails_after_a_second_is_reported_and_backs_off_to_the_cap() {
         waited >= Duration::from_millis(100),
         "restarted {waited:?} after the third failure"
     );
-    cluster.signal(Signal::TERM);
-    assert!(
-        cluster
-            .wait_exit(PATIENCE)
-            .is_some_and(|status| status.success())
-    );
+    cluster.stop_gracefully(PATIENCE);
 }
 
 #[test]

@@ -120,12 +120,7 @@ fn a_live_scrape_passes_promtool_and_counts_restarts_and_reloads() {
         assert!(passed, "promtool after a reload: {said}\n{text}");
     }
 
-    cluster.signal(Signal::TERM);
-    assert!(
-        cluster
-            .wait_exit(PATIENCE)
-            .is_some_and(|status| status.success())
-    );
+    cluster.stop_gracefully(PATIENCE);
 }
 
 #[test]

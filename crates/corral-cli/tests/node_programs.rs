@@ -412,8 +412,7 @@ fn a_port_in_use_is_eaddrinuse_in_the_worker_and_a_corral_error_line() {
     let line = cluster.expect_line("listen() failed");
     assert!(line.contains(&format!(":{port}")), "{line}");
     assert!(line.contains("another process holds this port"), "{line}");
-    cluster.signal(Signal::TERM);
-    assert!(cluster.wait_exit(PATIENCE).is_some_and(|s| s.success()));
+    cluster.stop_gracefully(PATIENCE);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, http_get};
+use corral_testkit::{ClusterProcess, PATIENCE, http_get};
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
@@ -63,9 +63,7 @@ fn workers_run_as_nobody_on_port_80_bound_by_root() {
         response.body.starts_with("Hello from worker"),
         "{response:?}"
     );
-    cluster.signal(Signal::TERM);
-    let status = cluster.wait_exit(PATIENCE).expect("corral stops");
-    assert!(status.success(), "{status:?}");
+    cluster.stop_gracefully(PATIENCE);
 }
 
 #[test]

@@ -329,6 +329,18 @@ impl ClusterProcess {
         send_signal(self.pid(), signal);
     }
 
+    /// Stops the cluster as an operator does (SIGTERM) and asserts that the
+    /// primary exits 0 within `timeout`, showing the transcript if not.
+    pub fn stop_gracefully(&mut self, timeout: Duration) {
+        self.signal(Signal::TERM);
+        let status = self.wait_exit(timeout);
+        assert!(
+            status.is_some_and(|status| status.success()),
+            "SIGTERM: the primary did not exit 0 in {timeout:?} ({status:?}):\n{}",
+            self.output()
+        );
+    }
+
     /// Waits for the primary to exit, and for its output to be read to the
     /// end; `None` on timeout.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
