@@ -204,6 +204,11 @@ pub struct DemoWorkerArgs {
     /// The id this worker names in its answers
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub id: u32,
+
+    /// Threads of its runtime, as `corral run --worker-threads` [default: 1,
+    /// a current-thread runtime]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub worker_threads: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -301,8 +306,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "J", default_value_t = 0, requires = "max_requests", value_parser = clap::value_parser!(u64).range(..=corral::limits::MAX_REQUESTS))]
     pub max_requests_jitter: u64,
 
-    /// Threads of each demo worker's runtime (1: single-threaded, as a Node
-    /// worker) [default: one per CPU]; a COMMAND's workers ignore it
+    /// Threads of each demo worker's runtime [default: 1, a current-thread
+    /// runtime, as a Node worker; the worker processes are the parallelism];
+    /// a COMMAND's workers ignore it
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_threads: Option<u32>,
 

@@ -11,7 +11,8 @@ use crate::args::DemoWorkerArgs;
 use crate::demo;
 
 pub fn run(args: DemoWorkerArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start a runtime")?;
+    let threads = args.worker_threads.map(|threads| threads as usize);
+    let runtime = corral::worker_runtime(threads).context("cannot start a runtime")?;
     runtime.block_on(async {
         let mut listeners = Vec::new();
         for text in &args.listen {

@@ -202,10 +202,14 @@ impl Cluster {
         self
     }
 
-    /// Threads of each library worker's tokio runtime: 1 gives a
-    /// current-thread runtime (as a Node worker has one thread). Default:
-    /// one per CPU. With one worker process per core, 1 avoids running more
-    /// threads than cores.
+    /// Threads of each library worker's tokio runtime. Default: 1, a
+    /// current-thread runtime (as a Node worker has one thread): with one
+    /// worker process per core the processes are the parallelism, and a
+    /// single thread wakes no other thread per connection or message. More
+    /// than 1 gives a multi-thread runtime ([`crate::worker_runtime`]). On a
+    /// current-thread runtime a body that blocks its thread also stops the
+    /// worker's heartbeats, so the watchdog ([`Cluster::watchdog`]) counts it
+    /// hung: run blocking work with `tokio::task::spawn_blocking`.
     pub fn worker_threads(mut self, threads: usize) -> Self {
         self.worker_threads = Some(threads);
         self

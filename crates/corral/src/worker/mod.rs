@@ -151,25 +151,37 @@ impl Worker {
     }
 }
 
-/// Runs the worker body in a fresh multi-threaded runtime.
+/// Builds the tokio runtime a worker runs on. With no thread count, or 1, it
+/// is a current-thread runtime: corral runs one worker process per core, so
+/// the processes are the parallelism, and one thread per worker wakes no
+/// other thread when a connection or a message arrives (a multi-thread
+/// runtime took 5–6 context switches per message round trip against 2, see
+/// `bench/profiles/AFTER.md`). `threads` > 1 gives a multi-thread runtime
+/// for bodies that want more threads per worker.
+///
+/// `corral demo-worker` builds the bare benchmark baseline's runtime here
+/// too, so both sides of that comparison run the same runtime.
+pub fn worker_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        None | Some(0 | 1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+    };
+    builder.enable_all().build()
+}
+
+/// Runs the worker body in a fresh runtime ([`worker_runtime`]).
 pub(crate) fn run_worker<F, Fut, E>(environment: WorkerEnvironment, body: F) -> Result<(), Error>
 where
     F: FnOnce(Worker) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let runtime = match environment.env.worker_threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(threads) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads);
-            builder
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    }
-    .enable_all()
-    .build()
-    .map_err(Error::io("cannot start the worker's runtime"))?;
+    let runtime = worker_runtime(environment.env.worker_threads)
+        .map_err(Error::io("cannot start the worker's runtime"))?;
     let result = runtime.block_on(async move {
         let worker = prepare(environment)?;
         body(worker).await.map_err(|err| Error::Worker(err.into()))
