@@ -201,3 +201,37 @@ fn workers_killed_again_and_again_are_always_replaced_at_once() {
     assert!(!output.contains("crash-looping"), "{output}");
     assert!(!output.contains("every worker fails"), "{output}");
 }
+
+/// The scheduling policy of `pid`: field 41 of `/proc/PID/stat` (0 is
+/// `SCHED_OTHER`, 3 `SCHED_BATCH`).
+fn scheduling_policy(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process lives");
+    let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    after_name
+        .split_whitespace()
+        .nth(41 - 3)
+        .expect("41 fields")
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn the_primary_runs_as_a_batch_task_and_its_workers_as_normal_ones() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    let cluster = demo(&["--workers", "2", "--policy", "round-robin"]);
+    pids_by_id(cluster.port(), 2, 500);
+    assert_eq!(scheduling_policy(cluster.pid()), SCHED_BATCH);
+    let workers = cluster.worker_pids();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    for worker in workers {
+        assert_eq!(scheduling_policy(worker), SCHED_OTHER, "worker {worker}");
+    }
+
+    let mut command = std::process::Command::new(CORRAL);
+    command.args(["run", "--listen", "127.0.0.1:0", "--workers", "1"]);
+    command.env("CORRAL_PRIMARY_BATCH", "0");
+    let normal = ClusterProcess::spawn(command);
+    hello(normal.port());
+    assert_eq!(scheduling_policy(normal.pid()), SCHED_OTHER, "opted out");
+}

@@ -424,6 +424,7 @@ impl Cluster {
             Ok(limit) => tracing::debug!("open descriptor limit: {limit:?} (the hard limit)"),
             Err(err) => tracing::warn!("cannot raise the open descriptor limit: {err}"),
         }
+        schedule_primary_as_batch();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -594,6 +595,22 @@ pub fn activated_addresses() -> Vec<SocketAddr> {
 /// Whether this process was started by a corral primary as a worker.
 pub fn is_worker() -> bool {
     std::env::var_os(crate::protocol::env::WORKER_ID).is_some()
+}
+
+/// Set to `0` in the primary's environment, it keeps the primary on the
+/// normal scheduling policy instead of `SCHED_BATCH`.
+const PRIMARY_BATCH_ENV: &str = "CORRAL_PRIMARY_BATCH";
+
+/// Runs the primary as a batch task (see `sys::schedule_as_batch`), unless
+/// [`PRIMARY_BATCH_ENV`] is `0`. A failure only costs that saving.
+fn schedule_primary_as_batch() {
+    if std::env::var_os(PRIMARY_BATCH_ENV).is_some_and(|value| value == "0") {
+        return;
+    }
+    match crate::sys::schedule_as_batch() {
+        Ok(changed) => tracing::debug!("primary scheduled as SCHED_BATCH: {changed}"),
+        Err(err) => tracing::warn!("cannot schedule the primary as SCHED_BATCH: {err}"),
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //! * Registering a descriptor with tokio's reactor ([`register_async`]):
 //!   `AsyncFd::register` is `unsafe` because it cannot know the descriptor
 //!   stays open; an `OwnedFd` moved into it does.
+//! * Scheduling the primary as a batch task ([`schedule_as_batch`]) and its
+//!   workers back as normal ones, which no safe wrapper offers.
 //! * Adopting inherited descriptors. A worker receives its sockets as bare
 //!   numbers in its environment; turning a number into an `OwnedFd` is
 //!   `unsafe` because nothing else may own it. [`adopt_inherited_fds`] does it
@@ -47,6 +49,8 @@ pub(crate) struct ExecImage {
     primary_pid: Pid,
     /// Descriptors from this number up are closed by the `execve`.
     first_closed_fd: u32,
+    /// The primary runs `SCHED_BATCH`: put the worker back on `SCHED_OTHER`.
+    reset_scheduling: bool,
     /// Where the fallback for old kernels (no `close_range`) stops.
     fd_limit: u32,
 }
@@ -107,6 +111,7 @@ impl ExecImage {
             death_signal,
             primary_pid,
             first_closed_fd: 3,
+            reset_scheduling: BATCH_SCHEDULED.load(Ordering::Relaxed),
             fd_limit: descriptor_limit(),
         })
     }
@@ -129,7 +134,8 @@ impl ExecImage {
     ) -> io::Result<tokio::process::Child> {
         let mut image = self;
         // SAFETY: `exec_in_child` only makes async-signal-safe system calls
-        // (prctl, getppid, getpid, close_range or fcntl, execve) and writes
+        // (prctl, getppid, getpid, sched_setscheduler, close_range or fcntl,
+        // execve) and writes
         // into memory the image owns; it does not allocate, lock or touch
         // other threads' state.
         unsafe {
@@ -165,6 +171,9 @@ impl ExecImage {
             rustix::process::getpid().as_raw_nonzero().get() as u32,
             digits,
         );
+        if self.reset_scheduling {
+            set_scheduling_policy(libc::SCHED_OTHER);
+        }
         close_on_exec_from(self.first_closed_fd, self.fd_limit);
         // SAFETY: every pointer is a NUL-terminated string owned by `self`,
         // and both arrays end with a null pointer.
@@ -231,6 +240,44 @@ pub(crate) fn raise_descriptor_limit() -> io::Result<Option<u64>> {
     };
     setrlimit(Resource::Nofile, raised)?;
     Ok(raised.current)
+}
+
+/// Set once the primary moved itself to `SCHED_BATCH`: children inherit
+/// that policy (`SCHED_RESET_ON_FORK` resets only real-time policies and
+/// negative nice values), so each worker is put back on `SCHED_OTHER`
+/// between its fork and exec.
+static BATCH_SCHEDULED: AtomicBool = AtomicBool::new(false);
+
+/// Moves the calling thread (the primary's runtime thread, before it starts
+/// any other) from `SCHED_OTHER` to `SCHED_BATCH`, so that when workers keep
+/// every core busy, a new connection's wake-up does not preempt a worker to
+/// hand out that one connection: the primary runs when the core frees up or
+/// at the next tick and hands out all that queued meanwhile. An idle core
+/// still runs it at once. A primary started under another policy (`chrt`)
+/// keeps it. Returns whether the policy changed.
+pub(crate) fn schedule_as_batch() -> io::Result<bool> {
+    // SAFETY: sched_getscheduler only reads the calling thread's policy.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if policy != libc::SCHED_OTHER {
+        return Ok(false);
+    }
+    if !set_scheduling_policy(libc::SCHED_BATCH) {
+        return Err(io::Error::last_os_error());
+    }
+    BATCH_SCHEDULED.store(true, Ordering::Relaxed);
+    Ok(true)
+}
+
+/// Sets the calling thread's policy (one without priorities: `SCHED_OTHER`,
+/// `SCHED_BATCH`); async-signal-safe, so a forked child may call it.
+fn set_scheduling_policy(policy: libc::c_int) -> bool {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call; the
+    // call changes only the calling thread's scheduling policy.
+    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
 }
 
 fn c_string(bytes: &[u8]) -> io::Result<CString> {
