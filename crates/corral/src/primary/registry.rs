@@ -75,12 +75,11 @@ impl Registry {
 
     /// Queues `line` for worker `id`.
     pub(crate) fn send(&self, id: u32, line: Vec<u8>) -> Result<(), SendError> {
-        let outbox = self
-            .lock()
-            .get(&id)
-            .map(|entry| entry.outbox.clone())
-            .ok_or(SendError::NoSuchWorker(id))?;
-        outbox.push(line).map_err(|refused| match refused {
+        // Queued under the lock (an unbounded queue never waits): cloning
+        // the outbox's senders out of it cost more than the push.
+        let workers = self.lock();
+        let entry = workers.get(&id).ok_or(SendError::NoSuchWorker(id))?;
+        entry.outbox.push(line).map_err(|refused| match refused {
             Refused::Full => {
                 crate::metrics::message_dropped();
                 SendError::Full(id)

@@ -177,7 +177,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
                     _ => Some(Line::TooLong(skipped)),
                 });
             }
-            let (chunk, found_end) = match available.iter().position(|&b| b == b'\n') {
+            let (chunk, found_end) = match memchr::memchr(b'\n', available) {
                 Some(end) => (&available[..end], true),
                 None => (available, false),
             };
