@@ -81,9 +81,18 @@ impl AsyncRead for SocketReader {
         loop {
             let mut ready = ready!(self.socket.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
+            let wanted = unfilled.len();
             let flags = rustix::net::RecvFlags::DONTWAIT;
             match ready.try_io(|socket| Ok(rustix::net::recv(socket.as_fd(), unfilled, flags)?)) {
                 Ok(Ok((read, _))) => {
+                    // A short read emptied the socket: forget its readiness
+                    // now rather than learn it from one more `recv` that
+                    // fails with EAGAIN (one system call per wake-up, as
+                    // tokio's own sockets do). Readiness that arrived after
+                    // this read is kept: tokio clears only what it reported.
+                    if read > 0 && read < wanted {
+                        ready.clear_ready();
+                    }
                     buf.advance(read);
                     return Poll::Ready(Ok(()));
                 }
