@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterProcess, Hello, PATIENCE, Signal, hello, http_get, parse_hello, process_alive,
-    send_signal, wait_until,
+    ClusterProcess, Hello, PATIENCE, SCHED_BATCH, SCHED_OTHER, Signal, hello, http_get,
+    parse_hello, process_alive, scheduling_policy, send_signal, wait_until,
 };
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
@@ -202,23 +202,8 @@ fn workers_killed_again_and_again_are_always_replaced_at_once() {
     assert!(!output.contains("every worker fails"), "{output}");
 }
 
-/// The scheduling policy of `pid`: field 41 of `/proc/PID/stat` (0 is
-/// `SCHED_OTHER`, 3 `SCHED_BATCH`).
-fn scheduling_policy(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process lives");
-    let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
-    after_name
-        .split_whitespace()
-        .nth(41 - 3)
-        .expect("41 fields")
-        .parse()
-        .expect("a number")
-}
-
 #[test]
 fn the_primary_runs_as_a_batch_task_and_its_workers_as_normal_ones() {
-    const SCHED_OTHER: u32 = 0;
-    const SCHED_BATCH: u32 = 3;
     let cluster = demo(&["--workers", "2", "--policy", "round-robin"]);
     pids_by_id(cluster.port(), 2, 500);
     assert_eq!(scheduling_policy(cluster.pid()), SCHED_BATCH);

@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use corral_testkit::{
-    ClusterProcess, Load, PATIENCE, Signal, http_get, process_alive, send_signal, wait_until,
+    ClusterProcess, Load, PATIENCE, SCHED_OTHER, Signal, http_get, process_alive,
+    scheduling_policy, send_signal, wait_until,
 };
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
@@ -165,6 +166,11 @@ fn runs_unchanged(name: &str, primary_says: &str, distinct: usize, needs_express
     let seen = distinct_bodies(port, distinct);
     assert_eq!(seen.len(), distinct, "{seen:?}");
     assert_eq!(node_processes(&cluster, name).len(), 2, "a worker forked");
+    assert_eq!(
+        scheduling_policy(cluster.pid()),
+        SCHED_OTHER,
+        "a primary of Node programs keeps the normal policy"
+    );
     let output = cluster.output();
     assert!(
         !output.contains(primary_says),

@@ -368,7 +368,9 @@ impl Cluster {
     ///
     /// In the primary, supervises workers until the cluster is stopped
     /// (SIGTERM or SIGINT) and returns `Ok` then. In a worker, runs `body` in
-    /// a multi-threaded tokio runtime and returns what it returns.
+    /// the worker's tokio runtime ([`crate::worker_runtime`]: current-thread
+    /// unless [`Cluster::worker_threads`] asks for more) and returns what it
+    /// returns.
     ///
     /// Unless the program installed a `tracing` subscriber first, corral
     /// installs its own ([`crate::log::install`]): lines to stderr, filtered
@@ -424,7 +426,9 @@ impl Cluster {
             Ok(limit) => tracing::debug!("open descriptor limit: {limit:?} (the hard limit)"),
             Err(err) => tracing::warn!("cannot raise the open descriptor limit: {err}"),
         }
-        schedule_primary_as_batch();
+        if !program.is_node() {
+            schedule_primary_as_batch();
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -602,7 +606,11 @@ pub fn is_worker() -> bool {
 const PRIMARY_BATCH_ENV: &str = "CORRAL_PRIMARY_BATCH";
 
 /// Runs the primary as a batch task (see `sys::schedule_as_batch`), unless
-/// [`PRIMARY_BATCH_ENV`] is `0`. A failure only costs that saving.
+/// [`PRIMARY_BATCH_ENV`] is `0`. A failure only costs that saving. Not for
+/// Node programs: a Node worker answers each handed connection with an
+/// acknowledgement, and their round-robin measured 10% more CPU per request
+/// with the primary waiting for a free moment to read those
+/// (`bench/profiles/AFTER.md`).
 fn schedule_primary_as_batch() {
     if std::env::var_os(PRIMARY_BATCH_ENV).is_some_and(|value| value == "0") {
         return;
