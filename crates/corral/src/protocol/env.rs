@@ -24,7 +24,7 @@ pub const GRACE_MS: &str = "CORRAL_GRACE_MS";
 /// With a watchdog: how often a library worker sends a heartbeat, in ms.
 pub const HEARTBEAT_MS: &str = "CORRAL_HEARTBEAT_MS";
 /// Threads of the library worker's tokio runtime (1: a current-thread
-/// runtime); unset: one per CPU.
+/// runtime, also when unset; more: a multi-thread runtime).
 pub const WORKER_THREADS: &str = "CORRAL_WORKER_THREADS";
 /// The largest message line the worker's channel accepts, in bytes.
 pub const MAX_MESSAGE_SIZE: &str = "CORRAL_MAX_MESSAGE_SIZE";
