@@ -467,3 +467,38 @@ fn listen_on_a_port_given_with_listen_is_served_from_that_socket() {
         stop_cleanly(cluster, name);
     }
 }
+
+#[test]
+fn a_worker_that_disconnects_itself_is_replaced_without_counting_as_a_crash() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "self_disconnect.js";
+    let cluster = start(name, &[], &[]);
+    let port = bound_port(&cluster);
+    // Past the minimum uptime (1 s): a worker that leaves sooner counts as
+    // failing at start, so that a program whose workers all leave at once
+    // is not restarted in a tight loop.
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    let before = node_processes(&cluster, name);
+    let since = cluster.mark();
+    let body = bodies(port, "/leave", 1).remove(0);
+    let pid: u32 = body
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("a pid in {body:?}"));
+    assert!(before.contains(&pid), "{pid} among {before:?}");
+    cluster.expect_line_after(since, "disconnects itself");
+    let exit = cluster.expect_line_after(since, &format!("(pid {pid}) exited"));
+    assert!(exit.contains("with code 0 as asked"), "{exit}");
+    cluster
+        .wait_for_lines(" ready (pid", 3, PATIENCE)
+        .expect("the worker that left is replaced");
+    expect_node_processes(&cluster, name, 2);
+    let output = cluster.output();
+    assert!(!output.contains("unexpectedly"), "{output}");
+    assert!(!output.contains("crash"), "{output}");
+    stop_cleanly(cluster, name);
+}

@@ -18,10 +18,10 @@ pub enum Event {
     Online { id: u32, pid: u32 },
     /// The worker serves its listeners.
     Ready { id: u32, pid: u32 },
-    /// The worker was asked to stop and is draining.
+    /// The worker was asked to stop, or said it is leaving, and is draining.
     Disconnect { id: u32, pid: u32 },
     /// The worker exited. `requested` is true when corral asked it to stop
-    /// (Node's `exitedAfterDisconnect`).
+    /// or it said it was leaving by itself (Node's `exitedAfterDisconnect`).
     Exit {
         id: u32,
         pid: u32,

@@ -31,6 +31,9 @@ pub(crate) struct ExitFacts {
     /// It said it was ready on a channel it speaks (a library worker): it
     /// came up, however short it ran.
     pub said_ready: bool,
+    /// It said it was leaving (a Node worker's `cluster.worker.disconnect()`
+    /// or `kill()`: Node's `exitedAfterDisconnect`).
+    pub left_by_itself: bool,
 }
 
 /// What the exit was.
@@ -52,6 +55,8 @@ pub(crate) enum ExitKind {
     FailedAtStart,
     /// Ended by itself after it came up.
     FailedAfterUp,
+    /// Came up, said it was leaving, and left: its own choice, not a fault.
+    LeftByItself,
 }
 
 /// The slot's state once the exited process is out of it.
@@ -101,6 +106,9 @@ pub(crate) fn classify(facts: &ExitFacts, min_uptime: Duration) -> ExitKind {
         return ExitKind::AskedFor;
     }
     let up = facts.ran_for >= min_uptime || facts.said_ready;
+    if up && facts.left_by_itself {
+        return ExitKind::LeftByItself;
+    }
     let self_inflicted = facts.signal.is_none_or(is_crash_signal);
     match (up, self_inflicted) {
         (true, false) => ExitKind::KilledAfterUp,
@@ -120,7 +128,9 @@ pub(crate) fn decide(facts: &ExitFacts, slot: SlotAfterExit, min_uptime: Duratio
         _ if slot.replacement_coming => AfterExit::Nothing,
         _ if slot.emptied_and_retiring => AfterExit::RemoveSlot,
         _ if !slot.running => AfterExit::Nothing,
-        ExitKind::AskedFor | ExitKind::KilledAfterUp => AfterExit::RestartNow,
+        ExitKind::AskedFor | ExitKind::KilledAfterUp | ExitKind::LeftByItself => {
+            AfterExit::RestartNow
+        }
         _ => AfterExit::Failure,
     };
     let proves_command = next == AfterExit::Failure
@@ -173,6 +183,7 @@ mod tests {
             code,
             signal,
             said_ready: false,
+            left_by_itself: false,
         }
     }
 
@@ -236,6 +247,27 @@ mod tests {
         let decision = decide(&facts, RUNNING, MIN_UPTIME);
         assert_eq!(decision.next, AfterExit::Failure);
         assert!(decision.proves_command);
+    }
+
+    #[test]
+    fn a_worker_that_came_up_and_left_by_itself_is_replaced_at_once_without_blame() {
+        let mut facts = exit(Role::Current, 5_000, Some(0), None);
+        facts.left_by_itself = true;
+        assert_eq!(classify(&facts, MIN_UPTIME), ExitKind::LeftByItself);
+        let decision = decide(&facts, RUNNING, MIN_UPTIME);
+        assert_eq!(decision.next, AfterExit::RestartNow);
+        assert!(!decision.proves_command);
+        assert_eq!(crate::primary::restarts::exit_reason(decision.kind), None);
+    }
+
+    #[test]
+    fn leaving_by_itself_at_once_still_counts_as_a_failure_at_start() {
+        // A program whose workers all leave as soon as they start would
+        // otherwise be restarted in a tight loop.
+        let mut facts = exit(Role::Current, 20, Some(0), None);
+        facts.left_by_itself = true;
+        assert_eq!(classify(&facts, MIN_UPTIME), ExitKind::FailedAtStart);
+        assert_eq!(next(facts, RUNNING), AfterExit::Failure);
     }
 
     #[test]

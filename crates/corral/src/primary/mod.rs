@@ -351,6 +351,10 @@ impl Supervisor {
             Notice::Control { worker, control } => self.on_control(worker, control),
             Notice::Exited { worker, status } => self.on_exit(worker, status),
             Notice::Served { worker, count } => self.on_served(worker, count),
+            Notice::Leaving(worker) => {
+                self.on_leaving(worker);
+                Ok(())
+            }
             Notice::RestartDue(failed) => {
                 let due = self.phase == Phase::Running
                     && self
@@ -509,6 +513,21 @@ impl Supervisor {
     /// A worker ready without waiting is announced ready once it has run
     /// for [`readiness::SIGN_OF_LIFE`], if it still runs; as a start ready
     /// at once it does not prove the command (only its run length does).
+    /// A worker leaving by itself gets no new connections; its exit is
+    /// then not a failure (`exit::classify`), and its slot is refilled.
+    fn on_leaving(&mut self, key: WorkerKey) {
+        let Some(worker) = self.worker_of(key) else {
+            return;
+        };
+        if !worker.mark_leaving() {
+            return;
+        }
+        let pid = worker.pid;
+        self.registry.set_state(key, WorkerState::Stopping);
+        self.balancer.worker_leaving(key);
+        self.emit(Event::Disconnect { id: key.slot, pid });
+    }
+
     fn on_seen_alive(&mut self, key: WorkerKey) {
         if !self.still_runs(key) {
             return;
@@ -572,7 +591,7 @@ impl Supervisor {
             pid: worker.pid,
             code,
             signal,
-            requested: worker.stop_requested(),
+            requested: worker.stop_requested() || worker.left_by_itself(),
             ran_for,
         });
         let facts = ExitFacts {
@@ -582,6 +601,7 @@ impl Supervisor {
             code,
             signal,
             said_ready: worker.is_ready() && self.launcher.program.speaks_channel(),
+            left_by_itself: worker.left_by_itself(),
         };
         let decision = exit::decide(&facts, slot_state, self.settings.backoff.min_uptime);
         self.proven |= decision.proves_command;

@@ -13,6 +13,9 @@ pub(crate) enum Notice {
     Control { worker: WorkerKey, control: Control },
     /// The worker reported `count` more requests served.
     Served { worker: WorkerKey, count: u64 },
+    /// A Node worker disconnects itself (`cluster.worker.disconnect()`,
+    /// `worker.kill()`): its coming exit is its own choice.
+    Leaving(WorkerKey),
     /// The worker exited and was reaped (`None`: its status was lost).
     Exited {
         worker: WorkerKey,

@@ -73,7 +73,10 @@ pub(crate) fn exit_reason(kind: ExitKind) -> Option<RestartReason> {
     match kind {
         ExitKind::FailedAtStart | ExitKind::FailedAfterUp => Some(RestartReason::Crash),
         ExitKind::KilledAtStart | ExitKind::KilledAfterUp => Some(RestartReason::Killed),
-        ExitKind::AskedFor | ExitKind::Retired | ExitKind::SuccessorFailed => None,
+        ExitKind::AskedFor
+        | ExitKind::LeftByItself
+        | ExitKind::Retired
+        | ExitKind::SuccessorFailed => None,
     }
 }
 

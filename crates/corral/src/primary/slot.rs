@@ -202,6 +202,8 @@ pub(crate) struct LiveWorker {
     last_heartbeat: Option<Instant>,
     ready: bool,
     stop_requested: bool,
+    /// The worker said it is leaving by itself (see `mark_leaving`).
+    left_by_itself: bool,
     /// Requests the worker reported serving, and the count at which it is
     /// recycled (`--max-requests` plus its jitter).
     requests: u64,
@@ -229,6 +231,7 @@ impl LiveWorker {
             last_heartbeat: None,
             ready,
             stop_requested: false,
+            left_by_itself: false,
             requests: 0,
             request_limit,
             outbox,
@@ -253,6 +256,20 @@ impl LiveWorker {
 
     pub(crate) fn stop_requested(&self) -> bool {
         self.stop_requested
+    }
+
+    /// Whether the worker said it is leaving by itself.
+    pub(crate) fn left_by_itself(&self) -> bool {
+        self.left_by_itself
+    }
+
+    /// Records that the worker said it is leaving by itself (a Node
+    /// worker's `cluster.worker.disconnect()`). Returns `false` when that is
+    /// no news (said before, or it was already asked to stop).
+    pub(crate) fn mark_leaving(&mut self) -> bool {
+        let news = !self.left_by_itself && !self.stop_requested;
+        self.left_by_itself = true;
+        news
     }
 
     /// Records that the worker is ready. Returns `false` when that is no

@@ -118,6 +118,14 @@ impl Session {
                 if let Some(seq) = seq {
                     let _ = self.link.send(|ours| node::ack(ours, seq), None);
                 }
+                if self
+                    .notices
+                    .send(Notice::Leaving(self.link.worker))
+                    .await
+                    .is_err()
+                {
+                    return AfterInternal::Stop;
+                }
             }
             Act::Accepted { ack, accepted } => self.answered(ack, accepted),
             Act::Ack(_) => {}
