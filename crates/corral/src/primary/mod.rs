@@ -510,9 +510,6 @@ impl Supervisor {
             .is_some_and(|worker| slot::still_running(worker.pid))
     }
 
-    /// A worker ready without waiting is announced ready once it has run
-    /// for [`readiness::SIGN_OF_LIFE`], if it still runs; as a start ready
-    /// at once it does not prove the command (only its run length does).
     /// A worker leaving by itself gets no new connections; its exit is
     /// then not a failure (`exit::classify`), and its slot is refilled.
     fn on_leaving(&mut self, key: WorkerKey) {
@@ -523,11 +520,12 @@ impl Supervisor {
             return;
         }
         let pid = worker.pid;
-        self.registry.set_state(key, WorkerState::Stopping);
-        self.balancer.worker_leaving(key);
-        self.emit(Event::Disconnect { id: key.slot, pid });
+        self.announce_draining(key, pid);
     }
 
+    /// A worker ready without waiting is announced ready once it has run
+    /// for [`readiness::SIGN_OF_LIFE`], if it still runs; as a start ready
+    /// at once it does not prove the command (only its run length does).
     fn on_seen_alive(&mut self, key: WorkerKey) {
         if !self.still_runs(key) {
             return;
@@ -750,10 +748,16 @@ impl Supervisor {
         }
         let pid = worker.pid;
         self.signal_strays(key, pid, Signal::TERM);
+        self.announce_draining(key, pid);
+        self.notify_after(grace, Notice::GraceExpired(key));
+    }
+
+    /// What every draining worker gets, asked to stop or leaving by itself:
+    /// the `stopping` state, no new connections, a `disconnect` event.
+    fn announce_draining(&mut self, key: WorkerKey, pid: u32) {
         self.registry.set_state(key, WorkerState::Stopping);
         self.balancer.worker_leaving(key);
         self.emit(Event::Disconnect { id: key.slot, pid });
-        self.notify_after(grace, Notice::GraceExpired(key));
     }
 
     fn on_grace_expired(&mut self, key: WorkerKey) {
