@@ -79,36 +79,25 @@ impl Registry {
         // the outbox's senders out of it cost more than the push.
         let workers = self.lock();
         let entry = workers.get(&id).ok_or(SendError::NoSuchWorker(id))?;
-        entry.outbox.push(line).map_err(|refused| match refused {
-            Refused::Full => {
-                crate::metrics::message_dropped();
-                SendError::Full(id)
-            }
-            Refused::Closed => SendError::NoSuchWorker(id),
-        })
+        entry
+            .outbox
+            .push(line)
+            .map_err(|refused| refusal(id, refused))
     }
 
     /// Queues `line` for every worker but `except`; returns the refusals.
     pub(crate) fn broadcast(&self, line: &[u8], except: Option<u32>) -> Vec<SendError> {
-        let outboxes: Vec<(u32, Outbox)> = self
-            .lock()
+        // Under the lock, as `send`.
+        self.lock()
             .values()
             .filter(|entry| Some(entry.info.id) != except)
-            .map(|entry| (entry.info.id, entry.outbox.clone()))
-            .collect();
-        outboxes
-            .into_iter()
-            .filter_map(|(id, outbox)| {
-                outbox
+            .filter_map(|entry| {
+                let id = entry.info.id;
+                entry
+                    .outbox
                     .push(line.to_vec())
                     .err()
-                    .map(|refused| match refused {
-                        Refused::Full => {
-                            crate::metrics::message_dropped();
-                            SendError::Full(id)
-                        }
-                        Refused::Closed => SendError::NoSuchWorker(id),
-                    })
+                    .map(|refused| refusal(id, refused))
             })
             .collect()
     }
@@ -118,6 +107,18 @@ impl Registry {
         self.workers
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// The error for a message worker `id`'s outbox refused; a full outbox
+/// counts as a dropped message.
+fn refusal(id: u32, refused: Refused) -> SendError {
+    match refused {
+        Refused::Full => {
+            crate::metrics::message_dropped();
+            SendError::Full(id)
+        }
+        Refused::Closed => SendError::NoSuchWorker(id),
     }
 }
 
