@@ -408,17 +408,13 @@ pub const SCHED_OTHER: u32 = 0;
 /// `SCHED_BATCH`, the policy of a corral primary of non-Node workers.
 pub const SCHED_BATCH: u32 = 3;
 
-/// The scheduling policy of `pid`: field 41 of `/proc/PID/stat`
-/// ([`SCHED_OTHER`], [`SCHED_BATCH`], …).
+/// The scheduling policy of `pid` ([`SCHED_OTHER`], [`SCHED_BATCH`], …).
 pub fn scheduling_policy(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process lives");
-    let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
-    after_name
-        .split_whitespace()
-        .nth(41 - 3)
-        .expect("41 fields")
-        .parse()
-        .expect("a number")
+    procfs::process::Process::new(pid as i32)
+        .and_then(|process| process.stat())
+        .expect("the process lives")
+        .policy
+        .expect("the kernel reports the policy")
 }
 
 /// Sends `signal` to `pid`, ignoring a process that is already gone.
