@@ -99,17 +99,6 @@ const COUNTED_REASONS: [RestartReason; 5] = [
     RestartReason::Requests,
 ];
 
-fn reason_name(reason: RestartReason) -> &'static str {
-    match reason {
-        RestartReason::Crash => "crash",
-        RestartReason::Killed => "killed",
-        RestartReason::Hung => "hung",
-        RestartReason::Memory => "memory",
-        RestartReason::Requests => "requests",
-        RestartReason::Reload => "reload",
-    }
-}
-
 /// The exposition in Prometheus' classic text format (0.0.4), which
 /// `promtool check metrics` and any scraper read: OpenMetrics names a
 /// counter family without its `_total` suffix and ends with `# EOF`; the
@@ -206,7 +195,7 @@ pub(crate) fn render(status: &Status, facts: PrimaryFacts) -> String {
         restarts
             .get_or_create(&RestartLabels {
                 worker: id.to_string(),
-                reason: reason_name(reason),
+                reason: reason.name(),
             })
             .inc_by(u64::from(count));
     }
