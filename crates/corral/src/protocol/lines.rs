@@ -23,6 +23,14 @@ pub const DEFAULT_MAX_LINE: usize = 16 * 1024 * 1024;
 /// than the system call it saves).
 pub(crate) const COALESCE_LIMIT: usize = 64 * 1024;
 
+/// `value` as one line of the channel: its JSON and a newline (JSON escapes
+/// every newline inside a value, so the line is whole).
+pub(crate) fn json_line(value: &serde_json::Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).expect("a JSON value always serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
 /// Appends to `batch` (which holds `first`) the lines `next` yields while
 /// the batch stays under [`COALESCE_LIMIT`]; returns a line that did not fit,
 /// to write after the batch. Under load this turns many small messages into

@@ -17,6 +17,7 @@
 //! the primary's stop also goes out as SIGTERM, which no full queue can hold
 //! back.
 
+use crate::protocol::lines::json_line;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -156,12 +157,12 @@ pub(crate) fn decode_to_worker(line: &[u8]) -> Result<Option<ToWorker>, DecodeEr
 
 /// Encodes a worker's control word as one line, newline included.
 pub(crate) fn encode_control(control: Control) -> Vec<u8> {
-    line(&serde_json::json!({ CONTROL_KEY: control }))
+    json_line(&serde_json::json!({ CONTROL_KEY: control }))
 }
 
 /// Encodes the primary's stop word as one line, newline included.
 pub(crate) fn encode_stop() -> Vec<u8> {
-    line(&serde_json::json!({ CONTROL_KEY: Stop::Stop }))
+    json_line(&serde_json::json!({ CONTROL_KEY: Stop::Stop }))
 }
 
 /// Encodes a user message as one line, newline included.
@@ -177,25 +178,19 @@ pub(crate) fn encode_send_to<T: Serialize + ?Sized>(
     message: &T,
 ) -> serde_json::Result<Vec<u8>> {
     let message = serde_json::to_value(message)?;
-    Ok(line(
+    Ok(json_line(
         &serde_json::json!({ CONTROL_KEY: WorkerEnvelope::SendTo { to, message } }),
     ))
 }
 
 /// Encodes a worker's report of `count` more requests served.
 pub(crate) fn encode_served(count: u64) -> Vec<u8> {
-    line(&serde_json::json!({ CONTROL_KEY: WorkerEnvelope::Served { served: count } }))
+    json_line(&serde_json::json!({ CONTROL_KEY: WorkerEnvelope::Served { served: count } }))
 }
 
 /// Encodes `message` as the primary delivers it from worker `from`.
 pub(crate) fn encode_from(from: u32, message: Value) -> Vec<u8> {
-    line(&serde_json::json!({ CONTROL_KEY: FromEnvelope { from, message } }))
-}
-
-fn line(value: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(value).expect("a JSON value always serializes");
-    bytes.push(b'\n');
-    bytes
+    json_line(&serde_json::json!({ CONTROL_KEY: FromEnvelope { from, message } }))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::protocol::lines::json_line;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -327,7 +328,7 @@ pub struct Outgoing {
 impl Outgoing {
     fn plain(value: Value) -> Self {
         Outgoing {
-            line: line(&value),
+            line: json_line(&value),
             carries_fd: false,
         }
     }
@@ -336,7 +337,7 @@ impl Outgoing {
     fn handle(kind: HandleType, message: Value) -> Self {
         let wrapped = json!({"cmd": "NODE_HANDLE", "type": kind.name(), "msg": message});
         Outgoing {
-            line: line(&wrapped),
+            line: json_line(&wrapped),
             carries_fd: true,
         }
     }
@@ -423,12 +424,6 @@ pub fn handle_ack() -> Outgoing {
 /// has no number).
 pub fn negative_errno(error: &io::Error) -> i32 {
     -error.raw_os_error().unwrap_or(libc::EIO)
-}
-
-fn line(value: &Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(value).expect("a JSON value always serializes");
-    bytes.push(b'\n');
-    bytes
 }
 
 #[cfg(test)]
