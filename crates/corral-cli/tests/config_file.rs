@@ -158,3 +158,110 @@ fn a_reload_applies_a_new_worker_count() {
     assert_eq!(served_version(port), "v2");
     cluster.stop_gracefully(PATIENCE);
 }
+
+/// Makes `path` a FIFO (named pipe), in place of whatever it was.
+fn make_fifo(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .expect("a FIFO");
+}
+
+/// `corral check PATH`, which must end within a second or two; returns
+/// its exit code and stderr.
+fn check_quickly(path: &str) -> (Option<i32>, String) {
+    let started = std::time::Instant::now();
+    let mut check = ClusterProcess::start(CORRAL, &["check", path]);
+    let status = check
+        .wait_exit(std::time::Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("corral check {path} hangs"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "corral check {path} took {:?}",
+        started.elapsed()
+    );
+    assert!(check.wait_output_closed(PATIENCE));
+    (status.code(), check.output())
+}
+
+#[test]
+fn check_refuses_a_fifo_a_device_and_a_directory_at_once() {
+    let file = ConfigFile::new("special", "workers = 1\n");
+    make_fifo(&file.path);
+    let directory = file.path.parent().unwrap().to_str().unwrap().to_string();
+    for (path, kind) in [
+        (file.arg(), "a FIFO (named pipe), not a regular file"),
+        ("/dev/zero", "a character device, not a regular file"),
+        (directory.as_str(), "a directory, not a regular file"),
+    ] {
+        let (code, output) = check_quickly(path);
+        assert_eq!(code, Some(1), "{output}");
+        let errors: Vec<&str> = output.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(errors.len(), 1, "one line: {output}");
+        assert!(
+            errors[0].contains(path) && errors[0].contains(kind),
+            "{output}"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_a_file_over_one_mebibyte() {
+    let file = ConfigFile::new("huge", "");
+    file.write(&format!("workers = 1\n{}\n", "#".repeat(1 << 20)));
+    let (code, output) = check_quickly(file.arg());
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("larger than 1048576 bytes"), "{output}");
+}
+
+/// The cluster's status, asked over its control socket; `None` if it does
+/// not answer within a few seconds.
+fn status_of(cluster: &ClusterProcess) -> Option<String> {
+    let mut status = ClusterProcess::spawn(cluster.control_command(CORRAL, &["status"]));
+    let exited = status.wait_exit(std::time::Duration::from_secs(5))?;
+    status.wait_output_closed(PATIENCE);
+    assert!(exited.success(), "{}", status.output());
+    Some(status.output())
+}
+
+#[test]
+fn a_fifo_or_a_device_in_place_of_the_file_aborts_the_reload_and_the_primary_answers() {
+    let file = ConfigFile::new("swapped", &app_file("v1", "1"));
+    let mut cluster = ClusterProcess::start(CORRAL, &["run", "--config", file.arg()]);
+    let port = cluster.port();
+    cluster.expect_line("[worker 1] python worker 1 serving");
+
+    make_fifo(&file.path);
+    cluster.signal(Signal::HUP);
+    let aborted = cluster.expect_line("reload aborted");
+    assert!(aborted.contains("a FIFO (named pipe)"), "{aborted}");
+    let status = status_of(&cluster).expect("the primary answers while the file is a FIFO");
+    assert!(status.contains("1 aborted"), "{status}");
+    assert_eq!(served_version(port), "v1");
+
+    // A symlink to /dev/zero: refused without reading it.
+    std::fs::remove_file(&file.path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &file.path).unwrap();
+    let since = cluster.mark();
+    cluster.signal(Signal::HUP);
+    let aborted = cluster.expect_line_after(since, "reload aborted");
+    assert!(aborted.contains("a character device"), "{aborted}");
+    let rss_kib = rss_kib(cluster.pid());
+    assert!(rss_kib < 64 * 1024, "the primary holds {rss_kib} KiB");
+    assert!(status_of(&cluster).is_some_and(|status| status.contains("2 aborted")));
+    assert_eq!(served_version(port), "v1");
+    cluster.stop_gracefully(PATIENCE);
+}
+
+/// A process's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}

@@ -281,7 +281,7 @@ impl Cluster {
         mut self,
         reread: impl FnMut() -> Result<Cluster, String> + Send + 'static,
     ) -> Self {
-        self.reread = Some(Box::new(reread));
+        self.reread = Some(Reread::new(Box::new(reread)));
         self
     }
 

@@ -43,6 +43,14 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// A configuration file cannot be read safely (see
+    /// [`crate::read_config_file`]): `problem` says why and what to do.
+    #[error("configuration file {}: {problem}", path.display())]
+    ConfigFile {
+        path: std::path::PathBuf,
+        problem: String,
+    },
+
     /// A worker process could not be started.
     #[error("cannot start worker {id}")]
     Spawn {

@@ -61,7 +61,8 @@
 //! * `metrics/`: the Prometheus and health endpoint (`--metrics`): the
 //!   exposition of a status snapshot, the probes' rules, the HTTP server.
 //! * `sys.rs`: the only `unsafe` code. `error.rs`: [`Error`].
-//!   `worker_key.rs`: the key of one worker process.
+//!   `worker_key.rs`: the key of one worker process. `config_file.rs`:
+//!   reading a configuration file safely ([`read_config_file`]).
 //!
 //! # Glossary
 //!
@@ -95,6 +96,7 @@
 mod address;
 mod balance;
 mod cluster;
+mod config_file;
 pub mod control;
 mod error;
 pub mod limits;
@@ -116,6 +118,7 @@ pub use cluster::{
     Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, activated_addresses, default_workers,
     is_worker,
 };
+pub use config_file::{MAX_CONFIG_SIZE, read_config_file};
 pub use control::ControlSocket;
 pub use control::status::{
     ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerStatus,

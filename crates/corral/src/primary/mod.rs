@@ -379,6 +379,7 @@ impl Supervisor {
                 self.on_seen_alive(worker);
                 Ok(())
             }
+            Notice::ConfigurationRead(read) => self.on_configuration_read(read),
         }
     }
 

@@ -36,4 +36,6 @@ pub(crate) enum Notice {
     /// A worker ready without waiting has run for
     /// [`SIGN_OF_LIFE`](super::readiness::SIGN_OF_LIFE): ready if it still runs.
     SeenAlive(WorkerKey),
+    /// The configuration was read again for a reload (`reconfigure.rs`).
+    ConfigurationRead(super::reconfigure::ConfigurationRead),
 }

@@ -7,10 +7,20 @@
 //! addresses, policy, backlog, user…) is named in a warning and waits for a
 //! restart. A configuration that no longer validates aborts that reload with
 //! its error, and the running configuration stays.
+//!
+//! The user's function runs on a thread of its own, never on the
+//! supervisor's loop: it reads files, resolves host and user names, and any
+//! of that may hang (a FIFO, a stuck network file system, a slow name
+//! service). The loop hears back through a [`Notice`], and a read that
+//! takes longer than [`READ_TIMEOUT`] aborts the reload.
 
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
-use super::{Program, Settings, Supervisor};
+use tokio::sync::oneshot;
+
+use super::notice::Notice;
+use super::{Phase, Program, Settings, Supervisor};
 use crate::Error;
 use crate::cluster::Cluster;
 
@@ -18,8 +28,50 @@ use crate::cluster::Cluster;
 /// start (a reload may turn it on).
 pub(super) const CHECK_PERIOD: Duration = Duration::from_millis(250);
 
+/// How long reading the configuration may take before the reload is
+/// aborted and the running configuration stays.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The user's function that builds the cluster's configuration anew.
-pub(crate) type Reread = Box<dyn FnMut() -> Result<Cluster, String> + Send>;
+type RereadFn = Box<dyn FnMut() -> Result<Cluster, String> + Send>;
+
+/// The user's function, shared with the thread that runs it, and whether
+/// a read is under way.
+pub(crate) struct Reread {
+    function: Arc<Mutex<RereadFn>>,
+    reading: bool,
+}
+
+impl Reread {
+    pub(crate) fn new(function: RereadFn) -> Self {
+        Reread {
+            function: Arc::new(Mutex::new(function)),
+            reading: false,
+        }
+    }
+}
+
+/// What a read of the configuration gave: the new settings and program,
+/// or why they cannot be used.
+pub(crate) struct ConfigurationRead(Result<(Box<Settings>, Option<Program>), String>);
+
+impl std::fmt::Debug for ConfigurationRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Ok(_) => f.write_str("ConfigurationRead(Ok)"),
+            Err(why) => write!(f, "ConfigurationRead(Err({why:?}))"),
+        }
+    }
+}
+
+/// Whether a reload may begin at once or waits for the configuration.
+pub(super) enum BeforeReload {
+    /// No configuration to read: the reload begins now.
+    Begin,
+    /// The configuration is being read; [`Notice::ConfigurationRead`]
+    /// continues the reload.
+    Reading,
+}
 
 /// The settings a running cluster cannot take from a new configuration,
 /// by the name the command line gives them, when they differ.
@@ -49,30 +101,67 @@ pub(crate) fn fixed_changes(running: &Settings, new: &Settings) -> Vec<&'static 
 }
 
 impl Supervisor {
-    /// Reads the configuration again before a reload, if the cluster was
-    /// given a way to. Returns whether the reload goes ahead, or why not.
-    pub(super) fn reread_configuration(&mut self) -> Result<Result<(), String>, Error> {
+    /// Starts reading the configuration again before a reload, if the
+    /// cluster was given a way to, on a thread of its own.
+    pub(super) fn read_configuration(&mut self) -> BeforeReload {
         let Some(reread) = self.settings.reread.as_mut() else {
-            return Ok(Ok(()));
+            return BeforeReload::Begin;
         };
-        let new = reread().and_then(|cluster| {
-            let program = cluster.configured_command();
-            let settings = cluster
-                .settings(program.as_ref().unwrap_or(&self.launcher.program))
-                .map_err(|err| err.to_string())?;
-            Ok((settings, program))
+        if reread.reading {
+            tracing::info!("the configuration is being read: the reload follows");
+            return BeforeReload::Reading;
+        }
+        reread.reading = true;
+        let function = reread.function.clone();
+        let program = self.launcher.program.clone();
+        let (sender, receiver) = oneshot::channel();
+        let started = std::thread::Builder::new()
+            .name("corral-config".into())
+            .spawn(move || {
+                let _ = sender.send(read_with(&function, &program));
+            });
+        let notices = self.launcher.notices.clone();
+        tokio::spawn(async move {
+            let outcome = match started {
+                Err(err) => Err(format!("cannot start reading it: {err}")),
+                Ok(_) => match tokio::time::timeout(READ_TIMEOUT, receiver).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(_)) => Err("reading it failed (the reader panicked)".into()),
+                    Err(_) => Err(format!(
+                        "reading it took longer than {} s",
+                        READ_TIMEOUT.as_secs()
+                    )),
+                },
+            };
+            let _ = notices
+                .send(Notice::ConfigurationRead(ConfigurationRead(outcome)))
+                .await;
         });
-        match new {
+        BeforeReload::Reading
+    }
+
+    /// The configuration was read: applies it and begins the reload, or
+    /// aborts the reload with the reason, the running configuration kept.
+    pub(super) fn on_configuration_read(&mut self, read: ConfigurationRead) -> Result<(), Error> {
+        if let Some(reread) = self.settings.reread.as_mut() {
+            reread.reading = false;
+        }
+        if self.phase != Phase::Running || self.reload.is_some() {
+            return Ok(());
+        }
+        match read.0 {
             Ok((settings, program)) => {
-                self.apply(settings, program)?;
-                Ok(Ok(()))
+                self.apply(*settings, program)?;
+                self.begin_reload()
             }
             Err(err) => {
                 tracing::error!(
+                    event = "reload_aborted",
                     "reload aborted: the configuration is not valid: {err}; the running \
                      configuration stays"
                 );
-                Ok(Err(format!("the configuration is not valid: {err}")))
+                self.abort_before_reload(&format!("the configuration is not valid: {err}"));
+                Ok(())
             }
         }
     }
@@ -130,4 +219,27 @@ impl Supervisor {
         }
         Ok(())
     }
+}
+
+/// Runs the user's function and checks what it returns, as at start.
+fn read_with(
+    function: &Mutex<RereadFn>,
+    running: &Program,
+) -> Result<(Box<Settings>, Option<Program>), String> {
+    let mut reread = match function.try_lock() {
+        Ok(reread) => reread,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            return Err(format!(
+                "the previous read has not finished after {} s",
+                READ_TIMEOUT.as_secs()
+            ));
+        }
+    };
+    let cluster = reread()?;
+    let program = cluster.configured_command();
+    let settings = cluster
+        .settings(program.as_ref().unwrap_or(running))
+        .map_err(|err| err.to_string())?;
+    Ok((Box::new(settings), program))
 }

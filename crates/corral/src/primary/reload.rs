@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::Supervisor;
 use super::notice::Notice;
+use super::reconfigure::BeforeReload;
 use super::reload_plan::{ReloadPlan, ReloadStep};
 use super::slot::Slot;
 use super::{Phase, WorkerState};
@@ -35,13 +36,21 @@ impl Supervisor {
             tracing::info!("a rolling reload is under way: another will follow it");
             return Ok(());
         }
-        if let Err(why) = self.reread_configuration()? {
-            // A reload that ends before it began, for whoever waits for it.
-            let now = Instant::now();
-            self.control.reloads.begin(now);
-            self.control.reloads.abort(0, &why, now);
-            return Ok(());
+        match self.read_configuration() {
+            BeforeReload::Begin => self.begin_reload(),
+            BeforeReload::Reading => Ok(()),
         }
+    }
+
+    /// A reload that ends before it began (`why`), for whoever waits for it.
+    pub(super) fn abort_before_reload(&mut self, why: &str) {
+        let now = Instant::now();
+        self.control.reloads.begin(now);
+        self.control.reloads.abort(0, why, now);
+    }
+
+    /// Begins the rolling reload, the configuration read.
+    pub(super) fn begin_reload(&mut self) -> Result<(), Error> {
         let plan = ReloadPlan::rolling(
             self.slots
                 .values()
