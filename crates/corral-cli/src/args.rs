@@ -407,19 +407,13 @@ fn parse_listen(text: &str) -> Result<String, String> {
 }
 
 fn parse_env(text: &str) -> Result<String, String> {
-    let Some((name, _)) = text.split_once('=') else {
+    let Some((name, value)) = text.split_once('=') else {
         return Err(format!("{text:?}: write NAME=VALUE"));
     };
-    if name.is_empty() || name.contains('\0') {
-        return Err(format!(
-            "{text:?}: the variable needs a name, as APP_ENV=production"
-        ));
-    }
-    if corral::env::is_reserved(name) {
-        return Err(format!(
-            "{name} is corral's own variable: workers get it from corral; use another name"
-        ));
-    }
+    corral::env::check_variable(name.as_ref(), value.as_ref()).map_err(|err| match err {
+        corral::Error::Config(why) => why,
+        other => other.to_string(),
+    })?;
     Ok(text.to_string())
 }
 

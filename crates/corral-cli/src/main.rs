@@ -99,6 +99,15 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
 /// `corral check FILE`: the settings the file gives, or its first error.
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let run = config::resolve(file, &[])?;
+    // The checks `run` makes before it starts, in one place: the library's.
+    let cluster = build_cluster(&run);
+    let cluster = match run.command.split_first() {
+        Some((program, args)) => cluster.command(program, args),
+        None => cluster,
+    };
+    cluster
+        .check()
+        .map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
     let settings = config::describe(&run);
     let width = settings.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
     let mut stdout = std::io::stdout().lock();

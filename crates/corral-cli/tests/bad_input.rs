@@ -282,3 +282,42 @@ fn every_value_a_flag_accepts_reaches_the_workers() {
         assert!(error.contains(flag), "{args:?}: {error}");
     }
 }
+
+/// Values that were accepted and then could not work: an address no
+/// stream socket can accept on, a message limit below the protocol's own
+/// lines, a name with control characters. Each is one line naming the flag.
+#[test]
+fn values_that_cannot_work_are_refused_naming_the_flag() {
+    for (args, flag, code) in [
+        (&["run", "-l", "224.0.0.1:0"][..], "--listen", 2),
+        (&["run", "-l", "255.255.255.255:0"][..], "--listen", 2),
+        (&["run", "-l", "[ff02::1]:0"][..], "--listen", 2),
+        (&["run", "--metrics", "239.1.1.1:9090"][..], "--metrics", 2),
+        (
+            &["run", "--max-message-size", "2", "--policy", "round-robin"][..],
+            "--max-message-size",
+            2,
+        ),
+        (
+            &["run", "--max-message-size", "2047"][..],
+            "--max-message-size",
+            2,
+        ),
+        (
+            &["run", "-l", "127.0.0.1:0", "--name", "\n"][..],
+            "--name",
+            1,
+        ),
+        (
+            &["run", "-l", "127.0.0.1:0", "--name", "a\u{1b}[2Jb"][..],
+            "--name",
+            1,
+        ),
+    ] {
+        let (status, stderr) = run_to_end(args);
+        assert_eq!(status.code(), Some(code), "{args:?}: {stderr:#?}");
+        let error = the_error_line(&stderr);
+        assert!(error.contains(flag), "{args:?}: {error}");
+        assert!(!error.contains('\u{1b}'), "{args:?}: {error:?}");
+    }
+}

@@ -217,6 +217,32 @@ fn check_refuses_a_file_over_one_mebibyte() {
     assert!(output.contains("larger than 1048576 bytes"), "{output}");
 }
 
+#[test]
+fn check_refuses_nul_bytes_that_run_would_refuse() {
+    for (name, text, what) in [
+        (
+            "nul-env",
+            "command = \"sh\"\n[env]\nAPP = \"a\\u0000b\"\n",
+            "APP",
+        ),
+        ("nul-command", "command = \"s\\u0000h\"\n", "NUL"),
+        (
+            "nul-args",
+            "command = \"sh\"\nargs = [\"-c\", \"x\\u0000y\"]\n",
+            "NUL",
+        ),
+    ] {
+        let file = ConfigFile::new(name, text);
+        let (code, output) = check_quickly(file.arg());
+        assert_eq!(code, Some(1), "{name}: {output}");
+        assert!(
+            output.contains("NUL") && output.contains(what),
+            "{name}: {output}"
+        );
+        assert!(!output.contains(": valid"), "{name}: {output}");
+    }
+}
+
 /// The cluster's status, asked over its control socket; `None` if it does
 /// not answer within a few seconds.
 fn status_of(cluster: &ClusterProcess) -> Option<String> {

@@ -46,10 +46,10 @@ fn on_message_broadcast_relays_to_every_other_worker() {
 
 #[test]
 fn malformed_and_oversized_messages_are_dropped_and_logged_against_the_worker() {
-    let cluster = messenger(&[("BAD_INPUT", "1")], &["--max-message-size", "1000"]);
+    let cluster = messenger(&[("BAD_INPUT", "1")], &["--max-message-size", "2048"]);
     cluster.expect_line("worker 1: dropped a malformed message: not a JSON value");
     cluster.expect_line("worker 1: dropped a malformed message: unknown corral message");
-    cluster.expect_line("worker 1: dropped a 5002-byte message, over the 1000-byte limit");
+    cluster.expect_line("worker 1: dropped a 5002-byte message, over the 2048-byte limit");
     // The worker's next, valid messages still arrive; the cluster is whole.
     cluster.expect_line(r#"message from worker 1: {"hello":1}"#);
     cluster.expect_line(r#"[worker 1] got {"corral":{"from":2,"#);

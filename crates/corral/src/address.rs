@@ -3,7 +3,7 @@
 //! socket addresses before anything is bound.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
 use crate::Error;
@@ -37,9 +37,33 @@ impl ListenAddr {
         let mut candidates = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .map_err(|err| invalid(format!("cannot resolve host {:?}: {err}", self.host)))?;
-        candidates
+        let address = candidates
             .next()
-            .ok_or_else(|| invalid(format!("host {:?} resolves to no address", self.host)))
+            .ok_or_else(|| invalid(format!("host {:?} resolves to no address", self.host)))?;
+        match not_listenable(address.ip()) {
+            Some(reason) => Err(invalid(reason.to_string())),
+            None => Ok(address),
+        }
+    }
+}
+
+/// Why no stream socket can listen on `ip`, if none can: a multicast or
+/// broadcast address binds but never accepts a connection.
+fn not_listenable(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) if v4.is_multicast() => Some(
+            "a multicast address (224.0.0.0/4) cannot accept connections: listen on a unicast \
+             address, as 0.0.0.0:PORT or 127.0.0.1:PORT",
+        ),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some(
+            "the broadcast address cannot accept connections: listen on a unicast address, as \
+             0.0.0.0:PORT or 127.0.0.1:PORT",
+        ),
+        IpAddr::V6(v6) if v6.is_multicast() => Some(
+            "a multicast address (ff00::/8) cannot accept connections: listen on a unicast \
+             address, as [::]:PORT or [::1]:PORT",
+        ),
+        _ => None,
     }
 }
 
@@ -152,6 +176,35 @@ mod tests {
             err.contains("systemd:web") && err.contains("LISTEN_FDS"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn multicast_and_broadcast_addresses_are_refused() {
+        for bad in [
+            "224.0.0.1:0",
+            "239.255.255.250:1900",
+            "255.255.255.255:0",
+            "[ff02::1]:0",
+            "[ff05::2]:80",
+        ] {
+            let addr: ListenAddr = bad.parse().unwrap();
+            let err = addr.resolve().unwrap_err().to_string();
+            assert!(
+                err.contains(bad) && err.contains("cannot accept connections"),
+                "{err}"
+            );
+        }
+        for good in [
+            "223.255.255.255:0",
+            "192.168.1.255:0",
+            "[fe00::1]:0",
+            "0.0.0.0:0",
+        ] {
+            assert!(
+                good.parse::<ListenAddr>().unwrap().resolve().is_ok(),
+                "{good}"
+            );
+        }
     }
 
     #[test]

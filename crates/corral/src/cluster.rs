@@ -481,6 +481,9 @@ impl Cluster {
             ));
         }
         self.check_limits()?;
+        program.check()?;
+        let name = self.name.clone().unwrap_or_else(|| program.display_name());
+        check_name(&name)?;
         if self.backoff.stable_after < self.backoff.min_uptime {
             return Err(Error::Config(format!(
                 "the stable run (--stable-after) must be at least {} s, as long as a \
@@ -522,7 +525,7 @@ impl Cluster {
             policy: self.policy,
             backlog: self.backlog as i32,
             grace: self.grace,
-            name: self.name.clone().unwrap_or_else(|| program.display_name()),
+            name,
             backoff: self.backoff,
             max_message_size: self.max_message_size,
             ready_timeout: self.ready_timeout,
@@ -563,22 +566,36 @@ impl Cluster {
 
     /// The configured variables, checked: none may be corral's own.
     fn worker_env(&self) -> Result<Vec<(OsString, OsString)>, Error> {
-        for (key, _) in &self.env {
-            let text = key.to_string_lossy();
-            if text.is_empty() || text.contains(['=', '\0']) {
-                return Err(Error::Config(format!(
-                    "{text:?} is not a valid environment variable name"
-                )));
-            }
-            if crate::protocol::env::is_reserved(&text) {
-                return Err(Error::Config(format!(
-                    "the environment variable {text} is corral's own: workers get it from \
-                     corral; use another name"
-                )));
-            }
+        for (key, value) in &self.env {
+            crate::protocol::env::check_variable(key, value)?;
         }
         Ok(self.env.clone())
     }
+
+    /// Checks every setting as [`Cluster::run`] and [`Cluster::run_command`]
+    /// would before starting (the program named by [`Cluster::command`],
+    /// if any): what `corral check` reports. Host and user names are
+    /// resolved, as at start.
+    pub fn check(&self) -> Result<(), Error> {
+        let program = self
+            .configured_command()
+            .unwrap_or_else(|| Program::CurrentExe {
+                path: std::path::PathBuf::new(),
+            });
+        self.settings(&program).map(drop)
+    }
+}
+
+/// Refuses a cluster name that would put control characters (a newline,
+/// an escape sequence) into every log line and file name that carries it.
+fn check_name(name: &str) -> Result<(), Error> {
+    if name.chars().any(char::is_control) {
+        return Err(Error::Config(format!(
+            "the cluster name (--name) {name:?} contains control characters: use letters, \
+             digits, '-' or '_'"
+        )));
+    }
+    Ok(())
 }
 
 /// One worker per CPU this process may run on.
@@ -653,5 +670,25 @@ mod tests {
             .watchdog(year)
             .max_message_size(crate::limits::MAX_MESSAGE_SIZE as usize);
         assert!(largest.settings(&program).is_ok());
+    }
+
+    #[test]
+    fn what_no_start_could_use_is_refused_by_check() {
+        let base = || Cluster::new().workers(1);
+        let refused = |cluster: Cluster| cluster.check().unwrap_err().to_string();
+        assert!(refused(base().env("APP", "a\0b")).contains("APP contains a NUL byte"));
+        assert!(refused(base().env("CORRAL_X", "1")).contains("corral's own"));
+        assert!(refused(base().command("s\0h", ["x"])).contains("NUL byte"));
+        assert!(refused(base().command("sh", ["-c", "a\0"])).contains("argument 2"));
+        assert!(refused(base().name("a\nb")).contains("--name"));
+        assert!(refused(base().name("a\u{1b}[2J")).contains("control characters"));
+        assert!(refused(base().listen("224.0.0.1:0")).contains("multicast"));
+        assert!(
+            base()
+                .command("sh", ["-c", "true"])
+                .name("api")
+                .check()
+                .is_ok()
+        );
     }
 }

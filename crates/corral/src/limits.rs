@@ -14,8 +14,11 @@ use crate::Error;
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// The smallest and largest `max_message_size` (`--max-message-size`), in
-/// bytes: a line must hold at least `{}` and a newline; 4 GiB at most.
-pub const MIN_MESSAGE_SIZE: u64 = 2;
+/// bytes: 4 GiB at most; at least a round 2 KiB, above the longest line
+/// corral's own protocol and Node's cluster protocol need (see
+/// [`check_message_size`]), so that every worker can say it is ready and
+/// every Node `listen()` can be answered.
+pub const MIN_MESSAGE_SIZE: u64 = 2048;
 pub const MAX_MESSAGE_SIZE: u64 = 1 << 32;
 
 /// The largest `max_requests` and its jitter (`--max-requests`,
@@ -39,7 +42,8 @@ pub fn check_message_size(bytes: u64) -> Result<(), Error> {
     if !(MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&bytes) {
         return Err(Error::Config(format!(
             "the largest message (--max-message-size) must be from {MIN_MESSAGE_SIZE} to \
-             {MAX_MESSAGE_SIZE} bytes (4 GiB), not {bytes}"
+             {MAX_MESSAGE_SIZE} bytes (4 GiB), not {bytes}: a smaller limit would drop the \
+             lines workers say they are ready with and Node's listen() requests"
         )));
     }
     Ok(())
@@ -70,8 +74,17 @@ mod tests {
         assert!(check_message_size(MAX_MESSAGE_SIZE).is_ok());
         assert!(check_message_size(MAX_MESSAGE_SIZE + 1).is_err());
         assert!(check_message_size(1).is_err());
+        assert!(check_message_size(MIN_MESSAGE_SIZE - 1).is_err());
+        assert!(check_message_size(MIN_MESSAGE_SIZE).is_ok());
         assert!(check_requests("--max-requests", MAX_REQUESTS).is_ok());
         assert!(check_requests("--max-requests", u64::MAX).is_err());
+    }
+
+    #[test]
+    fn the_smallest_message_size_holds_every_protocol_line() {
+        let needed = crate::protocol::message::longest_control_line()
+            .max(crate::protocol::node::longest_cluster_message());
+        assert!(needed as u64 <= MIN_MESSAGE_SIZE, "{needed}");
     }
 
     #[test]

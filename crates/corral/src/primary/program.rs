@@ -35,6 +35,7 @@ pub(crate) struct ResolvedProgram {
 
 impl Program {
     pub(crate) fn resolve(&self) -> Result<ResolvedProgram, Error> {
+        self.check()?;
         match self {
             Program::CurrentExe { path } => Ok(ResolvedProgram {
                 path: path.clone(),
@@ -47,6 +48,29 @@ impl Program {
                 Ok(ResolvedProgram { path, argv })
             }
         }
+    }
+
+    /// Refuses a command or argument with a NUL byte, which `execve`
+    /// cannot pass: every start would fail.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        let Program::Command { program, args, .. } = self else {
+            return Ok(());
+        };
+        let has_nul = |text: &OsString| text.as_encoded_bytes().contains(&0);
+        if has_nul(program) {
+            return Err(Error::Config(format!(
+                "the command {program:?} contains a NUL byte, which no program name can \
+                 hold: remove it"
+            )));
+        }
+        if let Some((at, arg)) = args.iter().enumerate().find(|(_, arg)| has_nul(arg)) {
+            return Err(Error::Config(format!(
+                "argument {} of the command, {arg:?}, contains a NUL byte, which no argument \
+                 can hold: remove it",
+                at + 1
+            )));
+        }
+        Ok(())
     }
 
     /// What a worker gets when the primary dies. Library workers drain on

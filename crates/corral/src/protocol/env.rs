@@ -3,9 +3,10 @@
 //! worker's side. Listening sockets follow systemd's socket-activation
 //! protocol so that any server supporting it runs unchanged.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
 use crate::protocol::lines::DEFAULT_MAX_LINE;
@@ -85,6 +86,33 @@ const NOT_INHERITED: &[&str] = &[
 /// configuration may not set for workers.
 pub fn is_reserved(key: &str) -> bool {
     key.starts_with("CORRAL_") || NOT_INHERITED.contains(&key)
+}
+
+/// Checks one variable a configuration sets for every worker
+/// (`--env NAME=VALUE`): a name an environment can carry and that is not
+/// corral's own, a value without NUL bytes (which no environment can
+/// carry: `execve` would refuse every start).
+pub fn check_variable(name: &OsStr, value: &OsStr) -> Result<(), Error> {
+    let text = name.to_string_lossy();
+    if text.is_empty() || text.contains(['=', '\0']) {
+        return Err(Error::Config(format!(
+            "{text:?} is not a valid environment variable name: write NAME=VALUE, as \
+             APP_ENV=production"
+        )));
+    }
+    if is_reserved(&text) {
+        return Err(Error::Config(format!(
+            "the environment variable {text} is corral's own: workers get it from corral; use \
+             another name"
+        )));
+    }
+    if value.as_bytes().contains(&0) {
+        return Err(Error::Config(format!(
+            "the value of the environment variable {text} contains a NUL byte, which no \
+             environment can carry: remove it"
+        )));
+    }
+    Ok(())
 }
 
 /// The worker environment contract: everything the primary tells a worker

@@ -193,10 +193,31 @@ pub(crate) fn encode_from(from: u32, message: Value) -> Vec<u8> {
     json_line(&serde_json::json!({ CONTROL_KEY: FromEnvelope { from, message } }))
 }
 
+/// The longest line of corral's own words a worker sends (its ready,
+/// heartbeat and served reports), newline included: the primary must read
+/// lines at least this long, or a worker could never say it is ready.
+#[cfg(test)]
+pub(crate) fn longest_control_line() -> usize {
+    [Control::Online, Control::Ready, Control::Heartbeat]
+        .into_iter()
+        .map(|control| encode_control(control).len())
+        .chain([encode_served(u64::MAX).len()])
+        .max()
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_longest_control_line_is_a_served_report() {
+        assert_eq!(
+            longest_control_line(),
+            "{\"corral\":{\"served\":18446744073709551615}}\n".len()
+        );
+    }
 
     fn without_newline(line: &[u8]) -> &[u8] {
         assert_eq!(line.last(), Some(&b'\n'), "every encoded line ends a line");

@@ -208,6 +208,25 @@ impl ServerQuery {
     }
 }
 
+/// The longest line a Node worker sends corral as its primary, newline
+/// included: a `queryServer` for a Unix socket whose path fills `sun_path`
+/// (107 bytes) with characters JSON escapes as `\u00XX`, every number at
+/// its widest, and the ticket keys an HTTPS server sends as a JSON Buffer
+/// (48 bytes). `listening` and `online` carry less. The primary must read
+/// lines this long, or a Node worker's `listen()` could never be answered.
+#[cfg(test)]
+pub(crate) fn longest_cluster_message() -> usize {
+    let path: String = std::iter::repeat_n('\u{1}', 107).collect();
+    let ticket_keys = serde_json::json!({"type": "Buffer", "data": vec![255; 48]});
+    let query = serde_json::json!({
+        "cmd": CLUSTER_CMD, "act": "queryServer", "index": u32::MAX,
+        "data": {"ticketKeys": ticket_keys}, "address": path, "port": i32::MIN,
+        "addressType": "udp6", "fd": i32::MIN, "flags": i32::MIN,
+        "backlog": i32::MIN, "exclusive": false, "seq": u64::MAX,
+    });
+    crate::protocol::lines::json_line(&query).len()
+}
+
 /// Whether `value` is one of Node's own messages, and which. `None`: a
 /// user message.
 pub fn classify(value: &Value) -> Option<Internal> {
