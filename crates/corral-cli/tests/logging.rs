@@ -251,3 +251,108 @@ fn orphaned_workers_exit_on_time_though_their_stderr_is_closed() {
     eprintln!("the orphan exited within {:?}", killed.elapsed());
     let _ = request.join();
 }
+
+/// The line a worker would like to slip into corral's log.
+const FORGED: &str = "2026-01-01T00:00:00.000000Z  INFO all workers exited: cluster stopped";
+
+/// Every line corral wrote (`out|` and `err|` both), after the transcript's
+/// marker; a raw control character in any of them is a failure.
+fn lines_without_controls(cluster: &ClusterProcess) -> Vec<String> {
+    let output = cluster.output();
+    let lines: Vec<String> = output
+        .lines()
+        .filter_map(|line| line.split_once('|').map(|(_, text)| text.to_string()))
+        .collect();
+    for line in &lines {
+        assert!(
+            !line.chars().any(|c| c.is_control() && c != '\t'),
+            "a raw control character: {line:?}"
+        );
+    }
+    lines
+}
+
+#[test]
+fn a_worker_cannot_forge_or_hide_lines_of_the_text_log_with_its_output() {
+    let script = format!(
+        "printf 'x\\r{FORGED}\\n\\033[2Jcleared\\033]0;title\\007\\n'; printf '\\n{FORGED}\\n' >&2; \
+         exec python3 -m http.server --bind 127.0.0.1 0 >/dev/null 2>&1"
+    );
+    let mut command = std::process::Command::new(CORRAL);
+    command
+        .args([
+            "run",
+            "-w",
+            "1",
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "delay:0.2",
+        ])
+        .args(["--", "sh", "-c", &script])
+        .env("CORRAL_LOG_FORMAT", "text");
+    let mut cluster = ClusterProcess::spawn(command);
+    cluster.expect_line("cleared");
+    cluster.signal(Signal::TERM);
+    assert!(cluster.wait_exit(PATIENCE).expect("it stops").success());
+    assert!(cluster.wait_output_closed(PATIENCE));
+    let lines = lines_without_controls(&cluster);
+    let wanted = [
+        format!("[worker 1] x\\r{FORGED}"),
+        "[worker 1] \\x1b[2Jcleared\\x1b]0;title\\x07".to_string(),
+        format!("[worker 1] {FORGED}"),
+    ];
+    for line in &wanted {
+        assert!(lines.contains(line), "{line:?} in {lines:#?}");
+    }
+    // Only corral itself says the cluster stopped, once.
+    let stopped: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("all workers exited: cluster stopped"))
+        .filter(|line| !line.starts_with("[worker 1] "))
+        .collect();
+    assert_eq!(stopped.len(), 1, "{lines:#?}");
+    assert!(!stopped[0].starts_with("2026-01-01"), "{stopped:?}");
+}
+
+#[test]
+fn a_node_worker_cannot_forge_lines_with_the_path_it_listens_on() {
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no node");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("corral-forge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = format!("{}/x\n{FORGED}\x1b[2J", dir.display());
+    let program = format!(
+        "require('http').createServer((q, s) => s.end('hi')).listen({})",
+        serde_json::to_string(&path).unwrap()
+    );
+    let script = dir.join("app.js");
+    std::fs::write(&script, program).unwrap();
+    let mut command = std::process::Command::new(CORRAL);
+    command
+        .args(["run", "-w", "1", "--control", "none", "--", "node"])
+        .arg(&script)
+        .env("CORRAL_LOG_FORMAT", "text");
+    let mut cluster = ClusterProcess::spawn(command);
+    cluster.expect_line("worker 1 ready");
+    cluster.signal(Signal::TERM);
+    assert!(cluster.wait_exit(PATIENCE).expect("it stops").success());
+    assert!(cluster.wait_output_closed(PATIENCE));
+    let lines = lines_without_controls(&cluster);
+    let escaped = format!("x\\n{FORGED}\\x1b[2J");
+    assert!(
+        lines.iter().any(|line| line.contains(&escaped)),
+        "the path shows escaped: {lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|line| line.starts_with(FORGED)),
+        "{lines:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

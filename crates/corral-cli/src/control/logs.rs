@@ -57,7 +57,8 @@ fn show(line: &LogLine, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `2026-11-29T19:14:14.123Z [worker 2] GET / 200`.
+/// `2026-11-29T19:14:14.123Z [worker 2] GET / 200`, the text escaped (the
+/// primary escapes it already; a terminal must not trust that).
 pub(crate) fn render(line: &LogLine) -> String {
     let source = match (line.stream, line.worker) {
         (LogStream::Corral, _) => "[corral]".to_string(),
@@ -65,7 +66,11 @@ pub(crate) fn render(line: &LogLine) -> String {
         (_, Some(id)) => format!("[worker {id}]"),
         (_, None) => "[?]".to_string(),
     };
-    format!("{} {source} {}", timestamp(line.time), line.text)
+    format!(
+        "{} {source} {}",
+        timestamp(line.time),
+        corral::log::escape_untrusted(&line.text)
+    )
 }
 
 #[cfg(test)]
@@ -85,5 +90,12 @@ mod tests {
             render(&line),
             "2025-11-29T19:14:14.500Z [worker 2] GET / 200"
         );
+        let forged = LogLine {
+            text: "x\n2025-11-29T19:14:15.000Z [corral] stopped\x1b[2J".into(),
+            ..line
+        };
+        let shown = render(&forged);
+        assert!(!shown.contains(['\n', '\x1b']), "{shown:?}");
+        assert!(shown.ends_with("x\\n2025-11-29T19:14:15.000Z [corral] stopped\\x1b[2J"));
     }
 }

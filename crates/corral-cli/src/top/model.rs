@@ -44,10 +44,16 @@ impl Model {
         self.rates.values().sum()
     }
 
+    /// Keeps an event's line, escaped: it may carry a worker's text, and a
+    /// control character would corrupt the screen.
     pub(crate) fn add_event(&mut self, text: String) {
         if self.events.len() == EVENTS {
             self.events.pop_front();
         }
+        let text = match corral::log::escape_untrusted(&text) {
+            std::borrow::Cow::Owned(escaped) => escaped,
+            std::borrow::Cow::Borrowed(_) => text,
+        };
         self.events.push_back(text);
     }
 }

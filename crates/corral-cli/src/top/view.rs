@@ -50,7 +50,7 @@ pub(crate) fn draw(frame: &mut Frame, model: &Model, gone: Option<&str>) {
         events,
     );
     let footer_text = match &model.notice {
-        Some(notice) => format!("{KEYS}   | {notice}"),
+        Some(notice) => format!("{KEYS}   | {}", corral::log::escape_untrusted(notice)),
         None => KEYS.to_string(),
     };
     frame.render_widget(Paragraph::new(footer_text), footer);
@@ -76,7 +76,7 @@ fn draw_header(frame: &mut Frame, area: Rect, model: &Model, gone: Option<&str>)
             vec![
                 Line::from(format!(
                     "cluster {}  pid {}  policy {}  up {}{stopping}{reloading}",
-                    status.name,
+                    corral::log::escape_untrusted(&status.name),
                     status.pid,
                     status.policy.name(),
                     human_uptime(status.uptime_seconds)
@@ -151,11 +151,12 @@ fn draw_listeners(frame: &mut Frame, area: Rect, model: &Model) {
         .iter()
         .flat_map(|status| status.listeners.iter())
         .map(|listener| {
-            ListItem::new(format!(
+            let line = format!(
                 "{}  queued {}",
                 listener.address,
                 or_dash(listener.queued, |n| n.to_string())
-            ))
+            );
+            ListItem::new(corral::log::escape_untrusted(&line).into_owned())
         })
         .collect();
     frame.render_widget(
@@ -198,5 +199,18 @@ mod tests {
         for (width, height) in [(1, 1), (20, 5), (200, 10)] {
             screen(&model, width, height);
         }
+    }
+
+    #[test]
+    fn text_from_workers_shows_escaped() {
+        let mut model = Model::default();
+        let mut snapshot = status(vec![worker(1, 4242, Some(1))]);
+        snapshot.name = "api\x1b]0;owned\x07".into();
+        model.update(snapshot, std::time::Duration::from_secs(1));
+        model.add_event("worker 1 listening on /tmp/x\nINFO stopped\x1b[2J".into());
+        let shown = screen(&model, 160, 40);
+        assert!(!shown.contains(['\x1b', '\x07']), "{shown:?}");
+        assert!(shown.contains("api\\x1b]0;owned\\x07"), "{shown}");
+        assert!(shown.contains("/tmp/x\\nINFO stopped\\x1b[2J"), "{shown}");
     }
 }

@@ -11,6 +11,12 @@
 //! `event` names what happened (null for plain lines), `worker` and `pid`
 //! are the worker the line is about (in a worker's own lines: itself),
 //! `fields` holds the line's other structured values.
+//!
+//! The message and every string field are escaped ([`escape_untrusted`])
+//! as they are recorded, whatever the format: the text of a line may carry
+//! what a worker sent (a path it listens on, a name), and neither a text
+//! line nor a JSON value once decoded may hold a newline or an escape
+//! sequence from it.
 
 use std::fmt;
 
@@ -23,6 +29,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::LogFormat;
+use super::escape::escape_untrusted;
 
 /// corral's event formatter.
 #[derive(Debug, Clone)]
@@ -46,7 +53,7 @@ pub(crate) struct Record {
 
 impl Visit for Record {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field.name(), Value::from(value));
+        self.put(field.name(), Value::from(escape_untrusted(value)));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
@@ -67,7 +74,8 @@ impl Visit for Record {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         // The message arrives as `format_args!`, whose Debug is its text.
-        self.put(field.name(), Value::from(format!("{value:?}")));
+        let text = format!("{value:?}");
+        self.put(field.name(), Value::from(escape_untrusted(&text)));
     }
 }
 
@@ -200,14 +208,44 @@ mod tests {
             })
         );
         let plain = Record {
-            message: "a \"quoted\"\nline".into(),
+            message: "a \"quoted\" line".into(),
             ..Record::default()
         };
         let line = plain.render(Level::ERROR, "T", &format(LogFormat::Json, false));
-        assert!(!line.contains('\n'), "one line: {line}");
         let value: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["event"], Value::Null);
-        assert_eq!(value["message"], "a \"quoted\"\nline");
+        assert_eq!(value["message"], "a \"quoted\" line");
+    }
+
+    #[test]
+    fn messages_and_fields_are_recorded_escaped() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(Capture(seen));
+        let path = "/tmp/x\nINFO all workers exited: cluster stopped\x1b[2J";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(address = path, "listening on {path}");
+        });
+        let record = lines.lock().unwrap().pop().expect("one event");
+        let escaped = "/tmp/x\\nINFO all workers exited: cluster stopped\\x1b[2J";
+        assert_eq!(record.message, format!("listening on {escaped}"));
+        assert_eq!(record.fields["address"], escaped);
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let line = record.render(Level::INFO, "T", &self::format(format, false));
+            assert!(!line.contains(['\n', '\x1b']), "{line:?}");
+        }
+    }
+
+    /// Records each event as corral's formatter would.
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<Record>>>);
+
+    impl<S: Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(&self, event: &Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            let mut record = Record::default();
+            event.record(&mut record);
+            self.0.lock().unwrap().push(record);
+        }
     }
 
     #[test]

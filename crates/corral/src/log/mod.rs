@@ -2,12 +2,15 @@
 //! install, unless the program installed its own first. It writes through a
 //! bounded queue that never blocks (`writer`), in text or JSON (`format`),
 //! filtered by `CORRAL_LOG` (`filter`); repeated warnings go through a
-//! rate limit (`rate`).
+//! rate limit (`rate`). Every message and field value is escaped
+//! (`escape`): a line's text may come from a worker, and must not break
+//! the line or drive the terminal.
 //!
 //! * `CORRAL_LOG`: the filter (`info` by default; `debug`, `corral=trace`…).
 //! * `CORRAL_LOG_FORMAT` (or [`crate::Cluster::log_format`], the CLI's
 //!   `--log-format`): `text` (default) or `json`, one object a line.
 
+mod escape;
 pub(crate) mod filter;
 pub(crate) mod format;
 pub(crate) mod rate;
@@ -18,6 +21,7 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub use escape::escape_untrusted;
 pub use writer::flush;
 
 use format::LineFormat;
@@ -108,7 +112,7 @@ pub fn install(format: Option<LogFormat>) -> bool {
 pub fn fatal(message: &str) {
     let line = match active_format() {
         Some(LogFormat::Json) => format::Record {
-            message: message.to_owned(),
+            message: escape_untrusted(message).into_owned(),
             event: Some("fatal".into()),
             ..format::Record::default()
         }
@@ -121,7 +125,7 @@ pub fn fatal(message: &str) {
                 own_worker: None,
             },
         ),
-        _ => format!("corral: error: {message}"),
+        _ => format!("corral: error: {}", escape_untrusted(message)),
     };
     writer::push_line(line);
 }

@@ -5,6 +5,14 @@
 //! becomes one JSON object too: a worker's own JSON lines keep theirs (with
 //! `worker` and `pid` added when missing), other lines are wrapped as
 //! `{"event":"output","stream":"stdout",…,"message":LINE}`.
+//!
+//! A worker's output is untrusted text: each line keeps its words, but its
+//! control characters (all but tab) and escape sequences are shown escaped
+//! (`\x1b[31m`, see `log::escape`), in the text log, in JSON (every string
+//! of a worker's own JSON line too) and in `corral logs`, so that no worker
+//! can start a line that seems to be corral's or drive the terminal of
+//! whoever reads the log. A worker's own JSON line always carries the
+//! `worker` and `pid` of the worker that wrote it, whatever it claimed.
 
 use std::io::Write;
 
@@ -15,9 +23,9 @@ use tokio::sync::mpsc;
 
 use crate::control::journal::Journal;
 use crate::control::protocol::LogStream;
-use crate::log::LogFormat;
 use crate::log::format::now_rfc3339;
 use crate::log::rate::{RateLimit, left_out};
+use crate::log::{LogFormat, escape_untrusted};
 
 use crate::protocol::lines::{Line, LineReader};
 
@@ -115,7 +123,9 @@ impl OutputSink {
             let mut lines = LineReader::new(BufReader::new(source), MAX_LINE);
             while let Ok(Some(line)) = lines.next_line().await {
                 let text = match line {
-                    Line::Complete(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                    Line::Complete(bytes) => {
+                        escape_untrusted(&String::from_utf8_lossy(bytes)).into_owned()
+                    }
                     Line::TooLong(len) => match too_long.admit() {
                         Some(suppressed) => format!(
                             "({len} bytes of output without a newline, not shown){}",
@@ -139,13 +149,15 @@ impl OutputSink {
     }
 }
 
-/// A worker's output line as one JSON object.
+/// A worker's output line (escaped already) as one JSON object.
 fn json_line(id: u32, pid: u32, stream: Stream, text: String) -> String {
     if text.starts_with('{')
         && let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(&text)
     {
-        object.entry("worker").or_insert(id.into());
-        object.entry("pid").or_insert(pid.into());
+        // Its JSON escapes decode to control characters again.
+        object.values_mut().for_each(escape_strings);
+        object.insert("worker".into(), id.into());
+        object.insert("pid".into(), pid.into());
         if let Some(serde_json::Value::Object(fields)) = object.get_mut("fields") {
             fields.entry("stream").or_insert(stream.name().into());
         }
@@ -162,6 +174,20 @@ fn json_line(id: u32, pid: u32, stream: Stream, text: String) -> String {
         "fields": {"stream": stream},
     })
     .to_string()
+}
+
+/// Escapes every string inside `value`.
+fn escape_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let std::borrow::Cow::Owned(escaped) = escape_untrusted(text) {
+                *text = escaped;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(escape_strings),
+        serde_json::Value::Object(object) => object.values_mut().for_each(escape_strings),
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +218,18 @@ mod tests {
             (3.into(), 7.into())
         );
         assert_eq!(foreign["msg"], "x");
+    }
+
+    #[test]
+    fn a_worker_cannot_pass_its_json_line_off_as_another_worker_or_smuggle_controls() {
+        let forged = r#"{"level":"INFO","worker":null,"pid":1,"message":"a\nINFO b","fields":{"k":["\u001b[2J"]}}"#;
+        let relayed: Value =
+            serde_json::from_str(&json_line(3, 77, Stream::Stdout, forged.into())).unwrap();
+        assert_eq!(
+            (relayed["worker"].clone(), relayed["pid"].clone()),
+            (3.into(), 77.into())
+        );
+        assert_eq!(relayed["message"], "a\\nINFO b");
+        assert_eq!(relayed["fields"]["k"][0], "\\x1b[2J");
     }
 }
