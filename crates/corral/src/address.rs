@@ -50,6 +50,11 @@ impl ListenAddr {
 /// Why no stream socket can listen on `ip`, if none can: a multicast or
 /// broadcast address binds but never accepts a connection.
 fn not_listenable(ip: IpAddr) -> Option<&'static str> {
+    // `[::ffff:224.0.0.1]` is the IPv4 address it maps.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
     match ip {
         IpAddr::V4(v4) if v4.is_multicast() => Some(
             "a multicast address (224.0.0.0/4) cannot accept connections: listen on a unicast \
@@ -186,6 +191,7 @@ mod tests {
             "255.255.255.255:0",
             "[ff02::1]:0",
             "[ff05::2]:80",
+            "[::ffff:224.0.0.1]:0",
         ] {
             let addr: ListenAddr = bad.parse().unwrap();
             let err = addr.resolve().unwrap_err().to_string();
