@@ -241,7 +241,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub grace: Duration,
 
-    /// Name of the cluster in logs [default: the command's file name, or "demo"]
+    /// Name of the cluster in logs, without control characters [default:
+    /// the command's file name, or "demo"]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
@@ -278,8 +279,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = OnMessage::Log)]
     pub on_message: OnMessage,
 
-    /// Largest message accepted on a worker's channel, in bytes; longer
-    /// lines are dropped and logged against the worker
+    /// Largest message accepted on a worker's channel, in bytes (2048 at
+    /// least: the protocols' own lines must fit); longer lines are dropped
+    /// and logged against the worker
     #[arg(long, value_name = "BYTES", default_value_t = corral::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(corral::limits::MIN_MESSAGE_SIZE..=corral::limits::MAX_MESSAGE_SIZE))]
     pub max_message_size: u64,
 
