@@ -112,30 +112,11 @@ impl Supervisor {
             return BeforeReload::Reading;
         }
         reread.reading = true;
-        let function = reread.function.clone();
-        let program = self.launcher.program.clone();
-        let (sender, receiver) = oneshot::channel();
-        let started = std::thread::Builder::new()
-            .name("corral-config".into())
-            .spawn(move || {
-                let _ = sender.send(read_with(&function, &program));
-            });
+        let read = read_off_the_loop(reread.function.clone(), self.launcher.program.clone());
         let notices = self.launcher.notices.clone();
         tokio::spawn(async move {
-            let outcome = match started {
-                Err(err) => Err(format!("cannot start reading it: {err}")),
-                Ok(_) => match tokio::time::timeout(READ_TIMEOUT, receiver).await {
-                    Ok(Ok(outcome)) => outcome,
-                    Ok(Err(_)) => Err("reading it failed (the reader panicked)".into()),
-                    Err(_) => Err(format!(
-                        "reading it took longer than {} s",
-                        READ_TIMEOUT.as_secs()
-                    )),
-                },
-            };
-            let _ = notices
-                .send(Notice::ConfigurationRead(ConfigurationRead(outcome)))
-                .await;
+            let read = ConfigurationRead(read.await);
+            let _ = notices.send(Notice::ConfigurationRead(read)).await;
         });
         BeforeReload::Reading
     }
@@ -218,6 +199,34 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+}
+
+/// Runs the user's function on a thread of its own; its outcome, or why
+/// there is none within [`READ_TIMEOUT`]. A read that hangs keeps its
+/// thread, not the loop.
+fn read_off_the_loop(
+    function: Arc<Mutex<RereadFn>>,
+    running: Program,
+) -> impl Future<Output = Result<(Box<Settings>, Option<Program>), String>> {
+    let (sender, receiver) = oneshot::channel();
+    let started = std::thread::Builder::new()
+        .name("corral-config".into())
+        .spawn(move || {
+            let _ = sender.send(read_with(&function, &running));
+        });
+    async move {
+        if let Err(err) = started {
+            return Err(format!("cannot start reading it: {err}"));
+        }
+        match tokio::time::timeout(READ_TIMEOUT, receiver).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err("reading it failed (the reader panicked)".into()),
+            Err(_) => Err(format!(
+                "reading it took longer than {} s",
+                READ_TIMEOUT.as_secs()
+            )),
+        }
     }
 }
 
