@@ -4,8 +4,15 @@
 //! what must be acknowledged (`exitedAfterDisconnect`, handles user code
 //! sends), and logs what it does not understand against the worker, never
 //! stopping anything else.
+//!
+//! What one worker can make the primary hold is bounded: the servers it
+//! asks for ([`MAX_SERVERS_PER_WORKER`]), the `data` kept for each
+//! ([`MAX_SERVER_DATA_BYTES`]); a query over a limit gets Node's error
+//! (`EMFILE`, `ENOBUFS`), and a worker that keeps asking past the limits
+//! ([`MAX_REFUSALS_OVER_LIMITS`]) is cut off. Every line a worker's query
+//! can cause is rate-limited.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -13,17 +20,33 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::NodeCluster;
-use super::binds::{Served, ServerId};
+use super::binds::{BindFailure, Served, ServerId};
 use super::dispatch::Dispatcher;
 use super::link::Link;
 use crate::log::rate::{RateLimit, left_out};
 use crate::primary::notice::Notice;
 use crate::protocol::message::Control;
-use crate::protocol::node::{self, Act, ClusterMessage, Internal, ServerQuery};
+use crate::protocol::node::{self, Act, ClusterMessage, Endpoint, Internal, ServerQuery};
+
+/// Distinct servers (address and Node's `index`) one worker may be served:
+/// each can hold a socket in the primary for the cluster's life.
+pub(crate) const MAX_SERVERS_PER_WORKER: usize = 32;
+/// The most bytes of a query's `data` (as JSON) kept and echoed for a
+/// server. Node sends TLS ticket keys there: about 200 bytes.
+pub(crate) const MAX_SERVER_DATA_BYTES: usize = 4096;
+/// The longest server key (Node's `address:port:type:fd:index`) answered:
+/// a longer one names no address anything could bind.
+const MAX_KEY_BYTES: usize = 1024;
+/// Queries refused by a limit after which the worker is cut off: it gets
+/// no more connections and every query of its is refused unread.
+pub(crate) const MAX_REFUSALS_OVER_LIMITS: u32 = 16;
 
 pub(crate) struct Session {
     cluster: Arc<NodeCluster>,
     link: Arc<Link>,
+    /// The worker's process, whose working directory relative socket paths
+    /// are in.
+    pid: u32,
     /// The worker's copies of the sockets bound up front (`LISTEN_FDS`).
     listeners: Vec<OwnedFd>,
     notices: mpsc::Sender<Notice>,
@@ -33,6 +56,12 @@ pub(crate) struct Session {
     /// This worker's warnings about its bad messages (a flood costs a few
     /// lines and a count).
     warnings: RateLimit,
+    /// Every server it was served.
+    served: HashSet<ServerId>,
+    /// Its queries refused by a limit.
+    refusals_over_limits: u32,
+    /// It flooded past the limits: nothing more is served to it.
+    cut_off: bool,
 }
 
 /// What the reader does with a user message after the session saw it.
@@ -49,17 +78,22 @@ impl Session {
     pub(crate) fn new(
         cluster: Arc<NodeCluster>,
         link: Arc<Link>,
+        pid: u32,
         listeners: Vec<OwnedFd>,
         notices: mpsc::Sender<Notice>,
     ) -> Self {
         Session {
             cluster,
             link,
+            pid,
             listeners,
             notices,
             servers: HashMap::new(),
             said_ready: false,
             warnings: RateLimit::warnings(),
+            served: HashSet::new(),
+            refusals_over_limits: 0,
+            cut_off: false,
         }
     }
 
@@ -74,11 +108,14 @@ impl Session {
             Internal::Handle { message } => {
                 // Node waits for this receipt before it sends anything more.
                 let _ = self.link.outbox().push_control(node::handle_ack().line);
-                tracing::info!(
-                    "worker {}: sent a handle with a message; corral does not keep handles (it \
-                     is closed) and delivers the message",
-                    self.id()
-                );
+                if let Some(suppressed) = self.warnings.admit() {
+                    tracing::info!(
+                        "worker {}: sent a handle with a message; corral does not keep handles \
+                         (it is closed) and delivers the message{}",
+                        self.id(),
+                        left_out(suppressed)
+                    );
+                }
                 return AfterInternal::Deliver(message);
             }
             Internal::Cluster(message) => return self.on_cluster(message).await,
@@ -138,51 +175,170 @@ impl Session {
 
     fn query_server(&mut self, seq: u64, query: &ServerQuery) {
         let key = query.key();
-        let endpoint = match query.endpoint() {
-            Ok(endpoint) => endpoint,
-            Err(err) => {
-                self.warn(format_args!("cannot serve its listen(): {err}"));
-                let reply = |ours| node::reply_error(ours, seq, &key, &query.data, -libc::EINVAL);
-                let _ = self.link.send(reply, None);
-                return;
-            }
+        let data = match serde_json::to_vec(&query.data) {
+            Ok(json) if json.len() <= MAX_SERVER_DATA_BYTES => query.data.clone(),
+            _ => Value::Null,
         };
-        let server = ServerId {
-            endpoint,
-            index: query.index.unwrap_or(0),
+        let answer = match self.check(query, &key, &data) {
+            Ok(server) => self.serve(&server, &data),
+            Err(failure) => Err(failure),
         };
-        let (served, data) = {
-            let mut binds = self.cluster.binds();
-            let data = binds.shared_data(&server, &query.data);
-            (binds.serve(self.id(), &server, &self.listeners), data)
-        };
-        let sent = match served {
-            Ok(Served::Socket { fd, kind }) => {
-                let reply = |ours| node::reply_with_socket(ours, seq, &key, &data, kind);
-                self.link.send(reply, Some(Arc::new(fd)))
-            }
-            Ok(Served::Connections {
-                dispatcher,
-                sockname,
-            }) => {
-                let sockname = sockname.map(node::sockname);
-                let reply = |ours| node::reply_round_robin(ours, seq, &key, &data, sockname);
-                let sent = self.link.send(reply, None);
-                dispatcher.join(self.link.clone(), key.clone());
-                self.servers.insert(key, dispatcher);
-                sent
-            }
+        let sent = match answer {
+            Ok(reply) => self.reply(seq, &key, reply),
             Err(failure) => {
-                // Node's own primary logs nothing; corral says what failed.
-                tracing::error!("worker {}: listen() failed: {}", self.id(), failure.reason);
-                let reply = |ours| node::reply_error(ours, seq, &key, &data, failure.errno);
+                self.log_refusal(&failure);
+                // A key that long names nothing: not echoed.
+                let key = if key.len() > MAX_KEY_BYTES { "" } else { &key };
+                let reply = |ours| node::reply_error(ours, seq, key, &data, failure.errno);
                 self.link.send(reply, None)
             }
         };
         if let Err(refused) = sent {
-            tracing::warn!(
-                "worker {}: cannot answer its listen(): {refused:?}",
+            self.warn(format_args!(
+                "cannot answer its listen() of {}: {refused:?}",
+                short(&key)
+            ));
+        }
+    }
+
+    /// The server a query asks for, if the worker may ask for it.
+    fn check(
+        &mut self,
+        query: &ServerQuery,
+        key: &str,
+        data: &Value,
+    ) -> Result<ServerId, BindFailure> {
+        if self.cut_off {
+            return Err(BindFailure::refused(libc::EMFILE, String::new()));
+        }
+        let server = ServerId {
+            endpoint: self.endpoint(query)?,
+            index: query.index.unwrap_or(0),
+        };
+        if self.served.contains(&server) {
+            return Ok(server);
+        }
+        let over_limit = if data.is_null() && !query.data.is_null() {
+            Some(BindFailure::refused(
+                libc::ENOBUFS,
+                format!(
+                    "its listen() of {} came with more than {MAX_SERVER_DATA_BYTES} bytes of \
+                     data (Node sends TLS ticket keys there, about 200 bytes): refused",
+                    short(key)
+                ),
+            ))
+        } else if key.len() > MAX_KEY_BYTES {
+            Some(BindFailure::refused(
+                libc::EINVAL,
+                format!(
+                    "its listen() names an address of {} bytes: refused",
+                    key.len()
+                ),
+            ))
+        } else if self.served.len() >= MAX_SERVERS_PER_WORKER {
+            Some(BindFailure::refused(
+                libc::EMFILE,
+                format!(
+                    "its listen() of {} would be its server number {} (the most a worker is \
+                     served is {MAX_SERVERS_PER_WORKER}): refused",
+                    short(key),
+                    self.served.len() + 1
+                ),
+            ))
+        } else {
+            None
+        };
+        match over_limit {
+            Some(failure) => Err(self.count_over_limit(failure)),
+            None => Ok(server),
+        }
+    }
+
+    /// A refusal by a limit; past [`MAX_REFUSALS_OVER_LIMITS`] the worker
+    /// is cut off.
+    fn count_over_limit(&mut self, failure: BindFailure) -> BindFailure {
+        self.refusals_over_limits += 1;
+        if self.refusals_over_limits >= MAX_REFUSALS_OVER_LIMITS {
+            self.cut_off = true;
+            self.leave_servers();
+            tracing::error!(
+                "worker {} misbehaves on its Node channel ({MAX_REFUSALS_OVER_LIMITS} listen() \
+                 calls over the limits): it gets no more connections and its listen() calls \
+                 are refused until it exits",
                 self.id()
+            );
+        }
+        failure
+    }
+
+    /// What `query` asks to listen on; a relative Unix socket path is in
+    /// the worker's working directory (where its own `listen()` would
+    /// have bound it), not the primary's.
+    fn endpoint(&self, query: &ServerQuery) -> Result<Endpoint, BindFailure> {
+        let endpoint = query.endpoint().map_err(|err| {
+            BindFailure::refused(libc::EINVAL, format!("cannot serve its listen(): {err}"))
+        })?;
+        match endpoint {
+            Endpoint::Unix(path) if path.is_relative() => {
+                let cwd = std::fs::read_link(format!("/proc/{}/cwd", self.pid)).map_err(|err| {
+                    BindFailure::io(
+                        format!("cannot find the working directory of {}", path.display()),
+                        &err,
+                    )
+                })?;
+                Ok(Endpoint::Unix(cwd.join(path)))
+            }
+            endpoint => Ok(endpoint),
+        }
+    }
+
+    fn serve(&mut self, server: &ServerId, data: &Value) -> Result<(Served, Value), BindFailure> {
+        let served = self
+            .cluster
+            .binds()
+            .serve(self.id(), server, data, &self.listeners)?;
+        self.served.insert(server.clone());
+        Ok(served)
+    }
+
+    fn reply(
+        &mut self,
+        seq: u64,
+        key: &str,
+        (served, data): (Served, Value),
+    ) -> Result<(), crate::primary::outbox::Refused> {
+        match served {
+            Served::Socket { fd, kind } => {
+                let reply = |ours| node::reply_with_socket(ours, seq, key, &data, kind);
+                self.link.send(reply, Some(Arc::new(fd)))
+            }
+            Served::Connections {
+                dispatcher,
+                sockname,
+            } => {
+                let sockname = sockname.map(node::sockname);
+                let reply = |ours| node::reply_round_robin(ours, seq, key, &data, sockname);
+                let sent = self.link.send(reply, None);
+                dispatcher.join(self.link.clone(), key.to_string());
+                self.servers.insert(key.to_string(), dispatcher);
+                sent
+            }
+        }
+    }
+
+    /// Says why a `listen()` was refused, within the cluster's rate limit
+    /// (a cut-off worker's refusals are not said again).
+    fn log_refusal(&self, failure: &BindFailure) {
+        if failure.reason.is_empty() {
+            return;
+        }
+        if let Some(suppressed) = self.cluster.refusals.admit() {
+            // Node's own primary logs nothing; corral says what failed.
+            tracing::error!(
+                "worker {}: listen() failed: {}{}",
+                self.id(),
+                failure.reason,
+                left_out(suppressed)
             );
         }
     }
@@ -206,7 +362,7 @@ impl Session {
         }
     }
 
-    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
+    fn warn(&self, what: std::fmt::Arguments<'_>) {
         if let Some(suppressed) = self.warnings.admit() {
             tracing::warn!("worker {}: {what}{}", self.id(), left_out(suppressed));
         }
@@ -220,4 +376,13 @@ impl Drop for Session {
         self.leave_servers();
         self.cluster.worker_gone(&self.link);
     }
+}
+
+/// The start of a worker's key, for a log line.
+fn short(key: &str) -> &str {
+    let end = (0..=key.len().min(120))
+        .rev()
+        .find(|&end| key.is_char_boundary(end))
+        .unwrap_or(0);
+    &key[..end]
 }
