@@ -98,6 +98,13 @@ fn a_worker_gets_no_privileged_port_nor_path_and_cannot_steer_the_cleanup() {
     }
     std::os::unix::fs::symlink(&real, &link).unwrap();
     std::os::unix::fs::chown(&link, Some(NOBODY), Some(NOBODY)).ok();
+    // Left by a run of an older corral, which bound them.
+    for leftover in [
+        "/etc/corral-binds-test.sock",
+        "/root/corral-binds-test.sock",
+    ] {
+        let _ = std::fs::remove_file(leftover);
+    }
     let root_only = scratch("root-only", 0, 0o700);
     std::fs::write(root_only.join("victim.txt"), "root's").unwrap();
     let path = |p: &Path| p.display().to_string();

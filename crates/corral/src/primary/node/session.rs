@@ -175,14 +175,16 @@ impl Session {
 
     fn query_server(&mut self, seq: u64, query: &ServerQuery) {
         let key = query.key();
-        let data = match serde_json::to_vec(&query.data) {
-            Ok(json) if json.len() <= MAX_SERVER_DATA_BYTES => query.data.clone(),
-            _ => Value::Null,
+        // Too much data is neither kept nor echoed.
+        let data_fits = data_fits(&query.data);
+        let data = if data_fits {
+            query.data.clone()
+        } else {
+            Value::Null
         };
-        let answer = match self.check(query, &key, &data) {
-            Ok(server) => self.serve(&server, &data),
-            Err(failure) => Err(failure),
-        };
+        let answer = self
+            .check(query, &key, data_fits)
+            .and_then(|server| self.serve(&server, &data));
         let sent = match answer {
             Ok(reply) => self.reply(seq, &key, reply),
             Err(failure) => {
@@ -206,7 +208,7 @@ impl Session {
         &mut self,
         query: &ServerQuery,
         key: &str,
-        data: &Value,
+        data_fits: bool,
     ) -> Result<ServerId, BindFailure> {
         if self.cut_off {
             return Err(BindFailure::refused(libc::EMFILE, String::new()));
@@ -218,37 +220,7 @@ impl Session {
         if self.served.contains(&server) {
             return Ok(server);
         }
-        let over_limit = if data.is_null() && !query.data.is_null() {
-            Some(BindFailure::refused(
-                libc::ENOBUFS,
-                format!(
-                    "its listen() of {} came with more than {MAX_SERVER_DATA_BYTES} bytes of \
-                     data (Node sends TLS ticket keys there, about 200 bytes): refused",
-                    short(key)
-                ),
-            ))
-        } else if key.len() > MAX_KEY_BYTES {
-            Some(BindFailure::refused(
-                libc::EINVAL,
-                format!(
-                    "its listen() names an address of {} bytes: refused",
-                    key.len()
-                ),
-            ))
-        } else if self.served.len() >= MAX_SERVERS_PER_WORKER {
-            Some(BindFailure::refused(
-                libc::EMFILE,
-                format!(
-                    "its listen() of {} would be its server number {} (the most a worker is \
-                     served is {MAX_SERVERS_PER_WORKER}): refused",
-                    short(key),
-                    self.served.len() + 1
-                ),
-            ))
-        } else {
-            None
-        };
-        match over_limit {
+        match over_limit(key, data_fits, self.served.len()) {
             Some(failure) => Err(self.count_over_limit(failure)),
             None => Ok(server),
         }
@@ -378,6 +350,47 @@ impl Drop for Session {
     }
 }
 
+/// Whether a query's `data` is small enough to keep and echo.
+fn data_fits(data: &Value) -> bool {
+    serde_json::to_vec(data).is_ok_and(|json| json.len() <= MAX_SERVER_DATA_BYTES)
+}
+
+/// The limit a query for a server new to the worker goes over, if any: its
+/// `data` does not fit, its key is too long, or the worker was already
+/// served `served` servers.
+fn over_limit(key: &str, data_fits: bool, served: usize) -> Option<BindFailure> {
+    if !data_fits {
+        return Some(BindFailure::refused(
+            libc::ENOBUFS,
+            format!(
+                "its listen() of {} came with more than {MAX_SERVER_DATA_BYTES} bytes of data \
+                 (Node sends TLS ticket keys there, about 200 bytes): refused",
+                short(key)
+            ),
+        ));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Some(BindFailure::refused(
+            libc::EINVAL,
+            format!(
+                "its listen() names an address of {} bytes: refused",
+                key.len()
+            ),
+        ));
+    }
+    (served >= MAX_SERVERS_PER_WORKER).then(|| {
+        BindFailure::refused(
+            libc::EMFILE,
+            format!(
+                "its listen() of {} would be its server number {} (the most a worker is served \
+                 is {MAX_SERVERS_PER_WORKER}): refused",
+                short(key),
+                served + 1
+            ),
+        )
+    })
+}
+
 /// The start of a worker's key, for a log line.
 fn short(key: &str) -> &str {
     let end = (0..=key.len().min(120))
@@ -385,4 +398,38 @@ fn short(key: &str) -> &str {
         .find(|&end| key.is_char_boundary(end))
         .unwrap_or(0);
     &key[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_over_a_limit_get_node_errors() {
+        assert!(over_limit("null:8000:4:undefined:0", true, 0).is_none());
+        assert!(over_limit("k", true, MAX_SERVERS_PER_WORKER - 1).is_none());
+        let full = over_limit("k", true, MAX_SERVERS_PER_WORKER).unwrap();
+        assert_eq!(full.errno, -libc::EMFILE);
+        assert!(full.reason.contains("server number 33"), "{}", full.reason);
+        assert_eq!(over_limit("k", false, 0).unwrap().errno, -libc::ENOBUFS);
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert_eq!(over_limit(&long, true, 0).unwrap().errno, -libc::EINVAL);
+    }
+
+    #[test]
+    fn ticket_keys_fit_and_megabytes_do_not() {
+        let ticket_keys =
+            serde_json::json!({"ticketKeys": {"type": "Buffer", "data": vec![255; 48]}});
+        assert!(data_fits(&ticket_keys) && data_fits(&Value::Null));
+        assert!(!data_fits(&Value::String(
+            "x".repeat(MAX_SERVER_DATA_BYTES)
+        )));
+    }
+
+    #[test]
+    fn a_long_key_is_cut_on_a_character_boundary() {
+        assert_eq!(short("abc"), "abc");
+        let long = "é".repeat(100);
+        assert!(short(&long).len() <= 120 && long.starts_with(short(&long)));
+    }
 }
