@@ -62,6 +62,8 @@ pub(crate) struct Session {
     refusals_over_limits: u32,
     /// It flooded past the limits: nothing more is served to it.
     cut_off: bool,
+    /// It said `exitedAfterDisconnect`.
+    disconnected_itself: bool,
 }
 
 /// What the reader does with a user message after the session saw it.
@@ -94,6 +96,7 @@ impl Session {
             served: HashSet::new(),
             refusals_over_limits: 0,
             cut_off: false,
+            disconnected_itself: false,
         }
     }
 
@@ -151,10 +154,15 @@ impl Session {
                 }
             }
             Act::ExitedAfterDisconnect => {
-                tracing::info!("worker {} disconnects itself", self.id());
                 if let Some(seq) = seq {
                     let _ = self.link.send(|ours| node::ack(ours, seq), None);
                 }
+                // A worker disconnects itself once: a repeat is only
+                // acknowledged (it waits for that), not logged again.
+                if std::mem::replace(&mut self.disconnected_itself, true) {
+                    return AfterInternal::Done;
+                }
+                tracing::info!("worker {} disconnects itself", self.id());
                 if self
                     .notices
                     .send(Notice::Leaving(self.link.worker))
