@@ -194,6 +194,47 @@ fn the_operator_allows_ports_and_a_directory() {
     std::fs::remove_dir_all(&allowed).unwrap();
 }
 
+#[test]
+fn a_primary_with_a_capability_its_workers_lack_refuses_privileged_ports() {
+    if !root_and_node() {
+        return;
+    }
+    let setcap = Command::new("setcap").arg("-v").output();
+    if setcap.is_err() {
+        eprintln!("skipped: setcap (libcap2-bin) is not installed");
+        return;
+    }
+    // A copy of corral that binds low ports by a file capability, run as
+    // nobody: the `node` it starts does not inherit the capability.
+    let dir = scratch("setcap", 0, 0o755);
+    let copy = dir.join("corral");
+    std::fs::copy(CORRAL, &copy).unwrap();
+    let status = Command::new("setcap")
+        .arg("cap_net_bind_service=ep")
+        .arg(&copy)
+        .status()
+        .unwrap();
+    if !status.success() {
+        eprintln!("skipped: this filesystem takes no file capabilities");
+        return;
+    }
+    let port = free_port();
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(&copy)
+        .args(["run", "-w", "1", "--grace", "2", "--control", "none", "--"])
+        .arg("node")
+        .arg(format!("{FIXTURES}/hostile_binds.js"))
+        .env("ATTEMPTS", json!([["listen", "p22", 22]]).to_string())
+        .env("PORT", port.to_string());
+    let mut cluster = ClusterProcess::spawn(command);
+    cluster.expect_line("RESULT serving ok");
+    assert_eq!(result(&cluster, "p22"), "EACCES");
+    cluster.stop_gracefully(PATIENCE);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn open_descriptors(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|entries| entries.count())
