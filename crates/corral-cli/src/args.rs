@@ -320,6 +320,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
 
+    /// Let Node workers have the primary bind, on their listen(), what
+    /// they lack the privilege to bind themselves (with --user): a port
+    /// (80), a range (1000-1023) or a directory (/run/app) where the
+    /// primary binds their Unix sockets (comma-separated or repeatable)
+    /// [default: none: such a listen() fails with EACCES, as without corral]
+    #[arg(long, value_name = "PORT|LOW-HIGH|DIR", value_delimiter = ',')]
+    pub allow_worker_binds: Vec<String>,
+
     /// Serve Prometheus metrics and health checks over HTTP on ADDR
     /// (/metrics, /healthz, /readyz[?all]); keep it on loopback or a
     /// private network [default: off]

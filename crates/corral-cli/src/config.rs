@@ -344,6 +344,7 @@ pub fn describe(run: &RunArgs) -> Vec<(&'static str, String)> {
         ),
         ("backlog", run.backlog.to_string()),
         ("user", optional(run.user.clone())),
+        ("allow-worker-binds", run.allow_worker_binds.join(",")),
         ("control", optional(run.control.clone())),
         ("metrics", optional(run.metrics.clone())),
         ("env", run.env.join(" ")),

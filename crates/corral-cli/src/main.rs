@@ -153,6 +153,9 @@ fn build_cluster(run: &RunArgs) -> corral::Cluster {
     if let Some(user) = &run.user {
         cluster = cluster.user(user);
     }
+    for entry in &run.allow_worker_binds {
+        cluster = cluster.allow_worker_binds(entry);
+    }
     if let Some(control) = &run.control {
         cluster = cluster.control(corral::ControlSocket::from_arg(control));
     }

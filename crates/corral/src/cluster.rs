@@ -67,6 +67,7 @@ pub struct Cluster {
     max_requests: Option<(u64, u64)>,
     max_surge: usize,
     user: Option<String>,
+    allow_worker_binds: Vec<String>,
     env: Vec<(OsString, OsString)>,
     command: Option<(OsString, Vec<OsString>)>,
     reread: Option<Reread>,
@@ -107,6 +108,7 @@ impl Cluster {
             max_requests: None,
             max_surge: 1,
             user: None,
+            allow_worker_binds: Vec::new(),
             env: Vec::new(),
             command: None,
             reread: None,
@@ -244,6 +246,17 @@ impl Cluster {
     /// too) and stays root to supervise.
     pub fn user(mut self, spec: impl Into<String>) -> Self {
         self.user = Some(spec.into());
+        self
+    }
+
+    /// Lets Node workers have the primary bind, on their `listen()`, what
+    /// they lack the privilege to bind themselves (they run as another
+    /// user, see [`Cluster::user`]): a port (`"80"`), a range of ports
+    /// (`"1000-1023"`), or a directory (`"/run/app"`) in which the primary
+    /// binds their Unix sockets itself. Without it such a `listen()` fails
+    /// with `EACCES` in the worker, as it would without corral.
+    pub fn allow_worker_binds(mut self, entry: impl Into<String>) -> Self {
+        self.allow_worker_binds.push(entry.into());
         self
     }
 
@@ -542,6 +555,7 @@ impl Cluster {
                 .as_deref()
                 .map(primary::resolve_user)
                 .transpose()?,
+            allow_worker_binds: primary::node::AllowedBinds::parse(&self.allow_worker_binds)?,
             env: self.worker_env()?,
             reread: None,
             control: self.control.clone(),

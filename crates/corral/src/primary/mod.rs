@@ -114,6 +114,9 @@ pub(crate) struct Settings {
     pub max_surge: usize,
     /// Workers run as this user and group (`--user`).
     pub user: Option<run_as::RunAs>,
+    /// What Node workers may have the primary bind beyond their own
+    /// privileges (`--allow-worker-binds`).
+    pub allow_worker_binds: node::AllowedBinds,
     /// Variables added to every worker's environment.
     pub env: Vec<(OsString, OsString)>,
     /// Reads the configuration again at each reload (`Cluster::on_reload`).
@@ -176,11 +179,13 @@ pub(crate) async fn run(
     let balancer =
         upfront_policy.balancer(&settings.addresses, settings.workers, settings.backlog)?;
     let node = program.is_node().then(|| {
-        NodeCluster::new(
-            settings.policy,
-            settings.backlog,
-            balancer.local_addrs().to_vec(),
-        )
+        NodeCluster::new(node::NodeSettings {
+            policy: settings.policy,
+            backlog: settings.backlog,
+            upfront: balancer.local_addrs().to_vec(),
+            run_as: settings.user.clone(),
+            allowed: settings.allow_worker_binds.clone(),
+        })
     });
     let mut signals = Signals::install()?;
     reaper::become_subreaper();

@@ -86,6 +86,10 @@ pub(crate) fn fixed_changes(running: &Settings, new: &Settings) -> Vec<&'static 
     check(running.policy != new.policy, "policy");
     check(running.backlog != new.backlog, "backlog");
     check(running.user != new.user, "user");
+    check(
+        running.allow_worker_binds != new.allow_worker_binds,
+        "allow-worker-binds",
+    );
     check(running.name != new.name, "name");
     check(running.metrics != new.metrics, "metrics");
     check(running.control != new.control, "control");

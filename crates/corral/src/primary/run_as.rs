@@ -1,9 +1,11 @@
 //! Dropping privileges for workers (`--user USER[:GROUP]`, `Cluster::user`):
-//! the primary, started as root, binds every socket (ports below 1024 too)
-//! and starts each worker as that user and group, with supplementary groups
-//! cleared, so a compromised worker holds no root power. The primary itself
-//! stays root: it must bind the sockets of new reuseport slots, signal and
-//! reap workers of another uid, and read their `/proc` entries.
+//! the primary, started as root, binds the configured sockets (ports below
+//! 1024 too) and starts each worker as that user and group, with
+//! supplementary groups cleared, so a compromised worker holds no root
+//! power. The primary itself stays root: it must bind the sockets of new
+//! reuseport slots, signal and reap workers of another uid, and read their
+//! `/proc` entries. What a Node worker's own `listen()` may have it bind is
+//! `node/boundary.rs`: no more than the worker could bind itself.
 
 use std::fmt;
 

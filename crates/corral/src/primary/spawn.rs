@@ -143,7 +143,7 @@ impl Launcher {
             self.output.relay(id, pid, Stream::Stderr, stderr);
         }
         let outbox = self
-            .start_channel(key, primary_end, node_listeners)
+            .start_channel(key, pid, primary_end, node_listeners)
             .map_err(spawn_error)?;
         let notices = self.notices.clone();
         tokio::spawn(async move {
@@ -170,6 +170,7 @@ impl Launcher {
     fn start_channel(
         &self,
         key: WorkerKey,
+        pid: u32,
         stream: std::os::unix::net::UnixStream,
         node_listeners: Vec<OwnedFd>,
     ) -> std::io::Result<Outbox> {
@@ -178,10 +179,15 @@ impl Launcher {
         let outbox = Outbox::start(writer);
         let router = self.router.clone();
         let limit = self.worker_env.max_message_size;
-        let session = self
-            .node
-            .as_ref()
-            .map(|node| node.session(key, outbox.clone(), node_listeners, self.notices.clone()));
+        let session = self.node.as_ref().map(|node| {
+            node.session(
+                key,
+                pid,
+                outbox.clone(),
+                node_listeners,
+                self.notices.clone(),
+            )
+        });
         tokio::spawn(read_channel(key, reader, limit, router, session));
         Ok(outbox)
     }

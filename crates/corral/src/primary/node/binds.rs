@@ -11,19 +11,25 @@
 //! socket the primary accepts on, see `dispatch.rs`). Unix socket paths are
 //! one shared socket (round-robin dispatches them too); UDP is always one
 //! shared socket, as in Node.
+//!
+//! What a worker may have bound is decided by `boundary.rs` (privileged
+//! ports, and whose credentials bind a Unix path, `socket_file.rs`); how
+//! many sockets the cluster holds for its workers is capped
+//! ([`MAX_BINDS_PER_CLUSTER`]), since they live as long as the cluster.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 
+use super::boundary::Boundary;
 use super::dispatch::Dispatcher;
+use super::socket_file::{self, SocketFile};
 use crate::Policy;
 use crate::protocol::env::FIRST_LISTEN_FD;
 use crate::protocol::node::{self, Endpoint, HandleType};
@@ -49,8 +55,20 @@ pub(crate) struct BindFailure {
     pub reason: String,
 }
 
+/// Addresses bound on demand that the cluster holds at most, for all its
+/// workers together: each is held for the cluster's life.
+pub(crate) const MAX_BINDS_PER_CLUSTER: usize = 128;
+
 impl BindFailure {
-    fn io(what: String, error: &io::Error) -> Self {
+    /// Refused by a limit of corral's, with Node's `errno` for it.
+    pub(crate) fn refused(errno: i32, reason: String) -> Self {
+        BindFailure {
+            errno: -errno,
+            reason,
+        }
+    }
+
+    pub(crate) fn io(what: String, error: &io::Error) -> Self {
         BindFailure {
             errno: node::negative_errno(error),
             reason: format!("{what}: {error}{}", hint(error)),
@@ -61,7 +79,10 @@ impl BindFailure {
 fn hint(error: &io::Error) -> &'static str {
     match error.raw_os_error() {
         Some(libc::EADDRINUSE) => " (another process holds this port: stop it or use another port)",
-        Some(libc::EACCES) => " (ports below 1024 need privileges: use a higher port)",
+        Some(libc::EACCES) => {
+            " (no permission: ports below 1024 need privileges, a socket path a directory the \
+             workers may write; use a higher port or another directory)"
+        }
         Some(libc::EADDRNOTAVAIL) => " (this machine has no such address)",
         _ => "",
     }
@@ -125,32 +146,53 @@ pub(crate) struct Binds {
     upfront: Vec<SocketAddr>,
     entries: HashMap<ServerId, Sockets>,
     /// The data (TLS ticket keys) of the first worker's query of each
-    /// address, echoed to every worker so they share it.
+    /// address served, echoed to every worker so they share it.
     data: HashMap<ServerId, Value>,
+    /// What workers may have the primary bind for them.
+    boundary: Boundary,
+    /// The Unix socket files bound, removed when the cluster ends.
+    files: Vec<SocketFile>,
 }
 
 impl Binds {
-    pub(crate) fn new(policy: Policy, backlog: i32, upfront: Vec<SocketAddr>) -> Self {
+    pub(crate) fn new(
+        policy: Policy,
+        backlog: i32,
+        upfront: Vec<SocketAddr>,
+        boundary: Boundary,
+    ) -> Self {
         Binds {
             policy,
             backlog,
             upfront,
             entries: HashMap::new(),
             data: HashMap::new(),
+            boundary,
+            files: Vec::new(),
         }
     }
 
-    /// The data every worker's server on `endpoint` shares.
-    pub(crate) fn shared_data(&mut self, server: &ServerId, data: &Value) -> Value {
-        self.data
+    /// Serves slot `slot`'s `listen()` of `server`, and the data every
+    /// worker's server there shares (the first served query's `data`).
+    /// `listeners` are the worker's own copies of the sockets bound up front.
+    pub(crate) fn serve(
+        &mut self,
+        slot: u32,
+        server: &ServerId,
+        data: &Value,
+        listeners: &[OwnedFd],
+    ) -> Result<(Served, Value), BindFailure> {
+        let served = self.serve_server(slot, server, listeners)?;
+        // Kept only for a server served: as many as the sockets held.
+        let data = self
+            .data
             .entry(server.clone())
             .or_insert_with(|| data.clone())
-            .clone()
+            .clone();
+        Ok((served, data))
     }
 
-    /// Serves slot `slot`'s `listen()` on `endpoint`. `listeners` are the
-    /// worker's own copies of the sockets bound up front.
-    pub(crate) fn serve(
+    fn serve_server(
         &mut self,
         slot: u32,
         server: &ServerId,
@@ -163,8 +205,23 @@ impl Binds {
         if let Some(index) = self.upfront_index(server) {
             return self.serve_upfront(server, &listeners[index]);
         }
+        if let Endpoint::Tcp { port, .. } | Endpoint::Udp { port, .. } = endpoint {
+            self.boundary
+                .check_port(*port)
+                .map_err(|reason| BindFailure::refused(libc::EACCES, reason))?;
+        }
         if let Some(served) = self.existing(slot, server)? {
             return Ok(served);
+        }
+        if self.entries.len() >= MAX_BINDS_PER_CLUSTER {
+            return Err(BindFailure::refused(
+                libc::EMFILE,
+                format!(
+                    "the cluster already holds {MAX_BINDS_PER_CLUSTER} addresses bound for its \
+                     workers (the most it holds): refused; bind fewer addresses, or bind them \
+                     up front with --listen"
+                ),
+            ));
         }
         let sockets = self.bind(slot, endpoint)?;
         tracing::info!(
@@ -293,7 +350,7 @@ impl Binds {
     }
 
     /// Binds the first socket(s) of `endpoint`.
-    fn bind(&self, slot: u32, endpoint: &Endpoint) -> Result<Sockets, BindFailure> {
+    fn bind(&mut self, slot: u32, endpoint: &Endpoint) -> Result<Sockets, BindFailure> {
         let backlog = self.backlog;
         match endpoint {
             Endpoint::Tcp {
@@ -320,9 +377,13 @@ impl Binds {
                 self.shared_or_dispatched(socket, Some(address))
             }
             Endpoint::Unix(path) => {
-                let socket = bind_unix(path, backlog).map_err(|err| {
-                    BindFailure::io(format!("cannot listen on {}", path.display()), &err)
-                })?;
+                let (credentials, allowed_dir) = self.boundary.unix_binder(path);
+                let (socket, file) =
+                    socket_file::bind(path, &credentials, allowed_dir.as_deref(), backlog)
+                        .map_err(|err| {
+                            BindFailure::io(format!("cannot listen on {}", path.display()), &err)
+                        })?;
+                self.files.push(file);
                 self.shared_or_dispatched(socket, None)
             }
             Endpoint::Udp { host, port, v6 } => {
@@ -359,12 +420,12 @@ impl Binds {
 
 impl Drop for Binds {
     /// The cluster ends: the Unix socket files it bound go, as a Node
-    /// server's do when it closes, so the next start can bind them again.
+    /// server's do when it closes, so the next start can bind them again;
+    /// only the very files it created, with the credentials that created
+    /// them (`socket_file.rs`).
     fn drop(&mut self) {
-        for server in self.entries.keys() {
-            if let Endpoint::Unix(path) = &server.endpoint {
-                let _ = std::fs::remove_file(path);
-            }
+        for file in &self.files {
+            let _ = file.remove();
         }
     }
 }
@@ -466,14 +527,6 @@ fn bind_tcp(
     Ok(socket)
 }
 
-fn bind_unix(path: &Path, backlog: i32) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&SockAddr::unix(path)?)?;
-    socket.listen(backlog)?;
-    Ok(socket)
-}
-
 /// A UDP socket, bound as Node's primary binds it for `dgram` (`udp4` on
 /// `0.0.0.0` when no address is given, `udp6` on `::`).
 fn bind_udp(host: Option<IpAddr>, port: u16, v6: bool) -> io::Result<Socket> {
@@ -516,6 +569,7 @@ fn duplicate_fd(socket: &OwnedFd) -> Result<OwnedFd, BindFailure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::primary::node::socket_file::Credentials;
 
     fn tcp(port: u16) -> ServerId {
         server(Endpoint::Tcp {
@@ -527,6 +581,23 @@ mod tests {
 
     fn server(endpoint: Endpoint) -> ServerId {
         ServerId { endpoint, index: 0 }
+    }
+
+    fn serve(binds: &mut Binds, slot: u32, server: &ServerId) -> Result<Served, BindFailure> {
+        binds
+            .serve(slot, server, &Value::Null, &[])
+            .map(|(served, _)| served)
+    }
+
+    fn udp(index: u64) -> ServerId {
+        ServerId {
+            endpoint: Endpoint::Udp {
+                host: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                port: 0,
+                v6: false,
+            },
+            index,
+        }
     }
 
     fn port_of(served: &Served) -> u16 {
@@ -542,16 +613,16 @@ mod tests {
     #[test]
     fn port_0_gives_every_slot_the_same_port_under_each_policy() {
         for policy in [Policy::Shared, Policy::ReusePort] {
-            let mut binds = Binds::new(policy, 16, vec![]);
-            let first = binds.serve(1, &tcp(0), &[]).unwrap();
-            let second = binds.serve(2, &tcp(0), &[]).unwrap();
-            let again = binds.serve(1, &tcp(0), &[]).unwrap();
+            let mut binds = Binds::new(policy, 16, vec![], Boundary::none());
+            let first = serve(&mut binds, 1, &tcp(0)).unwrap();
+            let second = serve(&mut binds, 2, &tcp(0)).unwrap();
+            let again = serve(&mut binds, 1, &tcp(0)).unwrap();
             assert_ne!(port_of(&first), 0);
             assert_eq!(port_of(&first), port_of(&second), "{policy}");
             assert_eq!(port_of(&first), port_of(&again), "{policy}");
             // A worker's second listen(0) is another server.
             let second_server = ServerId { index: 1, ..tcp(0) };
-            let other = binds.serve(1, &second_server, &[]).unwrap();
+            let other = serve(&mut binds, 1, &second_server).unwrap();
             assert_ne!(port_of(&first), port_of(&other), "{policy}");
         }
     }
@@ -561,8 +632,8 @@ mod tests {
         let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = holder.local_addr().unwrap().port();
         for policy in [Policy::Shared, Policy::ReusePort] {
-            let mut binds = Binds::new(policy, 16, vec![]);
-            let failure = binds.serve(1, &tcp(port), &[]).err().unwrap();
+            let mut binds = Binds::new(policy, 16, vec![], Boundary::none());
+            let failure = serve(&mut binds, 1, &tcp(port)).err().unwrap();
             assert_eq!(failure.errno, -libc::EADDRINUSE, "{policy}");
             assert!(
                 failure.reason.contains("another process"),
@@ -570,20 +641,22 @@ mod tests {
                 failure.reason
             );
         }
-        let mut binds = Binds::new(Policy::Shared, 16, vec![]);
-        let failure = binds.serve(1, &server(Endpoint::Fd(7)), &[]).err().unwrap();
+        let mut binds = Binds::new(Policy::Shared, 16, vec![], Boundary::none());
+        let failure = serve(&mut binds, 1, &server(Endpoint::Fd(7)))
+            .err()
+            .unwrap();
         assert_eq!(failure.errno, -libc::EBADF);
     }
 
     #[test]
     fn udp_and_unix_paths_are_shared() {
-        let mut binds = Binds::new(Policy::ReusePort, 16, vec![]);
+        let mut binds = Binds::new(Policy::ReusePort, 16, vec![], Boundary::none());
         let udp = server(Endpoint::Udp {
             host: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             port: 0,
             v6: false,
         });
-        let Served::Socket { kind, .. } = binds.serve(1, &udp, &[]).unwrap() else {
+        let Served::Socket { kind, .. } = serve(&mut binds, 1, &udp).unwrap() else {
             panic!("UDP is shared")
         };
         assert_eq!(kind, HandleType::Dgram);
@@ -593,13 +666,50 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let unix = server(Endpoint::Unix(path.clone()));
         assert!(matches!(
-            binds.serve(1, &unix, &[]),
+            serve(&mut binds, 1, &unix),
             Ok(Served::Socket { .. })
         ));
         assert!(matches!(
-            binds.serve(2, &unix, &[]),
+            serve(&mut binds, 2, &unix),
             Ok(Served::Socket { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_cluster_holds_a_bounded_number_of_addresses_and_their_data() {
+        let mut binds = Binds::new(Policy::Shared, 16, vec![], Boundary::none());
+        let big = Value::String("x".repeat(100));
+        for index in 0..MAX_BINDS_PER_CLUSTER as u64 {
+            binds.serve(1, &udp(index), &big, &[]).unwrap();
+        }
+        let failure = binds
+            .serve(1, &udp(MAX_BINDS_PER_CLUSTER as u64), &big, &[])
+            .err()
+            .unwrap();
+        assert_eq!(failure.errno, -libc::EMFILE);
+        assert!(failure.reason.contains("--listen"), "{}", failure.reason);
+        assert_eq!(
+            binds.data.len(),
+            MAX_BINDS_PER_CLUSTER,
+            "no data kept for a refusal"
+        );
+        // An address already held is still served.
+        assert!(binds.serve(2, &udp(0), &Value::Null, &[]).is_ok());
+    }
+
+    #[test]
+    fn privileged_ports_are_eacces_across_the_boundary() {
+        let nobody = Credentials::User(crate::primary::run_as::RunAs {
+            uid: 65534,
+            gid: 65534,
+            spec: "nobody".into(),
+        });
+        let boundary = Boundary::for_workers(nobody, Default::default());
+        let mut binds = Binds::new(Policy::Shared, 16, vec![], boundary);
+        let failure = serve(&mut binds, 1, &tcp(22)).err().unwrap();
+        assert_eq!(failure.errno, -libc::EACCES);
+        assert!(binds.data.is_empty() && binds.entries.is_empty());
+        assert!(serve(&mut binds, 1, &tcp(0)).is_ok());
     }
 }

@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 
 use super::link::{Conn, Link};
 use crate::Policy;
+use crate::log::rate::warn_limited;
 use crate::sys::register_async;
 use crate::worker_key::WorkerKey;
 
@@ -151,7 +152,7 @@ impl Dispatcher {
                 Err(errno) => {
                     // EMFILE and friends: leave the connection queued and
                     // try again on the next wake-up.
-                    tracing::warn!("cannot accept a connection for Node workers: {errno}");
+                    warn_limited!("cannot accept a connection for Node workers: {errno}");
                     return false;
                 }
             }

@@ -4,14 +4,18 @@
 //! registry of sockets bound on demand (`binds.rs`), the per-worker session
 //! that speaks Node's cluster messages (`session.rs`) over the worker's
 //! outbox and sequence numbers (`link.rs`), and the round-robin dispatch of
-//! connections with `newconn` (`dispatch.rs`). The wire format itself is
-//! `protocol/node.rs`.
+//! connections with `newconn` (`dispatch.rs`). What a worker may have the
+//! primary bind is `boundary.rs`, and how a Unix socket file is created and
+//! removed without lending the primary's privileges, `socket_file.rs`. The
+//! wire format itself is `protocol/node.rs`.
 
 mod binds;
+mod boundary;
 mod detect;
 mod dispatch;
 mod link;
 mod session;
+mod socket_file;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,29 +24,54 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
+pub(crate) use boundary::AllowedBinds;
 pub use detect::NodeMode;
 pub(crate) use session::{AfterInternal, Session};
 
 use super::notice::Notice;
 use super::outbox::Outbox;
+use super::run_as::RunAs;
 use crate::Policy;
+use crate::log::rate::RateLimit;
 use crate::protocol::node;
 use crate::worker_key::WorkerKey;
 use binds::Binds;
+use boundary::Boundary;
 use link::Link;
 
 /// The Node side of the cluster: what every Node worker's session shares.
 pub(crate) struct NodeCluster {
     binds: Mutex<Binds>,
     links: Mutex<HashMap<WorkerKey, Arc<Link>>>,
+    /// The lines about `listen()` calls refused, of every worker together:
+    /// a worker that restarts does not get a fresh allowance.
+    refusals: RateLimit,
+}
+
+/// What the Node side of a cluster is configured with.
+pub(crate) struct NodeSettings {
+    pub policy: Policy,
+    pub backlog: i32,
+    /// The `--listen` addresses as bound, in `LISTEN_FDS` order.
+    pub upfront: Vec<SocketAddr>,
+    /// The workers' user (`--user`).
+    pub run_as: Option<RunAs>,
+    /// `--allow-worker-binds`.
+    pub allowed: AllowedBinds,
 }
 
 impl NodeCluster {
-    /// `upfront`: the `--listen` addresses as bound, in `LISTEN_FDS` order.
-    pub(crate) fn new(policy: Policy, backlog: i32, upfront: Vec<SocketAddr>) -> Arc<Self> {
+    pub(crate) fn new(settings: NodeSettings) -> Arc<Self> {
+        let boundary = Boundary::of_this_process(settings.run_as.as_ref(), settings.allowed);
         Arc::new(NodeCluster {
-            binds: Mutex::new(Binds::new(policy, backlog, upfront)),
+            binds: Mutex::new(Binds::new(
+                settings.policy,
+                settings.backlog,
+                settings.upfront,
+                boundary,
+            )),
             links: Mutex::default(),
+            refusals: RateLimit::warnings(),
         })
     }
 
@@ -58,18 +87,19 @@ impl NodeCluster {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts the session of a Node worker just spawned. `listeners` are
-    /// copies of the sockets it got by `LISTEN_FDS`.
+    /// Starts the session of a Node worker just spawned (process `pid`).
+    /// `listeners` are copies of the sockets it got by `LISTEN_FDS`.
     pub(crate) fn session(
         self: &Arc<Self>,
         worker: WorkerKey,
+        pid: u32,
         outbox: Outbox,
         listeners: Vec<OwnedFd>,
         notices: mpsc::Sender<Notice>,
     ) -> Session {
         let link = Link::new(worker, outbox);
         self.links().insert(worker, link.clone());
-        Session::new(self.clone(), link, listeners, notices)
+        Session::new(self.clone(), link, pid, listeners, notices)
     }
 
     /// Graceful stop, Node's way: `disconnect` makes the worker close its

@@ -4,8 +4,15 @@
 //! what must be acknowledged (`exitedAfterDisconnect`, handles user code
 //! sends), and logs what it does not understand against the worker, never
 //! stopping anything else.
+//!
+//! What one worker can make the primary hold is bounded: the servers it
+//! asks for ([`MAX_SERVERS_PER_WORKER`]), the `data` kept for each
+//! ([`MAX_SERVER_DATA_BYTES`]); a query over a limit gets Node's error
+//! (`EMFILE`, `ENOBUFS`), and a worker that keeps asking past the limits
+//! ([`MAX_REFUSALS_OVER_LIMITS`]) is cut off. Every line a worker's query
+//! can cause is rate-limited.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -13,17 +20,33 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::NodeCluster;
-use super::binds::{Served, ServerId};
+use super::binds::{BindFailure, Served, ServerId};
 use super::dispatch::Dispatcher;
 use super::link::Link;
 use crate::log::rate::{RateLimit, left_out};
 use crate::primary::notice::Notice;
 use crate::protocol::message::Control;
-use crate::protocol::node::{self, Act, ClusterMessage, Internal, ServerQuery};
+use crate::protocol::node::{self, Act, ClusterMessage, Endpoint, Internal, ServerQuery};
+
+/// Distinct servers (address and Node's `index`) one worker may be served:
+/// each can hold a socket in the primary for the cluster's life.
+pub(crate) const MAX_SERVERS_PER_WORKER: usize = 32;
+/// The most bytes of a query's `data` (as JSON) kept and echoed for a
+/// server. Node sends TLS ticket keys there: about 200 bytes.
+pub(crate) const MAX_SERVER_DATA_BYTES: usize = 4096;
+/// The longest server key (Node's `address:port:type:fd:index`) answered:
+/// a longer one names no address anything could bind.
+const MAX_KEY_BYTES: usize = 1024;
+/// Queries refused by a limit after which the worker is cut off: it gets
+/// no more connections and every query of its is refused unread.
+pub(crate) const MAX_REFUSALS_OVER_LIMITS: u32 = 16;
 
 pub(crate) struct Session {
     cluster: Arc<NodeCluster>,
     link: Arc<Link>,
+    /// The worker's process, whose working directory relative socket paths
+    /// are in.
+    pid: u32,
     /// The worker's copies of the sockets bound up front (`LISTEN_FDS`).
     listeners: Vec<OwnedFd>,
     notices: mpsc::Sender<Notice>,
@@ -33,6 +56,14 @@ pub(crate) struct Session {
     /// This worker's warnings about its bad messages (a flood costs a few
     /// lines and a count).
     warnings: RateLimit,
+    /// Every server it was served.
+    served: HashSet<ServerId>,
+    /// Its queries refused by a limit.
+    refusals_over_limits: u32,
+    /// It flooded past the limits: nothing more is served to it.
+    cut_off: bool,
+    /// It said `exitedAfterDisconnect`.
+    disconnected_itself: bool,
 }
 
 /// What the reader does with a user message after the session saw it.
@@ -49,17 +80,23 @@ impl Session {
     pub(crate) fn new(
         cluster: Arc<NodeCluster>,
         link: Arc<Link>,
+        pid: u32,
         listeners: Vec<OwnedFd>,
         notices: mpsc::Sender<Notice>,
     ) -> Self {
         Session {
             cluster,
             link,
+            pid,
             listeners,
             notices,
             servers: HashMap::new(),
             said_ready: false,
             warnings: RateLimit::warnings(),
+            served: HashSet::new(),
+            refusals_over_limits: 0,
+            cut_off: false,
+            disconnected_itself: false,
         }
     }
 
@@ -74,11 +111,14 @@ impl Session {
             Internal::Handle { message } => {
                 // Node waits for this receipt before it sends anything more.
                 let _ = self.link.outbox().push_control(node::handle_ack().line);
-                tracing::info!(
-                    "worker {}: sent a handle with a message; corral does not keep handles (it \
-                     is closed) and delivers the message",
-                    self.id()
-                );
+                if let Some(suppressed) = self.warnings.admit() {
+                    tracing::info!(
+                        "worker {}: sent a handle with a message; corral does not keep handles \
+                         (it is closed) and delivers the message{}",
+                        self.id(),
+                        left_out(suppressed)
+                    );
+                }
                 return AfterInternal::Deliver(message);
             }
             Internal::Cluster(message) => return self.on_cluster(message).await,
@@ -114,10 +154,15 @@ impl Session {
                 }
             }
             Act::ExitedAfterDisconnect => {
-                tracing::info!("worker {} disconnects itself", self.id());
                 if let Some(seq) = seq {
                     let _ = self.link.send(|ours| node::ack(ours, seq), None);
                 }
+                // A worker disconnects itself once: a repeat is only
+                // acknowledged (it waits for that), not logged again.
+                if std::mem::replace(&mut self.disconnected_itself, true) {
+                    return AfterInternal::Done;
+                }
+                tracing::info!("worker {} disconnects itself", self.id());
                 if self
                     .notices
                     .send(Notice::Leaving(self.link.worker))
@@ -138,51 +183,142 @@ impl Session {
 
     fn query_server(&mut self, seq: u64, query: &ServerQuery) {
         let key = query.key();
-        let endpoint = match query.endpoint() {
-            Ok(endpoint) => endpoint,
-            Err(err) => {
-                self.warn(format_args!("cannot serve its listen(): {err}"));
-                let reply = |ours| node::reply_error(ours, seq, &key, &query.data, -libc::EINVAL);
-                let _ = self.link.send(reply, None);
-                return;
-            }
+        // Too much data is neither kept nor echoed.
+        let data_fits = data_fits(&query.data);
+        let data = if data_fits {
+            query.data.clone()
+        } else {
+            Value::Null
         };
-        let server = ServerId {
-            endpoint,
-            index: query.index.unwrap_or(0),
-        };
-        let (served, data) = {
-            let mut binds = self.cluster.binds();
-            let data = binds.shared_data(&server, &query.data);
-            (binds.serve(self.id(), &server, &self.listeners), data)
-        };
-        let sent = match served {
-            Ok(Served::Socket { fd, kind }) => {
-                let reply = |ours| node::reply_with_socket(ours, seq, &key, &data, kind);
-                self.link.send(reply, Some(Arc::new(fd)))
-            }
-            Ok(Served::Connections {
-                dispatcher,
-                sockname,
-            }) => {
-                let sockname = sockname.map(node::sockname);
-                let reply = |ours| node::reply_round_robin(ours, seq, &key, &data, sockname);
-                let sent = self.link.send(reply, None);
-                dispatcher.join(self.link.clone(), key.clone());
-                self.servers.insert(key, dispatcher);
-                sent
-            }
+        let answer = self
+            .check(query, &key, data_fits)
+            .and_then(|server| self.serve(&server, &data));
+        let sent = match answer {
+            Ok(reply) => self.reply(seq, &key, reply),
             Err(failure) => {
-                // Node's own primary logs nothing; corral says what failed.
-                tracing::error!("worker {}: listen() failed: {}", self.id(), failure.reason);
-                let reply = |ours| node::reply_error(ours, seq, &key, &data, failure.errno);
+                self.log_refusal(&failure);
+                // A key that long names nothing: not echoed.
+                let key = if key.len() > MAX_KEY_BYTES { "" } else { &key };
+                let reply = |ours| node::reply_error(ours, seq, key, &data, failure.errno);
                 self.link.send(reply, None)
             }
         };
         if let Err(refused) = sent {
-            tracing::warn!(
-                "worker {}: cannot answer its listen(): {refused:?}",
+            self.warn(format_args!(
+                "cannot answer its listen() of {}: {refused:?}",
+                short(&key)
+            ));
+        }
+    }
+
+    /// The server a query asks for, if the worker may ask for it.
+    fn check(
+        &mut self,
+        query: &ServerQuery,
+        key: &str,
+        data_fits: bool,
+    ) -> Result<ServerId, BindFailure> {
+        if self.cut_off {
+            return Err(BindFailure::refused(libc::EMFILE, String::new()));
+        }
+        let server = ServerId {
+            endpoint: self.endpoint(query)?,
+            index: query.index.unwrap_or(0),
+        };
+        if self.served.contains(&server) {
+            return Ok(server);
+        }
+        match over_limit(key, data_fits, self.served.len()) {
+            Some(failure) => Err(self.count_over_limit(failure)),
+            None => Ok(server),
+        }
+    }
+
+    /// A refusal by a limit; past [`MAX_REFUSALS_OVER_LIMITS`] the worker
+    /// is cut off.
+    fn count_over_limit(&mut self, failure: BindFailure) -> BindFailure {
+        self.refusals_over_limits += 1;
+        if self.refusals_over_limits >= MAX_REFUSALS_OVER_LIMITS {
+            self.cut_off = true;
+            self.leave_servers();
+            tracing::error!(
+                "worker {} misbehaves on its Node channel ({MAX_REFUSALS_OVER_LIMITS} listen() \
+                 calls over the limits): it gets no more connections and its listen() calls \
+                 are refused until it exits",
                 self.id()
+            );
+        }
+        failure
+    }
+
+    /// What `query` asks to listen on; a relative Unix socket path is in
+    /// the worker's working directory (where its own `listen()` would
+    /// have bound it), not the primary's.
+    fn endpoint(&self, query: &ServerQuery) -> Result<Endpoint, BindFailure> {
+        let endpoint = query.endpoint().map_err(|err| {
+            BindFailure::refused(libc::EINVAL, format!("cannot serve its listen(): {err}"))
+        })?;
+        match endpoint {
+            Endpoint::Unix(path) if path.is_relative() => {
+                let cwd = std::fs::read_link(format!("/proc/{}/cwd", self.pid)).map_err(|err| {
+                    BindFailure::io(
+                        format!("cannot find the working directory of {}", path.display()),
+                        &err,
+                    )
+                })?;
+                Ok(Endpoint::Unix(cwd.join(path)))
+            }
+            endpoint => Ok(endpoint),
+        }
+    }
+
+    fn serve(&mut self, server: &ServerId, data: &Value) -> Result<(Served, Value), BindFailure> {
+        let served = self
+            .cluster
+            .binds()
+            .serve(self.id(), server, data, &self.listeners)?;
+        self.served.insert(server.clone());
+        Ok(served)
+    }
+
+    fn reply(
+        &mut self,
+        seq: u64,
+        key: &str,
+        (served, data): (Served, Value),
+    ) -> Result<(), crate::primary::outbox::Refused> {
+        match served {
+            Served::Socket { fd, kind } => {
+                let reply = |ours| node::reply_with_socket(ours, seq, key, &data, kind);
+                self.link.send(reply, Some(Arc::new(fd)))
+            }
+            Served::Connections {
+                dispatcher,
+                sockname,
+            } => {
+                let sockname = sockname.map(node::sockname);
+                let reply = |ours| node::reply_round_robin(ours, seq, key, &data, sockname);
+                let sent = self.link.send(reply, None);
+                dispatcher.join(self.link.clone(), key.to_string());
+                self.servers.insert(key.to_string(), dispatcher);
+                sent
+            }
+        }
+    }
+
+    /// Says why a `listen()` was refused, within the cluster's rate limit
+    /// (a cut-off worker's refusals are not said again).
+    fn log_refusal(&self, failure: &BindFailure) {
+        if failure.reason.is_empty() {
+            return;
+        }
+        if let Some(suppressed) = self.cluster.refusals.admit() {
+            // Node's own primary logs nothing; corral says what failed.
+            tracing::error!(
+                "worker {}: listen() failed: {}{}",
+                self.id(),
+                failure.reason,
+                left_out(suppressed)
             );
         }
     }
@@ -206,7 +342,7 @@ impl Session {
         }
     }
 
-    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
+    fn warn(&self, what: std::fmt::Arguments<'_>) {
         if let Some(suppressed) = self.warnings.admit() {
             tracing::warn!("worker {}: {what}{}", self.id(), left_out(suppressed));
         }
@@ -219,5 +355,89 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.leave_servers();
         self.cluster.worker_gone(&self.link);
+    }
+}
+
+/// Whether a query's `data` is small enough to keep and echo.
+fn data_fits(data: &Value) -> bool {
+    serde_json::to_vec(data).is_ok_and(|json| json.len() <= MAX_SERVER_DATA_BYTES)
+}
+
+/// The limit a query for a server new to the worker goes over, if any: its
+/// `data` does not fit, its key is too long, or the worker was already
+/// served `served` servers.
+fn over_limit(key: &str, data_fits: bool, served: usize) -> Option<BindFailure> {
+    if !data_fits {
+        return Some(BindFailure::refused(
+            libc::ENOBUFS,
+            format!(
+                "its listen() of {} came with more than {MAX_SERVER_DATA_BYTES} bytes of data \
+                 (Node sends TLS ticket keys there, about 200 bytes): refused",
+                short(key)
+            ),
+        ));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Some(BindFailure::refused(
+            libc::EINVAL,
+            format!(
+                "its listen() names an address of {} bytes: refused",
+                key.len()
+            ),
+        ));
+    }
+    (served >= MAX_SERVERS_PER_WORKER).then(|| {
+        BindFailure::refused(
+            libc::EMFILE,
+            format!(
+                "its listen() of {} would be its server number {} (the most a worker is served \
+                 is {MAX_SERVERS_PER_WORKER}): refused",
+                short(key),
+                served + 1
+            ),
+        )
+    })
+}
+
+/// The start of a worker's key, for a log line.
+fn short(key: &str) -> &str {
+    let end = (0..=key.len().min(120))
+        .rev()
+        .find(|&end| key.is_char_boundary(end))
+        .unwrap_or(0);
+    &key[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_over_a_limit_get_node_errors() {
+        assert!(over_limit("null:8000:4:undefined:0", true, 0).is_none());
+        assert!(over_limit("k", true, MAX_SERVERS_PER_WORKER - 1).is_none());
+        let full = over_limit("k", true, MAX_SERVERS_PER_WORKER).unwrap();
+        assert_eq!(full.errno, -libc::EMFILE);
+        assert!(full.reason.contains("server number 33"), "{}", full.reason);
+        assert_eq!(over_limit("k", false, 0).unwrap().errno, -libc::ENOBUFS);
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert_eq!(over_limit(&long, true, 0).unwrap().errno, -libc::EINVAL);
+    }
+
+    #[test]
+    fn ticket_keys_fit_and_megabytes_do_not() {
+        let ticket_keys =
+            serde_json::json!({"ticketKeys": {"type": "Buffer", "data": vec![255; 48]}});
+        assert!(data_fits(&ticket_keys) && data_fits(&Value::Null));
+        assert!(!data_fits(&Value::String(
+            "x".repeat(MAX_SERVER_DATA_BYTES)
+        )));
+    }
+
+    #[test]
+    fn a_long_key_is_cut_on_a_character_boundary() {
+        assert_eq!(short("abc"), "abc");
+        let long = "é".repeat(100);
+        assert!(short(&long).len() <= 120 && long.starts_with(short(&long)));
     }
 }
