@@ -59,6 +59,10 @@ const MAX_BUFFER: usize = 64 * 1024;
 /// that never reads, which would also put off the write timeout by as
 /// many responses.
 const SEND_BUFFER: usize = 64 * 1024;
+/// Connections the kernel queues before they are accepted. A crowd that
+/// reconnects in bursts must not fill the queue: a probe's connection
+/// dropped there is retried by its kernel only a second later.
+const LISTEN_BACKLOG: i32 = 1024;
 /// The OpenMetrics text format, for scrapers that ask for it.
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Prometheus' classic text format, for everyone else (curl, promtool).
@@ -74,11 +78,19 @@ pub(crate) fn message_dropped() {
 
 /// Binds `address` now, so a port in use is an error at start.
 pub(crate) fn bind(address: SocketAddr) -> Result<std::net::TcpListener, Error> {
-    let listener = std::net::TcpListener::bind(address).map_err(|err| Error::bind(address, err))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(Error::io("cannot set up the metrics socket"))?;
-    Ok(listener)
+    let bound = || -> std::io::Result<std::net::TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(address),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    bound().map_err(|err| Error::bind(address, err))
 }
 
 /// Serves the endpoint on `listener` until the runtime ends. Must run in the
