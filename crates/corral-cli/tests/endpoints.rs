@@ -5,16 +5,20 @@
 //! clients that never read, and `status` answers while the followers and
 //! waiters are many.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterBuilder, ClusterProcess};
+use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE};
+use serde_json::Value;
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 /// A port free right now (bound and released).
 fn free_port() -> u16 {
@@ -126,7 +130,9 @@ impl Drop for Crowd {
 /// answer took, or why there was none within `limit`.
 fn probe(address: SocketAddr, path: &str, limit: Duration) -> Result<(u16, Duration), String> {
     let started = Instant::now();
-    let mut stream = TcpStream::connect_timeout(&address, limit).map_err(|err| err.to_string())?;
+    let mut stream = TcpStream::connect_timeout(&address, limit)
+        .map_err(|err| format!("no connection within {limit:?}: {err}"))?;
+    let connected = started.elapsed();
     stream
         .set_read_timeout(Some(limit))
         .map_err(|err| err.to_string())?;
@@ -138,7 +144,7 @@ fn probe(address: SocketAddr, path: &str, limit: Duration) -> Result<(u16, Durat
     let mut answer = Vec::new();
     stream
         .read_to_end(&mut answer)
-        .map_err(|err| format!("no answer within {limit:?}: {err}"))?;
+        .map_err(|err| format!("connected in {connected:?}, no answer within {limit:?}: {err}"))?;
     let text = String::from_utf8_lossy(&answer);
     let status = text
         .split_whitespace()
@@ -211,4 +217,160 @@ fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
         closed_after >= Duration::from_secs(4) && closed_after < Duration::from_secs(9),
         "closed after {closed_after:?}"
     );
+}
+
+/// The control socket of the cluster `name` in `cluster`'s directory.
+fn socket_of(cluster: &ClusterProcess, name: &str) -> PathBuf {
+    cluster
+        .runtime_dir()
+        .join("corral")
+        .join(format!("{name}.sock"))
+}
+
+/// A control connection that sent `request` (one JSON line).
+fn control_client(socket: &PathBuf, request: &str) -> UnixStream {
+    let mut stream = UnixStream::connect(socket).expect("the control socket accepts");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    writeln!(stream, "{request}").expect("the request goes out");
+    stream
+}
+
+/// Reads one response line from `stream`.
+fn response(stream: &UnixStream) -> Value {
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("a response comes");
+    serde_json::from_str(&line).unwrap_or_else(|err| panic!("{err}: {line:?}"))
+}
+
+/// `corral status --json` answers, within a few seconds.
+fn assert_status_answers(cluster: &ClusterProcess, name: &str) {
+    let started = Instant::now();
+    let output = cluster
+        .control_command(CORRAL, &["status", name, "--json"])
+        .output()
+        .expect("corral runs");
+    let took = started.elapsed();
+    assert!(
+        output.status.success(),
+        "status failed after {took:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status: Value = serde_json::from_slice(&output.stdout).expect("status prints JSON");
+    assert_eq!(status["name"], name);
+    assert!(took < Duration::from_secs(3), "status took {took:?}");
+}
+
+/// The primary's resident memory, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the primary runs");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[test]
+fn clients_that_never_read_a_long_log_leave_the_primary_small_and_status_answering() {
+    // One worker that first writes 10 000 lines of about 400 bytes: the
+    // primary's log buffer full.
+    let fill =
+        "import sys\nfor n in range(10000):\n    sys.stdout.write('%05d %s\\n' % (n, 'x' * 380))";
+    let script = format!("python3 -c \"{fill}\" && exec python3 {ENV_SERVER}");
+    let cluster = ClusterBuilder::corral(CORRAL)
+        .workers(1)
+        .args(&["--name", "hoard"])
+        .command(&["sh", "-c", &script])
+        .start();
+    let socket = socket_of(&cluster, "hoard");
+    let request = r#"{"id":1,"command":"logs","lines":10000}"#;
+    // A client that reads gets the whole log, as one response line.
+    let deadline = Instant::now() + PATIENCE;
+    let full = loop {
+        let answer = response(&control_client(&socket, request));
+        let lines = answer["result"]["lines"].as_array().expect("lines").len();
+        if lines == 10_000 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(full, 10_000, "the log buffer did not fill");
+    let pid = cluster.pid();
+    let baseline = resident_bytes(pid);
+
+    let hoarders: Vec<UnixStream> = (0..64).map(|_| control_client(&socket, request)).collect();
+    let mut peak = baseline;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(100));
+        peak = peak.max(resident_bytes(pid));
+    }
+    assert!(
+        peak < baseline + 200 * MIB,
+        "64 clients that never read took the primary from {} MiB to {} MiB",
+        baseline / MIB,
+        peak / MIB
+    );
+    assert_status_answers(&cluster, "hoard");
+    drop(hoarders);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = resident_bytes(pid);
+    eprintln!(
+        "primary RSS: {} MiB before, {} MiB at most with 64 non-reading clients, {} MiB after",
+        baseline / MIB,
+        peak / MIB,
+        after / MIB
+    );
+    assert!(
+        after < baseline + 50 * MIB,
+        "the primary kept {} MiB after the clients went (from {} MiB)",
+        after / MIB,
+        baseline / MIB
+    );
+}
+
+#[test]
+fn status_answers_while_followers_and_waiters_hold_the_control_socket() {
+    let cluster = ClusterBuilder::corral(CORRAL)
+        .args(&["--name", "crowded"])
+        .start();
+    let socket = socket_of(&cluster, "crowded");
+    let mut followers = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..70 {
+        let follower = control_client(&socket, r#"{"id":1,"command":"events"}"#);
+        let answer = response(&follower);
+        if answer["ok"] == true {
+            followers.push(follower);
+        } else {
+            refused.push(answer["error"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    // And log followers, and connections that say nothing.
+    let log_followers: Vec<UnixStream> = (0..5)
+        .map(|_| control_client(&socket, r#"{"id":1,"command":"logs","follow":true}"#))
+        .collect();
+    let silent: Vec<UnixStream> = (0..10)
+        .map(|_| UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    for _ in 0..3 {
+        assert_status_answers(&cluster, "crowded");
+    }
+    assert!(!followers.is_empty());
+    assert!(
+        refused
+            .iter()
+            .all(|error| error.contains("too many control connections are following or waiting")),
+        "{refused:?}"
+    );
+    eprintln!(
+        "{} events followers streaming, {} told to retry",
+        followers.len(),
+        refused.len()
+    );
+    drop((log_followers, silent));
 }
