@@ -305,12 +305,17 @@ fn clients_that_never_read_a_long_log_leave_the_primary_small_and_status_answeri
 
     let hoarders: Vec<UnixStream> = (0..64).map(|_| control_client(&socket, request)).collect();
     let mut peak = baseline;
-    for _ in 0..10 {
+    // Long enough for the primary to take up every client (a debug
+    // build on a busy machine serializes a full log in tens of ms).
+    for _ in 0..30 {
         std::thread::sleep(Duration::from_millis(100));
         peak = peak.max(resident_bytes(pid));
     }
+    // A part of an answer per client is well under a MiB; building each
+    // answer whole (as the primary once did) took 93 MiB more within
+    // these 3 s in a debug build, and more the longer the clients stay.
     assert!(
-        peak < baseline + 200 * MIB,
+        peak < baseline + 64 * MIB,
         "64 clients that never read took the primary from {} MiB to {} MiB",
         baseline / MIB,
         peak / MIB
