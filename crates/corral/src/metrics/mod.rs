@@ -14,7 +14,7 @@
 //! oldest makes room when they are too many ([`admission`]), a request head
 //! (and the wait for the next one on a kept-alive connection) must come
 //! within [`HEADER_TIMEOUT`], a write stalled for [`WRITE_TIMEOUT`] closes
-//! the connection ([`stall`]), and each connection buffers at most
+//! the connection ([`write_timeout`]), and each connection buffers at most
 //! [`MAX_BUFFER`] bytes of pipelined requests or queued responses (and
 //! the kernel [`SEND_BUFFER`] more).
 //! `docs/security.md` lists these limits.
@@ -22,7 +22,7 @@
 mod admission;
 mod exposition;
 mod probes;
-mod stall;
+mod write_timeout;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,7 +42,7 @@ use crate::control::status::Status;
 use crate::log::rate::warn_limited;
 use admission::{Admissions, Admitted};
 use exposition::PrimaryFacts;
-use stall::StallLimit;
+use write_timeout::WriteTimeout;
 
 /// How long a client may take to send a request head, counted from when
 /// the connection waits for one: also how long a kept-alive connection may
@@ -138,7 +138,7 @@ async fn serve_connection(
             err
         );
     }
-    let io = TokioIo::new(StallLimit::new(stream, WRITE_TIMEOUT));
+    let io = TokioIo::new(WriteTimeout::new(stream, WRITE_TIMEOUT));
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)

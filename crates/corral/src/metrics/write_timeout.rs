@@ -1,4 +1,4 @@
-//! A write timeout for a connection: [`StallLimit`] wraps a stream and
+//! A write timeout for a connection: [`WriteTimeout`] wraps a stream and
 //! fails a write (or flush) that has made no progress for its limit. A
 //! client that stops reading its answers (pipelined requests it never
 //! reads the responses of) thus loses its connection instead of holding
@@ -15,16 +15,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 /// A stream whose writes fail once stalled for longer than `limit`.
-pub(crate) struct StallLimit<S> {
+pub(crate) struct WriteTimeout<S> {
     inner: S,
     limit: Duration,
     /// Running while a write waits; reset by any progress.
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
-impl<S> StallLimit<S> {
+impl<S> WriteTimeout<S> {
     pub(crate) fn new(inner: S, limit: Duration) -> Self {
-        StallLimit {
+        WriteTimeout {
             inner,
             limit,
             stalled: None,
@@ -56,7 +56,7 @@ impl<S> StallLimit<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for StallLimit<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -66,7 +66,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for StallLimit<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for StallLimit<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -112,7 +112,7 @@ mod tests {
     #[tokio::test]
     async fn a_write_nobody_reads_fails_after_the_limit_and_progress_resets_it() {
         let (near, mut far) = tokio::io::duplex(16);
-        let mut stream = StallLimit::new(near, Duration::from_millis(200));
+        let mut stream = WriteTimeout::new(near, Duration::from_millis(200));
         stream.write_all(&[0; 16]).await.unwrap();
         // Reading frees room: the next write succeeds although the
         // stream was full for a while.
