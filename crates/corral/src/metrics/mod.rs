@@ -10,8 +10,8 @@
 //!
 //! It runs on the primary's runtime and asks the supervisor for the
 //! snapshot the same way `corral status` does. Nobody authenticates to it,
-//! so no client may hold it down: connections are admitted at once and the
-//! oldest makes room when they are too many ([`admission`]), a request head
+//! so no client may hold it down: connections are admitted at once, in
+//! capped pools whose oldest make room ([`admission`]), a request head
 //! (and the wait for the next one on a kept-alive connection) must come
 //! within [`HEADER_TIMEOUT`], a write stalled for [`WRITE_TIMEOUT`] closes
 //! the connection ([`write_timeout`]), and each connection buffers at most
@@ -128,7 +128,11 @@ async fn serve_connection(
     admitted: Admitted,
     commands: mpsc::UnboundedSender<SupervisorCommand>,
 ) {
+    let admitted = Arc::new(admitted);
+    let proof = admitted.clone();
     let service = hyper::service::service_fn(move |request| {
+        // hyper calls this once a whole request head is in.
+        proof.served();
         let commands = commands.clone();
         async move { Ok::<_, Infallible>(answer(request, &commands).await) }
     });
