@@ -59,7 +59,8 @@
 //!   round-robin and least-connections, with `stall.rs` and `congestion.rs`.
 //! * `log/`: corral's own log lines (text or JSON, never blocking).
 //! * `metrics/`: the Prometheus and health endpoint (`--metrics`): the
-//!   exposition of a status snapshot, the probes' rules, the HTTP server.
+//!   exposition of a status snapshot, the probes' rules, the HTTP server,
+//!   which connections it admits (`admission.rs`) and its write timeout.
 //! * `sys.rs`: the only `unsafe` code. `error.rs`: [`Error`].
 //!   `worker_key.rs`: the key of one worker process. `config_file.rs`:
 //!   reading a configuration file safely ([`read_config_file`]).

@@ -89,19 +89,59 @@ impl Journal {
         let _ = self.live_logs.send(line);
     }
 
-    /// The last `count` lines (of `worker` only, with it), oldest first.
-    pub(crate) fn last_lines(&self, count: usize, worker: Option<u32>) -> Vec<LogLine> {
+    /// Where the last `count` lines (of `worker` only, with it) are: the
+    /// numbers of the first and the last, to read them with
+    /// [`Self::lines_from`] a part at a time; `None` when there are none.
+    pub(crate) fn last_lines_span(&self, count: usize, worker: Option<u32>) -> Option<(u64, u64)> {
         let kept = self.lock();
-        let mut lines: Vec<LogLine> = kept
+        let mut wanted = kept
             .lines
             .iter()
             .rev()
             .filter(|line| worker.is_none() || line.worker == worker)
-            .take(count)
-            .cloned()
-            .collect();
-        lines.reverse();
-        lines
+            .take(count);
+        let last = wanted.next()?.seq;
+        let first = wanted.last().map_or(last, |line| line.seq);
+        Some((first, last))
+    }
+
+    /// Kept lines numbered `first` to `last` (of `worker` only, with it),
+    /// oldest first, stopping once they hold `max_bytes` of text (at least
+    /// one line). Lines dropped from the buffer since are left out.
+    pub(crate) fn lines_from(
+        &self,
+        first: u64,
+        last: u64,
+        worker: Option<u32>,
+        max_bytes: usize,
+    ) -> Vec<LogLine> {
+        let kept = self.lock();
+        let Some(oldest) = kept.lines.front().map(|line| line.seq) else {
+            return Vec::new();
+        };
+        // Lines are numbered consecutively, so a number is an index.
+        let start = usize::try_from(first.saturating_sub(oldest)).unwrap_or(usize::MAX);
+        let mut bytes = 0;
+        let mut part = Vec::new();
+        for line in kept.lines.iter().skip(start) {
+            if line.seq > last || (bytes >= max_bytes && !part.is_empty()) {
+                break;
+            }
+            if worker.is_none() || line.worker == worker {
+                bytes += line.text.len();
+                part.push(line.clone());
+            }
+        }
+        part
+    }
+
+    /// The last `count` lines (of `worker` only, with it), oldest first.
+    #[cfg(test)]
+    pub(crate) fn last_lines(&self, count: usize, worker: Option<u32>) -> Vec<LogLine> {
+        let Some((first, last)) = self.last_lines_span(count, worker) else {
+            return Vec::new();
+        };
+        self.lines_from(first, last, worker, usize::MAX)
     }
 
     /// The last events, oldest first.
@@ -235,6 +275,30 @@ mod tests {
         let of_worker_1 = journal.last_lines(2, Some(1));
         assert!(of_worker_1.iter().all(|line| line.worker == Some(1)));
         assert!(of_worker_1[0].seq < of_worker_1[1].seq);
+    }
+
+    #[test]
+    fn the_last_lines_are_read_a_part_at_a_time() {
+        let journal = Journal::default();
+        for n in 0..100 {
+            journal.output(1 + (n % 2) as u32, LogStream::Stdout, format!("{n:04}"));
+        }
+        let (first, last) = journal.last_lines_span(10, Some(2)).unwrap();
+        let mut read = Vec::new();
+        let mut next = first;
+        loop {
+            let part = journal.lines_from(next, last, Some(2), 8);
+            let Some(end) = part.last() else { break };
+            assert!(part.len() <= 2, "8 bytes hold two lines of 4");
+            next = end.seq + 1;
+            read.extend(part.into_iter().map(|line| line.text));
+        }
+        let expected: Vec<String> = (80..100)
+            .filter(|n| n % 2 == 1)
+            .map(|n| format!("{n:04}"))
+            .collect();
+        assert_eq!(read, expected);
+        assert!(journal.last_lines_span(10, Some(3)).is_none());
     }
 
     #[test]

@@ -188,6 +188,33 @@ pub struct Streamed {
     pub missed: Option<u64>,
 }
 
+/// The response to `logs` written a part at a time, so that a long one is
+/// never whole in memory: [`lines_response_head`], the lines in parts by
+/// [`lines_response_part`], then [`LINES_RESPONSE_TAIL`]. Together they
+/// make the line `Response::success(id, {"lines": […]})` would.
+pub(crate) fn lines_response_head(id: &Value) -> Vec<u8> {
+    format!(r#"{{"id":{id},"ok":true,"result":{{"lines":["#).into_bytes()
+}
+
+/// Appends `lines` to `out` as members of the `lines` array; `first`: no
+/// line was written before them.
+pub(crate) fn lines_response_part(
+    lines: &[LogLine],
+    first: bool,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    for (n, line) in lines.iter().enumerate() {
+        if !(first && n == 0) {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, line)?;
+    }
+    Ok(())
+}
+
+/// The end of the response to `logs`.
+pub(crate) const LINES_RESPONSE_TAIL: &[u8] = b"]}}\n";
+
 /// Parses a request line; the error says what is wrong with it, for the
 /// error response.
 pub fn parse_request(line: &[u8]) -> Result<Request, (Value, String)> {
@@ -282,6 +309,34 @@ mod tests {
         let text = serde_json::to_string(&request).unwrap();
         assert_eq!(text, r#"{"id":1,"command":"stop","now":true}"#);
         assert_eq!(parse_request(text.as_bytes()).unwrap(), request);
+    }
+
+    #[test]
+    fn the_logs_response_in_parts_is_the_whole_response() {
+        let line = |seq: u64, text: &str| LogLine {
+            seq,
+            time: 1.5,
+            worker: Some(1),
+            stream: LogStream::Stdout,
+            text: text.into(),
+        };
+        let lines = [line(1, "a \"quoted\" line"), line(2, "b"), line(3, "c")];
+        let id = Value::from("x");
+        for split in 0..=lines.len() {
+            let mut written = lines_response_head(&id);
+            lines_response_part(&lines[..split], true, &mut written).unwrap();
+            lines_response_part(&lines[split..], split == 0, &mut written).unwrap();
+            written.extend_from_slice(LINES_RESPONSE_TAIL);
+            assert_eq!(written.pop(), Some(b'\n'), "one line");
+            assert!(!written.contains(&b'\n'), "one line");
+            let response: Response = serde_json::from_slice(&written).unwrap();
+            let whole = Response::success(id.clone(), serde_json::json!({ "lines": lines }));
+            assert_eq!(response, whole);
+        }
+        let mut empty = lines_response_head(&Value::Null);
+        empty.extend_from_slice(LINES_RESPONSE_TAIL);
+        let response: Response = serde_json::from_slice(&empty).unwrap();
+        assert_eq!(response.result.unwrap()["lines"], serde_json::json!([]));
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! longest (waiting for a request, not for a reload or streaming) is closed
 //! to make room, so a flood of idle connections can never lock an operator
 //! out. When every connection is busy, the newcomer is refused.
+//!
+//! Requests that hold their connection for long (following events or
+//! logs, waiting for a reload, sending a long log) take one of at most
+//! [`MAX_LONG_LIVED`] places; more are refused. The other places are idle
+//! or answering a quick request (`status`, `scale`) for milliseconds, so
+//! a newcomer's `status` always finds one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,13 +18,25 @@ use tokio::sync::Notify;
 
 /// The most control connections open at once.
 pub(crate) const MAX_CONNECTIONS: usize = 64;
+/// The most of them held by long requests at once; the rest stay free
+/// for quick ones.
+pub(crate) const MAX_LONG_LIVED: usize = 48;
 
 /// What the roster knows of one connection.
 struct Entry {
-    /// Since when it waits for a request; `None` while it is busy (a
-    /// request in progress, or streaming).
-    idle_since: Option<Instant>,
+    activity: Activity,
     evict: Arc<Notify>,
+}
+
+/// What a connection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Activity {
+    /// Waiting for a request, since then: may be evicted.
+    Idle(Instant),
+    /// Answering a quick request.
+    Busy,
+    /// Answering a long request (a stream, a waited-for reload, a long log).
+    LongLived,
 }
 
 #[derive(Default)]
@@ -43,7 +61,10 @@ impl Roster {
         if entries.len() >= MAX_CONNECTIONS {
             let idle: Vec<(u64, Instant)> = entries
                 .iter()
-                .filter_map(|(&id, entry)| entry.idle_since.map(|since| (id, since)))
+                .filter_map(|(&id, entry)| match entry.activity {
+                    Activity::Idle(since) => Some((id, since)),
+                    Activity::Busy | Activity::LongLived => None,
+                })
                 .collect();
             let victim = longest_idle(&idle)?;
             if let Some(entry) = entries.remove(&victim) {
@@ -62,7 +83,7 @@ impl Roster {
         entries.insert(
             id,
             Entry {
-                idle_since: Some(now),
+                activity: Activity::Idle(now),
                 evict: evict.clone(),
             },
         );
@@ -83,15 +104,36 @@ impl Roster {
 impl Seat {
     /// The connection waits for its next request from `now` on.
     pub(crate) fn idle(&self, now: Instant) {
-        if let Some(entry) = self.roster.lock().get_mut(&self.id) {
-            entry.idle_since = Some(now);
+        self.set(Activity::Idle(now));
+    }
+
+    /// The connection works on a request: not to be evicted.
+    pub(crate) fn busy(&self) {
+        self.set(Activity::Busy);
+    }
+
+    /// The connection starts a long request, if one of the
+    /// [`MAX_LONG_LIVED`] places is free; `false` (and nothing changed)
+    /// when none is.
+    pub(crate) fn long_lived(&self) -> bool {
+        let mut entries = self.roster.lock();
+        let held = entries
+            .values()
+            .filter(|entry| entry.activity == Activity::LongLived)
+            .count();
+        match entries.get_mut(&self.id) {
+            Some(entry) if entry.activity == Activity::LongLived => true,
+            Some(entry) if held < MAX_LONG_LIVED => {
+                entry.activity = Activity::LongLived;
+                true
+            }
+            _ => false,
         }
     }
 
-    /// The connection works on a request (or streams): not to be evicted.
-    pub(crate) fn busy(&self) {
+    fn set(&self, activity: Activity) {
         if let Some(entry) = self.roster.lock().get_mut(&self.id) {
-            entry.idle_since = None;
+            entry.activity = activity;
         }
     }
 }
@@ -147,6 +189,23 @@ mod tests {
         assert!(roster.seat(now).is_none());
         drop(seats);
         assert!(roster.seat(now).is_some());
+    }
+
+    #[test]
+    fn long_requests_leave_places_for_quick_ones() {
+        let roster = Arc::new(Roster::default());
+        let now = Instant::now();
+        let seats: Vec<Seat> = (0..MAX_CONNECTIONS)
+            .map(|_| roster.seat(now).unwrap())
+            .collect();
+        let granted = seats.iter().filter(|seat| seat.long_lived()).count();
+        assert_eq!(granted, MAX_LONG_LIVED);
+        // The refused stay idle: a newcomer evicts one of them.
+        let newcomer = roster.seat(now + Duration::from_secs(1)).unwrap();
+        assert!(!newcomer.long_lived());
+        // A place freed by a long request is granted again.
+        drop(seats);
+        assert!(newcomer.long_lived());
     }
 
     #[test]

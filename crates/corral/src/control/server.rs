@@ -9,7 +9,12 @@
 //!   a client that does not read its answers within [`WRITE_TIMEOUT`] is
 //!   dropped;
 //! * at most [`super::roster::MAX_CONNECTIONS`] connections are open: the
-//!   longest-idle one makes room for a newcomer;
+//!   longest-idle one makes room for a newcomer; at most
+//!   [`super::roster::MAX_LONG_LIVED`] of them follow, wait for a reload
+//!   or receive a log, so a `status` always finds a place;
+//! * a long answer (`logs`) is read from the buffer and written
+//!   [`LOG_PART_BYTES`] at a time as the client reads it, never built
+//!   whole: a client that does not read holds one part at most;
 //! * garbage gets an error response naming the problem, and the connection
 //!   stays usable.
 
@@ -28,9 +33,10 @@ use super::command::{ScaleTarget, SupervisorCommand};
 use super::journal::Journal;
 use super::peer;
 use super::protocol::{
-    Command, MAX_REQUEST_LINE, ReloadReply, Request, Response, ScaleReply, Streamed, parse_request,
+    Command, LINES_RESPONSE_TAIL, MAX_REQUEST_LINE, ReloadReply, Request, Response, ScaleReply,
+    Streamed, lines_response_head, lines_response_part, parse_request,
 };
-use super::roster::{Roster, Seat};
+use super::roster::{MAX_LONG_LIVED, Roster, Seat};
 use crate::primary::event::human_duration;
 
 /// How long a connection may wait before sending its next request.
@@ -39,6 +45,8 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines `logs` returns when the request does not say.
 const DEFAULT_LOG_LINES: usize = 100;
+/// How much log text is read from the buffer and written at a time.
+const LOG_PART_BYTES: usize = 64 * 1024;
 /// How long accepting pauses after an error (out of descriptors).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -170,6 +178,17 @@ impl Connection {
 
     async fn obey(&mut self, request: Request) -> Result<(), End> {
         let id = request.id;
+        if is_long_lived(&request.command) && !self.seat.long_lived() {
+            let refusal = Response::failure(
+                id,
+                format!(
+                    "too many control connections are following or waiting ({MAX_LONG_LIVED} at \
+                     most): close a `corral events`, `corral logs -f` or waiting `corral \
+                     reload`, or retry shortly"
+                ),
+            );
+            return send(&mut self.writer, &refusal).await.map_err(End::from);
+        }
         match request.command {
             Command::Status => {
                 let response = match self.status().await {
@@ -209,13 +228,7 @@ impl Connection {
             } => {
                 let count = lines.unwrap_or(DEFAULT_LOG_LINES);
                 let live = follow.then(|| self.context.journal.follow_logs());
-                let last = self.context.journal.last_lines(count, worker);
-                let newest = last.last().map(|line| line.seq);
-                send(
-                    &mut self.writer,
-                    &Response::success(id.clone(), json!({ "lines": last })),
-                )
-                .await?;
+                let newest = self.send_lines(&id, count, worker).await?;
                 if let Some(live) = live {
                     self.stream(id, live, |line: super::protocol::LogLine| {
                         let wanted = worker.is_none() || line.worker == worker;
@@ -240,6 +253,36 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Sends the response to `logs`: the last `count` lines (of `worker`),
+    /// a part at a time; returns the number of the last line sent.
+    async fn send_lines(
+        &mut self,
+        id: &Value,
+        count: usize,
+        worker: Option<u32>,
+    ) -> Result<Option<u64>, End> {
+        let journal = self.context.journal.clone();
+        let span = journal.last_lines_span(count, worker);
+        write(&mut self.writer, &lines_response_head(id)).await?;
+        if let Some((first, last)) = span {
+            let mut next = first;
+            let mut part_text = Vec::new();
+            loop {
+                let part = journal.lines_from(next, last, worker, LOG_PART_BYTES);
+                let Some(end) = part.last() else {
+                    break;
+                };
+                part_text.clear();
+                lines_response_part(&part, next == first, &mut part_text)
+                    .map_err(io::Error::other)?;
+                next = end.seq + 1;
+                write(&mut self.writer, &part_text).await?;
+            }
+        }
+        write(&mut self.writer, LINES_RESPONSE_TAIL).await?;
+        Ok(span.map(|(_, last)| last))
     }
 
     async fn status(&self) -> Option<crate::Status> {
@@ -404,11 +447,26 @@ async fn read_line(reader: &mut BufReader<OwnedReadHalf>) -> io::Result<Incoming
     Ok(Incoming::Line(line))
 }
 
+/// Whether `command` holds its connection for long: a stream, a reload
+/// waited for, a log (long when the client reads slowly).
+fn is_long_lived(command: &Command) -> bool {
+    match command {
+        Command::Events | Command::Logs { .. } => true,
+        Command::Reload { wait } => *wait,
+        Command::Status | Command::Scale { .. } | Command::Stop { .. } => false,
+    }
+}
+
 /// Writes `value` as one JSON line, within [`WRITE_TIMEOUT`].
 async fn send(writer: &mut OwnedWriteHalf, value: &impl Serialize) -> io::Result<()> {
     let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
     line.push(b'\n');
-    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&line)).await {
+    write(writer, &line).await
+}
+
+/// Writes `bytes` within [`WRITE_TIMEOUT`].
+async fn write(writer: &mut OwnedWriteHalf, bytes: &[u8]) -> io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(bytes)).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,

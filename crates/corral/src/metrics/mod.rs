@@ -9,11 +9,20 @@
 //!   one is, 503 otherwise ([`probes`]).
 //!
 //! It runs on the primary's runtime and asks the supervisor for the
-//! snapshot the same way `corral status` does. Connections are capped and
-//! must send their request head within a few seconds.
+//! snapshot the same way `corral status` does. Nobody authenticates to it,
+//! so no client may hold it down: connections are admitted at once, in
+//! capped pools whose oldest make room ([`admission`]), a request head
+//! (and the wait for the next one on a kept-alive connection) must come
+//! within [`HEADER_TIMEOUT`], a write stalled for [`WRITE_TIMEOUT`] closes
+//! the connection ([`write_timeout`]), and each connection buffers at most
+//! [`MAX_BUFFER`] bytes of pipelined requests or queued responses (and
+//! the kernel [`SEND_BUFFER`] more).
+//! `docs/security.md` lists these limits.
 
+mod admission;
 mod exposition;
 mod probes;
+mod write_timeout;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,17 +34,35 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Error;
 use crate::control::command::SupervisorCommand;
 use crate::control::status::Status;
+use crate::log::rate::warn_limited;
+use admission::{Admissions, Admitted};
 use exposition::PrimaryFacts;
+use write_timeout::WriteTimeout;
 
-/// Connections served at once; more wait in the listen queue.
-const MAX_CONNECTIONS: usize = 32;
-/// How long a client may take to send its request head.
+/// How long a client may take to send a request head, counted from when
+/// the connection waits for one: also how long a kept-alive connection may
+/// stay idle between requests.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a response may wait for the client to read before the
+/// connection is closed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// hyper's read and write buffer cap per connection: bounds how many
+/// pipelined requests are read ahead and how many responses queue.
+const MAX_BUFFER: usize = 64 * 1024;
+/// The kernel's send buffer per connection (`SO_SNDBUF`; Linux doubles
+/// it). Left to itself it grows to megabytes (`tcp_wmem`) for a client
+/// that never reads, which would also put off the write timeout by as
+/// many responses.
+const SEND_BUFFER: usize = 64 * 1024;
+/// Connections the kernel queues before they are accepted. A crowd that
+/// reconnects in bursts must not fill the queue: a probe's connection
+/// dropped there is retried by its kernel only a second later.
+const LISTEN_BACKLOG: i32 = 1024;
 /// The OpenMetrics text format, for scrapers that ask for it.
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Prometheus' classic text format, for everyone else (curl, promtool).
@@ -51,11 +78,19 @@ pub(crate) fn message_dropped() {
 
 /// Binds `address` now, so a port in use is an error at start.
 pub(crate) fn bind(address: SocketAddr) -> Result<std::net::TcpListener, Error> {
-    let listener = std::net::TcpListener::bind(address).map_err(|err| Error::bind(address, err))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(Error::io("cannot set up the metrics socket"))?;
-    Ok(listener)
+    let bound = || -> std::io::Result<std::net::TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(address),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    bound().map_err(|err| Error::bind(address, err))
 }
 
 /// Serves the endpoint on `listener` until the runtime ends. Must run in the
@@ -69,36 +104,59 @@ pub(crate) fn serve(
     let address = listener
         .local_addr()
         .map_err(Error::io("cannot read the metrics socket's address"))?;
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admissions = Arc::new(Admissions::default());
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(err) => {
-                    tracing::warn!("metrics endpoint: cannot accept a connection: {err}");
+                    warn_limited!("metrics endpoint: cannot accept a connection: {}", err);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            let commands = commands.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let commands = commands.clone();
-                    async move { Ok::<_, Infallible>(answer(request, &commands).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-                drop(permit);
-            });
+            let admitted = admissions.admit();
+            tokio::spawn(serve_connection(stream, admitted, commands.clone()));
         }
     });
     Ok(address)
+}
+
+/// Serves one connection until it ends, fails a limit, or is evicted.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    admitted: Admitted,
+    commands: mpsc::UnboundedSender<SupervisorCommand>,
+) {
+    let admitted = Arc::new(admitted);
+    let proof = admitted.clone();
+    let service = hyper::service::service_fn(move |request| {
+        // hyper calls this once a whole request head is in.
+        proof.served();
+        let commands = commands.clone();
+        async move { Ok::<_, Infallible>(answer(request, &commands).await) }
+    });
+    if let Err(err) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+        warn_limited!(
+            "metrics endpoint: cannot limit a connection's send buffer: {}",
+            err
+        );
+    }
+    let io = TokioIo::new(WriteTimeout::new(stream, WRITE_TIMEOUT));
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true)
+        .max_buf_size(MAX_BUFFER)
+        // Each response goes out as it is ready, not batched behind
+        // the pipelined requests after it.
+        .pipeline_flush(false)
+        .serve_connection(io, service);
+    tokio::select! {
+        _ = connection => {}
+        // Dropping the connection closes its socket.
+        () = admitted.evicted.notified() => {}
+    }
 }
 
 async fn answer(
