@@ -565,6 +565,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--rate", type=float, help=f"requests/s offered by the {CLIENTS} clients together (default {RATE}; 0: unpaced)"
     )
+    p.add_argument(
+        "--reloads",
+        type=int,
+        metavar="N",
+        help=f"rolling reloads back to back in the reload scenario (default {FULL.reloads}); "
+        "e.g. 36 for a soak",
+    )
     p.add_argument("--only", metavar="LIST", help="comma-separated systems to run (see below)")
     p.add_argument("--scenarios", metavar="LIST", help="comma-separated scenarios to run (default all)")
     args = p.parse_args(argv)
@@ -574,6 +581,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if args.rate < 0:
             p.error("--rate must be 0 (unpaced) or more")
         args.plan = dataclasses.replace(args.plan, rate=args.rate)
+    if args.reloads is not None:
+        if args.reloads < 1:
+            p.error("--reloads must be 1 or more")
+        args.plan = dataclasses.replace(args.plan, reloads=args.reloads)
     args.systems = h.select(p, args.only, SYSTEMS, "system")
     args.scenarios = h.select(p, args.scenarios, SCENARIOS, "scenario")
     return args
