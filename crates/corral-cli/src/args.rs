@@ -75,6 +75,9 @@ pub enum Command {
     /// Check a configuration file: print the settings it gives `corral run`,
     /// or its first error (file, line, key)
     Check(CheckArgs),
+    /// Write the man pages or print a shell's completions (for packagers).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 /// Which cluster a command talks to, and how it prints.
@@ -186,6 +189,26 @@ pub fn parse_scale_count(text: &str) -> Result<ScaleCount, String> {
     text.parse::<usize>()
         .map(ScaleCount::Exactly)
         .map_err(|_| bad())
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(subcommand)]
+    pub what: GenerateWhat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateWhat {
+    /// Write corral.1 and a page per subcommand (corral-run.1, …) into DIR
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the completion script of SHELL on stdout
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]

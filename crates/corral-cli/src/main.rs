@@ -6,6 +6,7 @@ mod args;
 mod config;
 mod control;
 mod demo;
+mod generate;
 mod standalone;
 mod top;
 
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         Command::Run(run) => run_cluster(*run),
         Command::DemoWorker(args) => standalone::run(args),
         Command::Check(check) => check_config(&check.file),
+        Command::Generate(what) => generate::run(what),
         command => control::run(command).map(|_| ()),
     };
     let code = match outcome {

@@ -38,7 +38,9 @@ pub(crate) fn run(command: Command) -> Result<Option<()>, anyhow::Error> {
         Command::Logs(args) => logs::run(&args),
         Command::Events(args) => events::run(&args),
         Command::Top(args) => crate::top::run(&args),
-        Command::Run(_) | Command::DemoWorker(_) | Command::Check(_) => return Ok(None),
+        Command::Run(_) | Command::DemoWorker(_) | Command::Check(_) | Command::Generate(_) => {
+            return Ok(None);
+        }
     };
     done.map(Some)
 }
