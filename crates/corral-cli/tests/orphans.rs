@@ -127,6 +127,7 @@ fn as_pid_1_of_a_pid_namespace_corral_reaps_orphans_and_stops_gracefully() {
         eprintln!("skipped: {reason}");
         return;
     }
+    let control = corral_testkit::private_runtime_dir().join("control.sock");
     let mut command = Command::new("unshare");
     command
         .args(["--pid", "--fork", "--mount-proc", CORRAL])
@@ -138,6 +139,8 @@ fn as_pid_1_of_a_pid_namespace_corral_reaps_orphans_and_stops_gracefully() {
             "127.0.0.1:0",
             "--grace",
             "3",
+            "--control",
+            control.to_str().unwrap(),
             "--",
             "python3",
             DAEMONIZER,
@@ -179,6 +182,19 @@ fn as_pid_1_of_a_pid_namespace_corral_reaps_orphans_and_stops_gracefully() {
         cluster.output()
     );
     corral_testkit::http_get(port, "/").expect("the workers serve");
+
+    // A client outside the namespace (the host, against a container's
+    // socket) is seen with pid 0; its uid still decides, and it is served.
+    let status = Command::new(CORRAL)
+        .args(["status", "--control", control.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success() && String::from_utf8_lossy(&status.stdout).contains("ready"),
+        "corral status from the parent namespace: {}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     // SIGTERM to PID 1 stops the cluster gracefully, well within --grace.
     let asked = std::time::Instant::now();

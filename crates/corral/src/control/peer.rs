@@ -7,9 +7,15 @@
 use std::os::fd::AsFd;
 
 /// The uid of the process at the other end of a Unix socket connection.
+///
+/// Read with nix rather than rustix: a client in an ancestor PID namespace
+/// (`corral status` on the host against a container's socket) has pid 0 as
+/// the kernel reports it here, which rustix's `socket_peercred` refuses
+/// (its `Pid` cannot be 0); only the uid matters to the check.
 pub(crate) fn peer_uid(connection: impl AsFd) -> std::io::Result<u32> {
-    let credentials = rustix::net::sockopt::socket_peercred(connection)?;
-    Ok(credentials.uid.as_raw())
+    let credentials =
+        nix::sys::socket::getsockopt(&connection, nix::sys::socket::sockopt::PeerCredentials)?;
+    Ok(credentials.uid())
 }
 
 /// Whether a client running as `peer` may control a cluster running as
