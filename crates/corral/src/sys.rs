@@ -257,11 +257,11 @@ static BATCH_SCHEDULED: AtomicBool = AtomicBool::new(false);
 /// keeps it. Returns whether the policy changed.
 pub(crate) fn schedule_as_batch() -> io::Result<bool> {
     // SAFETY: sched_getscheduler only reads the calling thread's policy.
-    let policy = unsafe { libc::sched_getscheduler(0) };
+    let policy = unsafe { libc::syscall(libc::SYS_sched_getscheduler, 0) };
     if policy == -1 {
         return Err(io::Error::last_os_error());
     }
-    if policy != libc::SCHED_OTHER {
+    if policy != libc::c_long::from(libc::SCHED_OTHER) {
         return Ok(false);
     }
     if !set_scheduling_policy(libc::SCHED_BATCH) {
@@ -271,13 +271,31 @@ pub(crate) fn schedule_as_batch() -> io::Result<bool> {
     Ok(true)
 }
 
+/// The kernel's `struct sched_param`. The scheduling calls are made as
+/// system calls, not through the C library: musl's `sched_getscheduler` and
+/// `sched_setscheduler` fail with ENOSYS without asking the kernel (and its
+/// `sched_param` has more fields), and corral's static binary is built with
+/// musl.
+#[repr(C)]
+struct SchedParam {
+    sched_priority: libc::c_int,
+}
+
 /// Sets the calling thread's policy (one without priorities: `SCHED_OTHER`,
 /// `SCHED_BATCH`); async-signal-safe, so a forked child may call it.
 fn set_scheduling_policy(policy: libc::c_int) -> bool {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid sched_param that outlives the call; the
-    // call changes only the calling thread's scheduling policy.
-    unsafe { libc::sched_setscheduler(0, policy, &param) == 0 }
+    let param = SchedParam { sched_priority: 0 };
+    // SAFETY: `param` has the layout of the kernel's sched_param and
+    // outlives the call; the call changes only the calling thread's
+    // scheduling policy.
+    unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            policy,
+            std::ptr::from_ref(&param),
+        ) == 0
+    }
 }
 
 fn c_string(bytes: &[u8]) -> io::Result<CString> {
