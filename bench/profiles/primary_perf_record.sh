@@ -2,9 +2,11 @@
 # Where the primary's CPU goes while it hands out connections: perf record
 # on the primary (call graphs) under wrk -t1 -c50 with Connection: close.
 #   bench/profiles/primary_perf_record.sh POLICY [SECONDS] > report.txt
+# Symbols need the profiling build (release is stripped):
+#   cargo build --profile profiling -p corral-cli
 set -eu
 policy=${1:?policy}; seconds=${2:-3}
-corral=${CORRAL:-target/release/corral}
+corral=${CORRAL:-target/profiling/corral}
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 $corral run -w 2 --policy "$policy" -l 127.0.0.1:$port >/dev/null 2>&1 &
 pid=$!

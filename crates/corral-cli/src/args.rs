@@ -15,7 +15,8 @@ const SIGNALS_HELP: &str = "Signals to `corral run`'s primary: HUP reloads every
 #[derive(Debug, Parser)]
 #[command(
     name = "corral",
-    version,
+    // The commit comes from build.rs.
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CORRAL_COMMIT"), ")"),
     about = "Run a server as a cluster of worker processes sharing its listening ports",
     after_help = SIGNALS_HELP
 )]
