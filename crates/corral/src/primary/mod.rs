@@ -59,7 +59,7 @@ use crate::control::journal::Journal;
 use crate::error::Chain;
 use crate::protocol::env::WorkerEnv;
 use crate::protocol::message::Control;
-use crate::worker_key::WorkerKey;
+use crate::worker_key::{Serials, WorkerKey};
 use backoff::BackoffPolicy;
 use control::ControlPlane;
 use crash_loop::{CRASH_LOOP_FATAL, Restart};
@@ -235,6 +235,7 @@ pub(crate) async fn run(
         launcher,
         balancer,
         slots: BTreeMap::new(),
+        serials: Serials::default(),
         inbox,
         requested,
         registry,
@@ -280,6 +281,8 @@ struct Supervisor {
     launcher: Launcher,
     balancer: Box<dyn Balancer>,
     slots: BTreeMap<u32, Slot>,
+    /// Numbers every process started, so that no two share a key.
+    serials: Serials,
     inbox: mpsc::Receiver<Notice>,
     /// Requests from the user's `Primary` handle.
     requested: mpsc::UnboundedReceiver<Request>,
@@ -417,7 +420,9 @@ impl Supervisor {
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return Ok(());
                 };
-                let failed = slot.newest_key();
+                let Some(failed) = slot.newest_key() else {
+                    return Ok(());
+                };
                 let restart = slot.history().record_spawn_failure();
                 self.restart_after(failed, restart, failure)
             }
@@ -430,7 +435,7 @@ impl Supervisor {
         let Some(slot) = self.slots.get_mut(&id) else {
             return Ok(None);
         };
-        let key = slot.next_key();
+        let key = slot.next_key(&mut self.serials);
         let spawned = self
             .balancer
             .sockets_for(key)
@@ -501,7 +506,8 @@ impl Supervisor {
             generation: worker.key.generation,
             state,
         };
-        self.registry.insert(info, worker.outbox.clone());
+        self.registry
+            .insert(worker.key, info, worker.outbox.clone());
     }
 
     /// Whether worker `key` is live and its process still runs.

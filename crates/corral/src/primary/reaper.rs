@@ -30,6 +30,25 @@ use crate::worker_key::WorkerKey;
 /// How long the primary, exiting, waits for leftover processes it killed.
 const LEFTOVER_REAP_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Which worker process a stray names in its environment: the slot and
+/// generation it inherited (`CORRAL_WORKER_ID`, `CORRAL_GENERATION`). A
+/// re-added slot repeats them, so this is what a stray can tell, not a
+/// [`WorkerKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Origin {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+impl From<WorkerKey> for Origin {
+    fn from(key: WorkerKey) -> Self {
+        Origin {
+            slot: key.slot,
+            generation: key.generation,
+        }
+    }
+}
+
 /// One line of the process table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProcessEntry {
@@ -77,7 +96,7 @@ pub(crate) fn process_table() -> Vec<ProcessEntry> {
 
 /// Reads the worker identity from a NUL-separated environment block, if it
 /// names a worker of the primary `primary`.
-pub(crate) fn origin_in(environ: &[u8], primary: u32) -> Option<WorkerKey> {
+pub(crate) fn origin_in(environ: &[u8], primary: u32) -> Option<Origin> {
     let mut id = None;
     let mut generation = None;
     let mut from_us = false;
@@ -93,10 +112,14 @@ pub(crate) fn origin_in(environ: &[u8], primary: u32) -> Option<WorkerKey> {
             _ => {}
         }
     }
-    Some(WorkerKey::new(id?, generation?)).filter(|_| from_us)
+    Some(Origin {
+        slot: id?,
+        generation: generation?,
+    })
+    .filter(|_| from_us)
 }
 
-fn origin_of(pid: u32, primary: u32) -> Option<WorkerKey> {
+fn origin_of(pid: u32, primary: u32) -> Option<Origin> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
     origin_in(&environ, primary)
 }
@@ -155,7 +178,8 @@ impl Reaper {
             if entry.zombie || entry.group == leader || entry.pid == leader {
                 continue;
             }
-            let adopted = entry.parent == self.me && origin_of(entry.pid, self.me) == Some(origin);
+            let adopted =
+                entry.parent == self.me && origin_of(entry.pid, self.me) == Some(origin.into());
             if adopted || below.contains(&entry.pid) {
                 tracing::info!(
                     "worker {}: sending {} to pid {} ({}), which it started outside its \
@@ -315,7 +339,11 @@ mod tests {
     fn the_worker_is_found_in_the_environment() {
         let environ =
             b"PATH=/bin\0CORRAL_WORKER_ID=3\0CORRAL_GENERATION=7\0CORRAL_PRIMARY_PID=100\0";
-        assert_eq!(origin_in(environ, 100), Some(WorkerKey::new(3, 7)));
+        let origin = Origin {
+            slot: 3,
+            generation: 7,
+        };
+        assert_eq!(origin_in(environ, 100), Some(origin));
         // Another cluster's worker, or no worker at all.
         assert_eq!(origin_in(environ, 101), None);
         assert_eq!(origin_in(b"PATH=/bin\0", 100), None);

@@ -173,7 +173,7 @@ mod tests {
             match plan.next_step(surge, all) {
                 ReloadStep::Replace(slot) => {
                     order.push(slot);
-                    plan.started(WorkerKey::new(slot, 2));
+                    plan.started(WorkerKey::new(slot, 2, 0));
                     plan.promoted(slot);
                 }
                 step => return (order, step),
@@ -200,10 +200,10 @@ mod tests {
     fn one_replacement_at_a_time_waits_for_readiness() {
         let mut plan = ReloadPlan::rolling([1, 2]);
         assert_eq!(plan.next_step(1, all), ReloadStep::Replace(1));
-        let key = WorkerKey::new(1, 2);
+        let key = WorkerKey::new(1, 2, 0);
         plan.started(key);
         assert!(plan.awaits(key));
-        assert!(!plan.awaits(WorkerKey::new(1, 1)), "not the old worker");
+        assert!(!plan.awaits(WorkerKey::new(1, 1, 0)), "not the old worker");
         assert_eq!(plan.next_step(1, all), ReloadStep::Wait);
         plan.promoted(1);
         assert_eq!(plan.next_step(1, all), ReloadStep::Replace(2));
@@ -214,7 +214,7 @@ mod tests {
         let mut plan = ReloadPlan::rolling([1, 2, 3]);
         for slot in [1, 2] {
             assert_eq!(plan.next_step(2, all), ReloadStep::Replace(slot));
-            plan.started(WorkerKey::new(slot, 2));
+            plan.started(WorkerKey::new(slot, 2, 0));
         }
         assert_eq!(plan.next_step(2, all), ReloadStep::Wait);
         assert_eq!(plan.remaining(), 3);
@@ -226,7 +226,7 @@ mod tests {
     fn slots_that_cannot_be_replaced_are_skipped() {
         let mut plan = ReloadPlan::rolling([1, 2, 3]);
         assert_eq!(plan.next_step(1, |slot| slot == 3), ReloadStep::Replace(3));
-        plan.started(WorkerKey::new(3, 5));
+        plan.started(WorkerKey::new(3, 5, 0));
         plan.promoted(3);
         assert_eq!(
             plan.next_step(1, all),
@@ -243,7 +243,7 @@ mod tests {
         let mut plan = ReloadPlan::rolling([1, 2, 3]);
         assert_eq!(plan.progress(), Some((0, 3)));
         plan.next_step(1, all);
-        plan.started(WorkerKey::new(1, 2));
+        plan.started(WorkerKey::new(1, 2, 0));
         assert_eq!(plan.progress(), Some((0, 3)));
         plan.promoted(1);
         assert_eq!(plan.progress(), Some((1, 3)));
@@ -266,11 +266,11 @@ mod tests {
         plan.recycle(2);
         plan.recycle(3);
         assert_eq!(plan.next_step(1, all), ReloadStep::Replace(2));
-        plan.started(WorkerKey::new(2, 4));
+        plan.started(WorkerKey::new(2, 4, 0));
         plan.recycle(2);
         plan.promoted(2);
         assert_eq!(plan.next_step(1, all), ReloadStep::Replace(3));
-        plan.started(WorkerKey::new(3, 1));
+        plan.started(WorkerKey::new(3, 1, 0));
         plan.promoted(3);
         assert!(matches!(
             plan.next_step(1, all),
@@ -283,7 +283,7 @@ mod tests {
         let mut plan = ReloadPlan::rolling([1, 2, 3]);
         for slot in [1, 2] {
             plan.next_step(2, all);
-            plan.started(WorkerKey::new(slot, 2));
+            plan.started(WorkerKey::new(slot, 2, 0));
         }
         assert_eq!(plan.abort(2), [1, 2]);
         let plan = ReloadPlan::rolling([4]);
@@ -294,7 +294,7 @@ mod tests {
     fn a_late_promotion_does_not_count_twice() {
         let mut plan = ReloadPlan::rolling([1]);
         plan.next_step(1, all);
-        plan.started(WorkerKey::new(1, 2));
+        plan.started(WorkerKey::new(1, 2, 0));
         plan.promoted(1);
         plan.promoted(1);
         assert!(matches!(
