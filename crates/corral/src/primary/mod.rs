@@ -73,7 +73,7 @@ use notify::Notifier;
 use output::OutputSink;
 use readiness::{LateVerdict, StartKind};
 use ready_mode::ReadyMode;
-use reaper::Reaper;
+use reaper::{Reaper, StrayOrders};
 use registry::Registry;
 use reload_plan::ReloadPlan;
 use router::Router;
@@ -246,6 +246,7 @@ pub(crate) async fn run(
         proven: false,
         ever_ready: false,
         reaper: Reaper::new(),
+        strays: StrayOrders::default(),
         notifier: Notifier::from_environment(),
         node,
         control: ControlPlane::new(journal, command_inbox, control_service),
@@ -271,6 +272,7 @@ pub(crate) async fn run(
         tracing::error!("giving up: killing every worker");
         primary.kill_and_reap().await;
     }
+    primary.scan_for_strays();
     primary.reaper.kill_leftovers().await;
     primary.launcher.output.flush(OUTPUT_FLUSH_TIMEOUT).await;
     outcome
@@ -299,6 +301,8 @@ struct Supervisor {
     ever_ready: bool,
     /// Reaps and stops what workers start outside their process groups.
     reaper: Reaper,
+    /// What the reaper's next scan of the process table is to do.
+    strays: StrayOrders,
     /// systemd's notification socket (`NOTIFY_SOCKET`), if any.
     notifier: Notifier,
     /// The Node side, when the workers are Node cluster workers.
@@ -319,6 +323,10 @@ impl Supervisor {
         let mut systemd_ping =
             tokio::time::interval(systemd_watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut misfit_check = tokio::time::interval(misfit::CHECK_PERIOD);
+        // The first scan at once, the next ones after a pause: one scan
+        // serves the stops and exits of many workers.
+        let mut stray_scan = tokio::time::interval(reaper::SCAN_PERIOD);
+        stray_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.finished() {
             tokio::select! {
                 Some(notice) = self.inbox.recv() => self.handle(notice)?,
@@ -334,6 +342,7 @@ impl Supervisor {
                     self.recycle_large_workers()?
                 }
                 _ = misfit_check.tick(), if self.watches_misfits() => self.check_misfits()?,
+                _ = stray_scan.tick(), if self.strays.pending() => self.scan_for_strays(),
             }
             self.tell_systemd();
         }
