@@ -2,7 +2,8 @@
 //! removed by a scale-down and added again within the grace period gets a
 //! new worker that the old worker's grace timer cannot reach, under load and
 //! with no request lost; concurrent scale requests end in the state the last
-//! one asked for, with no healthy worker killed.
+//! one asked for, with no healthy worker killed; a scale-down during a
+//! rolling reload leaves the reload to complete with the slots that stay.
 
 use std::collections::HashSet;
 use std::process::{Command, Output, Stdio};
@@ -12,6 +13,7 @@ use corral_testkit::{ClusterBuilder, ClusterProcess, Load, PATIENCE, process_ali
 use serde_json::Value;
 
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 /// The grace period of the clusters here: the stale timers fire after it.
 const GRACE: Duration = Duration::from_secs(4);
 /// What the primary logs when a grace period ends with a worker alive.
@@ -155,4 +157,41 @@ fn concurrent_scale_requests_end_in_the_last_state_asked_for() {
     let serving = await_ready_workers(&cluster, 2);
     assert_untouched_after_grace(&cluster, &serving);
     assert_eq!(status(&cluster)["workers_desired"], 2);
+}
+
+#[test]
+fn a_scale_down_during_a_reload_lets_the_reload_complete_with_the_slots_that_stay() {
+    // Replacements count as ready after 2 s, and all three are awaited at
+    // once: the scale-down removes a slot whose replacement is under way.
+    let cluster = ClusterBuilder::corral(CORRAL)
+        .workers(3)
+        .args(&["--ready", "delay:2", "--max-surge", "3", "--grace", "4"])
+        .command(&["python3", ENV_SERVER])
+        .start();
+    let mut reload = cluster.control_command(CORRAL, &["reload"]);
+    reload.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let reload = reload.spawn().expect("corral reload starts");
+    assert!(
+        cluster
+            .wait_for_line("rolling reload: replacing 3 workers", PATIENCE)
+            .is_some(),
+        "{}",
+        cluster.output()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    scale(&cluster, "-1");
+    let outcome = reload.wait_with_output().expect("corral reload ends");
+    assert!(
+        outcome.status.success(),
+        "the reload did not complete: {outcome:?}\n{}",
+        cluster.output()
+    );
+    let serving = await_ready_workers(&cluster, 2);
+    assert_eq!(status(&cluster)["workers_desired"], 2);
+    assert!(
+        !cluster.output().contains("aborted"),
+        "{}",
+        cluster.output()
+    );
+    assert_eq!(await_ready_workers(&cluster, 2), serving);
 }

@@ -403,7 +403,7 @@ impl Supervisor {
             }
             Request::Reload => return self.request_reload(),
             Request::AddWorker => return self.scale_up(),
-            Request::RemoveWorker => self.scale_down(),
+            Request::RemoveWorker => return self.scale_down(),
         }
         Ok(())
     }
@@ -889,9 +889,9 @@ impl Supervisor {
         self.start(id)
     }
 
-    fn scale_down(&mut self) {
+    fn scale_down(&mut self) -> Result<(), Error> {
         if self.phase != Phase::Running {
-            return;
+            return Ok(());
         }
         let active: Vec<u32> = self
             .slots
@@ -901,7 +901,7 @@ impl Supervisor {
             .collect();
         let Some(&id) = active.last().filter(|_| active.len() > 1) else {
             tracing::warn!("not scaling down: the cluster keeps at least one worker");
-            return;
+            return Ok(());
         };
         tracing::info!("scaling down: stopping worker {id}");
         // Release the slot's sockets now: a reuseport socket left open while
@@ -917,6 +917,13 @@ impl Supervisor {
         } else {
             self.slots.remove(&id);
         }
+        // A reload under way no longer replaces the slot (nor waits for
+        // its replacement, now stopping): it goes on with the others.
+        if let Some(reload) = self.reload.as_mut() {
+            reload.drop_slot(id);
+            return self.reload_next();
+        }
+        Ok(())
     }
 
     /// The process `key`, whatever its role in its slot.

@@ -145,6 +145,13 @@ impl ReloadPlan {
         }
     }
 
+    /// Slot `slot` was removed (the cluster shrank): it is neither replaced
+    /// nor waited for, and does not count as replaced.
+    pub(crate) fn drop_slot(&mut self, slot: u32) {
+        self.queue.retain(|&queued| queued != slot);
+        self.awaiting.retain(|key| key.slot != slot);
+    }
+
     /// Gives the reload up because slot `failed`'s replacement failed.
     /// Returns the slots whose replacements go (every one under way, and
     /// `failed`); their old workers stay.
@@ -163,6 +170,26 @@ mod tests {
 
     fn all(_: u32) -> bool {
         true
+    }
+
+    #[test]
+    fn a_slot_removed_during_the_reload_is_neither_awaited_nor_counted() {
+        let mut plan = ReloadPlan::rolling([1, 2, 3]);
+        for slot in 1..=2 {
+            assert_eq!(plan.next_step(2, all), ReloadStep::Replace(slot));
+            plan.started(WorkerKey::new(slot, 2, u64::from(slot)));
+        }
+        plan.drop_slot(2);
+        plan.drop_slot(3);
+        assert!(!plan.awaits(WorkerKey::new(2, 2, 2)));
+        assert_eq!(plan.remaining(), 1);
+        plan.promoted(1);
+        let complete = ReloadStep::Complete {
+            label: "rolling reload",
+            replaced: 1,
+            again: false,
+        };
+        assert_eq!(plan.next_step(2, all), complete);
     }
 
     /// Runs `plan` as a supervisor whose replacements are ready at once

@@ -123,10 +123,11 @@ impl Slot {
     }
 
     /// Marks the slot for removal once its processes are gone (the
-    /// cluster shrinks). Returns whether a worker is still there to stop.
+    /// cluster shrinks). Returns whether a worker or a successor is still
+    /// there to stop.
     pub(crate) fn retire(&mut self) -> bool {
         self.retiring = true;
-        self.worker.is_some()
+        self.worker.is_some() || self.successor.is_some()
     }
 
     pub(crate) fn is_retiring(&self) -> bool {
