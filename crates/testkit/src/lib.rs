@@ -608,8 +608,8 @@ mod tests {
     }
 }
 
-/// Clients requesting `GET /` on new connections, one request each, until
-/// stopped; counts what they saw.
+/// Clients requesting `GET /` (or another path) on new connections, one
+/// request each, until stopped; counts what they saw.
 pub struct Load {
     running: std::sync::Arc<std::sync::atomic::AtomicBool>,
     counts: std::sync::Arc<LoadCounts>,
@@ -652,6 +652,12 @@ impl LoadTotals {
 impl Load {
     /// Starts `clients` threads against 127.0.0.1:`port`.
     pub fn start(port: u16, clients: usize) -> Self {
+        Self::start_on(port, "/", clients)
+    }
+
+    /// Starts `clients` threads requesting `path` (the demo worker's
+    /// `/sleep/MS` keeps requests in flight) against 127.0.0.1:`port`.
+    pub fn start_on(port: u16, path: &'static str, clients: usize) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let counts = std::sync::Arc::new(LoadCounts::default());
@@ -661,7 +667,7 @@ impl Load {
                 std::thread::spawn(move || {
                     while running.load(Relaxed) {
                         let started = std::time::Instant::now();
-                        let (counter, reason) = match http_get(port, "/") {
+                        let (counter, reason) = match http_get(port, path) {
                             Ok(response) if response.status == 200 => (&counts.succeeded, None),
                             Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
                                 (&counts.refused, Some(err.to_string()))

@@ -116,7 +116,7 @@ impl Supervisor {
         }
         while self.desired_workers() > wanted {
             let count = self.desired_workers();
-            self.scale_down();
+            self.scale_down()?;
             if self.desired_workers() == count {
                 break;
             }

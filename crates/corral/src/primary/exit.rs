@@ -99,6 +99,8 @@ pub(crate) struct ExitDecision {
 pub(crate) fn classify(facts: &ExitFacts, min_uptime: Duration) -> ExitKind {
     match facts.role {
         Role::Retired => return ExitKind::Retired,
+        // Asked to stop: its slot was removed (or the cluster stops).
+        Role::Successor if facts.stop_requested => return ExitKind::Retired,
         Role::Successor => return ExitKind::SuccessorFailed,
         Role::Current => {}
     }
@@ -296,6 +298,18 @@ mod tests {
         let facts = exit(Role::Successor, 5_000, Some(0), None);
         assert_eq!(classify(&facts, MIN_UPTIME), ExitKind::SuccessorFailed);
         assert_eq!(next(facts, RUNNING), AfterExit::AbortReload);
+    }
+
+    #[test]
+    fn a_successor_asked_to_stop_by_a_scale_down_is_retired_not_failed() {
+        let mut facts = exit(Role::Successor, 300, Some(0), None);
+        facts.stop_requested = true;
+        assert_eq!(classify(&facts, MIN_UPTIME), ExitKind::Retired);
+        let emptied = SlotAfterExit {
+            emptied_and_retiring: true,
+            ..RUNNING
+        };
+        assert_eq!(next(facts, emptied), AfterExit::RemoveSlot);
     }
 
     #[test]

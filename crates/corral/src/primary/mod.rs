@@ -59,7 +59,7 @@ use crate::control::journal::Journal;
 use crate::error::Chain;
 use crate::protocol::env::WorkerEnv;
 use crate::protocol::message::Control;
-use crate::worker_key::WorkerKey;
+use crate::worker_key::{Serials, WorkerKey};
 use backoff::BackoffPolicy;
 use control::ControlPlane;
 use crash_loop::{CRASH_LOOP_FATAL, Restart};
@@ -73,7 +73,7 @@ use notify::Notifier;
 use output::OutputSink;
 use readiness::{LateVerdict, StartKind};
 use ready_mode::ReadyMode;
-use reaper::Reaper;
+use reaper::{Reaper, StrayOrders};
 use registry::Registry;
 use reload_plan::ReloadPlan;
 use router::Router;
@@ -240,6 +240,7 @@ pub(crate) async fn run(
         launcher,
         balancer,
         slots: BTreeMap::new(),
+        serials: Serials::default(),
         inbox,
         requested,
         registry,
@@ -250,6 +251,7 @@ pub(crate) async fn run(
         proven: false,
         ever_ready: false,
         reaper: Reaper::new(),
+        strays: StrayOrders::default(),
         notifier: Notifier::from_environment(),
         node,
         control: ControlPlane::new(journal, command_inbox, control_service),
@@ -275,6 +277,7 @@ pub(crate) async fn run(
         tracing::error!("giving up: killing every worker");
         primary.kill_and_reap().await;
     }
+    primary.scan_for_strays();
     primary.reaper.kill_leftovers().await;
     primary.launcher.output.flush(OUTPUT_FLUSH_TIMEOUT).await;
     outcome
@@ -285,6 +288,8 @@ struct Supervisor {
     launcher: Launcher,
     balancer: Box<dyn Balancer>,
     slots: BTreeMap<u32, Slot>,
+    /// Numbers every process started, so that no two share a key.
+    serials: Serials,
     inbox: mpsc::Receiver<Notice>,
     /// Requests from the user's `Primary` handle.
     requested: mpsc::UnboundedReceiver<Request>,
@@ -301,6 +306,8 @@ struct Supervisor {
     ever_ready: bool,
     /// Reaps and stops what workers start outside their process groups.
     reaper: Reaper,
+    /// What the reaper's next scan of the process table is to do.
+    strays: StrayOrders,
     /// systemd's notification socket (`NOTIFY_SOCKET`), if any.
     notifier: Notifier,
     /// The Node side, when the workers are Node cluster workers.
@@ -321,6 +328,10 @@ impl Supervisor {
         let mut systemd_ping =
             tokio::time::interval(systemd_watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut misfit_check = tokio::time::interval(misfit::CHECK_PERIOD);
+        // The first scan at once, the next ones after a pause: one scan
+        // serves the stops and exits of many workers.
+        let mut stray_scan = tokio::time::interval(reaper::SCAN_PERIOD);
+        stray_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.finished() {
             tokio::select! {
                 Some(notice) = self.inbox.recv() => self.handle(notice)?,
@@ -336,6 +347,7 @@ impl Supervisor {
                     self.recycle_large_workers()?
                 }
                 _ = misfit_check.tick(), if self.watches_misfits() => self.check_misfits()?,
+                _ = stray_scan.tick(), if self.strays.pending() => self.scan_for_strays(),
             }
             self.tell_systemd();
         }
@@ -397,7 +409,7 @@ impl Supervisor {
             }
             Request::Reload => return self.request_reload(),
             Request::AddWorker => return self.scale_up(),
-            Request::RemoveWorker => self.scale_down(),
+            Request::RemoveWorker => return self.scale_down(),
         }
         Ok(())
     }
@@ -423,7 +435,9 @@ impl Supervisor {
                 let Some(slot) = self.slots.get_mut(&id) else {
                     return Ok(());
                 };
-                let failed = slot.newest_key();
+                let Some(failed) = slot.newest_key() else {
+                    return Ok(());
+                };
                 let restart = slot.history().record_spawn_failure();
                 self.restart_after(failed, restart, failure)
             }
@@ -436,7 +450,7 @@ impl Supervisor {
         let Some(slot) = self.slots.get_mut(&id) else {
             return Ok(None);
         };
-        let key = slot.next_key();
+        let key = slot.next_key(&mut self.serials);
         let spawned = self
             .balancer
             .sockets_for(key)
@@ -507,7 +521,8 @@ impl Supervisor {
             generation: worker.key.generation,
             state,
         };
-        self.registry.insert(info, worker.outbox.clone());
+        self.registry
+            .insert(worker.key, info, worker.outbox.clone());
     }
 
     /// Whether worker `key` is live and its process still runs.
@@ -880,9 +895,9 @@ impl Supervisor {
         self.start(id)
     }
 
-    fn scale_down(&mut self) {
+    fn scale_down(&mut self) -> Result<(), Error> {
         if self.phase != Phase::Running {
-            return;
+            return Ok(());
         }
         let active: Vec<u32> = self
             .slots
@@ -892,7 +907,7 @@ impl Supervisor {
             .collect();
         let Some(&id) = active.last().filter(|_| active.len() > 1) else {
             tracing::warn!("not scaling down: the cluster keeps at least one worker");
-            return;
+            return Ok(());
         };
         tracing::info!("scaling down: stopping worker {id}");
         // Release the slot's sockets now: a reuseport socket left open while
@@ -908,6 +923,13 @@ impl Supervisor {
         } else {
             self.slots.remove(&id);
         }
+        // A reload under way no longer replaces the slot (nor waits for
+        // its replacement, now stopping): it goes on with the others.
+        if let Some(reload) = self.reload.as_mut() {
+            reload.drop_slot(id);
+            return self.reload_next();
+        }
+        Ok(())
     }
 
     /// The process `key`, whatever its role in its slot.

@@ -199,7 +199,7 @@ impl Supervisor {
         } else if workers < current {
             tracing::info!("reload: {current} workers -> {workers}");
             for _ in workers..current {
-                self.scale_down();
+                self.scale_down()?;
             }
         }
         Ok(())

@@ -32,6 +32,8 @@ pub struct WorkerInfo {
 }
 
 struct Entry {
+    /// The process listed (a slot's later process has another key).
+    key: WorkerKey,
     info: WorkerInfo,
     outbox: Outbox,
 }
@@ -42,14 +44,15 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn insert(&self, info: WorkerInfo, outbox: Outbox) {
-        self.lock().insert(info.id, Entry { info, outbox });
+    /// Lists the process `key` as its slot's worker.
+    pub(crate) fn insert(&self, key: WorkerKey, info: WorkerInfo, outbox: Outbox) {
+        self.lock().insert(key.slot, Entry { key, info, outbox });
     }
 
     /// Sets the state of the process `key`, if it is still listed.
     pub(crate) fn set_state(&self, key: WorkerKey, state: WorkerState) {
         if let Some(entry) = self.lock().get_mut(&key.slot)
-            && entry.info.generation == key.generation
+            && entry.key == key
         {
             entry.info.state = state;
         }
@@ -58,10 +61,7 @@ impl Registry {
     /// Unlists the process `key` (not a successor listed since).
     pub(crate) fn remove(&self, key: WorkerKey) {
         let mut workers = self.lock();
-        if workers
-            .get(&key.slot)
-            .is_some_and(|entry| entry.info.generation == key.generation)
-        {
+        if workers.get(&key.slot).is_some_and(|entry| entry.key == key) {
             workers.remove(&key.slot);
         }
     }

@@ -73,7 +73,7 @@ impl Supervisor {
     }
 
     /// Carries out the reload's next steps until it waits or ends.
-    fn reload_next(&mut self) -> Result<(), Error> {
+    pub(super) fn reload_next(&mut self) -> Result<(), Error> {
         loop {
             let Some(reload) = self.reload.as_mut() else {
                 return Ok(());

@@ -145,6 +145,13 @@ impl ReloadPlan {
         }
     }
 
+    /// Slot `slot` was removed (the cluster shrank): it is neither replaced
+    /// nor waited for, and does not count as replaced.
+    pub(crate) fn drop_slot(&mut self, slot: u32) {
+        self.queue.retain(|&queued| queued != slot);
+        self.awaiting.retain(|key| key.slot != slot);
+    }
+
     /// Gives the reload up because slot `failed`'s replacement failed.
     /// Returns the slots whose replacements go (every one under way, and
     /// `failed`); their old workers stay.
@@ -165,6 +172,26 @@ mod tests {
         true
     }
 
+    #[test]
+    fn a_slot_removed_during_the_reload_is_neither_awaited_nor_counted() {
+        let mut plan = ReloadPlan::rolling([1, 2, 3]);
+        for slot in 1..=2 {
+            assert_eq!(plan.next_step(2, all), ReloadStep::Replace(slot));
+            plan.started(WorkerKey::new(slot, 2, u64::from(slot)));
+        }
+        plan.drop_slot(2);
+        plan.drop_slot(3);
+        assert!(!plan.awaits(WorkerKey::new(2, 2, 2)));
+        assert_eq!(plan.remaining(), 1);
+        plan.promoted(1);
+        let complete = ReloadStep::Complete {
+            label: "rolling reload",
+            replaced: 1,
+            again: false,
+        };
+        assert_eq!(plan.next_step(2, all), complete);
+    }
+
     /// Runs `plan` as a supervisor whose replacements are ready at once
     /// would, and returns the order of the replacements.
     fn run_instantly(plan: &mut ReloadPlan, surge: usize) -> (Vec<u32>, ReloadStep) {
@@ -173,7 +200,7 @@ mod tests {
             match plan.next_step(surge, all) {
                 ReloadStep::Replace(slot) => {
                     order.push(slot);
-                    plan.started(WorkerKey::new(slot, 2));
+                    plan.started(WorkerKey::new(slot, 2, 0));
                     plan.promoted(slot);
                 }
                 step => return (order, step),
@@ -200,10 +227,10 @@ mod tests {
     fn one_replacement_at_a_time_waits_for_readiness() {
         let mut plan = ReloadPlan::rolling([1, 2]);
         assert_eq!(plan.next_step(1, all), ReloadStep::Replace(1));
-        let key = WorkerKey::new(1, 2);
+        let key = WorkerKey::new(1, 2, 0);
         plan.started(key);
         assert!(plan.awaits(key));
-        assert!(!plan.awaits(WorkerKey::new(1, 1)), "not the old worker");
+        assert!(!plan.awaits(WorkerKey::new(1, 1, 0)), "not the old worker");
         assert_eq!(plan.next_step(1, all), ReloadStep::Wait);
         plan.promoted(1);
         assert_eq!(plan.next_step(1, all), ReloadStep::Replace(2));
@@ -214,7 +241,7 @@ mod tests {
         let mut plan = ReloadPlan::rolling([1, 2, 3]);
         for slot in [1, 2] {
             assert_eq!(plan.next_step(2, all), ReloadStep::Replace(slot));
-            plan.started(WorkerKey::new(slot, 2));
+            plan.started(WorkerKey::new(slot, 2, 0));
         }
         assert_eq!(plan.next_step(2, all), ReloadStep::Wait);
         assert_eq!(plan.remaining(), 3);
@@ -226,7 +253,7 @@ mod tests {
     fn slots_that_cannot_be_replaced_are_skipped() {
         let mut plan = ReloadPlan::rolling([1, 2, 3]);
         assert_eq!(plan.next_step(1, |slot| slot == 3), ReloadStep::Replace(3));
-        plan.started(WorkerKey::new(3, 5));
+        plan.started(WorkerKey::new(3, 5, 0));
         plan.promoted(3);
         assert_eq!(
             plan.next_step(1, all),
@@ -243,7 +270,7 @@ mod tests {
         let mut plan = ReloadPlan::rolling([1, 2, 3]);
         assert_eq!(plan.progress(), Some((0, 3)));
         plan.next_step(1, all);
-        plan.started(WorkerKey::new(1, 2));
+        plan.started(WorkerKey::new(1, 2, 0));
         assert_eq!(plan.progress(), Some((0, 3)));
         plan.promoted(1);
         assert_eq!(plan.progress(), Some((1, 3)));
@@ -266,11 +293,11 @@ mod tests {
         plan.recycle(2);
         plan.recycle(3);
         assert_eq!(plan.next_step(1, all), ReloadStep::Replace(2));
-        plan.started(WorkerKey::new(2, 4));
+        plan.started(WorkerKey::new(2, 4, 0));
         plan.recycle(2);
         plan.promoted(2);
         assert_eq!(plan.next_step(1, all), ReloadStep::Replace(3));
-        plan.started(WorkerKey::new(3, 1));
+        plan.started(WorkerKey::new(3, 1, 0));
         plan.promoted(3);
         assert!(matches!(
             plan.next_step(1, all),
@@ -283,7 +310,7 @@ mod tests {
         let mut plan = ReloadPlan::rolling([1, 2, 3]);
         for slot in [1, 2] {
             plan.next_step(2, all);
-            plan.started(WorkerKey::new(slot, 2));
+            plan.started(WorkerKey::new(slot, 2, 0));
         }
         assert_eq!(plan.abort(2), [1, 2]);
         let plan = ReloadPlan::rolling([4]);
@@ -294,7 +321,7 @@ mod tests {
     fn a_late_promotion_does_not_count_twice() {
         let mut plan = ReloadPlan::rolling([1]);
         plan.next_step(1, all);
-        plan.started(WorkerKey::new(1, 2));
+        plan.started(WorkerKey::new(1, 2, 0));
         plan.promoted(1);
         plan.promoted(1);
         assert!(matches!(

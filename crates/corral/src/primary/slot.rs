@@ -5,8 +5,8 @@
 //! worker, and old workers stay in it while they drain.
 //!
 //! The slot's methods keep its invariants: a process is in exactly one role
-//! (worker, successor, retired), every process has a distinct generation,
-//! and only a promotion or a give-up moves a successor.
+//! (worker, successor, retired), every process has a distinct key, and only
+//! a promotion or a give-up moves a successor.
 
 use std::time::{Duration, Instant};
 
@@ -15,13 +15,15 @@ use super::crash_loop::RestartHistory;
 use super::exit::Role;
 use super::outbox::Outbox;
 use crate::protocol::message;
-use crate::worker_key::WorkerKey;
+use crate::worker_key::{Serials, WorkerKey};
 use rustix::process::Signal;
 
 pub(crate) struct Slot {
     id: u32,
     /// Starts so far; the newest process's generation.
     generation: u32,
+    /// The key of the newest start, if any.
+    newest: Option<WorkerKey>,
     history: RestartHistory,
     /// The worker serving the slot.
     worker: Option<LiveWorker>,
@@ -45,6 +47,7 @@ impl Slot {
         Slot {
             id,
             generation: 0,
+            newest: None,
             history: RestartHistory::new(backoff),
             worker: None,
             successor: None,
@@ -57,21 +60,24 @@ impl Slot {
         self.id
     }
 
-    /// The key of the slot's next process; counts the start.
-    pub(crate) fn next_key(&mut self) -> WorkerKey {
+    /// The key of the slot's next process, with the cluster's next serial;
+    /// counts the start.
+    pub(crate) fn next_key(&mut self, serials: &mut Serials) -> WorkerKey {
         self.generation += 1;
-        WorkerKey::new(self.id, self.generation)
+        let key = WorkerKey::new(self.id, self.generation, serials.next());
+        self.newest = Some(key);
+        key
     }
 
     /// The key of the slot's newest start (which may have failed to spawn).
-    pub(crate) fn newest_key(&self) -> WorkerKey {
-        WorkerKey::new(self.id, self.generation)
+    pub(crate) fn newest_key(&self) -> Option<WorkerKey> {
+        self.newest
     }
 
     /// Whether a restart scheduled after `failed` is still due: no start
     /// since, nothing serving, and the slot stays.
     pub(crate) fn restart_due(&self, failed: WorkerKey) -> bool {
-        self.generation == failed.generation && self.worker.is_none() && !self.retiring
+        self.newest == Some(failed) && self.worker.is_none() && !self.retiring
     }
 
     /// Makes `worker` the slot's worker (a start or a restart).
@@ -117,10 +123,11 @@ impl Slot {
     }
 
     /// Marks the slot for removal once its processes are gone (the
-    /// cluster shrinks). Returns whether a worker is still there to stop.
+    /// cluster shrinks). Returns whether a worker or a successor is still
+    /// there to stop.
     pub(crate) fn retire(&mut self) -> bool {
         self.retiring = true;
-        self.worker.is_some()
+        self.worker.is_some() || self.successor.is_some()
     }
 
     pub(crate) fn is_retiring(&self) -> bool {
@@ -403,7 +410,7 @@ mod tests {
 
     /// A worker with no process behind it (pid 0 is never signalled here).
     fn worker(slot: &mut Slot) -> LiveWorker {
-        let key = slot.next_key();
+        let key = slot.next_key(&mut Serials::default());
         LiveWorker::new(key, 0, Outbox::closed(), false, Some(10), false)
     }
 
@@ -412,10 +419,36 @@ mod tests {
     }
 
     #[test]
-    fn each_start_gets_the_next_generation() {
+    fn each_start_gets_the_next_generation_and_serial() {
+        let mut serials = Serials::default();
         let mut slot = slot();
-        assert_eq!(slot.next_key(), WorkerKey::new(1, 1));
-        assert_eq!(slot.next_key(), WorkerKey::new(1, 2));
+        let first = slot.next_key(&mut serials);
+        let second = slot.next_key(&mut serials);
+        assert_eq!((first.slot, first.generation), (1, 1));
+        assert_eq!((second.slot, second.generation), (1, 2));
+        assert!(first.serial < second.serial);
+        assert_eq!(slot.newest_key(), Some(second));
+    }
+
+    /// A slot removed by a scale-down and added again counts generations
+    /// anew, yet its processes' keys differ from the old ones: a grace
+    /// timer or a message about the old process cannot reach the new one.
+    #[test]
+    fn keys_of_a_re_added_slot_differ_from_the_removed_slots() {
+        let mut serials = Serials::default();
+        let mut removed = Slot::new(2, BackoffPolicy::default());
+        let old = removed.next_key(&mut serials);
+        removed.install(LiveWorker::new(old, 0, Outbox::closed(), true, None, false));
+        drop(removed);
+        let mut re_added = Slot::new(2, BackoffPolicy::default());
+        let new = re_added.next_key(&mut serials);
+        assert_eq!((new.slot, new.generation), (old.slot, old.generation));
+        assert_ne!(new, old);
+        re_added.install(LiveWorker::new(new, 0, Outbox::closed(), true, None, false));
+        assert!(re_added.find(old).is_none(), "the old key finds nothing");
+        assert!(!re_added.is_current(old));
+        assert!(!re_added.restart_due(old));
+        assert!(re_added.find(new).is_some());
     }
 
     #[test]
@@ -467,7 +500,7 @@ mod tests {
         let key = current.key;
         slot.install(current);
         assert!(slot.find(key).is_some());
-        assert!(slot.find(WorkerKey::new(1, 9)).is_none());
+        assert!(slot.find(WorkerKey::new(1, 9, 9)).is_none());
         assert_eq!(slot.take(key).map(|(_, role)| role), Some(Role::Current));
         assert!(slot.processes().next().is_none());
         assert!(slot.take(key).is_none(), "taken once");
@@ -475,13 +508,20 @@ mod tests {
 
     #[test]
     fn a_restart_is_due_only_for_the_failure_it_was_scheduled_for() {
+        let mut serials = Serials::default();
         let mut slot = slot();
-        let failed = slot.next_key();
+        let failed = slot.next_key(&mut serials);
         assert!(slot.restart_due(failed));
-        let restarted = worker(&mut slot);
+        let later = slot.next_key(&mut serials);
         assert!(!slot.restart_due(failed), "a start happened since");
-        slot.install(restarted);
-        let later = WorkerKey::new(1, 2);
+        slot.install(LiveWorker::new(
+            later,
+            0,
+            Outbox::closed(),
+            false,
+            None,
+            false,
+        ));
         assert!(!slot.restart_due(later), "a worker serves");
     }
 
@@ -505,8 +545,14 @@ mod tests {
         let mut worker = worker(&mut slot);
         assert!(worker.mark_ready());
         assert!(!worker.mark_ready());
-        let mut stopping =
-            LiveWorker::new(slot.next_key(), 0, Outbox::closed(), false, None, false);
+        let mut stopping = LiveWorker::new(
+            slot.next_key(&mut Serials::default()),
+            0,
+            Outbox::closed(),
+            false,
+            None,
+            false,
+        );
         stopping.stop_requested = true;
         assert!(!stopping.mark_ready());
         assert!(!stopping.is_ready());

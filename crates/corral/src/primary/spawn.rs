@@ -63,6 +63,7 @@ impl Launcher {
         let WorkerKey {
             slot: id,
             generation,
+            ..
         } = key;
         let resolved = self.program.resolve()?;
         let identity = WorkerEnv {

@@ -1,0 +1,197 @@
+//! A worker's identity inside the primary, with real processes: a slot
+//! removed by a scale-down and added again within the grace period gets a
+//! new worker that the old worker's grace timer cannot reach, under load and
+//! with no request lost; concurrent scale requests end in the state the last
+//! one asked for, with no healthy worker killed; a scale-down during a
+//! rolling reload leaves the reload to complete with the slots that stay.
+
+use std::collections::HashSet;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use corral_testkit::{ClusterBuilder, ClusterProcess, Load, PATIENCE, process_alive};
+use serde_json::Value;
+
+const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
+/// The grace period of the clusters here: the stale timers fire after it.
+const GRACE: Duration = Duration::from_secs(4);
+/// What the primary logs when a grace period ends with a worker alive.
+const GRACE_KILL: &str = "did not exit within the grace period";
+
+fn two_workers(policy: &str) -> (ClusterProcess, u16) {
+    let cluster = ClusterBuilder::corral(CORRAL)
+        .policy(policy)
+        .args(&["--grace", &GRACE.as_secs().to_string()])
+        .start();
+    let port = cluster.port();
+    (cluster, port)
+}
+
+fn finish(mut command: Command) -> Output {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    command.output().expect("corral runs")
+}
+
+fn corral(cluster: &ClusterProcess, args: &[&str]) -> Output {
+    finish(cluster.control_command(CORRAL, args))
+}
+
+fn scale(cluster: &ClusterProcess, count: &str) {
+    let output = corral(cluster, &["scale", count]);
+    assert!(output.status.success(), "scale {count}: {output:?}");
+}
+
+fn status(cluster: &ClusterProcess) -> Value {
+    let output = corral(cluster, &["status", "--json"]);
+    assert!(output.status.success(), "status failed: {output:?}");
+    serde_json::from_slice(&output.stdout).expect("status prints JSON")
+}
+
+/// The workers listed, as (id, pid, state).
+fn workers(status: &Value) -> Vec<(u64, u64, String)> {
+    status["workers"]
+        .as_array()
+        .expect("a workers array")
+        .iter()
+        .map(|worker| {
+            (
+                worker["id"].as_u64().unwrap(),
+                worker["pid"].as_u64().unwrap(),
+                worker["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until exactly `count` workers are listed, all ready; returns
+/// their pids.
+fn await_ready_workers(cluster: &ClusterProcess, count: usize) -> HashSet<u64> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let current = workers(&status(cluster));
+        if current.len() == count && current.iter().all(|(_, _, state)| state == "ready") {
+            return current.into_iter().map(|(_, pid, _)| pid).collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {count} ready workers: {current:?}\n{}",
+            cluster.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// After the grace period of everything stopped so far: the same workers
+/// serve, and none was killed for overstaying a grace period.
+fn assert_untouched_after_grace(cluster: &ClusterProcess, serving: &HashSet<u64>) {
+    std::thread::sleep(GRACE + Duration::from_millis(1500));
+    let output = cluster.output();
+    assert!(
+        !output.contains(GRACE_KILL),
+        "a worker was killed at the end of a grace period:\n{output}"
+    );
+    for &pid in serving {
+        assert!(
+            process_alive(pid as u32),
+            "worker pid {pid} is gone:\n{output}"
+        );
+    }
+    assert_eq!(
+        &await_ready_workers(cluster, serving.len()),
+        serving,
+        "the serving workers changed:\n{output}"
+    );
+}
+
+fn scale_down_and_up_within_grace_under(policy: &str) {
+    let (cluster, port) = two_workers(policy);
+    let load = Load::start_on(port, "/sleep/200", 4);
+    load.wait_for_more(10);
+    scale(&cluster, "1");
+    // The removed worker drains its 200 ms requests and exits, and its slot
+    // goes; the scale-up adds the slot again, long before the removed
+    // worker's grace timer ends.
+    std::thread::sleep(Duration::from_millis(500));
+    scale(&cluster, "2");
+    let serving = await_ready_workers(&cluster, 2);
+    load.wait_for_more(10);
+    assert_untouched_after_grace(&cluster, &serving);
+    load.wait_for_more(10);
+    let totals = load.stop();
+    if totals.failed + totals.refused > 0 {
+        eprintln!("{}", cluster.output());
+    }
+    totals.assert_none_lost(&format!("scale 2 -> 1 -> 2 within --grace under {policy}"));
+}
+
+#[test]
+fn scaling_down_and_up_within_grace_kills_no_new_worker_under_reuseport() {
+    scale_down_and_up_within_grace_under("reuseport");
+}
+
+#[test]
+fn scaling_down_and_up_within_grace_kills_no_new_worker_under_round_robin() {
+    scale_down_and_up_within_grace_under("round-robin");
+}
+
+#[test]
+fn concurrent_scale_requests_end_in_the_last_state_asked_for() {
+    let (cluster, _port) = two_workers("reuseport");
+    let requests: Vec<_> = (0..50)
+        .map(|n| {
+            let change = if n % 2 == 0 { "+1" } else { "-1" };
+            let mut command = cluster.control_command(CORRAL, &["scale", change]);
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+            command.spawn().expect("corral scale starts")
+        })
+        .collect();
+    for mut request in requests {
+        // A -1 at one worker is refused; what matters is what follows.
+        let _ = request.wait();
+    }
+    let output = corral(&cluster, &["scale", "2", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    let reply: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(reply["workers_desired"], 2);
+    let serving = await_ready_workers(&cluster, 2);
+    assert_untouched_after_grace(&cluster, &serving);
+    assert_eq!(status(&cluster)["workers_desired"], 2);
+}
+
+#[test]
+fn a_scale_down_during_a_reload_lets_the_reload_complete_with_the_slots_that_stay() {
+    // Replacements count as ready after 2 s, and all three are awaited at
+    // once: the scale-down removes a slot whose replacement is under way.
+    let cluster = ClusterBuilder::corral(CORRAL)
+        .workers(3)
+        .args(&["--ready", "delay:2", "--max-surge", "3", "--grace", "4"])
+        .command(&["python3", ENV_SERVER])
+        .start();
+    let mut reload = cluster.control_command(CORRAL, &["reload"]);
+    reload.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let reload = reload.spawn().expect("corral reload starts");
+    assert!(
+        cluster
+            .wait_for_line("rolling reload: replacing 3 workers", PATIENCE)
+            .is_some(),
+        "{}",
+        cluster.output()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    scale(&cluster, "-1");
+    let outcome = reload.wait_with_output().expect("corral reload ends");
+    assert!(
+        outcome.status.success(),
+        "the reload did not complete: {outcome:?}\n{}",
+        cluster.output()
+    );
+    let serving = await_ready_workers(&cluster, 2);
+    assert_eq!(status(&cluster)["workers_desired"], 2);
+    assert!(
+        !cluster.output().contains("aborted"),
+        "{}",
+        cluster.output()
+    );
+    assert_eq!(await_ready_workers(&cluster, 2), serving);
+}
