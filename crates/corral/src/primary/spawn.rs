@@ -211,7 +211,7 @@ async fn read_channel(
             // A worker that exits with messages unread resets the channel.
             Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return,
             Err(err) => {
-                tracing::warn!("worker {id}: message channel failed: {err}");
+                warn_limited!("worker {id}: message channel failed: {err}");
                 return;
             }
         };
