@@ -1,7 +1,7 @@
 //! Workers that abuse their message channel (issue 17): what they send
 //! must cost the primary a bounded number of log lines and bounded memory,
-//! and it keeps answering. The workers are Python scripts speaking Node's
-//! channel protocol (`fixtures/hostile_node_channel.py`).
+//! and it keeps answering. The workers are Python scripts speaking corral's
+//! or Node's channel protocol (`fixtures/hostile_node_channel.py`).
 
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,11 @@ const HOSTILE: &str = concat!(
 );
 
 fn hostile(mode: &str, workers: usize) -> ClusterProcess {
+    let node = if mode == "malformed" { "off" } else { "on" };
     let cluster = ClusterBuilder::corral(CORRAL)
         .workers(workers)
         // A worker that ignores Node's disconnect is killed 1 s into a stop.
-        .args(&["--node", "on", "--grace", "1"])
+        .args(&["--node", node, "--grace", "1"])
         .command(&["python3", HOSTILE])
         .env("HOSTILE", mode)
         .start();
@@ -33,6 +34,30 @@ fn assert_status_answers(cluster: &ClusterProcess) {
         .output()
         .expect("corral status runs");
     assert!(status.status.success(), "{status:?}");
+}
+
+#[test]
+fn a_worker_sending_long_and_malformed_lines_costs_a_few_short_lines() {
+    let mut cluster = hostile("malformed", 2);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_status_answers(&cluster);
+    let output = cluster.output();
+    let dropped = output
+        .lines()
+        .filter(|line| line.contains("dropped a malformed message"))
+        .count();
+    assert!(
+        (1..=20).contains(&dropped),
+        "{dropped} lines for 200,010 bad lines of 2 workers"
+    );
+    let longest = output.lines().map(str::len).max().unwrap_or(0);
+    assert!(
+        longest < 1000,
+        "a line of {longest} bytes: a worker's message is quoted cut"
+    );
+    cluster.expect_line("… (100003 bytes) (expected");
+    assert_eq!(cluster.worker_pids().len(), 2, "no worker was lost");
+    cluster.stop_gracefully(PATIENCE);
 }
 
 #[test]
