@@ -56,6 +56,20 @@ fn a_worker_sending_long_and_malformed_lines_costs_a_few_short_lines() {
         "a line of {longest} bytes: a worker's message is quoted cut"
     );
     cluster.expect_line("… (100003 bytes) (expected");
+    for id in [1, 2] {
+        let online = format!("worker {id} online");
+        let said: Vec<&str> = output
+            .lines()
+            .filter(|line| line.contains(&online))
+            .collect();
+        // Once as it starts (corral cannot know a COMMAND speaks the
+        // channel), once as it says so; not once per line.
+        assert!(
+            (1..=2).contains(&said.len()),
+            "10,000 onlines of worker {id}: {} lines",
+            said.len()
+        );
+    }
     assert_eq!(cluster.worker_pids().len(), 2, "no worker was lost");
     cluster.stop_gracefully(PATIENCE);
 }
