@@ -304,21 +304,14 @@ impl Session {
         }
     }
 
-    /// Says why a `listen()` was refused, within the cluster's rate limit
-    /// (a cut-off worker's refusals are not said again).
+    /// Says why a `listen()` was refused, within one rate limit for every
+    /// worker (a cut-off worker's refusals are not said again).
     fn log_refusal(&self, failure: &BindFailure) {
         if failure.reason.is_empty() {
             return;
         }
-        if let Some(suppressed) = self.cluster.refusals.admit() {
-            // Node's own primary logs nothing; corral says what failed.
-            tracing::error!(
-                "worker {}: listen() failed: {}{}",
-                self.id(),
-                failure.reason,
-                left_out(suppressed)
-            );
-        }
+        // Node's own primary logs nothing; corral says what failed.
+        error_limited!("worker {}: listen() failed: {}", self.id(), failure.reason);
     }
 
     fn answered(&mut self, seq: u64, accepted: bool) {
