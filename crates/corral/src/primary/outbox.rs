@@ -90,6 +90,15 @@ pub(crate) enum Refused {
     Closed,
 }
 
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refused::Full => "its channel is full (it does not read it): not sent",
+            Refused::Closed => "its channel is closed",
+        })
+    }
+}
+
 impl Outbox {
     /// Starts the task that writes queued lines to the stream socket `writer`.
     pub(crate) fn start(writer: OwnedFd) -> Self {
@@ -387,6 +396,34 @@ mod tests {
         let mut received = vec![0; expected.len()];
         worker_end.read_exact(&mut received).await.unwrap();
         assert!(received == expected, "lines were lost or reordered");
+    }
+
+    #[tokio::test]
+    async fn replies_to_a_worker_that_does_not_read_stop_at_their_budget() {
+        let (primary_end, _worker_end) = tokio::net::UnixStream::pair().unwrap();
+        let outbox = Outbox::start(OwnedFd::from(primary_end.into_std().unwrap()));
+        // Nobody reads: the socket buffer fills, then replies queue up to
+        // the budget and no further.
+        let reply = vec![b'r'; 4096];
+        let mut queued = 0;
+        while outbox.push_reply(reply.clone()).is_ok() {
+            queued += 1;
+            assert!(queued < 10_000, "replies queue without end");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(outbox.push_reply(reply), Err(Refused::Full));
+        // The stop and user messages have budgets of their own.
+        assert_eq!(
+            outbox.push_control(b"{\"corral\":\"stop\"}\n".to_vec()),
+            Ok(())
+        );
+        assert_eq!(outbox.push(b"1\n".to_vec()), Ok(()));
+        // Receipts nobody waits for are dropped, not kept.
+        for _ in 0..100_000 {
+            outbox.receipt(HandleReceipt::Ack);
+        }
+        assert_eq!(outbox.receipts.capacity(), 0);
+        assert_eq!(outbox.receipts.max_capacity(), RECEIPTS_KEPT);
     }
 
     #[tokio::test]

@@ -203,7 +203,7 @@ impl Session {
         };
         if let Err(refused) = sent {
             self.warn(format_args!(
-                "cannot answer its listen() of {}: {refused:?}",
+                "cannot answer its listen() of {}: {refused}",
                 short(&key)
             ));
         }
