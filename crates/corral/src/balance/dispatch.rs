@@ -44,7 +44,7 @@ use super::stall::{Stall, StallWatch};
 use super::{Balancer, WorkerKey, WorkerSockets, bind_options};
 use crate::Error;
 use crate::balance::bind::{bind_listener, local_addr};
-use crate::log::rate::warn_limited;
+use crate::log::rate::{error_limited, info_limited, warn_limited};
 use crate::protocol::handoff::{self, Handed, MAX_FDS_PER_MESSAGE, Report};
 use crate::sys::register_async;
 
@@ -508,7 +508,7 @@ impl Dispatcher {
                     break;
                 }
                 Err(err) => {
-                    tracing::warn!(
+                    warn_limited!(
                         "worker {}: cannot hand it connections ({err}): skipping it",
                         target.key.slot
                     );
@@ -616,7 +616,7 @@ impl Dispatcher {
     /// it breaks the hand-off protocol. What it has not read goes to others.
     fn cut_off(&mut self, index: usize, why: &str) {
         let target = &mut self.targets[index];
-        tracing::error!(
+        error_limited!(
             "worker {} misbehaves on its hand-off channel ({why}): it gets no more connections \
              and its reports are ignored until it exits",
             target.key.slot
@@ -686,7 +686,7 @@ impl Dispatcher {
             }
         }
         if !taken.is_empty() {
-            tracing::info!(
+            info_limited!(
                 "worker {}: took back {} connections it never read, for other workers",
                 target.key.slot,
                 taken.len()
@@ -706,7 +706,7 @@ fn congested(target: &mut Target) {
             target.key.slot
         ),
         Err(err) => {
-            tracing::warn!(
+            warn_limited!(
                 "worker {}: cannot watch its hand-off channel: {err}",
                 target.key.slot
             );

@@ -142,14 +142,18 @@ pub(crate) fn left_out(suppressed: u64) -> String {
     }
 }
 
-/// `tracing::warn!` through a [`RateLimit`] of its own (ten lines per ten
-/// seconds per call site): writes the line when the limit admits it, with the count
-/// of lines left out before it (also as the field `suppressed`).
-macro_rules! warn_limited {
-    ($($field:ident = $value:expr,)* $format:literal $(, $arg:expr)* $(,)?) => {{
+/// A `tracing` event at `$level` through a [`RateLimit`] of its own (ten
+/// lines per ten seconds per call site, whichever worker caused them, so a
+/// restarted worker gets no fresh allowance): writes the line when the
+/// limit admits it, with the count of lines left out before it (also as
+/// the field `suppressed`). Used through [`warn_limited!`],
+/// [`error_limited!`] and [`info_limited!`].
+macro_rules! log_limited {
+    ($level:expr, $($field:ident = $value:expr,)* $format:literal $(, $arg:expr)* $(,)?) => {{
         static LIMIT: $crate::log::rate::RateLimit = $crate::log::rate::RateLimit::warnings();
         if let Some(suppressed) = LIMIT.admit_static($format) {
-            tracing::warn!(
+            tracing::event!(
+                $level,
                 $($field = $value,)*
                 suppressed,
                 "{}{}",
@@ -159,7 +163,31 @@ macro_rules! warn_limited {
         }
     }};
 }
+pub(crate) use log_limited;
+
+/// `tracing::warn!` through a rate limit of its own (see [`log_limited!`]).
+macro_rules! warn_limited {
+    ($($line:tt)*) => {
+        $crate::log::rate::log_limited!(tracing::Level::WARN, $($line)*)
+    };
+}
 pub(crate) use warn_limited;
+
+/// `tracing::error!` through a rate limit of its own (see [`log_limited!`]).
+macro_rules! error_limited {
+    ($($line:tt)*) => {
+        $crate::log::rate::log_limited!(tracing::Level::ERROR, $($line)*)
+    };
+}
+pub(crate) use error_limited;
+
+/// `tracing::info!` through a rate limit of its own (see [`log_limited!`]).
+macro_rules! info_limited {
+    ($($line:tt)*) => {
+        $crate::log::rate::log_limited!(tracing::Level::INFO, $($line)*)
+    };
+}
+pub(crate) use info_limited;
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,10 @@
 //! worker that does not read its channel makes messages to it be dropped
 //! (and logged), never the primary's memory grow. corral's own words (the
 //! stop, Node's cluster messages) go on a lane of their own, written ahead
-//! of queued user messages and never refused for the budget.
+//! of queued user messages. The stop is never refused; the replies to a
+//! worker's own messages (Node's cluster messages, which a worker can send
+//! without end) have a budget of their own ([`REPLY_LIMIT`]), so a worker
+//! that asks and never reads cannot grow that lane either.
 //!
 //! For Node workers a control line may carry one descriptor (`SCM_RIGHTS`
 //! on the `sendmsg` that writes its first byte). Node keeps one pending
@@ -21,12 +24,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use tokio::sync::mpsc;
 
+use crate::log::rate::warn_limited;
 use crate::protocol::lines::{COALESCE_LIMIT, coalesce};
 use crate::protocol::node::HandleReceipt;
 use crate::protocol::socket_reader::{writable, write_all};
 
-/// The most bytes queued for one worker.
+/// The most bytes of user messages queued for one worker.
 pub(crate) const OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The most bytes of replies to a worker's own messages (Node's cluster
+/// messages: a `queryServer` answer is at most about 5 KiB) queued for one
+/// worker: a worker that keeps asking and never reads is answered no more.
+pub(crate) const REPLY_LIMIT: usize = 1024 * 1024;
+
+/// The receipts (`NODE_HANDLE_ACK`) kept for the writer; the writer waits
+/// for one at a time, so more are unsolicited and dropped.
+const RECEIPTS_KEPT: usize = 4;
 
 /// How many times a line whose descriptor did not arrive is sent again
 /// (Node's own limit).
@@ -36,11 +49,17 @@ const MAX_RETRANSMISSIONS: u32 = 3;
 struct Outgoing {
     line: Vec<u8>,
     fd: Option<Arc<OwnedFd>>,
+    /// Counted against [`REPLY_LIMIT`] until the writer takes it.
+    reply: bool,
 }
 
 impl Outgoing {
     fn plain(line: Vec<u8>) -> Self {
-        Outgoing { line, fd: None }
+        Outgoing {
+            line,
+            fd: None,
+            reply: false,
+        }
     }
 }
 
@@ -49,8 +68,10 @@ impl Outgoing {
 pub(crate) struct Outbox {
     control: mpsc::UnboundedSender<Outgoing>,
     lines: mpsc::UnboundedSender<Vec<u8>>,
-    receipts: mpsc::UnboundedSender<HandleReceipt>,
+    receipts: mpsc::Sender<HandleReceipt>,
     queued: Arc<AtomicUsize>,
+    /// Bytes of replies on the control lane not yet taken by the writer.
+    replies_queued: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -62,10 +83,20 @@ impl std::fmt::Debug for Outgoing {
 /// Why a message was not queued.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// The worker is not reading: its queue holds [`OUTBOX_LIMIT`] bytes.
+    /// The worker is not reading: its queue holds [`OUTBOX_LIMIT`] bytes
+    /// of user messages, or [`REPLY_LIMIT`] bytes of replies.
     Full,
     /// The worker's channel is closed.
     Closed,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refused::Full => "its channel is full (it does not read it): not sent",
+            Refused::Closed => "its channel is closed",
+        })
+    }
 }
 
 impl Outbox {
@@ -73,13 +104,15 @@ impl Outbox {
     pub(crate) fn start(writer: OwnedFd) -> Self {
         let (control, control_queue) = mpsc::unbounded_channel();
         let (lines, queue) = mpsc::unbounded_channel();
-        let (receipts, receipts_queue) = mpsc::unbounded_channel();
+        let (receipts, receipts_queue) = mpsc::channel(RECEIPTS_KEPT);
         let queued = Arc::new(AtomicUsize::new(0));
         let written = queued.clone();
+        let replies_queued = Arc::new(AtomicUsize::new(0));
         let lanes = Lanes {
             control: control_queue,
             user: queue,
             control_closed: false,
+            replies_queued: replies_queued.clone(),
         };
         tokio::spawn(write_queue(writer, lanes, receipts_queue, move |bytes| {
             written.fetch_sub(bytes, Ordering::Relaxed);
@@ -89,28 +122,56 @@ impl Outbox {
             lines,
             receipts,
             queued,
+            replies_queued,
         }
     }
 
-    /// Queues one of corral's own lines (newline included), to be written
-    /// before any queued user message. Only a closed channel refuses it.
+    /// Queues one of corral's own lines (newline included) that the primary
+    /// sends of itself (the stop), to be written before any queued user
+    /// message. Only a closed channel refuses it.
     pub(crate) fn push_control(&self, line: Vec<u8>) -> Result<(), Refused> {
         self.enqueue_control(Outgoing::plain(line))
     }
 
-    /// Queues one of corral's own lines that carries the descriptor `fd` (a
+    /// Queues one of corral's own lines that answers the worker (or hands
+    /// it a connection), ahead of user messages, within [`REPLY_LIMIT`].
+    pub(crate) fn push_reply(&self, line: Vec<u8>) -> Result<(), Refused> {
+        self.enqueue_reply(Outgoing {
+            line,
+            fd: None,
+            reply: true,
+        })
+    }
+
+    /// [`Self::push_reply`] for a line that carries the descriptor `fd` (a
     /// Node `NODE_HANDLE` line). The writer holds `fd` until the receipt.
-    pub(crate) fn push_control_with_fd(
+    pub(crate) fn push_reply_with_fd(
         &self,
         line: Vec<u8>,
         fd: Arc<OwnedFd>,
     ) -> Result<(), Refused> {
-        self.enqueue_control(Outgoing { line, fd: Some(fd) })
+        self.enqueue_reply(Outgoing {
+            line,
+            fd: Some(fd),
+            reply: true,
+        })
     }
 
-    /// The worker's receipt for the last descriptor sent.
+    /// The worker's receipt for the last descriptor sent; one the writer
+    /// does not wait for (the worker sent it unasked) is dropped.
     pub(crate) fn receipt(&self, receipt: HandleReceipt) {
-        let _ = self.receipts.send(receipt);
+        let _ = self.receipts.try_send(receipt);
+    }
+
+    fn enqueue_reply(&self, outgoing: Outgoing) -> Result<(), Refused> {
+        let len = outgoing.line.len();
+        if self.replies_queued.fetch_add(len, Ordering::Relaxed) + len > REPLY_LIMIT {
+            self.replies_queued.fetch_sub(len, Ordering::Relaxed);
+            return Err(Refused::Full);
+        }
+        self.enqueue_control(outgoing).inspect_err(|_| {
+            self.replies_queued.fetch_sub(len, Ordering::Relaxed);
+        })
     }
 
     fn enqueue_control(&self, outgoing: Outgoing) -> Result<(), Refused> {
@@ -129,12 +190,13 @@ impl Outbox {
     pub(crate) fn closed() -> Self {
         let (control, _) = mpsc::unbounded_channel();
         let (lines, _) = mpsc::unbounded_channel();
-        let (receipts, _) = mpsc::unbounded_channel();
+        let (receipts, _) = mpsc::channel(RECEIPTS_KEPT);
         Outbox {
             control,
             lines,
             receipts,
             queued: Arc::default(),
+            replies_queued: Arc::default(),
         }
     }
 
@@ -158,6 +220,9 @@ struct Lanes {
     control: mpsc::UnboundedReceiver<Outgoing>,
     user: mpsc::UnboundedReceiver<Vec<u8>>,
     control_closed: bool,
+    /// The outbox's count of queued reply bytes, which a reply leaves as
+    /// the writer takes it.
+    replies_queued: Arc<AtomicUsize>,
 }
 
 impl Lanes {
@@ -173,7 +238,7 @@ impl Lanes {
         tokio::select! {
             biased;
             next = self.control.recv() => match next {
-                Some(next) => Some(next),
+                Some(next) => Some(self.taken(next)),
                 None => {
                     self.control_closed = true;
                     self.user.recv().await.map(Outgoing::plain)
@@ -187,9 +252,19 @@ impl Lanes {
         if !self.control_closed
             && let Ok(next) = self.control.try_recv()
         {
-            return Some(next);
+            return Some(self.taken(next));
         }
         self.user.try_recv().ok().map(Outgoing::plain)
+    }
+
+    /// A control line the writer takes: a reply no longer counts against
+    /// the budget.
+    fn taken(&self, outgoing: Outgoing) -> Outgoing {
+        if outgoing.reply {
+            self.replies_queued
+                .fetch_sub(outgoing.line.len(), Ordering::Relaxed);
+        }
+        outgoing
     }
 }
 
@@ -199,7 +274,7 @@ impl Lanes {
 async fn write_queue(
     socket: OwnedFd,
     mut lanes: Lanes,
-    mut receipts: mpsc::UnboundedReceiver<HandleReceipt>,
+    mut receipts: mpsc::Receiver<HandleReceipt>,
     mut written: impl FnMut(usize),
 ) {
     let mut held: Option<Outgoing> = None;
@@ -211,6 +286,7 @@ async fn write_queue(
         let Some(Outgoing {
             line: mut batch,
             fd,
+            ..
         }) = next
         else {
             return;
@@ -226,7 +302,7 @@ async fn write_queue(
         }
         if batch.len() < COALESCE_LIMIT {
             let leftover = coalesce(&mut batch, || match lanes.try_recv()? {
-                Outgoing { line, fd: None } => Some(line),
+                Outgoing { line, fd: None, .. } => Some(line),
                 with_fd => {
                     held = Some(with_fd);
                     None
@@ -250,7 +326,7 @@ async fn send_with_fd(
     socket: BorrowedFd<'_>,
     line: &[u8],
     fd: &OwnedFd,
-    receipts: &mut mpsc::UnboundedReceiver<HandleReceipt>,
+    receipts: &mut mpsc::Receiver<HandleReceipt>,
 ) -> bool {
     for attempt in 0..=MAX_RETRANSMISSIONS {
         if write_with_fd(socket, line, fd.as_fd()).await.is_err() {
@@ -260,7 +336,7 @@ async fn send_with_fd(
             Some(HandleReceipt::Ack) => return true,
             Some(HandleReceipt::Nack) if attempt < MAX_RETRANSMISSIONS => {}
             Some(HandleReceipt::Nack) => {
-                tracing::warn!(
+                warn_limited!(
                     "a descriptor did not reach a Node worker after {MAX_RETRANSMISSIONS} \
                      retransmissions: dropped"
                 );
@@ -320,6 +396,34 @@ mod tests {
         let mut received = vec![0; expected.len()];
         worker_end.read_exact(&mut received).await.unwrap();
         assert!(received == expected, "lines were lost or reordered");
+    }
+
+    #[tokio::test]
+    async fn replies_to_a_worker_that_does_not_read_stop_at_their_budget() {
+        let (primary_end, _worker_end) = tokio::net::UnixStream::pair().unwrap();
+        let outbox = Outbox::start(OwnedFd::from(primary_end.into_std().unwrap()));
+        // Nobody reads: the socket buffer fills, then replies queue up to
+        // the budget and no further.
+        let reply = vec![b'r'; 4096];
+        let mut queued = 0;
+        while outbox.push_reply(reply.clone()).is_ok() {
+            queued += 1;
+            assert!(queued < 10_000, "replies queue without end");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(outbox.push_reply(reply), Err(Refused::Full));
+        // The stop and user messages have budgets of their own.
+        assert_eq!(
+            outbox.push_control(b"{\"corral\":\"stop\"}\n".to_vec()),
+            Ok(())
+        );
+        assert_eq!(outbox.push(b"1\n".to_vec()), Ok(()));
+        // Receipts nobody waits for are dropped, not kept.
+        for _ in 0..100_000 {
+            outbox.receipt(HandleReceipt::Ack);
+        }
+        assert_eq!(outbox.receipts.capacity(), 0);
+        assert_eq!(outbox.receipts.max_capacity(), RECEIPTS_KEPT);
     }
 
     #[tokio::test]

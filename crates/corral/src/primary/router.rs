@@ -90,7 +90,8 @@ impl Router {
             tracing::info!(
                 event = "message",
                 worker = id,
-                "message from worker {id}: {message}"
+                "message from worker {id}: {}",
+                message::shown(&message)
             );
         }
         if self.policy.rebroadcast

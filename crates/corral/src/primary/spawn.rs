@@ -24,7 +24,7 @@ use crate::balance::WorkerSockets;
 use crate::log::rate::warn_limited;
 use crate::protocol::env::{FIRST_LISTEN_FD, WorkerEnv};
 use crate::protocol::lines::{Line, LineReader};
-use crate::protocol::message::{self, ToPrimary};
+use crate::protocol::message::{self, Control, ToPrimary};
 use crate::protocol::node;
 use crate::protocol::socket_reader::{READ_BUFFER, SocketReader};
 use crate::sys::ExecImage;
@@ -205,6 +205,9 @@ async fn read_channel(
 ) {
     let id = key.slot;
     let mut lines = LineReader::new(BufReader::with_capacity(READ_BUFFER, reader), limit);
+    // Each `online` is a log line, a journal entry and an event: a worker
+    // says it once; repeats say nothing new and are dropped here.
+    let mut said_online = false;
     loop {
         let line = match lines.next_line().await {
             Ok(Some(line)) => line,
@@ -212,7 +215,7 @@ async fn read_channel(
             // A worker that exits with messages unread resets the channel.
             Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return,
             Err(err) => {
-                tracing::warn!("worker {id}: message channel failed: {err}");
+                warn_limited!("worker {id}: message channel failed: {err}");
                 return;
             }
         };
@@ -250,6 +253,8 @@ async fn read_channel(
             (decoded, _) => decoded,
         };
         match decoded {
+            Ok(Some(ToPrimary::Control(Control::Online)))
+                if std::mem::replace(&mut said_online, true) => {}
             Ok(Some(message)) => {
                 if !router.route(key, message).await {
                     return;

@@ -97,9 +97,35 @@ pub(crate) enum DecodeError {
     NotJson(#[from] serde_json::Error),
     #[error("unknown corral message {found} (expected {expected})")]
     UnknownControl {
-        found: Value,
+        /// The start of what was found ([`shown`]).
+        found: String,
         expected: &'static str,
     },
+}
+
+/// The most bytes of a worker's message shown in a log line: a message can
+/// be as long as `--max-message-size` (16 MiB by default), and a line per
+/// message would let a worker fill the log at that size.
+pub(crate) const MAX_SHOWN_BYTES: usize = 256;
+
+/// `value` as JSON for a log line, cut as [`cut_for_log`] cuts.
+pub(crate) fn shown(value: &Value) -> String {
+    cut_for_log(value.to_string())
+}
+
+/// `text` (from a worker) cut after [`MAX_SHOWN_BYTES`], on a character
+/// boundary, with the length it had.
+pub(crate) fn cut_for_log(mut text: String) -> String {
+    if text.len() > MAX_SHOWN_BYTES {
+        let full = text.len();
+        let end = (0..=MAX_SHOWN_BYTES)
+            .rev()
+            .find(|&end| text.is_char_boundary(end))
+            .unwrap_or(0);
+        text.truncate(end);
+        text.push_str(&format!("… ({full} bytes)"));
+    }
+    text
 }
 
 /// Splits a line into corral's own part (the value under `corral`) or a
@@ -130,7 +156,7 @@ pub(crate) fn decode_to_primary(line: &[u8]) -> Result<Option<ToPrimary>, Decode
         Ok(WorkerEnvelope::SendTo { to, message }) => Ok(Some(ToPrimary::SendTo { to, message })),
         Ok(WorkerEnvelope::Served { served }) => Ok(Some(ToPrimary::Served { count: served })),
         Err(_) => Err(DecodeError::UnknownControl {
-            found: inner,
+            found: shown(&inner),
             expected: TO_PRIMARY_FORMS,
         }),
     }
@@ -149,7 +175,7 @@ pub(crate) fn decode_to_worker(line: &[u8]) -> Result<Option<ToWorker>, DecodeEr
     match FromEnvelope::deserialize(&inner) {
         Ok(FromEnvelope { from, message }) => Ok(Some(ToWorker::From { from, message })),
         Err(_) => Err(DecodeError::UnknownControl {
-            found: inner,
+            found: shown(&inner),
             expected: TO_WORKER_FORMS,
         }),
     }
@@ -222,6 +248,22 @@ mod tests {
     fn without_newline(line: &[u8]) -> &[u8] {
         assert_eq!(line.last(), Some(&b'\n'), "every encoded line ends a line");
         &line[..line.len() - 1]
+    }
+
+    #[test]
+    fn a_long_message_is_shown_cut_with_its_length() {
+        assert_eq!(shown(&Value::from("hi")), "\"hi\"");
+        let long = Value::from("é".repeat(10_000));
+        let text = shown(&long);
+        assert!(text.len() <= MAX_SHOWN_BYTES + 20, "{}", text.len());
+        assert!(text.ends_with("… (20002 bytes)"), "{text}");
+        let line = format!("{{\"corral\":{long}}}");
+        let err = decode_to_primary(line.as_bytes()).unwrap_err().to_string();
+        assert!(
+            err.len() < 600,
+            "the error quotes at most the start: {}",
+            err.len()
+        );
     }
 
     #[test]

@@ -79,8 +79,8 @@ impl Link {
 
     fn push(&self, outgoing: Outgoing, fd: Option<Arc<OwnedFd>>) -> Result<(), Refused> {
         match (outgoing.carries_fd, fd) {
-            (true, Some(fd)) => self.outbox.push_control_with_fd(outgoing.line, fd),
-            (false, None) => self.outbox.push_control(outgoing.line),
+            (true, Some(fd)) => self.outbox.push_reply_with_fd(outgoing.line, fd),
+            (false, None) => self.outbox.push_reply(outgoing.line),
             // A wrapper line without its descriptor (or the reverse) would
             // desynchronise Node's pending handle: never sent.
             _ => Err(Refused::Closed),

@@ -32,7 +32,6 @@ use super::notice::Notice;
 use super::outbox::Outbox;
 use super::run_as::RunAs;
 use crate::Policy;
-use crate::log::rate::RateLimit;
 use crate::protocol::node;
 use crate::worker_key::WorkerKey;
 use binds::Binds;
@@ -43,9 +42,6 @@ use link::Link;
 pub(crate) struct NodeCluster {
     binds: Mutex<Binds>,
     links: Mutex<HashMap<WorkerKey, Arc<Link>>>,
-    /// The lines about `listen()` calls refused, of every worker together:
-    /// a worker that restarts does not get a fresh allowance.
-    refusals: RateLimit,
 }
 
 /// What the Node side of a cluster is configured with.
@@ -71,7 +67,6 @@ impl NodeCluster {
                 boundary,
             )),
             links: Mutex::default(),
-            refusals: RateLimit::warnings(),
         })
     }
 

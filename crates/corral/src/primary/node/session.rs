@@ -23,9 +23,9 @@ use super::NodeCluster;
 use super::binds::{BindFailure, Served, ServerId};
 use super::dispatch::Dispatcher;
 use super::link::Link;
-use crate::log::rate::{RateLimit, left_out};
+use crate::log::rate::{RateLimit, error_limited, info_limited, left_out};
 use crate::primary::notice::Notice;
-use crate::protocol::message::Control;
+use crate::protocol::message::{Control, cut_for_log};
 use crate::protocol::node::{self, Act, ClusterMessage, Endpoint, Internal, ServerQuery};
 
 /// Distinct servers (address and Node's `index`) one worker may be served:
@@ -41,6 +41,11 @@ const MAX_KEY_BYTES: usize = 1024;
 /// no more connections and every query of its is refused unread.
 pub(crate) const MAX_REFUSALS_OVER_LIMITS: u32 = 16;
 
+/// Warnings about Node messages a worker should not have sent, shared by
+/// every worker (a flood costs a few lines and a count, and a restarted
+/// worker, or another one, gets no fresh allowance).
+static BAD_NODE_MESSAGES: RateLimit = RateLimit::warnings();
+
 pub(crate) struct Session {
     cluster: Arc<NodeCluster>,
     link: Arc<Link>,
@@ -53,9 +58,6 @@ pub(crate) struct Session {
     /// The round-robin servers of this worker, by its key for them.
     servers: HashMap<String, Arc<Dispatcher>>,
     said_ready: bool,
-    /// This worker's warnings about its bad messages (a flood costs a few
-    /// lines and a count).
-    warnings: RateLimit,
     /// Every server it was served.
     served: HashSet<ServerId>,
     /// Its queries refused by a limit.
@@ -92,7 +94,6 @@ impl Session {
             notices,
             servers: HashMap::new(),
             said_ready: false,
-            warnings: RateLimit::warnings(),
             served: HashSet::new(),
             refusals_over_limits: 0,
             cut_off: false,
@@ -110,15 +111,12 @@ impl Session {
             Internal::Receipt(receipt) => self.link.outbox().receipt(receipt),
             Internal::Handle { message } => {
                 // Node waits for this receipt before it sends anything more.
-                let _ = self.link.outbox().push_control(node::handle_ack().line);
-                if let Some(suppressed) = self.warnings.admit() {
-                    tracing::info!(
-                        "worker {}: sent a handle with a message; corral does not keep handles \
-                         (it is closed) and delivers the message{}",
-                        self.id(),
-                        left_out(suppressed)
-                    );
-                }
+                let _ = self.link.outbox().push_reply(node::handle_ack().line);
+                info_limited!(
+                    "worker {}: sent a handle with a message; corral does not keep handles \
+                     (it is closed) and delivers the message",
+                    self.id()
+                );
                 return AfterInternal::Deliver(message);
             }
             Internal::Cluster(message) => return self.on_cluster(message).await,
@@ -205,7 +203,7 @@ impl Session {
         };
         if let Err(refused) = sent {
             self.warn(format_args!(
-                "cannot answer its listen() of {}: {refused:?}",
+                "cannot answer its listen() of {}: {refused}",
                 short(&key)
             ));
         }
@@ -241,7 +239,7 @@ impl Session {
         if self.refusals_over_limits >= MAX_REFUSALS_OVER_LIMITS {
             self.cut_off = true;
             self.leave_servers();
-            tracing::error!(
+            error_limited!(
                 "worker {} misbehaves on its Node channel ({MAX_REFUSALS_OVER_LIMITS} listen() \
                  calls over the limits): it gets no more connections and its listen() calls \
                  are refused until it exits",
@@ -306,21 +304,14 @@ impl Session {
         }
     }
 
-    /// Says why a `listen()` was refused, within the cluster's rate limit
-    /// (a cut-off worker's refusals are not said again).
+    /// Says why a `listen()` was refused, within one rate limit for every
+    /// worker (a cut-off worker's refusals are not said again).
     fn log_refusal(&self, failure: &BindFailure) {
         if failure.reason.is_empty() {
             return;
         }
-        if let Some(suppressed) = self.cluster.refusals.admit() {
-            // Node's own primary logs nothing; corral says what failed.
-            tracing::error!(
-                "worker {}: listen() failed: {}{}",
-                self.id(),
-                failure.reason,
-                left_out(suppressed)
-            );
-        }
+        // Node's own primary logs nothing; corral says what failed.
+        error_limited!("worker {}: listen() failed: {}", self.id(), failure.reason);
     }
 
     fn answered(&mut self, seq: u64, accepted: bool) {
@@ -343,7 +334,9 @@ impl Session {
     }
 
     fn warn(&self, what: std::fmt::Arguments<'_>) {
-        if let Some(suppressed) = self.warnings.admit() {
+        if let Some(suppressed) = BAD_NODE_MESSAGES.admit_static("worker N: a bad Node message") {
+            // What the worker named (a command, a field) can be megabytes.
+            let what = cut_for_log(what.to_string());
             tracing::warn!("worker {}: {what}{}", self.id(), left_out(suppressed));
         }
     }
