@@ -292,9 +292,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub max_restart_delay: Duration,
 
-    /// Under round-robin and least-connections: seconds a worker may take
-    /// to say it is ready before it is replaced (with no worker ever ready,
-    /// corral stops with an error)
+    /// Seconds a worker that must say it is ready may take: under --ready
+    /// message, round-robin or least-connections it is then replaced (with
+    /// no worker ever ready, corral stops with an error); a reload's
+    /// replacement not ready by then aborts the reload; a Node worker that
+    /// never listens counts as ready after it (--ready auto)
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub ready_timeout: Duration,
 
