@@ -1,5 +1,6 @@
-//! The command line, as clap parses it. Every flag is documented here and in
-//! the README; keep the two in step.
+//! The command line, as clap parses it. Every flag is documented here:
+//! `--help`, the man pages and docs/cli.md (`corral generate reference`)
+//! are all generated from these definitions.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -76,7 +77,8 @@ pub enum Command {
     /// Check a configuration file: print the settings it gives `corral run`,
     /// or its first error (file, line, key)
     Check(CheckArgs),
-    /// Write the man pages or print a shell's completions (for packagers).
+    /// Write the man pages, or print a shell's completions or the markdown
+    /// reference (for packagers and docs/cli.md).
     #[command(hide = true)]
     Generate(GenerateArgs),
 }
@@ -210,6 +212,8 @@ pub enum GenerateWhat {
         #[arg(value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+    /// Print the command-line reference in markdown on stdout (docs/cli.md)
+    Reference,
 }
 
 #[derive(Debug, Args)]
