@@ -248,6 +248,9 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
 
     /// Add NAME=VALUE to every worker's environment (repeatable)
+    ///
+    /// corral's own variables (CORRAL_*, LISTEN_*, NODE_CHANNEL_*,
+    /// NOTIFY_SOCKET, WATCHDOG_*) are refused.
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     pub env: Vec<String>,
 
@@ -258,6 +261,12 @@ pub struct RunArgs {
     /// Address to listen on: HOST:PORT, [IPV6]:PORT or PORT (repeatable;
     /// port 0 picks a free port, printed at start) [default: 127.0.0.1:8000;
     /// for a Node program: none, its listen() calls are served on demand]
+    ///
+    /// A bare PORT is 0.0.0.0:PORT. A host name is resolved when the flags
+    /// are read; its first address is used. A link-local IPv6 address needs
+    /// its interface's index: [fe80::1%2]:8000. systemd:NAME is the socket
+    /// systemd passed under that name; socket-activated, the default is
+    /// every socket systemd passed.
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Vec<String>,
 
@@ -318,6 +327,8 @@ pub struct RunArgs {
     /// Watchdog: kill and replace a worker whose heartbeats stop for this
     /// many seconds (demo workers send them; a COMMAND's workers are
     /// watched once they send {"corral":"heartbeat"}) [default: off]
+    ///
+    /// Demo and library workers then heartbeat every quarter of it.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 
@@ -347,6 +358,10 @@ pub struct RunArgs {
     /// Run workers as USER[:GROUP] (names or numbers; supplementary groups
     /// cleared). corral must be started as root: it binds first (ports
     /// below 1024 too), then starts each worker as that user
+    ///
+    /// The group defaults to the user's. Started as another user, corral
+    /// stops with one error (exit 1). The primary stays root to supervise;
+    /// e.g. sudo corral run -l 0.0.0.0:80 --user nobody -- ./server.
     #[arg(long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
 
@@ -370,6 +385,11 @@ pub struct RunArgs {
 
     /// Run the COMMAND as Node cluster workers with corral as their primary:
     /// auto (when it is node, nodejs or a #!…node script), on, off
+    ///
+    /// auto: when the command is node, nodejs (node20…) or a script whose #!
+    /// line runs node; on: for a wrapper that ends up running Node; off: a
+    /// Node program gets only LISTEN_FDS and pm2-style messages, as any
+    /// COMMAND.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_node)]
     pub node: corral::NodeMode,
     /// The control socket: a path, or `none` for no control socket
