@@ -254,7 +254,7 @@ pub struct RunArgs {
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     pub env: Vec<String>,
 
-    /// Number of worker processes [default: number of CPUs]
+    /// Number of worker processes, 1 to 1024 [default: number of CPUs]
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=corral::MAX_WORKERS as i64))]
     pub workers: Option<u32>,
 
@@ -274,18 +274,26 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = PolicyArg::Reuseport)]
     pub policy: PolicyArg,
 
-    /// Seconds a stopping worker may drain before it is killed
+    /// Seconds a stopping worker may drain before it is killed (fractions
+    /// allowed, e.g. 0.5)
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub grace: Duration,
 
     /// Name of the cluster in logs, without control characters [default:
-    /// the command's file name, or "demo"]
+    /// the command's file name (a Node program: its script's, without
+    /// extension: `node app.js` is app), or "demo"]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// When a COMMAND worker counts as ready: auto (when it says so; else at
-    /// once on a first start and after 1 s alive as a reload's replacement),
-    /// message (only when it sends {"corral":"ready"}), delay:SECONDS
+    /// When a COMMAND worker counts as ready: auto (when it says so; else on
+    /// a first start once it is seen still running 0.1 s after it started,
+    /// and after 1 s alive as a reload's replacement; under round-robin and
+    /// least-connections it must say so), message (only when it sends
+    /// {"corral":"ready"} or Node's process.send('ready')), delay:SECONDS
+    /// (after running that long, or when it says so)
+    ///
+    /// A command that exits at its start is online but never ready. Library
+    /// workers always say so themselves.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_ready)]
     pub ready: corral::ReadyMode,
 
@@ -296,12 +304,12 @@ pub struct RunArgs {
 
     /// Seconds a worker must run for its exit to end a crash loop: workers
     /// that keep exiting sooner are restarted later and later, and their
-    /// slot is reported as crash-looping
+    /// slot is reported as crash-looping (at least 1)
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
     pub stable_after: Duration,
 
     /// The longest wait before a crash-looping worker is restarted, in
-    /// seconds (the wait starts at 0.1 and doubles)
+    /// seconds (the wait starts at 0.1 and doubles; at least 0.1)
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub max_restart_delay: Duration,
 
@@ -335,6 +343,8 @@ pub struct RunArgs {
     /// Replace a worker gracefully (its replacement ready first) once its
     /// resident memory exceeds SIZE: bytes, or with K, M, G (KiB, MiB,
     /// GiB) [default: off]
+    ///
+    /// Checked every second, once the worker has run 1 s.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
 
@@ -350,8 +360,8 @@ pub struct RunArgs {
     pub max_requests_jitter: u64,
 
     /// Threads of each demo worker's runtime [default: 1, a current-thread
-    /// runtime, as a Node worker; the worker processes are the parallelism];
-    /// a COMMAND's workers ignore it
+    /// runtime, as a Node worker; the worker processes are the parallelism;
+    /// more: a multi-thread runtime]; a COMMAND's workers ignore it
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_threads: Option<u32>,
 

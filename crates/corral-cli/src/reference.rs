@@ -107,13 +107,10 @@ fn entry(arg: &Arg) -> String {
     let help = arg
         .get_long_help()
         .or(arg.get_help())
-        .map(|help| one_line(&help.to_string()))
+        .map(|help| paragraphs_in_one_line(&help.to_string()))
         .unwrap_or_default();
     if !help.is_empty() {
         let _ = write!(text, ": {help}");
-        if !help.ends_with('.') {
-            text.push('.');
-        }
     }
     let defaults: Vec<String> = arg
         .get_default_values()
@@ -186,6 +183,19 @@ fn value_names(arg: &Arg) -> String {
     }
 }
 
+/// A long help's paragraphs as one line, each ending with a full stop.
+fn paragraphs_in_one_line(text: &str) -> String {
+    text.split("\n\n")
+        .map(one_line)
+        .filter(|paragraph| !paragraph.is_empty())
+        .map(|paragraph| match paragraph.ends_with('.') {
+            true => paragraph,
+            false => paragraph + ".",
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Help texts wrap in the source; a list item is one line.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -216,7 +226,8 @@ mod tests {
                             .short('w')
                             .long("workers")
                             .value_name("N")
-                            .help("How many\n   workers"),
+                            .help("How many\n   workers")
+                            .long_help("How many\n   workers\n\nAt least one"),
                     )
                     .arg(
                         Arg::new("quiet")
@@ -248,7 +259,7 @@ mod tests {
     fn an_option_shows_its_names_value_help_default_values_and_env() {
         let text = markdown(example());
         assert!(
-            text.contains("* `-w, --workers <N>`: How many workers.\n"),
+            text.contains("* `-w, --workers <N>`: How many workers. At least one.\n"),
             "{text}"
         );
         assert!(text.contains("* `--quiet`: Say less.\n"), "{text}");
