@@ -46,7 +46,11 @@ fn round_robin_gives_each_of_two_workers_half_of_100_connections() {
         let exact = [1, 2]
             .iter()
             .all(|id| (49..=51).contains(&counts.get(id).copied().unwrap_or(0)));
-        if exact || !cluster.output().contains("is not reading its hand-off channel") {
+        if exact
+            || !cluster
+                .output()
+                .contains("is not reading its hand-off channel")
+        {
             break;
         }
         counts = shares(port, 100);
