@@ -101,7 +101,10 @@ impl ClusterBuilder {
         // parallel tests' clusters of one name never meet (nor a cluster
         // someone runs on the machine).
         if !self.env.iter().any(|(name, _)| name == "XDG_RUNTIME_DIR") {
-            command.env("XDG_RUNTIME_DIR", crate::runtime_dir_for_one_cluster());
+            command.env(
+                "XDG_RUNTIME_DIR",
+                crate::runtime_dir::runtime_dir_for_one_cluster(),
+            );
         }
         command
     }
