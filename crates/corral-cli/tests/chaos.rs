@@ -10,7 +10,7 @@ use corral_testkit::{
 
 /// Two demo workers under `policy`, ready.
 fn two_ready_workers(policy: &str) -> (ClusterProcess, u16) {
-    let cluster = ClusterBuilder::corral(env!("CARGO_BIN_EXE_corral"))
+    let cluster = ClusterBuilder::corral()
         .policy(policy)
         .args(&["--grace", "5"])
         .start();

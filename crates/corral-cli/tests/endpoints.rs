@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE};
 use serde_json::Value;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 /// A port free right now (bound and released).
@@ -32,7 +31,7 @@ fn free_port() -> u16 {
 fn cluster_with_metrics() -> (ClusterProcess, u16) {
     let metrics = free_port();
     let address = format!("127.0.0.1:{metrics}");
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .args(&["--metrics", &address])
         .start();
     (cluster, metrics)
@@ -248,7 +247,7 @@ fn response(stream: &UnixStream) -> Value {
 fn assert_status_answers(cluster: &ClusterProcess, name: &str) {
     let started = Instant::now();
     let output = cluster
-        .control_command(CORRAL, &["status", name, "--json"])
+        .control_command(&["status", name, "--json"])
         .output()
         .expect("corral runs");
     let took = started.elapsed();
@@ -282,7 +281,7 @@ fn clients_that_never_read_a_long_log_leave_the_primary_small_and_status_answeri
     let fill =
         "import sys\nfor n in range(10000):\n    sys.stdout.write('%05d %s\\n' % (n, 'x' * 380))";
     let script = format!("python3 -c \"{fill}\" && exec python3 {ENV_SERVER}");
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .workers(1)
         .args(&["--name", "hoard"])
         .command(&["sh", "-c", &script])
@@ -340,7 +339,7 @@ fn clients_that_never_read_a_long_log_leave_the_primary_small_and_status_answeri
 
 #[test]
 fn status_answers_while_followers_and_waiters_hold_the_control_socket() {
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .args(&["--name", "crowded"])
         .start();
     let socket = socket_of(&cluster, "crowded");

@@ -8,8 +8,6 @@ use std::process::{Command, Stdio};
 
 use corral_testkit::{ClusterBuilder, PATIENCE, Signal, hello, http_get, send_signal, wait_until};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-
 /// A port free right now (bound and released).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -59,7 +57,7 @@ fn promtool(text: &str) -> Option<(bool, String)> {
 fn a_live_scrape_passes_promtool_and_counts_restarts_and_reloads() {
     let metrics = free_port();
     let address = format!("127.0.0.1:{metrics}");
-    let mut cluster = ClusterBuilder::corral(CORRAL)
+    let mut cluster = ClusterBuilder::corral()
         .args(&["--metrics", &address, "--grace", "2"])
         .start();
     let port = cluster.port();
@@ -128,7 +126,7 @@ fn health_and_readiness_answer_as_probes_expect() {
     let metrics = free_port();
     let address = format!("127.0.0.1:{metrics}");
     // Workers that never say they are ready (--ready message).
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .args(&[
             "--metrics",
             &address,
@@ -148,7 +146,7 @@ fn health_and_readiness_answer_as_probes_expect() {
 
     let metrics = free_port();
     let address = format!("127.0.0.1:{metrics}");
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .args(&["--metrics", &address])
         .start();
     assert_eq!(http_get(metrics, "/readyz").unwrap().status, 200);

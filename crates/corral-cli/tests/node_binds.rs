@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use corral_testkit::{ClusterProcess, PATIENCE, http_get};
+use corral_testkit::{ClusterProcess, PATIENCE, corral_path, http_get};
 use serde_json::{Value, json};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
 const NOBODY: u32 = 65534;
 
@@ -78,7 +77,7 @@ fn free_privileged_port() -> u16 {
 
 /// `corral run -w 1 --user nobody EXTRA -- node hostile_binds.js`, doing `steps`.
 fn start_hostile(steps: &Value, extra: &[&str], port: u16) -> ClusterProcess {
-    let mut command = Command::new(CORRAL);
+    let mut command = Command::new(corral_path());
     command
         .args(["run", "-w", "1", "--grace", "2", "--user", "nobody"])
         .args(extra)
@@ -232,7 +231,7 @@ fn a_primary_with_a_capability_its_workers_lack_refuses_privileged_ports() {
     // nobody: the `node` it starts does not inherit the capability.
     let dir = scratch("setcap", 0, 0o755);
     let copy = dir.join("corral");
-    std::fs::copy(CORRAL, &copy).unwrap();
+    std::fs::copy(corral_path(), &copy).unwrap();
     let status = Command::new("setcap")
         .arg("cap_net_bind_service=ep")
         .arg(&copy)
@@ -271,7 +270,7 @@ fn a_flood_of_queries_holds_bounded_descriptors_and_a_few_log_lines() {
         return;
     }
     let port = free_port();
-    let mut command = Command::new(CORRAL);
+    let mut command = Command::new(corral_path());
     command
         .args(["run", "-w", "2", "--grace", "2", "--"])
         .arg("node")
@@ -306,7 +305,7 @@ fn a_flood_of_queries_holds_bounded_descriptors_and_a_few_log_lines() {
         );
     }
     let status = cluster
-        .control_command(CORRAL, &["status"])
+        .control_command(&["status"])
         .output()
         .expect("corral status runs");
     assert!(status.status.success(), "{status:?}");

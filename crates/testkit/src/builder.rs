@@ -3,10 +3,10 @@
 //! once every worker said it is ready.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use crate::{ClusterProcess, Mark, PATIENCE, example_path};
+use crate::{ClusterProcess, Mark, PATIENCE, corral_path, example_path};
 
 /// Builds and starts a cluster process.
 #[derive(Debug, Clone)]
@@ -22,10 +22,10 @@ pub struct ClusterBuilder {
 }
 
 impl ClusterBuilder {
-    /// `corral run` (the binary at `binary`), two workers, the demo worker
-    /// unless [`Self::command`] names another.
-    pub fn corral(binary: impl AsRef<Path>) -> Self {
-        Self::new(binary.as_ref().to_path_buf(), vec!["run".into()])
+    /// `corral run` ([`corral_path`]), two workers, the demo worker unless
+    /// [`Self::command`] names another.
+    pub fn corral() -> Self {
+        Self::new(PathBuf::from(corral_path()), vec!["run".into()])
     }
 
     /// The library example `name`, two workers.

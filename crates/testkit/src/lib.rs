@@ -41,6 +41,7 @@ pub use runtime_dir::private_runtime_dir;
 pub use wait::wait_until;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 pub use rustix::process::Signal;
@@ -48,13 +49,36 @@ pub use rustix::process::Signal;
 /// A generous bound for things that take milliseconds when all is well.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// The `corral` binary built by `cargo test` for the corral-cli tests.
+///
+/// Cargo names it in `CARGO_BIN_EXE_corral`, which newer Cargo versions
+/// set for the running test too (older ones only while compiling it, where
+/// this crate cannot see it); otherwise it is beside the test binary's
+/// `deps/`, where Cargo puts it.
+pub fn corral_path() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::var("CARGO_BIN_EXE_corral").unwrap_or_else(|_| {
+            let path = profile_dir().join("corral");
+            path.to_str()
+                .expect("the target directory's path is UTF-8")
+                .to_string()
+        })
+    })
+}
+
 /// The path of an example binary built by `cargo test` in this workspace.
 pub fn example_path(name: &str) -> PathBuf {
+    profile_dir().join("examples").join(name)
+}
+
+/// `target/<profile>`, where Cargo puts binaries and `examples/`.
+fn profile_dir() -> PathBuf {
     let test_binary = std::env::current_exe().expect("the test binary has a path");
-    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
-    let profile_dir = test_binary
+    // target/<profile>/deps/<test> → target/<profile>
+    test_binary
         .parent()
         .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
-    profile_dir.join("examples").join(name)
+        .expect("test binaries live in target/<profile>/deps")
+        .to_path_buf()
 }

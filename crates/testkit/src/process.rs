@@ -93,10 +93,10 @@ impl ClusterProcess {
         &self.runtime_dir
     }
 
-    /// `program` (the `corral` binary) with `args`, set up to find this
-    /// cluster's control socket by name, as a user's shell would.
-    pub fn control_command(&self, program: impl AsRef<Path>, args: &[&str]) -> Command {
-        let mut command = Command::new(program.as_ref());
+    /// `corral ARGS` ([`corral_path`](crate::corral_path)), set up to find
+    /// this cluster's control socket by name, as a user's shell would.
+    pub fn control_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(crate::corral_path());
         command
             .args(args)
             .env("XDG_RUNTIME_DIR", &self.runtime_dir)
