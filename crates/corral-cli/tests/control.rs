@@ -14,19 +14,10 @@ use std::time::{Duration, Instant};
 
 use corral_testkit::{
     ClusterBuilder, ClusterProcess, Load, PATIENCE, Signal, corral_path, hello, http_get,
-    private_runtime_dir, send_signal,
+    private_runtime_dir, send_signal, two_ready_workers,
 };
 use serde_json::Value;
 
-/// Two demo workers under `policy`, ready; the cluster and its port.
-fn two_ready_workers(policy: &str) -> (ClusterProcess, u16) {
-    let cluster = ClusterBuilder::corral()
-        .policy(policy)
-        .args(&["--grace", "5"])
-        .start();
-    let port = cluster.port();
-    (cluster, port)
-}
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 /// Runs `command` to its end, failing the test if it takes longer than

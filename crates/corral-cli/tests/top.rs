@@ -5,17 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE, Signal, corral_path, send_signal};
-
-/// Two demo workers under `policy`, ready; the cluster and its port.
-fn two_ready_workers(policy: &str) -> (ClusterProcess, u16) {
-    let cluster = ClusterBuilder::corral()
-        .policy(policy)
-        .args(&["--grace", "5"])
-        .start();
-    let port = cluster.port();
-    (cluster, port)
-}
+use corral_testkit::{PATIENCE, Signal, corral_path, send_signal, two_ready_workers};
 
 /// A private tmux server (its own socket), killed on drop.
 struct Tmux {

@@ -121,6 +121,17 @@ impl ClusterBuilder {
     }
 }
 
+/// The start most tests share: `corral run` of two demo workers under
+/// `policy` (5 s grace), returned once both are ready, with their port.
+pub fn two_ready_workers(policy: &str) -> (ClusterProcess, u16) {
+    let cluster = ClusterBuilder::corral()
+        .policy(policy)
+        .args(&["--grace", "5"])
+        .start();
+    let port = cluster.port();
+    (cluster, port)
+}
+
 /// Waits until `workers` distinct workers sent `ready` after `since`;
 /// fails the test with the output otherwise.
 pub fn wait_ready(cluster: &ClusterProcess, since: Mark, workers: usize) {

@@ -31,7 +31,7 @@ mod process;
 mod runtime_dir;
 mod wait;
 
-pub use builder::{ClusterBuilder, wait_ready};
+pub use builder::{ClusterBuilder, two_ready_workers, wait_ready};
 pub use events::{LogEvent, Mark};
 pub use http::{Hello, KeepAlive, Response, hello, http_get, parse_hello};
 pub use load::{Load, LoadTotals};
