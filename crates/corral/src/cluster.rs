@@ -208,7 +208,7 @@ impl Cluster {
     /// current-thread runtime (as a Node worker has one thread): with one
     /// worker process per core the processes are the parallelism, and a
     /// single thread wakes no other thread per connection or message. More
-    /// than 1 gives a multi-thread runtime ([`crate::worker_runtime`]). On a
+    /// than 1 gives a multi-thread runtime. On a
     /// current-thread runtime a body that blocks its thread also stops the
     /// worker's heartbeats, so the watchdog ([`Cluster::watchdog`]) counts it
     /// hung: run blocking work with `tokio::task::spawn_blocking`.
@@ -381,12 +381,12 @@ impl Cluster {
     ///
     /// In the primary, supervises workers until the cluster is stopped
     /// (SIGTERM or SIGINT) and returns `Ok` then. In a worker, runs `body` in
-    /// the worker's tokio runtime ([`crate::worker_runtime`]: current-thread
-    /// unless [`Cluster::worker_threads`] asks for more) and returns what it
+    /// the worker's tokio runtime (current-thread unless
+    /// [`Cluster::worker_threads`] asks for more) and returns what it
     /// returns.
     ///
     /// Unless the program installed a `tracing` subscriber first, corral
-    /// installs its own ([`crate::log::install`]): lines to stderr, filtered
+    /// installs its own: lines to stderr, filtered
     /// by `CORRAL_LOG` (default `info`), never blocking.
     pub fn run<F, Fut, E>(self, body: F) -> Result<(), Error>
     where

@@ -43,8 +43,8 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    /// A configuration file cannot be read safely (see
-    /// [`crate::read_config_file`]): `problem` says why and what to do.
+    /// A configuration file (the `corral` command's `--config`) cannot be
+    /// read safely: `problem` says why and what to do.
     #[error("configuration file {}: {problem}", path.display())]
     ConfigFile {
         path: std::path::PathBuf,

@@ -63,7 +63,9 @@
 //!   which connections it admits (`admission.rs`) and its write timeout.
 //! * `sys.rs`: the only `unsafe` code. `error.rs`: [`Error`].
 //!   `worker_key.rs`: the key of one worker process. `config_file.rs`:
-//!   reading a configuration file safely ([`read_config_file`]).
+//!   reading a configuration file safely. `limits.rs`: the bounds of every
+//!   setting.
+//! * `cli_support`: what only the `corral` command uses (see below).
 //!
 //! # Glossary
 //!
@@ -98,10 +100,10 @@ mod address;
 mod balance;
 mod cluster;
 mod config_file;
-pub mod control;
+mod control;
 mod error;
-pub mod limits;
-pub mod log;
+mod limits;
+mod log;
 mod metrics;
 mod primary;
 mod protocol;
@@ -116,10 +118,8 @@ pub use protocol::env;
 pub use address::ListenAddr;
 pub use balance::Policy;
 pub use cluster::{
-    Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, activated_addresses, default_workers,
-    is_worker,
+    Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, default_workers, is_worker,
 };
-pub use config_file::{MAX_CONFIG_SIZE, read_config_file};
 pub use control::ControlSocket;
 pub use control::status::{
     ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerStatus,
@@ -132,8 +132,28 @@ pub use primary::node::NodeMode;
 pub use primary::ready_mode::ReadyMode;
 pub use primary::{MessagePolicy, Primary, SendError, WorkerInfo, WorkerState};
 pub use protocol::lines::DEFAULT_MAX_LINE;
+pub use worker::Worker;
 pub use worker::connection::Connection;
 pub use worker::listener::Listener;
 pub use worker::mailbox::{Messages, Origin, Received, WorkerSender};
 pub use worker::requests::RequestCounter;
-pub use worker::{Worker, worker_runtime};
+
+/// What the `corral` command needs from this crate and a library user does
+/// not: the control socket's client and protocol, corral's log setup, the
+/// bounds the command line checks its flags against, configuration files.
+///
+/// **Not public API**: hidden from the documentation and outside semver;
+/// it changes with the command, in any release. Everything here is reached
+/// only through this module, so the documented API is the whole API.
+#[doc(hidden)]
+pub mod cli_support {
+    pub use crate::cluster::activated_addresses;
+    pub use crate::config_file::{MAX_CONFIG_SIZE, read_config_file};
+    pub use crate::control::{client, path, protocol};
+    pub use crate::limits::{MAX_DURATION, MAX_MESSAGE_SIZE, MAX_REQUESTS, MIN_MESSAGE_SIZE};
+    pub use crate::log::{
+        escape_untrusted, fatal as log_fatal, flush as flush_log, install as install_log,
+    };
+    pub use crate::protocol::env::check_variable as check_env_variable;
+    pub use crate::worker::worker_runtime;
+}
