@@ -22,7 +22,7 @@ use args::{Cli, Command, OnMessage, RunArgs};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before anything logs: the subscriber also formats workers' lines.
-    corral::cli_support::install_log(Some(cli.log_format.into()));
+    corral::install_log(Some(cli.log_format.into()));
     refuse_empty_command(&cli);
     let outcome = match cli.command {
         Command::Run(run) => run_cluster(*run),

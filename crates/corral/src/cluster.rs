@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::balance::Policy;
 use crate::control::ControlSocket;
+use crate::error::WorkerResult;
 use crate::log::{self, LogFormat};
 use crate::primary::backoff::BackoffPolicy;
 use crate::primary::event::Event;
@@ -34,6 +35,7 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A cluster of worker processes sharing listening ports.
 ///
 /// ```no_run
+/// # #[cfg(feature = "axum")]
 /// # fn main() -> Result<(), corral::Error> {
 /// corral::Cluster::new()
 ///     .workers(4)
@@ -44,9 +46,11 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 ///         axum::serve(listener, app)
 ///             .with_graceful_shutdown(worker.stopped())
 ///             .await?;
-///         Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+///         Ok(())
 ///     })
 /// # }
+/// # #[cfg(not(feature = "axum"))]
+/// # fn main() {}
 /// ```
 pub struct Cluster {
     workers: usize,
@@ -388,11 +392,10 @@ impl Cluster {
     /// Unless the program installed a `tracing` subscriber first, corral
     /// installs its own: lines to stderr, filtered
     /// by `CORRAL_LOG` (default `info`), never blocking.
-    pub fn run<F, Fut, E>(self, body: F) -> Result<(), Error>
+    pub fn run<F, Fut>(self, body: F) -> Result<(), Error>
     where
         F: FnOnce(Worker) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        Fut: Future<Output = WorkerResult>,
     {
         log::install(self.log_format);
         let detected = if self.nested && WorkerEnvironment::inherited_from_another_process() {

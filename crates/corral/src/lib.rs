@@ -3,10 +3,18 @@
 //! production process manager adds: restarts with backoff, graceful drains,
 //! signals, lifecycle events.
 //!
+//! It has three faces: this library, the `corral` command (package
+//! `corral-cli`), and a primary for unmodified Node programs.
+//!
+//! # The library
+//!
 //! A Rust server hands corral its worker body; the same executable is
-//! re-executed as each worker:
+//! re-executed as each worker. The body returns a [`WorkerResult`]: its `?`
+//! takes any error, and it ends in a plain `Ok(())`. With the `axum`
+//! feature (off by default), a [`Listener`] serves axum directly:
 //!
 //! ```no_run
+//! # #[cfg(feature = "axum")]
 //! fn main() -> Result<(), corral::Error> {
 //!     corral::Cluster::new()
 //!         .workers(2)
@@ -18,14 +26,41 @@
 //!             axum::serve(listener, app)
 //!                 .with_graceful_shutdown(worker.stopped())
 //!                 .await?;
-//!             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+//!             Ok(())
 //!         })
 //! }
+//! # #[cfg(not(feature = "axum"))]
+//! # fn main() {}
 //! ```
 //!
-//! The module [`env`](mod@env) documents what a worker receives; the README's
-//! "message channel" section documents the channel protocol for workers in
-//! other languages.
+//! Without a framework, a worker accepts from its [`Listener`] itself (the
+//! `hello` example serves hyper that way). The module [`env`](mod@env)
+//! documents what a worker receives; the README's "message channel" section
+//! documents the channel protocol for workers in other languages.
+//!
+//! # The command line
+//!
+//! `corral run` clusters a server written in any language: its workers
+//! receive the listening sockets by systemd's socket-activation protocol
+//! (`LISTEN_FDS`). `corral status`, `reload`, `scale` and `top` steer a
+//! running cluster over its control socket:
+//!
+//! ```text
+//! corral run -w 4 -l 0.0.0.0:8000 -- python3 app.py
+//! corral status
+//! corral reload        # rolling, zero-downtime
+//! ```
+//!
+//! # Node programs
+//!
+//! Under `corral run`, an unmodified Node program that uses `cluster` (or a
+//! plain `app.listen(3000)`) gets corral as its primary: corral answers
+//! Node's cluster protocol, so `cluster.fork()`, `process.send` and the
+//! workers' `listen` calls work as under Node's own primary:
+//!
+//! ```text
+//! corral run -w 4 -- node app.js
+//! ```
 //!
 //! # Layout
 //!
@@ -124,8 +159,9 @@ pub use control::ControlSocket;
 pub use control::status::{
     ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerStatus,
 };
-pub use error::Error;
-pub use log::LogFormat;
+pub use error::{BoxError, Error, WorkerResult};
+// For lines logged before `Cluster::run`, which installs it otherwise.
+pub use log::{LogFormat, install as install_log};
 pub use primary::backoff::BackoffPolicy;
 pub use primary::event::Event;
 pub use primary::node::NodeMode;
@@ -143,17 +179,15 @@ pub use worker::requests::RequestCounter;
 /// bounds the command line checks its flags against, configuration files.
 ///
 /// **Not public API**: hidden from the documentation and outside semver;
-/// it changes with the command, in any release. Everything here is reached
-/// only through this module, so the documented API is the whole API.
+/// it changes with the command, in any release. None of it appears in the
+/// documented API, so what `cargo doc` shows is the whole supported API.
 #[doc(hidden)]
 pub mod cli_support {
     pub use crate::cluster::activated_addresses;
     pub use crate::config_file::{MAX_CONFIG_SIZE, read_config_file};
     pub use crate::control::{client, path, protocol};
     pub use crate::limits::{MAX_DURATION, MAX_MESSAGE_SIZE, MAX_REQUESTS, MIN_MESSAGE_SIZE};
-    pub use crate::log::{
-        escape_untrusted, fatal as log_fatal, flush as flush_log, install as install_log,
-    };
+    pub use crate::log::{escape_untrusted, fatal as log_fatal, flush as flush_log};
     pub use crate::protocol::env::check_variable as check_env_variable;
     pub use crate::worker::worker_runtime;
 }
