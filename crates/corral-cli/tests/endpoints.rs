@@ -6,7 +6,7 @@
 //! waiters are many.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,18 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE};
+use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE, free_port};
 use serde_json::Value;
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
-
-/// A port free right now (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A cluster of demo workers serving its metrics on a port of its own.
 fn cluster_with_metrics() -> (ClusterProcess, u16) {

@@ -2,11 +2,10 @@
 //! speaking the documented protocol, and an unmodified Node program using
 //! `process.send` and `process.on('message')`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Mark, PATIENCE, Signal, corral_path, http_get,
+    ClusterBuilder, ClusterProcess, Mark, PATIENCE, Signal, corral_path, http_get, node_available,
 };
 
 const MESSENGER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/messenger.py");
@@ -57,18 +56,9 @@ fn malformed_and_oversized_messages_are_dropped_and_logged_against_the_worker() 
     assert_eq!(cluster.worker_pids().len(), 2);
 }
 
-fn node_available() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
 #[test]
 fn an_unmodified_node_program_uses_process_send_and_gets_shutdown() {
     if !node_available() {
-        // .ci/run installs Node; a developer machine may lack it.
-        eprintln!("node is not installed: skipping");
         return;
     }
     let mut cluster = ClusterProcess::start(

@@ -3,18 +3,11 @@
 //! Kubernetes probe or a load balancer asks.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 
-use corral_testkit::{ClusterBuilder, PATIENCE, Signal, hello, http_get, send_signal, wait_until};
-
-/// A port free right now (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
+use corral_testkit::{
+    ClusterBuilder, PATIENCE, Signal, free_port, hello, http_get, send_signal, wait_until,
+};
 
 fn scrape(port: u16) -> String {
     let response = http_get(port, "/metrics").expect("the endpoint answers");

@@ -10,22 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use corral_testkit::{ClusterProcess, PATIENCE, corral_path, http_get};
+use corral_testkit::{ClusterProcess, PATIENCE, corral_path, free_port, http_get, node_available};
 use serde_json::{Value, json};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
 const NOBODY: u32 = 65534;
-
-fn node_available() -> bool {
-    let found = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !found {
-        eprintln!("node is not installed: skipping (.ci/run installs it)");
-    }
-    found
-}
 
 /// Whether ports up to 443 need a privilege here (containers often set
 /// `net.ipv4.ip_unprivileged_port_start` to 0: then anyone may bind them,
@@ -60,11 +49,6 @@ fn scratch(name: &str, uid: u32, mode: u32) -> PathBuf {
     std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
     dir
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// A port below 1024 that nothing listens on (as the worker would ask

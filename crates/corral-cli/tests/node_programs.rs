@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use corral_testkit::{
-    ClusterProcess, Load, PATIENCE, SCHED_OTHER, Signal, corral_path, http_get, process_alive,
-    scheduling_policy, send_signal, wait_until,
+    ClusterProcess, Load, PATIENCE, SCHED_OTHER, Signal, corral_path, http_get, node_available,
+    process_alive, scheduling_policy, send_signal, wait_until,
 };
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
@@ -18,19 +18,11 @@ fn fixture(name: &str) -> String {
     format!("{FIXTURES}/{name}")
 }
 
-fn node_available() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
 /// Skips (with a line saying so and how to install what is missing) when
 /// Node is missing, or when a test needs Express and the fixtures'
 /// `node_modules` is absent, as on a fresh clone.
 fn have_node(needs_express: bool) -> bool {
     if !node_available() {
-        eprintln!("node is not installed: skipping (.ci/run installs it)");
         return false;
     }
     let express = std::path::Path::new(FIXTURES).join("node_modules/express");

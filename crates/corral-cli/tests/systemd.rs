@@ -3,21 +3,15 @@
 //! Unix datagram socket given as `NOTIFY_SOCKET`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, corral_path, http_get, parse_hello};
-
-/// A port free right now (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
+use corral_testkit::{
+    ClusterProcess, PATIENCE, Signal, corral_path, free_port, http_get, parse_hello,
+};
 
 fn activator_missing() -> bool {
     let found = Command::new("systemd-socket-activate")

@@ -15,7 +15,8 @@
 //! * `events.rs`: the transcript, and corral's JSON log lines as
 //!   [`LogEvent`]s; [`Mark`]s to search after a point.
 //! * `runtime_dir.rs`: private `XDG_RUNTIME_DIR`s for control sockets.
-//! * `os.rs`: what `/proc` says about a process; signals.
+//! * `os.rs`: what `/proc` says about a process; signals; a free port;
+//!   whether Node is installed.
 //! * `wait.rs`: polling a condition with a timeout ([`wait_until`]).
 //! * `http.rs`: a minimal HTTP client ([`http_get`], [`KeepAlive`]) and the
 //!   demo worker's greeting ([`hello`]).
@@ -35,7 +36,10 @@ pub use builder::{ClusterBuilder, two_ready_workers, wait_ready};
 pub use events::{LogEvent, Mark};
 pub use http::{Hello, KeepAlive, Response, hello, http_get, parse_hello};
 pub use load::{Load, LoadTotals};
-pub use os::{SCHED_BATCH, SCHED_OTHER, process_alive, scheduling_policy, send_signal};
+pub use os::{
+    SCHED_BATCH, SCHED_OTHER, free_port, node_available, process_alive, scheduling_policy,
+    send_signal,
+};
 pub use process::ClusterProcess;
 pub use runtime_dir::private_runtime_dir;
 pub use wait::wait_until;

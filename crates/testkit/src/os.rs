@@ -1,4 +1,5 @@
-//! What the kernel says about a process, and signals to it.
+//! What the machine offers and says: processes and signals to them, a
+//! free port, whether Node is installed.
 
 use rustix::process::{Pid, Signal};
 
@@ -33,4 +34,25 @@ pub fn process_alive(pid: u32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
+}
+
+/// A loopback port free right now (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Whether `node` runs here; if not, says the test is skipped (.ci/run
+/// installs Node; a developer machine may lack it).
+pub fn node_available() -> bool {
+    let found = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        eprintln!("node is not installed: skipping (.ci/run installs it)");
+    }
+    found
 }
