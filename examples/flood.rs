@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
-use corral::{Event, Primary, Worker};
+use corral::{Event, Primary, Worker, WorkerResult};
 use corral_examples::ExampleArgs;
 use http_body_util::Full;
 use hyper::Response;
@@ -76,7 +76,7 @@ const BURST: usize = 10_240;
 /// A worker: take the message stream and never read it (its inbox fills),
 /// send the primary a burst of messages and say it is ready in the middle
 /// of it, serve `Hello from worker <id> (pid <pid>)`.
-async fn serve(mut worker: Worker) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn serve(mut worker: Worker) -> WorkerResult {
     let _unread = worker.messages();
     let sender = worker.sender();
     let message = PADDING.repeat(8);

@@ -47,6 +47,6 @@ fn main() -> Result<(), corral::Error> {
         if let Ok(graceful) = Arc::try_unwrap(graceful) {
             graceful.shutdown().await;
         }
-        Ok::<(), corral::Error>(())
+        Ok(())
     })
 }

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use corral::{Cluster, Event, Primary, Worker};
+use corral::{Cluster, Event, Primary, Worker, WorkerResult};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -42,7 +42,7 @@ fn main() -> Result<(), corral::Error> {
 }
 
 /// The worker: send every message straight back, until asked to stop.
-async fn echo(mut worker: Worker) -> Result<(), corral::Error> {
+async fn echo(mut worker: Worker) -> WorkerResult {
     let mut messages = worker.messages().expect("taken once, here");
     worker.ready();
     let stopped = worker.stopped();

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::routing::get;
 use clap::Parser;
-use corral::{Event, Primary, Worker};
+use corral::{Event, Primary, Worker, WorkerResult};
 use corral_examples::ExampleArgs;
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +62,7 @@ async fn count_requests(mut primary: Primary) {
 }
 
 /// A worker: answer requests, report each, follow config changes.
-async fn serve(mut worker: Worker) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn serve(mut worker: Worker) -> WorkerResult {
     let id = worker.id();
     let version = Arc::new(AtomicU64::new(0));
     let mut messages = worker.messages().expect("taken once, here");

@@ -26,6 +26,6 @@ fn main() -> Result<(), corral::Error> {
         .run(|mut worker| async move {
             let _listener = worker.listener()?;
             worker.stopped().await;
-            Ok::<(), corral::Error>(())
+            Ok(())
         })
 }

@@ -31,7 +31,7 @@ fn main() -> Result<(), corral::Error> {
             axum::serve(worker.listener()?, app)
                 .with_graceful_shutdown(worker.stopped())
                 .await?;
-            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            Ok(())
         })
 }
 

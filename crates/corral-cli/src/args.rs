@@ -329,7 +329,7 @@ pub struct RunArgs {
     /// Largest message accepted on a worker's channel, in bytes (2048 at
     /// least: the protocols' own lines must fit); longer lines are dropped
     /// and logged against the worker
-    #[arg(long, value_name = "BYTES", default_value_t = corral::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(corral::limits::MIN_MESSAGE_SIZE..=corral::limits::MAX_MESSAGE_SIZE))]
+    #[arg(long, value_name = "BYTES", default_value_t = corral::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(corral::cli_support::MIN_MESSAGE_SIZE..=corral::cli_support::MAX_MESSAGE_SIZE))]
     pub max_message_size: u64,
 
     /// Watchdog: kill and replace a worker whose heartbeats stop for this
@@ -351,12 +351,12 @@ pub struct RunArgs {
     /// Replace a worker gracefully after it served N requests (as counted
     /// by the worker: demo and library workers do; a COMMAND's workers send
     /// {"corral":{"served":N}}) [default: off]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=corral::limits::MAX_REQUESTS))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=corral::cli_support::MAX_REQUESTS))]
     pub max_requests: Option<u64>,
 
     /// With --max-requests: up to this many more, chosen per worker, so
     /// workers are not all replaced at once
-    #[arg(long, value_name = "J", default_value_t = 0, requires = "max_requests", value_parser = clap::value_parser!(u64).range(..=corral::limits::MAX_REQUESTS))]
+    #[arg(long, value_name = "J", default_value_t = 0, requires = "max_requests", value_parser = clap::value_parser!(u64).range(..=corral::cli_support::MAX_REQUESTS))]
     pub max_requests_jitter: u64,
 
     /// Threads of each demo worker's runtime [default: 1, a current-thread
@@ -480,10 +480,12 @@ fn parse_env(text: &str) -> Result<String, String> {
     let Some((name, value)) = text.split_once('=') else {
         return Err(format!("{text:?}: write NAME=VALUE"));
     };
-    corral::env::check_variable(name.as_ref(), value.as_ref()).map_err(|err| match err {
-        corral::Error::Config(why) => why,
-        other => other.to_string(),
-    })?;
+    corral::cli_support::check_env_variable(name.as_ref(), value.as_ref()).map_err(
+        |err| match err {
+            corral::Error::Config(why) => why,
+            other => other.to_string(),
+        },
+    )?;
     Ok(text.to_string())
 }
 
@@ -530,7 +532,7 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 }
 
 fn within_limits(duration: Duration) -> Result<(), String> {
-    let max = corral::limits::MAX_DURATION;
+    let max = corral::cli_support::MAX_DURATION;
     if duration > max {
         return Err(format!("at most {} seconds (a year)", max.as_secs()));
     }

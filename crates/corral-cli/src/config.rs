@@ -42,7 +42,8 @@ impl std::error::Error for ConfigError {}
 /// The `run` settings from `file`, overridden by `cli` (the arguments
 /// after `corral run`, as given).
 pub fn resolve(file: &Path, cli: &[OsString]) -> Result<RunArgs, ConfigError> {
-    let text = corral::read_config_file(file).map_err(|err| ConfigError(err.to_string()))?;
+    let text =
+        corral::cli_support::read_config_file(file).map_err(|err| ConfigError(err.to_string()))?;
     let from_file = file_flags(file, &text)?;
     let given = given_on_command_line(cli)?;
     let mut argv: Vec<OsString> = vec!["corral".into(), "run".into()];

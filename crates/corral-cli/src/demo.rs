@@ -21,10 +21,10 @@ use tokio::task::JoinSet;
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// The worker body of a demo cluster.
-pub async fn serve_worker(mut worker: corral::Worker) -> anyhow::Result<()> {
+pub async fn serve_worker(mut worker: corral::Worker) -> corral::WorkerResult {
     let listeners = worker.listeners();
     let requests = Some(worker.request_counter());
-    serve(worker.id(), listeners, requests, worker.stopped()).await
+    Ok(serve(worker.id(), listeners, requests, worker.stopped()).await?)
 }
 
 /// Serves `listeners` as worker `id` until `stopped` completes, then waits

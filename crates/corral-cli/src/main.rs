@@ -23,7 +23,7 @@ use args::{Cli, Command, OnMessage, RunArgs};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before anything logs: the subscriber also formats workers' lines.
-    corral::log::install(Some(cli.log_format.into()));
+    corral::install_log(Some(cli.log_format.into()));
     refuse_empty_command(&cli);
     let outcome = match cli.command {
         Command::Run(run) => run_cluster(*run),
@@ -36,11 +36,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // `:#` prints the causes too: `cannot listen on …: Address in use`.
-            corral::log::fatal(&format!("{err:#}"));
+            corral::cli_support::log_fatal(&format!("{err:#}"));
             control::exit_code(&err)
         }
     };
-    corral::log::flush(Duration::from_millis(500));
+    corral::cli_support::flush_log(Duration::from_millis(500));
     code
 }
 
@@ -180,7 +180,7 @@ fn build_cluster(run: &RunArgs) -> corral::Cluster {
         .command
         .first()
         .is_some_and(|program| run.node.applies_to(program));
-    if run.listen.is_empty() && corral::activated_addresses().is_empty() && !node {
+    if run.listen.is_empty() && corral::cli_support::activated_addresses().is_empty() && !node {
         cluster = cluster.listen("127.0.0.1:8000");
     }
     for address in &run.listen {

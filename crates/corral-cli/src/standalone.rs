@@ -12,7 +12,7 @@ use crate::demo;
 
 pub fn run(args: DemoWorkerArgs) -> anyhow::Result<()> {
     let threads = args.worker_threads.map(|threads| threads as usize);
-    let runtime = corral::worker_runtime(threads).context("cannot start a runtime")?;
+    let runtime = corral::cli_support::worker_runtime(threads).context("cannot start a runtime")?;
     runtime.block_on(async {
         let mut listeners = Vec::new();
         for text in &args.listen {

@@ -4,13 +4,11 @@
 use std::net::TcpListener;
 use std::process::ExitStatus;
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal};
-
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use corral_testkit::{ClusterProcess, PATIENCE, Signal, corral_path};
 
 /// Runs corral to its end; returns the exit status and stderr lines.
 fn run_to_end(args: &[&str]) -> (ExitStatus, Vec<String>) {
-    let mut cluster = ClusterProcess::start(CORRAL, args);
+    let mut cluster = ClusterProcess::start(corral_path(), args);
     let status = cluster
         .wait_exit(PATIENCE)
         .unwrap_or_else(|| panic!("corral {args:?} did not exit:\n{}", cluster.output()));
@@ -155,7 +153,7 @@ fn command_line_traps_name_the_real_problem() {
 #[test]
 fn help_names_every_signal() {
     for args in [&["--help"][..], &["run", "--help"][..]] {
-        let output = std::process::Command::new(CORRAL)
+        let output = std::process::Command::new(corral_path())
             .args(args)
             .output()
             .unwrap();
@@ -170,9 +168,9 @@ fn help_names_every_signal() {
 /// inherits `CORRAL_WORKER_ID` but is a cluster of its own.
 #[test]
 fn corral_run_inside_a_worker_runs_its_own_cluster() {
-    let inner = format!("{CORRAL} run -w 1 -l 127.0.0.1:0 --name inner");
+    let inner = format!("{} run -w 1 -l 127.0.0.1:0 --name inner", corral_path());
     let mut outer = ClusterProcess::start(
-        CORRAL,
+        corral_path(),
         &[
             "run",
             "-w",
@@ -260,7 +258,7 @@ fn every_value_a_flag_accepts_reaches_the_workers() {
     ] {
         let mut args = vec!["run", "-w", "1", "-l", "127.0.0.1:0"];
         args.extend_from_slice(flag);
-        let cluster = ClusterProcess::start(CORRAL, &args);
+        let cluster = ClusterProcess::start(corral_path(), &args);
         cluster.expect_line("worker 1 ready");
         assert!(
             !cluster.output().contains("broken worker environment"),

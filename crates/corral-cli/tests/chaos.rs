@@ -5,18 +5,8 @@
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Load, LoadTotals, PATIENCE, Signal, send_signal, wait_until,
+    Load, LoadTotals, PATIENCE, Signal, send_signal, two_ready_workers, wait_until,
 };
-
-/// Two demo workers under `policy`, ready.
-fn two_ready_workers(policy: &str) -> (ClusterProcess, u16) {
-    let cluster = ClusterBuilder::corral(env!("CARGO_BIN_EXE_corral"))
-        .policy(policy)
-        .args(&["--grace", "5"])
-        .start();
-    let port = cluster.port();
-    (cluster, port)
-}
 
 /// Kills a worker every 300 ms for `duration` under load from one client
 /// (so no request is in flight on the killed worker when it dies only by

@@ -6,9 +6,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, http_get};
+use corral_testkit::{ClusterProcess, PATIENCE, Signal, corral_path, http_get};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 /// A configuration file in a directory of its own, removed at the end.
@@ -68,7 +67,7 @@ fn check_names_the_line_and_the_key_of_an_error() {
         "check",
         "command = \"python3\"\nargs = [\"app.py\"]\nworkers = 2\n\n# drain\n\ngrace = -1\n",
     );
-    let output = Command::new(CORRAL)
+    let output = Command::new(corral_path())
         .args(["check", file.arg()])
         .output()
         .expect("corral runs");
@@ -81,7 +80,7 @@ fn check_names_the_line_and_the_key_of_an_error() {
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 
     file.write("workers = 3\nmax-memory = \"1G\"\n[env]\nAPP = \"x\"\n");
-    let output = Command::new(CORRAL)
+    let output = Command::new(corral_path())
         .args(["check", file.arg()])
         .output()
         .expect("corral runs");
@@ -99,7 +98,8 @@ fn check_names_the_line_and_the_key_of_an_error() {
 #[test]
 fn flags_override_the_file_and_a_reload_reads_it_again_unless_it_is_broken() {
     let file = ConfigFile::new("reload", &app_file("v1", "3"));
-    let mut cluster = ClusterProcess::start(CORRAL, &["run", "--config", file.arg(), "-w", "2"]);
+    let mut cluster =
+        ClusterProcess::start(corral_path(), &["run", "--config", file.arg(), "-w", "2"]);
     let port = cluster.port();
     cluster.expect_line("2 workers");
     cluster.expect_line("[worker 2] python worker 2 serving");
@@ -147,7 +147,7 @@ fn flags_override_the_file_and_a_reload_reads_it_again_unless_it_is_broken() {
 #[test]
 fn a_reload_applies_a_new_worker_count() {
     let file = ConfigFile::new("count", &app_file("v1", "1"));
-    let mut cluster = ClusterProcess::start(CORRAL, &["run", "--config", file.arg()]);
+    let mut cluster = ClusterProcess::start(corral_path(), &["run", "--config", file.arg()]);
     let port = cluster.port();
     cluster.expect_line("[worker 1] python worker 1 serving");
     file.write(&app_file("v2", "2"));
@@ -174,7 +174,7 @@ fn make_fifo(path: &std::path::Path) {
 /// its exit code and stderr.
 fn check_quickly(path: &str) -> (Option<i32>, String) {
     let started = std::time::Instant::now();
-    let mut check = ClusterProcess::start(CORRAL, &["check", path]);
+    let mut check = ClusterProcess::start(corral_path(), &["check", path]);
     let status = check
         .wait_exit(std::time::Duration::from_secs(5))
         .unwrap_or_else(|| panic!("corral check {path} hangs"));
@@ -246,7 +246,7 @@ fn check_refuses_nul_bytes_that_run_would_refuse() {
 /// The cluster's status, asked over its control socket; `None` if it does
 /// not answer within a few seconds.
 fn status_of(cluster: &ClusterProcess) -> Option<String> {
-    let mut status = ClusterProcess::spawn(cluster.control_command(CORRAL, &["status"]));
+    let mut status = ClusterProcess::spawn(cluster.control_command(&["status"]));
     let exited = status.wait_exit(std::time::Duration::from_secs(5))?;
     status.wait_output_closed(PATIENCE);
     assert!(exited.success(), "{}", status.output());
@@ -256,7 +256,7 @@ fn status_of(cluster: &ClusterProcess) -> Option<String> {
 #[test]
 fn a_fifo_or_a_device_in_place_of_the_file_aborts_the_reload_and_the_primary_answers() {
     let file = ConfigFile::new("swapped", &app_file("v1", "1"));
-    let mut cluster = ClusterProcess::start(CORRAL, &["run", "--config", file.arg()]);
+    let mut cluster = ClusterProcess::start(corral_path(), &["run", "--config", file.arg()]);
     let port = cluster.port();
     cluster.expect_line("[worker 1] python worker 1 serving");
 

@@ -13,22 +13,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Load, PATIENCE, Signal, hello, http_get, private_runtime_dir,
-    send_signal,
+    ClusterBuilder, ClusterProcess, Load, PATIENCE, Signal, corral_path, hello, http_get,
+    private_runtime_dir, send_signal, two_ready_workers,
 };
 use serde_json::Value;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-
-/// Two demo workers under `policy`, ready; the cluster and its port.
-fn two_ready_workers(policy: &str) -> (ClusterProcess, u16) {
-    let cluster = ClusterBuilder::corral(CORRAL)
-        .policy(policy)
-        .args(&["--grace", "5"])
-        .start();
-    let port = cluster.port();
-    (cluster, port)
-}
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 /// Runs `command` to its end, failing the test if it takes longer than
@@ -55,7 +44,7 @@ fn finish(mut command: Command) -> Output {
 
 /// `corral ARGS` against `cluster`'s control directory.
 fn corral(cluster: &ClusterProcess, args: &[&str]) -> Output {
-    finish(cluster.control_command(CORRAL, args))
+    finish(cluster.control_command(args))
 }
 
 /// `corral status --json` of the cluster, parsed.
@@ -245,7 +234,7 @@ fn reload_fails_on_a_broken_deploy_and_succeeds_on_a_good_one_under_load() {
     app.deploy(&format!("APP_VERSION=1 exec python3 {ENV_SERVER}\n"));
     let script = app.script();
     let cluster = ClusterProcess::start(
-        CORRAL,
+        corral_path(),
         &[
             "run",
             "-w",
@@ -324,7 +313,12 @@ fn the_socket_is_private_and_other_users_are_refused() {
     let as_nobody = |socket: &Path| {
         let mut command = Command::new("setpriv");
         command
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", CORRAL])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                corral_path(),
+            ])
             .args(["status", "--control"])
             .arg(socket)
             .stdin(Stdio::null());
@@ -357,7 +351,7 @@ fn the_socket_is_private_and_other_users_are_refused() {
 fn a_second_cluster_of_the_same_name_is_refused_and_a_stale_socket_replaced() {
     let runtime_dir = private_runtime_dir();
     let start = |name: &str| {
-        let mut command = Command::new(CORRAL);
+        let mut command = Command::new(corral_path());
         command
             .args(["run", "-w", "1", "-l", "127.0.0.1:0", "--name", name])
             .env("XDG_RUNTIME_DIR", &runtime_dir);
@@ -504,7 +498,7 @@ fn raise_descriptor_limit() {
 #[test]
 fn logs_and_events_show_output_and_lifecycle() {
     let (cluster, port) = two_ready_workers("reuseport");
-    let mut events = cluster.control_command(CORRAL, &["events"]);
+    let mut events = cluster.control_command(&["events"]);
     events.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut events = events.spawn().unwrap();
     let lines = BufReader::new(events.stdout.take().unwrap());
@@ -574,7 +568,7 @@ fn logs_and_events_show_output_and_lifecycle() {
 #[test]
 fn stop_now_kills_busy_workers_at_once_and_returns_after_the_primary() {
     let grace = Duration::from_secs(30);
-    let mut cluster = ClusterBuilder::corral(CORRAL)
+    let mut cluster = ClusterBuilder::corral()
         .workers(2)
         .args(&["--grace", "30"])
         .start();

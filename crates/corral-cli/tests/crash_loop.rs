@@ -6,15 +6,13 @@ use std::time::Duration;
 
 use corral_testkit::{ClusterBuilder, LogEvent, Mark, PATIENCE, Signal};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-
 fn number(event: &LogEvent, field: &str) -> Option<u64> {
     event.field(field).and_then(|value| value.as_u64())
 }
 
 #[test]
 fn a_worker_that_fails_after_a_second_is_reported_and_backs_off_to_the_cap() {
-    let mut cluster = ClusterBuilder::corral(CORRAL)
+    let mut cluster = ClusterBuilder::corral()
         .workers(1)
         .args(&["--max-restart-delay", "0.15"])
         .command(&["sh", "-c", "sleep 1.05; exit 3"])
@@ -51,7 +49,7 @@ fn a_worker_that_fails_after_a_second_is_reported_and_backs_off_to_the_cap() {
 
 #[test]
 fn a_stable_run_shorter_than_a_start_is_refused() {
-    let mut cluster = ClusterBuilder::corral(CORRAL)
+    let mut cluster = ClusterBuilder::corral()
         .args(&["--stable-after", "0.5"])
         .no_wait()
         .start();
@@ -71,7 +69,7 @@ fn a_stable_run_shorter_than_a_start_is_refused() {
 /// One that keeps running is ready as before, without saying so.
 #[test]
 fn a_command_that_exits_at_its_start_is_never_announced_ready() {
-    let mut cluster = ClusterBuilder::corral(CORRAL)
+    let mut cluster = ClusterBuilder::corral()
         .workers(2)
         .args(&["--log-format", "json"])
         .command(&["sh", "-c", "exit 3"])
@@ -96,7 +94,7 @@ fn a_command_that_exits_at_its_start_is_never_announced_ready() {
         cluster.output()
     );
 
-    let mut cluster = ClusterBuilder::corral(CORRAL)
+    let mut cluster = ClusterBuilder::corral()
         .workers(2)
         .args(&["--log-format", "json"])
         .command(&["sh", "-c", "exec sleep 30"])

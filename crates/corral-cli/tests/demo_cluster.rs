@@ -5,16 +5,14 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterProcess, Hello, PATIENCE, SCHED_BATCH, SCHED_OTHER, Signal, hello, http_get,
-    parse_hello, process_alive, scheduling_policy, send_signal, wait_until,
+    ClusterProcess, Hello, PATIENCE, SCHED_BATCH, SCHED_OTHER, Signal, corral_path, hello,
+    http_get, parse_hello, process_alive, scheduling_policy, send_signal, wait_until,
 };
-
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
 fn demo(args: &[&str]) -> ClusterProcess {
     let mut all = vec!["run", "--listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
-    ClusterProcess::start(CORRAL, &all)
+    ClusterProcess::start(corral_path(), &all)
 }
 
 /// Sends requests until `workers` distinct workers answered (at most
@@ -213,7 +211,7 @@ fn the_primary_runs_as_a_batch_task_and_its_workers_as_normal_ones() {
         assert_eq!(scheduling_policy(worker), SCHED_OTHER, "worker {worker}");
     }
 
-    let mut command = std::process::Command::new(CORRAL);
+    let mut command = std::process::Command::new(corral_path());
     command.args(["run", "--listen", "127.0.0.1:0", "--workers", "1"]);
     command.env("CORRAL_PRIMARY_BATCH", "0");
     let normal = ClusterProcess::spawn(command);

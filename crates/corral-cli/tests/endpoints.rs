@@ -6,7 +6,7 @@
 //! waiters are many.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,25 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE};
+use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE, free_port};
 use serde_json::Value;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
-
-/// A port free right now (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A cluster of demo workers serving its metrics on a port of its own.
 fn cluster_with_metrics() -> (ClusterProcess, u16) {
     let metrics = free_port();
     let address = format!("127.0.0.1:{metrics}");
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .args(&["--metrics", &address])
         .start();
     (cluster, metrics)
@@ -248,7 +239,7 @@ fn response(stream: &UnixStream) -> Value {
 fn assert_status_answers(cluster: &ClusterProcess, name: &str) {
     let started = Instant::now();
     let output = cluster
-        .control_command(CORRAL, &["status", name, "--json"])
+        .control_command(&["status", name, "--json"])
         .output()
         .expect("corral runs");
     let took = started.elapsed();
@@ -282,7 +273,7 @@ fn clients_that_never_read_a_long_log_leave_the_primary_small_and_status_answeri
     let fill =
         "import sys\nfor n in range(10000):\n    sys.stdout.write('%05d %s\\n' % (n, 'x' * 380))";
     let script = format!("python3 -c \"{fill}\" && exec python3 {ENV_SERVER}");
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .workers(1)
         .args(&["--name", "hoard"])
         .command(&["sh", "-c", &script])
@@ -340,7 +331,7 @@ fn clients_that_never_read_a_long_log_leave_the_primary_small_and_status_answeri
 
 #[test]
 fn status_answers_while_followers_and_waiters_hold_the_control_socket() {
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .args(&["--name", "crowded"])
         .start();
     let socket = socket_of(&cluster, "crowded");

@@ -10,9 +10,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use corral_testkit::{ClusterProcess, Load, LoadTotals, PATIENCE, Signal, http_get, wait_until};
+use corral_testkit::{
+    ClusterProcess, Load, LoadTotals, PATIENCE, Signal, corral_path, http_get, wait_until,
+};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const RECIPES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/recipes");
 
 /// Whether `program --version` (`go version`) runs.
@@ -54,7 +55,7 @@ fn reload_under_load(command: &[&str], env: &[(&str, &str)], reloads: usize) -> 
         "--",
     ];
     args.extend_from_slice(command);
-    let mut process = Command::new(CORRAL);
+    let mut process = Command::new(corral_path());
     process.args(&args).current_dir(Path::new(RECIPES));
     for (key, value) in env {
         process.env(key, value);

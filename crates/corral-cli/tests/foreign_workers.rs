@@ -4,15 +4,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, http_get, process_alive, wait_until};
+use corral_testkit::{
+    ClusterProcess, PATIENCE, Signal, corral_path, http_get, process_alive, wait_until,
+};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 fn run(args: &[&str]) -> ClusterProcess {
     let mut all = vec!["run"];
     all.extend_from_slice(args);
-    ClusterProcess::start(CORRAL, &all)
+    ClusterProcess::start(corral_path(), &all)
 }
 
 /// The fixture's answer, `python worker 1 pid 10 listen_pid 10 …`, as a map.
@@ -190,7 +191,7 @@ echo "limits $(ulimit -Sn) $(ulimit -Hn)"; exec sleep 30"#;
         r#"exec 7>"$1"; ulimit -Sn 256; exec "$2" run -w 1 -l 127.0.0.1:0 -- sh -c "$3""#,
         "sh",
     ]);
-    command.arg(&stray).arg(CORRAL).arg(worker);
+    command.arg(&stray).arg(corral_path()).arg(worker);
     let cluster = ClusterProcess::spawn(command);
     let limits = cluster.expect_line("[worker 1] limits");
     let words: Vec<&str> = limits.split_whitespace().collect();

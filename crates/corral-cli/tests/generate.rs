@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use corral_testkit::corral_path;
 
 fn corral(args: &[&str]) -> Output {
-    Command::new(CORRAL)
+    Command::new(corral_path())
         .args(args)
         .output()
         .expect("corral runs")

@@ -7,11 +7,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, KeepAlive, PATIENCE, Signal, hello, http_get, send_signal,
-    wait_until,
+    ClusterBuilder, ClusterProcess, KeepAlive, PATIENCE, Signal, corral_path, hello, http_get,
+    send_signal, wait_until,
 };
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const HANDOFF_SERVER: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/handoff_server.py"
@@ -21,7 +20,7 @@ const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/en
 fn cluster(policy: &str, extra: &[&str]) -> ClusterProcess {
     let mut args = vec!["run", "--listen", "127.0.0.1:0", "--policy", policy];
     args.extend_from_slice(extra);
-    ClusterProcess::start(CORRAL, &args)
+    ClusterProcess::start(corral_path(), &args)
 }
 
 fn shares(port: u16, requests: usize) -> HashMap<u32, usize> {
@@ -93,7 +92,7 @@ fn least_connections_steers_new_connections_away_from_a_busy_worker() {
 
 #[test]
 fn killing_a_worker_under_round_robin_loses_no_new_connection() {
-    let cluster = ClusterBuilder::corral(CORRAL).policy("round-robin").start();
+    let cluster = ClusterBuilder::corral().policy("round-robin").start();
     let port = cluster.port();
     let mut served = 0;
     for round in 0..5 {
@@ -115,7 +114,7 @@ fn killing_a_worker_under_round_robin_loses_no_new_connection() {
 #[test]
 fn a_python_worker_speaks_the_handoff_protocol() {
     for policy in ["round-robin", "least-connections"] {
-        let cluster = ClusterBuilder::corral(CORRAL)
+        let cluster = ClusterBuilder::corral()
             .policy(policy)
             .command(&["python3", HANDOFF_SERVER])
             .start();
@@ -141,7 +140,7 @@ fn a_python_worker_speaks_the_handoff_protocol() {
 
 #[test]
 fn a_worker_that_stops_reading_its_channel_does_not_stall_the_others() {
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .policy("round-robin")
         .command(&["python3", HANDOFF_SERVER])
         .env("STALL_WORKERS", "2")
@@ -299,7 +298,7 @@ fn a_server_expecting_a_socket_under_a_handoff_policy_fails_fast() {
             "--",
         ];
         args.extend_from_slice(command);
-        let mut process = std::process::Command::new(CORRAL);
+        let mut process = std::process::Command::new(corral_path());
         process.args(&args).current_dir(recipes);
         let mut cluster = ClusterProcess::spawn(process);
         let status = cluster

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const HOSTILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/hostile_node_channel.py"
@@ -15,7 +14,7 @@ const HOSTILE: &str = concat!(
 
 fn hostile(mode: &str, workers: usize) -> ClusterProcess {
     let node = if mode == "malformed" { "off" } else { "on" };
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .workers(workers)
         // A worker that ignores Node's disconnect is killed 1 s into a stop.
         .args(&["--node", node, "--grace", "1"])
@@ -30,7 +29,7 @@ fn hostile(mode: &str, workers: usize) -> ClusterProcess {
 
 fn assert_status_answers(cluster: &ClusterProcess) {
     let status = cluster
-        .control_command(CORRAL, &["status"])
+        .control_command(&["status"])
         .output()
         .expect("corral status runs");
     assert!(status.status.success(), "{status:?}");

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use corral_testkit::{ClusterBuilder, ClusterProcess, Load, PATIENCE, process_alive};
 use serde_json::Value;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 /// The grace period of the clusters here: the stale timers fire after it.
 const GRACE: Duration = Duration::from_secs(4);
@@ -20,7 +19,7 @@ const GRACE: Duration = Duration::from_secs(4);
 const GRACE_KILL: &str = "did not exit within the grace period";
 
 fn two_workers(policy: &str) -> (ClusterProcess, u16) {
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .policy(policy)
         .args(&["--grace", &GRACE.as_secs().to_string()])
         .start();
@@ -34,7 +33,7 @@ fn finish(mut command: Command) -> Output {
 }
 
 fn corral(cluster: &ClusterProcess, args: &[&str]) -> Output {
-    finish(cluster.control_command(CORRAL, args))
+    finish(cluster.control_command(args))
 }
 
 fn scale(cluster: &ClusterProcess, count: &str) {
@@ -141,7 +140,7 @@ fn concurrent_scale_requests_end_in_the_last_state_asked_for() {
     let requests: Vec<_> = (0..50)
         .map(|n| {
             let change = if n % 2 == 0 { "+1" } else { "-1" };
-            let mut command = cluster.control_command(CORRAL, &["scale", change]);
+            let mut command = cluster.control_command(&["scale", change]);
             command.stdout(Stdio::null()).stderr(Stdio::null());
             command.spawn().expect("corral scale starts")
         })
@@ -163,12 +162,12 @@ fn concurrent_scale_requests_end_in_the_last_state_asked_for() {
 fn a_scale_down_during_a_reload_lets_the_reload_complete_with_the_slots_that_stay() {
     // Replacements count as ready after 2 s, and all three are awaited at
     // once: the scale-down removes a slot whose replacement is under way.
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .workers(3)
         .args(&["--ready", "delay:2", "--max-surge", "3", "--grace", "4"])
         .command(&["python3", ENV_SERVER])
         .start();
-    let mut reload = cluster.control_command(CORRAL, &["reload"]);
+    let mut reload = cluster.control_command(&["reload"]);
     reload.stdout(Stdio::piped()).stderr(Stdio::piped());
     let reload = reload.spawn().expect("corral reload starts");
     assert!(

@@ -10,14 +10,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Mark, PATIENCE, Signal, hello, http_get, process_alive,
-    send_signal, wait_until,
+    ClusterBuilder, ClusterProcess, Mark, PATIENCE, Signal, corral_path, hello, http_get,
+    process_alive, send_signal, wait_until,
 };
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-
 fn corral() -> ClusterBuilder {
-    ClusterBuilder::corral(CORRAL)
+    ClusterBuilder::corral()
 }
 
 #[test]
@@ -278,7 +276,7 @@ fn a_worker_cannot_forge_or_hide_lines_of_the_text_log_with_its_output() {
         "printf 'x\\r{FORGED}\\n\\033[2Jcleared\\033]0;title\\007\\n'; printf '\\n{FORGED}\\n' >&2; \
          exec python3 -m http.server --bind 127.0.0.1 0 >/dev/null 2>&1"
     );
-    let mut command = std::process::Command::new(CORRAL);
+    let mut command = std::process::Command::new(corral_path());
     command
         .args([
             "run",
@@ -334,7 +332,7 @@ fn a_node_worker_cannot_forge_lines_with_the_path_it_listens_on() {
     );
     let script = dir.join("app.js");
     std::fs::write(&script, program).unwrap();
-    let mut command = std::process::Command::new(CORRAL);
+    let mut command = std::process::Command::new(corral_path());
     command
         .args(["run", "-w", "1", "--control", "none", "--", "node"])
         .arg(&script)

@@ -2,17 +2,17 @@
 //! speaking the documented protocol, and an unmodified Node program using
 //! `process.send` and `process.on('message')`.
 
-use std::process::Command;
 use std::time::Duration;
 
-use corral_testkit::{ClusterBuilder, ClusterProcess, Mark, PATIENCE, Signal, http_get};
+use corral_testkit::{
+    ClusterBuilder, ClusterProcess, Mark, PATIENCE, Signal, corral_path, http_get, node_available,
+};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const MESSENGER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/messenger.py");
 const NODE_WORKER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node_worker.js");
 
 fn messenger(extra_env: &[(&str, &str)], extra_args: &[&str]) -> ClusterProcess {
-    let mut cluster = ClusterBuilder::corral(CORRAL)
+    let mut cluster = ClusterBuilder::corral()
         .args(extra_args)
         .command(&["python3", MESSENGER]);
     for (name, value) in extra_env {
@@ -56,22 +56,13 @@ fn malformed_and_oversized_messages_are_dropped_and_logged_against_the_worker() 
     assert_eq!(cluster.worker_pids().len(), 2);
 }
 
-fn node_available() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
 #[test]
 fn an_unmodified_node_program_uses_process_send_and_gets_shutdown() {
     if !node_available() {
-        // .ci/run installs Node; a developer machine may lack it.
-        eprintln!("node is not installed: skipping");
         return;
     }
     let mut cluster = ClusterProcess::start(
-        CORRAL,
+        corral_path(),
         &[
             "run",
             "-w",
@@ -119,7 +110,7 @@ fn resident_kib(pid: u32) -> u64 {
 #[test]
 fn a_flooding_worker_neither_stalls_the_primary_nor_grows_its_memory() {
     const FLOODER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flooder.py");
-    let mut cluster = ClusterBuilder::corral(CORRAL)
+    let mut cluster = ClusterBuilder::corral()
         .args(&["--grace", "1"])
         .command(&["python3", FLOODER])
         .start();

@@ -3,20 +3,11 @@
 //! Kubernetes probe or a load balancer asks.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 
-use corral_testkit::{ClusterBuilder, PATIENCE, Signal, hello, http_get, send_signal, wait_until};
-
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-
-/// A port free right now (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
+use corral_testkit::{
+    ClusterBuilder, PATIENCE, Signal, free_port, hello, http_get, send_signal, wait_until,
+};
 
 fn scrape(port: u16) -> String {
     let response = http_get(port, "/metrics").expect("the endpoint answers");
@@ -59,7 +50,7 @@ fn promtool(text: &str) -> Option<(bool, String)> {
 fn a_live_scrape_passes_promtool_and_counts_restarts_and_reloads() {
     let metrics = free_port();
     let address = format!("127.0.0.1:{metrics}");
-    let mut cluster = ClusterBuilder::corral(CORRAL)
+    let mut cluster = ClusterBuilder::corral()
         .args(&["--metrics", &address, "--grace", "2"])
         .start();
     let port = cluster.port();
@@ -128,7 +119,7 @@ fn health_and_readiness_answer_as_probes_expect() {
     let metrics = free_port();
     let address = format!("127.0.0.1:{metrics}");
     // Workers that never say they are ready (--ready message).
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .args(&[
             "--metrics",
             &address,
@@ -148,7 +139,7 @@ fn health_and_readiness_answer_as_probes_expect() {
 
     let metrics = free_port();
     let address = format!("127.0.0.1:{metrics}");
-    let cluster = ClusterBuilder::corral(CORRAL)
+    let cluster = ClusterBuilder::corral()
         .args(&["--metrics", &address])
         .start();
     assert_eq!(http_get(metrics, "/readyz").unwrap().status, 200);

@@ -10,23 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use corral_testkit::{ClusterProcess, PATIENCE, http_get};
+use corral_testkit::{ClusterProcess, PATIENCE, corral_path, free_port, http_get, node_available};
 use serde_json::{Value, json};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
 const NOBODY: u32 = 65534;
-
-fn node_available() -> bool {
-    let found = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !found {
-        eprintln!("node is not installed: skipping (.ci/run installs it)");
-    }
-    found
-}
 
 /// Whether ports up to 443 need a privilege here (containers often set
 /// `net.ipv4.ip_unprivileged_port_start` to 0: then anyone may bind them,
@@ -63,11 +51,6 @@ fn scratch(name: &str, uid: u32, mode: u32) -> PathBuf {
     dir
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 /// A port below 1024 that nothing listens on (as the worker would ask
 /// for it: any address, dual-stack).
 fn free_privileged_port() -> u16 {
@@ -78,7 +61,7 @@ fn free_privileged_port() -> u16 {
 
 /// `corral run -w 1 --user nobody EXTRA -- node hostile_binds.js`, doing `steps`.
 fn start_hostile(steps: &Value, extra: &[&str], port: u16) -> ClusterProcess {
-    let mut command = Command::new(CORRAL);
+    let mut command = Command::new(corral_path());
     command
         .args(["run", "-w", "1", "--grace", "2", "--user", "nobody"])
         .args(extra)
@@ -232,7 +215,7 @@ fn a_primary_with_a_capability_its_workers_lack_refuses_privileged_ports() {
     // nobody: the `node` it starts does not inherit the capability.
     let dir = scratch("setcap", 0, 0o755);
     let copy = dir.join("corral");
-    std::fs::copy(CORRAL, &copy).unwrap();
+    std::fs::copy(corral_path(), &copy).unwrap();
     let status = Command::new("setcap")
         .arg("cap_net_bind_service=ep")
         .arg(&copy)
@@ -271,7 +254,7 @@ fn a_flood_of_queries_holds_bounded_descriptors_and_a_few_log_lines() {
         return;
     }
     let port = free_port();
-    let mut command = Command::new(CORRAL);
+    let mut command = Command::new(corral_path());
     command
         .args(["run", "-w", "2", "--grace", "2", "--"])
         .arg("node")
@@ -306,7 +289,7 @@ fn a_flood_of_queries_holds_bounded_descriptors_and_a_few_log_lines() {
         );
     }
     let status = cluster
-        .control_command(CORRAL, &["status"])
+        .control_command(&["status"])
         .output()
         .expect("corral status runs");
     assert!(status.status.success(), "{status:?}");

@@ -8,22 +8,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use corral_testkit::{
-    ClusterProcess, Load, PATIENCE, SCHED_OTHER, Signal, http_get, process_alive,
-    scheduling_policy, send_signal, wait_until,
+    ClusterProcess, Load, PATIENCE, SCHED_OTHER, Signal, corral_path, http_get, node_available,
+    process_alive, scheduling_policy, send_signal, wait_until,
 };
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
 
 fn fixture(name: &str) -> String {
     format!("{FIXTURES}/{name}")
-}
-
-fn node_available() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
 }
 
 /// Skips (with a line saying so and how to install what is missing) when
@@ -31,7 +23,6 @@ fn node_available() -> bool {
 /// `node_modules` is absent, as on a fresh clone.
 fn have_node(needs_express: bool) -> bool {
     if !node_available() {
-        eprintln!("node is not installed: skipping (.ci/run installs it)");
         return false;
     }
     let express = std::path::Path::new(FIXTURES).join("node_modules/express");
@@ -48,7 +39,7 @@ fn have_node(needs_express: bool) -> bool {
 /// `corral run -w 2 --grace 5 EXTRA -- node FIXTURE` with `PORT=0` (or as
 /// `env` says); returns once both workers are ready.
 fn start(name: &str, extra: &[&str], env: &[(&str, &str)]) -> ClusterProcess {
-    let mut command = Command::new(CORRAL);
+    let mut command = Command::new(corral_path());
     command
         .args(["run", "-w", "2", "--grace", "5"])
         .args(extra)
@@ -406,7 +397,7 @@ fn a_port_in_use_is_eaddrinuse_in_the_worker_and_a_corral_error_line() {
     }
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port().to_string();
-    let mut command = Command::new(CORRAL);
+    let mut command = Command::new(corral_path());
     command
         .args(["run", "-w", "2", "--grace", "1", "--", "node"])
         .arg(fixture("express_cluster.mjs"))

@@ -8,9 +8,10 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, process_alive, send_signal, wait_until};
+use corral_testkit::{
+    ClusterProcess, PATIENCE, Signal, corral_path, process_alive, send_signal, wait_until,
+};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const DAEMONIZER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/daemonizer.py");
 
 /// The pid in the `count`-th line `[worker N] WHAT PID` the workers printed.
@@ -45,7 +46,7 @@ fn exists(pid: u32) -> bool {
 #[test]
 fn processes_a_worker_leaves_outside_its_group_are_reaped_and_stopped_with_it() {
     let mut cluster = ClusterProcess::start(
-        CORRAL,
+        corral_path(),
         &[
             "run",
             "-w",
@@ -130,7 +131,7 @@ fn as_pid_1_of_a_pid_namespace_corral_reaps_orphans_and_stops_gracefully() {
     let control = corral_testkit::private_runtime_dir().join("control.sock");
     let mut command = Command::new("unshare");
     command
-        .args(["--pid", "--fork", "--mount-proc", CORRAL])
+        .args(["--pid", "--fork", "--mount-proc", corral_path()])
         .args([
             "run",
             "-w",
@@ -185,7 +186,7 @@ fn as_pid_1_of_a_pid_namespace_corral_reaps_orphans_and_stops_gracefully() {
 
     // A client outside the namespace (the host, against a container's
     // socket) is seen with pid 0; its uid still decides, and it is served.
-    let status = Command::new(CORRAL)
+    let status = Command::new(corral_path())
         .args(["status", "--control", control.to_str().unwrap()])
         .output()
         .unwrap();

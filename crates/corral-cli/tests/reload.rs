@@ -10,11 +10,10 @@ use corral_testkit::{
     wait_until,
 };
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 fn corral() -> ClusterBuilder {
-    ClusterBuilder::corral(CORRAL)
+    ClusterBuilder::corral()
 }
 
 fn reloads_under_load_lose_no_request(policy: &str) {

@@ -4,11 +4,9 @@
 
 use corral_testkit::{ClusterBuilder, Load, Mark, Signal, send_signal};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-
 #[test]
 fn a_stopped_worker_rests_longer_each_time_it_stalls() {
-    let cluster = ClusterBuilder::corral(CORRAL).policy("round-robin").start();
+    let cluster = ClusterBuilder::corral().policy("round-robin").start();
     let stopped = cluster
         .expect_event(Mark::START, "ready", Some(2))
         .pid

@@ -3,23 +3,15 @@
 //! Unix datagram socket given as `NOTIFY_SOCKET`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, http_get, parse_hello};
-
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-
-/// A port free right now (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
+use corral_testkit::{
+    ClusterProcess, PATIENCE, Signal, corral_path, free_port, http_get, parse_hello,
+};
 
 fn activator_missing() -> bool {
     let found = Command::new("systemd-socket-activate")
@@ -57,7 +49,16 @@ fn a_socket_activated_primary_serves_on_the_socket_it_was_given() {
     // cluster's private control directory (so that parallel tests' clusters
     // named "demo" do not meet).
     command.args(["-E", "XDG_RUNTIME_DIR"]);
-    command.args(["-l", &address, CORRAL, "run", "-w", "2", "--grace", "2"]);
+    command.args([
+        "-l",
+        &address,
+        corral_path(),
+        "run",
+        "-w",
+        "2",
+        "--grace",
+        "2",
+    ]);
     let mut cluster = ClusterProcess::spawn(command);
     cluster.expect_line("Listening on");
     // The activator starts corral on the first connection, which waits in
@@ -92,7 +93,7 @@ fn a_listen_address_picks_the_inherited_socket_by_name() {
         "-l",
         &format!("127.0.0.1:{admin}"),
         "--fdname=web:admin",
-        CORRAL,
+        corral_path(),
         "run",
         "-w",
         "1",
@@ -160,7 +161,7 @@ impl Drop for NotifySocket {
 #[test]
 fn systemd_is_told_ready_reloading_ready_and_stopping_in_order() {
     let notify = NotifySocket::bind("order");
-    let mut command = Command::new(CORRAL);
+    let mut command = Command::new(corral_path());
     command
         .args(["run", "-w", "2", "-l", "127.0.0.1:0", "--grace", "2"])
         .env("NOTIFY_SOCKET", &notify.path)

@@ -5,19 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE, Signal, send_signal};
-
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
-
-/// Two demo workers under `policy`, ready; the cluster and its port.
-fn two_ready_workers(policy: &str) -> (ClusterProcess, u16) {
-    let cluster = ClusterBuilder::corral(CORRAL)
-        .policy(policy)
-        .args(&["--grace", "5"])
-        .start();
-    let port = cluster.port();
-    (cluster, port)
-}
+use corral_testkit::{PATIENCE, Signal, corral_path, send_signal, two_ready_workers};
 
 /// A private tmux server (its own socket), killed on drop.
 struct Tmux {
@@ -70,8 +58,9 @@ fn top_shows_every_worker_and_follows_a_scale_from_2_to_3() {
     let tmux = Tmux::new();
     // The shell keeps the pane open after top exits, to read its last words.
     let command = format!(
-        "env XDG_RUNTIME_DIR={} {CORRAL} top demo; echo \"top exited with $?\"; sleep 60",
-        cluster.runtime_dir().display()
+        "env XDG_RUNTIME_DIR={} {} top demo; echo \"top exited with $?\"; sleep 60",
+        cluster.runtime_dir().display(),
+        corral_path()
     );
     let started = tmux.run(&[
         "new-session",

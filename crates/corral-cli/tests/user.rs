@@ -3,9 +3,7 @@
 
 use std::process::Command;
 
-use corral_testkit::{ClusterProcess, PATIENCE, http_get};
-
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use corral_testkit::{ClusterProcess, PATIENCE, corral_path, http_get};
 
 /// `Uid:`, `Gid:` and `Groups:` of `/proc/PID/status`, values only.
 fn credentials(pid: u32) -> (String, String, String) {
@@ -36,7 +34,7 @@ fn workers_run_as_nobody_on_port_80_bound_by_root() {
     }
     // The primary starts with supplementary groups, which workers must not keep.
     let mut command = Command::new("setpriv");
-    command.args(["--groups", "4,24", CORRAL]).args([
+    command.args(["--groups", "4,24", corral_path()]).args([
         "run",
         "-w",
         "2",
@@ -69,7 +67,7 @@ fn workers_run_as_nobody_on_port_80_bound_by_root() {
 #[test]
 fn user_needs_root_and_an_existing_user() {
     let mut unknown = ClusterProcess::start(
-        CORRAL,
+        corral_path(),
         &[
             "run",
             "-w",
@@ -100,7 +98,7 @@ fn user_needs_root_and_an_existing_user() {
             "--regid",
             "65534",
             "--clear-groups",
-            CORRAL,
+            corral_path(),
         ])
         .args(["run", "-w", "1", "-l", "127.0.0.1:0", "--user", "nobody"]);
     let mut as_nobody = ClusterProcess::spawn(command);

@@ -3,11 +3,14 @@
 
 use std::process::Command;
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
+use corral_testkit::corral_path;
 
 #[test]
 fn version_names_the_commit_of_the_checkout() {
-    let out = Command::new(CORRAL).arg("--version").output().unwrap();
+    let out = Command::new(corral_path())
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let line = String::from_utf8(out.stdout).unwrap();
     let prefix = format!("corral {} (", env!("CARGO_PKG_VERSION"));

@@ -3,15 +3,14 @@
 
 use std::time::Duration;
 
-use corral_testkit::{ClusterProcess, Mark, PATIENCE};
+use corral_testkit::{ClusterProcess, Mark, PATIENCE, corral_path};
 
-const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 const HANGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hangs.py");
 
 #[test]
 fn a_worker_whose_heartbeats_stop_is_replaced_within_the_timeout_and_a_second() {
     let cluster = ClusterProcess::start(
-        CORRAL,
+        corral_path(),
         &[
             "run",
             "-w",
@@ -55,7 +54,7 @@ fn a_worker_whose_heartbeats_stop_is_replaced_within_the_timeout_and_a_second() 
 #[test]
 fn healthy_library_workers_keep_the_watchdog_quiet() {
     let cluster = ClusterProcess::start(
-        CORRAL,
+        corral_path(),
         &["run", "-w", "2", "-l", "127.0.0.1:0", "--timeout", "0.4"],
     );
     cluster.expect_line("worker 1 ready");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::balance::Policy;
 use crate::control::ControlSocket;
+use crate::error::WorkerResult;
 use crate::log::{self, LogFormat};
 use crate::primary::backoff::BackoffPolicy;
 use crate::primary::event::Event;
@@ -34,6 +35,7 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A cluster of worker processes sharing listening ports.
 ///
 /// ```no_run
+/// # #[cfg(feature = "axum")]
 /// # fn main() -> Result<(), corral::Error> {
 /// corral::Cluster::new()
 ///     .workers(4)
@@ -44,9 +46,11 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 ///         axum::serve(listener, app)
 ///             .with_graceful_shutdown(worker.stopped())
 ///             .await?;
-///         Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+///         Ok(())
 ///     })
 /// # }
+/// # #[cfg(not(feature = "axum"))]
+/// # fn main() {}
 /// ```
 pub struct Cluster {
     workers: usize,
@@ -208,7 +212,7 @@ impl Cluster {
     /// current-thread runtime (as a Node worker has one thread): with one
     /// worker process per core the processes are the parallelism, and a
     /// single thread wakes no other thread per connection or message. More
-    /// than 1 gives a multi-thread runtime ([`crate::worker_runtime`]). On a
+    /// than 1 gives a multi-thread runtime. On a
     /// current-thread runtime a body that blocks its thread also stops the
     /// worker's heartbeats, so the watchdog ([`Cluster::watchdog`]) counts it
     /// hung: run blocking work with `tokio::task::spawn_blocking`.
@@ -381,18 +385,17 @@ impl Cluster {
     ///
     /// In the primary, supervises workers until the cluster is stopped
     /// (SIGTERM or SIGINT) and returns `Ok` then. In a worker, runs `body` in
-    /// the worker's tokio runtime ([`crate::worker_runtime`]: current-thread
-    /// unless [`Cluster::worker_threads`] asks for more) and returns what it
+    /// the worker's tokio runtime (current-thread unless
+    /// [`Cluster::worker_threads`] asks for more) and returns what it
     /// returns.
     ///
     /// Unless the program installed a `tracing` subscriber first, corral
-    /// installs its own ([`crate::log::install`]): lines to stderr, filtered
+    /// installs its own: lines to stderr, filtered
     /// by `CORRAL_LOG` (default `info`), never blocking.
-    pub fn run<F, Fut, E>(self, body: F) -> Result<(), Error>
+    pub fn run<F, Fut>(self, body: F) -> Result<(), Error>
     where
         F: FnOnce(Worker) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        Fut: Future<Output = WorkerResult>,
     {
         log::install(self.log_format);
         let detected = if self.nested && WorkerEnvironment::inherited_from_another_process() {

@@ -10,6 +10,14 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 
+/// Any error, boxed: what a worker body fails with. Its `?` takes every
+/// error type (`corral::Error`, `std::io::Error`, `anyhow::Error`, …).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a worker body returns, so that its closing `Ok(())` needs no type
+/// annotation.
+pub type WorkerResult = Result<(), BoxError>;
+
 /// Everything that can go wrong in a cluster.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -43,8 +51,8 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
-    /// A configuration file cannot be read safely (see
-    /// [`crate::read_config_file`]): `problem` says why and what to do.
+    /// A configuration file (the `corral` command's `--config`) cannot be
+    /// read safely: `problem` says why and what to do.
     #[error("configuration file {}: {problem}", path.display())]
     ConfigFile {
         path: std::path::PathBuf,
@@ -74,7 +82,7 @@ pub enum Error {
 
     /// The worker body returned an error.
     #[error("worker failed")]
-    Worker(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Worker(#[source] BoxError),
 
     /// A message could not be encoded as JSON.
     #[error("cannot encode the message as JSON")]

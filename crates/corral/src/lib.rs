@@ -3,10 +3,18 @@
 //! production process manager adds: restarts with backoff, graceful drains,
 //! signals, lifecycle events.
 //!
+//! It has three faces: this library, the `corral` command (package
+//! `corral-cli`), and a primary for unmodified Node programs.
+//!
+//! # The library
+//!
 //! A Rust server hands corral its worker body; the same executable is
-//! re-executed as each worker:
+//! re-executed as each worker. The body returns a [`WorkerResult`]: its `?`
+//! takes any error, and it ends in a plain `Ok(())`. With the `axum`
+//! feature (off by default), a [`Listener`] serves axum directly:
 //!
 //! ```no_run
+//! # #[cfg(feature = "axum")]
 //! fn main() -> Result<(), corral::Error> {
 //!     corral::Cluster::new()
 //!         .workers(2)
@@ -18,14 +26,41 @@
 //!             axum::serve(listener, app)
 //!                 .with_graceful_shutdown(worker.stopped())
 //!                 .await?;
-//!             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+//!             Ok(())
 //!         })
 //! }
+//! # #[cfg(not(feature = "axum"))]
+//! # fn main() {}
 //! ```
 //!
-//! The module [`env`](mod@env) documents what a worker receives; docs/protocols.md's
-//! "message channel" section documents the channel protocol for workers in
-//! other languages.
+//! Without a framework, a worker accepts from its [`Listener`] itself (the
+//! `hello` example serves hyper that way). The module [`env`](mod@env)
+//! documents what a worker receives; docs/protocols.md's "message channel"
+//! section documents the channel protocol for workers in other languages.
+//!
+//! # The command line
+//!
+//! `corral run` clusters a server written in any language: its workers
+//! receive the listening sockets by systemd's socket-activation protocol
+//! (`LISTEN_FDS`). `corral status`, `reload`, `scale` and `top` steer a
+//! running cluster over its control socket:
+//!
+//! ```text
+//! corral run -w 4 -l 0.0.0.0:8000 -- python3 app.py
+//! corral status
+//! corral reload        # rolling, zero-downtime
+//! ```
+//!
+//! # Node programs
+//!
+//! Under `corral run`, an unmodified Node program that uses `cluster` (or a
+//! plain `app.listen(3000)`) gets corral as its primary: corral answers
+//! Node's cluster protocol, so `cluster.fork()`, `process.send` and the
+//! workers' `listen` calls work as under Node's own primary:
+//!
+//! ```text
+//! corral run -w 4 -- node app.js
+//! ```
 //!
 //! # Layout
 //!
@@ -63,7 +98,9 @@
 //!   which connections it admits (`admission.rs`) and its write timeout.
 //! * `sys.rs`: the only `unsafe` code. `error.rs`: [`Error`].
 //!   `worker_key.rs`: the key of one worker process. `config_file.rs`:
-//!   reading a configuration file safely ([`read_config_file`]).
+//!   reading a configuration file safely. `limits.rs`: the bounds of every
+//!   setting.
+//! * `cli_support`: what only the `corral` command uses (see below).
 //!
 //! # Glossary
 //!
@@ -98,10 +135,10 @@ mod address;
 mod balance;
 mod cluster;
 mod config_file;
-pub mod control;
+mod control;
 mod error;
-pub mod limits;
-pub mod log;
+mod limits;
+mod log;
 mod metrics;
 mod primary;
 mod protocol;
@@ -116,24 +153,41 @@ pub use protocol::env;
 pub use address::ListenAddr;
 pub use balance::Policy;
 pub use cluster::{
-    Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, activated_addresses, default_workers,
-    is_worker,
+    Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, default_workers, is_worker,
 };
-pub use config_file::{MAX_CONFIG_SIZE, read_config_file};
 pub use control::ControlSocket;
 pub use control::status::{
     ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerStatus,
 };
-pub use error::Error;
-pub use log::LogFormat;
+pub use error::{BoxError, Error, WorkerResult};
+// For lines logged before `Cluster::run`, which installs it otherwise.
+pub use log::{LogFormat, install as install_log};
 pub use primary::backoff::BackoffPolicy;
 pub use primary::event::Event;
 pub use primary::node::NodeMode;
 pub use primary::ready_mode::ReadyMode;
 pub use primary::{MessagePolicy, Primary, SendError, WorkerInfo, WorkerState};
 pub use protocol::lines::DEFAULT_MAX_LINE;
+pub use worker::Worker;
 pub use worker::connection::Connection;
 pub use worker::listener::Listener;
 pub use worker::mailbox::{Messages, Origin, Received, WorkerSender};
 pub use worker::requests::RequestCounter;
-pub use worker::{Worker, worker_runtime};
+
+/// What the `corral` command needs from this crate and a library user does
+/// not: the control socket's client and protocol, corral's log setup, the
+/// bounds the command line checks its flags against, configuration files.
+///
+/// **Not public API**: hidden from the documentation and outside semver;
+/// it changes with the command, in any release. None of it appears in the
+/// documented API, so what `cargo doc` shows is the whole supported API.
+#[doc(hidden)]
+pub mod cli_support {
+    pub use crate::cluster::activated_addresses;
+    pub use crate::config_file::{MAX_CONFIG_SIZE, read_config_file};
+    pub use crate::control::{client, path, protocol};
+    pub use crate::limits::{MAX_DURATION, MAX_MESSAGE_SIZE, MAX_REQUESTS, MIN_MESSAGE_SIZE};
+    pub use crate::log::{escape_untrusted, fatal as log_fatal, flush as flush_log};
+    pub use crate::protocol::env::check_variable as check_env_variable;
+    pub use crate::worker::worker_runtime;
+}

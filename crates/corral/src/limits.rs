@@ -16,7 +16,7 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// The smallest and largest `max_message_size` (`--max-message-size`), in
 /// bytes: 4 GiB at most; at least a round 2 KiB, above the longest line
 /// corral's own protocol and Node's cluster protocol need (see
-/// [`check_message_size`]), so that every worker can say it is ready and
+/// `check_message_size`), so that every worker can say it is ready and
 /// every Node `listen()` can be answered.
 pub const MIN_MESSAGE_SIZE: u64 = 2048;
 pub const MAX_MESSAGE_SIZE: u64 = 1 << 32;

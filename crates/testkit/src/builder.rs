@@ -3,10 +3,10 @@
 //! once every worker said it is ready.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use crate::{ClusterProcess, Mark, PATIENCE, example_path};
+use crate::{ClusterProcess, Mark, PATIENCE, corral_path, example_path};
 
 /// Builds and starts a cluster process.
 #[derive(Debug, Clone)]
@@ -22,10 +22,10 @@ pub struct ClusterBuilder {
 }
 
 impl ClusterBuilder {
-    /// `corral run` (the binary at `binary`), two workers, the demo worker
-    /// unless [`Self::command`] names another.
-    pub fn corral(binary: impl AsRef<Path>) -> Self {
-        Self::new(binary.as_ref().to_path_buf(), vec!["run".into()])
+    /// `corral run` ([`corral_path`]), two workers, the demo worker unless
+    /// [`Self::command`] names another.
+    pub fn corral() -> Self {
+        Self::new(PathBuf::from(corral_path()), vec!["run".into()])
     }
 
     /// The library example `name`, two workers.
@@ -101,7 +101,10 @@ impl ClusterBuilder {
         // parallel tests' clusters of one name never meet (nor a cluster
         // someone runs on the machine).
         if !self.env.iter().any(|(name, _)| name == "XDG_RUNTIME_DIR") {
-            command.env("XDG_RUNTIME_DIR", crate::runtime_dir_for_one_cluster());
+            command.env(
+                "XDG_RUNTIME_DIR",
+                crate::runtime_dir::runtime_dir_for_one_cluster(),
+            );
         }
         command
     }
@@ -116,6 +119,17 @@ impl ClusterBuilder {
         }
         cluster
     }
+}
+
+/// The start most tests share: `corral run` of two demo workers under
+/// `policy` (5 s grace), returned once both are ready, with their port.
+pub fn two_ready_workers(policy: &str) -> (ClusterProcess, u16) {
+    let cluster = ClusterBuilder::corral()
+        .policy(policy)
+        .args(&["--grace", "5"])
+        .start();
+    let port = cluster.port();
+    (cluster, port)
 }
 
 /// Waits until `workers` distinct workers sent `ready` after `since`;

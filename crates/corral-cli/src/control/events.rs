@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use corral::control::client::ClientError;
-use corral::control::protocol::Command;
+use corral::cli_support::client::ClientError;
+use corral::cli_support::protocol::Command;
 
 use super::{print_json, target};
 use crate::args::ClusterArgs;

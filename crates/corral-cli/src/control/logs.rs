@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use corral::control::protocol::{Command, LogLine, LogStream};
+use corral::cli_support::protocol::{Command, LogLine, LogStream};
 
 use super::{print, print_json, target, timestamp};
 use crate::args::LogsArgs;
@@ -31,7 +31,7 @@ pub(crate) fn run(args: &LogsArgs) -> anyhow::Result<()> {
         let streamed = match client.next_streamed() {
             Ok(streamed) => streamed,
             // The cluster stopped: the log ends.
-            Err(corral::control::client::ClientError::Closed) => return Ok(()),
+            Err(corral::cli_support::client::ClientError::Closed) => return Ok(()),
             Err(err) => return Err(err.into()),
         };
         if let Some(missed) = streamed.missed {
@@ -69,7 +69,7 @@ pub(crate) fn render(line: &LogLine) -> String {
     format!(
         "{} {source} {}",
         timestamp(line.time),
-        corral::log::escape_untrusted(&line.text)
+        corral::cli_support::escape_untrusted(&line.text)
     )
 }
 

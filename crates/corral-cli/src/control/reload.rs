@@ -2,8 +2,8 @@
 //! this request and exits 1 with the reason when it aborted.
 
 use anyhow::Context;
-use corral::control::client::ClientError;
-use corral::control::protocol::{Command, ReloadReply};
+use corral::cli_support::client::ClientError;
+use corral::cli_support::protocol::{Command, ReloadReply};
 
 use super::{print, print_json, target};
 use crate::args::ReloadArgs;

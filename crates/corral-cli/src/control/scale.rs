@@ -1,6 +1,6 @@
 //! `corral scale [NAME] N|+N|-N`: sets the number of workers.
 
-use corral::control::protocol::{Command, ScaleReply};
+use corral::cli_support::protocol::{Command, ScaleReply};
 
 use super::{print, print_json, target};
 use crate::args::{ScaleArgs, ScaleCount};

@@ -21,7 +21,7 @@ pub(crate) fn render(status: &Status) -> String {
     let state = if status.stopping { " (stopping)" } else { "" };
     out.push_str(&format!(
         "cluster {}{state}: primary pid {}, policy {}, up {}\n",
-        corral::log::escape_untrusted(&status.name),
+        corral::cli_support::escape_untrusted(&status.name),
         status.pid,
         status.policy.name(),
         human_uptime(status.uptime_seconds)
@@ -54,7 +54,10 @@ pub(crate) fn render(status: &Status) -> String {
             human_uptime(last.ended_seconds_ago)
         ));
         if let Some(reason) = &last.reason {
-            line.push_str(&format!(" ({})", corral::log::escape_untrusted(reason)));
+            line.push_str(&format!(
+                " ({})",
+                corral::cli_support::escape_untrusted(reason)
+            ));
         }
     }
     out.push_str(&line);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use corral::control::protocol::Command;
+use corral::cli_support::protocol::Command;
 use serde_json::json;
 
 use super::{print, print_json, target};

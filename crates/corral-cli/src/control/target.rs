@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use corral::control::client::{Client, ClientError};
-use corral::control::path::{default_directory, default_socket, listed_sockets};
+use corral::cli_support::client::{Client, ClientError};
+use corral::cli_support::path::{default_directory, default_socket, listed_sockets};
 
 use crate::args::CommonArgs;
 

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use corral::control::client::Client;
-use corral::control::protocol::{Command, EventRecord};
+use corral::cli_support::client::Client;
+use corral::cli_support::protocol::{Command, EventRecord};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 
 use crate::args::ClusterArgs;

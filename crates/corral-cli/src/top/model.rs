@@ -50,7 +50,7 @@ impl Model {
         if self.events.len() == EVENTS {
             self.events.pop_front();
         }
-        let text = match corral::log::escape_untrusted(&text) {
+        let text = match corral::cli_support::escape_untrusted(&text) {
             std::borrow::Cow::Owned(escaped) => escaped,
             std::borrow::Cow::Borrowed(_) => text,
         };

@@ -50,7 +50,10 @@ pub(crate) fn draw(frame: &mut Frame, model: &Model, gone: Option<&str>) {
         events,
     );
     let footer_text = match &model.notice {
-        Some(notice) => format!("{KEYS}   | {}", corral::log::escape_untrusted(notice)),
+        Some(notice) => format!(
+            "{KEYS}   | {}",
+            corral::cli_support::escape_untrusted(notice)
+        ),
         None => KEYS.to_string(),
     };
     frame.render_widget(Paragraph::new(footer_text), footer);
@@ -76,7 +79,7 @@ fn draw_header(frame: &mut Frame, area: Rect, model: &Model, gone: Option<&str>)
             vec![
                 Line::from(format!(
                     "cluster {}  pid {}  policy {}  up {}{stopping}{reloading}",
-                    corral::log::escape_untrusted(&status.name),
+                    corral::cli_support::escape_untrusted(&status.name),
                     status.pid,
                     status.policy.name(),
                     human_uptime(status.uptime_seconds)
@@ -156,7 +159,7 @@ fn draw_listeners(frame: &mut Frame, area: Rect, model: &Model) {
                 listener.address,
                 or_dash(listener.queued, |n| n.to_string())
             );
-            ListItem::new(corral::log::escape_untrusted(&line).into_owned())
+            ListItem::new(corral::cli_support::escape_untrusted(&line).into_owned())
         })
         .collect();
     frame.render_widget(

@@ -1,10 +1,12 @@
-//! A blocking client of the control socket, what the `corral` commands use
-//! (and any Rust program may): connect, send requests, read answers and
-//! streamed lines.
+//! A blocking client of the control socket, what the `corral` commands use:
+//! connect, send requests, read answers and streamed lines. Other programs
+//! speak the socket's documented JSON protocol (the README's "The
+//! protocol"); this client is reachable as `corral::cli_support::client`,
+//! outside the supported API.
 //!
 //! ```no_run
-//! # fn main() -> Result<(), corral::control::client::ClientError> {
-//! use corral::control::{client::Client, path::default_socket};
+//! # fn main() -> Result<(), corral::cli_support::client::ClientError> {
+//! use corral::cli_support::{client::Client, path::default_socket};
 //! let mut client = Client::connect(&default_socket("api"))?;
 //! let status = client.status()?;
 //! println!("{} workers", status.workers.len());

@@ -91,7 +91,9 @@ pub fn is_reserved(key: &str) -> bool {
 /// Checks one variable a configuration sets for every worker
 /// (`--env NAME=VALUE`): a name an environment can carry and that is not
 /// corral's own, a value without NUL bytes (which no environment can
-/// carry: `execve` would refuse every start).
+/// carry: `execve` would refuse every start). For the command line
+/// (`corral::cli_support`); `Cluster::env` checks the same.
+#[doc(hidden)]
 pub fn check_variable(name: &OsStr, value: &OsStr) -> Result<(), Error> {
     let text = name.to_string_lossy();
     if text.is_empty() || text.contains(['=', '\0']) {

@@ -396,6 +396,28 @@ mod tests {
         })
     }
 
+    // The two cases the property tests once found (when they lived in
+    // tests/fuzz_message_decoder.rs): large floats lost their last digit
+    // before serde_json's `float_roundtrip`.
+    #[test]
+    fn large_floats_round_trip_exactly() {
+        let relayed = serde_json::json!([5.563298669671764e251]);
+        let line = encode_send_to(0, &relayed).unwrap();
+        assert_eq!(
+            decode_to_primary(without_newline(&line)).unwrap(),
+            Some(ToPrimary::SendTo {
+                to: 0,
+                message: relayed
+            })
+        );
+        let user = serde_json::json!({"": [-1.0883759407563133e266]});
+        let line = encode_user(&user).unwrap();
+        assert_eq!(
+            decode_to_primary(without_newline(&line)).unwrap(),
+            Some(ToPrimary::User(user))
+        );
+    }
+
     // Whatever bytes the other end writes, decoding returns a value or an
     // error, never panics; everything corral encodes decodes back to what
     // was encoded. Run longer with `PROPTEST_CASES=100000 cargo test -p

@@ -35,7 +35,7 @@ use crate::worker::mailbox::{
     WorkerSender,
 };
 use crate::worker::requests::RequestCounter;
-use crate::{Error, Policy};
+use crate::{Error, Policy, WorkerResult};
 
 /// How long a worker whose primary vanished may take to finish in-flight
 /// work before it exits anyway: nothing supervises it any more.
@@ -174,17 +174,16 @@ pub fn worker_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime:
 }
 
 /// Runs the worker body in a fresh runtime ([`worker_runtime`]).
-pub(crate) fn run_worker<F, Fut, E>(environment: WorkerEnvironment, body: F) -> Result<(), Error>
+pub(crate) fn run_worker<F, Fut>(environment: WorkerEnvironment, body: F) -> Result<(), Error>
 where
     F: FnOnce(Worker) -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    Fut: Future<Output = WorkerResult>,
 {
     let runtime = worker_runtime(environment.env.worker_threads)
         .map_err(Error::io("cannot start the worker's runtime"))?;
     let result = runtime.block_on(async move {
         let worker = prepare(environment)?;
-        body(worker).await.map_err(|err| Error::Worker(err.into()))
+        body(worker).await.map_err(Error::Worker)
     });
     // Helper tasks (channel, signals) must not keep a finished worker alive.
     runtime.shutdown_timeout(Duration::from_millis(100));

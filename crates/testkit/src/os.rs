@@ -1,0 +1,58 @@
+//! What the machine offers and says: processes and signals to them, a
+//! free port, whether Node is installed.
+
+use rustix::process::{Pid, Signal};
+
+/// `SCHED_OTHER`, the normal scheduling policy.
+pub const SCHED_OTHER: u32 = 0;
+/// `SCHED_BATCH`, the policy of a corral primary of non-Node workers.
+pub const SCHED_BATCH: u32 = 3;
+
+/// The scheduling policy of `pid` ([`SCHED_OTHER`], [`SCHED_BATCH`], …).
+pub fn scheduling_policy(pid: u32) -> u32 {
+    procfs::process::Process::new(pid as i32)
+        .and_then(|process| process.stat())
+        .expect("the process lives")
+        .policy
+        .expect("the kernel reports the policy")
+}
+
+/// Sends `signal` to `pid`, ignoring a process that is already gone.
+pub fn send_signal(pid: u32, signal: Signal) {
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
+/// Whether `pid` is a running (not zombie) process.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// A loopback port free right now (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Whether `node` runs here; if not, says the test is skipped (.ci/run
+/// installs Node; a developer machine may lack it).
+pub fn node_available() -> bool {
+    let found = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        eprintln!("node is not installed: skipping (.ci/run installs it)");
+    }
+    found
+}
