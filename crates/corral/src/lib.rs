@@ -127,7 +127,7 @@ pub use control::status::{
 pub use error::Error;
 pub use log::LogFormat;
 pub use primary::backoff::BackoffPolicy;
-pub use primary::event::Event;
+pub use primary::event::{Event, RecycleLimit, ReloadKind};
 pub use primary::node::NodeMode;
 pub use primary::ready_mode::ReadyMode;
 pub use primary::{MessagePolicy, Primary, SendError, WorkerInfo, WorkerState};

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::reload_book::ReloadBook;
@@ -50,13 +49,6 @@ impl ControlPlane {
             cpu: CpuSampler::default(),
             _service: service,
         }
-    }
-
-    /// Keeps an event of the control plane's own (not a worker's lifecycle
-    /// event) for `corral events` and `corral logs`.
-    pub(super) fn note(&self, kind: &str, fields: serde_json::Value, text: String) {
-        self.journal
-            .event(journal::record(kind, None, None, fields, text));
     }
 }
 
@@ -123,11 +115,10 @@ impl Supervisor {
         }
         let after = self.desired_workers();
         if after != before {
-            self.control.note(
-                "scaled",
-                json!({ "from": before, "to": after }),
-                format!("scaled from {before} to {after} workers"),
-            );
+            self.emit(Event::Scaled {
+                from: before,
+                to: after,
+            });
         }
         Ok(())
     }
