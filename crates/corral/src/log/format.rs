@@ -285,6 +285,7 @@ mod tests {
         };
         let aborted = Event::ReloadAborted {
             kind: ReloadKind::Rolling,
+            id: None,
             replaced: 0,
             reason: "bad\nINFO forged\u{1b}[2J".into(),
         };

@@ -85,9 +85,12 @@ pub enum Event {
     /// A reload replaced every worker it was to replace.
     ReloadCompleted { kind: ReloadKind, replaced: usize },
     /// A reload stopped part-way (`replaced` workers were); the running
-    /// workers keep serving.
+    /// workers keep serving. `id`: the slot whose replacement failed, if
+    /// one did.
     ReloadAborted {
         kind: ReloadKind,
+        #[serde(rename = "worker")]
+        id: Option<u32>,
         replaced: usize,
         reason: String,
     },
@@ -580,10 +583,11 @@ mod tests {
             (
                 Event::ReloadAborted {
                     kind: ReloadKind::Rolling,
+                    id: Some(3),
                     replaced: 2,
                     reason: "the replacement for worker 3 exited".into(),
                 },
-                json!({"event": "reload_aborted", "kind": "rolling", "replaced": 2,
+                json!({"event": "reload_aborted", "kind": "rolling", "worker": 3, "replaced": 2,
                        "reason": "the replacement for worker 3 exited"}),
             ),
             (

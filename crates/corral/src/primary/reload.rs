@@ -47,6 +47,7 @@ impl Supervisor {
         self.control.reloads.abort(0, why, now);
         self.emit(Event::ReloadAborted {
             kind: ReloadKind::Rolling,
+            id: None,
             replaced: 0,
             reason: why.to_owned(),
         });
@@ -204,6 +205,7 @@ impl Supervisor {
             .abort(replaced, &reason, Instant::now());
         self.emit(Event::ReloadAborted {
             kind: reload.kind(),
+            id: Some(id),
             replaced,
             reason,
         });
