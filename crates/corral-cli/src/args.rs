@@ -1,5 +1,6 @@
-//! The command line, as clap parses it. Every flag is documented here and in
-//! the README; keep the two in step.
+//! The command line, as clap parses it. Every flag is documented here:
+//! `--help`, the man pages and docs/cli.md (`corral generate reference`)
+//! are all generated from these definitions.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -76,7 +77,8 @@ pub enum Command {
     /// Check a configuration file: print the settings it gives `corral run`,
     /// or its first error (file, line, key)
     Check(CheckArgs),
-    /// Write the man pages or print a shell's completions (for packagers).
+    /// Write the man pages, or print a shell's completions or the markdown
+    /// reference (for packagers and docs/cli.md).
     #[command(hide = true)]
     Generate(GenerateArgs),
 }
@@ -210,6 +212,8 @@ pub enum GenerateWhat {
         #[arg(value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+    /// Print the command-line reference in markdown on stdout (docs/cli.md)
+    Reference,
 }
 
 #[derive(Debug, Args)]
@@ -244,16 +248,25 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
 
     /// Add NAME=VALUE to every worker's environment (repeatable)
+    ///
+    /// corral's own variables (CORRAL_*, LISTEN_*, NODE_CHANNEL_*,
+    /// NOTIFY_SOCKET, WATCHDOG_*) are refused.
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     pub env: Vec<String>,
 
-    /// Number of worker processes [default: number of CPUs]
+    /// Number of worker processes, 1 to 1024 [default: number of CPUs]
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=corral::MAX_WORKERS as i64))]
     pub workers: Option<u32>,
 
     /// Address to listen on: HOST:PORT, [IPV6]:PORT or PORT (repeatable;
     /// port 0 picks a free port, printed at start) [default: 127.0.0.1:8000;
     /// for a Node program: none, its listen() calls are served on demand]
+    ///
+    /// A bare PORT is 0.0.0.0:PORT. A host name is resolved when the flags
+    /// are read; its first address is used. A link-local IPv6 address needs
+    /// its interface's index: [fe80::1%2]:8000. systemd:NAME is the socket
+    /// systemd passed under that name; socket-activated, the default is
+    /// every socket systemd passed.
     #[arg(short, long = "listen", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Vec<String>,
 
@@ -261,18 +274,26 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = PolicyArg::Reuseport)]
     pub policy: PolicyArg,
 
-    /// Seconds a stopping worker may drain before it is killed
+    /// Seconds a stopping worker may drain before it is killed (fractions
+    /// allowed, e.g. 0.5)
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub grace: Duration,
 
     /// Name of the cluster in logs, without control characters [default:
-    /// the command's file name, or "demo"]
+    /// the command's file name (a Node program: its script's, without
+    /// extension: `node app.js` is app), or "demo"]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// When a COMMAND worker counts as ready: auto (when it says so; else at
-    /// once on a first start and after 1 s alive as a reload's replacement),
-    /// message (only when it sends {"corral":"ready"}), delay:SECONDS
+    /// When a COMMAND worker counts as ready: auto (when it says so; else on
+    /// a first start once it is seen still running 0.1 s after it started,
+    /// and after 1 s alive as a reload's replacement; under round-robin and
+    /// least-connections it must say so), message (only when it sends
+    /// {"corral":"ready"} or Node's process.send('ready')), delay:SECONDS
+    /// (after running that long, or when it says so)
+    ///
+    /// A command that exits at its start is online but never ready. Library
+    /// workers always say so themselves.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_ready)]
     pub ready: corral::ReadyMode,
 
@@ -283,18 +304,20 @@ pub struct RunArgs {
 
     /// Seconds a worker must run for its exit to end a crash loop: workers
     /// that keep exiting sooner are restarted later and later, and their
-    /// slot is reported as crash-looping
+    /// slot is reported as crash-looping (at least 1)
     #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
     pub stable_after: Duration,
 
     /// The longest wait before a crash-looping worker is restarted, in
-    /// seconds (the wait starts at 0.1 and doubles)
+    /// seconds (the wait starts at 0.1 and doubles; at least 0.1)
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub max_restart_delay: Duration,
 
-    /// Under round-robin and least-connections: seconds a worker may take
-    /// to say it is ready before it is replaced (with no worker ever ready,
-    /// corral stops with an error)
+    /// Seconds a worker that must say it is ready may take: under --ready
+    /// message, round-robin or least-connections it is then replaced (with
+    /// no worker ever ready, corral stops with an error); a reload's
+    /// replacement not ready by then aborts the reload; a Node worker that
+    /// never listens counts as ready after it (--ready auto)
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds, allow_negative_numbers = true)]
     pub ready_timeout: Duration,
 
@@ -312,12 +335,16 @@ pub struct RunArgs {
     /// Watchdog: kill and replace a worker whose heartbeats stop for this
     /// many seconds (demo workers send them; a COMMAND's workers are
     /// watched once they send {"corral":"heartbeat"}) [default: off]
+    ///
+    /// Demo and library workers then heartbeat every quarter of it.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 
     /// Replace a worker gracefully (its replacement ready first) once its
     /// resident memory exceeds SIZE: bytes, or with K, M, G (KiB, MiB,
     /// GiB) [default: off]
+    ///
+    /// Checked every second, once the worker has run 1 s.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<u64>,
 
@@ -333,14 +360,18 @@ pub struct RunArgs {
     pub max_requests_jitter: u64,
 
     /// Threads of each demo worker's runtime [default: 1, a current-thread
-    /// runtime, as a Node worker; the worker processes are the parallelism];
-    /// a COMMAND's workers ignore it
+    /// runtime, as a Node worker; the worker processes are the parallelism;
+    /// more: a multi-thread runtime]; a COMMAND's workers ignore it
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_threads: Option<u32>,
 
     /// Run workers as USER[:GROUP] (names or numbers; supplementary groups
     /// cleared). corral must be started as root: it binds first (ports
     /// below 1024 too), then starts each worker as that user
+    ///
+    /// The group defaults to the user's. Started as another user, corral
+    /// stops with one error (exit 1). The primary stays root to supervise;
+    /// e.g. sudo corral run -l 0.0.0.0:80 --user nobody -- ./server.
     #[arg(long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
 
@@ -364,6 +395,11 @@ pub struct RunArgs {
 
     /// Run the COMMAND as Node cluster workers with corral as their primary:
     /// auto (when it is node, nodejs or a #!…node script), on, off
+    ///
+    /// auto: when the command is node, nodejs (node20…) or a script whose #!
+    /// line runs node; on: for a wrapper that ends up running Node; off: a
+    /// Node program gets only LISTEN_FDS and pm2-style messages, as any
+    /// COMMAND.
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_node)]
     pub node: corral::NodeMode,
     /// The control socket: a path, or `none` for no control socket

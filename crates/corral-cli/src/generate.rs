@@ -1,6 +1,7 @@
-//! `corral generate`: the man pages and shell completions, generated from
-//! the clap definitions in `args.rs` so that they never drift from the
-//! flags. Hidden from `--help`: packagers call it (packaging/deb/build).
+//! `corral generate`: the man pages, shell completions and the markdown
+//! reference (docs/cli.md), generated from the clap definitions in
+//! `args.rs` so that they never drift from the flags. Hidden from
+//! `--help`: packagers call it (packaging/deb/build).
 
 use std::io::Write;
 use std::path::Path;
@@ -23,6 +24,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 .write_all(&script)
                 .context("cannot write the completion script to stdout")
         }
+        GenerateWhat::Reference => std::io::stdout()
+            .lock()
+            .write_all(crate::reference::markdown(Cli::command()).as_bytes())
+            .context("cannot write the reference to stdout"),
     }
 }
 

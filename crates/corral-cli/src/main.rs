@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod demo;
 mod generate;
+mod reference;
 mod standalone;
 mod top;
 

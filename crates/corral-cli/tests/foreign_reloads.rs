@@ -1,4 +1,4 @@
-//! The README's per-language recipes for foreign workers, checked with the
+//! The per-language recipes of docs/command-line.md for foreign workers, checked with the
 //! real servers: each recipe, clustered by `corral run` under `reuseport`,
 //! loses no request over rolling reloads with a new connection per request.
 //! (A server that dies at once on SIGTERM drops the connection it had just

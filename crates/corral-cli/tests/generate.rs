@@ -1,6 +1,7 @@
-//! `corral generate man DIR` and `corral generate completions SHELL`: the
-//! man pages and completions the Debian package installs, generated from
-//! the same clap definitions as `--help`, so every flag is in them.
+//! `corral generate man DIR`, `corral generate completions SHELL` and
+//! `corral generate reference`: the man pages and completions the Debian
+//! package installs and docs/cli.md, generated from the same clap
+//! definitions as `--help`, so every flag is in them.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -87,5 +88,30 @@ fn an_unknown_shell_is_a_usage_error_naming_the_shells() {
     assert!(
         stderr.contains("'ksh'") && stderr.contains("bash"),
         "{stderr}"
+    );
+}
+
+/// docs/cli.md is `corral generate reference`'s output, committed: a flag
+/// or help text changed without regenerating it fails here.
+#[test]
+fn docs_cli_md_is_the_generated_reference() {
+    let generated = stdout(&corral(&["generate", "reference"]));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        generated == committed,
+        "docs/cli.md differs from the flags' definitions: regenerate it with \
+         `cargo run -p corral-cli -- generate reference > docs/cli.md`"
+    );
+    for wanted in [
+        "## `corral run`",
+        "`-w, --workers <N>`",
+        "`--ready-timeout <SECONDS>`",
+    ] {
+        assert!(generated.contains(wanted), "{wanted} in the reference");
+    }
+    assert!(
+        !generated.contains("## `corral generate`"),
+        "the hidden generator is left out"
     );
 }

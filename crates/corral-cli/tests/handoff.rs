@@ -38,12 +38,29 @@ fn round_robin_gives_each_of_two_workers_half_of_100_connections() {
     let port = cluster.port();
     cluster.expect_line("worker 1 ready");
     cluster.expect_line("worker 2 ready");
-    let counts = shares(port, 100);
+    // A worker descheduled past the stall check (a loaded CI machine) is
+    // rested on purpose, which skews that round: only a round without a
+    // stall reported is a measure of the rotation.
+    let mut counts = shares(port, 100);
+    for _ in 0..3 {
+        let exact = [1, 2]
+            .iter()
+            .all(|id| (49..=51).contains(&counts.get(id).copied().unwrap_or(0)));
+        if exact
+            || !cluster
+                .output()
+                .contains("is not reading its hand-off channel")
+        {
+            break;
+        }
+        counts = shares(port, 100);
+    }
     for id in [1, 2] {
         let share = counts.get(&id).copied().unwrap_or(0);
         assert!(
             (49..=51).contains(&share),
-            "worker {id} served {share} of 100: {counts:?}"
+            "worker {id} served {share} of 100: {counts:?}; output:\n{}",
+            cluster.output()
         );
     }
 }

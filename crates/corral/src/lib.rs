@@ -23,7 +23,7 @@
 //! }
 //! ```
 //!
-//! The module [`env`](mod@env) documents what a worker receives; the README's
+//! The module [`env`](mod@env) documents what a worker receives; docs/protocols.md's
 //! "message channel" section documents the channel protocol for workers in
 //! other languages.
 //!

@@ -16,7 +16,7 @@
 //! Two requests then stream: `events` and `logs` with `"follow":true`
 //! answer once, then send one line per event (`{"id":…,"event":{…}}`) or
 //! output line (`{"id":…,"log":{…}}`) until the client closes the
-//! connection. The README documents every command with examples.
+//! connection. docs/protocols.md documents every command with examples.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! `corral status` and `corral top` (over the control socket, as JSON), to
 //! the library user ([`crate::Primary::status`]) and to the metrics. One
 //! definition for all of them; the JSON field names are a contract that
-//! scripts rely on (the README lists them), so they never change meaning.
+//! scripts rely on (docs/operating.md lists them), so they never change meaning.
 //! A value the primary cannot know is `None` (`null` in JSON).
 
 use std::fmt;

@@ -858,7 +858,7 @@ impl Supervisor {
             LateVerdict::NeverTakesConnections => Err(Error::NeverReady(format!(
                 "worker {id} did not say it is ready within {timeout}: under --policy {policy} \
                  every worker must take connections from CORRAL_HANDOFF_FD and send \
-                 {{\"corral\":\"ready\"}} on CORRAL_IPC_FD (see the README's hand-off \
+                 {{\"corral\":\"ready\"}} on CORRAL_IPC_FD (see docs/protocols.md, the hand-off \
                  protocol); for a server that accepts on its own socket, use --policy \
                  reuseport or shared"
             ))),
