@@ -18,6 +18,8 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use crate::control::status::RestartReason;
+
 /// Something that happened to the cluster or one of its workers.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -187,6 +189,17 @@ pub enum RecycleLimit {
         resident_bytes: u64,
         limit_bytes: u64,
     },
+}
+
+impl RecycleLimit {
+    /// The restart reason it is (`corral status`, the metrics' `reason`
+    /// label), whose name the event's `reason` field is.
+    pub fn reason(&self) -> RestartReason {
+        match self {
+            RecycleLimit::Requests { .. } => RestartReason::Requests,
+            RecycleLimit::Memory { .. } => RestartReason::Memory,
+        }
+    }
 }
 
 /// How bad an event is, for the log.
@@ -677,6 +690,15 @@ mod tests {
         for (event, expected) in every_event() {
             assert_eq!(serde_json::to_value(&event).unwrap(), expected, "{event:?}");
             assert_eq!(expected["event"], event.name(), "{event:?}");
+        }
+    }
+
+    #[test]
+    fn a_recycled_worker_s_reason_is_named_as_restart_reasons_are() {
+        for (event, json) in every_event() {
+            if let Event::Recycled { over, .. } = event {
+                assert_eq!(json["reason"], over.reason().name());
+            }
         }
     }
 

@@ -54,15 +54,14 @@ impl Supervisor {
             return Ok(());
         }
         let pid = worker.pid;
-        self.emit(Event::Recycled {
-            id: key.slot,
-            pid,
-            over: RecycleLimit::Requests { served, limit },
-        });
-        self.control
-            .restarts
-            .expect(key.slot, RestartReason::Requests);
-        self.recycle(key.slot)
+        self.recycle_over(key.slot, pid, RecycleLimit::Requests { served, limit })
+    }
+
+    /// Replaces slot `id`'s worker `pid` gracefully: it is `over` a limit.
+    fn recycle_over(&mut self, id: u32, pid: u32, over: RecycleLimit) -> Result<(), Error> {
+        self.emit(Event::Recycled { id, pid, over });
+        self.control.restarts.expect(id, over.reason());
+        self.recycle(id)
     }
 
     /// Recycles workers over `--max-memory` (resident set), once they have
@@ -88,16 +87,11 @@ impl Supervisor {
             })
             .collect();
         for (id, pid, resident) in over {
-            self.emit(Event::Recycled {
-                id,
-                pid,
-                over: RecycleLimit::Memory {
-                    resident_bytes: resident,
-                    limit_bytes: limit,
-                },
-            });
-            self.control.restarts.expect(id, RestartReason::Memory);
-            self.recycle(id)?;
+            let over = RecycleLimit::Memory {
+                resident_bytes: resident,
+                limit_bytes: limit,
+            };
+            self.recycle_over(id, pid, over)?;
         }
         Ok(())
     }
