@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 const CORRAL: &str = env!("CARGO_BIN_EXE_corral");
 
 /// The lifecycle events (docs/events.md), as opposed to other log lines.
-const LIFECYCLE: [&str; 19] = [
+const LIFECYCLE: [&str; 20] = [
     "bound",
     "fork",
     "online",
@@ -28,6 +28,7 @@ const LIFECYCLE: [&str; 19] = [
     "replaced",
     "scaled",
     "stopping",
+    "stopping_now",
     "stopped",
     "hung",
     "grace_expired",

@@ -90,7 +90,7 @@ impl Supervisor {
             }
             SupervisorCommand::Stop { now } => {
                 if now && self.phase != Phase::Killing {
-                    tracing::warn!("stopping at once (as asked): killing every worker");
+                    self.emit(Event::StoppingNow);
                     self.kill_all();
                 } else if self.phase == Phase::Running {
                     self.begin_shutdown();

@@ -112,6 +112,9 @@ pub enum Event {
         #[serde(rename = "grace_ms", serialize_with = "as_ms")]
         grace: Duration,
     },
+    /// The cluster stops at once (asked again, or `stop --now`): every
+    /// worker is killed.
+    StoppingNow,
     /// Every worker exited: the cluster stopped.
     Stopped,
     /// The worker sent heartbeats and then none for `timeout`
@@ -299,6 +302,7 @@ impl fmt::Display for Event {
                 "stopping: workers drain for up to {} (send the signal again to stop at once)",
                 human_duration(*grace)
             ),
+            Event::StoppingNow => f.write_str("stopping at once: killing every worker"),
             Event::Stopped => f.write_str("all workers exited: cluster stopped"),
             Event::Hung { id, pid, timeout } => write!(
                 f,
@@ -381,6 +385,7 @@ impl Event {
             Event::Replaced { .. } => "replaced",
             Event::Scaled { .. } => "scaled",
             Event::Stopping { .. } => "stopping",
+            Event::StoppingNow => "stopping_now",
             Event::Stopped => "stopped",
             Event::Hung { .. } => "hung",
             Event::GraceExpired { .. } => "grace_expired",
@@ -396,6 +401,7 @@ impl Event {
         match self {
             Event::Exit { requested, .. } if !requested => Severity::Warn,
             Event::Hung { .. }
+            | Event::StoppingNow
             | Event::GraceExpired { .. }
             | Event::ReadyTimeout { .. }
             | Event::WorkerStalled { .. }
@@ -621,6 +627,7 @@ mod tests {
                 Event::Stopping { grace: MS(30_000) },
                 json!({"event": "stopping", "grace_ms": 30000}),
             ),
+            (Event::StoppingNow, json!({"event": "stopping_now"})),
             (Event::Stopped, json!({"event": "stopped"})),
             (
                 Event::Hung {

@@ -421,7 +421,7 @@ impl Supervisor {
         match request {
             Request::Stop if self.phase == Phase::Running => self.begin_shutdown(),
             Request::Stop => {
-                tracing::warn!("stopping at once: killing every worker");
+                self.emit(Event::StoppingNow);
                 self.kill_all();
             }
             Request::Reload => return self.request_reload(),
