@@ -82,7 +82,7 @@ fn reloads_lose_no_request(name: &str, policy: &str) {
         load.wait_for_more(50);
         let mark = cluster.mark();
         cluster.signal(Signal::HUP);
-        cluster.expect_event(mark, "reload_complete", None);
+        cluster.expect_event(mark, "reload_completed", None);
     }
     load.wait_for_more(50);
     load.stop()

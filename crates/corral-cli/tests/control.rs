@@ -519,7 +519,7 @@ fn logs_and_events_show_output_and_lifecycle() {
     let mut workers = 2;
     let saw = |seen: &[Value], kind: &str| {
         seen.iter()
-            .any(|event| event["event"] == kind && event["id"] == 3)
+            .any(|event| event["event"] == kind && event["worker"] == 3)
     };
     while !(saw(&seen, "fork") && saw(&seen, "ready")) {
         assert!(
@@ -540,7 +540,7 @@ fn logs_and_events_show_output_and_lifecycle() {
     let _ = events.wait();
     let fork = seen
         .iter()
-        .find(|event| event["event"] == "fork" && event["id"] == 3)
+        .find(|event| event["event"] == "fork" && event["worker"] == 3)
         .expect("a fork event before the ready one");
     assert!(fork["pid"].as_u64().unwrap() > 0);
     assert!(fork["generation"].as_u64().unwrap() >= 1);

@@ -21,7 +21,7 @@ fn a_worker_that_fails_after_a_second_is_reported_and_backs_off_to_the_cap() {
     let reports = cluster.expect_events(Mark::START, "crash_loop", Some(1), 2);
     let seen: Vec<(Option<u64>, Option<u64>)> = reports
         .iter()
-        .map(|event| (number(event, "failures"), number(event, "delay_ms")))
+        .map(|event| (number(event, "quick_failures"), number(event, "delay_ms")))
         .collect();
     assert_eq!(
         seen,

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterProcess, Hello, PATIENCE, SCHED_BATCH, SCHED_OTHER, Signal, corral_path, hello,
+    ClusterProcess, Hello, Mark, PATIENCE, SCHED_BATCH, SCHED_OTHER, Signal, corral_path, hello,
     http_get, parse_hello, process_alive, scheduling_policy, send_signal, wait_until,
 };
 
@@ -126,7 +126,8 @@ fn a_second_sigterm_stops_at_once() {
         "took {:?}",
         second.elapsed()
     );
-    cluster.expect_line("stopping at once");
+    let now = cluster.expect_event(Mark::START, "stopping_now", None);
+    assert_eq!(now.level, "WARN", "{now:?}");
 }
 
 #[test]

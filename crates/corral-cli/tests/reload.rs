@@ -25,7 +25,7 @@ fn reloads_under_load_lose_no_request(policy: &str) {
         load.wait_for_more(20);
         let mark = cluster.mark();
         cluster.signal(Signal::HUP);
-        let done = cluster.expect_event(mark, "reload_complete", None);
+        let done = cluster.expect_event(mark, "reload_completed", None);
         assert_eq!(done.field("replaced"), Some(&2.into()), "{done:?}");
     }
     load.wait_for_more(20);
@@ -134,7 +134,7 @@ fn a_broken_deploy_aborts_the_reload_and_a_fixed_one_upgrades_every_worker() {
     app.deploy(&format!("APP_VERSION=2 exec python3 {ENV_SERVER}\n"));
     let mark = cluster.mark();
     cluster.signal(Signal::HUP);
-    cluster.expect_event(mark, "reload_complete", None);
+    cluster.expect_event(mark, "reload_completed", None);
     assert!(wait_until(PATIENCE, || first
         .iter()
         .all(|&pid| !process_alive(pid))));
@@ -164,7 +164,7 @@ fn workers_over_max_memory_are_recycled_without_losing_a_request() {
         .args(&["--max-memory", "1M", "--grace", "5"])
         .start();
     let load = Load::start(cluster.port(), 1);
-    let reason = cluster.expect_event(Mark::START, "recycle", None);
+    let reason = cluster.expect_event(Mark::START, "recycled", None);
     assert!(
         reason
             .message
@@ -186,7 +186,7 @@ fn workers_are_recycled_after_max_requests_without_losing_a_request() {
     recycled(&cluster, 3);
     load.stop()
         .assert_none_lost("recycling after --max-requests");
-    let reason = cluster.expect_event(Mark::START, "recycle", None);
+    let reason = cluster.expect_event(Mark::START, "recycled", None);
     assert!(
         reason
             .message
@@ -205,7 +205,7 @@ fn max_surge_replaces_several_workers_at_once() {
     load.wait_for_more(20);
     let mark = cluster.mark();
     cluster.signal(Signal::HUP);
-    let done = cluster.expect_event(mark, "reload_complete", None);
+    let done = cluster.expect_event(mark, "reload_completed", None);
     assert_eq!(done.field("replaced"), Some(&4.into()));
     load.stop().assert_none_lost("a reload with --max-surge 2");
     // Two replacements were started before the first one took over.
@@ -258,5 +258,5 @@ fn ready_delay_counts_a_worker_ready_after_it_ran_that_long() {
     );
     let mark = cluster.mark();
     cluster.signal(Signal::HUP);
-    cluster.expect_event(mark, "reload_complete", None);
+    cluster.expect_event(mark, "reload_completed", None);
 }

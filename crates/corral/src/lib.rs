@@ -118,8 +118,10 @@
 //!   loop (a control word, an exit, a timeout).
 //! * **Request**: what a signal or the [`Primary`] handle asks of the
 //!   supervisor (stop, reload, one worker more or fewer).
-//! * **Event**: what happened, as the library user sees it ([`Event`], after
-//!   Node's cluster events: fork, online, ready, disconnect, exit).
+//! * **Event**: what happened ([`Event`], after Node's cluster events: fork,
+//!   online, ready, disconnect, exit; and corral's own: reloads, scaling,
+//!   stopping, watchdog kills…), one vocabulary for the library, the JSON
+//!   log and `corral events` (docs/events.md).
 //! * **Message**: a JSON line on a worker's channel: to the primary
 //!   (`ToPrimary`) or to a worker (`ToWorker`).
 //! * **Control**: corral's own words on that channel (`{"corral":"ready"}`,
@@ -163,7 +165,7 @@ pub use error::{BoxError, Error, WorkerResult};
 // For lines logged before `Cluster::run`, which installs it otherwise.
 pub use log::{LogFormat, install as install_log};
 pub use primary::backoff::BackoffPolicy;
-pub use primary::event::Event;
+pub use primary::event::{Event, RecycleLimit, ReloadKind};
 pub use primary::node::NodeMode;
 pub use primary::ready_mode::ReadyMode;
 pub use primary::{MessagePolicy, Primary, SendError, WorkerInfo, WorkerState};

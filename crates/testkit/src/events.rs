@@ -15,7 +15,7 @@ use serde_json::Value;
 pub struct LogEvent {
     /// When, as corral wrote it (RFC 3339, UTC).
     pub timestamp: String,
-    /// What happened (`ready`, `exit`, `reload_complete`…), if named.
+    /// What happened (`ready`, `exit`, `reload_completed`…), if named.
     pub event: Option<String>,
     pub level: String,
     /// The worker the line is about.

@@ -41,7 +41,7 @@ use tokio::sync::mpsc;
 
 use super::congestion::Congestion;
 use super::stall::{Stall, StallWatch};
-use super::{Balancer, WorkerKey, WorkerSockets, bind_options};
+use super::{Balancer, StallReport, Stalled, WorkerKey, WorkerSockets, bind_options};
 use crate::Error;
 use crate::balance::bind::{bind_listener, local_addr};
 use crate::log::rate::{error_limited, info_limited, warn_limited};
@@ -186,6 +186,7 @@ impl HandOff {
         addresses: &[SocketAddr],
         backlog: i32,
         pick: Box<dyn Pick>,
+        stalls: StallReport,
     ) -> Result<Self, Error> {
         if addresses.len() > usize::from(u8::MAX) + 1 {
             return Err(Error::Config(
@@ -223,6 +224,7 @@ impl HandOff {
             waiting: Waiting::default(),
             paused: None,
             stall_check: tokio::time::interval(STALL_CHECK),
+            stalls,
         };
         tokio::spawn(dispatcher.run());
         Ok(HandOff {
@@ -352,6 +354,8 @@ struct Dispatcher {
     /// Where the open connections per worker are published for status
     /// snapshots (at every stall check, not per connection).
     published: Arc<Mutex<HashMap<WorkerKey, u64>>>,
+    /// Where stalled workers are reported (the supervisor's events).
+    stalls: StallReport,
 }
 
 impl Dispatcher {
@@ -651,17 +655,11 @@ impl Dispatcher {
             let Stall::Stalled { unread, rest } = target.stall.check(unread, now) else {
                 continue;
             };
-            warn_limited!(
-                event = "worker_stalled",
-                worker = target.key.slot,
-                unread = unread,
-                rest_ms = rest.as_millis() as u64,
-                "worker {} is not reading its hand-off channel ({unread} connections waiting \
-                 for over {}ms): handing them to other workers, none to it for {}ms",
-                target.key.slot,
-                STALL_CHECK.as_millis(),
-                rest.as_millis()
-            );
+            (self.stalls)(Stalled {
+                worker: target.key,
+                unread,
+                rest,
+            });
             self.take_back(index);
         }
     }

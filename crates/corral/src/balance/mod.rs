@@ -25,6 +25,19 @@ use crate::Error;
 use crate::balance::bind::BindOptions;
 pub(crate) use crate::worker_key::WorkerKey;
 
+/// A worker that stopped reading its hand-off channel while `unread`
+/// connections waited: they went to other workers, and it gets none for
+/// `rest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stalled {
+    pub worker: WorkerKey,
+    pub unread: u64,
+    pub rest: std::time::Duration,
+}
+
+/// Where a hand-off balancer reports stalled workers; it must not block.
+pub(crate) type StallReport = Box<dyn Fn(Stalled) + Send>;
+
 /// The policy a cluster balances connections with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
@@ -66,6 +79,7 @@ impl Policy {
         addresses: &[SocketAddr],
         slots: usize,
         backlog: i32,
+        stalls: StallReport,
     ) -> Result<Box<dyn Balancer>, Error> {
         match self {
             Policy::Shared => Ok(Box::new(shared::SharedSocket::bind(addresses, backlog)?)),
@@ -76,11 +90,13 @@ impl Policy {
                 addresses,
                 backlog,
                 Box::new(round_robin::RoundRobin::default()),
+                stalls,
             )?)),
             Policy::LeastConnections => Ok(Box::new(dispatch::HandOff::bind(
                 addresses,
                 backlog,
                 Box::new(least_connections::LeastConnections::default()),
+                stalls,
             )?)),
         }
     }

@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
 use super::protocol::{EventRecord, LogLine, LogStream};
@@ -57,7 +56,7 @@ impl Journal {
     /// Keeps an event: in words among the output lines, and as a record
     /// for the events feed.
     pub(crate) fn event(&self, record: EventRecord) {
-        self.keep_line(record.id, LogStream::Corral, record.text.clone());
+        self.keep_line(record.worker, LogStream::Corral, record.text.clone());
         let mut kept = self.lock();
         if kept.events.len() == RECENT_EVENTS {
             kept.events.pop_front();
@@ -171,87 +170,27 @@ pub(crate) fn now() -> f64 {
         .map_or(0.0, |since| since.as_secs_f64())
 }
 
-/// A record of event `kind` about worker `id` (if any), with `fields`.
-pub(crate) fn record(
-    kind: &str,
-    id: Option<u32>,
-    pid: Option<u32>,
-    fields: Value,
-    text: String,
-) -> EventRecord {
-    let fields = match fields {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    EventRecord {
-        time: now(),
-        event: kind.to_string(),
-        id,
-        pid,
-        fields,
-        text,
-    }
-}
-
-/// The record of a lifecycle event; `None` for what is not one (a worker's
-/// user message).
+/// The record of a lifecycle event, cut from its JSON form; `None` for
+/// what is not one (a worker's user message).
 pub(crate) fn event_record(event: &Event) -> Option<EventRecord> {
-    let (kind, id, pid, fields) = match event {
-        Event::Bound { addresses } => {
-            let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
-            ("bound", None, None, json!({ "addresses": list }))
-        }
-        Event::Fork {
-            id,
-            pid,
-            generation,
-        } => (
-            "fork",
-            Some(*id),
-            Some(*pid),
-            json!({ "generation": generation }),
-        ),
-        Event::Online { id, pid } => ("online", Some(*id), Some(*pid), json!({})),
-        Event::Ready { id, pid } => ("ready", Some(*id), Some(*pid), json!({})),
-        Event::Disconnect { id, pid } => ("disconnect", Some(*id), Some(*pid), json!({})),
-        Event::Exit {
-            id,
-            pid,
-            code,
-            signal,
-            requested,
-            ran_for,
-        } => (
-            "exit",
-            Some(*id),
-            Some(*pid),
-            json!({
-                "code": code,
-                "signal": signal.map(crate::primary::event::signal_name),
-                "requested": requested,
-                "ran_for_seconds": ran_for.as_secs_f64(),
-            }),
-        ),
-        Event::CrashLoop {
-            id,
-            quick_failures,
-            delay,
-        } => (
-            "crash-loop",
-            Some(*id),
-            None,
-            json!({ "quick_failures": quick_failures, "next_restart_seconds": delay.as_secs_f64() }),
-        ),
-        Event::Message { .. } => return None,
-        #[allow(unreachable_patterns)]
-        _ => ("other", None, None, json!({})),
-    };
-    Some(record(kind, id, pid, fields, event.to_string()))
+    if let Event::Message { .. } = event {
+        return None;
+    }
+    let parts = event.parts();
+    Some(EventRecord {
+        time: now(),
+        event: parts.name,
+        worker: parts.worker,
+        pid: parts.pid,
+        fields: parts.fields,
+        text: event.to_string(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::time::Duration;
 
     #[test]
@@ -327,7 +266,7 @@ mod tests {
         journal.event(event_record(&exit).unwrap());
         let record = live.try_recv().unwrap();
         assert_eq!(record.event, "exit");
-        assert_eq!((record.id, record.pid), (Some(2), Some(77)));
+        assert_eq!((record.worker, record.pid), (Some(2), Some(77)));
         assert_eq!(record.fields["signal"], "SIGKILL");
         assert_eq!(record.fields["requested"], false);
         let line = &journal.last_lines(1, Some(2))[0];

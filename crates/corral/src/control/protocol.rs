@@ -155,18 +155,17 @@ pub enum LogStream {
     Corral,
 }
 
-/// One lifecycle event, as `events` streams it: `event` names it (`fork`,
-/// `online`, `ready`, `disconnect`, `exit`, `crash-loop`, `reload-started`,
-/// `reload-completed`, `reload-aborted`, `scaled`, `stopping`), `id` and `pid`
-/// name the worker where there is one, `fields` holds the rest (exit `code`
-/// and `signal`, …) and `text` says it in words, as the log does.
+/// One lifecycle event, as `events` streams it: an `Event`'s JSON form
+/// (`event` names it, `worker` and `pid` name the worker where there is
+/// one, `fields` holds the rest; docs/events.md lists them), with the
+/// `time` it happened and its `text` in words, as the log says it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     /// Seconds since the Unix epoch.
     pub time: f64,
     pub event: String,
     #[serde(default)]
-    pub id: Option<u32>,
+    pub worker: Option<u32>,
     #[serde(default)]
     pub pid: Option<u32>,
     #[serde(flatten)]

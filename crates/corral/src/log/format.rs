@@ -51,8 +51,16 @@ pub(crate) struct Record {
     pub fields: Map<String, Value>,
 }
 
+/// The field that carries a lifecycle event's own fields, as a JSON
+/// object (see `Event::log`); its members become the line's fields.
+pub(crate) const EVENT_FIELDS: &str = "event_fields";
+
 impl Visit for Record {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == EVENT_FIELDS {
+            self.put_event_fields(value);
+            return;
+        }
         self.put(field.name(), Value::from(escape_untrusted(value)));
     }
 
@@ -92,6 +100,16 @@ impl Record {
         }
     }
 
+    /// Takes an event's fields, their strings escaped as any field's.
+    fn put_event_fields(&mut self, json: &str) {
+        let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(json) else {
+            return;
+        };
+        for (name, value) in fields {
+            self.fields.insert(name, escaped_strings(value));
+        }
+    }
+
     /// The line in `format` (newline not included).
     pub(crate) fn render(&self, level: Level, timestamp: &str, line: &LineFormat) -> String {
         match line.format {
@@ -114,6 +132,20 @@ impl Record {
             "fields": self.fields,
         });
         object.to_string()
+    }
+}
+
+/// `value` with every string in it escaped ([`escape_untrusted`]).
+fn escaped_strings(value: Value) -> Value {
+    match value {
+        Value::String(text) => Value::from(escape_untrusted(&text).into_owned()),
+        Value::Array(items) => Value::Array(items.into_iter().map(escaped_strings).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| (escape_untrusted(&key).into_owned(), escaped_strings(value)))
+                .collect(),
+        ),
+        plain => plain,
     }
 }
 
@@ -235,6 +267,47 @@ mod tests {
             let line = record.render(Level::INFO, "T", &self::format(format, false));
             assert!(!line.contains(['\n', '\x1b']), "{line:?}");
         }
+    }
+
+    #[test]
+    fn a_lifecycle_event_logs_its_json_form() {
+        use crate::primary::event::{Event, ReloadKind};
+        use tracing_subscriber::layer::SubscriberExt;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(lines.clone()));
+        let exit = Event::Exit {
+            id: 2,
+            pid: 42,
+            code: Some(3),
+            signal: None,
+            requested: false,
+            ran_for: std::time::Duration::from_millis(1500),
+        };
+        let aborted = Event::ReloadAborted {
+            kind: ReloadKind::Rolling,
+            id: None,
+            replaced: 0,
+            reason: "bad\nINFO forged\u{1b}[2J".into(),
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            exit.log();
+            aborted.log();
+        });
+        let records = lines.lock().unwrap();
+        assert_eq!(
+            records[0],
+            Record {
+                message: exit.to_string(),
+                event: Some("exit".into()),
+                worker: Some(2),
+                pid: Some(42),
+                fields: exit.parts().fields,
+            }
+        );
+        assert_eq!(records[0].fields["ran_for_ms"], 1500);
+        assert_eq!(records[1].event.as_deref(), Some("reload_aborted"));
+        assert_eq!(records[1].fields["reason"], "bad\\nINFO forged\\x1b[2J");
+        assert_eq!((records[1].worker, records[1].pid), (None, None));
     }
 
     /// Records each event as corral's formatter would.

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::reload_book::ReloadBook;
@@ -51,13 +50,6 @@ impl ControlPlane {
             _service: service,
         }
     }
-
-    /// Keeps an event of the control plane's own (not a worker's lifecycle
-    /// event) for `corral events` and `corral logs`.
-    pub(super) fn note(&self, kind: &str, fields: serde_json::Value, text: String) {
-        self.journal
-            .event(journal::record(kind, None, None, fields, text));
-    }
 }
 
 impl Supervisor {
@@ -98,7 +90,7 @@ impl Supervisor {
             }
             SupervisorCommand::Stop { now } => {
                 if now && self.phase != Phase::Killing {
-                    tracing::warn!("stopping at once (as asked): killing every worker");
+                    self.emit(Event::StoppingNow);
                     self.kill_all();
                 } else if self.phase == Phase::Running {
                     self.begin_shutdown();
@@ -123,11 +115,10 @@ impl Supervisor {
         }
         let after = self.desired_workers();
         if after != before {
-            self.control.note(
-                "scaled",
-                json!({ "from": before, "to": after }),
-                format!("scaled from {before} to {after} workers"),
-            );
+            self.emit(Event::Scaled {
+                from: before,
+                to: after,
+            });
         }
         Ok(())
     }

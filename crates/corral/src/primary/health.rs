@@ -9,7 +9,7 @@ use rustix::process::Signal;
 use super::{Phase, Supervisor};
 use crate::Error;
 use crate::control::status::RestartReason;
-use crate::primary::event::human_duration;
+use crate::primary::event::{Event, RecycleLimit};
 use crate::worker_key::WorkerKey;
 
 /// How often worker memory is compared with `--max-memory`.
@@ -24,22 +24,16 @@ impl Supervisor {
             return;
         };
         let now = Instant::now();
+        let mut hung = Vec::new();
         for worker in self.slots.values().filter_map(|slot| slot.worker()) {
             if worker.is_hung(now, timeout) {
-                tracing::warn!(
-                    event = "hung",
-                    worker = worker.key.slot,
-                    pid = worker.pid,
-                    "worker {} (pid {}) sent no heartbeat for {}: it is hung; killing it",
-                    worker.key.slot,
-                    worker.pid,
-                    human_duration(timeout)
-                );
                 worker.signal(Signal::KILL);
-                self.control
-                    .restarts
-                    .expect(worker.key.slot, RestartReason::Hung);
+                hung.push((worker.key.slot, worker.pid));
             }
+        }
+        for (id, pid) in hung {
+            self.control.restarts.expect(id, RestartReason::Hung);
+            self.emit(Event::Hung { id, pid, timeout });
         }
     }
 
@@ -59,17 +53,15 @@ impl Supervisor {
         if !is_current || !running {
             return Ok(());
         }
-        tracing::info!(
-            event = "recycle",
-            worker = key.slot,
-            "worker {} served {served} requests (--max-requests with jitter: {limit}): \
-             replacing it gracefully",
-            key.slot
-        );
-        self.control
-            .restarts
-            .expect(key.slot, RestartReason::Requests);
-        self.recycle(key.slot)
+        let pid = worker.pid;
+        self.recycle_over(key.slot, pid, RecycleLimit::Requests { served, limit })
+    }
+
+    /// Replaces slot `id`'s worker `pid` gracefully: it is `over` a limit.
+    fn recycle_over(&mut self, id: u32, pid: u32, over: RecycleLimit) -> Result<(), Error> {
+        self.emit(Event::Recycled { id, pid, over });
+        self.control.restarts.expect(id, over.reason());
+        self.recycle(id)
     }
 
     /// Recycles workers over `--max-memory` (resident set), once they have
@@ -83,7 +75,7 @@ impl Supervisor {
             return Ok(());
         }
         let settled = self.settings.backoff.min_uptime;
-        let over: Vec<(u32, u64)> = self
+        let over: Vec<(u32, u32, u64)> = self
             .slots
             .values()
             .filter(|slot| slot.replaceable())
@@ -91,19 +83,15 @@ impl Supervisor {
                 let worker = slot.worker()?;
                 let old_enough = worker.started.elapsed() >= settled && !worker.stop_requested();
                 let resident = resident_bytes(worker.pid)?;
-                (old_enough && resident > limit).then_some((slot.id(), resident))
+                (old_enough && resident > limit).then_some((slot.id(), worker.pid, resident))
             })
             .collect();
-        for (id, resident) in over {
-            tracing::warn!(
-                event = "recycle",
-                worker = id,
-                "worker {id} uses {} MiB, over --max-memory {} MiB: replacing it gracefully",
-                resident >> 20,
-                limit >> 20
-            );
-            self.control.restarts.expect(id, RestartReason::Memory);
-            self.recycle(id)?;
+        for (id, pid, resident) in over {
+            let over = RecycleLimit::Memory {
+                resident_bytes: resident,
+                limit_bytes: limit,
+            };
+            self.recycle_over(id, pid, over)?;
         }
         Ok(())
     }

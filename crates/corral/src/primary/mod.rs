@@ -53,7 +53,7 @@ pub use router::MessagePolicy;
 pub(crate) use run_as::resolve as resolve_user;
 
 use crate::Error;
-use crate::balance::{Balancer, Policy};
+use crate::balance::{Balancer, Policy, StallReport, Stalled};
 use crate::control::ControlService;
 use crate::control::journal::Journal;
 use crate::error::Chain;
@@ -169,6 +169,7 @@ pub(crate) async fn run(
             "metrics on http://{bound}/metrics (health: /healthz, /readyz)"
         );
     }
+    let (notices, inbox) = mpsc::channel(1024);
     // Node workers take connections by Node's own protocol (`node/`), not
     // the hand-off channel: the sockets bound up front are shared, and the
     // Node side dispatches them under round-robin.
@@ -176,8 +177,12 @@ pub(crate) async fn run(
         policy if policy.hands_off() && program.is_node() => Policy::Shared,
         policy => policy,
     };
-    let balancer =
-        upfront_policy.balancer(&settings.addresses, settings.workers, settings.backlog)?;
+    let balancer = upfront_policy.balancer(
+        &settings.addresses,
+        settings.workers,
+        settings.backlog,
+        report_stalls(notices.clone()),
+    )?;
     let node = program.is_node().then(|| {
         NodeCluster::new(node::NodeSettings {
             policy: settings.policy,
@@ -189,7 +194,6 @@ pub(crate) async fn run(
     });
     let mut signals = Signals::install()?;
     reaper::become_subreaper();
-    let (notices, inbox) = mpsc::channel(1024);
     let (requests, requested) = mpsc::unbounded_channel();
     let registry = Arc::new(Registry::default());
     let (events, primary_handle) = match primary_task {
@@ -283,6 +287,15 @@ pub(crate) async fn run(
     outcome
 }
 
+/// Stalled workers become notices, so the supervisor emits their event. A
+/// full inbox drops the report: the dispatcher never waits, and a stall
+/// check comes again.
+fn report_stalls(notices: mpsc::Sender<Notice>) -> StallReport {
+    Box::new(move |stalled| {
+        let _ = notices.try_send(Notice::Stalled(stalled));
+    })
+}
+
 struct Supervisor {
     settings: Settings,
     launcher: Launcher,
@@ -351,7 +364,7 @@ impl Supervisor {
             }
             self.tell_systemd();
         }
-        tracing::info!(event = "stopped", "all workers exited: cluster stopped");
+        self.emit(Event::Stopped);
         Ok(())
     }
 
@@ -397,6 +410,10 @@ impl Supervisor {
                 Ok(())
             }
             Notice::ConfigurationRead(read) => self.on_configuration_read(read),
+            Notice::Stalled(stalled) => {
+                self.on_stalled(stalled);
+                Ok(())
+            }
         }
     }
 
@@ -404,7 +421,7 @@ impl Supervisor {
         match request {
             Request::Stop if self.phase == Phase::Running => self.begin_shutdown(),
             Request::Stop => {
-                tracing::warn!("stopping at once: killing every worker");
+                self.emit(Event::StoppingNow);
                 self.kill_all();
             }
             Request::Reload => return self.request_reload(),
@@ -715,20 +732,13 @@ impl Supervisor {
     }
 
     fn begin_shutdown(&mut self) {
-        tracing::info!(
-            event = "stopping",
-            "stopping: workers drain for up to {} (send the signal again to stop at once)",
-            human_duration(self.settings.grace)
-        );
+        self.emit(Event::Stopping {
+            grace: self.settings.grace,
+        });
         self.phase = Phase::Draining;
         self.reload = None;
         self.terminate_orphans();
         self.control.reloads.cancel();
-        self.control.note(
-            "stopping",
-            serde_json::json!({ "now": false }),
-            "stopping: workers drain".into(),
-        );
         let ids: Vec<u32> = self.slots.keys().copied().collect();
         for id in ids {
             self.stop_worker(id);
@@ -781,34 +791,42 @@ impl Supervisor {
         self.emit(Event::Disconnect { id: key.slot, pid });
     }
 
+    fn on_stalled(&mut self, stalled: Stalled) {
+        let Some(worker) = self.worker_of(stalled.worker) else {
+            return;
+        };
+        let pid = worker.pid;
+        self.emit(Event::WorkerStalled {
+            id: stalled.worker.slot,
+            pid,
+            unread: stalled.unread,
+            rest: stalled.rest,
+        });
+    }
+
     fn on_grace_expired(&mut self, key: WorkerKey) {
         let grace = self.settings.grace;
-        if let Some(worker) = self.worker_of(key)
-            && worker.terminate_before_kill()
-        {
-            // A Node worker was asked with `disconnect`: SIGTERM now, and
-            // SIGKILL if that does not end it either.
-            tracing::warn!(
-                "worker {} (pid {}) did not exit within the grace period of {}: sending \
-                 SIGTERM",
-                key.slot,
-                worker.pid,
-                human_duration(grace)
-            );
-            worker.signal(Signal::TERM);
-            self.notify_after(NODE_KILL_AFTER_TERM, Notice::GraceExpired(key));
+        let Some(worker) = self.worker_of(key) else {
             return;
-        }
-        if let Some(worker) = self.worker_of(key) {
-            tracing::warn!(
-                event = "grace_expired",
-                worker = key.slot,
-                "worker {} (pid {}) did not exit within the grace period of {}: killing it",
-                key.slot,
-                worker.pid,
-                human_duration(grace)
-            );
-            worker.signal(Signal::KILL);
+        };
+        let pid = worker.pid;
+        // A Node worker asked with `disconnect` gets SIGTERM first, and
+        // SIGKILL if that does not end it either.
+        let terminate = worker.terminate_before_kill();
+        let signal = if terminate {
+            Signal::TERM
+        } else {
+            Signal::KILL
+        };
+        worker.signal(signal);
+        self.emit(Event::GraceExpired {
+            id: key.slot,
+            pid,
+            grace,
+            signal: signal.as_raw(),
+        });
+        if terminate {
+            self.notify_after(NODE_KILL_AFTER_TERM, Notice::GraceExpired(key));
         }
     }
 
@@ -845,13 +863,13 @@ impl Supervisor {
                  reuseport or shared"
             ))),
             LateVerdict::Replace => {
-                tracing::warn!(
-                    event = "ready_timeout",
-                    worker = id,
-                    "worker {id} (pid {}) did not say it is ready within {timeout}: replacing it",
-                    worker.pid,
-                );
+                let pid = worker.pid;
                 worker.signal(Signal::KILL);
+                self.emit(Event::ReadyTimeout {
+                    id,
+                    pid,
+                    timeout: self.settings.ready_timeout,
+                });
                 Ok(())
             }
         }

@@ -140,11 +140,6 @@ impl Supervisor {
                 self.begin_reload()
             }
             Err(err) => {
-                tracing::error!(
-                    event = "reload_aborted",
-                    "reload aborted: the configuration is not valid: {err}; the running \
-                     configuration stays"
-                );
                 self.abort_before_reload(&format!("the configuration is not valid: {err}"));
                 Ok(())
             }

@@ -11,8 +11,6 @@
 
 use std::time::Instant;
 
-use serde_json::json;
-
 use super::Supervisor;
 use super::notice::Notice;
 use super::reconfigure::BeforeReload;
@@ -22,7 +20,7 @@ use super::{Phase, WorkerState};
 use crate::Error;
 use crate::control::status::RestartReason;
 use crate::error::Chain;
-use crate::primary::event::{Event, human_duration};
+use crate::primary::event::{Event, ReloadKind, human_duration};
 use crate::worker_key::WorkerKey;
 
 impl Supervisor {
@@ -47,6 +45,12 @@ impl Supervisor {
         let now = Instant::now();
         self.control.reloads.begin(now);
         self.control.reloads.abort(0, why, now);
+        self.emit(Event::ReloadAborted {
+            kind: ReloadKind::Rolling,
+            id: None,
+            replaced: 0,
+            reason: why.to_owned(),
+        });
     }
 
     /// Begins the rolling reload, the configuration read.
@@ -58,16 +62,11 @@ impl Supervisor {
                 .map(Slot::id),
         );
         let workers = plan.remaining();
-        tracing::info!(
-            event = "reload_started",
-            "rolling reload: replacing {workers} workers, one at a time"
-        );
         self.control.reloads.begin(Instant::now());
-        self.control.note(
-            "reload-started",
-            json!({ "workers": workers }),
-            format!("rolling reload: replacing {workers} workers"),
-        );
+        self.emit(Event::ReloadStarted {
+            kind: plan.kind(),
+            workers,
+        });
         self.reload = Some(plan);
         self.reload_next()
     }
@@ -85,25 +84,15 @@ impl Supervisor {
             match step {
                 ReloadStep::Wait => return Ok(()),
                 ReloadStep::Complete {
-                    label,
+                    kind,
                     replaced,
                     again,
                 } => {
-                    let rolling = self.reload.as_ref().is_some_and(ReloadPlan::is_rolling);
                     self.reload = None;
-                    tracing::info!(
-                        event = "reload_complete",
-                        replaced,
-                        "{label} complete: {replaced} workers replaced"
-                    );
-                    if rolling {
+                    if kind == ReloadKind::Rolling {
                         self.control.reloads.complete(replaced, Instant::now());
-                        self.control.note(
-                            "reload-completed",
-                            json!({ "replaced": replaced }),
-                            format!("rolling reload complete: {replaced} workers replaced"),
-                        );
                     }
+                    self.emit(Event::ReloadCompleted { kind, replaced });
                     return if again { self.request_reload() } else { Ok(()) };
                 }
                 ReloadStep::Replace(id) => self.start_replacement(id)?,
@@ -167,12 +156,12 @@ impl Supervisor {
         let Some(promotion) = self.slots.get_mut(&id).and_then(Slot::promote) else {
             return;
         };
-        let label = match self.reload.as_mut() {
+        let kind = match self.reload.as_mut() {
             Some(reload) => {
                 reload.promoted(id);
-                reload.label()
+                reload.kind()
             }
-            None => "rolling reload",
+            None => ReloadKind::Rolling,
         };
         let (key, pid) = promotion.new;
         if let Some(worker) = self.slots.get(&id).and_then(Slot::worker) {
@@ -183,13 +172,12 @@ impl Supervisor {
         self.emit(Event::Ready { id, pid });
         if let Some((old_key, old_pid)) = promotion.old {
             self.control.restarts.record(id, RestartReason::Reload);
-            tracing::info!(
-                event = "replaced",
-                worker = id,
+            self.emit(Event::Replaced {
+                kind,
+                id,
                 pid,
                 old_pid,
-                "{label}: worker {id} replaced (pid {old_pid} -> {pid})"
-            );
+            });
             self.stop_process(old_key);
         }
     }
@@ -210,25 +198,17 @@ impl Supervisor {
         let Some(reload) = self.reload.take() else {
             return Ok(());
         };
-        tracing::error!(
-            event = "reload_aborted",
-            worker = id,
-            "{} aborted: the replacement for worker {id} {why}; \
-             the running workers keep serving",
-            reload.label()
-        );
         let reason = format!("the replacement for worker {id} {why}");
         let replaced = reload.replaced();
         self.control
             .reloads
             .abort(replaced, &reason, Instant::now());
-        if reload.is_rolling() {
-            self.control.note(
-                "reload-aborted",
-                json!({ "replaced": replaced, "reason": reason }),
-                format!("rolling reload aborted: {reason}; the running workers keep serving"),
-            );
-        }
+        self.emit(Event::ReloadAborted {
+            kind: reload.kind(),
+            id: Some(id),
+            replaced,
+            reason,
+        });
         for slot_id in reload.abort(id) {
             let Some(slot) = self.slots.get_mut(&slot_id) else {
                 continue;

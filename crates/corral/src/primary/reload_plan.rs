@@ -5,13 +5,13 @@
 
 use std::collections::VecDeque;
 
+use super::event::ReloadKind;
 use crate::worker_key::WorkerKey;
 
 /// A rolling reload (or recycling, the same for chosen slots) under way.
 #[derive(Debug)]
 pub(crate) struct ReloadPlan {
-    /// What the logs call it: "rolling reload" or "recycling".
-    label: &'static str,
+    kind: ReloadKind,
     /// Slots still to replace, in order.
     queue: VecDeque<u32>,
     /// The replacements started and not yet ready.
@@ -31,7 +31,7 @@ pub(crate) enum ReloadStep {
     Wait,
     /// Every slot is replaced; the reload is over.
     Complete {
-        label: &'static str,
+        kind: ReloadKind,
         replaced: usize,
         /// Another reload was asked for during this one.
         again: bool,
@@ -41,26 +41,22 @@ pub(crate) enum ReloadStep {
 impl ReloadPlan {
     /// A reload of `slots`, in order.
     pub(crate) fn rolling(slots: impl IntoIterator<Item = u32>) -> Self {
-        Self::new("rolling reload", slots.into_iter().collect())
+        Self::new(ReloadKind::Rolling, slots.into_iter().collect())
     }
 
     /// The graceful replacement of one slot's worker.
     pub(crate) fn recycling(slot: u32) -> Self {
-        Self::new("recycling", VecDeque::from([slot]))
+        Self::new(ReloadKind::Recycling, VecDeque::from([slot]))
     }
 
-    fn new(label: &'static str, queue: VecDeque<u32>) -> Self {
+    fn new(kind: ReloadKind, queue: VecDeque<u32>) -> Self {
         ReloadPlan {
-            label,
+            kind,
             queue,
             awaiting: Vec::new(),
             again: false,
             replaced: 0,
         }
-    }
-
-    pub(crate) fn label(&self) -> &'static str {
-        self.label
     }
 
     /// Replacements done so far.
@@ -70,7 +66,12 @@ impl ReloadPlan {
 
     /// A reload of every worker (not the recycling of some).
     pub(crate) fn is_rolling(&self) -> bool {
-        self.label == "rolling reload"
+        self.kind == ReloadKind::Rolling
+    }
+
+    /// What it is, as events name it.
+    pub(crate) fn kind(&self) -> ReloadKind {
+        self.kind
     }
 
     /// Slots left to replace, the ones under way included.
@@ -117,7 +118,7 @@ impl ReloadPlan {
         }
         if self.awaiting.is_empty() {
             ReloadStep::Complete {
-                label: self.label,
+                kind: self.kind,
                 replaced: self.replaced,
                 again: self.again,
             }
@@ -185,7 +186,7 @@ mod tests {
         assert_eq!(plan.remaining(), 1);
         plan.promoted(1);
         let complete = ReloadStep::Complete {
-            label: "rolling reload",
+            kind: ReloadKind::Rolling,
             replaced: 1,
             again: false,
         };
@@ -216,7 +217,7 @@ mod tests {
         assert_eq!(
             end,
             ReloadStep::Complete {
-                label: "rolling reload",
+                kind: ReloadKind::Rolling,
                 replaced: 3,
                 again: false
             }
@@ -258,7 +259,7 @@ mod tests {
         assert_eq!(
             plan.next_step(1, all),
             ReloadStep::Complete {
-                label: "rolling reload",
+                kind: ReloadKind::Rolling,
                 replaced: 1,
                 again: false
             }
@@ -289,7 +290,7 @@ mod tests {
     #[test]
     fn recycling_queues_a_slot_once() {
         let mut plan = ReloadPlan::recycling(2);
-        assert_eq!(plan.label(), "recycling");
+        assert_eq!(plan.kind(), ReloadKind::Recycling);
         plan.recycle(2);
         plan.recycle(3);
         assert_eq!(plan.next_step(1, all), ReloadStep::Replace(2));
