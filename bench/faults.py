@@ -81,6 +81,7 @@ class Plan:
     kill_seconds: float
     ready_repeats: int
     rate: float = RATE  # requests/s offered (0: unpaced)
+    reload_every: float = 0.0  # seconds from one reload's start to the next (0: back to back)
 
 
 FULL = Plan(reloads=5, kill_seconds=3.0, ready_repeats=5)
@@ -277,7 +278,7 @@ def under_load(cluster: h.Server, plan: Plan, outcome: Outcome, faults: Callable
 
 
 def scenario_reload(cluster: h.Server, plan: Plan, outcome: Outcome) -> None:
-    """`plan.reloads` rolling reloads back to back under load."""
+    """`plan.reloads` rolling reloads under load, back to back or one every `plan.reload_every` s."""
 
     def reloads() -> None:
         for _ in range(plan.reloads):
@@ -285,6 +286,7 @@ def scenario_reload(cluster: h.Server, plan: Plan, outcome: Outcome) -> None:
             reload(cluster)
             outcome.fault_seconds.append(time.monotonic() - begun)
             outcome.faults += 1
+            time.sleep(max(0.0, plan.reload_every - (time.monotonic() - begun)))
 
     under_load(cluster, plan, outcome, reloads)
 
@@ -514,7 +516,9 @@ def make_report(
             f"(`Connection: close`) one after another, {pace if plan.rate else 'as fast as they can (`--rate 0`)'}, "
             f"{REQUEST_TIMEOUT_S:.0f} s timeout per request; {LEAD_IN_S} s of load before the first fault, and "
             f"{COOL_DOWN_S} s after the cluster is whole again",
-            f"* Scenarios: {plan.reloads} rolling reloads back to back; a random worker SIGKILLed every "
+            f"* Scenarios: {plan.reloads} rolling reloads "
+            + (f"one every {plan.reload_every:g} s;" if plan.reload_every else "back to back;")
+            + f" a random worker SIGKILLed every "
             f"{KILL_INTERVAL_S * 1000:.0f} ms for {plan.kill_seconds:g} s; {plan.ready_repeats} idle kills "
             f"{SETTLE_S} s apart, timed until the replacement is ready. One run of each",
             "* Pinning: none: the load generator, the primaries and the workers share the cores",
@@ -525,7 +529,9 @@ def make_report(
     parts = [head]
     if "reload" in args.scenarios:
         parts.append(
-            f"## 1. Rolling reload: {plan.reloads} back to back under load\n\n"
+            f"## 1. Rolling reload: {plan.reloads} "
+            + (f"one every {plan.reload_every:g} s" if plan.reload_every else "back to back")
+            + " under load\n\n"
             "corral: `kill -HUP <primary>`, then its `rolling reload complete` line; Node: `kill -HUP` "
             "to `bench/node/cluster_reload.js`, then its `rolling reload complete` line; "
             f"pm2: `pm2 reload {PM2_NAME}`.\n\n" + load_table("reload", args.systems, results)
@@ -572,6 +578,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help=f"rolling reloads back to back in the reload scenario (default {FULL.reloads}); "
         "e.g. 36 for a soak",
     )
+    p.add_argument(
+        "--reload-every",
+        type=float,
+        metavar="SECONDS",
+        help="start a reload every SECONDS instead of back to back (e.g. 5 for the 3-minute soak)",
+    )
     p.add_argument("--only", metavar="LIST", help="comma-separated systems to run (see below)")
     p.add_argument("--scenarios", metavar="LIST", help="comma-separated scenarios to run (default all)")
     args = p.parse_args(argv)
@@ -585,6 +597,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         if args.reloads < 1:
             p.error("--reloads must be 1 or more")
         args.plan = dataclasses.replace(args.plan, reloads=args.reloads)
+    if args.reload_every is not None:
+        if args.reload_every < 0:
+            p.error("--reload-every must be 0 (back to back) or more")
+        args.plan = dataclasses.replace(args.plan, reload_every=args.reload_every)
     args.systems = h.select(p, args.only, SYSTEMS, "system")
     args.scenarios = h.select(p, args.scenarios, SCENARIOS, "scenario")
     return args
