@@ -9,72 +9,22 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
     ClusterBuilder, ClusterProcess, Load, PATIENCE, Signal, corral_path, hello, http_get,
-    private_runtime_dir, send_signal, two_ready_workers,
+    private_runtime_dir, send_signal, status_workers, two_ready_workers,
 };
 use serde_json::Value;
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
-/// Runs `command` to its end, failing the test if it takes longer than
-/// `PATIENCE`.
-fn finish(mut command: Command) -> Output {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().expect("corral starts");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if child.try_wait().expect("try_wait works").is_some() {
-            return child.wait_with_output().expect("output is read");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("output is read");
-            panic!(
-                "{command:?} did not finish within {PATIENCE:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// `corral ARGS` against `cluster`'s control directory.
-fn corral(cluster: &ClusterProcess, args: &[&str]) -> Output {
-    finish(cluster.control_command(args))
-}
-
-/// `corral status --json` of the cluster, parsed.
-fn status(cluster: &ClusterProcess) -> Value {
-    let output = corral(cluster, &["status", "--json"]);
-    assert!(output.status.success(), "status failed: {output:?}");
-    serde_json::from_slice(&output.stdout).expect("status prints JSON")
-}
-
-/// The workers listed in a status, as (id, pid, state).
-fn workers(status: &Value) -> Vec<(u64, u64, String)> {
-    status["workers"]
-        .as_array()
-        .expect("a workers array")
-        .iter()
-        .map(|worker| {
-            (
-                worker["id"].as_u64().unwrap(),
-                worker["pid"].as_u64().unwrap(),
-                worker["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// Waits until the status satisfies `condition`; returns it.
 fn await_status(cluster: &ClusterProcess, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let current = status(cluster);
+        let current = cluster.status_json();
         if condition(&current) {
             return current;
         }
@@ -87,7 +37,7 @@ fn await_status(cluster: &ClusterProcess, what: &str, condition: impl Fn(&Value)
 }
 
 fn ready_pids(status: &Value) -> HashSet<u64> {
-    workers(status)
+    status_workers(status)
         .into_iter()
         .filter(|(_, _, state)| state == "ready")
         .map(|(_, pid, _)| pid)
@@ -101,7 +51,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn status_shows_the_workers_after_start_kill_scale_and_reload() {
     let (cluster, port) = two_ready_workers("reuseport");
-    let first = status(&cluster);
+    let first = cluster.status_json();
     // The field names are a contract.
     for field in ["name", "pid", "policy", "listeners", "workers"] {
         assert!(first.get(field).is_some(), "no {field} in {first:#}");
@@ -143,15 +93,18 @@ fn status_shows_the_workers_after_start_kill_scale_and_reload() {
     let pids: HashSet<u64> = cluster.worker_pids().into_iter().map(u64::from).collect();
     assert_eq!(ready_pids(&first), pids);
     assert_eq!(
-        workers(&first).iter().map(|w| w.0).collect::<Vec<_>>(),
+        status_workers(&first)
+            .iter()
+            .map(|w| w.0)
+            .collect::<Vec<_>>(),
         [1, 2]
     );
 
     // A kill: the slot's new worker, one restart, killed.
-    let victim = workers(&first)[0].1;
+    let victim = status_workers(&first)[0].1;
     send_signal(victim as u32, Signal::KILL);
     let after_kill = await_status(&cluster, "worker 1 is replaced", |status| {
-        let workers = workers(status);
+        let workers = status_workers(status);
         workers.len() == 2 && workers.iter().all(|w| w.1 != victim && w.2 == "ready")
     });
     let slot_1 = &after_kill["workers"][0];
@@ -162,33 +115,33 @@ fn status_shows_the_workers_after_start_kill_scale_and_reload() {
     assert_eq!(after_kill["workers"][1]["restarts"], 0);
 
     // Scaling: up to 3, then down to 2 (`-1` is a count, not a flag).
-    let scaled = corral(&cluster, &["scale", "3"]);
+    let scaled = cluster.control(&["scale", "3"]);
     assert!(scaled.status.success(), "{scaled:?}");
     assert_eq!(text(&scaled.stdout), "workers: 3\n");
     await_status(&cluster, "3 workers are ready", |status| {
         ready_pids(status).len() == 3
     });
-    let scaled = corral(&cluster, &["scale", "-1", "--json"]);
+    let scaled = cluster.control(&["scale", "-1", "--json"]);
     assert!(scaled.status.success(), "{scaled:?}");
     assert_eq!(
         serde_json::from_slice::<Value>(&scaled.stdout).unwrap()["workers_desired"],
         2
     );
     let two = await_status(&cluster, "worker 3 is gone", |status| {
-        workers(status).len() == 2
+        status_workers(status).len() == 2
     });
     assert_eq!(two["workers_desired"], 2);
 
     // A reload: every worker replaced, the command waits and says so.
     let before = ready_pids(&two);
-    let reloaded = corral(&cluster, &["reload"]);
+    let reloaded = cluster.control(&["reload"]);
     assert!(reloaded.status.success(), "{reloaded:?}");
     assert!(
         text(&reloaded.stdout).starts_with("reload completed: 2 workers replaced"),
         "{reloaded:?}"
     );
     let after = await_status(&cluster, "only the new workers remain", |status| {
-        workers(status).len() == 2
+        status_workers(status).len() == 2
     });
     assert!(ready_pids(&after).is_disjoint(&before));
     assert_eq!(after["reloads"]["completed"], 1);
@@ -257,7 +210,7 @@ fn reload_fails_on_a_broken_deploy_and_succeeds_on_a_good_one_under_load() {
     load.wait_for_more(20);
 
     app.deploy("echo 'the new version cannot start' >&2; exit 1\n");
-    let broken = corral(&cluster, &["reload", "app"]);
+    let broken = cluster.control(&["reload", "app"]);
     assert_eq!(broken.status.code(), Some(1), "{broken:?}");
     let error = text(&broken.stderr);
     assert!(
@@ -268,7 +221,7 @@ fn reload_fails_on_a_broken_deploy_and_succeeds_on_a_good_one_under_load() {
     load.wait_for_more(20);
 
     app.deploy(&format!("APP_VERSION=2 exec python3 {ENV_SERVER}\n"));
-    let good = corral(&cluster, &["reload", "app", "--json"]);
+    let good = cluster.control(&["reload", "app", "--json"]);
     assert!(good.status.success(), "{good:?}");
     let reply: Value = serde_json::from_slice(&good.stdout).unwrap();
     assert_eq!(reply["outcome"]["result"], "completed");
@@ -276,13 +229,13 @@ fn reload_fails_on_a_broken_deploy_and_succeeds_on_a_good_one_under_load() {
     load.wait_for_more(20);
     let totals = load.stop();
     assert_eq!((totals.failed, totals.refused), (0, 0), "{totals:?}");
-    let after = status(&cluster);
+    let after = cluster.status_json();
     assert_eq!(after["reloads"]["aborted"], 1);
     assert_eq!(after["reloads"]["completed"], 1);
     let body = http_get(port, "/").unwrap().body;
     assert!(body.contains("version 2"), "{body}");
     // The workers' output is kept for `corral logs`, by worker.
-    let logs = text(&corral(&cluster, &["logs", "app", "--worker", "2"]).stdout);
+    let logs = text(&cluster.control(&["logs", "app", "--worker", "2"]).stdout);
     assert!(logs.contains("python worker 2 serving"), "{logs}");
     assert!(!logs.contains("python worker 1 serving"), "{logs}");
 }
@@ -322,7 +275,7 @@ fn the_socket_is_private_and_other_users_are_refused() {
             .args(["status", "--control"])
             .arg(socket)
             .stdin(Stdio::null());
-        finish(command)
+        corral_testkit::finish(command)
     };
     // The file's mode keeps another user out.
     let refused = as_nobody(&socket);
@@ -344,7 +297,10 @@ fn the_socket_is_private_and_other_users_are_refused() {
     );
     cluster.expect_line("control socket: refused a client running as uid 65534");
     // The owner still can.
-    assert_eq!(status(&cluster)["workers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        cluster.status_json()["workers"].as_array().unwrap().len(),
+        2
+    );
 }
 
 #[test]
@@ -373,7 +329,7 @@ fn a_second_cluster_of_the_same_name_is_refused_and_a_stale_socket_replaced() {
         !second.output().contains("listening on"),
         "no port was bound"
     );
-    assert_eq!(status(&first)["pid"], first.pid());
+    assert_eq!(first.status_json()["pid"], first.pid());
 
     // A cluster killed outright leaves its socket file behind: stale.
     let mut killed = first;
@@ -382,18 +338,18 @@ fn a_second_cluster_of_the_same_name_is_refused_and_a_stale_socket_replaced() {
     assert!(socket.exists(), "SIGKILL leaves the file");
     let third = start("twin");
     third.expect_line("worker 1 ready");
-    assert_eq!(status(&third)["pid"], third.pid());
+    assert_eq!(third.status_json()["pid"], third.pid());
 
     // `corral stop` waits until the primary exited and the file is gone.
     let mut third = third;
-    let stopped = corral(&third, &["stop"]);
+    let stopped = third.control(&["stop"]);
     assert!(stopped.status.success(), "{stopped:?}");
     assert!(
         third.wait_exit(Duration::ZERO).is_some(),
         "stop returned before the primary exited"
     );
     assert!(!socket.exists(), "the socket file is removed at stop");
-    let gone = corral(&third, &["status", "twin"]);
+    let gone = third.control(&["status", "twin"]);
     assert_eq!(gone.status.code(), Some(3), "{gone:?}");
     let _ = std::fs::remove_dir_all(&runtime_dir);
 }
@@ -472,14 +428,14 @@ fn garbage_a_huge_line_and_idle_connections_leave_the_cluster_serving() {
     let idle: Vec<UnixStream> = (0..1000)
         .map(|_| UnixStream::connect(&socket).expect("connect"))
         .collect();
-    let during = status(&cluster);
+    let during = cluster.status_json();
     assert_eq!(during["workers"].as_array().unwrap().len(), 2);
     for _ in 0..20 {
         hello(port);
     }
     drop(idle);
     assert!(cluster.output().contains("worker 1 ready"));
-    assert_eq!(status(&cluster)["pid"], cluster.pid());
+    assert_eq!(cluster.status_json()["pid"], cluster.pid());
 }
 
 /// A thousand connections need more descriptors than the usual soft limit.
@@ -528,7 +484,8 @@ fn logs_and_events_show_output_and_lifecycle() {
         );
         workers = if workers == 2 { 3 } else { 2 };
         assert!(
-            corral(&cluster, &["scale", &workers.to_string()])
+            cluster
+                .control(&["scale", &workers.to_string()])
                 .status
                 .success()
         );
@@ -550,11 +507,11 @@ fn logs_and_events_show_output_and_lifecycle() {
         "{seen:?}"
     );
     hello(port);
-    let logs = corral(&cluster, &["logs", "--lines", "50"]);
+    let logs = cluster.control(&["logs", "--lines", "50"]);
     assert!(logs.status.success(), "{logs:?}");
     let logs = text(&logs.stdout);
     assert!(logs.contains("[corral] worker 3 ready (pid"), "{logs}");
-    let only_3 = text(&corral(&cluster, &["logs", "--worker", "3", "--json"]).stdout);
+    let only_3 = text(&cluster.control(&["logs", "--worker", "3", "--json"]).stdout);
     assert!(!only_3.is_empty());
     for line in only_3.lines() {
         let line: Value = serde_json::from_str(line).unwrap();
@@ -580,7 +537,7 @@ fn stop_now_kills_busy_workers_at_once_and_returns_after_the_primary() {
     cluster.expect_line_after(mark, "sleeping 10000ms");
 
     let started = Instant::now();
-    let stopped = corral(&cluster, &["stop", "--now"]);
+    let stopped = cluster.control(&["stop", "--now"]);
     let took = started.elapsed();
     assert!(stopped.status.success(), "{stopped:?}");
     assert!(

@@ -4,7 +4,7 @@
 //! and text.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -75,11 +75,7 @@ impl Said {
 }
 
 fn corral(cluster: &ClusterProcess, args: &[&str]) -> Output {
-    let mut command: Command = cluster.control_command(args);
-    let output = command
-        .stderr(Stdio::piped())
-        .output()
-        .expect("corral runs");
+    let output = cluster.control(args);
     assert!(output.status.success(), "corral {args:?}: {output:?}");
     output
 }

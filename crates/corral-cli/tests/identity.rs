@@ -6,10 +6,12 @@
 //! rolling reload leaves the reload to complete with the slots that stay.
 
 use std::collections::HashSet;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterBuilder, ClusterProcess, Load, PATIENCE, process_alive};
+use corral_testkit::{
+    ClusterBuilder, ClusterProcess, Load, PATIENCE, process_alive, status_workers,
+};
 use serde_json::Value;
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
@@ -27,40 +29,9 @@ fn two_workers(policy: &str) -> (ClusterProcess, u16) {
     (cluster, port)
 }
 
-fn finish(mut command: Command) -> Output {
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    command.output().expect("corral runs")
-}
-
-fn corral(cluster: &ClusterProcess, args: &[&str]) -> Output {
-    finish(cluster.control_command(args))
-}
-
 fn scale(cluster: &ClusterProcess, count: &str) {
-    let output = corral(cluster, &["scale", count]);
+    let output = cluster.control(&["scale", count]);
     assert!(output.status.success(), "scale {count}: {output:?}");
-}
-
-fn status(cluster: &ClusterProcess) -> Value {
-    let output = corral(cluster, &["status", "--json"]);
-    assert!(output.status.success(), "status failed: {output:?}");
-    serde_json::from_slice(&output.stdout).expect("status prints JSON")
-}
-
-/// The workers listed, as (id, pid, state).
-fn workers(status: &Value) -> Vec<(u64, u64, String)> {
-    status["workers"]
-        .as_array()
-        .expect("a workers array")
-        .iter()
-        .map(|worker| {
-            (
-                worker["id"].as_u64().unwrap(),
-                worker["pid"].as_u64().unwrap(),
-                worker["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// Waits until exactly `count` workers are listed, all ready; returns
@@ -68,7 +39,7 @@ fn workers(status: &Value) -> Vec<(u64, u64, String)> {
 fn await_ready_workers(cluster: &ClusterProcess, count: usize) -> HashSet<u64> {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let current = workers(&status(cluster));
+        let current = status_workers(&cluster.status_json());
         if current.len() == count && current.iter().all(|(_, _, state)| state == "ready") {
             return current.into_iter().map(|(_, pid, _)| pid).collect();
         }
@@ -149,13 +120,13 @@ fn concurrent_scale_requests_end_in_the_last_state_asked_for() {
         // A -1 at one worker is refused; what matters is what follows.
         let _ = request.wait();
     }
-    let output = corral(&cluster, &["scale", "2", "--json"]);
+    let output = cluster.control(&["scale", "2", "--json"]);
     assert!(output.status.success(), "{output:?}");
     let reply: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(reply["workers_desired"], 2);
     let serving = await_ready_workers(&cluster, 2);
     assert_untouched_after_grace(&cluster, &serving);
-    assert_eq!(status(&cluster)["workers_desired"], 2);
+    assert_eq!(cluster.status_json()["workers_desired"], 2);
 }
 
 #[test]
@@ -186,7 +157,7 @@ fn a_scale_down_during_a_reload_lets_the_reload_complete_with_the_slots_that_sta
         cluster.output()
     );
     let serving = await_ready_workers(&cluster, 2);
-    assert_eq!(status(&cluster)["workers_desired"], 2);
+    assert_eq!(cluster.status_json()["workers_desired"], 2);
     assert!(
         !cluster.output().contains("aborted"),
         "{}",

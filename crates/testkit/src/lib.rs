@@ -40,7 +40,7 @@ pub use os::{
     SCHED_BATCH, SCHED_OTHER, free_port, node_available, process_alive, scheduling_policy,
     send_signal,
 };
-pub use process::ClusterProcess;
+pub use process::{ClusterProcess, finish, status_workers};
 pub use runtime_dir::private_runtime_dir;
 pub use wait::wait_until;
 

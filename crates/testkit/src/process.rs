@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,6 +102,20 @@ impl ClusterProcess {
             .env("XDG_RUNTIME_DIR", &self.runtime_dir)
             .stdin(Stdio::null());
         command
+    }
+
+    /// Runs `corral ARGS` against this cluster to its end, failing the test
+    /// if it takes longer than `PATIENCE`.
+    pub fn control(&self, args: &[&str]) -> Output {
+        finish(self.control_command(args))
+    }
+
+    /// `corral status --json` of the cluster, parsed; fails the test if it
+    /// fails.
+    pub fn status_json(&self) -> serde_json::Value {
+        let output = self.control(&["status", "--json"]);
+        assert!(output.status.success(), "status failed: {output:?}");
+        serde_json::from_slice(&output.stdout).expect("status prints JSON")
     }
 
     /// The primary's pid.
@@ -331,4 +345,42 @@ fn collect_lines(
         }
         transcript.close();
     });
+}
+
+/// Runs `command` to its end with its output captured, failing the test if
+/// it takes longer than `PATIENCE`.
+pub fn finish(mut command: Command) -> Output {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().expect("corral starts");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if child.try_wait().expect("try_wait works").is_some() {
+            return child.wait_with_output().expect("output is read");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output is read");
+            panic!(
+                "{command:?} did not finish within {PATIENCE:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The workers a `corral status --json` lists, as (id, pid, state).
+pub fn status_workers(status: &serde_json::Value) -> Vec<(u64, u64, String)> {
+    status["workers"]
+        .as_array()
+        .expect("a workers array")
+        .iter()
+        .map(|worker| {
+            (
+                worker["id"].as_u64().unwrap(),
+                worker["pid"].as_u64().unwrap(),
+                worker["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
 }
