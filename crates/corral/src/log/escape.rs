@@ -41,6 +41,28 @@ pub fn escape_untrusted(text: &str) -> Cow<'_, str> {
     Cow::Owned(escaped)
 }
 
+/// `value` with every string in it, keys included, escaped
+/// ([`escape_untrusted`]): JSON's own escapes decode to control characters
+/// again in whatever reads the line.
+pub(crate) fn escape_json_strings(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::from(escape_untrusted(&text).into_owned()),
+        Value::Array(items) => Value::Array(items.into_iter().map(escape_json_strings).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| {
+                    (
+                        escape_untrusted(&key).into_owned(),
+                        escape_json_strings(value),
+                    )
+                })
+                .collect(),
+        ),
+        plain => plain,
+    }
+}
+
 /// Control characters (C0 but tab, DEL, C1), the Unicode line and
 /// paragraph separators, and the bidirectional overrides and isolates,
 /// which reorder what a terminal shows.

@@ -29,7 +29,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use super::LogFormat;
-use super::escape::escape_untrusted;
+use super::escape::{escape_json_strings, escape_untrusted};
 
 /// corral's event formatter.
 #[derive(Debug, Clone)]
@@ -106,7 +106,7 @@ impl Record {
             return;
         };
         for (name, value) in fields {
-            self.fields.insert(name, escaped_strings(value));
+            self.fields.insert(name, escape_json_strings(value));
         }
     }
 
@@ -132,20 +132,6 @@ impl Record {
             "fields": self.fields,
         });
         object.to_string()
-    }
-}
-
-/// `value` with every string in it escaped ([`escape_untrusted`]).
-fn escaped_strings(value: Value) -> Value {
-    match value {
-        Value::String(text) => Value::from(escape_untrusted(&text).into_owned()),
-        Value::Array(items) => Value::Array(items.into_iter().map(escaped_strings).collect()),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(key, value)| (escape_untrusted(&key).into_owned(), escaped_strings(value)))
-                .collect(),
-        ),
-        plain => plain,
     }
 }
 

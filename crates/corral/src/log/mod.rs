@@ -21,6 +21,7 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub(crate) use escape::escape_json_strings;
 pub use escape::escape_untrusted;
 pub use writer::flush;
 

@@ -25,7 +25,7 @@ use crate::control::journal::Journal;
 use crate::control::protocol::LogStream;
 use crate::log::format::now_rfc3339;
 use crate::log::rate::{RateLimit, left_out};
-use crate::log::{LogFormat, escape_untrusted};
+use crate::log::{LogFormat, escape_json_strings, escape_untrusted};
 
 use crate::protocol::lines::{Line, LineReader};
 
@@ -152,10 +152,9 @@ impl OutputSink {
 /// A worker's output line (escaped already) as one JSON object.
 fn json_line(id: u32, pid: u32, stream: Stream, text: String) -> String {
     if text.starts_with('{')
-        && let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(&text)
+        && let Ok(value @ serde_json::Value::Object(_)) = serde_json::from_str(&text)
+        && let serde_json::Value::Object(mut object) = escape_json_strings(value)
     {
-        // Its JSON escapes decode to control characters again.
-        object.values_mut().for_each(escape_strings);
         object.insert("worker".into(), id.into());
         object.insert("pid".into(), pid.into());
         if let Some(serde_json::Value::Object(fields)) = object.get_mut("fields") {
@@ -174,20 +173,6 @@ fn json_line(id: u32, pid: u32, stream: Stream, text: String) -> String {
         "fields": {"stream": stream},
     })
     .to_string()
-}
-
-/// Escapes every string inside `value`.
-fn escape_strings(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::String(text) => {
-            if let std::borrow::Cow::Owned(escaped) = escape_untrusted(text) {
-                *text = escaped;
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(escape_strings),
-        serde_json::Value::Object(object) => object.values_mut().for_each(escape_strings),
-        _ => {}
-    }
 }
 
 #[cfg(test)]
