@@ -1,7 +1,7 @@
 //! The supervisor's side of the control plane: it obeys what the control
 //! socket and the [`crate::Primary`] handle ask (status, reload, scale,
 //! stop), takes status snapshots, and keeps the records they draw on (the
-//! reload book, restarts per slot, CPU samples, the journal of output and
+//! reload book, CPU samples, the journal of output and
 //! events).
 
 use std::sync::Arc;
@@ -10,7 +10,6 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::reload_book::ReloadBook;
-use super::restarts::Restarts;
 use super::{Phase, Supervisor};
 use crate::Error;
 use crate::cluster::MAX_WORKERS;
@@ -20,14 +19,13 @@ use crate::control::journal::{self, Journal};
 use crate::control::process_stats::CpuSampler;
 use crate::control::status::{ListenerStatus, Status, WorkerStatus};
 use crate::primary::event::Event;
-use crate::{WorkerState, sys};
+use crate::sys;
 
 pub(super) struct ControlPlane {
     pub started: Instant,
     pub journal: Arc<Journal>,
     pub commands: mpsc::UnboundedReceiver<SupervisorCommand>,
     pub reloads: ReloadBook,
-    pub restarts: Restarts,
     pub cpu: CpuSampler,
     /// The control socket, held so that it lives (and its file goes) with
     /// the supervisor.
@@ -45,7 +43,6 @@ impl ControlPlane {
             journal,
             commands,
             reloads: ReloadBook::default(),
-            restarts: Restarts::default(),
             cpu: CpuSampler::default(),
             _service: service,
         }
@@ -137,17 +134,11 @@ impl Supervisor {
         let connections = self.balancer.open_connections();
         let mut workers = Vec::new();
         for slot in self.slots.values() {
-            let restarts = self.control.restarts.of(slot.id());
+            let restarts = slot.restarts();
             for worker in slot.processes() {
                 let uptime = now.saturating_duration_since(worker.started).as_secs_f64();
                 let stats = self.control.cpu.sample(worker.pid, uptime, now);
-                let state = if worker.stop_requested() {
-                    WorkerState::Stopping
-                } else if worker.is_ready() {
-                    WorkerState::Ready
-                } else {
-                    WorkerState::Starting
-                };
+                let state = worker.lifecycle.shown_as();
                 let key = worker.key;
                 workers.push(WorkerStatus {
                     id: key.slot,

@@ -32,7 +32,9 @@ impl Supervisor {
             }
         }
         for (id, pid) in hung {
-            self.control.restarts.expect(id, RestartReason::Hung);
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.restarts_mut().expect(RestartReason::Hung);
+            }
             self.emit(Event::Hung { id, pid, timeout });
         }
     }
@@ -60,7 +62,9 @@ impl Supervisor {
     /// Replaces slot `id`'s worker `pid` gracefully: it is `over` a limit.
     fn recycle_over(&mut self, id: u32, pid: u32, over: RecycleLimit) -> Result<(), Error> {
         self.emit(Event::Recycled { id, pid, over });
-        self.control.restarts.expect(id, over.reason());
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.restarts_mut().expect(over.reason());
+        }
         self.recycle(id)
     }
 
@@ -81,7 +85,8 @@ impl Supervisor {
             .filter(|slot| slot.replaceable())
             .filter_map(|slot| {
                 let worker = slot.worker()?;
-                let old_enough = worker.started.elapsed() >= settled && !worker.stop_requested();
+                let old_enough =
+                    worker.started.elapsed() >= settled && !worker.lifecycle.stop_requested();
                 let resident = resident_bytes(worker.pid)?;
                 (old_enough && resident > limit).then_some((slot.id(), worker.pid, resident))
             })

@@ -39,7 +39,7 @@ impl Supervisor {
             return Ok(());
         }
         for slot in self.slots.values() {
-            let Some(worker) = slot.worker().filter(|worker| !worker.is_ready()) else {
+            let Some(worker) = slot.worker().filter(|worker| !worker.lifecycle.was_ready()) else {
                 continue;
             };
             if let Some(address) = own_listeners(worker.pid).into_iter().next() {

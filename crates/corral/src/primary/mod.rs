@@ -10,6 +10,7 @@ pub(crate) mod event;
 mod exit;
 mod handle;
 mod health;
+mod lifecycle;
 mod misfit;
 pub(crate) mod node;
 mod notice;
@@ -67,6 +68,7 @@ use event::{Event, human_duration};
 use exit::{AfterExit, ExitFacts, SlotAfterExit, describe_exit};
 use handle::EventSink;
 use health::jitter;
+use lifecycle::{Lifecycle, Transition};
 use node::NodeCluster;
 use notice::Notice;
 use notify::Notifier;
@@ -527,16 +529,11 @@ impl Supervisor {
 
     /// Lists `worker` as its slot's worker in the live table.
     fn register(&self, worker: &LiveWorker) {
-        let state = if worker.is_ready() {
-            WorkerState::Ready
-        } else {
-            WorkerState::Starting
-        };
         let info = WorkerInfo {
             id: worker.key.slot,
             pid: worker.pid,
             generation: worker.key.generation,
-            state,
+            state: WorkerState::Starting,
         };
         self.registry
             .insert(worker.key, info, worker.outbox.clone());
@@ -551,33 +548,50 @@ impl Supervisor {
     /// A worker leaving by itself gets no new connections; its exit is
     /// then not a failure (`exit::classify`), and its slot is refilled.
     fn on_leaving(&mut self, key: WorkerKey) {
-        let Some(worker) = self.worker_of(key) else {
-            return;
-        };
-        if !worker.mark_leaving() {
-            return;
-        }
-        let pid = worker.pid;
-        self.announce_draining(key, pid);
+        self.transition(key, Transition::Leaving);
     }
 
     /// A worker ready without waiting is announced ready once it has run
     /// for [`readiness::SIGN_OF_LIFE`], if it still runs; as a start ready
     /// at once it does not prove the command (only its run length does).
     fn on_seen_alive(&mut self, key: WorkerKey) {
-        if !self.still_runs(key) {
-            return;
+        if self.still_runs(key) {
+            self.transition(key, Transition::BecameReady);
         }
-        let Some(worker) = self.worker_of(key) else {
-            return;
-        };
-        if !worker.mark_ready() {
-            return;
-        }
+    }
+
+    /// The one place a worker process's state changes: the rule
+    /// ([`Lifecycle::after`]) says what comes next, and the change goes to
+    /// the live table, the balancer and the event stream. A reload's
+    /// successor is not listed yet: its promotion announces it. Returns the
+    /// new state, or `None` when nothing changed.
+    fn transition(&mut self, key: WorkerKey, transition: Transition) -> Option<Lifecycle> {
+        let slot = self.slots.get_mut(&key.slot)?;
+        let listed = !slot.is_successor(key);
+        let worker = slot.find(key)?;
+        let before = worker.lifecycle;
+        let after = before.after(transition)?;
+        worker.lifecycle = after;
         let pid = worker.pid;
-        self.registry.set_state(key, WorkerState::Ready);
-        self.balancer.worker_ready(key);
-        self.emit(Event::Ready { id: key.slot, pid });
+        if listed {
+            self.announce(key, pid, before, after);
+        }
+        Some(after)
+    }
+
+    /// Tells the live table, the balancer and the event stream that the
+    /// process `key` went from `before` to `after`.
+    fn announce(&mut self, key: WorkerKey, pid: u32, before: Lifecycle, after: Lifecycle) {
+        let id = key.slot;
+        self.registry.set_state(key, after.shown_as());
+        if after.is_ready() && !before.is_ready() {
+            self.balancer.worker_ready(key);
+            self.emit(Event::Ready { id, pid });
+        }
+        if after.is_draining() && !before.is_draining() {
+            self.balancer.worker_leaving(key);
+            self.emit(Event::Disconnect { id, pid });
+        }
     }
 
     fn on_control(&mut self, key: WorkerKey, control: Control) -> Result<(), Error> {
@@ -588,7 +602,7 @@ impl Supervisor {
         match control {
             Control::Online => self.emit(Event::Online { id, pid }),
             Control::Ready => {
-                if !worker.mark_ready() {
+                if self.transition(key, Transition::BecameReady).is_none() {
                     return Ok(());
                 }
                 self.proven = true;
@@ -596,9 +610,6 @@ impl Supervisor {
                 if self.reload_awaits(key) {
                     return self.replacement_ready(id);
                 }
-                self.registry.set_state(key, WorkerState::Ready);
-                self.balancer.worker_ready(key);
-                self.emit(Event::Ready { id, pid });
             }
             Control::Heartbeat => worker.heartbeat(Instant::now()),
         }
@@ -619,6 +630,7 @@ impl Supervisor {
             running: self.phase == Phase::Running,
         };
         let ran_for = worker.started.elapsed();
+        let state = worker.lifecycle;
         self.forget(key, worker.pid);
         let code = status.and_then(|status| status.code());
         let signal = status.and_then(|status| status.signal());
@@ -627,22 +639,22 @@ impl Supervisor {
             pid: worker.pid,
             code,
             signal,
-            requested: worker.stop_requested() || worker.left_by_itself(),
+            requested: state.is_draining(),
             ran_for,
         });
         let facts = ExitFacts {
             role,
-            stop_requested: worker.stop_requested(),
+            stop_requested: state.stop_requested(),
             ran_for,
             code,
             signal,
-            said_ready: worker.is_ready() && self.launcher.program.speaks_channel(),
-            left_by_itself: worker.left_by_itself(),
+            said_ready: state.was_ready() && self.launcher.program.speaks_channel(),
+            left_by_itself: state.left_by_itself(),
         };
         let decision = exit::decide(&facts, slot_state, self.settings.backoff.min_uptime);
         self.proven |= decision.proves_command;
         let failure = describe_exit(code, signal, ran_for);
-        let unready_failure = !facts.stop_requested && !worker.is_ready() && slot_state.running;
+        let unready_failure = !facts.stop_requested && !state.was_ready() && slot_state.running;
         if unready_failure && self.watches_misfits() {
             return Err(self.misfit(id, &format!("{failure} before it said it is ready")));
         }
@@ -671,8 +683,11 @@ impl Supervisor {
     ) -> Result<(), Error> {
         let id = key.slot;
         let replaced_now = matches!(decision.next, AfterExit::RestartNow | AfterExit::Failure);
-        if replaced_now && let Some(reason) = restarts::exit_reason(decision.kind) {
-            self.control.restarts.record(id, reason);
+        if replaced_now
+            && let Some(reason) = restarts::exit_reason(decision.kind)
+            && let Some(slot) = self.slots.get_mut(&id)
+        {
+            slot.restarts_mut().record(reason);
         }
         match decision.next {
             AfterExit::Nothing => Ok(()),
@@ -756,39 +771,30 @@ impl Supervisor {
         }
     }
 
-    /// Asks the process `key` to drain.
+    /// Asks the process `key` to drain: the stop message and SIGTERM, or
+    /// for a Node worker pm2's `'shutdown'` and Node's `disconnect` (signals
+    /// only after --grace); killed if it has not exited after the grace
+    /// period.
     fn stop_process(&mut self, key: WorkerKey) {
-        let grace = self.settings.grace;
+        if self.transition(key, Transition::AskedToStop).is_none() {
+            return;
+        }
         let node = self.node.clone();
         let Some(worker) = self.worker_of(key) else {
             return;
         };
-        let asked = match node {
-            // Node's graceful stop: `disconnect`; signals only after --grace.
+        match node {
             Some(node) => {
-                let asked = worker.request_node_stop();
-                if asked && !node.disconnect(key) {
+                worker.send_node_shutdown();
+                if !node.disconnect(key) {
                     worker.signal(Signal::TERM);
                 }
-                asked
             }
-            None => worker.request_stop(),
-        };
-        if !asked {
-            return;
+            None => worker.send_stop(),
         }
         let pid = worker.pid;
         self.signal_strays(key, pid, Signal::TERM);
-        self.announce_draining(key, pid);
-        self.notify_after(grace, Notice::GraceExpired(key));
-    }
-
-    /// What every draining worker gets, asked to stop or leaving by itself:
-    /// the `stopping` state, no new connections, a `disconnect` event.
-    fn announce_draining(&mut self, key: WorkerKey, pid: u32) {
-        self.registry.set_state(key, WorkerState::Stopping);
-        self.balancer.worker_leaving(key);
-        self.emit(Event::Disconnect { id: key.slot, pid });
+        self.notify_after(self.settings.grace, Notice::GraceExpired(key));
     }
 
     fn on_stalled(&mut self, stalled: Stalled) {
@@ -809,16 +815,16 @@ impl Supervisor {
         let Some(worker) = self.worker_of(key) else {
             return;
         };
-        let pid = worker.pid;
+        let (pid, node) = (worker.pid, worker.is_node());
         // A Node worker asked with `disconnect` gets SIGTERM first, and
         // SIGKILL if that does not end it either.
-        let terminate = worker.terminate_before_kill();
+        let terminate = node && self.transition(key, Transition::Terminated).is_some();
         let signal = if terminate {
             Signal::TERM
         } else {
             Signal::KILL
         };
-        worker.signal(signal);
+        slot::signal_group(pid, signal);
         self.emit(Event::GraceExpired {
             id: key.slot,
             pid,
@@ -842,8 +848,8 @@ impl Supervisor {
         };
         let id = key.slot;
         let verdict = readiness::on_ready_timeout(
-            worker.is_ready(),
-            worker.stop_requested(),
+            worker.lifecycle.was_ready(),
+            worker.lifecycle.stop_requested(),
             proven,
             policy.hands_off(),
         );
@@ -934,7 +940,6 @@ impl Supervisor {
         if let Some(node) = &self.node {
             node.remove_slot(id);
         }
-        self.control.restarts.forget(id);
         let slot = self.slots.get_mut(&id).expect("listed above");
         if slot.retire() {
             self.stop_worker(id);

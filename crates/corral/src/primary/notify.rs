@@ -167,7 +167,10 @@ impl Supervisor {
         let (mut ready, mut desired) = (0, 0);
         for slot in serving {
             desired += 1;
-            ready += usize::from(slot.worker().is_some_and(|worker| worker.is_ready()));
+            ready += usize::from(
+                slot.worker()
+                    .is_some_and(|worker| worker.lifecycle.was_ready()),
+            );
         }
         View {
             ready,

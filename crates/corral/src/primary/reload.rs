@@ -11,12 +11,13 @@
 
 use std::time::Instant;
 
+use super::Phase;
 use super::Supervisor;
+use super::lifecycle::Lifecycle;
 use super::notice::Notice;
 use super::reconfigure::BeforeReload;
 use super::reload_plan::{ReloadPlan, ReloadStep};
 use super::slot::Slot;
-use super::{Phase, WorkerState};
 use crate::Error;
 use crate::control::status::RestartReason;
 use crate::error::Chain;
@@ -110,7 +111,7 @@ impl Supervisor {
                 return self.abort_reload(id, &why);
             }
         };
-        let (key, ready) = (successor.key, successor.is_ready());
+        let (key, ready) = (successor.key, successor.lifecycle.is_ready());
         if let Some(slot) = self.slots.get_mut(&id) {
             slot.install_successor(successor);
         }
@@ -164,14 +165,16 @@ impl Supervisor {
             None => ReloadKind::Rolling,
         };
         let (key, pid) = promotion.new;
-        if let Some(worker) = self.slots.get(&id).and_then(Slot::worker) {
-            self.register(worker);
-        }
-        self.registry.set_state(key, WorkerState::Ready);
-        self.balancer.worker_ready(key);
-        self.emit(Event::Ready { id, pid });
+        let Some(worker) = self.slots.get(&id).and_then(Slot::worker) else {
+            return;
+        };
+        let state = worker.lifecycle;
+        self.register(worker);
+        self.announce(key, pid, Lifecycle::Starting, state);
         if let Some((old_key, old_pid)) = promotion.old {
-            self.control.restarts.record(id, RestartReason::Reload);
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.restarts_mut().record(RestartReason::Reload);
+            }
             self.emit(Event::Replaced {
                 kind,
                 id,

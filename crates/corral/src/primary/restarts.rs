@@ -1,10 +1,8 @@
-//! Per slot: how many times its worker was replaced, and why the last time
+//! A slot's record of how many times its worker was replaced, and why the last time
 //! (for `corral status` and the metrics). Some causes are known only before
 //! the exit they cause (the watchdog kills a hung worker, recycling replaces
 //! one over its memory or request limit): they are noted as expected, and
 //! the replacement that follows takes that reason.
-
-use std::collections::BTreeMap;
 
 use super::exit::ExitKind;
 use crate::control::status::RestartReason;
@@ -19,12 +17,23 @@ pub(crate) struct SlotRestarts {
     expected: Option<RestartReason>,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Restarts {
-    slots: BTreeMap<u32, SlotRestarts>,
-}
-
 impl SlotRestarts {
+    /// The slot's worker is about to be replaced for `reason`.
+    pub(crate) fn expect(&mut self, reason: RestartReason) {
+        self.expected = Some(reason);
+    }
+
+    /// The slot's worker was replaced (or is being restarted); `observed`
+    /// is the cause seen at its exit, which an expected one overrides.
+    pub(crate) fn record(&mut self, observed: RestartReason) {
+        self.count += 1;
+        let reason = self.expected.take().unwrap_or(observed);
+        self.last = Some(reason);
+        if let Some(index) = RestartReason::ALL.iter().position(|&r| r == reason) {
+            self.by_reason[index] += 1;
+        }
+    }
+
     /// The reasons that occurred, with their counts.
     pub(crate) fn by_reason(&self) -> std::collections::BTreeMap<RestartReason, u32> {
         RestartReason::ALL
@@ -33,35 +42,6 @@ impl SlotRestarts {
             .filter(|(_, count)| *count > 0)
             .map(|(&reason, count)| (reason, count))
             .collect()
-    }
-}
-
-impl Restarts {
-    /// Slot `id`'s worker is about to be replaced for `reason`.
-    pub(crate) fn expect(&mut self, id: u32, reason: RestartReason) {
-        self.slots.entry(id).or_default().expected = Some(reason);
-    }
-
-    /// Slot `id`'s worker was replaced (or is being restarted); `observed`
-    /// is the cause seen at its exit, which an expected one overrides.
-    pub(crate) fn record(&mut self, id: u32, observed: RestartReason) {
-        let slot = self.slots.entry(id).or_default();
-        slot.count += 1;
-        let reason = slot.expected.take().unwrap_or(observed);
-        slot.last = Some(reason);
-        if let Some(index) = RestartReason::ALL.iter().position(|&r| r == reason) {
-            slot.by_reason[index] += 1;
-        }
-    }
-
-    pub(crate) fn of(&self, id: u32) -> SlotRestarts {
-        self.slots.get(&id).copied().unwrap_or_default()
-    }
-
-    /// The slot is gone (the cluster shrank): a new slot with its id starts
-    /// from zero.
-    pub(crate) fn forget(&mut self, id: u32) {
-        self.slots.remove(&id);
     }
 }
 
@@ -86,26 +66,27 @@ mod tests {
 
     #[test]
     fn restarts_count_and_keep_the_last_reason() {
-        let mut restarts = Restarts::default();
-        assert_eq!(restarts.of(1).count, 0);
-        restarts.record(1, RestartReason::Crash);
-        restarts.record(1, RestartReason::Killed);
-        assert_eq!(restarts.of(1).count, 2);
-        assert_eq!(restarts.of(1).last, Some(RestartReason::Killed));
-        assert_eq!(restarts.of(2).last, None);
+        let mut restarts = SlotRestarts::default();
+        assert_eq!(restarts.count, 0);
+        restarts.record(RestartReason::Crash);
+        restarts.record(RestartReason::Killed);
+        assert_eq!(restarts.count, 2);
+        assert_eq!(restarts.last, Some(RestartReason::Killed));
+        assert_eq!(
+            restarts.by_reason().into_iter().collect::<Vec<_>>(),
+            [(RestartReason::Crash, 1), (RestartReason::Killed, 1)]
+        );
     }
 
     #[test]
     fn an_expected_reason_wins_once() {
-        let mut restarts = Restarts::default();
-        restarts.expect(1, RestartReason::Hung);
+        let mut restarts = SlotRestarts::default();
+        restarts.expect(RestartReason::Hung);
         // The watchdog's SIGKILL looks like a kill from outside.
-        restarts.record(1, RestartReason::Killed);
-        assert_eq!(restarts.of(1).last, Some(RestartReason::Hung));
-        restarts.record(1, RestartReason::Crash);
-        assert_eq!(restarts.of(1).last, Some(RestartReason::Crash));
-        restarts.forget(1);
-        assert_eq!(restarts.of(1).count, 0);
+        restarts.record(RestartReason::Killed);
+        assert_eq!(restarts.last, Some(RestartReason::Hung));
+        restarts.record(RestartReason::Crash);
+        assert_eq!(restarts.last, Some(RestartReason::Crash));
     }
 
     #[test]

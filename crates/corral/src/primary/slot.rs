@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use super::backoff::BackoffPolicy;
 use super::crash_loop::RestartHistory;
 use super::exit::Role;
+use super::lifecycle::Lifecycle;
 use super::outbox::Outbox;
+use super::restarts::SlotRestarts;
 use crate::protocol::message;
 use crate::worker_key::{Serials, WorkerKey};
 use rustix::process::Signal;
@@ -25,6 +27,9 @@ pub(crate) struct Slot {
     /// The key of the newest start, if any.
     newest: Option<WorkerKey>,
     history: RestartHistory,
+    /// How many times its worker was replaced, and why (for `corral
+    /// status` and the metrics); a slot added again starts from zero.
+    restarts: SlotRestarts,
     /// The worker serving the slot.
     worker: Option<LiveWorker>,
     /// A rolling reload's replacement, started and not yet ready.
@@ -49,6 +54,7 @@ impl Slot {
             generation: 0,
             newest: None,
             history: RestartHistory::new(backoff),
+            restarts: SlotRestarts::default(),
             worker: None,
             successor: None,
             retired: Vec::new(),
@@ -149,6 +155,13 @@ impl Slot {
         self.worker.as_ref().is_some_and(|worker| worker.key == key)
     }
 
+    /// Whether `key` is the reload's successor, not yet the slot's worker.
+    pub(crate) fn is_successor(&self, key: WorkerKey) -> bool {
+        self.successor
+            .as_ref()
+            .is_some_and(|successor| successor.key == key)
+    }
+
     /// The keys of the worker and the successor (what a stop asks to drain).
     pub(crate) fn active_keys(&self) -> Vec<WorkerKey> {
         self.worker
@@ -164,6 +177,14 @@ impl Slot {
 
     pub(crate) fn history_ref(&self) -> &RestartHistory {
         &self.history
+    }
+
+    pub(crate) fn restarts(&self) -> &SlotRestarts {
+        &self.restarts
+    }
+
+    pub(crate) fn restarts_mut(&mut self) -> &mut SlotRestarts {
+        &mut self.restarts
     }
 
     /// The slot's process `key`, whatever its role.
@@ -207,10 +228,9 @@ pub(crate) struct LiveWorker {
     /// The last heartbeat, once the worker sent one (the watchdog watches
     /// only workers that do).
     last_heartbeat: Option<Instant>,
-    ready: bool,
-    stop_requested: bool,
-    /// The worker said it is leaving by itself (see `mark_leaving`).
-    left_by_itself: bool,
+    /// Where it is in its life; changed only by the supervisor's
+    /// transition function (`Supervisor::transition`).
+    pub lifecycle: Lifecycle,
     /// Requests the worker reported serving, and the count at which it is
     /// recycled (`--max-requests` plus its jitter).
     requests: u64,
@@ -218,8 +238,6 @@ pub(crate) struct LiveWorker {
     pub outbox: Outbox,
     /// A Node program: it also gets pm2's `'shutdown'` message on stop.
     node: bool,
-    /// A Node worker got SIGTERM after its grace period (SIGKILL is next).
-    terminated: bool,
 }
 
 impl LiveWorker {
@@ -236,19 +254,16 @@ impl LiveWorker {
             pid,
             started: Instant::now(),
             last_heartbeat: None,
-            ready,
-            stop_requested: false,
-            left_by_itself: false,
+            lifecycle: if ready {
+                Lifecycle::Ready
+            } else {
+                Lifecycle::Starting
+            },
             requests: 0,
             request_limit,
             outbox,
             node,
-            terminated: false,
         }
-    }
-
-    pub(crate) fn is_ready(&self) -> bool {
-        self.ready
     }
 
     /// Requests the worker reported serving so far.
@@ -261,39 +276,13 @@ impl LiveWorker {
         self.last_heartbeat
     }
 
-    pub(crate) fn stop_requested(&self) -> bool {
-        self.stop_requested
-    }
-
-    /// Whether the worker said it is leaving by itself.
-    pub(crate) fn left_by_itself(&self) -> bool {
-        self.left_by_itself
-    }
-
-    /// Records that the worker said it is leaving by itself (a Node
-    /// worker's `cluster.worker.disconnect()`). Returns `false` when that is
-    /// no news (said before, or it was already asked to stop).
-    pub(crate) fn mark_leaving(&mut self) -> bool {
-        let news = !self.left_by_itself && !self.stop_requested;
-        self.left_by_itself = true;
-        news
-    }
-
-    /// Records that the worker is ready. Returns `false` when that is no
-    /// news (already ready) or too late (asked to stop).
-    pub(crate) fn mark_ready(&mut self) -> bool {
-        let news = !self.ready && !self.stop_requested;
-        self.ready |= news;
-        news
-    }
-
     pub(crate) fn heartbeat(&mut self, now: Instant) {
         self.last_heartbeat = Some(now);
     }
 
     /// Whether the worker sent heartbeats and then none for `timeout`.
     pub(crate) fn is_hung(&self, now: Instant, timeout: Duration) -> bool {
-        !self.stop_requested
+        !self.lifecycle.stop_requested()
             && self
                 .last_heartbeat
                 .is_some_and(|last| now.duration_since(last) > timeout)
@@ -318,41 +307,28 @@ impl LiveWorker {
 
     /// Asks the worker to drain and exit: the channel's stop message for
     /// workers that read it (and pm2's `'shutdown'` for Node programs),
-    /// then SIGTERM for every server. Returns `false` if it was asked before.
-    pub(crate) fn request_stop(&mut self) -> bool {
-        if self.stop_requested {
-            return false;
-        }
-        self.stop_requested = true;
+    /// then SIGTERM for every server. The supervisor calls it once, as the
+    /// worker begins to drain at the primary's request.
+    pub(crate) fn send_stop(&mut self) {
         let _ = self.outbox.push_control(message::encode_stop());
         if self.node {
             let _ = self.outbox.push_control(b"\"shutdown\"\n".to_vec());
         }
         self.signal(Signal::TERM);
-        true
     }
-}
 
-impl LiveWorker {
     /// The first half of a Node cluster worker's graceful stop: pm2's
     /// `'shutdown'` message (user code may act on it); Node's own
     /// `disconnect` follows from the Node side, and no signal before the
-    /// grace period ends. Returns `false` if it was asked before.
-    pub(crate) fn request_node_stop(&mut self) -> bool {
-        if self.stop_requested {
-            return false;
-        }
-        self.stop_requested = true;
+    /// grace period ends.
+    pub(crate) fn send_node_shutdown(&mut self) {
         let _ = self.outbox.push_control(b"\"shutdown\"\n".to_vec());
-        true
     }
 
-    /// At the end of the grace period: whether this is a Node worker that
-    /// gets SIGTERM first (once), before SIGKILL.
-    pub(crate) fn terminate_before_kill(&mut self) -> bool {
-        let first = self.node && !self.terminated;
-        self.terminated |= first;
-        first
+    /// Whether this is a Node program's worker (stopped with `disconnect`,
+    /// and SIGTERM before SIGKILL at the end of its grace period).
+    pub(crate) fn is_node(&self) -> bool {
+        self.node
     }
 }
 
@@ -537,25 +513,6 @@ mod tests {
         slot.take(key);
         assert!(slot.emptied_and_retiring());
         assert!(!slot.restart_due(key));
-    }
-
-    #[test]
-    fn readiness_is_news_once_and_never_after_a_stop() {
-        let mut slot = slot();
-        let mut worker = worker(&mut slot);
-        assert!(worker.mark_ready());
-        assert!(!worker.mark_ready());
-        let mut stopping = LiveWorker::new(
-            slot.next_key(&mut Serials::default()),
-            0,
-            Outbox::closed(),
-            false,
-            None,
-            false,
-        );
-        stopping.stop_requested = true;
-        assert!(!stopping.mark_ready());
-        assert!(!stopping.is_ready());
     }
 
     #[test]
