@@ -1,7 +1,9 @@
-//! What the control socket (and the library's [`crate::Primary`] handle)
-//! asks of the supervisor, each with the channel its answer comes back on.
-//! The supervisor's loop receives them beside signals and worker notices,
-//! so every change to the cluster still happens in one place.
+//! Everything that steers the supervisor, whoever asks: the control
+//! socket, the library's [`crate::Primary`] handle and the signals (TERM,
+//! INT, HUP, TTIN, TTOU) all send a [`SupervisorCommand`], each with the
+//! channel its answer comes back on, if any. The supervisor's loop receives
+//! them beside worker notices, so every change to the cluster still happens
+//! in one place, by one path per command.
 
 use tokio::sync::oneshot;
 
@@ -16,13 +18,26 @@ pub(crate) enum SupervisorCommand {
         outcome: Option<oneshot::Sender<Result<ReloadOutcome, ReloadOutcome>>>,
         started: Option<oneshot::Sender<bool>>,
     },
-    /// Sets the number of workers; answers with the new number, or why not.
+    /// Sets the number of workers; answers with the new number, or why not
+    /// (with no one to answer, as after TTIN or TTOU, why not is logged).
     Scale {
         target: ScaleTarget,
-        reply: oneshot::Sender<Result<usize, String>>,
+        reply: Option<oneshot::Sender<Result<usize, String>>>,
     },
-    /// Stops the cluster (`now`: at once).
-    Stop { now: bool },
+    /// Stops the cluster.
+    Stop(StopMode),
+}
+
+/// How a stop goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopMode {
+    /// Every worker drains within `--grace` (`corral stop`).
+    Graceful,
+    /// Every worker is killed at once (`corral stop --now`).
+    Now,
+    /// As TERM and INT: graceful the first time, at once when the cluster
+    /// is already draining (a second Ctrl-C).
+    GracefulThenNow,
 }
 
 /// The worker count `scale` asks for.

@@ -29,7 +29,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::command::{ScaleTarget, SupervisorCommand};
+use super::command::{ScaleTarget, StopMode, SupervisorCommand};
 use super::journal::Journal;
 use super::peer;
 use super::protocol::{
@@ -210,7 +210,11 @@ impl Connection {
                 send(&mut self.writer, &response).await?;
             }
             Command::Stop { now } => {
-                let _ = self.context.commands.send(SupervisorCommand::Stop { now });
+                let _ = self.context.commands.send(SupervisorCommand::Stop(if now {
+                    StopMode::Now
+                } else {
+                    StopMode::Graceful
+                }));
                 send(
                     &mut self.writer,
                     &Response::success(id, json!({ "stopping": true })),
@@ -345,7 +349,10 @@ impl Connection {
 
     async fn scale(&self, id: Value, target: ScaleTarget) -> Response {
         let (reply, answer) = oneshot::channel();
-        let command = SupervisorCommand::Scale { target, reply };
+        let command = SupervisorCommand::Scale {
+            target,
+            reply: Some(reply),
+        };
         if self.context.commands.send(command).is_err() {
             return Response::failure(id, "the cluster is stopping");
         }

@@ -14,12 +14,30 @@ use super::{Phase, Supervisor};
 use crate::Error;
 use crate::cluster::MAX_WORKERS;
 use crate::control::ControlService;
-use crate::control::command::SupervisorCommand;
+use crate::control::command::{ScaleTarget, StopMode, SupervisorCommand};
 use crate::control::journal::{self, Journal};
 use crate::control::process_stats::CpuSampler;
 use crate::control::status::{ListenerStatus, Status, WorkerStatus};
+use crate::log::rate::warn_limited;
 use crate::primary::event::Event;
 use crate::sys;
+
+/// Why a scale was not done.
+enum ScaleRefused {
+    /// A request the cluster cannot take (past a limit, while stopping).
+    Because(String),
+    /// Starting a worker failed fatally (every worker fails at start).
+    Fatal(Error),
+}
+
+impl std::fmt::Display for ScaleRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScaleRefused::Because(why) => f.write_str(why),
+            ScaleRefused::Fatal(err) => write!(f, "{err}"),
+        }
+    }
+}
 
 pub(super) struct ControlPlane {
     pub started: Instant,
@@ -70,42 +88,65 @@ impl Supervisor {
                 return self.request_reload();
             }
             SupervisorCommand::Scale { target, reply } => {
-                if self.phase != Phase::Running {
-                    let _ = reply.send(Err("the cluster is stopping".into()));
-                    return Ok(());
+                let outcome = self.scale(target);
+                if let Err(ScaleRefused::Because(why)) = &outcome
+                    && reply.is_none()
+                {
+                    warn_limited!(event = "scale_refused", "not scaling: {why}");
                 }
-                let current = self.desired_workers();
-                let wanted = match target.resolve(current, MAX_WORKERS) {
-                    Ok(wanted) => wanted,
-                    Err(why) => {
-                        let _ = reply.send(Err(why));
-                        return Ok(());
-                    }
-                };
-                self.scale_to(wanted)?;
-                let _ = reply.send(Ok(self.desired_workers()));
-            }
-            SupervisorCommand::Stop { now } => {
-                if now && self.phase != Phase::Killing {
-                    self.emit(Event::StoppingNow);
-                    self.kill_all();
-                } else if self.phase == Phase::Running {
-                    self.begin_shutdown();
+                if let Some(reply) = reply {
+                    let answer = match &outcome {
+                        Ok(workers) => Ok(*workers),
+                        Err(refused) => Err(refused.to_string()),
+                    };
+                    let _ = reply.send(answer);
+                }
+                if let Err(ScaleRefused::Fatal(err)) = outcome {
+                    return Err(err);
                 }
             }
+            SupervisorCommand::Stop(mode) => self.stop(mode),
         }
         Ok(())
     }
 
+    /// The one stop path, whoever asks.
+    fn stop(&mut self, mode: StopMode) {
+        match (mode, self.phase) {
+            (StopMode::Graceful | StopMode::GracefulThenNow, Phase::Running) => {
+                self.begin_shutdown()
+            }
+            (StopMode::Now, Phase::Running | Phase::Draining)
+            | (StopMode::GracefulThenNow, Phase::Draining) => {
+                self.emit(Event::StoppingNow);
+                self.kill_all();
+            }
+            _ => {}
+        }
+    }
+
+    /// The one scale path, whoever asks: the new number of workers, or why
+    /// not.
+    fn scale(&mut self, target: ScaleTarget) -> Result<usize, ScaleRefused> {
+        if self.phase != Phase::Running {
+            return Err(ScaleRefused::Because("the cluster is stopping".into()));
+        }
+        let wanted = target
+            .resolve(self.desired_workers(), MAX_WORKERS)
+            .map_err(ScaleRefused::Because)?;
+        self.scale_to(wanted).map_err(ScaleRefused::Fatal)?;
+        Ok(self.desired_workers())
+    }
+
     /// Adds or drains workers until `wanted` slots are kept.
-    fn scale_to(&mut self, wanted: usize) -> Result<(), Error> {
+    pub(super) fn scale_to(&mut self, wanted: usize) -> Result<(), Error> {
         let before = self.desired_workers();
         while self.desired_workers() < wanted {
-            self.scale_up()?;
+            self.add_worker()?;
         }
         while self.desired_workers() > wanted {
             let count = self.desired_workers();
-            self.scale_down()?;
+            self.remove_worker()?;
             if self.desired_workers() == count {
                 break;
             }

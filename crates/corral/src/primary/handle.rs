@@ -10,9 +10,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::registry::{Registry, SendError, WorkerInfo};
-use super::signals::Request;
+use super::signals::scale_by;
 use crate::Error;
-use crate::control::command::SupervisorCommand;
+use crate::control::command::{StopMode, SupervisorCommand};
 use crate::control::status::Status;
 use crate::log::rate::{RateLimit, warn_limited};
 use crate::primary::event::Event;
@@ -72,7 +72,6 @@ pub struct Primary {
     registry: Arc<Registry>,
     events: mpsc::Receiver<Event>,
     dropped: Arc<AtomicU64>,
-    requests: mpsc::UnboundedSender<Request>,
     commands: mpsc::UnboundedSender<SupervisorCommand>,
 }
 
@@ -81,14 +80,12 @@ impl Primary {
         registry: Arc<Registry>,
         events: mpsc::Receiver<Event>,
         dropped: Arc<AtomicU64>,
-        requests: mpsc::UnboundedSender<Request>,
         commands: mpsc::UnboundedSender<SupervisorCommand>,
     ) -> Self {
         Primary {
             registry,
             events,
             dropped,
-            requests,
             commands,
         }
     }
@@ -146,23 +143,28 @@ impl Primary {
 
     /// Stops the cluster gracefully, as SIGTERM does.
     pub fn stop(&self) {
-        let _ = self.requests.send(Request::Stop);
+        let _ = self
+            .commands
+            .send(SupervisorCommand::Stop(StopMode::GracefulThenNow));
     }
 
     /// Replaces every worker, one at a time, as SIGHUP does: each
     /// replacement is started and ready before the worker it replaces
     /// stops.
     pub fn reload(&self) {
-        let _ = self.requests.send(Request::Reload);
+        let _ = self.commands.send(SupervisorCommand::Reload {
+            outcome: None,
+            started: None,
+        });
     }
 
     /// Adds a worker, as SIGTTIN does.
     pub fn add_worker(&self) {
-        let _ = self.requests.send(Request::AddWorker);
+        let _ = self.commands.send(scale_by(1));
     }
 
     /// Removes a worker gracefully, as SIGTTOU does.
     pub fn remove_worker(&self) {
-        let _ = self.requests.send(Request::RemoveWorker);
+        let _ = self.commands.send(scale_by(-1));
     }
 }

@@ -79,7 +79,7 @@ use reaper::{Reaper, StrayOrders};
 use registry::Registry;
 use reload_plan::ReloadPlan;
 use router::Router;
-use signals::{Request, Signals};
+use signals::Signals;
 use slot::{LiveWorker, Slot};
 use spawn::Launcher;
 /// How long a fatal stop waits for killed workers to be reaped.
@@ -196,7 +196,6 @@ pub(crate) async fn run(
     });
     let mut signals = Signals::install()?;
     reaper::become_subreaper();
-    let (requests, requested) = mpsc::unbounded_channel();
     let registry = Arc::new(Registry::default());
     let (events, primary_handle) = match primary_task {
         Some(task) => {
@@ -212,7 +211,7 @@ pub(crate) async fn run(
         policy: settings.messages,
     });
     if let Some((task, receiver, dropped)) = primary_handle {
-        let handle = Primary::new(registry.clone(), receiver, dropped, requests, commands);
+        let handle = Primary::new(registry.clone(), receiver, dropped, commands);
         tokio::spawn(task(handle));
     }
     let node_program = program.is_node();
@@ -248,7 +247,6 @@ pub(crate) async fn run(
         slots: BTreeMap::new(),
         serials: Serials::default(),
         inbox,
-        requested,
         registry,
         events,
         observer,
@@ -306,8 +304,6 @@ struct Supervisor {
     /// Numbers every process started, so that no two share a key.
     serials: Serials,
     inbox: mpsc::Receiver<Notice>,
-    /// Requests from the user's `Primary` handle.
-    requested: mpsc::UnboundedReceiver<Request>,
     registry: Arc<Registry>,
     events: EventSink,
     observer: Option<Observer>,
@@ -350,10 +346,9 @@ impl Supervisor {
         while !self.finished() {
             tokio::select! {
                 Some(notice) = self.inbox.recv() => self.handle(notice)?,
-                request = signals.next() => self.obey(request)?,
+                command = signals.next() => self.on_command(command)?,
                 _ = child_exits.recv() => self.reap_orphans(),
                 _ = systemd_ping.tick(), if systemd_watchdog.is_some() => self.notifier.ping(),
-                Some(request) = self.requested.recv() => self.obey(request)?,
                 Some(command) = self.control.commands.recv() => self.on_command(command)?,
                 _ = watchdog_check.tick(), if self.settings.watchdog.is_some() => {
                     self.kill_hung_workers()
@@ -417,20 +412,6 @@ impl Supervisor {
                 Ok(())
             }
         }
-    }
-
-    fn obey(&mut self, request: Request) -> Result<(), Error> {
-        match request {
-            Request::Stop if self.phase == Phase::Running => self.begin_shutdown(),
-            Request::Stop => {
-                self.emit(Event::StoppingNow);
-                self.kill_all();
-            }
-            Request::Reload => return self.request_reload(),
-            Request::AddWorker => return self.scale_up(),
-            Request::RemoveWorker => return self.scale_down(),
-        }
-        Ok(())
     }
 
     fn add_slot(&mut self, id: u32) {
@@ -907,10 +888,8 @@ impl Supervisor {
         let _ = tokio::time::timeout(REAP_TIMEOUT, reaped).await;
     }
 
-    fn scale_up(&mut self) -> Result<(), Error> {
-        if self.phase != Phase::Running {
-            return Ok(());
-        }
+    /// Adds a slot and starts its worker (a step of `scale_to`).
+    fn add_worker(&mut self) -> Result<(), Error> {
         let id = (1..)
             .find(|id| !self.slots.contains_key(id))
             .expect("ids are unbounded");
@@ -919,18 +898,16 @@ impl Supervisor {
         self.start(id)
     }
 
-    fn scale_down(&mut self) -> Result<(), Error> {
-        if self.phase != Phase::Running {
-            return Ok(());
-        }
-        let active: Vec<u32> = self
+    /// Retires the newest slot and drains its worker (a step of
+    /// `scale_to`, which keeps at least one).
+    fn remove_worker(&mut self) -> Result<(), Error> {
+        let Some(id) = self
             .slots
             .values()
             .filter(|slot| !slot.is_retiring())
             .map(Slot::id)
-            .collect();
-        let Some(&id) = active.last().filter(|_| active.len() > 1) else {
-            tracing::warn!("not scaling down: the cluster keeps at least one worker");
+            .next_back()
+        else {
             return Ok(());
         };
         tracing::info!("scaling down: stopping worker {id}");

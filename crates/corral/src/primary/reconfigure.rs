@@ -176,28 +176,15 @@ impl Supervisor {
         self.resize(new.workers)
     }
 
-    /// Adds or drains workers until the cluster has `workers` of them.
+    /// Adds or drains workers until the cluster has `workers` of them, by
+    /// the scale path every command takes.
     fn resize(&mut self, workers: usize) -> Result<(), Error> {
-        let serving = || {
-            self.slots
-                .values()
-                .filter(|slot| !slot.is_retiring())
-                .count()
-        };
-        let current = serving();
-        self.settings.workers = workers;
-        if workers > current {
+        let current = self.desired_workers();
+        if workers != current {
             tracing::info!("reload: {current} workers -> {workers}");
-            for _ in current..workers {
-                self.scale_up()?;
-            }
-        } else if workers < current {
-            tracing::info!("reload: {current} workers -> {workers}");
-            for _ in workers..current {
-                self.scale_down()?;
-            }
         }
-        Ok(())
+        self.settings.workers = workers;
+        self.scale_to(workers)
     }
 }
 

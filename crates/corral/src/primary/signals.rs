@@ -1,19 +1,12 @@
 //! The signals the primary obeys, following nginx and gunicorn: TERM and INT
 //! stop the cluster gracefully (a second one stops it at once), HUP asks for
-//! a rolling reload, TTIN and TTOU add and remove a worker.
+//! a rolling reload, TTIN and TTOU add and remove a worker. Each becomes the
+//! same command the control socket sends.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::Error;
-
-/// What a signal asks of the primary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Request {
-    Stop,
-    Reload,
-    AddWorker,
-    RemoveWorker,
-}
+use crate::control::command::{ScaleTarget, StopMode, SupervisorCommand};
 
 pub(crate) struct Signals {
     terminate: Signal,
@@ -36,14 +29,23 @@ impl Signals {
         })
     }
 
-    pub(crate) async fn next(&mut self) -> Request {
+    /// The command the next signal stands for.
+    pub(crate) async fn next(&mut self) -> SupervisorCommand {
         tokio::select! {
-            _ = self.terminate.recv() => Request::Stop,
-            _ = self.interrupt.recv() => Request::Stop,
-            _ = self.hangup.recv() => Request::Reload,
-            _ = self.more.recv() => Request::AddWorker,
-            _ = self.fewer.recv() => Request::RemoveWorker,
+            _ = self.terminate.recv() => SupervisorCommand::Stop(StopMode::GracefulThenNow),
+            _ = self.interrupt.recv() => SupervisorCommand::Stop(StopMode::GracefulThenNow),
+            _ = self.hangup.recv() => SupervisorCommand::Reload { outcome: None, started: None },
+            _ = self.more.recv() => scale_by(1),
+            _ = self.fewer.recv() => scale_by(-1),
         }
+    }
+}
+
+/// Adds or removes a worker, with no one to answer.
+pub(crate) fn scale_by(change: i64) -> SupervisorCommand {
+    SupervisorCommand::Scale {
+        target: ScaleTarget::By(change),
+        reply: None,
     }
 }
 
