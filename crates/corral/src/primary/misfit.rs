@@ -15,54 +15,8 @@
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
-use super::Supervisor;
-use crate::Error;
-
 /// How often workers not yet ready are checked for sockets of their own.
 pub(super) const CHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
-
-impl Supervisor {
-    /// Whether this cluster can have the misfit: a hand-off policy, workers
-    /// that are a COMMAND speaking neither corral's library nor Node's
-    /// cluster protocol, and no worker ready yet.
-    pub(super) fn watches_misfits(&self) -> bool {
-        self.settings.policy.hands_off()
-            && !self.launcher.program.speaks_channel()
-            && self.node.is_none()
-            && !self.ever_ready
-    }
-
-    /// Stops the cluster when a worker not yet ready listens on a TCP port
-    /// of its own.
-    pub(super) fn check_misfits(&self) -> Result<(), Error> {
-        if !self.watches_misfits() {
-            return Ok(());
-        }
-        for slot in self.slots.values() {
-            let Some(worker) = slot.worker().filter(|worker| !worker.lifecycle.was_ready()) else {
-                continue;
-            };
-            if let Some(address) = own_listeners(worker.pid).into_iter().next() {
-                return Err(
-                    self.misfit(worker.key.slot, &format!("listens on {address} by itself"))
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// The error for worker `id`, which did `what` instead of taking
-    /// connections from corral.
-    pub(super) fn misfit(&self, id: u32, what: &str) -> Error {
-        let policy = self.settings.policy;
-        Error::NeverReady(format!(
-            "worker {id} {what}: under --policy {policy} corral accepts connections and \
-             hands them over on CORRAL_HANDOFF_FD, and fd 3 is the message channel, not a \
-             listening socket; a server that expects a socket (LISTEN_FDS, fd 3: gunicorn, \
-             uvicorn --fd 3) needs --policy reuseport"
-        ))
-    }
-}
 
 /// The TCP addresses process `pid` listens on. Each of its socket
 /// descriptors is looked at through a copy (`pidfd_getfd`), which costs a

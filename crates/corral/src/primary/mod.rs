@@ -34,6 +34,17 @@ mod slot;
 mod spawn;
 mod workers;
 
+use std::collections::HashSet;
+use std::time::Instant;
+
+use rustix::process::Signal;
+
+use crate::control::status::RestartReason;
+use crate::primary::event::RecycleLimit;
+use crate::worker_key::WorkerKey;
+use health::resident_bytes;
+use misfit::own_listeners;
+use notify::View;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::future::Future;
@@ -422,6 +433,203 @@ impl Supervisor {
         }
         if self.events.is_listened() {
             self.events.emit(event);
+        }
+    }
+}
+
+// The watchdog and recycling (health.rs has the rules).
+impl Supervisor {
+    /// The watchdog: a worker that sent heartbeats and then none for the
+    /// watchdog's timeout is hung; it is killed, and replaced as any worker
+    /// killed from outside.
+    fn kill_hung_workers(&mut self) {
+        let Some(timeout) = self.settings.watchdog else {
+            return;
+        };
+        let now = Instant::now();
+        let mut hung = Vec::new();
+        for worker in self.slots.values().filter_map(|slot| slot.worker()) {
+            if worker.is_hung(now, timeout) {
+                worker.signal(Signal::KILL);
+                hung.push((worker.key.slot, worker.pid));
+            }
+        }
+        for (id, pid) in hung {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                slot.restarts_mut().expect(RestartReason::Hung);
+            }
+            self.emit(Event::Hung { id, pid, timeout });
+        }
+    }
+
+    /// Counts requests a worker served; recycles it at its limit.
+    fn on_served(&mut self, key: WorkerKey, count: u64) -> Result<(), Error> {
+        let running = self.phase == Phase::Running;
+        let is_current = self
+            .slots
+            .get(&key.slot)
+            .is_some_and(|slot| slot.is_current(key));
+        let Some(worker) = self.worker_of(key) else {
+            return Ok(());
+        };
+        let Some((served, limit)) = worker.count_served(count) else {
+            return Ok(());
+        };
+        if !is_current || !running {
+            return Ok(());
+        }
+        let pid = worker.pid;
+        self.recycle_over(key.slot, pid, RecycleLimit::Requests { served, limit })
+    }
+
+    /// Replaces slot `id`'s worker `pid` gracefully: it is `over` a limit.
+    fn recycle_over(&mut self, id: u32, pid: u32, over: RecycleLimit) -> Result<(), Error> {
+        self.emit(Event::Recycled { id, pid, over });
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.restarts_mut().expect(over.reason());
+        }
+        self.recycle(id)
+    }
+
+    /// Recycles workers over `--max-memory` (resident set), once they have
+    /// run `min_uptime`: the replacement is ready before the old worker
+    /// drains.
+    fn recycle_large_workers(&mut self) -> Result<(), Error> {
+        let Some(limit) = self.settings.max_memory else {
+            return Ok(());
+        };
+        if self.phase != Phase::Running {
+            return Ok(());
+        }
+        let settled = self.settings.backoff.min_uptime;
+        let over: Vec<(u32, u32, u64)> = self
+            .slots
+            .values()
+            .filter(|slot| slot.replaceable())
+            .filter_map(|slot| {
+                let worker = slot.worker()?;
+                let old_enough =
+                    worker.started.elapsed() >= settled && !worker.lifecycle.stop_requested();
+                let resident = resident_bytes(worker.pid)?;
+                (old_enough && resident > limit).then_some((slot.id(), worker.pid, resident))
+            })
+            .collect();
+        for (id, pid, resident) in over {
+            let over = RecycleLimit::Memory {
+                resident_bytes: resident,
+                limit_bytes: limit,
+            };
+            self.recycle_over(id, pid, over)?;
+        }
+        Ok(())
+    }
+}
+
+// A COMMAND that cannot take handed-off connections (misfit.rs).
+impl Supervisor {
+    /// Whether this cluster can have the misfit: a hand-off policy, workers
+    /// that are a COMMAND speaking neither corral's library nor Node's
+    /// cluster protocol, and no worker ready yet.
+    fn watches_misfits(&self) -> bool {
+        self.settings.policy.hands_off()
+            && !self.launcher.program.speaks_channel()
+            && self.node.is_none()
+            && !self.ever_ready
+    }
+
+    /// Stops the cluster when a worker not yet ready listens on a TCP port
+    /// of its own.
+    fn check_misfits(&self) -> Result<(), Error> {
+        if !self.watches_misfits() {
+            return Ok(());
+        }
+        for slot in self.slots.values() {
+            let Some(worker) = slot.worker().filter(|worker| !worker.lifecycle.was_ready()) else {
+                continue;
+            };
+            if let Some(address) = own_listeners(worker.pid).into_iter().next() {
+                return Err(
+                    self.misfit(worker.key.slot, &format!("listens on {address} by itself"))
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for worker `id`, which did `what` instead of taking
+    /// connections from corral.
+    fn misfit(&self, id: u32, what: &str) -> Error {
+        let policy = self.settings.policy;
+        Error::NeverReady(format!(
+            "worker {id} {what}: under --policy {policy} corral accepts connections and \
+             hands them over on CORRAL_HANDOFF_FD, and fd 3 is the message channel, not a \
+             listening socket; a server that expects a socket (LISTEN_FDS, fd 3: gunicorn, \
+             uvicorn --fd 3) needs --policy reuseport"
+        ))
+    }
+}
+
+// What workers start outside their process groups (reaper.rs).
+impl Supervisor {
+    /// The pids of the workers (tokio waits for those itself).
+    fn worker_pids(&self) -> HashSet<u32> {
+        self.slots
+            .values()
+            .flat_map(Slot::processes)
+            .map(|worker| worker.pid)
+            .collect()
+    }
+
+    /// A child exited: the next scan reaps the ones that are not workers.
+    fn reap_orphans(&mut self) {
+        self.strays.reap();
+    }
+
+    /// Has what the process `key` (pid `leader`) started outside its
+    /// process group get `signal`, at the next scan.
+    fn signal_strays(&mut self, key: WorkerKey, leader: u32, signal: Signal) {
+        self.strays.signal(key, leader, signal);
+    }
+
+    /// Scans the process table for what the strays orders gathered ask.
+    fn scan_for_strays(&mut self) {
+        let orders = std::mem::take(&mut self.strays);
+        self.reaper.carry_out(&orders, &self.worker_pids());
+    }
+
+    /// The cluster is stopping: processes re-parented to the primary get
+    /// SIGTERM with the workers.
+    fn terminate_orphans(&self) {
+        self.reaper.terminate_leftovers(&self.worker_pids());
+    }
+}
+
+// What systemd is told (notify.rs).
+impl Supervisor {
+    /// The cluster as systemd sees it now.
+    fn systemd_view(&self) -> View {
+        let serving = self.slots.values().filter(|slot| !slot.is_retiring());
+        let (mut ready, mut desired) = (0, 0);
+        for slot in serving {
+            desired += 1;
+            ready += usize::from(
+                slot.worker()
+                    .is_some_and(|worker| worker.lifecycle.was_ready()),
+            );
+        }
+        View {
+            ready,
+            desired,
+            reloading: self.reload.as_ref().and_then(|reload| reload.progress()),
+            stopping: self.phase != Phase::Running,
+        }
+    }
+
+    /// Tells systemd what changed (after each turn of the loop).
+    fn tell_systemd(&mut self) {
+        if self.notifier.enabled() {
+            let view = self.systemd_view();
+            self.notifier.update(view);
         }
     }
 }

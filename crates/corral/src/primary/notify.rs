@@ -15,8 +15,6 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use super::{Phase, Supervisor};
-
 /// The cluster as systemd sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct View {
@@ -156,35 +154,6 @@ impl Notifier {
         let text: String = states.iter().map(|state| format!("{state}\n")).collect();
         if let Err(err) = socket.send_to_addr(text.as_bytes(), address) {
             tracing::warn!("cannot notify systemd ({}): {err}", text.trim_end());
-        }
-    }
-}
-
-impl Supervisor {
-    /// The cluster as systemd sees it now.
-    fn systemd_view(&self) -> View {
-        let serving = self.slots.values().filter(|slot| !slot.is_retiring());
-        let (mut ready, mut desired) = (0, 0);
-        for slot in serving {
-            desired += 1;
-            ready += usize::from(
-                slot.worker()
-                    .is_some_and(|worker| worker.lifecycle.was_ready()),
-            );
-        }
-        View {
-            ready,
-            desired,
-            reloading: self.reload.as_ref().and_then(|reload| reload.progress()),
-            stopping: self.phase != Phase::Running,
-        }
-    }
-
-    /// Tells systemd what changed (after each turn of the loop).
-    pub(super) fn tell_systemd(&mut self) {
-        if self.notifier.enabled() {
-            let view = self.systemd_view();
-            self.notifier.update(view);
         }
     }
 }

@@ -29,8 +29,6 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal, WaitOptions};
 
-use super::Supervisor;
-use super::slot::Slot;
 use crate::protocol::env::{GENERATION, PRIMARY_PID, WORKER_ID};
 use crate::worker_key::WorkerKey;
 
@@ -396,40 +394,6 @@ impl Reaper {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-    }
-}
-
-impl Supervisor {
-    /// The pids of the workers (tokio waits for those itself).
-    fn worker_pids(&self) -> HashSet<u32> {
-        self.slots
-            .values()
-            .flat_map(Slot::processes)
-            .map(|worker| worker.pid)
-            .collect()
-    }
-
-    /// A child exited: the next scan reaps the ones that are not workers.
-    pub(super) fn reap_orphans(&mut self) {
-        self.strays.reap();
-    }
-
-    /// Has what the process `key` (pid `leader`) started outside its
-    /// process group get `signal`, at the next scan.
-    pub(super) fn signal_strays(&mut self, key: WorkerKey, leader: u32, signal: Signal) {
-        self.strays.signal(key, leader, signal);
-    }
-
-    /// Scans the process table for what the strays orders gathered ask.
-    pub(super) fn scan_for_strays(&mut self) {
-        let orders = std::mem::take(&mut self.strays);
-        self.reaper.carry_out(&orders, &self.worker_pids());
-    }
-
-    /// The cluster is stopping: processes re-parented to the primary get
-    /// SIGTERM with the workers.
-    pub(super) fn terminate_orphans(&self) {
-        self.reaper.terminate_leftovers(&self.worker_pids());
     }
 }
 
