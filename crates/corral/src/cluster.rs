@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::balance::Policy;
 use crate::control::ControlSocket;
 use crate::error::WorkerResult;
+use crate::limits::MAX_WORKERS;
 use crate::log::{self, LogFormat};
 use crate::primary::backoff::BackoffPolicy;
 use crate::primary::event::Event;
@@ -23,8 +24,6 @@ use crate::protocol::lines::DEFAULT_MAX_LINE;
 use crate::worker::{Worker, run_worker};
 use crate::{Error, ListenAddr};
 
-/// The largest number of workers a cluster accepts.
-pub const MAX_WORKERS: usize = 1024;
 /// The default drain time for a stopping worker.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// The default listen backlog of each socket.

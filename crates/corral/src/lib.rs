@@ -154,14 +154,13 @@ pub use protocol::env;
 
 pub use address::ListenAddr;
 pub use balance::Policy;
-pub use cluster::{
-    Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, default_workers, is_worker,
-};
+pub use cluster::{Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, default_workers, is_worker};
 pub use control::ControlSocket;
 pub use control::status::{
     ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerStatus,
 };
 pub use error::{BoxError, Error, WorkerResult};
+pub use limits::MAX_WORKERS;
 // For lines logged before `Cluster::run`, which installs it otherwise.
 pub use log::{LogFormat, install as install_log};
 pub use primary::backoff::BackoffPolicy;

@@ -13,12 +13,12 @@ use super::reload_book::ReloadBook;
 use super::restarts::Restarts;
 use super::{Phase, Supervisor};
 use crate::Error;
-use crate::cluster::MAX_WORKERS;
 use crate::control::ControlService;
 use crate::control::command::SupervisorCommand;
 use crate::control::journal::{self, Journal};
 use crate::control::process_stats::CpuSampler;
 use crate::control::status::{ListenerStatus, Status, WorkerStatus};
+use crate::limits::MAX_WORKERS;
 use crate::primary::event::Event;
 use crate::{WorkerState, sys};
 
