@@ -21,6 +21,7 @@ use crate::primary::{
 };
 use crate::protocol::env::WorkerEnvironment;
 use crate::protocol::lines::DEFAULT_MAX_LINE;
+use crate::settings::name::check_name;
 use crate::worker::{Worker, run_worker};
 use crate::{Error, ListenAddr};
 
@@ -600,18 +601,6 @@ impl Cluster {
             });
         self.settings(&program).map(drop)
     }
-}
-
-/// Refuses a cluster name that would put control characters (a newline,
-/// an escape sequence) into every log line and file name that carries it.
-fn check_name(name: &str) -> Result<(), Error> {
-    if name.chars().any(char::is_control) {
-        return Err(Error::Config(format!(
-            "the cluster name (--name) {name:?} contains control characters: use letters, \
-             digits, '-' or '_'"
-        )));
-    }
-    Ok(())
 }
 
 /// One worker per CPU this process may run on.

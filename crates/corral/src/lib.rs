@@ -144,6 +144,7 @@ mod log;
 mod metrics;
 mod primary;
 mod protocol;
+mod settings;
 // The one module allowed `unsafe` (each block with its `// SAFETY:`).
 #[allow(unsafe_code)]
 mod sys;

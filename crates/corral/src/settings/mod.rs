@@ -1,0 +1,3 @@
+//! A cluster's settings, each held once.
+
+pub(crate) mod name;
