@@ -111,7 +111,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     cluster
         .check()
         .map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
-    let settings = config::describe(&run);
+    let settings = config::describe(&run, &cluster);
     let width = settings.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}: valid", file.display())?;

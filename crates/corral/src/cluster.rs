@@ -431,6 +431,23 @@ impl Cluster {
                 });
         self.settings(&program).map(drop)
     }
+
+    /// The program [`Cluster::check`] checks the settings for.
+    fn checked_program(&self) -> Program {
+        self.configuration
+            .configured_command()
+            .unwrap_or_else(|| Program::CurrentExe {
+                path: std::path::PathBuf::new(),
+            })
+    }
+
+    /// Every setting by its flag's name (`--grace` is `grace`), with its
+    /// value as text: what `corral check` prints. Not public API.
+    #[doc(hidden)]
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let name = self.configuration.name_for(&self.checked_program());
+        self.configuration.describe(&name)
+    }
 }
 
 /// Whether this process was started by a corral primary as a worker.

@@ -61,7 +61,7 @@ impl Settings {
         configuration.check()?;
         program.check()?;
         let fixed = &configuration.fixed;
-        let name = resolved_name(configuration, program);
+        let name = configuration.name_for(program);
         check_name(&name)?;
         let mut addresses = fixed
             .listen
@@ -92,13 +92,4 @@ impl Settings {
                 .transpose()?,
         })
     }
-}
-
-/// The cluster's name: as given, else the program's.
-pub(crate) fn resolved_name(configuration: &Configuration, program: &Program) -> String {
-    configuration
-        .fixed
-        .name
-        .clone()
-        .unwrap_or_else(|| program.display_name())
 }

@@ -140,6 +140,14 @@ impl Default for Fixed {
 }
 
 impl Configuration {
+    /// The cluster's name: as given, else the program's.
+    pub(crate) fn name_for(&self, program: &Program) -> String {
+        self.fixed
+            .name
+            .clone()
+            .unwrap_or_else(|| program.display_name())
+    }
+
     /// The program [`Configuration::command`] names.
     pub(crate) fn configured_command(&self) -> Option<Program> {
         let (program, args) = self.command.clone()?;
