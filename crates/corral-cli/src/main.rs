@@ -125,14 +125,14 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
 fn build_cluster(run: &RunArgs) -> corral::Cluster {
     let mut cluster = corral::Cluster::new()
         .policy(run.policy.into())
-        .grace(run.grace)
+        .grace(run.grace.0)
         .backlog(run.backlog)
-        .ready_timeout(run.ready_timeout)
+        .ready_timeout(run.ready_timeout.0)
         .ready(run.ready)
         .node(run.node)
         .max_surge(run.max_surge as usize)
-        .stable_after(run.stable_after)
-        .max_restart_delay(run.max_restart_delay)
+        .stable_after(run.stable_after.0)
+        .max_restart_delay(run.max_restart_delay.0)
         .max_message_size(run.max_message_size as usize)
         .on_message(corral::MessagePolicy {
             log: true,
@@ -151,7 +151,7 @@ fn build_cluster(run: &RunArgs) -> corral::Cluster {
         cluster = cluster.max_memory(bytes);
     }
     if let Some(timeout) = run.timeout {
-        cluster = cluster.watchdog(timeout);
+        cluster = cluster.watchdog(timeout.0);
     }
     if let Some(user) = &run.user {
         cluster = cluster.user(user);
