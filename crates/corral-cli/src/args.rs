@@ -271,13 +271,13 @@ pub struct RunArgs {
     pub listen: Vec<String>,
 
     /// How connections are balanced over the workers
-    #[arg(long, value_enum, default_value_t = PolicyArg::Reuseport)]
+    #[arg(long, value_enum, default_value_t = fixed().policy.into())]
     pub policy: PolicyArg,
 
     /// Seconds a stopping worker may drain before it is killed (fractions
     /// allowed, e.g. 0.5)
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds, allow_negative_numbers = true)]
-    pub grace: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(reloadable().grace), value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub grace: Seconds,
 
     /// Name of the cluster in logs, without control characters [default:
     /// the command's file name (a Node program: its script's, without
@@ -294,32 +294,32 @@ pub struct RunArgs {
     ///
     /// A command that exits at its start is online but never ready. Library
     /// workers always say so themselves.
-    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_ready)]
+    #[arg(long, value_name = "MODE", default_value_t = reloadable().ready, value_parser = parse_ready)]
     pub ready: corral::ReadyMode,
 
     /// Replacements a rolling reload (or recycling) runs at once, beside the
     /// workers serving
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, value_name = "N", default_value_t = reloadable().max_surge as u32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_surge: u32,
 
     /// Seconds a worker must run for its exit to end a crash loop: workers
     /// that keep exiting sooner are restarted later and later, and their
     /// slot is reported as crash-looping (at least 1)
-    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_seconds)]
-    pub stable_after: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(reloadable().backoff.stable_after), value_parser = parse_seconds)]
+    pub stable_after: Seconds,
 
     /// The longest wait before a crash-looping worker is restarted, in
     /// seconds (the wait starts at 0.1 and doubles; at least 0.1)
-    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
-    pub max_restart_delay: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(reloadable().backoff.cap), value_parser = parse_seconds)]
+    pub max_restart_delay: Seconds,
 
     /// Seconds a worker that must say it is ready may take: under --ready
     /// message, round-robin or least-connections it is then replaced (with
     /// no worker ever ready, corral stops with an error); a reload's
     /// replacement not ready by then aborts the reload; a Node worker that
     /// never listens counts as ready after it (--ready auto)
-    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds, allow_negative_numbers = true)]
-    pub ready_timeout: Duration,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(reloadable().ready_timeout), value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub ready_timeout: Seconds,
 
     /// What to do with the JSON messages workers send on their channel:
     /// log them, or log them and relay each to every other worker
@@ -329,7 +329,7 @@ pub struct RunArgs {
     /// Largest message accepted on a worker's channel, in bytes (2048 at
     /// least: the protocols' own lines must fit); longer lines are dropped
     /// and logged against the worker
-    #[arg(long, value_name = "BYTES", default_value_t = corral::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(corral::cli_support::MIN_MESSAGE_SIZE..=corral::cli_support::MAX_MESSAGE_SIZE))]
+    #[arg(long, value_name = "BYTES", default_value_t = fixed().max_message_size as u64, value_parser = clap::value_parser!(u64).range(corral::cli_support::MIN_MESSAGE_SIZE..=corral::cli_support::MAX_MESSAGE_SIZE))]
     pub max_message_size: u64,
 
     /// Watchdog: kill and replace a worker whose heartbeats stop for this
@@ -338,7 +338,7 @@ pub struct RunArgs {
     ///
     /// Demo and library workers then heartbeat every quarter of it.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
-    pub timeout: Option<Duration>,
+    pub timeout: Option<Seconds>,
 
     /// Replace a worker gracefully (its replacement ready first) once its
     /// resident memory exceeds SIZE: bytes, or with K, M, G (KiB, MiB,
@@ -356,7 +356,7 @@ pub struct RunArgs {
 
     /// With --max-requests: up to this many more, chosen per worker, so
     /// workers are not all replaced at once
-    #[arg(long, value_name = "J", default_value_t = 0, requires = "max_requests", value_parser = clap::value_parser!(u64).range(..=corral::cli_support::MAX_REQUESTS))]
+    #[arg(long, value_name = "J", default_value_t = reloadable().max_requests_jitter, requires = "max_requests", value_parser = clap::value_parser!(u64).range(..=corral::cli_support::MAX_REQUESTS))]
     pub max_requests_jitter: u64,
 
     /// Threads of each demo worker's runtime [default: 1, a current-thread
@@ -390,7 +390,7 @@ pub struct RunArgs {
     pub metrics: Option<String>,
 
     /// Listen backlog of each socket
-    #[arg(long, value_name = "N", default_value_t = corral::DEFAULT_BACKLOG, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    #[arg(long, value_name = "N", default_value_t = fixed().backlog, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub backlog: u32,
 
     /// Run the COMMAND as Node cluster workers with corral as their primary:
@@ -400,7 +400,7 @@ pub struct RunArgs {
     /// line runs node; on: for a wrapper that ends up running Node; off: a
     /// Node program gets only LISTEN_FDS and pm2-style messages, as any
     /// COMMAND.
-    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_node)]
+    #[arg(long, value_name = "MODE", default_value_t = fixed().node, value_parser = parse_node)]
     pub node: corral::NodeMode,
     /// The control socket: a path, or `none` for no control socket
     /// [default: $XDG_RUNTIME_DIR/corral/NAME.sock, /run/corral/NAME.sock
@@ -411,6 +411,84 @@ pub struct RunArgs {
     /// The program each worker runs, and its arguments (after `--`)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// The library cluster these flags describe: each flag sets its setting.
+    pub fn cluster(&self) -> corral::Cluster {
+        let run = self;
+        let mut cluster = corral::Cluster::new()
+            .policy(run.policy.into())
+            .grace(run.grace.0)
+            .backlog(run.backlog)
+            .ready_timeout(run.ready_timeout.0)
+            .ready(run.ready)
+            .node(run.node)
+            .max_surge(run.max_surge as usize)
+            .stable_after(run.stable_after.0)
+            .max_restart_delay(run.max_restart_delay.0)
+            .max_message_size(run.max_message_size as usize)
+            .on_message(corral::MessagePolicy {
+                log: true,
+                rebroadcast: run.on_message == OnMessage::Broadcast,
+            })
+            // `corral run` inside another cluster's worker is a cluster of its own.
+            .allow_nested(true);
+        if let Some(workers) = run.workers {
+            cluster = cluster.workers(workers as usize);
+        }
+        if let Some(max) = run.max_requests {
+            cluster = cluster.max_requests(max, run.max_requests_jitter);
+        }
+        if let Some(bytes) = run.max_memory {
+            cluster = cluster.max_memory(bytes);
+        }
+        if let Some(timeout) = run.timeout {
+            cluster = cluster.watchdog(timeout.0);
+        }
+        if let Some(user) = &run.user {
+            cluster = cluster.user(user);
+        }
+        for entry in &run.allow_worker_binds {
+            cluster = cluster.allow_worker_binds(entry);
+        }
+        if let Some(control) = &run.control {
+            cluster = cluster.control(corral::ControlSocket::from_arg(control));
+        }
+        if let Some(address) = &run.metrics {
+            cluster = cluster.metrics(address);
+        }
+        if let Some(threads) = run.worker_threads {
+            cluster = cluster.worker_threads(threads as usize);
+        }
+        for variable in &run.env {
+            if let Some((key, value)) = variable.split_once('=') {
+                cluster = cluster.env(key, value);
+            }
+        }
+        // Started by systemd with sockets and no --listen: the library serves
+        // every socket it was given. A Node program's listen() calls are served
+        // on demand: nothing is bound up front unless asked.
+        let node = run
+            .command
+            .first()
+            .is_some_and(|program| run.node.applies_to(program));
+        if run.listen.is_empty() && corral::cli_support::activated_addresses().is_empty() && !node {
+            cluster = cluster.listen("127.0.0.1:8000");
+        }
+        for address in &run.listen {
+            cluster = cluster.listen(address);
+        }
+        let name = match (&run.name, run.command.is_empty()) {
+            (Some(name), _) => Some(name.clone()),
+            (None, true) => Some("demo".to_string()),
+            (None, false) => None,
+        };
+        if let Some(name) = name {
+            cluster = cluster.name(name);
+        }
+        cluster
+    }
 }
 
 /// The `--on-message` values.
@@ -443,6 +521,43 @@ impl From<PolicyArg> for corral::Policy {
             PolicyArg::RoundRobin => corral::Policy::RoundRobin,
             PolicyArg::LeastConnections => corral::Policy::LeastConnections,
         }
+    }
+}
+
+impl From<corral::Policy> for PolicyArg {
+    fn from(policy: corral::Policy) -> Self {
+        match policy {
+            corral::Policy::Shared => PolicyArg::Shared,
+            corral::Policy::ReusePort => PolicyArg::Reuseport,
+            corral::Policy::RoundRobin => PolicyArg::RoundRobin,
+            corral::Policy::LeastConnections => PolicyArg::LeastConnections,
+        }
+    }
+}
+
+/// The library's defaults, which the flags' defaults are.
+fn reloadable() -> corral::cli_support::Reloadable {
+    corral::cli_support::Reloadable::default()
+}
+
+fn fixed() -> corral::cli_support::Fixed {
+    corral::cli_support::Fixed::default()
+}
+
+/// A number of seconds, fractions allowed, printed as given (`30`, `0.5`):
+/// the type of the flags that take one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seconds(pub Duration);
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
+}
+
+impl PartialEq<Duration> for Seconds {
+    fn eq(&self, other: &Duration) -> bool {
+        self.0 == *other
     }
 }
 
@@ -521,14 +636,14 @@ fn parse_ready(text: &str) -> Result<corral::ReadyMode, String> {
 }
 
 /// Seconds, fractions allowed, from 0 to the library's limit.
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+fn parse_seconds(text: &str) -> Result<Seconds, String> {
     let seconds: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
     let duration = Duration::try_from_secs_f64(seconds)
         .map_err(|_| format!("{text:?} must be zero or a positive number of seconds"))?;
     within_limits(duration)?;
-    Ok(duration)
+    Ok(Seconds(duration))
 }
 
 fn within_limits(duration: Duration) -> Result<(), String> {

@@ -286,70 +286,26 @@ fn one_line(message: &str) -> String {
     }
 }
 
-/// The settings `corral check` prints: every `run` flag's value.
-pub fn describe(run: &RunArgs) -> Vec<(&'static str, String)> {
-    let seconds = |duration: std::time::Duration| format!("{}", duration.as_secs_f64());
-    let optional = |value: Option<String>| value.unwrap_or_else(|| "off".into());
-    vec![
-        (
-            "command",
-            if run.command.is_empty() {
-                "(the demo worker)".into()
-            } else {
-                run.command
-                    .iter()
-                    .map(|arg| arg.to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            },
-        ),
-        (
-            "workers",
-            run.workers
-                .map_or("number of CPUs".into(), |n| n.to_string()),
-        ),
-        (
-            "listen",
-            if run.listen.is_empty() {
-                "127.0.0.1:8000".into()
-            } else {
-                run.listen.join(", ")
-            },
-        ),
-        ("policy", format!("{:?}", run.policy).to_lowercase()),
-        ("grace", seconds(run.grace)),
-        (
-            "name",
-            run.name
-                .clone()
-                .unwrap_or_else(|| "(the command's file name, or demo)".into()),
-        ),
-        ("ready", run.ready.to_string()),
-        ("max-surge", run.max_surge.to_string()),
-        ("ready-timeout", seconds(run.ready_timeout)),
-        ("on-message", format!("{:?}", run.on_message).to_lowercase()),
-        ("max-message-size", run.max_message_size.to_string()),
-        ("timeout", optional(run.timeout.map(seconds))),
-        (
-            "max-memory",
-            optional(run.max_memory.map(|b| b.to_string())),
-        ),
-        (
-            "max-requests",
-            optional(run.max_requests.map(|n| n.to_string())),
-        ),
-        ("max-requests-jitter", run.max_requests_jitter.to_string()),
-        (
-            "worker-threads",
-            optional(run.worker_threads.map(|n| n.to_string())),
-        ),
-        ("backlog", run.backlog.to_string()),
-        ("user", optional(run.user.clone())),
-        ("allow-worker-binds", run.allow_worker_binds.join(",")),
-        ("control", optional(run.control.clone())),
-        ("metrics", optional(run.metrics.clone())),
-        ("env", run.env.join(" ")),
-    ]
+/// The settings `corral check` prints: the command, then every `run`
+/// flag the file may set, in `--help`'s order, with the value the cluster
+/// was given (defaults included), as the library describes it.
+pub fn describe(run: &RunArgs, cluster: &corral::Cluster) -> Vec<(String, String)> {
+    let command = if run.command.is_empty() {
+        "(the demo worker)".into()
+    } else {
+        run.command
+            .iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut values: BTreeMap<String, String> = cluster.describe().into_iter().collect();
+    let mut settings = vec![(COMMAND.to_string(), command)];
+    for key in run_flag_names().into_iter().chain([ENV.to_string()]) {
+        let value = values.remove(&key).unwrap_or_default();
+        settings.push((key, value));
+    }
+    settings
 }
 
 /// Where `--config` points, to read it again at each reload.
@@ -410,6 +366,23 @@ mod tests {
         let names = run_flag_names();
         for flag in ["workers", "listen", "grace", "max-memory", "user", "policy"] {
             assert!(names.iter().any(|name| name == flag), "{flag}: {names:?}");
+        }
+    }
+
+    #[test]
+    fn check_prints_every_setting_the_library_has_and_every_flag() {
+        let printed: Vec<String> = corral::Cluster::new()
+            .describe()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        let mut flags = run_flag_names();
+        flags.push(ENV.to_string());
+        for key in &printed {
+            assert!(flags.contains(key), "{key} is no `run` flag");
+        }
+        for flag in &flags {
+            assert!(printed.contains(flag), "--{flag} is not printed");
         }
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use args::{Cli, Command, OnMessage, RunArgs};
+use args::{Cli, Command, RunArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -111,7 +111,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     cluster
         .check()
         .map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
-    let settings = config::describe(&run);
+    let settings = config::describe(&run, &cluster);
     let width = settings.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}: valid", file.display())?;
@@ -121,80 +121,10 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The library cluster `corral run` flags describe.
+/// The library cluster `corral run` flags describe, which prints the
+/// addresses it bound.
 fn build_cluster(run: &RunArgs) -> corral::Cluster {
-    let mut cluster = corral::Cluster::new()
-        .policy(run.policy.into())
-        .grace(run.grace)
-        .backlog(run.backlog)
-        .ready_timeout(run.ready_timeout)
-        .ready(run.ready)
-        .node(run.node)
-        .max_surge(run.max_surge as usize)
-        .stable_after(run.stable_after)
-        .max_restart_delay(run.max_restart_delay)
-        .max_message_size(run.max_message_size as usize)
-        .on_message(corral::MessagePolicy {
-            log: true,
-            rebroadcast: run.on_message == OnMessage::Broadcast,
-        })
-        .on_event(print_bound_addresses)
-        // `corral run` inside another cluster's worker is a cluster of its own.
-        .allow_nested(true);
-    if let Some(workers) = run.workers {
-        cluster = cluster.workers(workers as usize);
-    }
-    if let Some(max) = run.max_requests {
-        cluster = cluster.max_requests(max, run.max_requests_jitter);
-    }
-    if let Some(bytes) = run.max_memory {
-        cluster = cluster.max_memory(bytes);
-    }
-    if let Some(timeout) = run.timeout {
-        cluster = cluster.watchdog(timeout);
-    }
-    if let Some(user) = &run.user {
-        cluster = cluster.user(user);
-    }
-    for entry in &run.allow_worker_binds {
-        cluster = cluster.allow_worker_binds(entry);
-    }
-    if let Some(control) = &run.control {
-        cluster = cluster.control(corral::ControlSocket::from_arg(control));
-    }
-    if let Some(address) = &run.metrics {
-        cluster = cluster.metrics(address);
-    }
-    if let Some(threads) = run.worker_threads {
-        cluster = cluster.worker_threads(threads as usize);
-    }
-    for variable in &run.env {
-        if let Some((key, value)) = variable.split_once('=') {
-            cluster = cluster.env(key, value);
-        }
-    }
-    // Started by systemd with sockets and no --listen: the library serves
-    // every socket it was given. A Node program's listen() calls are served
-    // on demand: nothing is bound up front unless asked.
-    let node = run
-        .command
-        .first()
-        .is_some_and(|program| run.node.applies_to(program));
-    if run.listen.is_empty() && corral::cli_support::activated_addresses().is_empty() && !node {
-        cluster = cluster.listen("127.0.0.1:8000");
-    }
-    for address in &run.listen {
-        cluster = cluster.listen(address);
-    }
-    let name = match (&run.name, run.command.is_empty()) {
-        (Some(name), _) => Some(name.clone()),
-        (None, true) => Some("demo".to_string()),
-        (None, false) => None,
-    };
-    if let Some(name) = name {
-        cluster = cluster.name(name);
-    }
-    cluster
+    run.cluster().on_event(print_bound_addresses)
 }
 
 /// Prints `listening on ADDR`, one line per address, on stdout: the stable

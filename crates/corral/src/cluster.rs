@@ -4,9 +4,9 @@
 
 use std::ffi::OsString;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::Error;
 use crate::balance::Policy;
 use crate::control::ControlSocket;
 use crate::error::WorkerResult;
@@ -19,18 +19,8 @@ use crate::primary::{
     self, MessagePolicy, Observer, Primary, PrimaryTask, Program, Reread, Settings,
 };
 use crate::protocol::env::WorkerEnvironment;
-use crate::protocol::lines::DEFAULT_MAX_LINE;
+use crate::settings::Configuration;
 use crate::worker::{Worker, run_worker};
-use crate::{Error, ListenAddr};
-
-/// The largest number of workers a cluster accepts.
-pub const MAX_WORKERS: usize = 1024;
-/// The default drain time for a stopping worker.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
-/// The default listen backlog of each socket.
-pub const DEFAULT_BACKLOG: u32 = 1024;
-/// How long a worker that must say it is ready may take to say so.
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A cluster of worker processes sharing listening ports.
 ///
@@ -53,34 +43,12 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// # fn main() {}
 /// ```
 pub struct Cluster {
-    workers: usize,
-    listen: Vec<String>,
-    policy: Policy,
-    grace: Duration,
-    backlog: u32,
-    name: Option<String>,
-    backoff: BackoffPolicy,
-    max_message_size: usize,
-    ready_timeout: Duration,
-    messages: MessagePolicy,
-    worker_threads: Option<usize>,
-    watchdog: Option<Duration>,
-    ready: ReadyMode,
-    node: NodeMode,
-    max_memory: Option<u64>,
-    max_requests: Option<(u64, u64)>,
-    max_surge: usize,
-    user: Option<String>,
-    allow_worker_binds: Vec<String>,
-    env: Vec<(OsString, OsString)>,
-    command: Option<(OsString, Vec<OsString>)>,
+    configuration: Configuration,
     reread: Option<Reread>,
     observer: Option<Observer>,
     primary_task: Option<PrimaryTask>,
     log_format: Option<LogFormat>,
     nested: bool,
-    control: ControlSocket,
-    metrics: Option<String>,
 }
 
 impl Default for Cluster {
@@ -94,77 +62,55 @@ impl Cluster {
     /// `reuseport` and a 30 s grace period.
     pub fn new() -> Self {
         Cluster {
-            workers: default_workers(),
-            listen: Vec::new(),
-            policy: Policy::default(),
-            grace: DEFAULT_GRACE,
-            backlog: DEFAULT_BACKLOG,
-            name: None,
-            backoff: BackoffPolicy::default(),
-            max_message_size: DEFAULT_MAX_LINE,
-            ready_timeout: DEFAULT_READY_TIMEOUT,
-            messages: MessagePolicy::default(),
-            worker_threads: None,
-            watchdog: None,
-            ready: ReadyMode::Auto,
-            node: NodeMode::Auto,
-            max_memory: None,
-            max_requests: None,
-            max_surge: 1,
-            user: None,
-            allow_worker_binds: Vec::new(),
-            env: Vec::new(),
-            command: None,
+            configuration: Configuration::default(),
             reread: None,
             observer: None,
             primary_task: None,
             log_format: None,
             nested: false,
-            control: ControlSocket::Default,
-            metrics: None,
         }
     }
 
     /// How many worker processes to run (1 to [`MAX_WORKERS`]).
     pub fn workers(mut self, count: usize) -> Self {
-        self.workers = count;
+        self.configuration.reloadable.workers = count;
         self
     }
 
     /// Adds an address to listen on: `HOST:PORT`, `[V6]:PORT` or `PORT`.
     /// Port 0 picks a free port ([`Event::Bound`] tells which).
     pub fn listen(mut self, address: impl Into<String>) -> Self {
-        self.listen.push(address.into());
+        self.configuration.fixed.listen.push(address.into());
         self
     }
 
     /// How connections are balanced over the workers.
     pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = policy;
+        self.configuration.fixed.policy = policy;
         self
     }
 
     /// How long a stopping worker may drain before it is killed.
     pub fn grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.configuration.reloadable.grace = grace;
         self
     }
 
     /// The listen backlog of each socket.
     pub fn backlog(mut self, backlog: u32) -> Self {
-        self.backlog = backlog;
+        self.configuration.fixed.backlog = backlog;
         self
     }
 
     /// The cluster's name in logs (default: the program's file name).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
+        self.configuration.fixed.name = Some(name.into());
         self
     }
 
     /// How restarts of failing workers are spaced out.
     pub fn restart_backoff(mut self, backoff: BackoffPolicy) -> Self {
-        self.backoff = backoff;
+        self.configuration.reloadable.backoff = backoff;
         self
     }
 
@@ -173,20 +119,20 @@ impl Cluster {
     /// exiting sooner are restarted later and later and reported as
     /// crash-looping.
     pub fn stable_after(mut self, run: Duration) -> Self {
-        self.backoff.stable_after = run;
+        self.configuration.reloadable.backoff.stable_after = run;
         self
     }
 
     /// The longest wait before a crash-looping worker is restarted
     /// (default 10 s, [`BackoffPolicy::cap`]).
     pub fn max_restart_delay(mut self, delay: Duration) -> Self {
-        self.backoff.cap = delay;
+        self.configuration.reloadable.backoff.cap = delay;
         self
     }
 
     /// The largest message accepted on a worker's channel, in bytes.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
+        self.configuration.fixed.max_message_size = bytes;
         self
     }
 
@@ -196,7 +142,7 @@ impl Cluster {
     /// for each replacement; when no worker ever did, the cluster stops
     /// with an error.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = timeout;
+        self.configuration.reloadable.ready_timeout = timeout;
         self
     }
 
@@ -204,7 +150,7 @@ impl Cluster {
     /// them to the [`Cluster::primary`] task: log them, relay them to every
     /// other worker.
     pub fn on_message(mut self, policy: MessagePolicy) -> Self {
-        self.messages = policy;
+        self.configuration.fixed.messages = policy;
         self
     }
 
@@ -217,14 +163,14 @@ impl Cluster {
     /// worker's heartbeats, so the watchdog ([`Cluster::watchdog`]) counts it
     /// hung: run blocking work with `tokio::task::spawn_blocking`.
     pub fn worker_threads(mut self, threads: usize) -> Self {
-        self.worker_threads = Some(threads);
+        self.configuration.fixed.worker_threads = Some(threads);
         self
     }
 
     /// Replaces a worker gracefully (its replacement ready first) when its
     /// resident memory grows past `bytes`; checked every second.
     pub fn max_memory(mut self, bytes: u64) -> Self {
-        self.max_memory = Some(bytes);
+        self.configuration.reloadable.max_memory = Some(bytes);
         self
     }
 
@@ -233,14 +179,15 @@ impl Cluster {
     /// [`crate::Worker::request_counter`] (a COMMAND's workers by sending
     /// `{"corral":{"served":N}}`).
     pub fn max_requests(mut self, max: u64, jitter: u64) -> Self {
-        self.max_requests = Some((max, jitter));
+        self.configuration.reloadable.max_requests = Some(max);
+        self.configuration.reloadable.max_requests_jitter = jitter;
         self
     }
 
     /// How many replacements a rolling reload (or recycling) runs at once:
     /// extra workers beside the ones serving. Default 1.
     pub fn max_surge(mut self, workers: usize) -> Self {
-        self.max_surge = workers;
+        self.configuration.reloadable.max_surge = workers;
         self
     }
 
@@ -249,7 +196,7 @@ impl Cluster {
     /// must be root for this, binds every socket first (ports below 1024
     /// too) and stays root to supervise.
     pub fn user(mut self, spec: impl Into<String>) -> Self {
-        self.user = Some(spec.into());
+        self.configuration.fixed.user = Some(spec.into());
         self
     }
 
@@ -260,7 +207,10 @@ impl Cluster {
     /// binds their Unix sockets itself. Without it such a `listen()` fails
     /// with `EACCES` in the worker, as it would without corral.
     pub fn allow_worker_binds(mut self, entry: impl Into<String>) -> Self {
-        self.allow_worker_binds.push(entry.into());
+        self.configuration
+            .fixed
+            .allow_worker_binds
+            .push(entry.into());
         self
     }
 
@@ -268,7 +218,10 @@ impl Cluster {
     /// inherited variable of that name). corral's own variables
     /// (`CORRAL_*`, `LISTEN_*`, `NODE_CHANNEL_*`, `NOTIFY_SOCKET`…) cannot be set.
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.env.push((key.into(), value.into()));
+        self.configuration
+            .reloadable
+            .env
+            .push((key.into(), value.into()));
         self
     }
 
@@ -281,7 +234,8 @@ impl Cluster {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        self.command = Some((program.into(), args.into_iter().map(Into::into).collect()));
+        self.configuration.command =
+            Some((program.into(), args.into_iter().map(Into::into).collect()));
         self
     }
 
@@ -298,7 +252,10 @@ impl Cluster {
         mut self,
         reread: impl FnMut() -> Result<Cluster, String> + Send + 'static,
     ) -> Self {
-        self.reread = Some(Reread::new(Box::new(reread)));
+        let mut reread = reread;
+        self.reread = Some(Reread::new(Box::new(move || {
+            reread().map(|cluster| cluster.configuration)
+        })));
         self
     }
 
@@ -307,7 +264,7 @@ impl Cluster {
     /// `/healthz` (200 while the primary runs) and `/readyz` (200 when a
     /// worker is ready; `?all`: when every worker is).
     pub fn metrics(mut self, address: impl Into<String>) -> Self {
-        self.metrics = Some(address.into());
+        self.configuration.fixed.metrics = Some(address.into());
         self
     }
 
@@ -316,7 +273,7 @@ impl Cluster {
     /// sockets (see [`crate::control::path`]); [`ControlSocket::Off`] for
     /// none. Starting fails when a cluster of the same name already runs.
     pub fn control(mut self, socket: ControlSocket) -> Self {
-        self.control = socket;
+        self.configuration.fixed.control = socket;
         self
     }
 
@@ -325,13 +282,13 @@ impl Cluster {
     /// corral as their primary (`--node`; default: when it is `node` or a
     /// `#!` script that runs node).
     pub fn node(mut self, mode: NodeMode) -> Self {
-        self.node = mode;
+        self.configuration.fixed.node = mode;
         self
     }
 
     /// When a COMMAND worker counts as ready (`--ready`).
     pub fn ready(mut self, mode: ReadyMode) -> Self {
-        self.ready = mode;
+        self.configuration.reloadable.ready = mode;
         self
     }
 
@@ -340,7 +297,7 @@ impl Cluster {
     /// quarter of it; a COMMAND's workers are watched once they send
     /// `{"corral":"heartbeat"}` themselves.
     pub fn watchdog(mut self, timeout: Duration) -> Self {
-        self.watchdog = Some(timeout);
+        self.configuration.reloadable.watchdog = Some(timeout);
         self
     }
 
@@ -422,7 +379,7 @@ impl Cluster {
         S: Into<OsString>,
     {
         let program: OsString = program.into();
-        let node = self.node.applies_to(&program);
+        let node = self.configuration.fixed.node.applies_to(&program);
         let program = Program::Command {
             program,
             args: args.into_iter().map(Into::into).collect(),
@@ -457,136 +414,8 @@ impl Cluster {
         ))
     }
 
-    /// Refuses values past [`crate::limits`], naming the setting.
-    fn check_limits(&self) -> Result<(), Error> {
-        use crate::limits::{check_duration, check_message_size, check_requests};
-        check_duration("the grace period (--grace)", self.grace)?;
-        check_duration("the ready timeout (--ready-timeout)", self.ready_timeout)?;
-        check_duration("the stable run (--stable-after)", self.backoff.stable_after)?;
-        check_duration(
-            "the longest restart delay (--max-restart-delay)",
-            self.backoff.cap,
-        )?;
-        if let Some(timeout) = self.watchdog {
-            check_duration("the watchdog timeout (--timeout)", timeout)?;
-        }
-        if let ReadyMode::Delay(delay) = self.ready {
-            check_duration("the ready delay (--ready delay:SECONDS)", delay)?;
-        }
-        check_message_size(self.max_message_size as u64)?;
-        if let Some((max, jitter)) = self.max_requests {
-            check_requests("--max-requests", max)?;
-            check_requests("--max-requests-jitter", jitter)?;
-        }
-        Ok(())
-    }
-
     pub(crate) fn settings(&self, program: &Program) -> Result<Settings, Error> {
-        if self.workers == 0 || self.workers > MAX_WORKERS {
-            return Err(Error::Config(format!(
-                "the number of workers must be from 1 to {MAX_WORKERS}, not {}",
-                self.workers
-            )));
-        }
-        if self
-            .watchdog
-            .is_some_and(|timeout| timeout < Duration::from_millis(100))
-        {
-            return Err(Error::Config(
-                "the watchdog timeout must be at least 0.1 s".into(),
-            ));
-        }
-        self.check_limits()?;
-        program.check()?;
-        let name = self.name.clone().unwrap_or_else(|| program.display_name());
-        check_name(&name)?;
-        if self.backoff.stable_after < self.backoff.min_uptime {
-            return Err(Error::Config(format!(
-                "the stable run (--stable-after) must be at least {} s, as long as a \
-                 worker must run to count as started",
-                self.backoff.min_uptime.as_secs_f64()
-            )));
-        }
-        if self.backoff.cap < self.backoff.initial {
-            return Err(Error::Config(format!(
-                "the longest restart delay (--max-restart-delay) must be at least {} s, \
-                 the first delay",
-                self.backoff.initial.as_secs_f64()
-            )));
-        }
-        if self.max_surge == 0 {
-            return Err(Error::Config("the reload surge must be 1 or more".into()));
-        }
-        if self.worker_threads == Some(0) {
-            return Err(Error::Config("worker threads must be 1 or more".into()));
-        }
-        if self.backlog == 0 || self.backlog > i32::MAX as u32 {
-            return Err(Error::Config(format!(
-                "the backlog must be a positive number, not {}",
-                self.backlog
-            )));
-        }
-        let mut addresses = self
-            .listen
-            .iter()
-            .map(|text| text.parse::<ListenAddr>()?.resolve())
-            .collect::<Result<Vec<SocketAddr>, Error>>()?;
-        if self.listen.is_empty() {
-            // Socket-activated with no address given: serve every socket.
-            addresses = activated_addresses();
-        }
-        Ok(Settings {
-            workers: self.workers,
-            addresses,
-            policy: self.policy,
-            backlog: self.backlog as i32,
-            grace: self.grace,
-            name,
-            backoff: self.backoff,
-            max_message_size: self.max_message_size,
-            ready_timeout: self.ready_timeout,
-            messages: self.messages,
-            worker_threads: self.worker_threads,
-            watchdog: self.watchdog,
-            ready: self.ready,
-            max_memory: self.max_memory,
-            max_requests: self.max_requests.map(|(max, _)| max),
-            max_requests_jitter: self.max_requests.map_or(0, |(_, jitter)| jitter),
-            max_surge: self.max_surge,
-            user: self
-                .user
-                .as_deref()
-                .map(primary::resolve_user)
-                .transpose()?,
-            allow_worker_binds: primary::node::AllowedBinds::parse(&self.allow_worker_binds)?,
-            env: self.worker_env()?,
-            reread: None,
-            control: self.control.clone(),
-            metrics: self
-                .metrics
-                .as_deref()
-                .map(|text| text.parse::<ListenAddr>()?.resolve())
-                .transpose()?,
-        })
-    }
-
-    /// The program a cluster built by [`Cluster::on_reload`] names.
-    pub(crate) fn configured_command(&self) -> Option<Program> {
-        let (program, args) = self.command.clone()?;
-        let node = self.node.applies_to(&program);
-        Some(Program::Command {
-            program,
-            args,
-            node,
-        })
-    }
-
-    /// The configured variables, checked: none may be corral's own.
-    fn worker_env(&self) -> Result<Vec<(OsString, OsString)>, Error> {
-        for (key, value) in &self.env {
-            crate::protocol::env::check_variable(key, value)?;
-        }
-        Ok(self.env.clone())
+        Settings::resolve(&self.configuration, program)
     }
 
     /// Checks every setting as [`Cluster::run`] and [`Cluster::run_command`]
@@ -594,40 +423,31 @@ impl Cluster {
     /// if any): what `corral check` reports. Host and user names are
     /// resolved, as at start.
     pub fn check(&self) -> Result<(), Error> {
-        let program = self
+        let program =
+            self.configuration
+                .configured_command()
+                .unwrap_or_else(|| Program::CurrentExe {
+                    path: std::path::PathBuf::new(),
+                });
+        self.settings(&program).map(drop)
+    }
+
+    /// The program [`Cluster::check`] checks the settings for.
+    fn checked_program(&self) -> Program {
+        self.configuration
             .configured_command()
             .unwrap_or_else(|| Program::CurrentExe {
                 path: std::path::PathBuf::new(),
-            });
-        self.settings(&program).map(drop)
+            })
     }
-}
 
-/// Refuses a cluster name that would put control characters (a newline,
-/// an escape sequence) into every log line and file name that carries it.
-fn check_name(name: &str) -> Result<(), Error> {
-    if name.chars().any(char::is_control) {
-        return Err(Error::Config(format!(
-            "the cluster name (--name) {name:?} contains control characters: use letters, \
-             digits, '-' or '_'"
-        )));
+    /// Every setting by its flag's name (`--grace` is `grace`), with its
+    /// value as text: what `corral check` prints. Not public API.
+    #[doc(hidden)]
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let name = self.configuration.name_for(&self.checked_program());
+        self.configuration.describe(&name)
     }
-    Ok(())
-}
-
-/// One worker per CPU this process may run on.
-pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |count| count.get())
-}
-
-/// The addresses of the listening sockets systemd passed this process
-/// (`LISTEN_FDS`, with `LISTEN_PID` its pid), in order; empty when it was
-/// not socket-activated. A cluster with no `listen` address serves them all.
-pub fn activated_addresses() -> Vec<SocketAddr> {
-    crate::balance::activation::activated()
-        .iter()
-        .map(|socket| socket.address)
-        .collect()
 }
 
 /// Whether this process was started by a corral primary as a worker.

@@ -144,6 +144,7 @@ mod log;
 mod metrics;
 mod primary;
 mod protocol;
+mod settings;
 // The one module allowed `unsafe` (each block with its `// SAFETY:`).
 #[allow(unsafe_code)]
 mod sys;
@@ -154,14 +155,13 @@ pub use protocol::env;
 
 pub use address::ListenAddr;
 pub use balance::Policy;
-pub use cluster::{
-    Cluster, DEFAULT_BACKLOG, DEFAULT_GRACE, MAX_WORKERS, default_workers, is_worker,
-};
+pub use cluster::{Cluster, is_worker};
 pub use control::ControlSocket;
 pub use control::status::{
     ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerStatus,
 };
 pub use error::{BoxError, Error, WorkerResult};
+pub use limits::MAX_WORKERS;
 // For lines logged before `Cluster::run`, which installs it otherwise.
 pub use log::{LogFormat, install as install_log};
 pub use primary::backoff::BackoffPolicy;
@@ -170,6 +170,7 @@ pub use primary::node::NodeMode;
 pub use primary::ready_mode::ReadyMode;
 pub use primary::{MessagePolicy, Primary, SendError, WorkerInfo, WorkerState};
 pub use protocol::lines::DEFAULT_MAX_LINE;
+pub use settings::{DEFAULT_BACKLOG, DEFAULT_GRACE, default_workers};
 pub use worker::Worker;
 pub use worker::connection::Connection;
 pub use worker::listener::Listener;
@@ -185,11 +186,11 @@ pub use worker::requests::RequestCounter;
 /// documented API, so what `cargo doc` shows is the whole supported API.
 #[doc(hidden)]
 pub mod cli_support {
-    pub use crate::cluster::activated_addresses;
     pub use crate::config_file::{MAX_CONFIG_SIZE, read_config_file};
     pub use crate::control::{client, path, protocol};
     pub use crate::limits::{MAX_DURATION, MAX_MESSAGE_SIZE, MAX_REQUESTS, MIN_MESSAGE_SIZE};
     pub use crate::log::{escape_untrusted, fatal as log_fatal, flush as flush_log};
     pub use crate::protocol::env::check_variable as check_env_variable;
+    pub use crate::settings::{Configuration, Fixed, Reloadable, activated_addresses};
     pub use crate::worker::worker_runtime;
 }

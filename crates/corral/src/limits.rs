@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use crate::Error;
 
+/// The largest number of workers a cluster accepts.
+pub const MAX_WORKERS: usize = 1024;
+
 /// The longest duration any setting takes (grace, timeouts, restart
 /// delays): a year.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);

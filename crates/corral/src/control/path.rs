@@ -17,6 +17,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::Error;
+use crate::settings::name::check_file_name;
 
 /// The file name suffix of control sockets in the default directory.
 pub const SOCKET_SUFFIX: &str = ".sock";
@@ -55,7 +56,7 @@ impl ControlSocket {
             ControlSocket::Off => return Ok(None),
             ControlSocket::Path(path) => path.clone(),
             ControlSocket::Default => {
-                check_name(name)?;
+                check_file_name(name)?;
                 let directory = default_directory();
                 prepare_directory(&directory)?;
                 directory.join(format!("{name}{SOCKET_SUFFIX}"))
@@ -117,17 +118,6 @@ pub(crate) fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-/// A cluster name must make one file name.
-fn check_name(name: &str) -> Result<(), Error> {
-    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
-        return Err(Error::Config(format!(
-            "the cluster name {name:?} cannot name a control socket file: use --name with \
-             letters, digits, '-' or '_' (or --control PATH, or --control none)"
-        )));
-    }
-    Ok(())
-}
-
 /// Creates the default directory (mode 0700) if it is missing, and checks
 /// that nobody else owns it or may enter it: another user who could would
 /// be able to put a socket of theirs where corral's commands look.
@@ -186,16 +176,6 @@ mod tests {
             directory_for(None, 1000),
             std::env::temp_dir().join("corral-1000")
         );
-    }
-
-    #[test]
-    fn names_that_are_not_one_file_name_are_refused() {
-        for bad in ["", ".hidden", "a/b", "nul\0"] {
-            assert!(check_name(bad).is_err(), "{bad:?}");
-        }
-        for good in ["demo", "api-v2", "python3", "my_app.1"] {
-            assert!(check_name(good).is_ok(), "{good:?}");
-        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod reload_plan;
 mod restarts;
 mod router;
 mod run_as;
+mod settings;
 mod signals;
 mod slot;
 mod spawn;
@@ -41,14 +42,12 @@ use rustix::process::Signal;
 
 use crate::control::status::RestartReason;
 use crate::primary::event::RecycleLimit;
-use crate::worker_key::WorkerKey;
+use crate::worker_key::{Serials, WorkerKey};
 use health::resident_bytes;
 use misfit::own_listeners;
 use notify::View;
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +59,7 @@ pub(crate) use program::Program;
 pub(crate) use reconfigure::Reread;
 pub use registry::{SendError, WorkerInfo, WorkerState};
 pub use router::MessagePolicy;
-pub(crate) use run_as::resolve as resolve_user;
+pub(crate) use settings::Settings;
 
 use crate::Error;
 use crate::balance::{Balancer, Policy, StallReport};
@@ -68,8 +67,6 @@ use crate::control::ControlService;
 use crate::control::journal::Journal;
 use crate::protocol::env::WorkerEnv;
 use crate::protocol::message::Control;
-use crate::worker_key::Serials;
-use backoff::BackoffPolicy;
 use control::ControlPlane;
 use event::Event;
 use handle::EventSink;
@@ -77,7 +74,6 @@ use node::NodeCluster;
 use notice::Notice;
 use notify::Notifier;
 use output::OutputSink;
-use ready_mode::ReadyMode;
 use reaper::{Reaper, StrayOrders};
 use registry::Registry;
 use reload_plan::ReloadPlan;
@@ -92,45 +88,6 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 const NODE_KILL_AFTER_TERM: Duration = Duration::from_secs(1);
 /// How long the primary, exiting, waits for its workers' last output.
 const OUTPUT_FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// The cluster's settings, validated and resolved.
-pub(crate) struct Settings {
-    pub workers: usize,
-    pub addresses: Vec<SocketAddr>,
-    pub policy: Policy,
-    pub backlog: i32,
-    pub grace: Duration,
-    pub name: String,
-    pub backoff: BackoffPolicy,
-    pub max_message_size: usize,
-    pub ready_timeout: Duration,
-    pub messages: MessagePolicy,
-    pub worker_threads: Option<usize>,
-    /// Kill a worker whose heartbeats stop for this long.
-    pub watchdog: Option<Duration>,
-    pub ready: ReadyMode,
-    /// Recycle a worker whose resident memory grows past this many bytes.
-    pub max_memory: Option<u64>,
-    /// Recycle a worker after it served this many requests, plus up to
-    /// `max_requests_jitter` more (chosen per worker).
-    pub max_requests: Option<u64>,
-    pub max_requests_jitter: u64,
-    /// Replacements a rolling reload runs at once.
-    pub max_surge: usize,
-    /// Workers run as this user and group (`--user`).
-    pub user: Option<run_as::RunAs>,
-    /// What Node workers may have the primary bind beyond their own
-    /// privileges (`--allow-worker-binds`).
-    pub allow_worker_binds: node::AllowedBinds,
-    /// Variables added to every worker's environment.
-    pub env: Vec<(OsString, OsString)>,
-    /// Reads the configuration again at each reload (`Cluster::on_reload`).
-    pub reread: Option<reconfigure::Reread>,
-    /// Where the control socket is (or none).
-    pub control: crate::control::ControlSocket,
-    /// The metrics and health endpoint's address, if any.
-    pub metrics: Option<SocketAddr>,
-}
 
 /// The user's task beside the supervisor (`Cluster::primary`).
 pub(crate) type PrimaryTask =

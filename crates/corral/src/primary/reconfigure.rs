@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::notice::Notice;
 use super::{Phase, Program, Settings, Supervisor};
 use crate::Error;
-use crate::cluster::Cluster;
+use crate::settings::Configuration;
 
 /// How often the watchdog looks at heartbeats when none was configured at
 /// start (a reload may turn it on).
@@ -33,7 +33,7 @@ pub(super) const CHECK_PERIOD: Duration = Duration::from_millis(250);
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The user's function that builds the cluster's configuration anew.
-type RereadFn = Box<dyn FnMut() -> Result<Cluster, String> + Send>;
+pub(crate) type RereadFn = Box<dyn FnMut() -> Result<Configuration, String> + Send>;
 
 /// The user's function, shared with the thread that runs it, and whether
 /// a read is under way.
@@ -162,18 +162,9 @@ impl Supervisor {
         self.launcher.env = new.env.clone();
         self.launcher.worker_env.grace = new.grace;
         self.launcher.worker_env.heartbeat = new.watchdog.map(|timeout| timeout / 4);
-        let running = &mut self.settings;
-        running.grace = new.grace;
-        running.env = new.env;
-        running.watchdog = new.watchdog;
-        running.max_memory = new.max_memory;
-        running.max_requests = new.max_requests;
-        running.max_requests_jitter = new.max_requests_jitter;
-        running.max_surge = new.max_surge;
-        running.ready = new.ready;
-        running.ready_timeout = new.ready_timeout;
-        running.backoff = new.backoff;
-        self.resize(new.workers)
+        let workers = new.workers;
+        self.settings.reloadable = new.reloadable;
+        self.resize(workers)
     }
 
     /// Adds or drains workers until the cluster has `workers` of them, by
@@ -231,10 +222,9 @@ fn read_with(
             ));
         }
     };
-    let cluster = reread()?;
-    let program = cluster.configured_command();
-    let settings = cluster
-        .settings(program.as_ref().unwrap_or(running))
+    let configuration = reread()?;
+    let program = configuration.configured_command();
+    let settings = Settings::resolve(&configuration, program.as_ref().unwrap_or(running))
         .map_err(|err| err.to_string())?;
     Ok((Box::new(settings), program))
 }

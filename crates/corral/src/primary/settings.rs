@@ -1,0 +1,95 @@
+//! The settings the primary runs with: a cluster's [`Configuration`]
+//! checked and resolved (addresses bound to, the user looked up, the name
+//! chosen). What a reload may change stays as given, [`Reloadable`], which
+//! a reload replaces whole; the fields read through it
+//! (`settings.grace`).
+
+use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
+
+use super::router::MessagePolicy;
+use super::{Program, node, reconfigure, run_as};
+use crate::balance::Policy;
+use crate::settings::name::check_name;
+use crate::settings::{Configuration, Reloadable};
+use crate::{Error, ListenAddr};
+
+/// The cluster's settings, validated and resolved.
+pub(crate) struct Settings {
+    /// What a reload may change.
+    pub reloadable: Reloadable,
+    pub addresses: Vec<SocketAddr>,
+    pub policy: Policy,
+    pub backlog: i32,
+    pub name: String,
+    pub max_message_size: usize,
+    pub messages: MessagePolicy,
+    pub worker_threads: Option<usize>,
+    /// Workers run as this user and group (`--user`).
+    pub user: Option<run_as::RunAs>,
+    /// What Node workers may have the primary bind beyond their own
+    /// privileges (`--allow-worker-binds`).
+    pub allow_worker_binds: node::AllowedBinds,
+    /// Reads the configuration again at each reload (`Cluster::on_reload`).
+    pub reread: Option<reconfigure::Reread>,
+    /// Where the control socket is (or none).
+    pub control: crate::control::ControlSocket,
+    /// The metrics and health endpoint's address, if any.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Deref for Settings {
+    type Target = Reloadable;
+
+    fn deref(&self) -> &Reloadable {
+        &self.reloadable
+    }
+}
+
+impl DerefMut for Settings {
+    fn deref_mut(&mut self) -> &mut Reloadable {
+        &mut self.reloadable
+    }
+}
+
+impl Settings {
+    /// Checks `configuration` for running `program`, and resolves it.
+    pub(crate) fn resolve(
+        configuration: &Configuration,
+        program: &Program,
+    ) -> Result<Settings, Error> {
+        configuration.check()?;
+        program.check()?;
+        let fixed = &configuration.fixed;
+        let name = configuration.name_for(program);
+        check_name(&name)?;
+        let mut addresses = fixed
+            .listen
+            .iter()
+            .map(|text| text.parse::<ListenAddr>()?.resolve())
+            .collect::<Result<Vec<SocketAddr>, Error>>()?;
+        if fixed.listen.is_empty() {
+            // Socket-activated with no address given: serve every socket.
+            addresses = crate::settings::activated_addresses();
+        }
+        Ok(Settings {
+            reloadable: configuration.reloadable.clone(),
+            addresses,
+            policy: fixed.policy,
+            backlog: fixed.backlog as i32,
+            name,
+            max_message_size: fixed.max_message_size,
+            messages: fixed.messages,
+            worker_threads: fixed.worker_threads,
+            user: fixed.user.as_deref().map(run_as::resolve).transpose()?,
+            allow_worker_binds: node::AllowedBinds::parse(&fixed.allow_worker_binds)?,
+            reread: None,
+            control: fixed.control.clone(),
+            metrics: fixed
+                .metrics
+                .as_deref()
+                .map(|text| text.parse::<ListenAddr>()?.resolve())
+                .transpose()?,
+        })
+    }
+}

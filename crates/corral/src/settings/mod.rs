@@ -1,0 +1,176 @@
+//! A cluster's settings, each held once: its field here, its default in
+//! the `Default` impls below, its bounds in `check.rs`, its printout
+//! (`corral check`) by its serialized name, which is its flag's name.
+//!
+//! They are split by what a rolling reload may do with them: a reload
+//! (`Cluster::on_reload`, `corral run --config`) takes the [`Reloadable`]
+//! ones whole for every worker started from then on; a change of a
+//! [`Fixed`] one waits for a restart.
+
+mod check;
+mod describe;
+pub(crate) mod name;
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::balance::Policy;
+use crate::control::ControlSocket;
+use crate::primary::backoff::BackoffPolicy;
+use crate::primary::node::NodeMode;
+use crate::primary::ready_mode::ReadyMode;
+use crate::primary::{MessagePolicy, Program};
+use crate::protocol::lines::DEFAULT_MAX_LINE;
+
+/// The default drain time for a stopping worker.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// The default listen backlog of each socket.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+/// How long a worker that must say it is ready may take to say so.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every setting of a cluster, as given (not yet resolved nor checked).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Configuration {
+    #[serde(flatten)]
+    pub reloadable: Reloadable,
+    #[serde(flatten)]
+    pub fixed: Fixed,
+    /// The program a reload's workers run (`Cluster::command`), if given.
+    #[serde(skip)]
+    pub command: Option<(OsString, Vec<OsString>)>,
+}
+
+/// What a reload applies to every worker started from then on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Reloadable {
+    pub workers: usize,
+    #[serde(serialize_with = "describe::seconds")]
+    pub grace: Duration,
+    /// How restarts are spaced out (`--stable-after`,
+    /// `--max-restart-delay`).
+    #[serde(flatten, serialize_with = "describe::backoff")]
+    pub backoff: BackoffPolicy,
+    #[serde(serialize_with = "describe::seconds")]
+    pub ready_timeout: Duration,
+    /// Kill a worker whose heartbeats stop for this long (`--timeout`).
+    #[serde(rename = "timeout", serialize_with = "describe::optional_seconds")]
+    pub watchdog: Option<Duration>,
+    #[serde(serialize_with = "describe::display")]
+    pub ready: ReadyMode,
+    /// Recycle a worker whose resident memory grows past this many bytes.
+    pub max_memory: Option<u64>,
+    /// Recycle a worker after it served this many requests, plus up to
+    /// `max_requests_jitter` more (chosen per worker).
+    pub max_requests: Option<u64>,
+    pub max_requests_jitter: u64,
+    /// Replacements a rolling reload runs at once.
+    pub max_surge: usize,
+    /// Variables added to every worker's environment.
+    #[serde(serialize_with = "describe::variables")]
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl Default for Reloadable {
+    fn default() -> Self {
+        Reloadable {
+            workers: default_workers(),
+            grace: DEFAULT_GRACE,
+            backoff: BackoffPolicy::default(),
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            watchdog: None,
+            ready: ReadyMode::Auto,
+            max_memory: None,
+            max_requests: None,
+            max_requests_jitter: 0,
+            max_surge: 1,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// What a running cluster keeps until it is restarted.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Fixed {
+    pub listen: Vec<String>,
+    #[serde(serialize_with = "describe::display")]
+    pub policy: Policy,
+    /// The name in logs and of the control socket (default: the
+    /// program's file name).
+    pub name: Option<String>,
+    #[serde(rename = "on-message", serialize_with = "describe::messages")]
+    pub messages: MessagePolicy,
+    pub max_message_size: usize,
+    /// Threads of a library worker's runtime (default: a current-thread
+    /// runtime).
+    #[serde(serialize_with = "describe::threads")]
+    pub worker_threads: Option<usize>,
+    /// Workers run as this `USER[:GROUP]`.
+    pub user: Option<String>,
+    pub allow_worker_binds: Vec<String>,
+    pub metrics: Option<String>,
+    pub backlog: u32,
+    #[serde(serialize_with = "describe::display")]
+    pub node: NodeMode,
+    #[serde(serialize_with = "describe::control")]
+    pub control: ControlSocket,
+}
+
+impl Default for Fixed {
+    fn default() -> Self {
+        Fixed {
+            listen: Vec::new(),
+            policy: Policy::default(),
+            name: None,
+            messages: MessagePolicy::default(),
+            max_message_size: DEFAULT_MAX_LINE,
+            worker_threads: None,
+            user: None,
+            allow_worker_binds: Vec::new(),
+            metrics: None,
+            backlog: DEFAULT_BACKLOG,
+            node: NodeMode::Auto,
+            control: ControlSocket::Default,
+        }
+    }
+}
+
+impl Configuration {
+    /// The cluster's name: as given, else the program's.
+    pub(crate) fn name_for(&self, program: &Program) -> String {
+        self.fixed
+            .name
+            .clone()
+            .unwrap_or_else(|| program.display_name())
+    }
+
+    /// The program [`Configuration::command`] names.
+    pub(crate) fn configured_command(&self) -> Option<Program> {
+        let (program, args) = self.command.clone()?;
+        let node = self.fixed.node.applies_to(&program);
+        Some(Program::Command {
+            program,
+            args,
+            node,
+        })
+    }
+}
+
+/// One worker per CPU this process may run on.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |count| count.get())
+}
+
+/// The addresses of the listening sockets systemd passed this process
+/// (`LISTEN_FDS`, with `LISTEN_PID` its pid), in order; empty when it was
+/// not socket-activated. A cluster with no `listen` address serves them all.
+pub fn activated_addresses() -> Vec<std::net::SocketAddr> {
+    crate::balance::activation::activated()
+        .iter()
+        .map(|socket| socket.address)
+        .collect()
+}
