@@ -23,7 +23,6 @@ pub(crate) mod ready_mode;
 mod reaper;
 mod reconfigure;
 mod registry;
-mod reload;
 mod reload_book;
 mod reload_plan;
 mod restarts;
@@ -33,6 +32,7 @@ mod settings;
 mod signals;
 mod slot;
 mod spawn;
+mod steering;
 mod workers;
 
 use std::collections::HashSet;

@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::notice::Notice;
-use super::{Phase, Program, Settings, Supervisor};
-use crate::Error;
+use super::{Program, Settings};
 use crate::settings::Configuration;
 
 /// How often the watchdog looks at heartbeats when none was configured at
@@ -38,8 +36,8 @@ pub(crate) type RereadFn = Box<dyn FnMut() -> Result<Configuration, String> + Se
 /// The user's function, shared with the thread that runs it, and whether
 /// a read is under way.
 pub(crate) struct Reread {
-    function: Arc<Mutex<RereadFn>>,
-    reading: bool,
+    pub(super) function: Arc<Mutex<RereadFn>>,
+    pub(super) reading: bool,
 }
 
 impl Reread {
@@ -53,7 +51,7 @@ impl Reread {
 
 /// What a read of the configuration gave: the new settings and program,
 /// or why they cannot be used.
-pub(crate) struct ConfigurationRead(Result<(Box<Settings>, Option<Program>), String>);
+pub(crate) struct ConfigurationRead(pub(super) Result<(Box<Settings>, Option<Program>), String>);
 
 impl std::fmt::Debug for ConfigurationRead {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,85 +102,10 @@ pub(crate) fn fixed_changes(running: &Settings, new: &Settings) -> Vec<&'static 
     changed
 }
 
-impl Supervisor {
-    /// Starts reading the configuration again before a reload, if the
-    /// cluster was given a way to, on a thread of its own.
-    pub(super) fn read_configuration(&mut self) -> BeforeReload {
-        let Some(reread) = self.settings.reread.as_mut() else {
-            return BeforeReload::Begin;
-        };
-        if reread.reading {
-            tracing::info!("the configuration is being read: the reload follows");
-            return BeforeReload::Reading;
-        }
-        reread.reading = true;
-        let read = read_off_the_loop(reread.function.clone(), self.launcher.program.clone());
-        let notices = self.launcher.notices.clone();
-        tokio::spawn(async move {
-            let read = ConfigurationRead(read.await);
-            let _ = notices.send(Notice::ConfigurationRead(read)).await;
-        });
-        BeforeReload::Reading
-    }
-
-    /// The configuration was read: applies it and begins the reload, or
-    /// aborts the reload with the reason, the running configuration kept.
-    pub(super) fn on_configuration_read(&mut self, read: ConfigurationRead) -> Result<(), Error> {
-        if let Some(reread) = self.settings.reread.as_mut() {
-            reread.reading = false;
-        }
-        if self.phase != Phase::Running || self.reload.is_some() {
-            return Ok(());
-        }
-        match read.0 {
-            Ok((settings, program)) => {
-                self.apply(*settings, program)?;
-                self.begin_reload()
-            }
-            Err(err) => {
-                self.abort_before_reload(&format!("the configuration is not valid: {err}"));
-                Ok(())
-            }
-        }
-    }
-
-    /// Takes what can change from `new`; logs what cannot.
-    fn apply(&mut self, new: Settings, program: Option<Program>) -> Result<(), Error> {
-        let fixed = fixed_changes(&self.settings, &new);
-        if !fixed.is_empty() {
-            tracing::warn!(
-                "reload: {} changed, which a running cluster cannot take: restart corral to \
-                 apply it; the rest of the configuration applies",
-                fixed.join(", ")
-            );
-        }
-        if let Some(program) = program {
-            self.launcher.program = program;
-        }
-        self.launcher.env = new.env.clone();
-        self.launcher.worker_env.grace = new.grace;
-        self.launcher.worker_env.heartbeat = new.watchdog.map(|timeout| timeout / 4);
-        let workers = new.workers;
-        self.settings.reloadable = new.reloadable;
-        self.resize(workers)
-    }
-
-    /// Adds or drains workers until the cluster has `workers` of them, by
-    /// the scale path every command takes.
-    fn resize(&mut self, workers: usize) -> Result<(), Error> {
-        let current = self.desired_workers();
-        if workers != current {
-            tracing::info!("reload: {current} workers -> {workers}");
-        }
-        self.settings.workers = workers;
-        self.scale_to(workers)
-    }
-}
-
 /// Runs the user's function on a thread of its own; its outcome, or why
 /// there is none within [`READ_TIMEOUT`]. A read that hangs keeps its
 /// thread, not the loop.
-fn read_off_the_loop(
+pub(super) fn read_off_the_loop(
     function: Arc<Mutex<RereadFn>>,
     running: Program,
 ) -> impl Future<Output = Result<(Box<Settings>, Option<Program>), String>> {
