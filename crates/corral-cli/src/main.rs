@@ -6,6 +6,7 @@ mod args;
 mod config;
 mod control;
 mod demo;
+mod display;
 mod generate;
 mod reference;
 mod standalone;
