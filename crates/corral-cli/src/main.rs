@@ -10,6 +10,7 @@ mod display;
 mod generate;
 mod reference;
 mod standalone;
+mod target;
 mod top;
 
 use std::ffi::OsString;

@@ -15,13 +15,12 @@ mod reload;
 mod scale;
 mod status;
 mod stop;
-pub(crate) mod target;
 
 use std::process::ExitCode;
 
 use crate::args::Command;
 
-pub(crate) use target::Unreachable;
+use crate::target::Unreachable;
 
 /// The exit code for "no cluster could be reached".
 pub(crate) const EXIT_UNREACHABLE: u8 = 3;

@@ -18,7 +18,7 @@ use corral::cli_support::protocol::{Command, EventRecord};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 
 use crate::args::ClusterArgs;
-use crate::control::target;
+use crate::target;
 use model::Model;
 
 /// How often the status is asked for.
