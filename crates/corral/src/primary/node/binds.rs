@@ -8,9 +8,9 @@
 //!
 //! Per policy, for TCP: `shared` (one socket), `reuseport` (one
 //! `SO_REUSEPORT` socket per slot), `round-robin`/`least-connections` (one
-//! socket the primary accepts on, see `dispatch.rs`). Unix socket paths are
-//! one shared socket (round-robin dispatches them too); UDP is always one
-//! shared socket, as in Node.
+//! socket the primary accepts on, see `newconn_dispatcher.rs`). Unix socket
+//! paths are one shared socket (round-robin dispatches them too); UDP is
+//! always one shared socket, as in Node.
 //!
 //! What a worker may have bound is decided by `boundary.rs` (privileged
 //! ports, and whose credentials bind a Unix path, `socket_file.rs`); how
@@ -28,7 +28,7 @@ use serde_json::Value;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::boundary::Boundary;
-use super::dispatch::Dispatcher;
+use super::newconn_dispatcher::Dispatcher;
 use super::socket_file::{self, SocketFile};
 use crate::Policy;
 use crate::protocol::env::FIRST_LISTEN_FD;

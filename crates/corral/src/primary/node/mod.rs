@@ -4,16 +4,16 @@
 //! registry of sockets bound on demand (`binds.rs`), the per-worker session
 //! that speaks Node's cluster messages (`session.rs`) over the worker's
 //! outbox and sequence numbers (`link.rs`), and the round-robin dispatch of
-//! connections with `newconn` (`dispatch.rs`). What a worker may have the
-//! primary bind is `boundary.rs`, and how a Unix socket file is created and
-//! removed without lending the primary's privileges, `socket_file.rs`. The
-//! wire format itself is `protocol/node.rs`.
+//! connections with `newconn` (`newconn_dispatcher.rs`). What a worker may
+//! have the primary bind is `boundary.rs`, and how a Unix socket file is
+//! created and removed without lending the primary's privileges,
+//! `socket_file.rs`. The wire format itself is `protocol/node.rs`.
 
 mod binds;
 mod boundary;
 mod detect;
-mod dispatch;
 mod link;
+mod newconn_dispatcher;
 mod session;
 mod socket_file;
 

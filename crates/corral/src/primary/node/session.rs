@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 
 use super::NodeCluster;
 use super::binds::{BindFailure, Served, ServerId};
-use super::dispatch::Dispatcher;
 use super::link::Link;
+use super::newconn_dispatcher::Dispatcher;
 use crate::log::rate::{RateLimit, error_limited, info_limited, left_out};
 use crate::primary::notice::Notice;
 use crate::protocol::message::{Control, cut_for_log};
