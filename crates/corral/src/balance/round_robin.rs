@@ -2,7 +2,7 @@
 //! turn, skipping workers that cannot take connections right now (Node's
 //! `SCHED_RR`, without its per-connection cost: see `hand_off.rs`).
 
-use super::hand_off::{Candidates, Pick};
+use super::pick::{Candidates, Pick};
 
 #[derive(Debug, Default)]
 pub(crate) struct RoundRobin {
