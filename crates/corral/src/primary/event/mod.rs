@@ -724,7 +724,7 @@ mod tests {
 
     #[test]
     fn every_name_is_snake_case_and_documented() {
-        let docs = include_str!("../../../../docs/events.md");
+        let docs = include_str!("../../../../../docs/events.md");
         for (event, _) in every_event() {
             let name = event.name();
             assert!(
