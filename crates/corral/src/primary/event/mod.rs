@@ -21,14 +21,17 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+use strum::IntoStaticStr;
 
 use crate::control::status::RestartReason;
 use json_form::{as_ms, signal_as_name};
 pub(crate) use text::{human_duration, signal_name};
 
 /// Something that happened to the cluster or one of its workers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, IntoStaticStr)]
+#[cfg_attr(test, derive(strum::EnumCount))]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     /// The primary bound its listening sockets (real ports when 0 was asked).
@@ -214,31 +217,10 @@ impl RecycleLimit {
 impl Event {
     /// The event's name, the `event` key of its JSON form (`fork`,
     /// `exit`, `crash_loop`, `reload_completed`…; docs/events.md lists
-    /// them).
+    /// them). Derived from the variant's name as serde's tag is, so the
+    /// two cannot drift apart.
     pub fn name(&self) -> &'static str {
-        match self {
-            Event::Bound { .. } => "bound",
-            Event::Fork { .. } => "fork",
-            Event::Online { .. } => "online",
-            Event::Ready { .. } => "ready",
-            Event::Disconnect { .. } => "disconnect",
-            Event::Exit { .. } => "exit",
-            Event::Message { .. } => "message",
-            Event::CrashLoop { .. } => "crash_loop",
-            Event::ReloadStarted { .. } => "reload_started",
-            Event::ReloadCompleted { .. } => "reload_completed",
-            Event::ReloadAborted { .. } => "reload_aborted",
-            Event::Replaced { .. } => "replaced",
-            Event::Scaled { .. } => "scaled",
-            Event::Stopping { .. } => "stopping",
-            Event::StoppingNow => "stopping_now",
-            Event::Stopped => "stopped",
-            Event::Hung { .. } => "hung",
-            Event::GraceExpired { .. } => "grace_expired",
-            Event::Recycled { .. } => "recycled",
-            Event::ReadyTimeout { .. } => "ready_timeout",
-            Event::WorkerStalled { .. } => "worker_stalled",
-        }
+        self.into()
     }
 }
 
@@ -246,6 +228,7 @@ impl Event {
 mod tests {
     use super::*;
     use serde_json::json;
+    use strum::EnumCount;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
@@ -418,6 +401,18 @@ mod tests {
         for (event, expected) in every_event() {
             assert_eq!(serde_json::to_value(&event).unwrap(), expected, "{event:?}");
             assert_eq!(expected["event"], event.name(), "{event:?}");
+        }
+    }
+
+    #[test]
+    fn every_variant_s_name_is_its_serialized_event_tag() {
+        let events = every_event();
+        let names: std::collections::HashSet<&str> =
+            events.iter().map(|(event, _)| event.name()).collect();
+        assert_eq!(names.len(), Event::COUNT, "every_event lists each variant");
+        for (event, _) in &events {
+            let json = serde_json::to_value(event).unwrap();
+            assert_eq!(json["event"], event.name(), "{event:?}");
         }
     }
 
