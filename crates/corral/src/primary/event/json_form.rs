@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serializer;
 
-use super::text::signal_name;
+use super::readable::signal_name;
 
 pub(super) fn as_ms<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))

@@ -9,10 +9,12 @@
 //! snake_case, durations in whole milliseconds (`_ms`), the worker's slot
 //! as `worker`. The JSON log line and the journal's record are both cut
 //! from it ([`Event::parts`], `record.rs`; how durations and signals
-//! serialize, `json_form.rs`); `Display` is its one text form (`text.rs`).
+//! serialize, `json_form.rs`); `Display` is its one text form (`text.rs`,
+//! with signals and durations worded by `readable.rs`).
 //! docs/events.md lists the vocabulary.
 
 mod json_form;
+mod readable;
 mod record;
 mod text;
 
@@ -25,7 +27,7 @@ use strum::IntoStaticStr;
 
 use crate::control::status::RestartReason;
 use json_form::{as_ms, signal_as_name};
-pub(crate) use text::{human_duration, signal_name};
+pub(crate) use readable::{human_duration, signal_name};
 
 /// Something that happened to the cluster or one of its workers.
 #[derive(Debug, Clone, PartialEq, Serialize, IntoStaticStr)]

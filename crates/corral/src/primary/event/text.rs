@@ -2,8 +2,8 @@
 //! happened in words, with signals by name and durations for people.
 
 use std::fmt;
-use std::time::Duration;
 
+use super::readable::{human_duration, signal_name};
 use super::{Event, RecycleLimit, ReloadKind};
 
 impl fmt::Display for Event {
@@ -145,32 +145,5 @@ impl fmt::Display for ReloadKind {
             ReloadKind::Rolling => "rolling reload",
             ReloadKind::Recycling => "recycling",
         })
-    }
-}
-
-/// `SIGKILL` rather than 9, for log lines.
-pub(crate) fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        _ => return format!("signal {signal}"),
-    };
-    name.to_string()
-}
-
-pub(crate) fn human_duration(duration: Duration) -> String {
-    if duration < Duration::from_secs(1) {
-        format!("{}ms", duration.as_millis())
-    } else {
-        format!("{:.1}s", duration.as_secs_f64())
     }
 }
