@@ -6,9 +6,11 @@ mod args;
 mod config;
 mod control;
 mod demo;
+mod display;
 mod generate;
 mod reference;
 mod standalone;
+mod target;
 mod top;
 
 use std::ffi::OsString;

@@ -90,7 +90,7 @@
 //!   environment ([`env`](mod@env)), the message channel (`message.rs`, framing in
 //!   `lines.rs`), the hand-off channel (`handoff.rs`), Node's dialect.
 //! * `balance/`: how connections reach workers: one file per [`Policy`];
-//!   `dispatch.rs` is the primary's accept-and-hand-off task for
+//!   `hand_off.rs` is the primary's accept-and-hand-off task for
 //!   round-robin and least-connections, with `stall.rs` and `congestion.rs`.
 //! * `log/`: corral's own log lines (text or JSON, never blocking).
 //! * `metrics/`: the Prometheus and health endpoint (`--metrics`): the

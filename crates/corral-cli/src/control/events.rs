@@ -6,8 +6,9 @@ use std::io::Write;
 use corral::cli_support::client::ClientError;
 use corral::cli_support::protocol::Command;
 
-use super::{print_json, target};
 use crate::args::ClusterArgs;
+use crate::display::print_json;
+use crate::target;
 
 pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     let mut client = target::connect(args.name.as_deref(), &args.common)?;

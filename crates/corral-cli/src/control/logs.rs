@@ -5,8 +5,9 @@ use std::io::Write;
 
 use corral::cli_support::protocol::{Command, LogLine, LogStream};
 
-use super::{print, print_json, target, timestamp};
 use crate::args::LogsArgs;
+use crate::display::{print, print_json, timestamp};
+use crate::target;
 
 pub(crate) fn run(args: &LogsArgs) -> anyhow::Result<()> {
     let cluster = &args.cluster;

@@ -2,9 +2,9 @@
 
 use serde_json::json;
 
-use super::target::running_clusters;
-use super::{human_uptime, print, print_json};
 use crate::args::LsArgs;
+use crate::display::{human_uptime, print, print_json};
+use crate::target::running_clusters;
 
 pub(crate) fn run(args: &LsArgs) -> anyhow::Result<()> {
     let clusters = running_clusters();

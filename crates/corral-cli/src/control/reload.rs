@@ -5,8 +5,9 @@ use anyhow::Context;
 use corral::cli_support::client::ClientError;
 use corral::cli_support::protocol::{Command, ReloadReply};
 
-use super::{print, print_json, target};
 use crate::args::ReloadArgs;
+use crate::display::{print, print_json};
+use crate::target;
 
 pub(crate) fn run(args: &ReloadArgs) -> anyhow::Result<()> {
     let cluster = &args.cluster;

@@ -2,8 +2,9 @@
 
 use corral::cli_support::protocol::{Command, ScaleReply};
 
-use super::{print, print_json, target};
 use crate::args::{ScaleArgs, ScaleCount};
+use crate::display::{print, print_json};
+use crate::target;
 
 pub(crate) fn run(args: &ScaleArgs) -> anyhow::Result<()> {
     let (name, count) = args.parse().map_err(anyhow::Error::msg)?;

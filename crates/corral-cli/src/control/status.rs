@@ -2,8 +2,9 @@
 
 use corral::Status;
 
-use super::{human_bytes, human_uptime, or_dash, print, print_json, target};
 use crate::args::ClusterArgs;
+use crate::display::{human_bytes, human_uptime, or_dash, print, print_json};
+use crate::target;
 
 pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     let mut client = target::connect(args.name.as_deref(), &args.common)?;

@@ -6,8 +6,9 @@ use std::time::Duration;
 use corral::cli_support::protocol::Command;
 use serde_json::json;
 
-use super::{print, print_json, target};
 use crate::args::StopArgs;
+use crate::display::{print, print_json};
+use crate::target;
 
 pub(crate) fn run(args: &StopArgs) -> anyhow::Result<()> {
     let cluster = &args.cluster;

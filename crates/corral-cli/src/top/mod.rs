@@ -18,7 +18,7 @@ use corral::cli_support::protocol::{Command, EventRecord};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 
 use crate::args::ClusterArgs;
-use crate::control::target;
+use crate::target;
 use model::Model;
 
 /// How often the status is asked for.
@@ -36,7 +36,7 @@ pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<()> {
     ratatui::restore();
     let gone = outcome?;
     if let Some(why) = gone {
-        crate::control::print(&format!("corral top: {why}\n"))?;
+        crate::display::print(&format!("corral top: {why}\n"))?;
     }
     Ok(())
 }
@@ -78,7 +78,7 @@ fn watch(
     model.update(first, Duration::ZERO);
     loop {
         while let Ok(record) = events.try_recv() {
-            let time = crate::control::timestamp(record.time);
+            let time = crate::display::timestamp(record.time);
             // The time of day is enough on a live view.
             let clock = time.get(11..19).unwrap_or(&time);
             model.add_event(format!("{clock} {}", record.text));

@@ -9,7 +9,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Cell, List, ListItem, Paragraph, Row, Sparkline, Table};
 
 use super::model::Model;
-use crate::control::{human_bytes, human_uptime, or_dash};
+use crate::display::{human_bytes, human_uptime, or_dash};
 
 pub(crate) const KEYS: &str = "q quit   r reload   + scale up   - scale down";
 

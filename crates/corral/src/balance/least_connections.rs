@@ -3,7 +3,7 @@
 //! closed), so long-lived connections and uneven requests balance by real
 //! load. Ties rotate, so an idle cluster is served in turn.
 
-use super::dispatch::{Candidates, Pick};
+use super::pick::{Candidates, Pick};
 
 #[derive(Debug, Default)]
 pub(crate) struct LeastConnections {

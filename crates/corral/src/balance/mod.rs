@@ -1,19 +1,22 @@
 //! Balancing policies: how connections reach workers. The policies where
 //! workers accept by themselves implement [`Balancer`] directly (`shared`,
 //! `reuseport`); the ones where the primary hands connections out share the
-//! dispatcher in `dispatch.rs` and differ only in how they [`Pick`] a worker
-//! (`round_robin`, `least_connections`). Adding a policy touches its own
-//! file, the [`Policy`] enum and [`Policy::balancer`].
+//! dispatcher in `hand_off.rs` (with the queue of `waiting.rs`) and differ
+//! only in how they [`Pick`](pick::Pick) a worker (`pick.rs`; `round_robin`,
+//! `least_connections`). Adding a policy touches its own file, the
+//! [`Policy`] enum and [`Policy::balancer`].
 
 pub(crate) mod activation;
 pub(crate) mod bind;
 mod congestion;
-mod dispatch;
+mod hand_off;
 mod least_connections;
+mod pick;
 mod reuseport;
 mod round_robin;
 mod shared;
 mod stall;
+mod waiting;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -86,13 +89,13 @@ impl Policy {
             Policy::ReusePort => Ok(Box::new(reuseport::SocketPerSlot::bind(
                 addresses, slots, backlog,
             )?)),
-            Policy::RoundRobin => Ok(Box::new(dispatch::HandOff::bind(
+            Policy::RoundRobin => Ok(Box::new(hand_off::HandOff::bind(
                 addresses,
                 backlog,
                 Box::new(round_robin::RoundRobin::default()),
                 stalls,
             )?)),
-            Policy::LeastConnections => Ok(Box::new(dispatch::HandOff::bind(
+            Policy::LeastConnections => Ok(Box::new(hand_off::HandOff::bind(
                 addresses,
                 backlog,
                 Box::new(least_connections::LeastConnections::default()),

@@ -1,8 +1,8 @@
 //! The `round-robin` policy: each new connection goes to the next worker in
 //! turn, skipping workers that cannot take connections right now (Node's
-//! `SCHED_RR`, without its per-connection cost: see `dispatch.rs`).
+//! `SCHED_RR`, without its per-connection cost: see `hand_off.rs`).
 
-use super::dispatch::{Candidates, Pick};
+use super::pick::{Candidates, Pick};
 
 #[derive(Debug, Default)]
 pub(crate) struct RoundRobin {

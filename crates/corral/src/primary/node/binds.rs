@@ -8,9 +8,9 @@
 //!
 //! Per policy, for TCP: `shared` (one socket), `reuseport` (one
 //! `SO_REUSEPORT` socket per slot), `round-robin`/`least-connections` (one
-//! socket the primary accepts on, see `dispatch.rs`). Unix socket paths are
-//! one shared socket (round-robin dispatches them too); UDP is always one
-//! shared socket, as in Node.
+//! socket the primary accepts on, see `newconn_dispatcher.rs`). Unix socket
+//! paths are one shared socket (round-robin dispatches them too); UDP is
+//! always one shared socket, as in Node.
 //!
 //! What a worker may have bound is decided by `boundary.rs` (privileged
 //! ports, and whose credentials bind a Unix path, `socket_file.rs`); how
@@ -19,20 +19,21 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use serde_json::Value;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
+use super::bind_failure::BindFailure;
 use super::boundary::Boundary;
-use super::dispatch::Dispatcher;
+use super::net_socket::{bind_any, bind_tcp, bind_udp, duplicate, duplicate_fd};
+use super::newconn_dispatcher::Dispatcher;
 use super::socket_file::{self, SocketFile};
 use crate::Policy;
 use crate::protocol::env::FIRST_LISTEN_FD;
-use crate::protocol::node::{self, Endpoint, HandleType};
+use crate::protocol::node::{Endpoint, HandleType};
 use crate::worker_key::WorkerKey;
 
 /// How a `listen()` is served.
@@ -47,46 +48,9 @@ pub(crate) enum Served {
     },
 }
 
-/// A `listen()` that cannot be served: the errno for the worker and the
-/// reason for the log.
-#[derive(Debug)]
-pub(crate) struct BindFailure {
-    pub errno: i32,
-    pub reason: String,
-}
-
 /// Addresses bound on demand that the cluster holds at most, for all its
 /// workers together: each is held for the cluster's life.
 pub(crate) const MAX_BINDS_PER_CLUSTER: usize = 128;
-
-impl BindFailure {
-    /// Refused by a limit of corral's, with Node's `errno` for it.
-    pub(crate) fn refused(errno: i32, reason: String) -> Self {
-        BindFailure {
-            errno: -errno,
-            reason,
-        }
-    }
-
-    pub(crate) fn io(what: String, error: &io::Error) -> Self {
-        BindFailure {
-            errno: node::negative_errno(error),
-            reason: format!("{what}: {error}{}", hint(error)),
-        }
-    }
-}
-
-fn hint(error: &io::Error) -> &'static str {
-    match error.raw_os_error() {
-        Some(libc::EADDRINUSE) => " (another process holds this port: stop it or use another port)",
-        Some(libc::EACCES) => {
-            " (no permission: ports below 1024 need privileges, a socket path a directory the \
-             workers may write; use a higher port or another directory)"
-        }
-        Some(libc::EADDRNOTAVAIL) => " (this machine has no such address)",
-        _ => "",
-    }
-}
 
 /// The sockets of one requested address.
 enum Sockets {
@@ -451,123 +415,10 @@ fn serve_inherited(fd: i32, listeners: &[OwnedFd]) -> Result<Served, BindFailure
     })
 }
 
-/// Binds a TCP socket as Node's primary does: "any address" is dual-stack
-/// `[::]`, or `0.0.0.0` where the machine has no IPv6.
-fn bind_any(
-    host: Option<IpAddr>,
-    port: u16,
-    ipv6_only: bool,
-    reuse_port: bool,
-    backlog: i32,
-) -> Result<(Socket, SocketAddr), BindFailure> {
-    let fail = |address: SocketAddr, err: &io::Error| {
-        BindFailure::io(format!("cannot bind {address}"), err)
-    };
-    let bound = |socket: Socket| -> Result<(Socket, SocketAddr), BindFailure> {
-        let address = socket
-            .local_addr()
-            .ok()
-            .and_then(|address| address.as_socket())
-            .ok_or_else(|| BindFailure {
-                errno: -libc::EIO,
-                reason: "a bound socket has no address".into(),
-            })?;
-        Ok((socket, address))
-    };
-    match host {
-        Some(host) => {
-            let address = SocketAddr::new(host, port);
-            bind_tcp(address, ipv6_only, reuse_port, backlog)
-                .map_err(|err| fail(address, &err))
-                .and_then(bound)
-        }
-        None => {
-            let dual = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-            match bind_tcp(dual, ipv6_only, reuse_port, backlog) {
-                Ok(socket) => bound(socket),
-                Err(err)
-                    if matches!(
-                        err.raw_os_error(),
-                        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
-                    ) =>
-                {
-                    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-                    bind_tcp(v4, false, reuse_port, backlog)
-                        .map_err(|err| fail(v4, &err))
-                        .and_then(bound)
-                }
-                Err(err) => Err(fail(dual, &err)),
-            }
-        }
-    }
-}
-
-/// A listening TCP socket on `address`, non-blocking (Node needs it so).
-fn bind_tcp(
-    address: SocketAddr,
-    ipv6_only: bool,
-    reuse_port: bool,
-    backlog: i32,
-) -> io::Result<Socket> {
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    if address.is_ipv6() {
-        socket.set_only_v6(ipv6_only)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(backlog)?;
-    Ok(socket)
-}
-
-/// A UDP socket, bound as Node's primary binds it for `dgram` (`udp4` on
-/// `0.0.0.0` when no address is given, `udp6` on `::`).
-fn bind_udp(host: Option<IpAddr>, port: u16, v6: bool) -> io::Result<Socket> {
-    let any = if v6 {
-        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    };
-    let address = SocketAddr::new(host.unwrap_or(any), port);
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
-    Ok(socket)
-}
-
-fn duplicate(socket: &Socket) -> Result<OwnedFd, BindFailure> {
-    socket
-        .try_clone()
-        .map(OwnedFd::from)
-        .map_err(|err| BindFailure::io("cannot duplicate a socket".into(), &err))
-}
-
-/// A copy of `socket` to send to a Node worker, made non-blocking (the
-/// flag belongs to the socket, shared with every copy).
-fn duplicate_fd(socket: &OwnedFd) -> Result<OwnedFd, BindFailure> {
-    let copy = socket
-        .try_clone()
-        .map_err(|err| BindFailure::io("cannot duplicate a socket".into(), &err))?;
-    let socket = Socket::from(copy);
-    socket
-        .set_nonblocking(true)
-        .map_err(|err| BindFailure::io("cannot make a socket non-blocking".into(), &err))?;
-    Ok(OwnedFd::from(socket))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
     use super::*;
     use crate::primary::node::socket_file::Credentials;
 

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use super::dispatch::Dispatcher;
 use crate::primary::outbox::{Outbox, Refused};
 use crate::protocol::node::{self, Outgoing, Sequencer};
 use crate::worker_key::WorkerKey;
@@ -19,9 +18,20 @@ use crate::worker_key::WorkerKey;
 /// reference until the worker's receipt, the link another until its answer.
 pub(crate) type Conn = Arc<OwnedFd>;
 
+/// What sent a connection with `newconn` (the dispatcher that accepted it):
+/// told of the worker's answer, and given the connection back when the
+/// worker dies first. A trait, so that the link, which dispatchers hold,
+/// does not depend on them.
+pub(crate) trait ConnSource: Send + Sync {
+    /// The worker answered one `newconn`; a refused connection comes back.
+    fn answered(&self, worker: WorkerKey, refused: Option<Conn>);
+    /// A connection sent to a worker that died before answering.
+    fn give_back(&self, conn: Conn);
+}
+
 /// A connection sent and not yet answered.
 struct Pending {
-    dispatcher: Arc<Dispatcher>,
+    source: Arc<dyn ConnSource>,
     conn: Conn,
 }
 
@@ -91,7 +101,7 @@ impl Link {
     /// channel is closed or full.
     pub(crate) fn newconn(
         &self,
-        dispatcher: &Arc<Dispatcher>,
+        source: Arc<dyn ConnSource>,
         key: &str,
         conn: Conn,
     ) -> Result<(), Conn> {
@@ -102,7 +112,7 @@ impl Link {
             }
             let seq = state.seq.next();
             let pending = Pending {
-                dispatcher: dispatcher.clone(),
+                source,
                 conn: conn.clone(),
             };
             state.pending.insert(seq, pending);
@@ -115,23 +125,23 @@ impl Link {
         Ok(())
     }
 
-    /// The worker answered the `newconn` of `seq`: the dispatcher that sent
-    /// it, and the connection (to close when accepted, to hand to another
-    /// worker when refused).
-    pub(crate) fn answered(&self, seq: u64) -> Option<(Arc<Dispatcher>, Conn)> {
+    /// The worker answered the `newconn` of `seq`: what sent it, and the
+    /// connection (to close when accepted, to hand to another worker when
+    /// refused).
+    pub(crate) fn answered(&self, seq: u64) -> Option<(Arc<dyn ConnSource>, Conn)> {
         let pending = self.state().pending.remove(&seq)?;
-        Some((pending.dispatcher, pending.conn))
+        Some((pending.source, pending.conn))
     }
 
     /// The worker is gone: nothing more is sent, and every connection it
-    /// had not answered for goes back to its dispatcher.
-    pub(crate) fn close(&self) -> Vec<(Arc<Dispatcher>, Conn)> {
+    /// had not answered for goes back to what sent it.
+    pub(crate) fn close(&self) -> Vec<(Arc<dyn ConnSource>, Conn)> {
         let mut state = self.state();
         state.closed = true;
         state
             .pending
             .drain()
-            .map(|(_, pending)| (pending.dispatcher, pending.conn))
+            .map(|(_, pending)| (pending.source, pending.conn))
             .collect()
     }
 }

@@ -1,19 +1,23 @@
 //! corral as the primary of unmodified Node `cluster` programs. A Node
 //! worker (started with `NODE_UNIQUE_ID` and `NODE_CHANNEL_FD`) asks its
 //! primary for every socket it listens on; this module answers: the
-//! registry of sockets bound on demand (`binds.rs`), the per-worker session
-//! that speaks Node's cluster messages (`session.rs`) over the worker's
+//! registry of sockets bound on demand (`binds.rs`; the sockets themselves
+//! are bound as Node's primary binds them in `net_socket.rs`, and a
+//! `listen()` that fails says why with `bind_failure.rs`), the per-worker
+//! session that speaks Node's cluster messages (`session.rs`) over the worker's
 //! outbox and sequence numbers (`link.rs`), and the round-robin dispatch of
-//! connections with `newconn` (`dispatch.rs`). What a worker may have the
-//! primary bind is `boundary.rs`, and how a Unix socket file is created and
-//! removed without lending the primary's privileges, `socket_file.rs`. The
-//! wire format itself is `protocol/node.rs`.
+//! connections with `newconn` (`newconn_dispatcher.rs`). What a worker may
+//! have the primary bind is `boundary.rs`, and how a Unix socket file is
+//! created and removed without lending the primary's privileges,
+//! `socket_file.rs`. The wire format itself is `protocol/node.rs`.
 
+mod bind_failure;
 mod binds;
 mod boundary;
 mod detect;
-mod dispatch;
 mod link;
+mod net_socket;
+mod newconn_dispatcher;
 mod session;
 mod socket_file;
 

@@ -20,9 +20,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::NodeCluster;
-use super::binds::{BindFailure, Served, ServerId};
-use super::dispatch::Dispatcher;
+use super::bind_failure::BindFailure;
+use super::binds::{Served, ServerId};
 use super::link::Link;
+use super::newconn_dispatcher::Dispatcher;
 use crate::log::rate::{RateLimit, error_limited, info_limited, left_out};
 use crate::primary::notice::Notice;
 use crate::protocol::message::{Control, cut_for_log};

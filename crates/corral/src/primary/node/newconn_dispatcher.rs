@@ -25,7 +25,7 @@ use socket2::Socket;
 use tokio::io::Interest;
 use tokio::sync::Notify;
 
-use super::link::{Conn, Link};
+use super::link::{Conn, ConnSource, Link};
 use crate::Policy;
 use crate::log::rate::warn_limited;
 use crate::sys::register_async;
@@ -102,25 +102,6 @@ impl Dispatcher {
             .retain(|member| member.link.worker != worker);
     }
 
-    /// The worker answered one `newconn`; a refused connection comes back.
-    pub(crate) fn answered(&self, worker: WorkerKey, refused: Option<Conn>) {
-        let mut state = self.state();
-        if let Some(member) = state.members.iter_mut().find(|m| m.link.worker == worker) {
-            member.in_flight = member.in_flight.saturating_sub(1);
-        }
-        if let Some(conn) = refused {
-            state.returned.push_back(conn);
-        }
-        drop(state);
-        self.changed.notify_one();
-    }
-
-    /// A connection sent to a worker that died before answering.
-    pub(crate) fn give_back(&self, conn: Conn) {
-        self.state().returned.push_back(conn);
-        self.changed.notify_one();
-    }
-
     async fn accept_loop(self: Arc<Self>, listener: tokio::io::unix::AsyncFd<OwnedFd>) {
         loop {
             self.hand_out_returned();
@@ -184,7 +165,7 @@ impl Dispatcher {
                 self.state().returned.push_front(conn);
                 return;
             };
-            match link.newconn(self, &key, conn) {
+            match link.newconn(self.clone(), &key, conn) {
                 Ok(()) => return,
                 Err(back) => {
                     // Its channel is gone: it gets nothing more.
@@ -212,5 +193,24 @@ impl Dispatcher {
         let member = &mut state.members[index];
         member.in_flight += 1;
         Some((member.link.clone(), member.key.clone()))
+    }
+}
+
+impl ConnSource for Dispatcher {
+    fn answered(&self, worker: WorkerKey, refused: Option<Conn>) {
+        let mut state = self.state();
+        if let Some(member) = state.members.iter_mut().find(|m| m.link.worker == worker) {
+            member.in_flight = member.in_flight.saturating_sub(1);
+        }
+        if let Some(conn) = refused {
+            state.returned.push_back(conn);
+        }
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    fn give_back(&self, conn: Conn) {
+        self.state().returned.push_back(conn);
+        self.changed.notify_one();
     }
 }

@@ -25,7 +25,7 @@
 //!   [`MAX_BAD_REPORTS`] bad reports, or returns more than it holds, is cut
 //!   off: it gets no more connections and its channel is no longer read.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -40,7 +40,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use super::congestion::Congestion;
+use super::pick::{Candidates, Pick};
 use super::stall::{Stall, StallWatch};
+use super::waiting::Waiting;
 use super::{Balancer, StallReport, Stalled, WorkerKey, WorkerSockets, bind_options};
 use crate::Error;
 use crate::balance::bind::{bind_listener, local_addr};
@@ -64,22 +66,6 @@ const REPORTS_PER_WAKE: usize = 64;
 /// Bad reports after which a worker is cut off as misbehaving.
 const MAX_BAD_REPORTS: u32 = 10;
 
-/// How a hand-off policy chooses the worker for each new connection.
-pub(crate) trait Pick: Send {
-    /// The index of the worker for the next connection, among those
-    /// [`Candidates::accepting`]; `None` when none is.
-    fn pick(&mut self, targets: &dyn Candidates) -> Option<usize>;
-}
-
-/// What a [`Pick`] sees of the ready workers, by index.
-pub(crate) trait Candidates {
-    fn count(&self) -> usize;
-    /// Whether the worker can be given a connection now.
-    fn accepting(&self, index: usize) -> bool;
-    /// Connections handed to the worker that it has not reported closed.
-    fn open_connections(&self, index: usize) -> u64;
-}
-
 impl Candidates for Vec<Target> {
     fn count(&self) -> usize {
         self.len()
@@ -91,23 +77,6 @@ impl Candidates for Vec<Target> {
 
     fn open_connections(&self, index: usize) -> u64 {
         self[index].open
-    }
-}
-
-/// Workers as plain (accepting, open connections) pairs, for the
-/// strategies' unit tests.
-#[cfg(test)]
-impl Candidates for Vec<(bool, u64)> {
-    fn count(&self) -> usize {
-        self.len()
-    }
-
-    fn accepting(&self, index: usize) -> bool {
-        self[index].0
-    }
-
-    fn open_connections(&self, index: usize) -> u64 {
-        self[index].1
     }
 }
 
@@ -296,37 +265,6 @@ impl Balancer for HandOff {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         Some(open.clone())
-    }
-}
-
-/// Connections accepted, returned or taken back, not yet handed on. Those
-/// that come back go first, in their order: they waited longest.
-#[derive(Debug, Default)]
-struct Waiting(VecDeque<Handed>);
-
-impl Waiting {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn push(&mut self, handed: Handed) {
-        self.0.push_back(handed);
-    }
-
-    fn pop(&mut self) -> Option<Handed> {
-        self.0.pop_front()
-    }
-
-    /// Puts connections that came back (or were `pop`ped and not handed)
-    /// at the front, in their order.
-    fn requeue(&mut self, connections: impl DoubleEndedIterator<Item = Handed>) {
-        for handed in connections.rev() {
-            self.0.push_front(handed);
-        }
     }
 }
 
@@ -719,45 +657,4 @@ fn is_connection_error(err: &io::Error) -> bool {
         err.raw_os_error(),
         Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn connection(listener: u8) -> Handed {
-        let fd = std::fs::File::open("/dev/null").expect("/dev/null opens");
-        Handed {
-            fd: OwnedFd::from(fd),
-            listener,
-        }
-    }
-
-    fn order(waiting: &mut Waiting) -> Vec<u8> {
-        std::iter::from_fn(|| waiting.pop())
-            .map(|handed| handed.listener)
-            .collect()
-    }
-
-    #[test]
-    fn connections_that_come_back_go_first_in_their_order() {
-        let mut waiting = Waiting::default();
-        waiting.push(connection(10));
-        waiting.push(connection(11));
-        waiting.requeue([connection(1), connection(2), connection(3)].into_iter());
-        assert_eq!(waiting.len(), 5);
-        assert_eq!(order(&mut waiting), [1, 2, 3, 10, 11]);
-        assert!(waiting.is_empty());
-    }
-
-    #[test]
-    fn a_connection_popped_and_not_handed_keeps_its_place() {
-        let mut waiting = Waiting::default();
-        for listener in [1, 2, 3] {
-            waiting.push(connection(listener));
-        }
-        let first = waiting.pop().expect("one waits");
-        waiting.requeue(std::iter::once(first));
-        assert_eq!(order(&mut waiting), [1, 2, 3]);
-    }
 }

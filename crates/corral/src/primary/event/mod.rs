@@ -8,21 +8,32 @@
 //! whose `event` names it and whose other keys are its fields, in
 //! snake_case, durations in whole milliseconds (`_ms`), the worker's slot
 //! as `worker`. The JSON log line and the journal's record are both cut
-//! from it ([`Event::parts`]); `Display` is its one text form.
+//! from it ([`Event::parts`], `record.rs`; how durations and signals
+//! serialize, `json_form.rs`); `Display` is its one text form (`text.rs`,
+//! with signals and durations worded by `readable.rs`).
 //! docs/events.md lists the vocabulary.
 
-use std::fmt;
+mod json_form;
+mod readable;
+mod record;
+mod text;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
+use strum::IntoStaticStr;
 
 use crate::control::status::RestartReason;
+use json_form::{as_ms, signal_as_name};
+pub(crate) use readable::{human_duration, signal_name};
 
 /// Something that happened to the cluster or one of its workers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, IntoStaticStr)]
+#[cfg_attr(test, derive(strum::EnumCount))]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     /// The primary bound its listening sockets (real ports when 0 was asked).
@@ -205,319 +216,13 @@ impl RecycleLimit {
     }
 }
 
-/// How bad an event is, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Severity {
-    Info,
-    Warn,
-    Error,
-}
-
-/// An event cut for the log and the journal: its name, the worker it is
-/// about and that worker's pid (when known), and its other fields.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct EventParts {
-    pub name: String,
-    pub worker: Option<u32>,
-    pub pid: Option<u32>,
-    pub fields: Map<String, Value>,
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Event::Bound { addresses } if addresses.is_empty() => {
-                f.write_str("no socket bound up front")
-            }
-            Event::Bound { addresses } => {
-                let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
-                write!(f, "listening on {}", list.join(", "))
-            }
-            Event::Fork {
-                id,
-                pid,
-                generation,
-            } => write!(
-                f,
-                "worker {id} spawned (pid {pid}, generation {generation})"
-            ),
-            Event::Online { id, pid } => write!(f, "worker {id} online (pid {pid})"),
-            Event::Ready { id, pid } => write!(f, "worker {id} ready (pid {pid})"),
-            Event::Disconnect { id, pid } => write!(f, "worker {id} disconnecting (pid {pid})"),
-            Event::Exit {
-                id,
-                pid,
-                code,
-                signal,
-                requested,
-                ran_for,
-            } => {
-                write!(f, "worker {id} (pid {pid}) exited")?;
-                match (code, signal) {
-                    (Some(code), _) => write!(f, " with code {code}")?,
-                    (None, Some(signal)) => write!(f, " on signal {}", signal_name(*signal))?,
-                    (None, None) => {}
-                }
-                let why = if *requested {
-                    "as asked"
-                } else {
-                    "unexpectedly"
-                };
-                write!(f, " {why} after {}", human_duration(*ran_for))
-            }
-            Event::Message { id, message } => write!(f, "message from worker {id}: {message}"),
-            Event::CrashLoop {
-                id,
-                quick_failures,
-                delay,
-            } => write!(
-                f,
-                "worker {id} is crash-looping ({quick_failures} failures in a row without a \
-                 stable run): next restart in {}",
-                human_duration(*delay)
-            ),
-            Event::ReloadStarted { kind, workers } => {
-                write!(f, "{kind}: replacing {workers} workers, one at a time")
-            }
-            Event::ReloadCompleted { kind, replaced } => {
-                write!(f, "{kind} complete: {replaced} workers replaced")
-            }
-            Event::ReloadAborted { kind, reason, .. } => {
-                write!(
-                    f,
-                    "{kind} aborted: {reason}; the running workers keep serving"
-                )
-            }
-            Event::Replaced {
-                kind,
-                id,
-                pid,
-                old_pid,
-            } => {
-                write!(f, "{kind}: worker {id} replaced (pid {old_pid} -> {pid})")
-            }
-            Event::Scaled { from, to } => write!(f, "scaled from {from} to {to} workers"),
-            Event::Stopping { grace } => write!(
-                f,
-                "stopping: workers drain for up to {} (send the signal again to stop at once)",
-                human_duration(*grace)
-            ),
-            Event::StoppingNow => f.write_str("stopping at once: killing every worker"),
-            Event::Stopped => f.write_str("all workers exited: cluster stopped"),
-            Event::Hung { id, pid, timeout } => write!(
-                f,
-                "worker {id} (pid {pid}) sent no heartbeat for {}: it is hung; killing it",
-                human_duration(*timeout)
-            ),
-            Event::GraceExpired {
-                id,
-                pid,
-                grace,
-                signal,
-            } => write!(
-                f,
-                "worker {id} (pid {pid}) did not exit within the grace period of {}: sending {}",
-                human_duration(*grace),
-                signal_name(*signal)
-            ),
-            Event::Recycled { id, pid, over } => {
-                write!(f, "worker {id} (pid {pid}) ")?;
-                match over {
-                    RecycleLimit::Requests { served, limit } => write!(
-                        f,
-                        "served {served} requests (--max-requests with jitter: {limit})"
-                    )?,
-                    RecycleLimit::Memory {
-                        resident_bytes,
-                        limit_bytes,
-                    } => write!(
-                        f,
-                        "uses {} MiB, over --max-memory {} MiB",
-                        resident_bytes >> 20,
-                        limit_bytes >> 20
-                    )?,
-                }
-                f.write_str(": replacing it gracefully")
-            }
-            Event::ReadyTimeout { id, pid, timeout } => write!(
-                f,
-                "worker {id} (pid {pid}) did not say it is ready within {}: replacing it",
-                human_duration(*timeout)
-            ),
-            Event::WorkerStalled {
-                id, unread, rest, ..
-            } => write!(
-                f,
-                "worker {id} is not reading its hand-off channel ({unread} connections \
-                 waiting): handing them to other workers, none to it for {}ms",
-                rest.as_millis()
-            ),
-        }
-    }
-}
-
-impl fmt::Display for ReloadKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ReloadKind::Rolling => "rolling reload",
-            ReloadKind::Recycling => "recycling",
-        })
-    }
-}
-
 impl Event {
     /// The event's name, the `event` key of its JSON form (`fork`,
     /// `exit`, `crash_loop`, `reload_completed`…; docs/events.md lists
-    /// them).
+    /// them). Derived from the variant's name as serde's tag is, so the
+    /// two cannot drift apart.
     pub fn name(&self) -> &'static str {
-        match self {
-            Event::Bound { .. } => "bound",
-            Event::Fork { .. } => "fork",
-            Event::Online { .. } => "online",
-            Event::Ready { .. } => "ready",
-            Event::Disconnect { .. } => "disconnect",
-            Event::Exit { .. } => "exit",
-            Event::Message { .. } => "message",
-            Event::CrashLoop { .. } => "crash_loop",
-            Event::ReloadStarted { .. } => "reload_started",
-            Event::ReloadCompleted { .. } => "reload_completed",
-            Event::ReloadAborted { .. } => "reload_aborted",
-            Event::Replaced { .. } => "replaced",
-            Event::Scaled { .. } => "scaled",
-            Event::Stopping { .. } => "stopping",
-            Event::StoppingNow => "stopping_now",
-            Event::Stopped => "stopped",
-            Event::Hung { .. } => "hung",
-            Event::GraceExpired { .. } => "grace_expired",
-            Event::Recycled { .. } => "recycled",
-            Event::ReadyTimeout { .. } => "ready_timeout",
-            Event::WorkerStalled { .. } => "worker_stalled",
-        }
-    }
-
-    /// How bad it is: an exit nobody asked for and a kill are warnings, a
-    /// crash loop and a failed reload errors.
-    pub(crate) fn severity(&self) -> Severity {
-        match self {
-            Event::Exit { requested, .. } if !requested => Severity::Warn,
-            Event::Hung { .. }
-            | Event::StoppingNow
-            | Event::GraceExpired { .. }
-            | Event::ReadyTimeout { .. }
-            | Event::WorkerStalled { .. }
-            | Event::Recycled {
-                over: RecycleLimit::Memory { .. },
-                ..
-            } => Severity::Warn,
-            Event::CrashLoop { .. } | Event::ReloadAborted { .. } => Severity::Error,
-            _ => Severity::Info,
-        }
-    }
-
-    /// The event's JSON form cut in parts: `event`, `worker` and `pid` out,
-    /// the rest as fields.
-    pub(crate) fn parts(&self) -> EventParts {
-        let mut fields = match serde_json::to_value(self) {
-            Ok(Value::Object(map)) => map,
-            // Every variant is a struct of plain values.
-            _ => Map::new(),
-        };
-        let name = match fields.remove("event") {
-            Some(Value::String(name)) => name,
-            _ => self.name().to_owned(),
-        };
-        let mut number = |key: &str| {
-            fields
-                .remove(key)
-                .and_then(|value| value.as_u64())
-                .and_then(|value| u32::try_from(value).ok())
-        };
-        let worker = number("worker");
-        let pid = number("pid");
-        EventParts {
-            name,
-            worker,
-            pid,
-            fields,
-        }
-    }
-
-    /// Logs the event: its name, worker and pid as the line's own keys,
-    /// its other fields as the line's fields, its text as the message.
-    pub(crate) fn log(&self) {
-        let EventParts {
-            name: event,
-            worker,
-            pid,
-            fields,
-        } = self.parts();
-        let event = event.as_str();
-        let fields = Value::Object(fields).to_string();
-        let event_fields = fields.as_str();
-        match self.severity() {
-            Severity::Info => tracing::info!(event, worker, pid, event_fields, "{self}"),
-            Severity::Warn => tracing::warn!(event, worker, pid, event_fields, "{self}"),
-            Severity::Error => tracing::error!(event, worker, pid, event_fields, "{self}"),
-        }
-    }
-}
-
-fn as_ms<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A signal by its name (`SIGKILL`), as `signal_name` gives it.
-fn signal_as_name<S: Serializer>(
-    signal: &impl SignalNumber,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match signal.number() {
-        Some(number) => serializer.serialize_str(&signal_name(number)),
-        None => serializer.serialize_none(),
-    }
-}
-
-/// A signal field, present or not.
-trait SignalNumber {
-    fn number(&self) -> Option<i32>;
-}
-
-impl SignalNumber for i32 {
-    fn number(&self) -> Option<i32> {
-        Some(*self)
-    }
-}
-
-impl SignalNumber for Option<i32> {
-    fn number(&self) -> Option<i32> {
-        *self
-    }
-}
-
-/// `SIGKILL` rather than 9, for log lines.
-pub(crate) fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        _ => return format!("signal {signal}"),
-    };
-    name.to_string()
-}
-
-pub(crate) fn human_duration(duration: Duration) -> String {
-    if duration < Duration::from_secs(1) {
-        format!("{}ms", duration.as_millis())
-    } else {
-        format!("{:.1}s", duration.as_secs_f64())
+        self.into()
     }
 }
 
@@ -525,6 +230,7 @@ pub(crate) fn human_duration(duration: Duration) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+    use strum::EnumCount;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
@@ -701,6 +407,18 @@ mod tests {
     }
 
     #[test]
+    fn every_variant_s_name_is_its_serialized_event_tag() {
+        let events = every_event();
+        let names: std::collections::HashSet<&str> =
+            events.iter().map(|(event, _)| event.name()).collect();
+        assert_eq!(names.len(), Event::COUNT, "every_event lists each variant");
+        for (event, _) in &events {
+            let json = serde_json::to_value(event).unwrap();
+            assert_eq!(json["event"], event.name(), "{event:?}");
+        }
+    }
+
+    #[test]
     fn a_recycled_worker_s_reason_is_named_as_restart_reasons_are() {
         for (event, json) in every_event() {
             if let Event::Recycled { over, .. } = event {
@@ -724,7 +442,7 @@ mod tests {
 
     #[test]
     fn every_name_is_snake_case_and_documented() {
-        let docs = include_str!("../../../../docs/events.md");
+        let docs = include_str!("../../../../../docs/events.md");
         for (event, _) in every_event() {
             let name = event.name();
             assert!(
