@@ -11,15 +11,11 @@ use crate::balance::Policy;
 use crate::control::ControlSocket;
 use crate::error::WorkerResult;
 use crate::log::{self, LogFormat};
-use crate::primary::backoff::BackoffPolicy;
 use crate::primary::event::Event;
-use crate::primary::node::NodeMode;
-use crate::primary::ready_mode::ReadyMode;
-use crate::primary::{
-    self, MessagePolicy, Observer, Primary, PrimaryTask, Program, Reread, Settings,
-};
+use crate::primary::{self, Observer, Primary, PrimaryTask, Reread, Settings};
 use crate::protocol::env::WorkerEnvironment;
 use crate::settings::Configuration;
+use crate::settings::{BackoffPolicy, MessagePolicy, NodeMode, Program, ReadyMode};
 use crate::worker::{Worker, run_worker};
 
 /// A cluster of worker processes sharing listening ports.
@@ -71,7 +67,7 @@ impl Cluster {
         }
     }
 
-    /// How many worker processes to run (1 to [`MAX_WORKERS`]).
+    /// How many worker processes to run (1 to [`MAX_WORKERS`](crate::MAX_WORKERS)).
     pub fn workers(mut self, count: usize) -> Self {
         self.configuration.reloadable.workers = count;
         self

@@ -164,12 +164,10 @@ pub use error::{BoxError, Error, WorkerResult};
 pub use limits::MAX_WORKERS;
 // For lines logged before `Cluster::run`, which installs it otherwise.
 pub use log::{LogFormat, install as install_log};
-pub use primary::backoff::BackoffPolicy;
 pub use primary::event::{Event, RecycleLimit, ReloadKind};
-pub use primary::node::NodeMode;
-pub use primary::ready_mode::ReadyMode;
-pub use primary::{MessagePolicy, Primary, SendError, WorkerInfo, WorkerState};
+pub use primary::{Primary, SendError, WorkerInfo, WorkerState};
 pub use protocol::lines::DEFAULT_MAX_LINE;
+pub use settings::{BackoffPolicy, MessagePolicy, NodeMode, ReadyMode};
 pub use settings::{DEFAULT_BACKLOG, DEFAULT_GRACE, default_workers};
 pub use worker::Worker;
 pub use worker::connection::Connection;

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use super::backoff::{BackoffPolicy, RestartBackoff};
+use super::backoff::RestartBackoff;
 use super::exit::ExitKind;
+use crate::settings::BackoffPolicy;
 
 /// A slot that failed this many times in a row (without a stable run) is
 /// reported as crash-looping.

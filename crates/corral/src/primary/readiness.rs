@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use super::ready_mode::ReadyMode;
+use crate::settings::ReadyMode;
 
 /// How long a COMMAND worker that is ready without waiting must have run,
 /// still alive, before it is announced ready: long enough that a command

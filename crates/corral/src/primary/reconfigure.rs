@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::{Program, Settings};
+use super::Settings;
 use crate::settings::Configuration;
+use crate::settings::Program;
 
 /// How often the watchdog looks at heartbeats when none was configured at
 /// start (a reload may turn it on).

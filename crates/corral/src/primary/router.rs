@@ -17,17 +17,8 @@ use super::registry::Registry;
 use crate::log::rate::{RateLimit, warn_limited};
 use crate::primary::event::Event;
 use crate::protocol::message::{self, Control, ToPrimary};
+use crate::settings::MessagePolicy;
 use crate::worker_key::WorkerKey;
-
-/// What the primary does with user messages besides handing them to the
-/// user's primary task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MessagePolicy {
-    /// Log each one (`message from worker 2: {...}`).
-    pub log: bool,
-    /// Relay each one to every other worker.
-    pub rebroadcast: bool,
-}
 
 pub(crate) struct Router {
     pub registry: Arc<Registry>,

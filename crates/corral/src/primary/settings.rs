@@ -7,11 +7,11 @@
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 
-use super::router::MessagePolicy;
-use super::{Program, node, reconfigure, run_as};
+use super::{node, reconfigure};
 use crate::balance::Policy;
 use crate::settings::name::check_name;
 use crate::settings::{Configuration, Reloadable};
+use crate::settings::{MessagePolicy, Program, run_as};
 use crate::{Error, ListenAddr};
 
 /// The cluster's settings, validated and resolved.

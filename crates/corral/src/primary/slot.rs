@@ -10,13 +10,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::backoff::BackoffPolicy;
 use super::crash_loop::RestartHistory;
 use super::exit::Role;
 use super::lifecycle::Lifecycle;
 use super::outbox::Outbox;
 use super::restarts::SlotRestarts;
 use crate::protocol::message;
+use crate::settings::BackoffPolicy;
 use crate::worker_key::{Serials, WorkerKey};
 use rustix::process::Signal;
 

@@ -17,7 +17,6 @@ use super::node::{AfterInternal, NodeCluster, Session};
 use super::notice::Notice;
 use super::outbox::Outbox;
 use super::output::{OutputSink, Stream};
-use super::program::Program;
 use super::router::Router;
 use crate::Error;
 use crate::balance::WorkerSockets;
@@ -27,6 +26,7 @@ use crate::protocol::lines::{Line, LineReader};
 use crate::protocol::message::{self, Control, ToPrimary};
 use crate::protocol::node;
 use crate::protocol::socket_reader::{READ_BUFFER, SocketReader};
+use crate::settings::Program;
 use crate::sys::ExecImage;
 use crate::worker_key::WorkerKey;
 
@@ -39,7 +39,7 @@ pub(crate) struct Launcher {
     pub worker_env: WorkerEnv,
     /// Workers run as this user and group; std clears the supplementary
     /// groups when root starts a process with another uid.
-    pub user: Option<super::run_as::RunAs>,
+    pub user: Option<crate::settings::run_as::RunAs>,
     /// Variables added to every worker's environment (`Cluster::env`); they
     /// never replace corral's own.
     pub env: Vec<(OsString, OsString)>,

@@ -15,13 +15,14 @@
 
 use std::time::Instant;
 
+use super::Settings;
 use super::reconfigure::{ConfigurationRead, fixed_changes, read_off_the_loop};
-use super::{Program, Settings};
 use crate::control::command::{ScaleTarget, StopMode, SupervisorCommand};
 use crate::control::journal;
 use crate::control::status::{ListenerStatus, Status, WorkerStatus};
 use crate::limits::MAX_WORKERS;
 use crate::log::rate::warn_limited;
+use crate::settings::Program;
 use crate::sys;
 
 use super::Phase;

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::Configuration;
+use super::ReadyMode;
 use crate::Error;
 use crate::limits::{MAX_WORKERS, check_duration, check_message_size, check_requests};
-use crate::primary::ready_mode::ReadyMode;
 
 impl Configuration {
     /// Refuses what no cluster could run with (what needs resolving, as

@@ -9,9 +9,8 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use super::Configuration;
+use super::{BackoffPolicy, MessagePolicy};
 use crate::control::ControlSocket;
-use crate::primary::MessagePolicy;
-use crate::primary::backoff::BackoffPolicy;
 
 impl Configuration {
     /// Every setting by its flag's name, with its value as text; `name` is

@@ -7,9 +7,21 @@
 //! ones whole for every worker started from then on; a change of a
 //! [`Fixed`] one waits for a restart.
 
+mod backoff_policy;
 mod check;
 mod describe;
+mod message_policy;
 pub(crate) mod name;
+mod node_mode;
+pub(crate) mod program;
+pub(crate) mod ready_mode;
+pub(crate) mod run_as;
+
+pub use backoff_policy::BackoffPolicy;
+pub use message_policy::MessagePolicy;
+pub use node_mode::NodeMode;
+pub(crate) use program::Program;
+pub use ready_mode::ReadyMode;
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -18,10 +30,6 @@ use serde::Serialize;
 
 use crate::balance::Policy;
 use crate::control::ControlSocket;
-use crate::primary::backoff::BackoffPolicy;
-use crate::primary::node::NodeMode;
-use crate::primary::ready_mode::ReadyMode;
-use crate::primary::{MessagePolicy, Program};
 use crate::protocol::lines::DEFAULT_MAX_LINE;
 
 /// The default drain time for a stopping worker.

@@ -551,7 +551,7 @@ mod tests {
 
     #[test]
     fn privileged_ports_are_eacces_across_the_boundary() {
-        let nobody = Credentials::User(crate::primary::run_as::RunAs {
+        let nobody = Credentials::User(crate::settings::run_as::RunAs {
             uid: 65534,
             gid: 65534,
             spec: "nobody".into(),

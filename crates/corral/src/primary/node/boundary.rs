@@ -25,7 +25,7 @@ use rustix::thread::CapabilitySet;
 
 use super::socket_file::Credentials;
 use crate::Error;
-use crate::primary::run_as::RunAs;
+use crate::settings::run_as::RunAs;
 
 /// Where the kernel says which ports need a privilege.
 const UNPRIVILEGED_PORT_START: &str = "/proc/sys/net/ipv4/ip_unprivileged_port_start";

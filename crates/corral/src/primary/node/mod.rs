@@ -14,7 +14,6 @@
 mod bind_failure;
 mod binds;
 mod boundary;
-mod detect;
 mod link;
 mod net_socket;
 mod newconn_dispatcher;
@@ -29,14 +28,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 pub(crate) use boundary::AllowedBinds;
-pub use detect::NodeMode;
 pub(crate) use session::{AfterInternal, Session};
 
 use super::notice::Notice;
 use super::outbox::Outbox;
-use super::run_as::RunAs;
 use crate::Policy;
 use crate::protocol::node;
+use crate::settings::run_as::RunAs;
 use crate::worker_key::WorkerKey;
 use binds::Binds;
 use boundary::Boundary;

@@ -26,7 +26,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::primary::run_as::RunAs;
+use crate::settings::run_as::RunAs;
 
 /// Whose credentials a socket file is bound and removed with.
 #[derive(Debug, Clone, PartialEq, Eq)]
