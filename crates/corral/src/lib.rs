@@ -64,38 +64,47 @@
 //!
 //! # Layout
 //!
-//! The folders are the roles; each file says at its top what it is and why.
+//! Each folder's job in one line; each file says at its top what it is and
+//! why. Imports go down this list, never back up.
 //!
-//! * `cluster.rs`: the front door, [`Cluster`]: settings checked once, then
-//!   the process becomes the primary, or (re-executed as a worker) runs the
-//!   worker body.
-//! * `primary/`: the supervisor. `mod.rs` is the loop: it receives notices
-//!   and requests and *executes decisions* that plain, unit-tested code
-//!   makes: `exit.rs` (what an exit means and what follows), `crash_loop.rs`
-//!   with `backoff.rs` (restart history, crash loops, a broken command),
-//!   `readiness.rs` with `ready_mode.rs` (when a worker counts as ready),
-//!   `reload_plan.rs` (the rolling reload's steps; `reload.rs` carries them
-//!   out), `slot.rs` (a slot and its processes, behind methods that keep
-//!   their invariants). Around the loop: `spawn.rs` starts a worker,
-//!   `router.rs` handles its messages, `outbox.rs` queues messages to it,
-//!   `registry.rs` lists live workers for the [`Primary`] handle
-//!   (`handle.rs`), `health.rs` (watchdog, recycling), `signals.rs`,
-//!   `reaper.rs`, `notify.rs` (systemd), `run_as.rs` (`--user`),
-//!   `reconfigure.rs` (a reload re-reads the configuration), `node/`
-//!   (corral as primary of Node `cluster` programs).
+//! * `cluster.rs`: the front door, [`Cluster`], a builder over the settings
+//!   that makes the process the primary or, re-executed as a worker, runs
+//!   the worker body.
+//! * `settings/`: every setting once: the model a reload may change and
+//!   what it may not, their defaults, checks and printout, and the public
+//!   setting types ([`ReadyMode`], [`NodeMode`], [`BackoffPolicy`],
+//!   [`MessagePolicy`], the program to run, `--user`).
+//! * `primary/`: the supervisor. `mod.rs` is its loop and periodic checks,
+//!   `workers.rs` each worker's life (start, the one lifecycle transition,
+//!   exit, stops), `steering.rs` what it is asked (status, stop, scale,
+//!   reload), `slot.rs` a slot and its processes.
+//!   * `primary/rules/`: its decisions as plain, unit-tested functions: the
+//!     lifecycle, what an exit means, backoff and crash loops, the ready
+//!     plan, the reload plan, the restart record.
+//!   * `primary/io/`: its traffic with workers: spawning, the outbox to and
+//!     the messages from each, their output, the inbox of notices, the live
+//!     table behind the [`Primary`] handle.
+//!   * `primary/os/`: what it asks of the OS: signals, reaping strays,
+//!     systemd's notifications, /proc reads (memory, sockets bound alone).
+//!   * `primary/event/`: the one event vocabulary ([`Event`]), its text and
+//!     its log and journal records.
+//!   * `primary/node/`: corral as primary of Node `cluster` programs.
 //! * `worker/`: what runs in a library worker: the [`Worker`] handed to the
 //!   body, its [`Listener`]s and [`Connection`]s, the hand-off receiver
 //!   (`incoming.rs`), the drain order on stop, messages, request counting.
 //! * `protocol/`: what a worker in any language implements: the
-//!   environment ([`env`](mod@env)), the message channel (`message.rs`, framing in
-//!   `lines.rs`), the hand-off channel (`handoff.rs`), Node's dialect.
+//!   environment ([`env`](mod@env)), the message channel (`message.rs`,
+//!   framing in `lines.rs`), the hand-off channel (`handoff.rs`), Node's
+//!   dialect.
 //! * `balance/`: how connections reach workers: one file per [`Policy`];
 //!   `hand_off.rs` is the primary's accept-and-hand-off task for
 //!   round-robin and least-connections, with `stall.rs` and `congestion.rs`.
-//! * `log/`: corral's own log lines (text or JSON, never blocking).
+//! * `control/`: the control socket: its protocol, server, client, status
+//!   and journal, and the commands that steer the supervisor.
 //! * `metrics/`: the Prometheus and health endpoint (`--metrics`): the
 //!   exposition of a status snapshot, the probes' rules, the HTTP server,
 //!   which connections it admits (`admission.rs`) and its write timeout.
+//! * `log/`: corral's own log lines (text or JSON, never blocking).
 //! * `sys.rs`: the only `unsafe` code. `error.rs`: [`Error`].
 //!   `worker_key.rs`: the key of one worker process. `config_file.rs`:
 //!   reading a configuration file safely. `limits.rs`: the bounds of every
@@ -116,8 +125,11 @@
 //!   successor is promoted.
 //! * **Notice**: what a worker's tasks and the timers tell the supervisor
 //!   loop (a control word, an exit, a timeout).
-//! * **Request**: what a signal or the [`Primary`] handle asks of the
-//!   supervisor (stop, reload, one worker more or fewer).
+//! * **Command**: what steers the supervisor, whoever asks (a signal, the
+//!   control socket, the [`Primary`] handle): status, stop, scale, reload.
+//! * **Lifecycle**: where a worker process is in its life (starting,
+//!   ready, draining, terminating); the live table, the balancer and the
+//!   events follow it.
 //! * **Event**: what happened ([`Event`], after Node's cluster events: fork,
 //!   online, ready, disconnect, exit; and corral's own: reloads, scaling,
 //!   stopping, watchdog kills…), one vocabulary for the library, the JSON

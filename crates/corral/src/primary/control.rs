@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::reload_book::ReloadBook;
 use crate::control::ControlService;
 use crate::control::command::SupervisorCommand;
 use crate::control::journal::Journal;
 use crate::control::process_stats::CpuSampler;
+use crate::primary::reload_book::ReloadBook;
 
 pub(super) struct ControlPlane {
     pub started: Instant,

@@ -3,32 +3,16 @@
 //! (a current-thread runtime), which is also the thread that spawns workers,
 //! so the workers' parent-death signal is tied to the primary's whole life.
 
-pub(crate) mod backoff;
 mod control;
-mod crash_loop;
 pub(crate) mod event;
-mod exit;
-mod handle;
-mod health;
-mod lifecycle;
-mod misfit;
+mod io;
 pub(crate) mod node;
-mod notice;
-mod notify;
-mod outbox;
-mod output;
-mod readiness;
-mod reaper;
+mod os;
 mod reconfigure;
-mod registry;
 mod reload_book;
-mod reload_plan;
-mod restarts;
-mod router;
+mod rules;
 mod settings;
-mod signals;
 mod slot;
-mod spawn;
 mod steering;
 mod workers;
 
@@ -40,9 +24,9 @@ use rustix::process::Signal;
 use crate::control::status::RestartReason;
 use crate::primary::event::RecycleLimit;
 use crate::worker_key::{Serials, WorkerKey};
-use health::resident_bytes;
-use misfit::own_listeners;
-use notify::View;
+use os::health::resident_bytes;
+use os::own_sockets::own_listeners;
+use os::systemd::View;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -51,9 +35,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use handle::Primary;
+pub use io::handle::Primary;
+pub use io::live_table::{SendError, WorkerInfo, WorkerState};
 pub(crate) use reconfigure::Reread;
-pub use registry::{SendError, WorkerInfo, WorkerState};
 pub(crate) use settings::Settings;
 
 use crate::Error;
@@ -65,18 +49,18 @@ use crate::protocol::message::Control;
 use crate::settings::Program;
 use control::ControlPlane;
 use event::Event;
-use handle::EventSink;
+use io::handle::EventSink;
+use io::live_table::LiveTable;
+use io::messages::MessageRouter;
+use io::notice::Notice;
+use io::spawn::Launcher;
+use io::worker_output::OutputSink;
 use node::NodeCluster;
-use notice::Notice;
-use notify::Notifier;
-use output::OutputSink;
-use reaper::{Reaper, StrayOrders};
-use registry::Registry;
-use reload_plan::ReloadPlan;
-use router::Router;
-use signals::Signals;
+use os::reaper::{Reaper, StrayOrders};
+use os::signals::Signals;
+use os::systemd::Notifier;
+use rules::reload_plan::ReloadPlan;
 use slot::Slot;
-use spawn::Launcher;
 /// How long a fatal stop waits for killed workers to be reaped.
 const REAP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a Node worker that got SIGTERM at the end of its grace period
@@ -151,8 +135,8 @@ pub(crate) async fn run(
         })
     });
     let mut signals = Signals::install()?;
-    reaper::become_subreaper();
-    let registry = Arc::new(Registry::default());
+    os::reaper::become_subreaper();
+    let live_table = Arc::new(LiveTable::default());
     let (events, primary_handle) = match primary_task {
         Some(task) => {
             let (sink, receiver, dropped) = EventSink::new();
@@ -160,14 +144,14 @@ pub(crate) async fn run(
         }
         None => (EventSink::none(), None),
     };
-    let router = Arc::new(Router {
-        registry: registry.clone(),
+    let messages = Arc::new(MessageRouter {
+        live_table: live_table.clone(),
         events: events.clone(),
         notices: notices.clone(),
         policy: settings.messages,
     });
     if let Some((task, receiver, dropped)) = primary_handle {
-        let handle = Primary::new(registry.clone(), receiver, dropped, commands);
+        let handle = Primary::new(live_table.clone(), receiver, dropped, commands);
         tokio::spawn(task(handle));
     }
     let node_program = program.is_node();
@@ -193,7 +177,7 @@ pub(crate) async fn run(
         env: settings.env.clone(),
         output: OutputSink::start(journal.clone()),
         notices,
-        router,
+        messages,
         node: node.clone(),
     };
     let mut primary = Supervisor {
@@ -203,7 +187,7 @@ pub(crate) async fn run(
         slots: BTreeMap::new(),
         serials: Serials::default(),
         inbox,
-        registry,
+        live_table,
         events,
         observer,
         phase: Phase::Running,
@@ -260,7 +244,7 @@ struct Supervisor {
     /// Numbers every process started, so that no two share a key.
     serials: Serials,
     inbox: mpsc::Receiver<Notice>,
-    registry: Arc<Registry>,
+    live_table: Arc<LiveTable>,
     events: EventSink,
     observer: Option<Observer>,
     phase: Phase,
@@ -289,15 +273,15 @@ impl Supervisor {
         let period =
             (self.settings.watchdog).map_or(reconfigure::CHECK_PERIOD, |timeout| timeout / 4);
         let mut watchdog_check = tokio::time::interval(period);
-        let mut memory_check = tokio::time::interval(health::MEMORY_CHECK);
-        let mut child_exits = signals::child_exits()?;
+        let mut memory_check = tokio::time::interval(os::health::MEMORY_CHECK);
+        let mut child_exits = os::signals::child_exits()?;
         let systemd_watchdog = self.notifier.watchdog;
         let mut systemd_ping =
             tokio::time::interval(systemd_watchdog.unwrap_or(Duration::from_secs(3600)));
-        let mut misfit_check = tokio::time::interval(misfit::CHECK_PERIOD);
+        let mut misfit_check = tokio::time::interval(os::own_sockets::CHECK_PERIOD);
         // The first scan at once, the next ones after a pause: one scan
         // serves the stops and exits of many workers.
-        let mut stray_scan = tokio::time::interval(reaper::SCAN_PERIOD);
+        let mut stray_scan = tokio::time::interval(os::reaper::SCAN_PERIOD);
         stray_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.finished() {
             tokio::select! {
@@ -390,7 +374,7 @@ impl Supervisor {
     }
 }
 
-// The watchdog and recycling (health.rs has the rules).
+// The watchdog and recycling (`os/health.rs` has the rules).
 impl Supervisor {
     /// The watchdog: a worker that sent heartbeats and then none for the
     /// watchdog's timeout is hung; it is killed, and replaced as any worker
@@ -478,7 +462,7 @@ impl Supervisor {
     }
 }
 
-// A COMMAND that cannot take handed-off connections (misfit.rs).
+// A COMMAND that cannot take handed-off connections (`os/own_sockets.rs`).
 impl Supervisor {
     /// Whether this cluster can have the misfit: a hand-off policy, workers
     /// that are a COMMAND speaking neither corral's library nor Node's
@@ -522,7 +506,7 @@ impl Supervisor {
     }
 }
 
-// What workers start outside their process groups (reaper.rs).
+// What workers start outside their process groups (`os/reaper.rs`).
 impl Supervisor {
     /// The pids of the workers (tokio waits for those itself).
     fn worker_pids(&self) -> HashSet<u32> {
@@ -557,7 +541,7 @@ impl Supervisor {
     }
 }
 
-// What systemd is told (notify.rs).
+// What systemd is told (`os/systemd.rs`).
 impl Supervisor {
     /// The cluster as systemd sees it now.
     fn systemd_view(&self) -> View {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::Settings;
+use crate::primary::Settings;
 use crate::settings::Configuration;
 use crate::settings::Program;
 

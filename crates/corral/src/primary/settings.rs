@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 
-use super::{node, reconfigure};
 use crate::balance::Policy;
+use crate::primary::{node, reconfigure};
 use crate::settings::name::check_name;
 use crate::settings::{Configuration, Reloadable};
 use crate::settings::{MessagePolicy, Program, run_as};

@@ -10,11 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::crash_loop::RestartHistory;
-use super::exit::Role;
-use super::lifecycle::Lifecycle;
-use super::outbox::Outbox;
-use super::restarts::SlotRestarts;
+use crate::primary::io::outbox::Outbox;
+use crate::primary::rules::crash_loop::RestartHistory;
+use crate::primary::rules::exit::Role;
+use crate::primary::rules::lifecycle::Lifecycle;
+use crate::primary::rules::restarts::SlotRestarts;
 use crate::protocol::message;
 use crate::settings::BackoffPolicy;
 use crate::worker_key::{Serials, WorkerKey};

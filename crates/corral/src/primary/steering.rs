@@ -15,27 +15,27 @@
 
 use std::time::Instant;
 
-use super::Settings;
-use super::reconfigure::{ConfigurationRead, fixed_changes, read_off_the_loop};
 use crate::control::command::{ScaleTarget, StopMode, SupervisorCommand};
 use crate::control::journal;
 use crate::control::status::{ListenerStatus, Status, WorkerStatus};
 use crate::limits::MAX_WORKERS;
 use crate::log::rate::warn_limited;
+use crate::primary::Settings;
+use crate::primary::reconfigure::{ConfigurationRead, fixed_changes, read_off_the_loop};
 use crate::settings::Program;
 use crate::sys;
 
-use super::Phase;
-use super::Supervisor;
-use super::lifecycle::Lifecycle;
-use super::notice::Notice;
-use super::reconfigure::BeforeReload;
-use super::reload_plan::{ReloadPlan, ReloadStep};
-use super::slot::Slot;
 use crate::Error;
 use crate::control::status::RestartReason;
 use crate::error::Chain;
+use crate::primary::Phase;
+use crate::primary::Supervisor;
 use crate::primary::event::{Event, ReloadKind, human_duration};
+use crate::primary::io::notice::Notice;
+use crate::primary::reconfigure::BeforeReload;
+use crate::primary::rules::lifecycle::Lifecycle;
+use crate::primary::rules::reload_plan::{ReloadPlan, ReloadStep};
+use crate::primary::slot::Slot;
 use crate::worker_key::WorkerKey;
 
 /// Why a scale was not done.

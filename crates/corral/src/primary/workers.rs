@@ -10,20 +10,21 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use super::crash_loop::{self, CRASH_LOOP_FATAL, Restart};
-use super::event::{Event, human_duration};
-use super::exit::{self, AfterExit, ExitFacts, SlotAfterExit, describe_exit};
-use super::health::jitter;
-use super::lifecycle::{Lifecycle, Transition};
-use super::notice::Notice;
-use super::readiness::{self, LateVerdict, StartKind};
-use super::slot::{self, LiveWorker, Slot};
-use super::{
-    NODE_KILL_AFTER_TERM, Phase, REAP_TIMEOUT, Supervisor, WorkerInfo, WorkerState, restarts,
-};
 use crate::Error;
 use crate::balance::Stalled;
 use crate::error::Chain;
+use crate::primary::event::{Event, human_duration};
+use crate::primary::io::notice::Notice;
+use crate::primary::os::health::jitter;
+use crate::primary::rules::crash_loop::{self, CRASH_LOOP_FATAL, Restart};
+use crate::primary::rules::exit::{self, AfterExit, ExitFacts, SlotAfterExit, describe_exit};
+use crate::primary::rules::lifecycle::{Lifecycle, Transition};
+use crate::primary::rules::ready_plan::{self, LateVerdict, StartKind};
+use crate::primary::rules::restarts;
+use crate::primary::slot::{self, LiveWorker, Slot};
+use crate::primary::{
+    NODE_KILL_AFTER_TERM, Phase, REAP_TIMEOUT, Supervisor, WorkerInfo, WorkerState,
+};
 use crate::protocol::message::Control;
 use crate::worker_key::WorkerKey;
 
@@ -74,9 +75,9 @@ impl Supervisor {
         let node = self.node.is_some();
         let plan = if node {
             // Ready at its `listening` (or `process.send('ready')`).
-            readiness::node_ready_plan(self.settings.ready, self.settings.ready_timeout, successor)
+            ready_plan::node_ready_plan(self.settings.ready, self.settings.ready_timeout, successor)
         } else {
-            readiness::ready_plan(
+            ready_plan::ready_plan(
                 self.settings.ready,
                 StartKind {
                     speaks_channel,
@@ -114,7 +115,7 @@ impl Supervisor {
         if successor {
             // The reload promotes it once ready, or gives up on it.
         } else if plan.once_alive {
-            self.notify_after(readiness::SIGN_OF_LIFE, Notice::SeenAlive(key));
+            self.notify_after(ready_plan::SIGN_OF_LIFE, Notice::SeenAlive(key));
         } else if plan.deadline {
             let timeout = self.settings.ready_timeout;
             self.notify_after(timeout, Notice::ReadyTimeout(key));
@@ -130,7 +131,7 @@ impl Supervisor {
             generation: worker.key.generation,
             state: WorkerState::Starting,
         };
-        self.registry
+        self.live_table
             .insert(worker.key, info, worker.outbox.clone());
     }
 
@@ -147,7 +148,7 @@ impl Supervisor {
     }
 
     /// A worker ready without waiting is announced ready once it has run
-    /// for [`readiness::SIGN_OF_LIFE`], if it still runs; as a start ready
+    /// for [`ready_plan::SIGN_OF_LIFE`], if it still runs; as a start ready
     /// at once it does not prove the command (only its run length does).
     pub(super) fn on_seen_alive(&mut self, key: WorkerKey) {
         if self.still_runs(key) {
@@ -188,7 +189,7 @@ impl Supervisor {
         after: Lifecycle,
     ) {
         let id = key.slot;
-        self.registry.set_state(key, after.shown_as());
+        self.live_table.set_state(key, after.shown_as());
         if after.is_ready() && !before.is_ready() {
             self.balancer.worker_ready(key);
             self.emit(Event::Ready { id, pid });
@@ -273,7 +274,7 @@ impl Supervisor {
     /// Removes an exited process from the live table, the balancer and
     /// the Node side, and kills what it started and left behind.
     pub(super) fn forget(&mut self, key: WorkerKey, pid: u32) {
-        self.registry.remove(key);
+        self.live_table.remove(key);
         slot::signal_group(pid, Signal::KILL);
         self.signal_strays(key, pid, Signal::KILL);
         self.balancer.worker_exited(key);
@@ -456,7 +457,7 @@ impl Supervisor {
             return Ok(());
         };
         let id = key.slot;
-        let verdict = readiness::on_ready_timeout(
+        let verdict = ready_plan::on_ready_timeout(
             worker.lifecycle.was_ready(),
             worker.lifecycle.stop_requested(),
             proven,

@@ -51,7 +51,7 @@ pub(crate) fn coalesce(
 
 /// One queue a channel's writer task drains: bounded, so senders wait (a
 /// worker's messages). The primary's outboxes have their own writer, whose
-/// control lines may carry descriptors (`primary/outbox.rs`).
+/// control lines may carry descriptors (`primary/io/outbox.rs`).
 pub(crate) enum LineQueue {
     Bounded(mpsc::Receiver<Vec<u8>>),
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use crate::primary::outbox::{Outbox, Refused};
+use crate::primary::io::outbox::{Outbox, Refused};
 use crate::protocol::node::{self, Outgoing, Sequencer};
 use crate::worker_key::WorkerKey;
 

@@ -1,7 +1,7 @@
 //! corral as the primary of unmodified Node `cluster` programs. A Node
 //! worker (started with `NODE_UNIQUE_ID` and `NODE_CHANNEL_FD`) asks its
 //! primary for every socket it listens on; this module answers: the
-//! registry of sockets bound on demand (`binds.rs`; the sockets themselves
+//! table of sockets bound on demand (`binds.rs`; the sockets themselves
 //! are bound as Node's primary binds them in `net_socket.rs`, and a
 //! `listen()` that fails says why with `bind_failure.rs`), the per-worker
 //! session that speaks Node's cluster messages (`session.rs`) over the worker's
@@ -30,9 +30,9 @@ use tokio::sync::mpsc;
 pub(crate) use boundary::AllowedBinds;
 pub(crate) use session::{AfterInternal, Session};
 
-use super::notice::Notice;
-use super::outbox::Outbox;
 use crate::Policy;
+use crate::primary::io::notice::Notice;
+use crate::primary::io::outbox::Outbox;
 use crate::protocol::node;
 use crate::settings::run_as::RunAs;
 use crate::worker_key::WorkerKey;

@@ -25,7 +25,7 @@ use super::binds::{Served, ServerId};
 use super::link::Link;
 use super::newconn_dispatcher::Dispatcher;
 use crate::log::rate::{RateLimit, error_limited, info_limited, left_out};
-use crate::primary::notice::Notice;
+use crate::primary::io::notice::Notice;
 use crate::protocol::message::{Control, cut_for_log};
 use crate::protocol::node::{self, Act, ClusterMessage, Endpoint, Internal, ServerQuery};
 
@@ -285,7 +285,7 @@ impl Session {
         seq: u64,
         key: &str,
         (served, data): (Served, Value),
-    ) -> Result<(), crate::primary::outbox::Refused> {
+    ) -> Result<(), crate::primary::io::outbox::Refused> {
         match served {
             Served::Socket { fd, kind } => {
                 let reply = |ours| node::reply_with_socket(ours, seq, key, &data, kind);

@@ -50,7 +50,7 @@ pub(crate) fn scale_by(change: i64) -> SupervisorCommand {
 }
 
 /// SIGCHLD: a child of the primary exited. tokio reaps the workers it
-/// started; the primary reaps the rest (reaper.rs).
+/// started; the primary reaps the rest (`reaper.rs`).
 pub(crate) fn child_exits() -> Result<Signal, Error> {
     signal(SignalKind::child()).map_err(Error::io("cannot install a signal handler"))
 }

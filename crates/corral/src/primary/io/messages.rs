@@ -11,23 +11,23 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::handle::EventSink;
-use super::notice::Notice;
-use super::registry::Registry;
 use crate::log::rate::{RateLimit, warn_limited};
 use crate::primary::event::Event;
+use crate::primary::io::handle::EventSink;
+use crate::primary::io::live_table::LiveTable;
+use crate::primary::io::notice::Notice;
 use crate::protocol::message::{self, Control, ToPrimary};
 use crate::settings::MessagePolicy;
 use crate::worker_key::WorkerKey;
 
-pub(crate) struct Router {
-    pub registry: Arc<Registry>,
+pub(crate) struct MessageRouter {
+    pub live_table: Arc<LiveTable>,
     pub events: EventSink,
     pub notices: mpsc::Sender<Notice>,
     pub policy: MessagePolicy,
 }
 
-impl Router {
+impl MessageRouter {
     /// Handles one message from the process `worker`. Returns `false` when
     /// the supervisor is gone.
     pub(crate) async fn route(&self, worker: WorkerKey, message: ToPrimary) -> bool {
@@ -43,7 +43,7 @@ impl Router {
                 true
             }
             ToPrimary::SendTo { to, message } => {
-                if let Err(err) = self.registry.send(to, message::encode_from(id, message)) {
+                if let Err(err) = self.live_table.send(to, message::encode_from(id, message)) {
                     warn_limited!(
                         event = "send_refused",
                         worker = id,
@@ -88,7 +88,7 @@ impl Router {
         if self.policy.rebroadcast
             && let Ok(line) = message::encode_user(&message)
         {
-            for refused in self.registry.broadcast(&line, Some(id)) {
+            for refused in self.live_table.broadcast(&line, Some(id)) {
                 warn_limited!(
                     event = "send_refused",
                     worker = id,

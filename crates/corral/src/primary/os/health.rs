@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 /// How often worker memory is compared with `--max-memory`.
-pub(super) const MEMORY_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const MEMORY_CHECK: Duration = Duration::from_secs(1);
 
 /// A worker's share of `--max-requests-jitter`: spread over 0..=`jitter` by
 /// its pid, so workers started together are not recycled together.
-pub(super) fn jitter(pid: u32, jitter: u64) -> u64 {
+pub(crate) fn jitter(pid: u32, jitter: u64) -> u64 {
     if jitter == 0 {
         return 0;
     }
@@ -17,7 +17,7 @@ pub(super) fn jitter(pid: u32, jitter: u64) -> u64 {
 }
 
 /// The resident set size of process `pid`, in bytes.
-pub(super) fn resident_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn resident_bytes(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * rustix::param::page_size() as u64)

@@ -13,14 +13,14 @@ use std::sync::Arc;
 use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
-use super::node::{AfterInternal, NodeCluster, Session};
-use super::notice::Notice;
-use super::outbox::Outbox;
-use super::output::{OutputSink, Stream};
-use super::router::Router;
 use crate::Error;
 use crate::balance::WorkerSockets;
 use crate::log::rate::warn_limited;
+use crate::primary::io::messages::MessageRouter;
+use crate::primary::io::notice::Notice;
+use crate::primary::io::outbox::Outbox;
+use crate::primary::io::worker_output::{OutputSink, Stream};
+use crate::primary::node::{AfterInternal, NodeCluster, Session};
 use crate::protocol::env::{FIRST_LISTEN_FD, WorkerEnv};
 use crate::protocol::lines::{Line, LineReader};
 use crate::protocol::message::{self, Control, ToPrimary};
@@ -45,7 +45,7 @@ pub(crate) struct Launcher {
     pub env: Vec<(OsString, OsString)>,
     pub output: OutputSink,
     pub notices: mpsc::Sender<Notice>,
-    pub router: Arc<Router>,
+    pub messages: Arc<MessageRouter>,
     /// For a Node program: the cluster's Node side, which answers each
     /// worker's cluster messages.
     pub node: Option<Arc<NodeCluster>>,
@@ -178,7 +178,7 @@ impl Launcher {
         let writer = OwnedFd::from(stream);
         let reader = SocketReader::new(writer.try_clone()?)?;
         let outbox = Outbox::start(writer);
-        let router = self.router.clone();
+        let messages = self.messages.clone();
         let limit = self.worker_env.max_message_size;
         let session = self.node.as_ref().map(|node| {
             node.session(
@@ -189,7 +189,7 @@ impl Launcher {
                 self.notices.clone(),
             )
         });
-        tokio::spawn(read_channel(key, reader, limit, router, session));
+        tokio::spawn(read_channel(key, reader, limit, messages, session));
         Ok(outbox)
     }
 }
@@ -200,7 +200,7 @@ async fn read_channel(
     key: WorkerKey,
     reader: SocketReader,
     limit: usize,
-    router: Arc<Router>,
+    messages: Arc<MessageRouter>,
     mut session: Option<Session>,
 ) {
     let id = key.slot;
@@ -256,7 +256,7 @@ async fn read_channel(
             Ok(Some(ToPrimary::Control(Control::Online)))
                 if std::mem::replace(&mut said_online, true) => {}
             Ok(Some(message)) => {
-                if !router.route(key, message).await {
+                if !messages.route(key, message).await {
                     return;
                 }
             }

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::registry::{Registry, SendError, WorkerInfo};
-use super::signals::scale_by;
 use crate::Error;
 use crate::control::command::{StopMode, SupervisorCommand};
 use crate::control::status::Status;
 use crate::log::rate::{RateLimit, warn_limited};
 use crate::primary::event::Event;
+use crate::primary::io::live_table::{LiveTable, SendError, WorkerInfo};
+use crate::primary::os::signals::scale_by;
 use crate::protocol::message;
 
 /// How many events wait for a slow primary task; past that, new events are
@@ -69,7 +69,7 @@ impl EventSink {
 
 /// The primary's side of the cluster, handed to the `Cluster::primary` task.
 pub struct Primary {
-    registry: Arc<Registry>,
+    live_table: Arc<LiveTable>,
     events: mpsc::Receiver<Event>,
     dropped: Arc<AtomicU64>,
     commands: mpsc::UnboundedSender<SupervisorCommand>,
@@ -77,13 +77,13 @@ pub struct Primary {
 
 impl Primary {
     pub(crate) fn new(
-        registry: Arc<Registry>,
+        live_table: Arc<LiveTable>,
         events: mpsc::Receiver<Event>,
         dropped: Arc<AtomicU64>,
         commands: mpsc::UnboundedSender<SupervisorCommand>,
     ) -> Self {
         Primary {
-            registry,
+            live_table,
             events,
             dropped,
             commands,
@@ -121,20 +121,20 @@ impl Primary {
 
     /// The live workers.
     pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.registry.list()
+        self.live_table.list()
     }
 
     /// Sends `message` to worker `id`.
     pub fn send<T: Serialize + ?Sized>(&self, id: u32, message: &T) -> Result<(), Error> {
         let line = message::encode_user(message).map_err(Error::Encode)?;
-        self.registry.send(id, line).map_err(Error::Send)
+        self.live_table.send(id, line).map_err(Error::Send)
     }
 
     /// Sends `message` to every live worker; returns how many got it.
     pub fn broadcast<T: Serialize + ?Sized>(&self, message: &T) -> Result<usize, Error> {
         let line = message::encode_user(message).map_err(Error::Encode)?;
-        let workers = self.registry.list().len();
-        let refused: Vec<SendError> = self.registry.broadcast(&line, None);
+        let workers = self.live_table.list().len();
+        let refused: Vec<SendError> = self.live_table.broadcast(&line, None);
         for err in &refused {
             warn_limited!(event = "send_refused", "broadcast: {err}");
         }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::event::{human_duration, signal_name};
+use crate::primary::event::{human_duration, signal_name};
 
 /// Which of its slot's processes a worker is: what its exit means depends
 /// on it.
@@ -259,7 +259,10 @@ mod tests {
         let decision = decide(&facts, RUNNING, MIN_UPTIME);
         assert_eq!(decision.next, AfterExit::RestartNow);
         assert!(!decision.proves_command);
-        assert_eq!(crate::primary::restarts::exit_reason(decision.kind), None);
+        assert_eq!(
+            crate::primary::rules::restarts::exit_reason(decision.kind),
+            None
+        );
     }
 
     #[test]

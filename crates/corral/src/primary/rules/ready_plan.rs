@@ -1,6 +1,6 @@
 //! When a started worker counts as ready, and what happens to one that is
 //! not ready in time. Library workers say so themselves; a COMMAND worker
-//! follows `--ready` (ready_mode.rs); under a hand-off policy every worker
+//! follows `--ready` (`settings/ready_mode.rs`); under a hand-off policy every worker
 //! must say so, since it must take connections from corral. A reload's
 //! replacement is watched by the reload's own timeout instead.
 //!

@@ -4,8 +4,8 @@
 //! one over its memory or request limit): they are noted as expected, and
 //! the replacement that follows takes that reason.
 
-use super::exit::ExitKind;
 use crate::control::status::RestartReason;
+use crate::primary::rules::exit::ExitKind;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SlotRestarts {

@@ -34,11 +34,11 @@ pub(crate) enum Notice {
     /// as ready (`--ready`).
     Settled(WorkerKey),
     /// A worker ready without waiting has run for
-    /// [`SIGN_OF_LIFE`](super::readiness::SIGN_OF_LIFE): ready if it still runs.
+    /// [`SIGN_OF_LIFE`](crate::primary::rules::ready_plan::SIGN_OF_LIFE): ready if it still runs.
     SeenAlive(WorkerKey),
     /// The dispatcher took connections back from a worker that does not
     /// read its hand-off channel.
     Stalled(crate::balance::Stalled),
     /// The configuration was read again for a reload (`reconfigure.rs`).
-    ConfigurationRead(super::reconfigure::ConfigurationRead),
+    ConfigurationRead(crate::primary::reconfigure::ConfigurationRead),
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::outbox::{Outbox, Refused};
+use crate::primary::io::outbox::{Outbox, Refused};
 use crate::worker_key::WorkerKey;
 
 /// Where a worker is in its life (`"starting"`, `"ready"`, `"stopping"` in
@@ -39,11 +39,11 @@ struct Entry {
 }
 
 #[derive(Default)]
-pub(crate) struct Registry {
+pub(crate) struct LiveTable {
     workers: Mutex<BTreeMap<u32, Entry>>,
 }
 
-impl Registry {
+impl LiveTable {
     /// Lists the process `key` as its slot's worker.
     pub(crate) fn insert(&self, key: WorkerKey, info: WorkerInfo, outbox: Outbox) {
         self.lock().insert(key.slot, Entry { key, info, outbox });

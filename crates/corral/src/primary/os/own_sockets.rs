@@ -16,13 +16,13 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
 /// How often workers not yet ready are checked for sockets of their own.
-pub(super) const CHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
+pub(crate) const CHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The TCP addresses process `pid` listens on. Each of its socket
 /// descriptors is looked at through a copy (`pidfd_getfd`), which costs a
 /// few system calls per socket, never a read of the machine's whole TCP
 /// table. Empty when the process cannot be looked at.
-pub(super) fn own_listeners(pid: u32) -> Vec<SocketAddr> {
+pub(crate) fn own_listeners(pid: u32) -> Vec<SocketAddr> {
     let Some(pidfd) = rustix::process::Pid::from_raw(pid as i32).and_then(|pid| {
         rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
     }) else {

@@ -1,11 +1,11 @@
 //! The rolling reload's state machine: which slots are still to replace,
 //! which replacements are awaited, when the reload is complete. It decides
-//! the next step; the supervisor (reload.rs) starts processes and reports
+//! the next step; the supervisor (`steering.rs`) starts processes and reports
 //! back what happened. At most `max_surge` replacements are awaited at once.
 
 use std::collections::VecDeque;
 
-use super::event::ReloadKind;
+use crate::primary::event::ReloadKind;
 use crate::worker_key::WorkerKey;
 
 /// A rolling reload (or recycling, the same for chosen slots) under way.

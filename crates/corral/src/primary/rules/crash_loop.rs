@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use super::backoff::RestartBackoff;
-use super::exit::ExitKind;
+use crate::primary::rules::backoff::RestartBackoff;
+use crate::primary::rules::exit::ExitKind;
 use crate::settings::BackoffPolicy;
 
 /// A slot that failed this many times in a row (without a stable run) is
