@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
-use crate::Error;
+use crate::error::Error;
 
 /// One `--listen` value. Port 0 asks the kernel for a free port; the bound
 /// address is reported once the cluster has bound it.

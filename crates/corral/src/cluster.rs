@@ -6,9 +6,9 @@ use std::ffi::OsString;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::Error;
 use crate::balance::Policy;
 use crate::control::ControlSocket;
+use crate::error::Error;
 use crate::error::WorkerResult;
 use crate::log::{self, LogFormat};
 use crate::primary::event::Event;

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The largest configuration file corral reads: 1 MiB, far more than any
 /// real configuration, little enough to hold at every reload.

@@ -170,14 +170,15 @@ pub use balance::Policy;
 pub use cluster::{Cluster, is_worker};
 pub use control::ControlSocket;
 pub use control::status::{
-    ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerStatus,
+    ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerState,
+    WorkerStatus,
 };
 pub use error::{BoxError, Error, WorkerResult};
 pub use limits::MAX_WORKERS;
 // For lines logged before `Cluster::run`, which installs it otherwise.
 pub use log::{LogFormat, install as install_log};
 pub use primary::event::{Event, RecycleLimit, ReloadKind};
-pub use primary::{Primary, SendError, WorkerInfo, WorkerState};
+pub use primary::{Primary, SendError, WorkerInfo};
 pub use protocol::lines::DEFAULT_MAX_LINE;
 pub use settings::{BackoffPolicy, MessagePolicy, NodeMode, ReadyMode};
 pub use settings::{DEFAULT_BACKLOG, DEFAULT_GRACE, default_workers};

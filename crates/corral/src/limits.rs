@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The largest number of workers a cluster accepts.
 pub const MAX_WORKERS: usize = 1024;

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use socket2::Socket;
 
-use crate::Error;
+use crate::error::Error;
 
 /// A listening socket the primary inherited.
 #[derive(Debug)]

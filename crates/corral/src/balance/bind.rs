@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Options shared by every listening socket of a cluster.
 #[derive(Debug, Clone, Copy)]

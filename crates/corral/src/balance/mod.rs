@@ -24,8 +24,8 @@ use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::str::FromStr;
 
-use crate::Error;
 use crate::balance::bind::BindOptions;
+use crate::error::Error;
 pub(crate) use crate::worker_key::WorkerKey;
 
 /// A worker that stopped reading its hand-off channel while `unread`

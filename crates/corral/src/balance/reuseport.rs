@@ -13,8 +13,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use socket2::Socket;
 
 use super::{Balancer, WorkerKey, WorkerSockets, bind_options, duplicate};
-use crate::Error;
 use crate::balance::bind::{bind_listener, ensure_port_free, local_addr};
+use crate::error::Error;
 
 pub(crate) struct SocketPerSlot {
     /// Resolved addresses with their real ports, so later slots join the

@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use socket2::Socket;
 
 use super::{Balancer, WorkerKey, WorkerSockets, bind_options, duplicate};
-use crate::Error;
 use crate::balance::bind::{bind_listener, local_addr};
+use crate::error::Error;
 
 pub(crate) struct SharedSocket {
     sockets: Vec<Socket>,

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::Error;
+use crate::error::Error;
 use command::SupervisorCommand;
 use journal::Journal;
 use socket::BoundSocket;

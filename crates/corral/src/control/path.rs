@@ -16,7 +16,7 @@ use std::fs::DirBuilder;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::Error;
+use crate::error::Error;
 use crate::settings::name::check_file_name;
 
 /// The file name suffix of control sockets in the default directory.

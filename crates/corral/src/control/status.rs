@@ -125,6 +125,20 @@ pub enum ReloadResult {
     Aborted,
 }
 
+/// Where a worker is in its life (`"starting"`, `"ready"`, `"stopping"` in
+/// the control socket's JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum WorkerState {
+    /// Started, not ready yet.
+    Starting,
+    /// Serving.
+    Ready,
+    /// Asked to stop, draining.
+    Stopping,
+}
+
 /// One worker process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
@@ -133,7 +147,7 @@ pub struct WorkerStatus {
     pub pid: u32,
     /// How many times the slot was started, this start included.
     pub generation: u32,
-    pub state: crate::WorkerState,
+    pub state: WorkerState,
     /// Seconds since this process started.
     pub uptime_seconds: f64,
     /// How many times the slot's worker was replaced (a crash, a kill, the
@@ -217,7 +231,7 @@ impl Status {
     pub fn ready_workers(&self) -> usize {
         self.workers
             .iter()
-            .filter(|worker| worker.state == crate::WorkerState::Ready)
+            .filter(|worker| worker.state == WorkerState::Ready)
             .count()
     }
 }
@@ -239,7 +253,7 @@ mod policy_name {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::WorkerState;
+    use WorkerState;
 
     fn sample() -> Status {
         Status {

@@ -18,7 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::WorkerState;
+use crate::control::status::WorkerState;
 use crate::control::status::{DurationHistogram, RestartReason, Status};
 
 /// What the primary knows beside the snapshot.
@@ -286,7 +286,7 @@ pub(crate) fn render(status: &Status, facts: PrimaryFacts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Policy;
+    use crate::balance::Policy;
     use crate::control::status::{ListenerStatus, ReloadStats, WorkerStatus};
 
     fn worker(id: u32, generation: u32, state: WorkerState) -> WorkerStatus {

@@ -36,9 +36,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::Error;
 use crate::control::command::SupervisorCommand;
 use crate::control::status::Status;
+use crate::error::Error;
 use crate::log::rate::warn_limited;
 use admission::{Admissions, Admitted};
 use exposition::PrimaryFacts;

@@ -4,8 +4,8 @@
 //! `/healthz` needs no rule: it is answered by the primary's own loop, so
 //! an answer at all means the primary runs.
 
-use crate::WorkerState;
 use crate::control::status::Status;
+use crate::control::status::WorkerState;
 
 /// Ready: not stopping, and at least one worker (`all`: every slot the
 /// cluster keeps) ready to serve.
@@ -39,7 +39,7 @@ pub(crate) fn asks_all(query: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Policy;
+    use crate::balance::Policy;
     use crate::control::status::{ReloadStats, WorkerStatus};
 
     fn status(states: &[(u32, WorkerState)], desired: usize) -> Status {

@@ -36,14 +36,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use io::handle::Primary;
-pub use io::live_table::{SendError, WorkerInfo, WorkerState};
+pub use io::live_table::{SendError, WorkerInfo};
 pub(crate) use reconfigure::Reread;
 pub(crate) use settings::Settings;
 
-use crate::Error;
 use crate::balance::{Balancer, Policy, StallReport};
 use crate::control::ControlService;
 use crate::control::journal::Journal;
+use crate::error::Error;
 use crate::protocol::env::WorkerEnv;
 use crate::protocol::message::Control;
 use crate::settings::Program;

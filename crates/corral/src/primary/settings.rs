@@ -7,12 +7,13 @@
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 
+use crate::address::ListenAddr;
 use crate::balance::Policy;
+use crate::error::Error;
 use crate::primary::{node, reconfigure};
 use crate::settings::name::check_name;
 use crate::settings::{Configuration, Reloadable};
 use crate::settings::{MessagePolicy, Program, run_as};
-use crate::{Error, ListenAddr};
 
 /// The cluster's settings, validated and resolved.
 pub(crate) struct Settings {

@@ -25,9 +25,9 @@ use crate::primary::reconfigure::{ConfigurationRead, fixed_changes, read_off_the
 use crate::settings::Program;
 use crate::sys;
 
-use crate::Error;
 use crate::control::status::RestartReason;
 use crate::error::Chain;
+use crate::error::Error;
 use crate::primary::Phase;
 use crate::primary::Supervisor;
 use crate::primary::event::{Event, ReloadKind, human_duration};

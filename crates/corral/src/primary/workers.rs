@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use crate::Error;
 use crate::balance::Stalled;
+use crate::control::status::WorkerState;
 use crate::error::Chain;
+use crate::error::Error;
 use crate::primary::event::{Event, human_duration};
 use crate::primary::io::notice::Notice;
 use crate::primary::os::health::jitter;
@@ -22,9 +23,7 @@ use crate::primary::rules::lifecycle::{Lifecycle, Transition};
 use crate::primary::rules::ready_plan::{self, LateVerdict, StartKind};
 use crate::primary::rules::restarts;
 use crate::primary::slot::{self, LiveWorker, Slot};
-use crate::primary::{
-    NODE_KILL_AFTER_TERM, Phase, REAP_TIMEOUT, Supervisor, WorkerInfo, WorkerState,
-};
+use crate::primary::{NODE_KILL_AFTER_TERM, Phase, REAP_TIMEOUT, Supervisor, WorkerInfo};
 use crate::protocol::message::Control;
 use crate::worker_key::WorkerKey;
 

@@ -9,8 +9,10 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
+use crate::balance::Policy;
+use crate::error::Error;
 use crate::protocol::lines::DEFAULT_MAX_LINE;
-use crate::{Error, Policy, sys};
+use crate::sys;
 
 /// The worker's slot number, 1-based; a replacement keeps its slot's id.
 pub const WORKER_ID: &str = "CORRAL_WORKER_ID";

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Configuration;
 use super::ReadyMode;
-use crate::Error;
+use crate::error::Error;
 use crate::limits::{MAX_WORKERS, check_duration, check_message_size, check_requests};
 
 impl Configuration {

@@ -2,7 +2,7 @@
 //! with the default control socket, into a file name: the rules for both
 //! are here.
 
-use crate::Error;
+use crate::error::Error;
 
 /// Refuses a cluster name that would put control characters (a newline,
 /// an escape sequence) into every log line and file name that carries it.

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::Error;
+use crate::error::Error;
 
 /// How corral decides that a COMMAND is a Node program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

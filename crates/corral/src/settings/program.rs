@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::Signal;
 
-use crate::Error;
+use crate::error::Error;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Program {

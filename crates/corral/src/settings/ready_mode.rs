@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::Error;
+use crate::error::Error;
 
 /// How long an `auto` reload replacement must stay up to count as ready.
 const AUTO_SETTLE: Duration = Duration::from_secs(1);

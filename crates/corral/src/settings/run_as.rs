@@ -11,7 +11,7 @@ use std::fmt;
 
 use nix::unistd::{Group, User};
 
-use crate::Error;
+use crate::error::Error;
 
 /// The user and group workers run as.
 #[derive(Debug, Clone, PartialEq, Eq)]

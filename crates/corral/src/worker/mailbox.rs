@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::Error;
+use crate::error::Error;
 use crate::protocol::message::{self, Control};
 
 /// How many received messages wait for the worker before the channel

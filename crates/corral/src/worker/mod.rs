@@ -22,6 +22,9 @@ use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::sync::{mpsc, watch};
 
+use crate::balance::Policy;
+use crate::error::Error;
+use crate::error::WorkerResult;
 use crate::log::rate::warn_limited;
 use crate::protocol::env::WorkerEnvironment;
 use crate::protocol::lines::{Lanes, Line, LineQueue, LineReader, write_lines};
@@ -35,7 +38,6 @@ use crate::worker::mailbox::{
     WorkerSender,
 };
 use crate::worker::requests::RequestCounter;
-use crate::{Error, Policy, WorkerResult};
 
 /// How long a worker whose primary vanished may take to finish in-flight
 /// work before it exits anyway: nothing supervises it any more.

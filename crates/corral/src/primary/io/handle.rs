@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::Error;
 use crate::control::command::{StopMode, SupervisorCommand};
 use crate::control::status::Status;
+use crate::error::Error;
 use crate::log::rate::{RateLimit, warn_limited};
 use crate::primary::event::Event;
 use crate::primary::io::live_table::{LiveTable, SendError, WorkerInfo};

@@ -5,22 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::control::status::WorkerState;
 use crate::primary::io::outbox::{Outbox, Refused};
 use crate::worker_key::WorkerKey;
-
-/// Where a worker is in its life (`"starting"`, `"ready"`, `"stopping"` in
-/// the control socket's JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum WorkerState {
-    /// Started, not ready yet.
-    Starting,
-    /// Serving.
-    Ready,
-    /// Asked to stop, draining.
-    Stopping,
-}
 
 /// One live worker, as [`crate::Primary::workers`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
-use crate::Error;
 use crate::balance::WorkerSockets;
+use crate::error::Error;
 use crate::log::rate::warn_limited;
 use crate::primary::io::messages::MessageRouter;
 use crate::primary::io::notice::Notice;

@@ -31,7 +31,7 @@ use super::boundary::Boundary;
 use super::net_socket::{bind_any, bind_tcp, bind_udp, duplicate, duplicate_fd};
 use super::newconn_dispatcher::Dispatcher;
 use super::socket_file::{self, SocketFile};
-use crate::Policy;
+use crate::balance::Policy;
 use crate::protocol::env::FIRST_LISTEN_FD;
 use crate::protocol::node::{Endpoint, HandleType};
 use crate::worker_key::WorkerKey;

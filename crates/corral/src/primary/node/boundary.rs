@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use rustix::thread::CapabilitySet;
 
 use super::socket_file::Credentials;
-use crate::Error;
+use crate::error::Error;
 use crate::settings::run_as::RunAs;
 
 /// Where the kernel says which ports need a privilege.

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 pub(crate) use boundary::AllowedBinds;
 pub(crate) use session::{AfterInternal, Session};
 
-use crate::Policy;
+use crate::balance::Policy;
 use crate::primary::io::notice::Notice;
 use crate::primary::io::outbox::Outbox;
 use crate::protocol::node;

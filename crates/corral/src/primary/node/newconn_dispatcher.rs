@@ -26,7 +26,7 @@ use tokio::io::Interest;
 use tokio::sync::Notify;
 
 use super::link::{Conn, ConnSource, Link};
-use crate::Policy;
+use crate::balance::Policy;
 use crate::log::rate::warn_limited;
 use crate::sys::register_async;
 use crate::worker_key::WorkerKey;

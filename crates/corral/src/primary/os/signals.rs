@@ -5,8 +5,8 @@
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::Error;
 use crate::control::command::{ScaleTarget, StopMode, SupervisorCommand};
+use crate::error::Error;
 
 pub(crate) struct Signals {
     terminate: Signal,

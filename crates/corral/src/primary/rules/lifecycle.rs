@@ -4,7 +4,7 @@
 //! what it returns to the live table, the balancer and the event stream,
 //! so "became ready" or "began to drain" is written once.
 
-use crate::primary::io::live_table::WorkerState;
+use crate::control::status::WorkerState;
 
 /// Where a worker process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +148,7 @@ mod tests {
     use super::Drainer::{Itself, Primary};
     use super::Lifecycle::{self, *};
     use super::Transition::{self, *};
-    use crate::primary::io::live_table::WorkerState;
+    use crate::control::status::WorkerState;
 
     const fn draining(asked_by: super::Drainer, was_ready: bool) -> Lifecycle {
         Draining {
