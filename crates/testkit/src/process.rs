@@ -253,6 +253,36 @@ impl ClusterProcess {
             })
     }
 
+    /// The first event after `since` that `wanted` accepts; fails the test
+    /// with the output, saying it awaited `what`, if none comes within
+    /// [`PATIENCE`].
+    pub fn expect_event_where(
+        &self,
+        since: Mark,
+        what: &str,
+        wanted: impl Fn(&LogEvent) -> bool,
+    ) -> LogEvent {
+        self.expect_events_where(since, 1, what, wanted).remove(0)
+    }
+
+    /// `count` events after `since` that `wanted` accepts; fails the test
+    /// like [`Self::expect_event_where`].
+    pub fn expect_events_where(
+        &self,
+        since: Mark,
+        count: usize,
+        what: &str,
+        wanted: impl Fn(&LogEvent) -> bool,
+    ) -> Vec<LogEvent> {
+        self.wait_for_events(since, count, PATIENCE, wanted)
+            .unwrap_or_else(|| {
+                panic!(
+                    "not {count} events: {what}, within {PATIENCE:?}; output:\n{}",
+                    self.output()
+                )
+            })
+    }
+
     /// Waits until the process and every holder of its output pipes (its
     /// workers) closed them, so that the transcript is complete.
     pub fn wait_output_closed(&self, timeout: Duration) -> bool {
