@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::process::ExitStatus;
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, corral_path};
+use corral_testkit::{ClusterProcess, Mark, PATIENCE, Signal, corral_path};
 
 /// Runs corral to its end; returns the exit status and stderr lines.
 fn run_to_end(args: &[&str]) -> (ExitStatus, Vec<String>) {
@@ -259,7 +259,7 @@ fn every_value_a_flag_accepts_reaches_the_workers() {
         let mut args = vec!["run", "-w", "1", "-l", "127.0.0.1:0"];
         args.extend_from_slice(flag);
         let cluster = ClusterProcess::start(corral_path(), &args);
-        cluster.expect_line("worker 1 ready");
+        cluster.expect_event(Mark::START, "ready", Some(1));
         assert!(
             !cluster.output().contains("broken worker environment"),
             "{flag:?}:\n{}",

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Load, PATIENCE, Signal, corral_path, hello, http_get,
+    ClusterBuilder, ClusterProcess, Load, Mark, PATIENCE, Signal, corral_path, hello, http_get,
     private_runtime_dir, send_signal, status_workers, two_ready_workers,
 };
 use serde_json::Value;
@@ -314,7 +314,7 @@ fn a_second_cluster_of_the_same_name_is_refused_and_a_stale_socket_replaced() {
         ClusterProcess::spawn(command)
     };
     let first = start("twin");
-    first.expect_line("worker 1 ready");
+    first.expect_event(Mark::START, "ready", Some(1));
     let mut second = start("twin");
     let exit = second
         .wait_exit(PATIENCE)
@@ -337,7 +337,7 @@ fn a_second_cluster_of_the_same_name_is_refused_and_a_stale_socket_replaced() {
     killed.wait_exit(PATIENCE).expect("the primary dies");
     assert!(socket.exists(), "SIGKILL leaves the file");
     let third = start("twin");
-    third.expect_line("worker 1 ready");
+    third.expect_event(Mark::START, "ready", Some(1));
     assert_eq!(third.status_json()["pid"], third.pid());
 
     // `corral stop` waits until the primary exited and the file is gone.
@@ -434,7 +434,8 @@ fn garbage_a_huge_line_and_idle_connections_leave_the_cluster_serving() {
         hello(port);
     }
     drop(idle);
-    assert!(cluster.output().contains("worker 1 ready"));
+    let events = cluster.events_since(Mark::START);
+    assert!(events.iter().any(|event| event.is_of("ready", 1)));
     assert_eq!(cluster.status_json()["pid"], cluster.pid());
 }
 
