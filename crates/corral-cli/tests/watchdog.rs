@@ -57,11 +57,12 @@ fn healthy_library_workers_keep_the_watchdog_quiet() {
         corral_path(),
         &["run", "-w", "2", "-l", "127.0.0.1:0", "--timeout", "0.4"],
     );
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
+    cluster.expect_event(Mark::START, "ready", Some(1));
+    cluster.expect_event(Mark::START, "ready", Some(2));
     assert!(
         cluster
-            .wait_for_line("it is hung", Duration::from_secs(2))
+            .wait_for_event(Mark::START, Duration::from_secs(2), |event| event
+                .is("hung"))
             .is_none(),
         "{}",
         cluster.output()
