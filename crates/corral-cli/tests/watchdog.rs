@@ -31,10 +31,7 @@ fn a_worker_whose_heartbeats_stop_is_replaced_within_the_timeout_and_a_second() 
         })
         .unwrap_or_else(|| panic!("the worker hangs:\n{}", cluster.output()));
     let hung = cluster.expect_event(Mark::START, "hung", Some(1));
-    assert!(
-        hung.message.contains("sent no heartbeat for 1.0s"),
-        "{hung:?}"
-    );
+    assert!(hung.has("timeout_ms", 1000), "{hung:?}");
     let replacement = cluster
         .wait_for_event(Mark::START, PATIENCE, |event| {
             event.is_of("fork", 1) && event.field("generation") == Some(&2.into())
