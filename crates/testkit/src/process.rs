@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::events::Transcript;
-use crate::os::{process_alive, send_signal};
+use crate::os::{live_children, send_signal};
 use crate::runtime_dir::{claim_runtime_dir, private_runtime_dir};
 use crate::{LogEvent, Mark, PATIENCE, Signal};
 
@@ -91,6 +91,12 @@ impl ClusterProcess {
     /// The cluster's `XDG_RUNTIME_DIR`.
     pub fn runtime_dir(&self) -> &Path {
         &self.runtime_dir
+    }
+
+    /// The control socket of the cluster named `name` (`--name`), in its
+    /// runtime directory.
+    pub fn control_socket(&self, name: &str) -> PathBuf {
+        self.runtime_dir.join("corral").join(format!("{name}.sock"))
     }
 
     /// `corral ARGS` ([`corral_path`](crate::corral_path)), set up to find
@@ -337,13 +343,7 @@ impl ClusterProcess {
 
     /// The primary's live child processes (its workers).
     pub fn worker_pids(&self) -> Vec<u32> {
-        let pid = self.pid();
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|pid| pid.parse().ok())
-            .filter(|&pid| process_alive(pid))
-            .collect()
+        live_children(self.pid())
     }
 }
 
