@@ -4,7 +4,7 @@
 use std::net::TcpListener;
 use std::process::ExitStatus;
 
-use corral_testkit::{ClusterProcess, Mark, PATIENCE, Signal, corral_path};
+use corral_testkit::{ClusterProcess, Mark, PATIENCE, Signal, corral_path, live_children};
 
 /// Runs corral to its end; returns the exit status and stderr lines.
 fn run_to_end(args: &[&str]) -> (ExitStatus, Vec<String>) {
@@ -212,10 +212,10 @@ fn corral_run_inside_a_worker_runs_its_own_cluster() {
     // would reach none of them past the shell, so the outer cluster is
     // stopped as a user would stop it, and every one of them must be gone.
     let shells = outer.worker_pids();
-    let inner_primaries: Vec<u32> = shells.iter().flat_map(|&pid| children(pid)).collect();
+    let inner_primaries: Vec<u32> = shells.iter().flat_map(|&pid| live_children(pid)).collect();
     let inner_workers: Vec<u32> = inner_primaries
         .iter()
-        .flat_map(|&pid| children(pid))
+        .flat_map(|&pid| live_children(pid))
         .collect();
     assert!(
         !inner_primaries.is_empty() && !inner_workers.is_empty(),
@@ -240,16 +240,6 @@ fn corral_run_inside_a_worker_runs_its_own_cluster() {
             .collect::<Vec<_>>(),
         outer.output()
     );
-}
-
-/// The live child processes of `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|pid| pid.parse().ok())
-        .filter(|&pid| corral_testkit::process_alive(pid))
-        .collect()
 }
 
 /// The values the issue found accepted by the flags and then refused by

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use corral_testkit::{ClusterProcess, LogEvent, Mark, PATIENCE, Signal, corral_path, http_get};
+use corral_testkit::{
+    ClusterProcess, LogEvent, Mark, PATIENCE, Signal, corral_path, http_get, resident_kib,
+};
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
@@ -299,19 +301,9 @@ fn a_fifo_or_a_device_in_place_of_the_file_aborts_the_reload_and_the_primary_ans
             .is_some_and(|reason| reason.contains("a character device")),
         "{aborted:?}"
     );
-    let rss_kib = rss_kib(cluster.pid());
+    let rss_kib = resident_kib(cluster.pid()).expect("the primary runs");
     assert!(rss_kib < 64 * 1024, "the primary holds {rss_kib} KiB");
     assert!(status_of(&cluster).is_some_and(|status| status.contains("2 aborted")));
     assert_eq!(served_version(port), "v1");
     cluster.stop_gracefully(PATIENCE);
-}
-
-/// A process's resident memory in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }

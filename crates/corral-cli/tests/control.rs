@@ -240,14 +240,6 @@ fn reload_fails_on_a_broken_deploy_and_succeeds_on_a_good_one_under_load() {
     assert!(!logs.contains("python worker 1 serving"), "{logs}");
 }
 
-/// The control socket of the cluster `name` in `cluster`'s directory.
-fn socket_of(cluster: &ClusterProcess, name: &str) -> PathBuf {
-    cluster
-        .runtime_dir()
-        .join("corral")
-        .join(format!("{name}.sock"))
-}
-
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -255,7 +247,7 @@ fn mode(path: &Path) -> u32 {
 #[test]
 fn the_socket_is_private_and_other_users_are_refused() {
     let (cluster, _port) = two_ready_workers("reuseport");
-    let socket = socket_of(&cluster, "demo");
+    let socket = cluster.control_socket("demo");
     assert_eq!(mode(&socket), 0o600);
     assert_eq!(mode(socket.parent().unwrap()), 0o700);
     let is_root = rustix::process::geteuid().is_root();
@@ -358,7 +350,7 @@ fn a_second_cluster_of_the_same_name_is_refused_and_a_stale_socket_replaced() {
 fn garbage_a_huge_line_and_idle_connections_leave_the_cluster_serving() {
     raise_descriptor_limit();
     let (cluster, port) = two_ready_workers("round-robin");
-    let socket = socket_of(&cluster, "demo");
+    let socket = cluster.control_socket("demo");
 
     // Garbage gets an error naming the problem; the connection stays usable.
     let mut client = UnixStream::connect(&socket).unwrap();

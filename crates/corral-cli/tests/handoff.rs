@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use corral_testkit::{
     ClusterBuilder, ClusterProcess, KeepAlive, Mark, PATIENCE, Signal, corral_path, hello,
-    http_get, send_signal, wait_until,
+    http_get, open_descriptors, send_signal, wait_until,
 };
 
 const HANDOFF_SERVER: &str = concat!(
@@ -207,12 +207,6 @@ const HOSTILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/hostile_handoff.py"
 );
-
-fn open_descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|entries| entries.count())
-        .unwrap_or(0)
-}
 
 #[test]
 fn a_hostile_worker_cannot_return_what_it_was_not_given_nor_flood_the_primary() {
