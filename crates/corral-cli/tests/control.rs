@@ -20,22 +20,6 @@ use serde_json::Value;
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
-/// Waits until the status satisfies `condition`; returns it.
-fn await_status(cluster: &ClusterProcess, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let current = cluster.status_json();
-        if condition(&current) {
-            return current;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}; last status: {current:#}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn ready_pids(status: &Value) -> HashSet<u64> {
     status_workers(status)
         .into_iter()
@@ -103,7 +87,7 @@ fn status_shows_the_workers_after_start_kill_scale_and_reload() {
     // A kill: the slot's new worker, one restart, killed.
     let victim = status_workers(&first)[0].1;
     send_signal(victim as u32, Signal::KILL);
-    let after_kill = await_status(&cluster, "worker 1 is replaced", |status| {
+    let after_kill = cluster.await_status("worker 1 is replaced", |status| {
         let workers = status_workers(status);
         workers.len() == 2 && workers.iter().all(|w| w.1 != victim && w.2 == "ready")
     });
@@ -118,7 +102,7 @@ fn status_shows_the_workers_after_start_kill_scale_and_reload() {
     let scaled = cluster.control(&["scale", "3"]);
     assert!(scaled.status.success(), "{scaled:?}");
     assert_eq!(text(&scaled.stdout), "workers: 3\n");
-    await_status(&cluster, "3 workers are ready", |status| {
+    cluster.await_status("3 workers are ready", |status| {
         ready_pids(status).len() == 3
     });
     let scaled = cluster.control(&["scale", "-1", "--json"]);
@@ -127,7 +111,7 @@ fn status_shows_the_workers_after_start_kill_scale_and_reload() {
         serde_json::from_slice::<Value>(&scaled.stdout).unwrap()["workers_desired"],
         2
     );
-    let two = await_status(&cluster, "worker 3 is gone", |status| {
+    let two = cluster.await_status("worker 3 is gone", |status| {
         status_workers(status).len() == 2
     });
     assert_eq!(two["workers_desired"], 2);
@@ -140,7 +124,7 @@ fn status_shows_the_workers_after_start_kill_scale_and_reload() {
         text(&reloaded.stdout).starts_with("reload completed: 2 workers replaced"),
         "{reloaded:?}"
     );
-    let after = await_status(&cluster, "only the new workers remain", |status| {
+    let after = cluster.await_status("only the new workers remain", |status| {
         status_workers(status).len() == 2
     });
     assert!(ready_pids(&after).is_disjoint(&before));

@@ -7,11 +7,9 @@
 
 use std::collections::HashSet;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Load, Mark, PATIENCE, process_alive, status_workers,
-};
+use corral_testkit::{ClusterBuilder, ClusterProcess, Load, Mark, process_alive, status_workers};
 use serde_json::Value;
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
@@ -35,19 +33,14 @@ fn scale(cluster: &ClusterProcess, count: &str) {
 /// Waits until exactly `count` workers are listed, all ready; returns
 /// their pids.
 fn await_ready_workers(cluster: &ClusterProcess, count: usize) -> HashSet<u64> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let current = status_workers(&cluster.status_json());
-        if current.len() == count && current.iter().all(|(_, _, state)| state == "ready") {
-            return current.into_iter().map(|(_, pid, _)| pid).collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not {count} ready workers: {current:?}\n{}",
-            cluster.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = cluster.await_status(&format!("{count} ready workers"), |status| {
+        let current = status_workers(status);
+        current.len() == count && current.iter().all(|(_, _, state)| state == "ready")
+    });
+    status_workers(&status)
+        .into_iter()
+        .map(|(_, pid, _)| pid)
+        .collect()
 }
 
 /// After the grace period of everything stopped so far: the same workers

@@ -124,6 +124,29 @@ impl ClusterProcess {
         serde_json::from_slice(&output.stdout).expect("status prints JSON")
     }
 
+    /// Polls `corral status --json` until `condition` holds; returns that
+    /// status. Fails the test, saying it awaited `what`, with the last
+    /// status and the output, if it does not hold within [`PATIENCE`].
+    pub fn await_status(
+        &self,
+        what: &str,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let current = self.status_json();
+            if condition(&current) {
+                return current;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}; last status: {current:#}\noutput:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The primary's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
