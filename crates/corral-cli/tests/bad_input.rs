@@ -4,10 +4,22 @@
 use std::net::TcpListener;
 use std::process::ExitStatus;
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, corral_path};
+use corral_testkit::{ClusterProcess, Mark, PATIENCE, Signal, corral_path, live_children};
 
 /// Runs corral to its end; returns the exit status and stderr lines.
 fn run_to_end(args: &[&str]) -> (ExitStatus, Vec<String>) {
+    let (status, cluster) = run_to_end_of(args);
+    let stderr = cluster
+        .output()
+        .lines()
+        .filter_map(|line| line.strip_prefix("err|").map(str::to_string))
+        .collect();
+    (status, stderr)
+}
+
+/// Runs corral to its end, with everything it wrote read; returns the exit
+/// status and the process, for its output and events.
+fn run_to_end_of(args: &[&str]) -> (ExitStatus, ClusterProcess) {
     let mut cluster = ClusterProcess::start(corral_path(), args);
     let status = cluster
         .wait_exit(PATIENCE)
@@ -17,12 +29,7 @@ fn run_to_end(args: &[&str]) -> (ExitStatus, Vec<String>) {
         cluster.wait_output_closed(PATIENCE),
         "corral {args:?}: its output pipes stay open"
     );
-    let stderr = cluster
-        .output()
-        .lines()
-        .filter_map(|line| line.strip_prefix("err|").map(str::to_string))
-        .collect();
-    (status, stderr)
+    (status, cluster)
 }
 
 fn the_error_line(stderr: &[String]) -> &str {
@@ -64,7 +71,7 @@ fn a_missing_command_is_one_clear_error() {
 
 #[test]
 fn a_command_that_always_fails_ends_the_cluster_with_an_error() {
-    let (status, stderr) = run_to_end(&[
+    let (status, cluster) = run_to_end_of(&[
         "run",
         "-w",
         "2",
@@ -76,17 +83,17 @@ fn a_command_that_always_fails_ends_the_cluster_with_an_error() {
         "echo cannot start >&2; exit 3",
     ]);
     assert_eq!(status.code(), Some(1));
+    let output = cluster.output();
+    let stderr: Vec<&str> = output
+        .lines()
+        .filter_map(|line| line.strip_prefix("err|"))
+        .collect();
     let last = stderr.last().expect("corral says why it stopped");
     assert!(last.contains("every worker fails at start"), "{last}");
     assert!(last.contains("exited with code 3"), "{last}");
-    assert!(
-        stderr.iter().any(|line| line == "[worker 1] cannot start"),
-        "{stderr:#?}"
-    );
-    let restarts = stderr
-        .iter()
-        .filter(|line| line.contains("spawned"))
-        .count();
+    assert!(stderr.contains(&"[worker 1] cannot start"), "{stderr:#?}");
+    let events = cluster.events_since(Mark::START);
+    let restarts = events.iter().filter(|event| event.is("fork")).count();
     assert!(
         restarts <= 12,
         "a crash loop must not become a fork storm: {restarts} spawns"
@@ -205,10 +212,10 @@ fn corral_run_inside_a_worker_runs_its_own_cluster() {
     // would reach none of them past the shell, so the outer cluster is
     // stopped as a user would stop it, and every one of them must be gone.
     let shells = outer.worker_pids();
-    let inner_primaries: Vec<u32> = shells.iter().flat_map(|&pid| children(pid)).collect();
+    let inner_primaries: Vec<u32> = shells.iter().flat_map(|&pid| live_children(pid)).collect();
     let inner_workers: Vec<u32> = inner_primaries
         .iter()
-        .flat_map(|&pid| children(pid))
+        .flat_map(|&pid| live_children(pid))
         .collect();
     assert!(
         !inner_primaries.is_empty() && !inner_workers.is_empty(),
@@ -235,16 +242,6 @@ fn corral_run_inside_a_worker_runs_its_own_cluster() {
     );
 }
 
-/// The live child processes of `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|pid| pid.parse().ok())
-        .filter(|&pid| corral_testkit::process_alive(pid))
-        .collect()
-}
-
 /// The values the issue found accepted by the flags and then refused by
 /// every worker at start: now the workers take them, and what is past the
 /// one set of limits is refused at the flag.
@@ -259,7 +256,7 @@ fn every_value_a_flag_accepts_reaches_the_workers() {
         let mut args = vec!["run", "-w", "1", "-l", "127.0.0.1:0"];
         args.extend_from_slice(flag);
         let cluster = ClusterProcess::start(corral_path(), &args);
-        cluster.expect_line("worker 1 ready");
+        cluster.expect_event(Mark::START, "ready", Some(1));
         assert!(
             !cluster.output().contains("broken worker environment"),
             "{flag:?}:\n{}",

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use corral_testkit::{ClusterProcess, PATIENCE, Signal, corral_path, http_get};
+use corral_testkit::{
+    ClusterProcess, LogEvent, Mark, PATIENCE, Signal, corral_path, http_get, resident_kib,
+};
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
@@ -107,38 +109,45 @@ fn flags_override_the_file_and_a_reload_reads_it_again_unless_it_is_broken() {
 
     // A new version in the file: the reload's workers run it.
     file.write(&app_file("v2", "3"));
+    let reload = cluster.mark();
     cluster.signal(Signal::HUP);
-    cluster.expect_line("rolling reload complete");
+    cluster.expect_event_where(reload, "a rolling reload completes", completed_rolling);
     for _ in 0..10 {
         assert_eq!(served_version(port), "v2");
     }
 
     // A broken file: the reload is aborted, the running workers stay.
-    let spawned_before = cluster.output().matches(" spawned (pid").count();
     file.write(&app_file("v3", "\"many\""));
+    let broken = cluster.mark();
     cluster.signal(Signal::HUP);
-    let aborted = cluster.expect_line("reload aborted: the configuration is not valid");
-    assert!(aborted.contains("line 3: workers"), "{aborted}");
+    let aborted = cluster.expect_event(broken, "reload_aborted", None);
+    let reason = aborted.string("reason").unwrap_or_default();
+    assert!(
+        reason.starts_with("the configuration is not valid") && reason.contains("line 3: workers"),
+        "{aborted:?}"
+    );
+    assert_eq!(aborted.worker, None, "{aborted:?}");
     for _ in 0..10 {
         assert_eq!(served_version(port), "v2");
     }
-    assert_eq!(
-        cluster.output().matches(" spawned (pid").count(),
-        spawned_before,
-        "no worker was replaced"
+    let forks = cluster.events_since(broken);
+    assert!(
+        !forks.iter().any(|event| event.is("fork")),
+        "no worker was replaced: {forks:#?}"
     );
 
     // Fixed: the next reload applies it; `-w 2` from the command line
     // still wins over the file's count.
     file.write(&app_file("v4", "5"));
+    let fixed = cluster.mark();
     cluster.signal(Signal::HUP);
-    cluster
-        .wait_for_lines("rolling reload complete", 2, PATIENCE)
-        .expect("the fixed file reloads");
+    cluster.expect_event_where(fixed, "the fixed file reloads", completed_rolling);
     assert_eq!(served_version(port), "v4");
+    let events = cluster.events_since(Mark::START);
     assert!(
-        !cluster.output().contains("worker 3 spawned"),
-        "-w 2 still wins"
+        !events.iter().any(|event| event.is_of("fork", 3)),
+        "-w 2 still wins:\n{}",
+        cluster.output()
     );
 
     cluster.stop_gracefully(PATIENCE);
@@ -151,12 +160,18 @@ fn a_reload_applies_a_new_worker_count() {
     let port = cluster.port();
     cluster.expect_line("[worker 1] python worker 1 serving");
     file.write(&app_file("v2", "2"));
+    let reload = cluster.mark();
     cluster.signal(Signal::HUP);
-    cluster.expect_line("reload: 1 workers -> 2");
-    cluster.expect_line("[worker 2] python worker 2 serving");
-    cluster.expect_line("rolling reload complete");
+    cluster.expect_line_after(reload, "reload: 1 workers -> 2");
+    cluster.expect_line_after(reload, "[worker 2] python worker 2 serving");
+    cluster.expect_event_where(reload, "a rolling reload completes", completed_rolling);
     assert_eq!(served_version(port), "v2");
     cluster.stop_gracefully(PATIENCE);
+}
+
+/// Whether `event` says a rolling reload completed.
+fn completed_rolling(event: &LogEvent) -> bool {
+    event.is("reload_completed") && event.has("kind", "rolling")
 }
 
 /// Makes `path` a FIFO (named pipe), in place of whatever it was.
@@ -261,9 +276,15 @@ fn a_fifo_or_a_device_in_place_of_the_file_aborts_the_reload_and_the_primary_ans
     cluster.expect_line("[worker 1] python worker 1 serving");
 
     make_fifo(&file.path);
+    let since = cluster.mark();
     cluster.signal(Signal::HUP);
-    let aborted = cluster.expect_line("reload aborted");
-    assert!(aborted.contains("a FIFO (named pipe)"), "{aborted}");
+    let aborted = cluster.expect_event(since, "reload_aborted", None);
+    assert!(
+        aborted
+            .string("reason")
+            .is_some_and(|reason| reason.contains("a FIFO (named pipe)")),
+        "{aborted:?}"
+    );
     let status = status_of(&cluster).expect("the primary answers while the file is a FIFO");
     assert!(status.contains("1 aborted"), "{status}");
     assert_eq!(served_version(port), "v1");
@@ -273,21 +294,16 @@ fn a_fifo_or_a_device_in_place_of_the_file_aborts_the_reload_and_the_primary_ans
     std::os::unix::fs::symlink("/dev/zero", &file.path).unwrap();
     let since = cluster.mark();
     cluster.signal(Signal::HUP);
-    let aborted = cluster.expect_line_after(since, "reload aborted");
-    assert!(aborted.contains("a character device"), "{aborted}");
-    let rss_kib = rss_kib(cluster.pid());
+    let aborted = cluster.expect_event(since, "reload_aborted", None);
+    assert!(
+        aborted
+            .string("reason")
+            .is_some_and(|reason| reason.contains("a character device")),
+        "{aborted:?}"
+    );
+    let rss_kib = resident_kib(cluster.pid()).expect("the primary runs");
     assert!(rss_kib < 64 * 1024, "the primary holds {rss_kib} KiB");
     assert!(status_of(&cluster).is_some_and(|status| status.contains("2 aborted")));
     assert_eq!(served_version(port), "v1");
     cluster.stop_gracefully(PATIENCE);
-}
-
-/// A process's resident memory in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }

@@ -13,28 +13,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Load, PATIENCE, Signal, corral_path, hello, http_get,
+    ClusterBuilder, ClusterProcess, Load, Mark, PATIENCE, Signal, corral_path, hello, http_get,
     private_runtime_dir, send_signal, status_workers, two_ready_workers,
 };
 use serde_json::Value;
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
-
-/// Waits until the status satisfies `condition`; returns it.
-fn await_status(cluster: &ClusterProcess, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let current = cluster.status_json();
-        if condition(&current) {
-            return current;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}; last status: {current:#}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn ready_pids(status: &Value) -> HashSet<u64> {
     status_workers(status)
@@ -103,7 +87,7 @@ fn status_shows_the_workers_after_start_kill_scale_and_reload() {
     // A kill: the slot's new worker, one restart, killed.
     let victim = status_workers(&first)[0].1;
     send_signal(victim as u32, Signal::KILL);
-    let after_kill = await_status(&cluster, "worker 1 is replaced", |status| {
+    let after_kill = cluster.await_status("worker 1 is replaced", |status| {
         let workers = status_workers(status);
         workers.len() == 2 && workers.iter().all(|w| w.1 != victim && w.2 == "ready")
     });
@@ -118,7 +102,7 @@ fn status_shows_the_workers_after_start_kill_scale_and_reload() {
     let scaled = cluster.control(&["scale", "3"]);
     assert!(scaled.status.success(), "{scaled:?}");
     assert_eq!(text(&scaled.stdout), "workers: 3\n");
-    await_status(&cluster, "3 workers are ready", |status| {
+    cluster.await_status("3 workers are ready", |status| {
         ready_pids(status).len() == 3
     });
     let scaled = cluster.control(&["scale", "-1", "--json"]);
@@ -127,7 +111,7 @@ fn status_shows_the_workers_after_start_kill_scale_and_reload() {
         serde_json::from_slice::<Value>(&scaled.stdout).unwrap()["workers_desired"],
         2
     );
-    let two = await_status(&cluster, "worker 3 is gone", |status| {
+    let two = cluster.await_status("worker 3 is gone", |status| {
         status_workers(status).len() == 2
     });
     assert_eq!(two["workers_desired"], 2);
@@ -140,7 +124,7 @@ fn status_shows_the_workers_after_start_kill_scale_and_reload() {
         text(&reloaded.stdout).starts_with("reload completed: 2 workers replaced"),
         "{reloaded:?}"
     );
-    let after = await_status(&cluster, "only the new workers remain", |status| {
+    let after = cluster.await_status("only the new workers remain", |status| {
         status_workers(status).len() == 2
     });
     assert!(ready_pids(&after).is_disjoint(&before));
@@ -240,14 +224,6 @@ fn reload_fails_on_a_broken_deploy_and_succeeds_on_a_good_one_under_load() {
     assert!(!logs.contains("python worker 1 serving"), "{logs}");
 }
 
-/// The control socket of the cluster `name` in `cluster`'s directory.
-fn socket_of(cluster: &ClusterProcess, name: &str) -> PathBuf {
-    cluster
-        .runtime_dir()
-        .join("corral")
-        .join(format!("{name}.sock"))
-}
-
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -255,7 +231,7 @@ fn mode(path: &Path) -> u32 {
 #[test]
 fn the_socket_is_private_and_other_users_are_refused() {
     let (cluster, _port) = two_ready_workers("reuseport");
-    let socket = socket_of(&cluster, "demo");
+    let socket = cluster.control_socket("demo");
     assert_eq!(mode(&socket), 0o600);
     assert_eq!(mode(socket.parent().unwrap()), 0o700);
     let is_root = rustix::process::geteuid().is_root();
@@ -314,7 +290,7 @@ fn a_second_cluster_of_the_same_name_is_refused_and_a_stale_socket_replaced() {
         ClusterProcess::spawn(command)
     };
     let first = start("twin");
-    first.expect_line("worker 1 ready");
+    first.expect_event(Mark::START, "ready", Some(1));
     let mut second = start("twin");
     let exit = second
         .wait_exit(PATIENCE)
@@ -337,7 +313,7 @@ fn a_second_cluster_of_the_same_name_is_refused_and_a_stale_socket_replaced() {
     killed.wait_exit(PATIENCE).expect("the primary dies");
     assert!(socket.exists(), "SIGKILL leaves the file");
     let third = start("twin");
-    third.expect_line("worker 1 ready");
+    third.expect_event(Mark::START, "ready", Some(1));
     assert_eq!(third.status_json()["pid"], third.pid());
 
     // `corral stop` waits until the primary exited and the file is gone.
@@ -358,7 +334,7 @@ fn a_second_cluster_of_the_same_name_is_refused_and_a_stale_socket_replaced() {
 fn garbage_a_huge_line_and_idle_connections_leave_the_cluster_serving() {
     raise_descriptor_limit();
     let (cluster, port) = two_ready_workers("round-robin");
-    let socket = socket_of(&cluster, "demo");
+    let socket = cluster.control_socket("demo");
 
     // Garbage gets an error naming the problem; the connection stays usable.
     let mut client = UnixStream::connect(&socket).unwrap();
@@ -434,7 +410,8 @@ fn garbage_a_huge_line_and_idle_connections_leave_the_cluster_serving() {
         hello(port);
     }
     drop(idle);
-    assert!(cluster.output().contains("worker 1 ready"));
+    let events = cluster.events_since(Mark::START);
+    assert!(events.iter().any(|event| event.is_of("ready", 1)));
     assert_eq!(cluster.status_json()["pid"], cluster.pid());
 }
 

@@ -71,10 +71,15 @@ fn a_killed_worker_is_replaced_in_its_slot_while_requests_keep_succeeding() {
     };
     assert!(!process_alive(victim));
     assert_ne!(replacement.pid, victim);
-    cluster.expect_line(&format!(
-        "worker 1 (pid {victim}) exited on signal SIGKILL unexpectedly"
-    ));
-    cluster.expect_line("generation 2");
+    cluster.expect_event_where(Mark::START, "worker 1 killed by SIGKILL", |event| {
+        event.is_of("exit", 1)
+            && event.pid == Some(victim)
+            && event.has("signal", "SIGKILL")
+            && event.has("requested", false)
+    });
+    cluster.expect_event_where(Mark::START, "worker 1's second start", |event| {
+        event.is_of("fork", 1) && event.has("generation", 2)
+    });
     eprintln!("{requests} requests succeeded while worker 1 was replaced");
 }
 
@@ -103,9 +108,12 @@ fn sigterm_drains_under(policy: &str) {
         "exit status {status:?}:\n{}",
         cluster.output()
     );
+    let exits = cluster.events_since(Mark::START);
     assert!(
-        cluster.output().contains("exited with code 0 as asked"),
-        "{}",
+        exits
+            .iter()
+            .any(|event| event.is("exit") && event.has("code", 0) && event.has("requested", true)),
+        "no worker exited with code 0 as asked:\n{}",
         cluster.output()
     );
 }
@@ -116,8 +124,9 @@ fn a_second_sigterm_stops_at_once() {
     let port = cluster.port();
     let _slow = std::thread::spawn(move || http_get(port, "/sleep/30000"));
     cluster.expect_line("sleeping 30000ms");
+    let asked = cluster.mark();
     cluster.signal(Signal::TERM);
-    cluster.expect_line("stopping: workers drain");
+    cluster.expect_event(asked, "stopping", None);
     let second = Instant::now();
     cluster.signal(Signal::TERM);
     cluster.wait_exit(PATIENCE).expect("the primary exits");
@@ -133,8 +142,8 @@ fn a_second_sigterm_stops_at_once() {
 #[test]
 fn killing_the_primary_leaves_no_worker_behind() {
     let mut cluster = demo(&["--workers", "2"]);
-    cluster.expect_line("worker 2 ready");
-    cluster.expect_line("worker 1 ready");
+    cluster.expect_event(Mark::START, "ready", Some(2));
+    cluster.expect_event(Mark::START, "ready", Some(1));
     let workers = cluster.worker_pids();
     assert_eq!(workers.len(), 2, "{workers:?}");
     cluster.signal(Signal::KILL);
@@ -154,15 +163,19 @@ fn killing_the_primary_leaves_no_worker_behind() {
 fn ttin_adds_a_worker_and_ttou_removes_it_gracefully() {
     let cluster = demo(&["--workers", "1"]);
     let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
+    cluster.expect_event(Mark::START, "ready", Some(1));
+    let added = cluster.mark();
     cluster.signal(Signal::from_named_raw(libc::SIGTTIN).expect("a known signal"));
-    cluster.expect_line("worker 2 ready");
+    cluster.expect_event(added, "ready", Some(2));
     let seen = pids_by_id(port, 2, 500);
     assert_eq!(seen.len(), 2, "the new worker takes connections: {seen:?}");
+    let removed = cluster.mark();
     cluster.signal(Signal::from_named_raw(libc::SIGTTOU).expect("a known signal"));
-    cluster.expect_line("worker 2 disconnecting");
-    let exited = cluster.expect_line(&format!("worker 2 (pid {})", seen[&2]));
-    assert!(exited.contains("as asked"), "{exited}");
+    cluster.expect_event(removed, "disconnect", Some(2));
+    let exited = cluster.expect_event_where(removed, "worker 2 exits", |event| {
+        event.is_of("exit", 2) && event.pid == Some(seen[&2])
+    });
+    assert!(exited.has("requested", true), "{exited:?}");
     // Only worker 1 is left, and it is not replaced.
     for _ in 0..20 {
         assert_eq!(hello(port).id, 1);
@@ -174,8 +187,8 @@ fn ttin_adds_a_worker_and_ttou_removes_it_gracefully() {
 fn workers_killed_again_and_again_are_always_replaced_at_once() {
     let cluster = demo(&["--workers", "2"]);
     let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
+    cluster.expect_event(Mark::START, "ready", Some(1));
+    cluster.expect_event(Mark::START, "ready", Some(2));
     for round in 1..=10 {
         let victims = cluster.worker_pids();
         assert_eq!(victims.len(), 2, "round {round}");
@@ -192,13 +205,20 @@ fn workers_killed_again_and_again_are_always_replaced_at_once() {
             cluster.output()
         );
         for pid in cluster.worker_pids() {
-            cluster.expect_line(&format!("ready (pid {pid})"));
+            cluster.expect_event_where(Mark::START, "the replacement is ready", |event| {
+                event.is("ready") && event.pid == Some(pid)
+            });
         }
         hello(port);
     }
-    let output = cluster.output();
-    assert!(!output.contains("crash-looping"), "{output}");
-    assert!(!output.contains("every worker fails"), "{output}");
+    let events = cluster.events_since(Mark::START);
+    assert!(
+        !events
+            .iter()
+            .any(|event| event.is("crash_loop") || event.is("fatal")),
+        "{}",
+        cluster.output()
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE, free_port};
+use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE, free_port, resident_kib};
 use serde_json::Value;
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
@@ -210,14 +210,6 @@ fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
     );
 }
 
-/// The control socket of the cluster `name` in `cluster`'s directory.
-fn socket_of(cluster: &ClusterProcess, name: &str) -> PathBuf {
-    cluster
-        .runtime_dir()
-        .join("corral")
-        .join(format!("{name}.sock"))
-}
-
 /// A control connection that sent `request` (one JSON line).
 fn control_client(socket: &PathBuf, request: &str) -> UnixStream {
     let mut stream = UnixStream::connect(socket).expect("the control socket accepts");
@@ -253,17 +245,6 @@ fn assert_status_answers(cluster: &ClusterProcess, name: &str) {
     assert!(took < Duration::from_secs(3), "status took {took:?}");
 }
 
-/// The primary's resident memory, in bytes.
-fn resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the primary runs");
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kib * 1024
-}
-
 const MIB: u64 = 1024 * 1024;
 
 #[test]
@@ -278,7 +259,7 @@ fn clients_that_never_read_a_long_log_leave_the_primary_small_and_status_answeri
         .args(&["--name", "hoard"])
         .command(&["sh", "-c", &script])
         .start();
-    let socket = socket_of(&cluster, "hoard");
+    let socket = cluster.control_socket("hoard");
     let request = r#"{"id":1,"command":"logs","lines":10000}"#;
     // A client that reads gets the whole log, as one response line.
     let deadline = Instant::now() + PATIENCE;
@@ -292,6 +273,7 @@ fn clients_that_never_read_a_long_log_leave_the_primary_small_and_status_answeri
     };
     assert_eq!(full, 10_000, "the log buffer did not fill");
     let pid = cluster.pid();
+    let resident_bytes = |pid| resident_kib(pid).expect("the primary runs") * 1024;
     let baseline = resident_bytes(pid);
 
     let hoarders: Vec<UnixStream> = (0..64).map(|_| control_client(&socket, request)).collect();
@@ -334,7 +316,7 @@ fn status_answers_while_followers_and_waiters_hold_the_control_socket() {
     let cluster = ClusterBuilder::corral()
         .args(&["--name", "crowded"])
         .start();
-    let socket = socket_of(&cluster, "crowded");
+    let socket = cluster.control_socket("crowded");
     let mut followers = Vec::new();
     let mut refused = Vec::new();
     for _ in 0..70 {

@@ -71,10 +71,11 @@ fn reload_under_load(command: &[&str], env: &[(&str, &str)], reloads: usize) -> 
     let load = Load::start(port, 4);
     for round in 1..=reloads {
         load.wait_for_more(20);
+        let reload = cluster.mark();
         cluster.signal(Signal::HUP);
-        cluster
-            .wait_for_lines("rolling reload complete", round, PATIENCE)
-            .unwrap_or_else(|| panic!("reload {round} did not complete:\n{}", cluster.output()));
+        cluster.expect_event_where(reload, &format!("reload {round} completes"), |event| {
+            event.is("reload_completed") && event.has("kind", "rolling")
+        });
     }
     load.wait_for_more(20);
     let failures = load.failures();

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use corral_testkit::{
-    ClusterProcess, PATIENCE, Signal, corral_path, http_get, process_alive, wait_until,
+    ClusterProcess, Mark, PATIENCE, Signal, corral_path, http_get, process_alive, wait_until,
 };
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
@@ -124,13 +124,9 @@ fn a_worker_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let status = cluster.wait_exit(PATIENCE).expect("the primary exits");
     assert!(status.success(), "{status:?}");
     // The reader thread may still be draining the primary's last lines.
-    assert!(
-        cluster
-            .wait_for_line("did not exit within the grace period", PATIENCE)
-            .is_some(),
-        "{}",
-        cluster.output()
-    );
+    cluster.expect_event_where(Mark::START, "worker 1's grace period ends", |event| {
+        event.is_of("grace_expired", 1) && event.has("signal", "SIGKILL")
+    });
     assert!(worker.iter().all(|&pid| !process_alive(pid)));
 }
 

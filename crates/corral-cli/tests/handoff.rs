@@ -7,8 +7,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, KeepAlive, PATIENCE, Signal, corral_path, hello, http_get,
-    send_signal, wait_until,
+    ClusterBuilder, ClusterProcess, KeepAlive, Mark, PATIENCE, Signal, corral_path, hello,
+    http_get, open_descriptors, send_signal, wait_until,
 };
 
 const HANDOFF_SERVER: &str = concat!(
@@ -35,8 +35,8 @@ fn shares(port: u16, requests: usize) -> HashMap<u32, usize> {
 fn round_robin_gives_each_of_two_workers_half_of_100_connections() {
     let cluster = cluster("round-robin", &["-w", "2"]);
     let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
+    cluster.expect_event(Mark::START, "ready", Some(1));
+    cluster.expect_event(Mark::START, "ready", Some(2));
     // A worker descheduled past the stall check (a loaded CI machine) is
     // rested on purpose, which skews that round: only a round without a
     // stall reported is a measure of the rotation.
@@ -45,11 +45,8 @@ fn round_robin_gives_each_of_two_workers_half_of_100_connections() {
         let exact = [1, 2]
             .iter()
             .all(|id| (49..=51).contains(&counts.get(id).copied().unwrap_or(0)));
-        if exact
-            || !cluster
-                .output()
-                .contains("is not reading its hand-off channel")
-        {
+        let stalled = cluster.events_since(Mark::START);
+        if exact || !stalled.iter().any(|event| event.is("worker_stalled")) {
             break;
         }
         counts = shares(port, 100);
@@ -68,8 +65,8 @@ fn round_robin_gives_each_of_two_workers_half_of_100_connections() {
 fn least_connections_steers_new_connections_away_from_a_busy_worker() {
     let cluster = cluster("least-connections", &["-w", "2"]);
     let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
+    cluster.expect_event(Mark::START, "ready", Some(1));
+    cluster.expect_event(Mark::START, "ready", Some(2));
     // Twenty held connections, which least-connections spreads evenly.
     let held: Vec<KeepAlive> = (0..20).map(|_| KeepAlive::open(port).unwrap()).collect();
     let (on_one, on_two): (Vec<KeepAlive>, Vec<KeepAlive>) =
@@ -157,7 +154,7 @@ fn a_worker_that_stops_reading_its_channel_does_not_stall_the_others() {
             stream
         })
         .collect();
-    cluster.expect_line("worker 2 is not reading its hand-off channel");
+    cluster.expect_event(Mark::START, "worker_stalled", Some(2));
     let deadline = Instant::now() + PATIENCE;
     let mut answered_by_one = 0;
     for client in &mut clients {
@@ -210,12 +207,6 @@ const HOSTILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/hostile_handoff.py"
 );
-
-fn open_descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|entries| entries.count())
-        .unwrap_or(0)
-}
 
 #[test]
 fn a_hostile_worker_cannot_return_what_it_was_not_given_nor_flood_the_primary() {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE};
+use corral_testkit::{ClusterBuilder, ClusterProcess, PATIENCE, resident_kib};
 
 const HOSTILE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -113,7 +113,7 @@ fn a_node_worker_that_asks_and_never_reads_does_not_grow_the_primary() {
     let until = Instant::now() + Duration::from_secs(3);
     let mut most = 0;
     while Instant::now() < until {
-        most = most.max(resident_kib(cluster.pid()));
+        most = most.max(resident_kib(cluster.pid()).unwrap_or(0));
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
@@ -124,13 +124,4 @@ fn a_node_worker_that_asks_and_never_reads_does_not_grow_the_primary() {
     cluster.expect_line("worker 1: cannot answer its listen()");
     assert_status_answers(&cluster);
     cluster.stop_gracefully(PATIENCE);
-}
-
-fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

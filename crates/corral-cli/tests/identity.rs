@@ -7,18 +7,14 @@
 
 use std::collections::HashSet;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Load, PATIENCE, process_alive, status_workers,
-};
+use corral_testkit::{ClusterBuilder, ClusterProcess, Load, Mark, process_alive, status_workers};
 use serde_json::Value;
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 /// The grace period of the clusters here: the stale timers fire after it.
 const GRACE: Duration = Duration::from_secs(4);
-/// What the primary logs when a grace period ends with a worker alive.
-const GRACE_KILL: &str = "did not exit within the grace period";
 
 fn two_workers(policy: &str) -> (ClusterProcess, u16) {
     let cluster = ClusterBuilder::corral()
@@ -37,19 +33,14 @@ fn scale(cluster: &ClusterProcess, count: &str) {
 /// Waits until exactly `count` workers are listed, all ready; returns
 /// their pids.
 fn await_ready_workers(cluster: &ClusterProcess, count: usize) -> HashSet<u64> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let current = status_workers(&cluster.status_json());
-        if current.len() == count && current.iter().all(|(_, _, state)| state == "ready") {
-            return current.into_iter().map(|(_, pid, _)| pid).collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not {count} ready workers: {current:?}\n{}",
-            cluster.output()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = cluster.await_status(&format!("{count} ready workers"), |status| {
+        let current = status_workers(status);
+        current.len() == count && current.iter().all(|(_, _, state)| state == "ready")
+    });
+    status_workers(&status)
+        .into_iter()
+        .map(|(_, pid, _)| pid)
+        .collect()
 }
 
 /// After the grace period of everything stopped so far: the same workers
@@ -57,8 +48,9 @@ fn await_ready_workers(cluster: &ClusterProcess, count: usize) -> HashSet<u64> {
 fn assert_untouched_after_grace(cluster: &ClusterProcess, serving: &HashSet<u64>) {
     std::thread::sleep(GRACE + Duration::from_millis(1500));
     let output = cluster.output();
+    let events = cluster.events_since(Mark::START);
     assert!(
-        !output.contains(GRACE_KILL),
+        !events.iter().any(|event| event.is("grace_expired")),
         "a worker was killed at the end of a grace period:\n{output}"
     );
     for &pid in serving {
@@ -141,13 +133,9 @@ fn a_scale_down_during_a_reload_lets_the_reload_complete_with_the_slots_that_sta
     let mut reload = cluster.control_command(&["reload"]);
     reload.stdout(Stdio::piped()).stderr(Stdio::piped());
     let reload = reload.spawn().expect("corral reload starts");
-    assert!(
-        cluster
-            .wait_for_line("rolling reload: replacing 3 workers", PATIENCE)
-            .is_some(),
-        "{}",
-        cluster.output()
-    );
+    cluster.expect_event_where(Mark::START, "a rolling reload of 3 workers", |event| {
+        event.is("reload_started") && event.has("kind", "rolling") && event.has("workers", 3)
+    });
     std::thread::sleep(Duration::from_millis(300));
     scale(&cluster, "-1");
     let outcome = reload.wait_with_output().expect("corral reload ends");
@@ -158,8 +146,9 @@ fn a_scale_down_during_a_reload_lets_the_reload_complete_with_the_slots_that_sta
     );
     let serving = await_ready_workers(&cluster, 2);
     assert_eq!(cluster.status_json()["workers_desired"], 2);
+    let events = cluster.events_since(Mark::START);
     assert!(
-        !cluster.output().contains("aborted"),
+        !events.iter().any(|event| event.is("reload_aborted")),
         "{}",
         cluster.output()
     );

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use corral_testkit::{ClusterProcess, PATIENCE, corral_path, free_port, http_get, node_available};
+use corral_testkit::{
+    ClusterProcess, PATIENCE, corral_path, free_port, http_get, node_available, open_descriptors,
+};
 use serde_json::{Value, json};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
@@ -240,12 +242,6 @@ fn a_primary_with_a_capability_its_workers_lack_refuses_privileged_ports() {
     assert_eq!(result(&cluster, "p22"), "EACCES");
     cluster.stop_gracefully(PATIENCE);
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn open_descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|entries| entries.count())
-        .unwrap_or(0)
 }
 
 #[test]

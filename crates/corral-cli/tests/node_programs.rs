@@ -8,8 +8,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use corral_testkit::{
-    ClusterProcess, Load, PATIENCE, SCHED_OTHER, Signal, corral_path, http_get, node_available,
-    process_alive, scheduling_policy, send_signal, wait_until,
+    ClusterProcess, Load, Mark, PATIENCE, SCHED_OTHER, Signal, corral_path, http_get,
+    node_available, process_alive, scheduling_policy, send_signal, wait_until,
 };
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
@@ -51,8 +51,8 @@ fn start(name: &str, extra: &[&str], env: &[(&str, &str)]) -> ClusterProcess {
         command.env(key, value);
     }
     let cluster = ClusterProcess::spawn(command);
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
+    cluster.expect_event(Mark::START, "ready", Some(1));
+    cluster.expect_event(Mark::START, "ready", Some(2));
     cluster
 }
 
@@ -217,11 +217,12 @@ fn tutorial_4_worker_ids_are_slot_ids_and_a_killed_worker_keeps_its_id() {
     );
 
     let killed: u32 = ids["1"].parse().unwrap();
+    let kill = cluster.mark();
     send_signal(killed, Signal::KILL);
-    cluster.expect_line(&format!("worker 1 (pid {killed}) exited on signal SIGKILL"));
-    cluster
-        .wait_for_lines("worker 1 ready", 2, PATIENCE)
-        .expect("worker 1 is replaced");
+    cluster.expect_event_where(kill, "worker 1 killed by SIGKILL", |event| {
+        event.is_of("exit", 1) && event.pid == Some(killed) && event.has("signal", "SIGKILL")
+    });
+    cluster.expect_event(kill, "ready", Some(1));
     let deadline = Instant::now() + PATIENCE;
     let replacement = loop {
         let body = bodies(port, "/", 1).remove(0);
@@ -274,8 +275,11 @@ fn sighup_reloads_node_workers_under_load_without_a_failed_request() {
         // New connection per request, 4 clients.
         let load = Load::start(port, 4);
         load.wait_for_more(50);
+        let reload = cluster.mark();
         cluster.signal(Signal::HUP);
-        cluster.expect_line("rolling reload complete: 2 workers replaced");
+        cluster.expect_event_where(reload, "a rolling reload of 2 workers completes", |event| {
+            event.is("reload_completed") && event.has("kind", "rolling") && event.has("replaced", 2)
+        });
         load.wait_for_more(50);
         let totals = load.stop();
         assert_eq!(
@@ -297,14 +301,16 @@ fn killed_node_workers_lose_no_waiting_connection_under_round_robin() {
     let cluster = start(name, &["--policy", "round-robin"], &[]);
     let port = bound_port(&cluster);
     let load = Load::start(port, 4);
-    for kill in 1..=3 {
+    for _ in 1..=3 {
         load.wait_for_more(30);
         let victim = node_processes(&cluster, name)[0];
+        let since = cluster.mark();
         send_signal(victim, Signal::KILL);
-        cluster.expect_line(&format!("(pid {victim}) exited on signal SIGKILL"));
-        cluster
-            .wait_for_lines(" ready (pid", 2 + kill, PATIENCE)
-            .expect("the killed worker is replaced");
+        let exit = cluster.expect_event_where(since, "the victim killed by SIGKILL", |event| {
+            event.is("exit") && event.pid == Some(victim) && event.has("signal", "SIGKILL")
+        });
+        let slot = exit.worker.expect("an exit names its worker");
+        cluster.expect_event(since, "ready", Some(slot));
     }
     load.wait_for_more(30);
     let totals = load.stop();
@@ -334,7 +340,13 @@ fn sigterm_drains_an_in_flight_slow_request_and_exits_0() {
     let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
     assert!(status.success(), "{status:?}");
     let output = cluster.output();
-    assert!(output.contains("exited with code 0 as asked"), "{output}");
+    let events = cluster.events_since(Mark::START);
+    assert!(
+        events
+            .iter()
+            .any(|event| event.is("exit") && event.has("code", 0) && event.has("requested", true)),
+        "{output}"
+    );
     assert!(!output.contains("SIGKILL"), "{output}");
     assert!(workers.iter().all(|&pid| !process_alive(pid)));
 }
@@ -482,14 +494,25 @@ fn a_worker_that_disconnects_itself_is_replaced_without_counting_as_a_crash() {
         .unwrap_or_else(|| panic!("a pid in {body:?}"));
     assert!(before.contains(&pid), "{pid} among {before:?}");
     cluster.expect_line_after(since, "disconnects itself");
-    let exit = cluster.expect_line_after(since, &format!("(pid {pid}) exited"));
-    assert!(exit.contains("with code 0 as asked"), "{exit}");
-    cluster
-        .wait_for_lines(" ready (pid", 3, PATIENCE)
-        .expect("the worker that left is replaced");
+    let exit = cluster.expect_event_where(since, "the worker that left exits", |event| {
+        event.is("exit") && event.pid == Some(pid)
+    });
+    assert!(
+        exit.has("code", 0) && exit.has("requested", true),
+        "{exit:?}"
+    );
+    let slot = exit.worker.expect("an exit names its worker");
+    cluster.expect_event(since, "ready", Some(slot));
     expect_node_processes(&cluster, name, 2);
     let output = cluster.output();
-    assert!(!output.contains("unexpectedly"), "{output}");
+    let events = cluster.events_since(Mark::START);
+    assert!(
+        !events
+            .iter()
+            .any(|event| (event.is("exit") && event.has("requested", false))
+                || event.is("crash_loop")),
+        "{output}"
+    );
     assert!(!output.contains("crash"), "{output}");
     stop_cleanly(cluster, name);
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use corral_testkit::{
-    ClusterProcess, PATIENCE, Signal, corral_path, process_alive, send_signal, wait_until,
+    ClusterProcess, Mark, PATIENCE, Signal, corral_path, process_alive, send_signal, wait_until,
 };
 
 const DAEMONIZER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/daemonizer.py");
@@ -148,8 +148,8 @@ fn as_pid_1_of_a_pid_namespace_corral_reaps_orphans_and_stops_gracefully() {
         ]);
     let mut cluster = ClusterProcess::spawn(command);
     let port = cluster.port();
-    cluster.expect_line("worker 1 ready");
-    cluster.expect_line("worker 2 ready");
+    cluster.expect_event(Mark::START, "ready", Some(1));
+    cluster.expect_event(Mark::START, "ready", Some(2));
     // corral is the only child of `unshare`: PID 1 of the new namespace.
     let unshare = cluster.pid();
     let mut corral = None;
@@ -211,7 +211,7 @@ fn as_pid_1_of_a_pid_namespace_corral_reaps_orphans_and_stops_gracefully() {
         "{:?}",
         asked.elapsed()
     );
-    cluster.expect_line("cluster stopped");
+    cluster.expect_event(Mark::START, "stopped", None);
     TcpListener::bind(("127.0.0.1", port)).expect("the port is free after a clean stop");
 }
 

@@ -117,9 +117,10 @@ fn a_broken_deploy_aborts_the_reload_and_a_fixed_one_upgrades_every_worker() {
     cluster.signal(Signal::HUP);
     let aborted = cluster.expect_event(mark, "reload_aborted", Some(1));
     assert!(
-        aborted
-            .message
-            .contains("rolling reload aborted: the replacement for worker 1 exited with code 1"),
+        aborted.has("kind", "rolling")
+            && aborted.string("reason").is_some_and(|reason| {
+                reason.starts_with("the replacement for worker 1 exited with code 1")
+            }),
         "{aborted:?}"
     );
     for _ in 0..10 {
@@ -151,7 +152,7 @@ fn a_broken_deploy_aborts_the_reload_and_a_fixed_one_upgrades_every_worker() {
 fn recycled(cluster: &ClusterProcess, count: usize) {
     cluster
         .wait_for_events(Mark::START, count, PATIENCE, |event| {
-            event.is("replaced") && event.message.starts_with("recycling:")
+            event.is("replaced") && event.has("kind", "recycling")
         })
         .unwrap_or_else(|| panic!("workers are recycled:\n{}", cluster.output()));
 }
@@ -164,12 +165,13 @@ fn workers_over_max_memory_are_recycled_without_losing_a_request() {
         .args(&["--max-memory", "1M", "--grace", "5"])
         .start();
     let load = Load::start(cluster.port(), 1);
-    let reason = cluster.expect_event(Mark::START, "recycled", None);
+    let over = cluster.expect_event(Mark::START, "recycled", None);
+    let limit = over.number("limit_bytes");
     assert!(
-        reason
-            .message
-            .contains("over --max-memory 1 MiB: replacing it gracefully"),
-        "{reason:?}"
+        over.has("reason", "memory")
+            && limit == Some(1 << 20)
+            && over.number("resident_bytes") > limit,
+        "{over:?}"
     );
     recycled(&cluster, 2);
     load.wait_for_more(20);
@@ -186,12 +188,13 @@ fn workers_are_recycled_after_max_requests_without_losing_a_request() {
     recycled(&cluster, 3);
     load.stop()
         .assert_none_lost("recycling after --max-requests");
-    let reason = cluster.expect_event(Mark::START, "recycled", None);
+    let over = cluster.expect_event(Mark::START, "recycled", None);
     assert!(
-        reason
-            .message
-            .contains("requests (--max-requests with jitter: 1"),
-        "{reason:?}"
+        over.has("reason", "requests")
+            && over
+                .number("limit")
+                .is_some_and(|limit| (100..=120).contains(&limit)),
+        "--max-requests 100 with a jitter of up to 20: {over:?}"
     );
 }
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterProcess, PATIENCE, Signal, corral_path, free_port, http_get, parse_hello,
+    ClusterProcess, Mark, PATIENCE, Signal, corral_path, free_port, http_get, parse_hello,
 };
 
 fn activator_missing() -> bool {
@@ -37,6 +37,17 @@ fn get_on(stream: &mut TcpStream) -> String {
     answer
 }
 
+/// What `systemd-socket-activate` is to pass on of the environment
+/// [`ClusterProcess::spawn`] sets up.
+const ACTIVATOR_ENV: [&str; 6] = [
+    "-E",
+    "XDG_RUNTIME_DIR",
+    "-E",
+    "CORRAL_LOG_FORMAT",
+    "-E",
+    "CORRAL_LOG",
+];
+
 #[test]
 fn a_socket_activated_primary_serves_on_the_socket_it_was_given() {
     if activator_missing() {
@@ -47,8 +58,8 @@ fn a_socket_activated_primary_serves_on_the_socket_it_was_given() {
     let mut command = Command::new("systemd-socket-activate");
     // The activator passes on only the environment it is told to: the
     // cluster's private control directory (so that parallel tests' clusters
-    // named "demo" do not meet).
-    command.args(["-E", "XDG_RUNTIME_DIR"]);
+    // named "demo" do not meet), and the JSON log that makes its events.
+    command.args(ACTIVATOR_ENV);
     command.args([
         "-l",
         &address,
@@ -68,7 +79,7 @@ fn a_socket_activated_primary_serves_on_the_socket_it_was_given() {
     assert!(answer.contains("Hello from worker"), "{answer}");
     cluster.expect_line(&format!("using the socket passed by systemd for {address}"));
     cluster.expect_line(&format!("out|listening on {address}"));
-    cluster.expect_line("worker 2 ready");
+    cluster.expect_event(Mark::START, "ready", Some(2));
     for _ in 0..20 {
         let hello = parse_hello(&http_get(port, "/").expect("served").body).expect("a hello");
         assert!(hello.id == 1 || hello.id == 2, "{hello:?}");
@@ -86,7 +97,7 @@ fn a_listen_address_picks_the_inherited_socket_by_name() {
     }
     let (web, admin) = (free_port(), free_port());
     let mut command = Command::new("systemd-socket-activate");
-    command.args(["-E", "XDG_RUNTIME_DIR"]);
+    command.args(ACTIVATOR_ENV);
     command.args([
         "-l",
         &format!("127.0.0.1:{web}"),
@@ -178,11 +189,12 @@ fn systemd_is_told_ready_reloading_ready_and_stopping_in_order() {
     for message in &before_ready[..before_ready.len() - 1] {
         assert!(!message.contains("2/2"), "{before_ready:?}");
     }
-    cluster.expect_line("worker 2 ready");
+    cluster.expect_event(Mark::START, "ready", Some(2));
 
     // The watchdog is pinged (every half of WATCHDOG_USEC).
     notify.until("WATCHDOG=1");
 
+    let reload = cluster.mark();
     cluster.signal(Signal::HUP);
     let reloading = notify.until("RELOADING=1");
     let announcement = reloading.last().unwrap();
@@ -207,7 +219,8 @@ fn systemd_is_told_ready_reloading_ready_and_stopping_in_order() {
             .contains("STATUS=2/2 workers ready\n"),
         "{during:?}"
     );
-    cluster.expect_line("rolling reload complete");
+    let completed = cluster.expect_event(reload, "reload_completed", None);
+    assert!(completed.has("kind", "rolling"), "{completed:?}");
 
     cluster.signal(Signal::TERM);
     notify.until("STOPPING=1");

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use corral_testkit::{ClusterProcess, PATIENCE, corral_path, http_get};
+use corral_testkit::{ClusterProcess, Mark, PATIENCE, corral_path, http_get};
 
 /// `Uid:`, `Gid:` and `Groups:` of `/proc/PID/status`, values only.
 fn credentials(pid: u32) -> (String, String, String) {
@@ -19,11 +19,8 @@ fn credentials(pid: u32) -> (String, String, String) {
 }
 
 fn worker_pid(cluster: &ClusterProcess, id: u32) -> u32 {
-    let line = cluster.expect_line(&format!("worker {id} ready (pid "));
-    line.rsplit("(pid ")
-        .next()
-        .and_then(|rest| rest.trim_end_matches(')').parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+    let ready = cluster.expect_event(Mark::START, "ready", Some(id));
+    ready.pid.unwrap_or_else(|| panic!("no pid in {ready:?}"))
 }
 
 #[test]

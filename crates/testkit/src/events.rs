@@ -77,6 +77,21 @@ impl LogEvent {
         self.fields.get(name)
     }
 
+    /// A field's value if it is a whole number (`code`, `generation`…).
+    pub fn number(&self, name: &str) -> Option<u64> {
+        self.field(name)?.as_u64()
+    }
+
+    /// A field's value if it is a string (`kind`, `signal`, `reason`…).
+    pub fn string(&self, name: &str) -> Option<&str> {
+        self.field(name)?.as_str()
+    }
+
+    /// Whether field `name` is `value`: `event.has("signal", "SIGKILL")`.
+    pub fn has(&self, name: &str, value: impl Into<Value>) -> bool {
+        self.field(name) == Some(&value.into())
+    }
+
     /// The line as a person reads it: `INFO worker 2 ready (pid 42)`,
     /// `[worker 2] …` for a worker's output, `corral: error: …` for a
     /// fatal error.

@@ -15,8 +15,8 @@
 //! * `events.rs`: the transcript, and corral's JSON log lines as
 //!   [`LogEvent`]s; [`Mark`]s to search after a point.
 //! * `runtime_dir.rs`: private `XDG_RUNTIME_DIR`s for control sockets.
-//! * `os.rs`: what `/proc` says about a process; signals; a free port;
-//!   whether Node is installed.
+//! * `os.rs`: what `/proc` says about a process (alive, children, memory,
+//!   descriptors); signals; a free port; whether Node is installed.
 //! * `wait.rs`: polling a condition with a timeout ([`wait_until`]).
 //! * `http.rs`: a minimal HTTP client ([`http_get`], [`KeepAlive`]) and the
 //!   demo worker's greeting ([`hello`]).
@@ -37,8 +37,8 @@ pub use events::{LogEvent, Mark};
 pub use http::{Hello, KeepAlive, Response, hello, http_get, parse_hello};
 pub use load::{Load, LoadTotals};
 pub use os::{
-    SCHED_BATCH, SCHED_OTHER, free_port, node_available, process_alive, scheduling_policy,
-    send_signal,
+    SCHED_BATCH, SCHED_OTHER, free_port, live_children, node_available, open_descriptors,
+    process_alive, resident_kib, scheduling_policy, send_signal,
 };
 pub use process::{ClusterProcess, finish, status_workers};
 pub use runtime_dir::private_runtime_dir;

@@ -1,5 +1,6 @@
-//! What the machine offers and says: processes and signals to them, a
-//! free port, whether Node is installed.
+//! What the machine offers and says: processes (their state, children,
+//! memory and descriptors, as `/proc` tells) and signals to them, a free
+//! port, whether Node is installed.
 
 use rustix::process::{Pid, Signal};
 
@@ -34,6 +35,35 @@ pub fn process_alive(pid: u32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
+}
+
+/// The live (not zombie) children of `pid`.
+pub fn live_children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .filter(|&child| process_alive(child))
+        .collect()
+}
+
+/// The resident memory of `pid` in KiB (`VmRSS`); `None` if it is gone.
+pub fn resident_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// How many descriptors `pid` holds open (0 if it is gone).
+pub fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
 }
 
 /// A loopback port free right now (bound and released).

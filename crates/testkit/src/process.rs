@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::events::Transcript;
-use crate::os::{process_alive, send_signal};
+use crate::os::{live_children, send_signal};
 use crate::runtime_dir::{claim_runtime_dir, private_runtime_dir};
 use crate::{LogEvent, Mark, PATIENCE, Signal};
 
@@ -93,6 +93,12 @@ impl ClusterProcess {
         &self.runtime_dir
     }
 
+    /// The control socket of the cluster named `name` (`--name`), in its
+    /// runtime directory.
+    pub fn control_socket(&self, name: &str) -> PathBuf {
+        self.runtime_dir.join("corral").join(format!("{name}.sock"))
+    }
+
     /// `corral ARGS` ([`corral_path`](crate::corral_path)), set up to find
     /// this cluster's control socket by name, as a user's shell would.
     pub fn control_command(&self, args: &[&str]) -> Command {
@@ -116,6 +122,29 @@ impl ClusterProcess {
         let output = self.control(&["status", "--json"]);
         assert!(output.status.success(), "status failed: {output:?}");
         serde_json::from_slice(&output.stdout).expect("status prints JSON")
+    }
+
+    /// Polls `corral status --json` until `condition` holds; returns that
+    /// status. Fails the test, saying it awaited `what`, with the last
+    /// status and the output, if it does not hold within [`PATIENCE`].
+    pub fn await_status(
+        &self,
+        what: &str,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let current = self.status_json();
+            if condition(&current) {
+                return current;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}; last status: {current:#}\noutput:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The primary's pid.
@@ -253,6 +282,36 @@ impl ClusterProcess {
             })
     }
 
+    /// The first event after `since` that `wanted` accepts; fails the test
+    /// with the output, saying it awaited `what`, if none comes within
+    /// [`PATIENCE`].
+    pub fn expect_event_where(
+        &self,
+        since: Mark,
+        what: &str,
+        wanted: impl Fn(&LogEvent) -> bool,
+    ) -> LogEvent {
+        self.expect_events_where(since, 1, what, wanted).remove(0)
+    }
+
+    /// `count` events after `since` that `wanted` accepts; fails the test
+    /// like [`Self::expect_event_where`].
+    pub fn expect_events_where(
+        &self,
+        since: Mark,
+        count: usize,
+        what: &str,
+        wanted: impl Fn(&LogEvent) -> bool,
+    ) -> Vec<LogEvent> {
+        self.wait_for_events(since, count, PATIENCE, wanted)
+            .unwrap_or_else(|| {
+                panic!(
+                    "not {count} events: {what}, within {PATIENCE:?}; output:\n{}",
+                    self.output()
+                )
+            })
+    }
+
     /// Waits until the process and every holder of its output pipes (its
     /// workers) closed them, so that the transcript is complete.
     pub fn wait_output_closed(&self, timeout: Duration) -> bool {
@@ -307,13 +366,7 @@ impl ClusterProcess {
 
     /// The primary's live child processes (its workers).
     pub fn worker_pids(&self) -> Vec<u32> {
-        let pid = self.pid();
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|pid| pid.parse().ok())
-            .filter(|&pid| process_alive(pid))
-            .collect()
+        live_children(self.pid())
     }
 }
 
