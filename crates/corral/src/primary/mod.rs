@@ -44,7 +44,6 @@ use crate::balance::{Balancer, Policy, StallReport};
 use crate::control::ControlService;
 use crate::control::journal::Journal;
 use crate::error::Error;
-use crate::protocol::env::WorkerEnv;
 use crate::protocol::message::Control;
 use crate::settings::Program;
 use control::ControlPlane;
@@ -154,27 +153,10 @@ pub(crate) async fn run(
         let handle = Primary::new(live_table.clone(), receiver, dropped, commands);
         tokio::spawn(task(handle));
     }
-    let node_program = program.is_node();
     let launcher = Launcher {
         program,
         primary_pid: rustix::process::getpid(),
-        worker_env: WorkerEnv {
-            id: 0,
-            generation: 0,
-            listener_count: 0,
-            has_handoff: false,
-            node_channel: node_program,
-            primary_pid: Some(std::process::id()),
-            grace: settings.grace,
-            max_message_size: settings.max_message_size,
-            worker_threads: settings.worker_threads,
-            heartbeat: settings.watchdog.map(|timeout| timeout / 4),
-            cluster_name: settings.name.clone(),
-            policy: Some(settings.policy),
-            addresses: balancer.local_addrs().to_vec(),
-        },
-        user: settings.user.clone(),
-        env: settings.env.clone(),
+        addresses: balancer.local_addrs().to_vec(),
         output: OutputSink::start(journal.clone()),
         notices,
         messages,

@@ -54,6 +54,12 @@ impl DerefMut for Settings {
 }
 
 impl Settings {
+    /// How often a worker sends heartbeats (`CORRAL_HEARTBEAT_MS`): four
+    /// times within the watchdog's timeout.
+    pub(crate) fn heartbeat(&self) -> Option<std::time::Duration> {
+        self.watchdog.map(|timeout| timeout / 4)
+    }
+
     /// Checks `configuration` for running `program`, and resolves it.
     pub(crate) fn resolve(
         configuration: &Configuration,

@@ -292,9 +292,6 @@ impl Supervisor {
         if let Some(program) = program {
             self.launcher.program = program;
         }
-        self.launcher.env = new.env.clone();
-        self.launcher.worker_env.grace = new.grace;
-        self.launcher.worker_env.heartbeat = new.watchdog.map(|timeout| timeout / 4);
         let workers = new.workers;
         self.settings.reloadable = new.reloadable;
         self.resize(workers)

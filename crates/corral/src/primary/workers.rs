@@ -68,7 +68,7 @@ impl Supervisor {
         let spawned = self
             .balancer
             .sockets_for(key)
-            .and_then(|sockets| self.launcher.spawn(key, sockets))?;
+            .and_then(|sockets| self.launcher.spawn(key, sockets, &self.settings))?;
         let pid = spawned.pid;
         let speaks_channel = self.launcher.program.speaks_channel();
         let node = self.node.is_some();

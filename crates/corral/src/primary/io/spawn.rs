@@ -27,22 +27,21 @@ use crate::protocol::message::{self, Control, ToPrimary};
 use crate::protocol::node;
 use crate::protocol::socket_reader::{READ_BUFFER, SocketReader};
 use crate::settings::Program;
+use std::net::SocketAddr;
+
+use crate::primary::Settings;
 use crate::sys::ExecImage;
 use crate::worker_key::WorkerKey;
 
-/// Everything that is the same for every worker start.
+/// What starts workers: the program, and the parts of the primary each
+/// worker is tied to. The settings come with each start, so a worker
+/// started after a reload gets the reloaded ones (its environment is built
+/// from them then, never kept).
 pub(crate) struct Launcher {
     pub program: Program,
     pub primary_pid: Pid,
-    /// The environment every worker gets; each start fills in its own
-    /// id, generation and descriptors.
-    pub worker_env: WorkerEnv,
-    /// Workers run as this user and group; std clears the supplementary
-    /// groups when root starts a process with another uid.
-    pub user: Option<crate::settings::run_as::RunAs>,
-    /// Variables added to every worker's environment (`Cluster::env`); they
-    /// never replace corral's own.
-    pub env: Vec<(OsString, OsString)>,
+    /// The addresses the listeners are bound to (`CORRAL_LISTEN_ADDRS`).
+    pub addresses: Vec<SocketAddr>,
     pub output: OutputSink,
     pub notices: mpsc::Sender<Notice>,
     pub messages: Arc<MessageRouter>,
@@ -59,7 +58,12 @@ pub(crate) struct Spawned {
 }
 
 impl Launcher {
-    pub(crate) fn spawn(&self, key: WorkerKey, sockets: WorkerSockets) -> Result<Spawned, Error> {
+    pub(crate) fn spawn(
+        &self,
+        key: WorkerKey,
+        sockets: WorkerSockets,
+        settings: &Settings,
+    ) -> Result<Spawned, Error> {
         let WorkerKey {
             slot: id,
             generation,
@@ -71,7 +75,15 @@ impl Launcher {
             generation,
             listener_count: sockets.listeners.len(),
             has_handoff: sockets.handoff.is_some(),
-            ..self.worker_env.clone()
+            node_channel: self.node.is_some(),
+            primary_pid: Some(self.primary_pid.as_raw_nonzero().get() as u32),
+            grace: settings.grace,
+            max_message_size: settings.max_message_size,
+            worker_threads: settings.worker_threads,
+            heartbeat: settings.heartbeat(),
+            cluster_name: settings.name.clone(),
+            policy: Some(settings.policy),
+            addresses: self.addresses.clone(),
         };
         let spawn_error = |source| Error::Spawn { id, source };
         // A Node worker's session serves `listen({fd: 3})` from these.
@@ -113,7 +125,7 @@ impl Launcher {
         let image = ExecImage::new(
             resolved.path.as_os_str(),
             &resolved.argv,
-            &self.environment(&identity),
+            &environment(&identity, &settings.env),
             self.program.death_signal(),
             self.primary_pid,
         )
@@ -128,7 +140,9 @@ impl Launcher {
             // Its own process group: a Ctrl-C in the terminal reaches only
             // the primary, which then stops the workers in order.
             .process_group(0);
-        if let Some(user) = &self.user {
+        // std clears the supplementary groups when root starts a process
+        // with another uid.
+        if let Some(user) = &settings.user {
             command.uid(user.uid).gid(user.gid);
         }
         command
@@ -144,7 +158,7 @@ impl Launcher {
             self.output.relay(id, pid, Stream::Stderr, stderr);
         }
         let outbox = self
-            .start_channel(key, pid, primary_end, node_listeners)
+            .start_channel(key, pid, primary_end, node_listeners, settings)
             .map_err(spawn_error)?;
         let notices = self.notices.clone();
         tokio::spawn(async move {
@@ -159,27 +173,19 @@ impl Launcher {
         Ok(Spawned { pid, outbox })
     }
 
-    /// The worker's environment: corral's, then the configured variables
-    /// in place of inherited ones of the same name.
-    fn environment(&self, identity: &WorkerEnv) -> Vec<(OsString, OsString)> {
-        let mut env = identity.environment();
-        env.retain(|(key, _)| !self.env.iter().any(|(added, _)| added == key));
-        env.extend(self.env.iter().cloned());
-        env
-    }
-
     fn start_channel(
         &self,
         key: WorkerKey,
         pid: u32,
         stream: std::os::unix::net::UnixStream,
         node_listeners: Vec<OwnedFd>,
+        settings: &Settings,
     ) -> std::io::Result<Outbox> {
         let writer = OwnedFd::from(stream);
         let reader = SocketReader::new(writer.try_clone()?)?;
         let outbox = Outbox::start(writer);
         let messages = self.messages.clone();
-        let limit = self.worker_env.max_message_size;
+        let limit = settings.max_message_size;
         let session = self.node.as_ref().map(|node| {
             node.session(
                 key,
@@ -192,6 +198,16 @@ impl Launcher {
         tokio::spawn(read_channel(key, reader, limit, messages, session));
         Ok(outbox)
     }
+}
+
+/// The worker's environment: corral's, then the configured variables
+/// (`Cluster::env`) in place of inherited ones of the same name; they never
+/// replace corral's own.
+fn environment(identity: &WorkerEnv, added: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
+    let mut env = identity.environment();
+    env.retain(|(key, _)| !added.iter().any(|(name, _)| name == key));
+    env.extend(added.iter().cloned());
+    env
 }
 
 /// Reads one worker's messages until its channel closes. Bad input is
