@@ -162,7 +162,9 @@ fn a_reload_applies_a_new_worker_count() {
     file.write(&app_file("v2", "2"));
     let reload = cluster.mark();
     cluster.signal(Signal::HUP);
-    cluster.expect_line_after(reload, "reload: 1 workers -> 2");
+    cluster.expect_event_where(reload, "scaled from 1 to 2", |event| {
+        event.is("scaled") && event.has("from", 1) && event.has("to", 2)
+    });
     cluster.expect_line_after(reload, "[worker 2] python worker 2 serving");
     cluster.expect_event_where(reload, "a rolling reload completes", completed_rolling);
     assert_eq!(served_version(port), "v2");

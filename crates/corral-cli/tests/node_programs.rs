@@ -493,7 +493,9 @@ fn a_worker_that_disconnects_itself_is_replaced_without_counting_as_a_crash() {
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("a pid in {body:?}"));
     assert!(before.contains(&pid), "{pid} among {before:?}");
-    cluster.expect_line_after(since, "disconnects itself");
+    cluster.expect_event_where(since, "the worker disconnects by itself", |event| {
+        event.is("disconnect") && event.pid == Some(pid) && event.has("by_itself", true)
+    });
     let exit = cluster.expect_event_where(since, "the worker that left exits", |event| {
         event.is("exit") && event.pid == Some(pid)
     });

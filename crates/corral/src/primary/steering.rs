@@ -300,10 +300,6 @@ impl Supervisor {
     /// Adds or drains workers until the cluster has `workers` of them, by
     /// the scale path every command takes.
     fn resize(&mut self, workers: usize) -> Result<(), Error> {
-        let current = self.desired_workers();
-        if workers != current {
-            tracing::info!("reload: {current} workers -> {workers}");
-        }
         self.settings.workers = workers;
         self.scale_to(workers)
     }

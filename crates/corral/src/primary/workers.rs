@@ -195,7 +195,8 @@ impl Supervisor {
         }
         if after.is_draining() && !before.is_draining() {
             self.balancer.worker_leaving(key);
-            self.emit(Event::Disconnect { id, pid });
+            let by_itself = after.left_by_itself();
+            self.emit(Event::Disconnect { id, pid, by_itself });
         }
     }
 

@@ -57,11 +57,13 @@ pub enum Event {
         id: u32,
         pid: u32,
     },
-    /// The worker was asked to stop, or said it is leaving, and is draining.
+    /// The worker was asked to stop, or said it is leaving (`by_itself`),
+    /// and is draining.
     Disconnect {
         #[serde(rename = "worker")]
         id: u32,
         pid: u32,
+        by_itself: bool,
     },
     /// The worker exited. `requested` is true when corral asked it to stop
     /// or it said it was leaving by itself (Node's `exitedAfterDisconnect`).
@@ -260,8 +262,12 @@ mod tests {
                 json!({"event": "ready", "worker": 1, "pid": 10}),
             ),
             (
-                Event::Disconnect { id: 1, pid: 10 },
-                json!({"event": "disconnect", "worker": 1, "pid": 10}),
+                Event::Disconnect {
+                    id: 1,
+                    pid: 10,
+                    by_itself: false,
+                },
+                json!({"event": "disconnect", "worker": 1, "pid": 10, "by_itself": false}),
             ),
             (
                 Event::Exit {

@@ -26,7 +26,16 @@ impl fmt::Display for Event {
             ),
             Event::Online { id, pid } => write!(f, "worker {id} online (pid {pid})"),
             Event::Ready { id, pid } => write!(f, "worker {id} ready (pid {pid})"),
-            Event::Disconnect { id, pid } => write!(f, "worker {id} disconnecting (pid {pid})"),
+            Event::Disconnect {
+                id,
+                pid,
+                by_itself: false,
+            } => write!(f, "worker {id} disconnecting (pid {pid})"),
+            Event::Disconnect {
+                id,
+                pid,
+                by_itself: true,
+            } => write!(f, "worker {id} disconnecting by itself (pid {pid})"),
             Event::Exit {
                 id,
                 pid,

@@ -157,11 +157,11 @@ impl Session {
                     let _ = self.link.send(|ours| node::ack(ours, seq), None);
                 }
                 // A worker disconnects itself once: a repeat is only
-                // acknowledged (it waits for that), not logged again.
+                // acknowledged (it waits for that), not told again (the
+                // supervisor's `disconnect` event says `by_itself`).
                 if std::mem::replace(&mut self.disconnected_itself, true) {
                     return AfterInternal::Done;
                 }
-                tracing::info!("worker {} disconnects itself", self.id());
                 if self
                     .notices
                     .send(Notice::Leaving(self.link.worker))
