@@ -65,6 +65,13 @@ fn a_python_worker_gets_the_systemd_environment_with_its_own_pid() {
         assert_eq!(answer["names"], "listener0");
         assert_eq!(answer["generation"], "1");
         assert_eq!(answer["ipc"], "4", "the channel follows the sockets");
+        let instance: u32 = answer["instance"].parse().unwrap();
+        assert_eq!(
+            instance + 1,
+            id.parse::<u32>().unwrap(),
+            "NODE_APP_INSTANCE is pm2's 0-based instance number"
+        );
+        assert_eq!(answer["workers"], "2", "CORRAL_WORKERS");
     }
 }
 

@@ -22,6 +22,11 @@ pub const GENERATION: &str = "CORRAL_GENERATION";
 pub const IPC_FD: &str = "CORRAL_IPC_FD";
 /// The primary's pid, so a worker can tell at start that it was orphaned.
 pub const PRIMARY_PID: &str = "CORRAL_PRIMARY_PID";
+/// How many workers the cluster keeps when this one started.
+pub const WORKERS: &str = "CORRAL_WORKERS";
+/// pm2's name for the worker's 0-based instance number (the slot id less
+/// one), which pm2 users read to run a job on one instance only.
+pub const NODE_APP_INSTANCE: &str = "NODE_APP_INSTANCE";
 /// The drain time the primary allows, in milliseconds.
 pub const GRACE_MS: &str = "CORRAL_GRACE_MS";
 /// With a watchdog: how often a library worker sends a heartbeat, in ms.
@@ -62,6 +67,8 @@ pub const FIRST_LISTEN_FD: RawFd = 3;
 /// corral sets its own values, and only the primary talks to systemd.
 const NOT_INHERITED: &[&str] = &[
     WORKER_ID,
+    WORKERS,
+    NODE_APP_INSTANCE,
     GENERATION,
     IPC_FD,
     PRIMARY_PID,
@@ -132,6 +139,8 @@ pub(crate) struct WorkerEnv {
     pub id: u32,
     /// `CORRAL_GENERATION`.
     pub generation: u32,
+    /// `CORRAL_WORKERS`: the workers the cluster keeps (0 when unset).
+    pub workers: usize,
     /// `LISTEN_FDS`: listening sockets from descriptor 3 up.
     pub listener_count: usize,
     /// Whether `CORRAL_HANDOFF_FD` names a hand-off channel.
@@ -179,6 +188,8 @@ impl WorkerEnv {
         let addresses: Vec<String> = self.addresses.iter().map(|a| a.to_string()).collect();
         let mut ours = vec![
             (WORKER_ID, self.id.to_string()),
+            (WORKERS, self.workers.to_string()),
+            (NODE_APP_INSTANCE, self.id.saturating_sub(1).to_string()),
             (GENERATION, self.generation.to_string()),
             (IPC_FD, self.ipc_fd().to_string()),
             (GRACE_MS, self.grace.as_millis().to_string()),
@@ -232,6 +243,7 @@ impl WorkerEnv {
         Ok(Some(WorkerEnv {
             id: narrow(id, WORKER_ID)?,
             generation: narrow(number(&lookup, GENERATION)?.unwrap_or(1), GENERATION)?,
+            workers: narrow(number(&lookup, WORKERS)?.unwrap_or(0), WORKERS)?,
             listener_count: narrow(listener_count, LISTEN_FDS)?,
             has_handoff: number(&lookup, HANDOFF_FD)?.is_some(),
             node_channel: lookup(NODE_CHANNEL_FD).is_some(),
@@ -372,6 +384,7 @@ mod tests {
         WorkerEnv {
             id: 3,
             generation: 7,
+            workers: 4,
             listener_count: 2,
             has_handoff: true,
             node_channel: true,
@@ -410,6 +423,7 @@ mod tests {
         let env = WorkerEnv {
             id: 1,
             generation: 1,
+            workers: 1,
             listener_count: 0,
             has_handoff: false,
             node_channel: false,
@@ -437,6 +451,13 @@ mod tests {
         assert_eq!(map[IPC_FD], "5");
         assert_eq!(map[NODE_CHANNEL_FD], "5");
         assert_eq!(map[HANDOFF_FD], "6");
+    }
+
+    #[test]
+    fn pm2s_instance_number_is_the_slot_less_one() {
+        let map = as_map(&sample());
+        assert_eq!(map[NODE_APP_INSTANCE], "2");
+        assert_eq!(map[WORKERS], "4");
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl Launcher {
         let identity = WorkerEnv {
             id,
             generation,
+            workers: settings.workers,
             listener_count: sockets.listeners.len(),
             has_handoff: sockets.handoff.is_some(),
             node_channel: self.node.is_some(),
