@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use corral_testkit::{
     ClusterProcess, Load, Mark, PATIENCE, SCHED_OTHER, Signal, corral_path, http_get,
@@ -261,6 +261,32 @@ fn tutorial_5_ipc_process_send_and_process_on_message() {
     let status = cluster.wait_exit(PATIENCE).expect("the cluster stops");
     assert!(status.success());
     assert!(workers.iter().all(|&pid| !process_alive(pid)));
+}
+
+#[test]
+fn workers_answering_each_others_broadcasts_are_damped_not_a_storm() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "echo_storm.js";
+    let cluster = start(name, &["--on-message", "broadcast"], &[]);
+    let since = cluster.mark();
+    cluster.expect_event_where(since, "the relay budget is reached", |event| {
+        event.is("relay_limited")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let received = cluster
+        .plain_lines()
+        .iter()
+        .filter(|line| line.contains("] received "))
+        .count();
+    // 100 relays a second per worker, each reaching the one other worker:
+    // about 200 a second in all, where the loop undamped makes thousands.
+    assert!(
+        received < 1_500,
+        "{received} messages relayed in about 2 s: the loop is not damped"
+    );
+    stop_cleanly(cluster, name);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! worker flooding its channel cannot delay the supervision of the others.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -16,6 +16,7 @@ use crate::primary::event::Event;
 use crate::primary::io::handle::EventSink;
 use crate::primary::io::live_table::LiveTable;
 use crate::primary::io::notice::Notice;
+use crate::primary::rules::relay_budget::{RELAYS_PER_SECOND, Relay, RelayBudget};
 use crate::protocol::message::{self, Control, ToPrimary};
 use crate::settings::MessagePolicy;
 use crate::worker_key::WorkerKey;
@@ -28,9 +29,14 @@ pub(crate) struct MessageRouter {
 }
 
 impl MessageRouter {
-    /// Handles one message from the process `worker`. Returns `false` when
-    /// the supervisor is gone.
-    pub(crate) async fn route(&self, worker: WorkerKey, message: ToPrimary) -> bool {
+    /// Handles one message from the process `worker`, whose relays spend
+    /// `relays`. Returns `false` when the supervisor is gone.
+    pub(crate) async fn route(
+        &self,
+        worker: WorkerKey,
+        message: ToPrimary,
+        relays: &mut RelayBudget,
+    ) -> bool {
         let id = worker.slot;
         match message {
             ToPrimary::Control(control) => self.to_supervisor(worker, control).await,
@@ -39,7 +45,7 @@ impl MessageRouter {
                 self.to_supervisor(worker, Control::Ready).await
             }
             ToPrimary::User(value) => {
-                self.deliver(id, value);
+                self.deliver(id, value, relays);
                 true
             }
             ToPrimary::SendTo { to, message } => {
@@ -64,7 +70,7 @@ impl MessageRouter {
         self.notices.send(notice).await.is_ok()
     }
 
-    fn deliver(&self, id: u32, message: Value) {
+    fn deliver(&self, id: u32, message: Value, relays: &mut RelayBudget) {
         // A chatty worker must not turn the log into the bottleneck: past
         // a hundred a second, messages are counted, not logged.
         static LOGGED: RateLimit = RateLimit::new(100, Duration::from_secs(1));
@@ -85,19 +91,48 @@ impl MessageRouter {
                 message::shown(&message)
             );
         }
-        if self.policy.rebroadcast
-            && let Ok(line) = message::encode_user(&message)
-        {
-            for refused in self.live_table.broadcast(&line, Some(id)) {
-                warn_limited!(
-                    event = "send_refused",
-                    worker = id,
-                    "relaying a message from worker {id}: {refused}"
-                );
-            }
+        if self.policy.rebroadcast && !is_corral_word(&message) {
+            self.relay(id, &message, relays);
         }
         if self.events.is_listened() {
             self.events.emit(Event::Message { id, message });
         }
     }
+
+    /// Relays `message` from worker `id` to every other worker, within its
+    /// budget (`rules::relay_budget`).
+    fn relay(&self, id: u32, message: &Value, relays: &mut RelayBudget) {
+        match relays.spend(Instant::now()) {
+            Relay::Yes => {}
+            Relay::No => return,
+            Relay::NoAndWarn => {
+                warn_limited!(
+                    event = "relay_limited",
+                    worker = id,
+                    "worker {id} sends more than {RELAYS_PER_SECOND} messages a second to \
+                     relay (workers answering each other's broadcasts?): the rest of this \
+                     second's are not relayed ({} so far)",
+                    relays.refused()
+                );
+                return;
+            }
+        }
+        let Ok(line) = message::encode_user(message) else {
+            return;
+        };
+        for refused in self.live_table.broadcast(&line, Some(id)) {
+            warn_limited!(
+                event = "send_refused",
+                worker = id,
+                "relaying a message from worker {id}: {refused}"
+            );
+        }
+    }
+}
+
+/// corral's own words to workers (pm2's `'shutdown'`) that a worker may
+/// echo: they are never relayed, so one stop or reload cannot set every
+/// worker answering every other.
+fn is_corral_word(message: &Value) -> bool {
+    matches!(message, Value::String(word) if word == "shutdown")
 }

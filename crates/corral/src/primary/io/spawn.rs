@@ -30,6 +30,7 @@ use crate::settings::Program;
 use std::net::SocketAddr;
 
 use crate::primary::Settings;
+use crate::primary::rules::relay_budget::RelayBudget;
 use crate::sys::ExecImage;
 use crate::worker_key::WorkerKey;
 
@@ -225,6 +226,7 @@ async fn read_channel(
     // Each `online` is a log line, a journal entry and an event: a worker
     // says it once; repeats say nothing new and are dropped here.
     let mut said_online = false;
+    let mut relays = RelayBudget::new();
     loop {
         let line = match lines.next_line().await {
             Ok(Some(line)) => line,
@@ -273,7 +275,7 @@ async fn read_channel(
             Ok(Some(ToPrimary::Control(Control::Online)))
                 if std::mem::replace(&mut said_online, true) => {}
             Ok(Some(message)) => {
-                if !messages.route(key, message).await {
+                if !messages.route(key, message, &mut relays).await {
                     return;
                 }
             }
