@@ -280,8 +280,10 @@ pub struct RunArgs {
     pub grace: Seconds,
 
     /// Name of the cluster in logs, without control characters [default:
-    /// the command's file name (a Node program: its script's, without
-    /// extension: `node app.js` is app), or "demo"]
+    /// the command's file name; a Node program: its script's, without
+    /// extension and past node's options (`node -r ./x.js app.js` is app);
+    /// `npm start`, `yarn dev`, `pnpm start`: the package's name;
+    /// `npx tsx app.ts`, `tsx app.ts`: app; or "demo"]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 

@@ -14,6 +14,7 @@ mod message_policy;
 pub(crate) mod name;
 mod node_mode;
 pub(crate) mod program;
+mod program_name;
 pub(crate) mod ready_mode;
 pub(crate) mod run_as;
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::Signal;
 
+use super::program_name;
 use crate::error::Error;
 
 #[derive(Debug, Clone)]
@@ -95,29 +96,21 @@ impl Program {
         matches!(self, Program::Command { node: true, .. })
     }
 
-    /// A short name for logs: the program's file name.
-    /// For a Node program, its script's name without extension (`node
-    /// app.js` is `app`, as pm2 names it), so that clusters of different
-    /// scripts are told apart.
+    /// The cluster's name when none is given (`program_name.rs`): for a
+    /// Node program its script's (`node app.js` is `app`, as pm2 names
+    /// it), for `npm start` its package's, else the program's file name.
     pub(crate) fn display_name(&self) -> String {
-        if let Program::Command {
-            args, node: true, ..
-        } = self
-            && let Some(stem) = args
-                .iter()
-                .find(|arg| !arg.as_encoded_bytes().starts_with(b"-"))
-                .and_then(|script| Path::new(script).file_stem())
-        {
-            return stem.to_string_lossy().into_owned();
+        match self {
+            Program::CurrentExe { .. } => {
+                let exe = std::env::args_os().next().unwrap_or_default();
+                program_name::name_for(&exe, &[], false, || None)
+            }
+            Program::Command {
+                program,
+                args,
+                node,
+            } => program_name::name_for(program, args, *node, program_name::package_json_name),
         }
-        let program = match self {
-            Program::CurrentExe { .. } => std::env::args_os().next().unwrap_or_default(),
-            Program::Command { program, .. } => program.clone(),
-        };
-        Path::new(&program)
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "corral".into())
     }
 }
 
