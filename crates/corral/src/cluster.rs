@@ -375,15 +375,12 @@ impl Cluster {
         S: Into<OsString>,
     {
         let program: OsString = program.into();
-        let node = self.configuration.fixed.node.applies_to(&program);
-        let program = Program::Command {
-            program,
-            args: args.into_iter().map(Into::into).collect(),
-            node,
-        };
+        let args = args.into_iter().map(Into::into).collect();
         log::install(self.log_format);
         // Fail before binding anything when the command does not exist.
-        let outcome = program.resolve().and_then(|_| self.run_primary(program));
+        let outcome = Program::command(program, args, self.configuration.fixed.node)
+            .and_then(|program| program.resolve().map(|_| program))
+            .and_then(|program| self.run_primary(program));
         log::flush(log::EXIT_FLUSH);
         outcome
     }
@@ -421,7 +418,7 @@ impl Cluster {
     pub fn check(&self) -> Result<(), Error> {
         let program =
             self.configuration
-                .configured_command()
+                .configured_command()?
                 .unwrap_or_else(|| Program::CurrentExe {
                     path: std::path::PathBuf::new(),
                 });
@@ -432,6 +429,8 @@ impl Cluster {
     fn checked_program(&self) -> Program {
         self.configuration
             .configured_command()
+            .ok()
+            .flatten()
             .unwrap_or_else(|| Program::CurrentExe {
                 path: std::path::PathBuf::new(),
             })

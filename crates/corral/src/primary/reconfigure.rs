@@ -147,7 +147,9 @@ fn read_with(
         }
     };
     let configuration = reread()?;
-    let program = configuration.configured_command();
+    let program = configuration
+        .configured_command()
+        .map_err(|err| err.to_string())?;
     let settings = Settings::resolve(&configuration, program.as_ref().unwrap_or(running))
         .map_err(|err| err.to_string())?;
     Ok((Box::new(settings), program))

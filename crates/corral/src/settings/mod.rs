@@ -10,6 +10,7 @@
 mod backoff_policy;
 mod check;
 mod describe;
+mod launcher;
 mod message_policy;
 pub(crate) mod name;
 mod node_mode;
@@ -31,6 +32,7 @@ use serde::Serialize;
 
 use crate::balance::Policy;
 use crate::control::ControlSocket;
+use crate::error::Error;
 use crate::protocol::lines::DEFAULT_MAX_LINE;
 
 /// The default drain time for a stopping worker.
@@ -157,15 +159,13 @@ impl Configuration {
             .unwrap_or_else(|| program.display_name())
     }
 
-    /// The program [`Configuration::command`] names.
-    pub(crate) fn configured_command(&self) -> Option<Program> {
-        let (program, args) = self.command.clone()?;
-        let node = self.fixed.node.applies_to(&program);
-        Some(Program::Command {
-            program,
-            args,
-            node,
-        })
+    /// The program [`Configuration::command`] names, a launcher looked
+    /// through (`launcher.rs`).
+    pub(crate) fn configured_command(&self) -> Result<Option<Program>, Error> {
+        let Some((program, args)) = self.command.clone() else {
+            return Ok(None);
+        };
+        Program::command(program, args, self.fixed.node).map(Some)
     }
 }
 

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::process::Signal;
 
-use super::program_name;
+use super::launcher::{self, Launch};
+use super::{NodeMode, program_name};
 use crate::error::Error;
 
 #[derive(Debug, Clone)]
@@ -19,11 +20,16 @@ pub(crate) enum Program {
     /// runs the new one (the running process's own image is the old one).
     CurrentExe { path: PathBuf },
     /// Another program with its arguments; `node`: it is a Node program,
-    /// run as a Node cluster worker (`--node`).
+    /// run as a Node cluster worker (`--node`); `env`: variables a package
+    /// script sets in front of its command (`launcher.rs`); `launcher`:
+    /// the command as given, when a launcher was looked through (the
+    /// cluster is named after it: `npm start` after the package).
     Command {
         program: OsString,
         args: Vec<OsString>,
         node: bool,
+        env: Vec<(OsString, OsString)>,
+        launcher: Option<(OsString, Vec<OsString>)>,
     },
 }
 
@@ -35,6 +41,52 @@ pub(crate) struct ResolvedProgram {
 }
 
 impl Program {
+    /// `program args` as the workers run it: a launcher (`npm start`, `npx
+    /// tsx app.ts`) looked through to the Node command it runs, unless
+    /// `--node off`; one corral cannot look through is an error that says
+    /// what to run instead.
+    pub(crate) fn command(
+        program: OsString,
+        args: Vec<OsString>,
+        mode: NodeMode,
+    ) -> Result<Program, Error> {
+        let launch = match mode {
+            NodeMode::Off => Launch::AsGiven,
+            _ => launcher::unwrap(&program, &args, &launcher::CurrentDir),
+        };
+        let given = (program, args);
+        let (program, args, env, launcher) = match launch {
+            Launch::AsGiven => (given.0, given.1, Vec::new(), None),
+            Launch::Unwrapped(unwrapped) => {
+                tracing::info!(event = "launcher", "{}", unwrapped.note);
+                (
+                    unwrapped.program,
+                    unwrapped.args,
+                    unwrapped.env,
+                    Some(given),
+                )
+            }
+            Launch::Refused(why) => return Err(Error::Config(why)),
+        };
+        let node = mode.applies_to(&program);
+        Ok(Program::Command {
+            program,
+            args,
+            node,
+            env,
+            launcher,
+        })
+    }
+
+    /// Variables the program itself sets for its workers (a package
+    /// script's `NODE_ENV=production node app.js`).
+    pub(crate) fn env(&self) -> &[(OsString, OsString)] {
+        match self {
+            Program::CurrentExe { .. } => &[],
+            Program::Command { env, .. } => env,
+        }
+    }
+
     pub(crate) fn resolve(&self) -> Result<ResolvedProgram, Error> {
         self.check()?;
         match self {
@@ -106,9 +158,14 @@ impl Program {
                 program_name::name_for(&exe, &[], false, || None)
             }
             Program::Command {
+                launcher: Some((program, args)),
+                ..
+            } => program_name::name_for(program, args, true, program_name::package_json_name),
+            Program::Command {
                 program,
                 args,
                 node,
+                ..
             } => program_name::name_for(program, args, *node, program_name::package_json_name),
         }
     }
@@ -179,6 +236,8 @@ mod tests {
             program: "node".into(),
             args: args.iter().map(Into::into).collect(),
             node: true,
+            env: vec![],
+            launcher: None,
         };
         assert_eq!(node(&["/srv/app.js"]).display_name(), "app");
         assert_eq!(node(&["--inspect", "server.mjs"]).display_name(), "server");
@@ -191,18 +250,24 @@ mod tests {
             program: "sh".into(),
             args: vec![],
             node: false,
+            env: vec![],
+            launcher: None,
         };
         assert!(sh.resolve().unwrap().path.is_absolute());
         let missing = Program::Command {
             program: "/no/such/program".into(),
             args: vec![],
             node: false,
+            env: vec![],
+            launcher: None,
         };
         assert!(matches!(missing.resolve(), Err(Error::CommandNotFound(_))));
         let not_executable = Program::Command {
             program: "/etc/passwd".into(),
             args: vec![],
             node: false,
+            env: vec![],
+            launcher: None,
         };
         let err = not_executable.resolve().unwrap_err().to_string();
         assert!(err.contains("not executable"), "{err}");
@@ -210,6 +275,8 @@ mod tests {
             program: "/tmp".into(),
             args: vec![],
             node: false,
+            env: vec![],
+            launcher: None,
         };
         let err = directory.resolve().unwrap_err().to_string();
         assert!(err.contains("is a directory"), "{err}");
@@ -217,6 +284,8 @@ mod tests {
             program: "corral-no-such-command".into(),
             args: vec![],
             node: false,
+            env: vec![],
+            launcher: None,
         };
         assert!(not_in_path.resolve().is_err());
     }

@@ -127,7 +127,7 @@ impl Launcher {
         let image = ExecImage::new(
             resolved.path.as_os_str(),
             &resolved.argv,
-            &environment(&identity, &settings.env),
+            &environment(&identity, self.program.env(), &settings.env),
             self.program.death_signal(),
             self.primary_pid,
         )
@@ -202,13 +202,19 @@ impl Launcher {
     }
 }
 
-/// The worker's environment: corral's, then the configured variables
-/// (`Cluster::env`) in place of inherited ones of the same name; they never
-/// replace corral's own.
-fn environment(identity: &WorkerEnv, added: &[(OsString, OsString)]) -> Vec<(OsString, OsString)> {
+/// The worker's environment: corral's, then the variables the program
+/// sets (a package script's), then the configured ones (`Cluster::env`),
+/// each in place of earlier ones of the same name.
+fn environment(
+    identity: &WorkerEnv,
+    from_program: &[(OsString, OsString)],
+    configured: &[(OsString, OsString)],
+) -> Vec<(OsString, OsString)> {
     let mut env = identity.environment();
-    env.retain(|(key, _)| !added.iter().any(|(name, _)| name == key));
-    env.extend(added.iter().cloned());
+    for added in [from_program, configured] {
+        env.retain(|(key, _)| !added.iter().any(|(name, _)| name == key));
+        env.extend(added.iter().cloned());
+    }
     env
 }
 
