@@ -264,6 +264,28 @@ fn tutorial_5_ipc_process_send_and_process_on_message() {
 }
 
 #[test]
+fn a_port_a_node_worker_binds_is_listed_like_a_listen_address() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "worker_ids.js";
+    let cluster = start(name, &[], &[]);
+    let port = bound_port(&cluster);
+    // The stable stdout line scripts read, and the bound event behind it.
+    cluster.expect_line(&format!("listening on [::]:{port}"));
+    cluster.expect_event_where(Mark::START, "a bound event names the port", |event| {
+        event.is("bound")
+            && event
+                .field("addresses")
+                .is_some_and(|list| list.to_string().contains(&format!(":{port}")))
+    });
+    let status = cluster.status_json();
+    let listeners = status["listeners"].to_string();
+    assert!(listeners.contains(&format!(":{port}")), "{listeners}");
+    stop_cleanly(cluster, name);
+}
+
+#[test]
 fn workers_answering_each_others_broadcasts_are_damped_not_a_storm() {
     if !have_node(false) {
         return;

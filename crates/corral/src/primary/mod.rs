@@ -329,6 +329,10 @@ impl Supervisor {
                 Ok(())
             }
             Notice::ConfigurationRead(read) => self.on_configuration_read(read),
+            Notice::Bound(addresses) => {
+                self.emit(Event::Bound { addresses });
+                Ok(())
+            }
             Notice::Stalled(stalled) => {
                 self.on_stalled(stalled);
                 Ok(())

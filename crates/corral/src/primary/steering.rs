@@ -212,7 +212,8 @@ impl Supervisor {
     /// Each address with the connections waiting in its accept queues.
     fn listener_status(&self) -> Vec<ListenerStatus> {
         let sockets = self.balancer.listening_sockets();
-        self.balancer
+        let mut listeners: Vec<ListenerStatus> = self
+            .balancer
             .local_addrs()
             .iter()
             .enumerate()
@@ -228,7 +229,16 @@ impl Supervisor {
                 };
                 ListenerStatus { address, queued }
             })
-            .collect()
+            .collect();
+        // A Node cluster's addresses bound on demand, after the --listen ones.
+        if let Some(node) = &self.node {
+            for (address, queued) in node.listening() {
+                if !listeners.iter().any(|listener| listener.address == address) {
+                    listeners.push(ListenerStatus { address, queued });
+                }
+            }
+        }
+        listeners
     }
 
     /// Hands a lifecycle event to the journal.

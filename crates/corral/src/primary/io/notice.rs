@@ -11,6 +11,8 @@ use crate::worker_key::WorkerKey;
 pub(crate) enum Notice {
     /// The worker sent a control word on its channel.
     Control { worker: WorkerKey, control: Control },
+    /// A Node worker's `listen()` bound these TCP addresses on demand.
+    Bound(Vec<std::net::SocketAddr>),
     /// The worker reported `count` more requests served.
     Served { worker: WorkerKey, count: u64 },
     /// A Node worker disconnects itself (`cluster.worker.disconnect()`,

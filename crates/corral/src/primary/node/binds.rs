@@ -116,6 +116,8 @@ pub(crate) struct Binds {
     boundary: Boundary,
     /// The Unix socket files bound, removed when the cluster ends.
     files: Vec<SocketFile>,
+    /// TCP addresses bound since the supervisor was last told.
+    newly_bound: Vec<SocketAddr>,
 }
 
 impl Binds {
@@ -133,7 +135,45 @@ impl Binds {
             data: HashMap::new(),
             boundary,
             files: Vec::new(),
+            newly_bound: Vec::new(),
         }
+    }
+
+    /// The TCP addresses bound since the last call: the supervisor tells
+    /// them as it tells the `--listen` ones (`listening on`, `bound`).
+    pub(crate) fn take_newly_bound(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.newly_bound)
+    }
+
+    /// Every TCP address bound on demand, with the connections waiting in
+    /// its accept queues (unknown when the primary accepts on it): the
+    /// listeners `corral status`, `ls`, `top` and `/metrics` show.
+    pub(crate) fn listening(&self) -> Vec<(SocketAddr, Option<u32>)> {
+        let queued = |socket: &Socket| {
+            use std::os::fd::AsFd;
+            crate::sys::accept_queue_len(socket.as_fd()).ok()
+        };
+        let address = |socket: &Socket| socket.local_addr().ok()?.as_socket();
+        let mut listening: Vec<(SocketAddr, Option<u32>)> = self
+            .entries
+            .values()
+            .filter_map(|sockets| match sockets {
+                Sockets::Shared {
+                    socket,
+                    kind: HandleType::Net,
+                } => Some((address(socket)?, queued(socket))),
+                Sockets::Shared { .. } => None,
+                Sockets::PerSlot { slots, .. } => {
+                    let first = slots.values().next()?;
+                    let sum = slots.values().map(queued).sum::<Option<u32>>();
+                    Some((address(first)?, sum))
+                }
+                Sockets::Dispatched { sockname, .. } => Some(((*sockname)?, None)),
+            })
+            .collect();
+        listening.sort_by_key(|(address, _)| *address);
+        listening.dedup_by_key(|(address, _)| *address);
+        listening
     }
 
     /// Serves slot `slot`'s `listen()` of `server`, and the data every
@@ -193,6 +233,11 @@ impl Binds {
             sockets.describe(endpoint),
             self.how(endpoint)
         );
+        if let Endpoint::Tcp { .. } = endpoint
+            && let Ok(address) = sockets.describe(endpoint).parse()
+        {
+            self.newly_bound.push(address);
+        }
         self.entries.insert(server.clone(), sockets);
         self.existing(slot, server)?.ok_or_else(|| BindFailure {
             errno: -libc::EIO,

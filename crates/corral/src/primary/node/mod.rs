@@ -128,6 +128,11 @@ impl NodeCluster {
         }
     }
 
+    /// The TCP addresses workers' `listen()` bound, with their queues.
+    pub(crate) fn listening(&self) -> Vec<(SocketAddr, Option<u32>)> {
+        self.binds().listening()
+    }
+
     /// The slot is gone for good: its `reuseport` sockets close.
     pub(crate) fn remove_slot(&self, slot: u32) {
         self.binds().remove_slot(slot);

@@ -272,11 +272,17 @@ impl Session {
     }
 
     fn serve(&mut self, server: &ServerId, data: &Value) -> Result<(Served, Value), BindFailure> {
-        let served = self
-            .cluster
-            .binds()
-            .serve(self.id(), server, data, &self.listeners)?;
+        let (served, bound) = {
+            let mut binds = self.cluster.binds();
+            let served = binds.serve(self.id(), server, data, &self.listeners)?;
+            (served, binds.take_newly_bound())
+        };
         self.served.insert(server.clone());
+        if !bound.is_empty() {
+            // Told, not awaited: a full inbox drops it (the status still
+            // lists the address, read from the binds).
+            let _ = self.notices.try_send(Notice::Bound(bound));
+        }
         Ok(served)
     }
 
