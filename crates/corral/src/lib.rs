@@ -206,9 +206,7 @@ pub mod cli_support {
 
     /// Checks a `--reload-at` cron expression: `Err` is the message.
     pub fn check_cron(expression: &str) -> Result<(), String> {
-        crate::settings::schedule::Schedule::parse(expression)
-            .map(drop)
-            .map_err(|err| err.to_string())
+        crate::settings::schedule::Schedule::read(expression).map(drop)
     }
     pub use crate::worker::worker_runtime;
 }

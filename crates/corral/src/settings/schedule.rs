@@ -16,16 +16,22 @@ pub(crate) struct Schedule(Cron);
 
 impl Schedule {
     pub(crate) fn parse(expression: &str) -> Result<Schedule, Error> {
+        Schedule::read(expression)
+            .map_err(|why| Error::Config(format!("--reload-at {expression:?}: {why}")))
+    }
+
+    /// The schedule, or why `expression` is none (without the flag).
+    pub(crate) fn read(expression: &str) -> Result<Schedule, String> {
         CronParser::builder()
             .seconds(Seconds::Optional)
             .build()
             .parse(expression)
             .map(Schedule)
             .map_err(|err| {
-                Error::Config(format!(
-                    "--reload-at {expression:?} is not a cron expression ({err}): use 5 fields \
-                     \"MIN HOUR DAY MONTH WEEKDAY\" (UTC), 6 with seconds first, or @daily"
-                ))
+                format!(
+                    "not a cron expression ({err}): use 5 fields \"MIN HOUR DAY MONTH \
+                     WEEKDAY\" (UTC), 6 with seconds first, or @daily"
+                )
             })
     }
 
@@ -70,6 +76,9 @@ mod tests {
             "2026-01-02T00:00:00Z"
         );
         let err = Schedule::parse("every day").unwrap_err().to_string();
-        assert!(err.contains("--reload-at \"every day\""), "{err}");
+        assert!(
+            err.contains("--reload-at \"every day\": not a cron expression"),
+            "{err}"
+        );
     }
 }
