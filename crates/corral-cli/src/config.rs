@@ -389,6 +389,20 @@ mod tests {
     }
 
     #[test]
+    fn env_tables_are_the_base_and_profiles() {
+        let parsed = flags(
+            "env-name = \"prod\"\n[env]\nA = \"1\"\n[env.prod]\nA = \"2\"\nB = 3\n[env.dev]\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.env, ["A=1"]);
+        assert_eq!(parsed.profiles["prod"], ["A=2", "B=3"]);
+        assert!(parsed.profiles["dev"].is_empty());
+        assert_eq!(parsed.flags["env-name"], ["--env-name", "prod"]);
+        let err = flags("[env.prod]\nCORRAL_X = \"1\"\n").unwrap_err();
+        assert!(err.contains("line 1: env: [env.prod]: "), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_key() {
         let text = "workers = 2\n\n# comment\n\n\n\ngrace = -1\n";
         let err = flags(text).unwrap_err();

@@ -96,6 +96,23 @@ fn profiles_files_and_flags_reach_workers_in_order_and_a_reload_rereads_them() {
 }
 
 #[test]
+fn an_env_file_without_a_config_file_is_read_again_at_each_reload() {
+    let dir = Dir::new("flagonly");
+    let env = dir.write("app.env", "DB=one\n");
+    let cluster = ClusterBuilder::corral()
+        .workers(1)
+        .args(&["--env-file", path(&env), "--grace", "1"])
+        .command(&["sh", "-c", "echo env DB=$DB; exec sleep 600"])
+        .start();
+    cluster.expect_line("env DB=one");
+    dir.write("app.env", "DB=two\n");
+    let reload = cluster.mark();
+    cluster.signal(Signal::HUP);
+    cluster.expect_event(reload, "reload_completed", None);
+    cluster.expect_line_after(reload, "env DB=two");
+}
+
+#[test]
 fn the_env_name_flag_overrides_the_files_key() {
     let dir = Dir::new("flag");
     let file = config(&dir);

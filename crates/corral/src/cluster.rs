@@ -425,7 +425,14 @@ impl Cluster {
 
     fn run_primary(mut self, program: Program) -> Result<(), Error> {
         let mut settings = self.settings(&program)?;
-        settings.reread = self.reread.take();
+        settings.reread = self.reread.take().or_else(|| {
+            // Env files are read again at each reload even without a
+            // configuration to read again: the same configuration, resolved
+            // again (off the loop), reads them.
+            let configuration = self.configuration.clone();
+            (!configuration.reloadable.env_file.is_empty())
+                .then(|| Reread::new(Box::new(move || Ok(configuration.clone()))))
+        });
         match crate::sys::raise_descriptor_limit() {
             Ok(limit) => tracing::debug!("open descriptor limit: {limit:?} (the hard limit)"),
             Err(err) => tracing::warn!("cannot raise the open descriptor limit: {err}"),
