@@ -82,7 +82,13 @@ fn profiles_files_and_flags_reach_workers_in_order_and_a_reload_rereads_them() {
     for name in ["APP", "DB", "SECRET", "TIER"] {
         assert!(variables.contains(&name), "{name} in {variables:?}");
     }
-    let text = status.to_string();
+    let shown = cluster.control(&["status", "sh"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("environment: profile production, ") && shown.contains(", 4 variables"),
+        "{shown}"
+    );
+    let text = status.to_string() + &shown;
     for value in ["s3cret", "flag", "base", "first"] {
         assert!(!text.contains(value), "{value} shown: {text}");
     }

@@ -17,6 +17,9 @@ fn an_every_second_schedule_reloads_again_and_again() {
         next.as_str().is_some_and(|time| time.ends_with('Z')),
         "{next}"
     );
+    let shown = cluster.control(&["status", "demo"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("; next scheduled "), "{shown}");
     let port = cluster.port();
     cluster.expect_events(Mark::START, "reload_completed", None, 2);
     assert_eq!(http_get(port, "/").expect("still serving").status, 200);
