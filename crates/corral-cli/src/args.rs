@@ -254,6 +254,19 @@ pub struct RunArgs {
     #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
     pub env: Vec<String>,
 
+    /// Add the variables of a dotenv file (NAME=value lines) to every
+    /// worker's environment (repeatable; read at start and at each reload)
+    ///
+    /// Precedence, lowest first: --env-file, the config file's [env], its
+    /// [env.PROFILE] (--env-name), --env flags.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// Use the config file's [env.NAME] profile: its variables override
+    /// [env] (shown by `corral status --json`) [default: none]
+    #[arg(long, value_name = "NAME", value_parser = parse_env_name)]
+    pub env_name: Option<String>,
+
     /// Number of worker processes, 1 to 1024 [default: number of CPUs]
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=corral::MAX_WORKERS as i64))]
     pub workers: Option<u32>,
@@ -391,6 +404,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub metrics: Option<String>,
 
+    /// On SIGTERM or `corral stop`, fail /readyz at once but keep serving
+    /// for SECONDS before draining: the time a load balancer (Kubernetes'
+    /// endpoints) takes to stop sending new connections
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(reloadable().drain_delay), value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub drain_delay: Seconds,
+
+    /// Start a rolling reload at each time of a cron expression, in UTC:
+    /// 5 fields "MIN HOUR DAY MONTH WEEKDAY", 6 with seconds first, or
+    /// @hourly, @daily, @weekly (pm2's cron_restart, without downtime)
+    /// [default: off]
+    #[arg(long, value_name = "CRON", value_parser = parse_cron)]
+    pub reload_at: Option<String>,
+
     /// Listen backlog of each socket
     #[arg(long, value_name = "N", default_value_t = fixed().backlog, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub backlog: u32,
@@ -430,6 +456,7 @@ impl RunArgs {
             .stable_after(run.stable_after.0)
             .max_restart_delay(run.max_restart_delay.0)
             .max_message_size(run.max_message_size as usize)
+            .drain_delay(run.drain_delay.0)
             .on_message(corral::MessagePolicy {
                 log: true,
                 rebroadcast: run.on_message == OnMessage::Broadcast,
@@ -462,6 +489,15 @@ impl RunArgs {
         }
         if let Some(threads) = run.worker_threads {
             cluster = cluster.worker_threads(threads as usize);
+        }
+        for path in &run.env_file {
+            cluster = cluster.env_file(path);
+        }
+        if let Some(name) = &run.env_name {
+            cluster = cluster.env_name(name);
+        }
+        if let Some(expression) = &run.reload_at {
+            cluster = cluster.reload_at(expression);
         }
         for variable in &run.env {
             if let Some((key, value)) = variable.split_once('=') {
@@ -591,6 +627,26 @@ fn parse_listen(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_string())
+}
+
+/// An `--env-name`: a TOML table name, as `production`.
+fn parse_env_name(text: &str) -> Result<String, String> {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a profile name: use letters, digits, - and _ (as production)"
+        ))
+    }
+}
+
+/// A `--reload-at` cron expression, checked by the library's parser.
+fn parse_cron(text: &str) -> Result<String, String> {
+    corral::cli_support::check_cron(text).map(|()| text.to_string())
 }
 
 fn parse_env(text: &str) -> Result<String, String> {

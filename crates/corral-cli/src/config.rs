@@ -1,8 +1,11 @@
 //! The configuration file (`corral run --config corral.toml`, `corral check
 //! corral.toml`): every `run` flag as a TOML key of the same name
 //! (`workers = 4`, `max-memory = "512M"`, `listen = ["127.0.0.1:8000"]`),
-//! plus `command`, `args` and an `[env]` table for the workers; flags given
-//! on the command line override the file.
+//! plus `command`, `args` and an `[env]` table for the workers, with
+//! profiles `[env.production]` that `--env-name` (or the key `env-name`)
+//! selects; flags given on the command line override the file. The
+//! environment adds up, lowest first: `--env-file`, `[env]`, the profile,
+//! `--env` flags.
 //!
 //! The file is turned into the flags it stands for, and each key is checked
 //! by clap's own parser for that flag, so a value means the same in a file as
@@ -53,6 +56,7 @@ pub fn resolve(file: &Path, cli: &[OsString]) -> Result<RunArgs, ConfigError> {
         }
     }
     let (options, command) = split_command(cli);
+    let given_env_files = given.iter().any(|id| id == "env_file");
     argv.extend(options.iter().cloned());
     argv.push("--".into());
     if command.is_empty() {
@@ -60,18 +64,48 @@ pub fn resolve(file: &Path, cli: &[OsString]) -> Result<RunArgs, ConfigError> {
     } else {
         argv.extend(command.iter().cloned());
     }
-    match Cli::try_parse_from_os(argv) {
+    let mut run = match Cli::try_parse_from_os(argv) {
         Ok(Cli {
             command: Command::Run(run),
             ..
-        }) => Ok(*run),
+        }) => *run,
         Ok(_) => unreachable!("the arguments start with `run`"),
-        Err(err) => Err(ConfigError(format!(
-            "{}: {}",
-            file.display(),
-            first_line(&err.to_string())
-        ))),
+        Err(err) => {
+            return Err(ConfigError(format!(
+                "{}: {}",
+                file.display(),
+                first_line(&err.to_string())
+            )));
+        }
+    };
+    // The file's env files are named from its directory; the command
+    // line's, from the working directory.
+    if !given_env_files {
+        let base = file.parent().unwrap_or(Path::new(""));
+        run.env_file = run.env_file.iter().map(|path| base.join(path)).collect();
     }
+    let mut env = from_file.env;
+    if let Some(profile) = &run.env_name {
+        match from_file.profiles.get(profile) {
+            Some(variables) => env.extend(variables.iter().cloned()),
+            None => {
+                let known: Vec<&str> = from_file.profiles.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "it has none".to_string()
+                } else {
+                    format!("it has {}", known.join(", "))
+                };
+                return Err(ConfigError(format!(
+                    "{}: env-name {profile:?}: there is no [env.{profile}] table ({known}): \
+                     add one or pick another profile",
+                    file.display()
+                )));
+            }
+        }
+    }
+    env.append(&mut run.env);
+    run.env = env;
+    Ok(run)
 }
 
 impl Cli {
@@ -111,6 +145,10 @@ fn split_command(cli: &[OsString]) -> (&[OsString], &[OsString]) {
 struct FileFlags {
     flags: BTreeMap<String, Vec<String>>,
     command: Vec<String>,
+    /// `[env]`'s variables, as `NAME=value`.
+    env: Vec<String>,
+    /// Each `[env.PROFILE]` table's variables, as `NAME=value`.
+    profiles: BTreeMap<String, Vec<String>>,
 }
 
 fn file_flags(file: &Path, text: &str) -> Result<FileFlags, ConfigError> {
@@ -129,17 +167,21 @@ fn file_flags(file: &Path, text: &str) -> Result<FileFlags, ConfigError> {
             COMMAND => command = Some(string(value.get_ref()).map_err(at)?),
             ARGS => args = strings(value.get_ref()).map_err(at)?,
             ENV => {
-                let flags = env_flags(value.get_ref()).map_err(at)?;
-                for flag in &flags {
-                    check_flag(&["--env".to_string(), flag.clone()]).map_err(at)?;
+                let Value::Table(table) = value.get_ref() else {
+                    return Err(at(
+                        "must be a table of variables, as [env] then NAME = \"value\"".into(),
+                    ));
+                };
+                for (name, value) in table {
+                    match value {
+                        Value::Table(_) => {
+                            let variables = env_variables(value)
+                                .map_err(|message| at(format!("[env.{name}]: {message}")))?;
+                            out.profiles.insert(name.clone(), variables);
+                        }
+                        _ => out.env.push(env_variable(name, value).map_err(at)?),
+                    }
                 }
-                out.flags.insert(
-                    key.to_string(),
-                    flags
-                        .into_iter()
-                        .flat_map(|flag| ["--env".to_string(), flag])
-                        .collect(),
-                );
             }
             _ if flag_names.iter().any(|flag| flag == key) => {
                 let flags = flags_for(key, value.get_ref()).map_err(at)?;
@@ -214,14 +256,22 @@ fn check_flag(flags: &[String]) -> Result<(), String> {
         .map_err(|err| first_line(&err.to_string()))
 }
 
-fn env_flags(value: &Value) -> Result<Vec<String>, String> {
+/// A profile's table as `NAME=value` variables.
+fn env_variables(value: &Value) -> Result<Vec<String>, String> {
     let Value::Table(table) = value else {
-        return Err("must be a table of variables, as [env] then NAME = \"value\"".into());
+        return Err("must be a table of variables, as NAME = \"value\"".into());
     };
     table
         .iter()
-        .map(|(name, value)| Ok(format!("{name}={}", scalar(value)?)))
+        .map(|(name, value)| env_variable(name, value))
         .collect()
+}
+
+/// `NAME = value` as `NAME=value`, checked as `--env` checks it.
+fn env_variable(name: &str, value: &Value) -> Result<String, String> {
+    let variable = format!("{name}={}", scalar(value)?);
+    check_flag(&["--env".to_string(), variable.clone()])?;
+    Ok(variable)
 }
 
 fn scalar(value: &Value) -> Result<String, String> {
@@ -335,7 +385,21 @@ mod tests {
             parsed.flags["listen"],
             ["--listen", "127.0.0.1:0", "--listen", "[::1]:0"]
         );
-        assert_eq!(parsed.flags["env"], ["--env", "APP=x"]);
+        assert_eq!(parsed.env, ["APP=x"]);
+    }
+
+    #[test]
+    fn env_tables_are_the_base_and_profiles() {
+        let parsed = flags(
+            "env-name = \"prod\"\n[env]\nA = \"1\"\n[env.prod]\nA = \"2\"\nB = 3\n[env.dev]\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.env, ["A=1"]);
+        assert_eq!(parsed.profiles["prod"], ["A=2", "B=3"]);
+        assert!(parsed.profiles["dev"].is_empty());
+        assert_eq!(parsed.flags["env-name"], ["--env-name", "prod"]);
+        let err = flags("[env.prod]\nCORRAL_X = \"1\"\n").unwrap_err();
+        assert!(err.contains("line 1: env: [env.prod]: "), "{err}");
     }
 
     #[test]

@@ -88,7 +88,14 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
             };
             (run, Some(reread))
         }
-        _ => (run, None),
+        _ => {
+            if run.env_name.is_some() && !corral::is_worker() {
+                anyhow::bail!(
+                    "--env-name picks an [env.NAME] table of a config file: give --config FILE"
+                );
+            }
+            (run, None)
+        }
     };
     let mut cluster = build_cluster(&run);
     if let Some(reread) = reread {

@@ -12,7 +12,7 @@ use corral_testkit::{ClusterBuilder, ClusterProcess, LogEvent, PATIENCE, Signal,
 use serde_json::{Map, Value};
 
 /// The lifecycle events (docs/events.md), as opposed to other log lines.
-const LIFECYCLE: [&str; 20] = [
+const LIFECYCLE: [&str; 21] = [
     "bound",
     "fork",
     "online",
@@ -25,6 +25,7 @@ const LIFECYCLE: [&str; 20] = [
     "reload_aborted",
     "replaced",
     "scaled",
+    "draining_soon",
     "stopping",
     "stopping_now",
     "stopped",

@@ -221,6 +221,41 @@ impl Cluster {
         self
     }
 
+    /// Adds the variables of a file in dotenv syntax (`NAME=value` lines) to
+    /// every worker's environment, below those of [`Cluster::env`]. The
+    /// file is read at start and again at each reload (with
+    /// [`Cluster::on_reload`]); a file that cannot be read or parsed stops
+    /// the start, or aborts that reload, naming the file and line.
+    pub fn env_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.configuration.reloadable.env_file.push(path.into());
+        self
+    }
+
+    /// The name of the environment profile the variables come from, as
+    /// `corral status` shows it (a label: the variables are set by
+    /// [`Cluster::env`]).
+    pub fn env_name(mut self, name: impl Into<String>) -> Self {
+        self.configuration.reloadable.env_name = Some(name.into());
+        self
+    }
+
+    /// On a graceful stop, `/readyz` fails at once but the workers keep
+    /// serving for `delay` before they drain (default 0): the time a load
+    /// balancer (Kubernetes' endpoints) takes to stop sending new
+    /// connections.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.configuration.reloadable.drain_delay = delay;
+        self
+    }
+
+    /// Starts a rolling reload at each time the cron `expression` names,
+    /// in UTC: 5 fields (`MIN HOUR DAY MONTH WEEKDAY`), 6 with seconds
+    /// first, or a nickname (`@daily`, `@hourly`).
+    pub fn reload_at(mut self, expression: impl Into<String>) -> Self {
+        self.configuration.fixed.reload_at = Some(expression.into());
+        self
+    }
+
     /// The program each worker runs, for [`Cluster::on_reload`]: a cluster
     /// returned there with a command runs it in the workers started from
     /// then on. (To start a cluster with a command, use
@@ -387,7 +422,14 @@ impl Cluster {
 
     fn run_primary(mut self, program: Program) -> Result<(), Error> {
         let mut settings = self.settings(&program)?;
-        settings.reread = self.reread.take();
+        settings.reread = self.reread.take().or_else(|| {
+            // Env files are read again at each reload even without a
+            // configuration to read again: the same configuration, resolved
+            // again (off the loop), reads them.
+            let configuration = self.configuration.clone();
+            (!configuration.reloadable.env_file.is_empty())
+                .then(|| Reread::new(Box::new(move || Ok(configuration.clone()))))
+        });
         match crate::sys::raise_descriptor_limit() {
             Ok(limit) => tracing::debug!("open descriptor limit: {limit:?} (the hard limit)"),
             Err(err) => tracing::warn!("cannot raise the open descriptor limit: {err}"),

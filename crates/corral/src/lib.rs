@@ -170,8 +170,8 @@ pub use balance::Policy;
 pub use cluster::{Cluster, is_worker};
 pub use control::ControlSocket;
 pub use control::status::{
-    ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerState,
-    WorkerStatus,
+    EnvironmentStatus, ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason,
+    Status, WorkerState, WorkerStatus,
 };
 pub use error::{BoxError, Error, WorkerResult};
 pub use limits::MAX_WORKERS;
@@ -203,5 +203,10 @@ pub mod cli_support {
     pub use crate::log::{escape_untrusted, fatal as log_fatal, flush as flush_log};
     pub use crate::protocol::env::check_variable as check_env_variable;
     pub use crate::settings::{Configuration, Fixed, Reloadable, activated_addresses};
+
+    /// Checks a `--reload-at` cron expression: `Err` is the message.
+    pub fn check_cron(expression: &str) -> Result<(), String> {
+        crate::settings::schedule::Schedule::read(expression).map(drop)
+    }
     pub use crate::worker::worker_runtime;
 }

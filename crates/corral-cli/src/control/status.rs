@@ -61,8 +61,27 @@ pub(crate) fn render(status: &Status) -> String {
             ));
         }
     }
+    if let Some(next) = &status.next_scheduled_reload {
+        line.push_str(&format!(
+            "; next scheduled {}",
+            corral::cli_support::escape_untrusted(next)
+        ));
+    }
     out.push_str(&line);
     out.push('\n');
+    let environment = &status.environment;
+    if environment.profile.is_some() || !environment.files.is_empty() {
+        let mut line = format!(
+            "environment: profile {}",
+            environment.profile.as_deref().unwrap_or("(none)")
+        );
+        for file in &environment.files {
+            line.push_str(&format!(", {}", file.display()));
+        }
+        line.push_str(&format!(", {} variables", environment.variables.len()));
+        out.push_str(&corral::cli_support::escape_untrusted(&line));
+        out.push('\n');
+    }
     out.push_str(&format!(
         "\n{:>4} {:>8} {:>4} {:<8} {:>7} {:>8} {:>6} {:>8} {:>8} {:>6} {:>9} {:>6}\n",
         "ID",

@@ -116,6 +116,8 @@ pub(crate) mod tests {
             policy: Policy::ReusePort,
             uptime_seconds: 10.0,
             workers_desired: workers.len(),
+            environment: Default::default(),
+            next_scheduled_reload: None,
             stopping: false,
             listeners: Vec::new(),
             reloads: ReloadStats::default(),

@@ -37,6 +37,22 @@ pub struct Status {
     /// by a reload and old workers draining (so an id can appear twice),
     /// by id then generation.
     pub workers: Vec<WorkerStatus>,
+    /// Where the workers' added variables come from (names only: values
+    /// are never shown).
+    #[serde(default)]
+    pub environment: EnvironmentStatus,
+    /// When `--reload-at` starts the next rolling reload (RFC 3339, UTC).
+    #[serde(default)]
+    pub next_scheduled_reload: Option<String>,
+}
+
+/// The workers' added environment: the profile (`--env-name`), the files
+/// (`--env-file`) and the names of the variables set, without values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentStatus {
+    pub profile: Option<String>,
+    pub files: Vec<std::path::PathBuf>,
+    pub variables: Vec<String>,
 }
 
 /// One listening address.
@@ -262,6 +278,8 @@ mod tests {
             policy: Policy::RoundRobin,
             uptime_seconds: 2.5,
             workers_desired: 1,
+            environment: Default::default(),
+            next_scheduled_reload: None,
             stopping: false,
             listeners: vec![ListenerStatus {
                 address: "127.0.0.1:8000".parse().unwrap(),

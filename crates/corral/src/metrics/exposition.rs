@@ -322,6 +322,8 @@ mod tests {
             policy: Policy::ReusePort,
             uptime_seconds: 10.0,
             workers_desired: 2,
+            environment: Default::default(),
+            next_scheduled_reload: None,
             stopping: false,
             listeners: vec![ListenerStatus {
                 address: "127.0.0.1:8000".parse().unwrap(),

@@ -49,6 +49,8 @@ mod tests {
             policy: Policy::ReusePort,
             uptime_seconds: 1.0,
             workers_desired: desired,
+            environment: Default::default(),
+            next_scheduled_reload: None,
             stopping: false,
             listeners: Vec::new(),
             reloads: ReloadStats::default(),

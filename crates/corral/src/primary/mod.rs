@@ -42,6 +42,7 @@ pub(crate) use settings::Settings;
 
 use crate::balance::{Balancer, Policy, StallReport};
 use crate::control::ControlService;
+use crate::control::command::SupervisorCommand;
 use crate::control::journal::Journal;
 use crate::error::Error;
 use crate::protocol::message::Control;
@@ -133,6 +134,9 @@ pub(crate) async fn run(
             allowed: settings.allow_worker_binds.clone(),
         })
     });
+    if let Some(schedule) = settings.schedule.clone() {
+        schedule_reloads(schedule, commands.clone());
+    }
     let mut signals = Signals::install()?;
     os::reaper::become_subreaper();
     let live_table = Arc::new(LiveTable::default());
@@ -173,6 +177,7 @@ pub(crate) async fn run(
         events,
         observer,
         phase: Phase::Running,
+        drain_soon: false,
         reload: None,
         proven: false,
         ever_ready: false,
@@ -209,6 +214,37 @@ pub(crate) async fn run(
     outcome
 }
 
+/// `--reload-at`: sleeps until each time the schedule names, then asks the
+/// supervisor for a rolling reload as any client would. It never touches
+/// the loop's state; it ends when the supervisor is gone.
+fn schedule_reloads(
+    schedule: crate::settings::schedule::Schedule,
+    commands: mpsc::UnboundedSender<SupervisorCommand>,
+) {
+    use crate::settings::schedule::shown;
+    tokio::spawn(async move {
+        while let Some((next, wait)) = schedule.wait_from(chrono::Utc::now()) {
+            tracing::info!(
+                event = "reload_scheduled",
+                "next scheduled reload (--reload-at) at {}",
+                shown(next)
+            );
+            tokio::time::sleep(wait).await;
+            // The wall clock may lag the monotonic one: never reload early.
+            while let Ok(left) = (next - chrono::Utc::now()).to_std() {
+                tokio::time::sleep(left).await;
+            }
+            let reload = SupervisorCommand::Reload {
+                outcome: None,
+                started: None,
+            };
+            if commands.send(reload).is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// Stalled workers become notices, so the supervisor emits their event. A
 /// full inbox drops the report: the dispatcher never waits, and a stall
 /// check comes again.
@@ -230,6 +266,9 @@ struct Supervisor {
     events: EventSink,
     observer: Option<Observer>,
     phase: Phase,
+    /// Asked to stop, the cluster waits out `--drain-delay` (still
+    /// `Running`, but not ready) before it drains.
+    drain_soon: bool,
     /// The rolling reload under way, if any.
     reload: Option<ReloadPlan>,
     /// The command works: some worker ran past the backoff's
@@ -331,6 +370,12 @@ impl Supervisor {
             Notice::ConfigurationRead(read) => self.on_configuration_read(read),
             Notice::Bound(addresses) => {
                 self.emit(Event::Bound { addresses });
+                Ok(())
+            }
+            Notice::DrainDelayOver => {
+                if self.phase == Phase::Running && self.drain_soon {
+                    self.begin_shutdown();
+                }
                 Ok(())
             }
             Notice::Stalled(stalled) => {

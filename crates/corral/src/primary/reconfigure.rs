@@ -91,6 +91,7 @@ pub(crate) fn fixed_changes(running: &Settings, new: &Settings) -> Vec<&'static 
     );
     check(running.name != new.name, "name");
     check(running.metrics != new.metrics, "metrics");
+    check(running.schedule != new.schedule, "reload-at");
     check(running.control != new.control, "control");
     check(
         running.worker_threads != new.worker_threads,

@@ -37,6 +37,8 @@ pub(crate) struct Settings {
     pub control: crate::control::ControlSocket,
     /// The metrics and health endpoint's address, if any.
     pub metrics: Option<SocketAddr>,
+    /// When rolling reloads start by themselves (`--reload-at`).
+    pub schedule: Option<crate::settings::schedule::Schedule>,
 }
 
 impl Deref for Settings {
@@ -79,8 +81,23 @@ impl Settings {
             // Socket-activated with no address given: serve every socket.
             addresses = crate::settings::activated_addresses();
         }
+        let mut reloadable = configuration.reloadable.clone();
+        // The files' variables first: `env` (the file's tables, the flags)
+        // overrides them, as the later of two variables wins at spawn.
+        let mut from_files = Vec::new();
+        for path in &reloadable.env_file {
+            from_files.extend(crate::settings::env_file::read(path)?);
+        }
+        from_files.append(&mut reloadable.env);
+        reloadable.env = from_files;
+        let schedule = fixed
+            .reload_at
+            .as_deref()
+            .map(crate::settings::schedule::Schedule::parse)
+            .transpose()?;
         Ok(Settings {
-            reloadable: configuration.reloadable.clone(),
+            reloadable,
+            schedule,
             addresses,
             policy: fixed.policy,
             backlog: fixed.backlog as i32,

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crate::control::command::{ScaleTarget, StopMode, SupervisorCommand};
 use crate::control::journal;
-use crate::control::status::{ListenerStatus, Status, WorkerStatus};
+use crate::control::status::{EnvironmentStatus, ListenerStatus, Status, WorkerStatus};
 use crate::limits::MAX_WORKERS;
 use crate::log::rate::warn_limited;
 use crate::primary::Settings;
@@ -62,7 +62,7 @@ impl Supervisor {
                 let _ = reply.send(self.snapshot());
             }
             SupervisorCommand::Reload { outcome, started } => {
-                if self.phase != Phase::Running {
+                if self.phase != Phase::Running || self.drain_soon {
                     // Dropping the channels tells the client: stopping.
                     return Ok(());
                 }
@@ -102,7 +102,15 @@ impl Supervisor {
     fn stop(&mut self, mode: StopMode) {
         match (mode, self.phase) {
             (StopMode::Graceful | StopMode::GracefulThenNow, Phase::Running) => {
-                self.begin_shutdown()
+                let delay = self.settings.drain_delay;
+                if delay.is_zero() || self.drain_soon {
+                    // Asked again during the delay: drain now.
+                    self.begin_shutdown()
+                } else {
+                    self.drain_soon = true;
+                    self.emit(Event::DrainingSoon { delay });
+                    self.notify_after(delay, Notice::DrainDelayOver);
+                }
             }
             (StopMode::Now, Phase::Running | Phase::Draining)
             | (StopMode::GracefulThenNow, Phase::Draining) => {
@@ -202,10 +210,33 @@ impl Supervisor {
                 .saturating_duration_since(self.control.started)
                 .as_secs_f64(),
             workers_desired: self.desired_workers(),
-            stopping: self.phase != Phase::Running,
+            stopping: self.phase != Phase::Running || self.drain_soon,
             listeners: self.listener_status(),
             reloads: self.control.reloads.stats(now),
             workers,
+            environment: self.environment_status(),
+            next_scheduled_reload: self
+                .settings
+                .schedule
+                .as_ref()
+                .and_then(|schedule| schedule.next_after(chrono::Utc::now()))
+                .map(crate::settings::schedule::shown),
+        }
+    }
+
+    /// Where the workers' added variables come from, by name only.
+    fn environment_status(&self) -> EnvironmentStatus {
+        let mut variables: Vec<String> = Vec::new();
+        for (name, _) in &self.settings.env {
+            let name = name.to_string_lossy().into_owned();
+            if !variables.contains(&name) {
+                variables.push(name);
+            }
+        }
+        EnvironmentStatus {
+            profile: self.settings.env_name.clone(),
+            files: self.settings.env_file.clone(),
+            variables,
         }
     }
 

@@ -58,6 +58,9 @@ impl Configuration {
         for (key, value) in &reloadable.env {
             crate::protocol::env::check_variable(key, value)?;
         }
+        if let Some(expression) = &fixed.reload_at {
+            super::schedule::Schedule::parse(expression)?;
+        }
         Ok(())
     }
 
@@ -65,6 +68,7 @@ impl Configuration {
     fn check_limits(&self) -> Result<(), Error> {
         let reloadable = &self.reloadable;
         check_duration("the grace period (--grace)", reloadable.grace)?;
+        check_duration("the drain delay (--drain-delay)", reloadable.drain_delay)?;
         check_duration(
             "the ready timeout (--ready-timeout)",
             reloadable.ready_timeout,

@@ -10,6 +10,7 @@
 mod backoff_policy;
 mod check;
 mod describe;
+pub(crate) mod env_file;
 mod launcher;
 mod message_policy;
 pub(crate) mod name;
@@ -18,6 +19,7 @@ pub(crate) mod program;
 mod program_name;
 pub(crate) mod ready_mode;
 pub(crate) mod run_as;
+pub(crate) mod schedule;
 
 pub use backoff_policy::BackoffPolicy;
 pub use message_policy::MessagePolicy;
@@ -26,6 +28,7 @@ pub(crate) use program::Program;
 pub use ready_mode::ReadyMode;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -83,6 +86,16 @@ pub struct Reloadable {
     /// Variables added to every worker's environment.
     #[serde(serialize_with = "describe::variables")]
     pub env: Vec<(OsString, OsString)>,
+    /// Files of `NAME=value` lines (dotenv syntax) read at start and at
+    /// each reload, below [`Reloadable::env`] (`--env-file`).
+    pub env_file: Vec<PathBuf>,
+    /// The name of the environment profile in force (`--env-name`), shown
+    /// by `corral status`; the variables it selects are in `env`.
+    pub env_name: Option<String>,
+    /// On a stop, `/readyz` fails at once and the workers keep serving
+    /// this long before they drain (`--drain-delay`).
+    #[serde(serialize_with = "describe::seconds")]
+    pub drain_delay: Duration,
 }
 
 impl Default for Reloadable {
@@ -99,6 +112,9 @@ impl Default for Reloadable {
             max_requests_jitter: 0,
             max_surge: 1,
             env: Vec::new(),
+            env_file: Vec::new(),
+            env_name: None,
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -129,6 +145,9 @@ pub struct Fixed {
     pub node: NodeMode,
     #[serde(serialize_with = "describe::control")]
     pub control: ControlSocket,
+    /// A cron expression (UTC): a rolling reload starts at each time it
+    /// names (`--reload-at`).
+    pub reload_at: Option<String>,
 }
 
 impl Default for Fixed {
@@ -146,6 +165,7 @@ impl Default for Fixed {
             backlog: DEFAULT_BACKLOG,
             node: NodeMode::Auto,
             control: ControlSocket::Default,
+            reload_at: None,
         }
     }
 }

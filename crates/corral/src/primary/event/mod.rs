@@ -120,6 +120,13 @@ pub enum Event {
     },
     /// The number of workers the cluster keeps changed.
     Scaled { from: usize, to: usize },
+    /// The cluster was asked to stop: `/readyz` fails from now on, and the
+    /// workers keep serving for `delay` (`--drain-delay`) before they
+    /// drain.
+    DrainingSoon {
+        #[serde(rename = "delay_ms", serialize_with = "as_ms")]
+        delay: Duration,
+    },
     /// The cluster is stopping: workers drain for up to `grace`.
     Stopping {
         #[serde(rename = "grace_ms", serialize_with = "as_ms")]
@@ -338,6 +345,10 @@ mod tests {
             (
                 Event::Stopping { grace: MS(30_000) },
                 json!({"event": "stopping", "grace_ms": 30000}),
+            ),
+            (
+                Event::DrainingSoon { delay: MS(5_000) },
+                json!({"event": "draining_soon", "delay_ms": 5000}),
             ),
             (Event::StoppingNow, json!({"event": "stopping_now"})),
             (Event::Stopped, json!({"event": "stopped"})),

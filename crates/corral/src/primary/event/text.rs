@@ -89,6 +89,12 @@ impl fmt::Display for Event {
                 write!(f, "{kind}: worker {id} replaced (pid {old_pid} -> {pid})")
             }
             Event::Scaled { from, to } => write!(f, "scaled from {from} to {to} workers"),
+            Event::DrainingSoon { delay } => write!(
+                f,
+                "stopping: /readyz fails now; workers keep serving for {} (--drain-delay), \
+                 then drain (send the signal again to drain now)",
+                human_duration(*delay)
+            ),
             Event::Stopping { grace } => write!(
                 f,
                 "stopping: workers drain for up to {} (send the signal again to stop at once)",

@@ -41,6 +41,8 @@ pub(crate) enum Notice {
     /// The dispatcher took connections back from a worker that does not
     /// read its hand-off channel.
     Stalled(crate::balance::Stalled),
+    /// The `--drain-delay` after a stop request has passed: drain now.
+    DrainDelayOver,
     /// The configuration was read again for a reload (`reconfigure.rs`).
     ConfigurationRead(crate::primary::reconfigure::ConfigurationRead),
 }
