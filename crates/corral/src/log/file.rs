@@ -81,7 +81,15 @@ impl LogFile {
             self.reopen();
         }
         if self.size >= self.max_size {
-            self.rotate();
+            // Truncated from outside (logrotate's copytruncate): no rotation.
+            self.size = self
+                .file
+                .as_ref()
+                .and_then(|f| f.metadata().ok())
+                .map_or(self.size, |m| m.len());
+            if self.size >= self.max_size {
+                self.rotate();
+            }
         }
         if self.dropped > 0 {
             let note = format!(
