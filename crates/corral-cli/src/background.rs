@@ -358,6 +358,10 @@ pub(crate) fn tail(path: &Path, count: usize, worker: Option<u32>) -> Vec<String
         if lines.len() >= count {
             break;
         }
+        // Only a regular file: /dev/full as a log reads zeros forever.
+        if !std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
         let Ok(opened) = std::fs::File::open(&file) else {
             continue;
         };

@@ -271,3 +271,35 @@ fn the_log_file_rotates_at_its_size_and_is_reopened_on_usr1() {
     assert_eq!(tail.lines().count(), 3, "{tail}");
     let _ = std::fs::remove_dir_all(&log_dir);
 }
+
+#[test]
+fn a_log_file_that_cannot_be_written_costs_lines_not_the_cluster() {
+    let user = User::new();
+    // /dev/full: every write fails with ENOSPC, as on a full disk.
+    let out = user.corral(&[
+        "start",
+        "-w",
+        "2",
+        "-l",
+        "127.0.0.1:0",
+        "--name",
+        "full",
+        "--log-file",
+        "/dev/full",
+        "--",
+        "sh",
+        "-c",
+        "while :; do echo spam; sleep 0.01; done",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let reload = user.corral(&["reload", "full"]);
+    assert!(reload.status.success(), "{}", text(&reload.stderr));
+    let status = user.corral(&["status", "full", "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["workers"].as_array().unwrap().len(), 2, "{status}");
+    assert!(stdout.contains("2 of 2 workers ready"), "{stdout}");
+    let stopped = user.corral(&["stop", "full"]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    assert_eq!(user.listed("full")["state"], "stopped");
+}
