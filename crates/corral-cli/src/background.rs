@@ -57,7 +57,7 @@ pub(crate) fn state_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("corral");
     }
-    if rustix_is_root() {
+    if is_root() {
         return PathBuf::from("/var/lib/corral");
     }
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
@@ -66,7 +66,7 @@ pub(crate) fn state_root() -> PathBuf {
     }
 }
 
-fn rustix_is_root() -> bool {
+fn is_root() -> bool {
     // The owner of /proc/self is this process's effective user.
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
