@@ -46,17 +46,31 @@ impl From<LogFormatArg> for corral::LogFormat {
     }
 }
 
+/// What `corral start --help` adds.
+const START_HELP: &str = "The cluster runs as `corral run` would, in a session of its own with no \
+                          terminal; its log (workers' output and corral's lines) is written to \
+                          NAME/corral.log under $XDG_STATE_HOME/corral (~/.local/state/corral; \
+                          /var/lib/corral for root), unless --log-file says where. `corral stop \
+                          NAME` stops it, `corral logs NAME` shows its log, also once stopped.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a cluster: COMMAND as each worker, or the built-in demo worker.
     #[command(after_help = SIGNALS_HELP)]
     Run(Box<RunArgs>),
+    /// Start a cluster in the background (run's flags), its log kept on
+    /// disk; return once every worker is ready (exit 0) or it failed (1).
+    #[command(after_help = START_HELP)]
+    Start(Box<RunArgs>),
     /// Serve the demo worker alone, without a primary, on its own
     /// SO_REUSEPORT socket (several on one port: the no-cluster baseline
     /// for benchmarks).
     DemoWorker(DemoWorkerArgs),
-    /// List the running clusters of this user.
+    /// List the running clusters of this user, and the background ones
+    /// that stopped or failed.
     Ls(LsArgs),
+    /// Forget a stopped background cluster: its record and its log files.
+    Delete(DeleteArgs),
     /// Show a cluster and its workers.
     Status(ClusterArgs),
     /// Replace every worker, one at a time, and wait until it is done
@@ -114,6 +128,13 @@ pub struct LsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The stopped background cluster's name
+    #[arg(value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
 pub struct ReloadArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -141,6 +162,10 @@ pub struct StopArgs {
     /// Kill the workers at once instead of letting them drain
     #[arg(long)]
     pub now: bool,
+
+    /// Stop every running cluster of this user
+    #[arg(long, conflicts_with_all = ["name", "control"])]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -436,6 +461,25 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH|none")]
     pub control: Option<String>,
 
+    /// Also write everything the primary prints (its lines and the
+    /// workers' output) to this file, each line with a timestamp; rotated
+    /// by size, reopened on SIGUSR1 [default: off for run; for start:
+    /// NAME/corral.log in the state directory]
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
+    /// Rotate the log file once it holds SIZE: bytes, or with K, M, G
+    #[arg(long, value_name = "SIZE", default_value_t = fixed().log_max_size, value_parser = parse_size)]
+    pub log_max_size: u64,
+
+    /// Rotated log files kept (PATH.1 the newest … PATH.N); 0 keeps none
+    #[arg(long, value_name = "N", default_value_t = fixed().log_keep, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub log_keep: u32,
+
+    /// Set by `corral start`: the directory where the exit is recorded
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub state_dir: Option<PathBuf>,
+
     /// The program each worker runs, and its arguments (after `--`)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -484,6 +528,10 @@ impl RunArgs {
         if let Some(control) = &run.control {
             cluster = cluster.control(corral::ControlSocket::from_arg(control));
         }
+        if let Some(path) = &run.log_file {
+            cluster = cluster.log_file(path);
+        }
+        cluster = cluster.log_rotation(run.log_max_size, run.log_keep);
         if let Some(address) = &run.metrics {
             cluster = cluster.metrics(address);
         }

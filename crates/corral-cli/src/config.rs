@@ -28,7 +28,7 @@ const COMMAND: &str = "command";
 const ARGS: &str = "args";
 const ENV: &str = "env";
 /// Flags that make no sense in the file itself.
-const NOT_IN_FILE: &[&str] = &["config", "help"];
+const NOT_IN_FILE: &[&str] = &["config", "help", "state-dir"];
 
 /// A configuration problem, as one line: the file, the line, the key.
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 //! binary is re-executed as a demo worker, the same `main` runs the worker.
 
 mod args;
+mod background;
 mod config;
 mod control;
 mod demo;
@@ -28,7 +29,18 @@ fn main() -> ExitCode {
     corral::install_log(Some(cli.log_format.into()));
     refuse_empty_command(&cli);
     let outcome = match cli.command {
-        Command::Run(run) => run_cluster(*run),
+        Command::Run(run) => match run.state_dir.clone() {
+            // Started by `corral start`: away from its terminal, and its
+            // exit recorded for `corral ls`.
+            Some(dir) => {
+                background::detach();
+                let outcome = run_cluster(*run);
+                background::record_exit(&dir, &outcome);
+                outcome
+            }
+            None => run_cluster(*run),
+        },
+        Command::Start(run) => background::start(*run, cli.log_format),
         Command::DemoWorker(args) => standalone::run(args),
         Command::Check(check) => check_config(&check.file),
         Command::Generate(what) => generate::run(what),
@@ -49,7 +61,7 @@ fn main() -> ExitCode {
 /// `corral run --` with nothing after `--` is a mistake (a variable that
 /// expanded to nothing), not a request for the demo worker: a usage error.
 fn refuse_empty_command(cli: &Cli) {
-    let Command::Run(run) = &cli.command else {
+    let (Command::Run(run) | Command::Start(run)) = &cli.command else {
         return;
     };
     if run.command.is_empty() && std::env::args_os().any(|arg| arg == "--") {

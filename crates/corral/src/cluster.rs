@@ -308,7 +308,23 @@ impl Cluster {
         self
     }
 
-    /// When a COMMAND worker counts as ready (see [`ReadyMode`]).
+    /// Also writes everything the primary prints (its own lines and the
+    /// workers' output) to `path`, each line with a timestamp; the file is
+    /// rotated by size ([`Cluster::log_rotation`]) and reopened on SIGUSR1.
+    /// A write that fails (a full disk) drops the line and counts it.
+    pub fn log_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.configuration.fixed.log_file = Some(path.into());
+        self
+    }
+
+    /// Rotates the log file once it holds `max_size` bytes, keeping `keep`
+    /// older files (`PATH.1` newest); defaults: 10 MiB, 5.
+    pub fn log_rotation(mut self, max_size: u64, keep: u32) -> Self {
+        self.configuration.fixed.log_max_size = max_size;
+        self.configuration.fixed.log_keep = keep;
+        self
+    }
+
     /// Whether `run_command`'s program is run as Node cluster workers, with
     /// corral as their primary (`--node`; default: when it is `node` or a
     /// `#!` script that runs node).
@@ -430,6 +446,15 @@ impl Cluster {
             (!configuration.reloadable.env_file.is_empty())
                 .then(|| Reread::new(Box::new(move || Ok(configuration.clone()))))
         });
+        let fixed = &self.configuration.fixed;
+        if let Some(path) = &fixed.log_file {
+            log::file::open(path, fixed.log_max_size, fixed.log_keep).map_err(|err| {
+                Error::Config(format!(
+                    "cannot open the log file {}: {err}; give a writable --log-file",
+                    path.display()
+                ))
+            })?;
+        }
         match crate::sys::raise_descriptor_limit() {
             Ok(limit) => tracing::debug!("open descriptor limit: {limit:?} (the hard limit)"),
             Err(err) => tracing::warn!("cannot raise the open descriptor limit: {err}"),

@@ -200,6 +200,7 @@ pub mod cli_support {
     pub use crate::config_file::{MAX_CONFIG_SIZE, read_config_file};
     pub use crate::control::{client, path, protocol};
     pub use crate::limits::{MAX_DURATION, MAX_MESSAGE_SIZE, MAX_REQUESTS, MIN_MESSAGE_SIZE};
+    pub use crate::log::file::numbered as numbered_log;
     pub use crate::log::{escape_untrusted, fatal as log_fatal, flush as flush_log};
     pub use crate::protocol::env::check_variable as check_env_variable;
     pub use crate::settings::{Configuration, Fixed, Reloadable, activated_addresses};
@@ -208,5 +209,6 @@ pub mod cli_support {
     pub fn check_cron(expression: &str) -> Result<(), String> {
         crate::settings::schedule::Schedule::read(expression).map(drop)
     }
+    pub use crate::sys::new_session;
     pub use crate::worker::worker_runtime;
 }

@@ -404,6 +404,13 @@ pub(crate) fn adopt_inherited_fds(numbers: &[RawFd]) -> io::Result<Vec<OwnedFd>>
     Ok(adopted)
 }
 
+/// Makes this process the leader of a new session with no controlling
+/// terminal (`setsid`): what `corral start` asks of the `corral run` it
+/// starts, so that no terminal's hangup or ^C reaches it.
+pub fn new_session() -> io::Result<()> {
+    rustix::process::setsid().map(drop).map_err(io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

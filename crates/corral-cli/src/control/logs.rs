@@ -11,7 +11,34 @@ use crate::target;
 
 pub(crate) fn run(args: &LogsArgs) -> anyhow::Result<()> {
     let cluster = &args.cluster;
-    let mut client = target::connect(cluster.name.as_deref(), &cluster.common)?;
+    let mut client = match target::connect(cluster.name.as_deref(), &cluster.common) {
+        Ok(client) => client,
+        Err(err) => {
+            // A background cluster that is not running: its log file.
+            let recorded = cluster.name.as_deref().and_then(crate::background::find);
+            let Some(recorded) = recorded.filter(|r| r.record.log.exists()) else {
+                return Err(err);
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "corral: {} is not running ({}): the last lines of {}",
+                recorded.record.name,
+                recorded.state(),
+                recorded.record.log.display()
+            );
+            for line in crate::background::tail(&recorded.record.log, args.lines, args.worker) {
+                if print(&format!(
+                    "{}\n",
+                    corral::cli_support::escape_untrusted(&line)
+                ))
+                .is_err()
+                {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+    };
     let result = client.request(Command::Logs {
         lines: Some(args.lines),
         worker: args.worker,

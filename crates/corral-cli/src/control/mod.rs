@@ -29,6 +29,7 @@ pub(crate) const EXIT_UNREACHABLE: u8 = 3;
 pub(crate) fn run(command: Command) -> Result<Option<()>, anyhow::Error> {
     let done = match command {
         Command::Ls(args) => ls::run(&args),
+        Command::Delete(args) => crate::background::delete(&args.name),
         Command::Status(args) => status::run(&args),
         Command::Reload(args) => reload::run(&args),
         Command::Scale(args) => scale::run(&args),
@@ -36,7 +37,11 @@ pub(crate) fn run(command: Command) -> Result<Option<()>, anyhow::Error> {
         Command::Logs(args) => logs::run(&args),
         Command::Events(args) => events::run(&args),
         Command::Top(args) => crate::top::run(&args),
-        Command::Run(_) | Command::DemoWorker(_) | Command::Check(_) | Command::Generate(_) => {
+        Command::Run(_)
+        | Command::Start(_)
+        | Command::DemoWorker(_)
+        | Command::Check(_)
+        | Command::Generate(_) => {
             return Ok(None);
         }
     };
@@ -49,5 +54,15 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> ExitCode {
         ExitCode::from(EXIT_UNREACHABLE)
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Whether `pid` runs (a zombie, exited and not yet reaped, does not).
+pub(crate) fn process_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
     }
 }

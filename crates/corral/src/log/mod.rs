@@ -11,6 +11,7 @@
 //!   `--log-format`): `text` (default) or `json`, one object a line.
 
 mod escape;
+pub(crate) mod file;
 pub(crate) mod filter;
 pub(crate) mod format;
 pub(crate) mod rate;

@@ -75,6 +75,15 @@ fn write_out(
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let _ = out.write_all(&line);
+        if super::file::active() {
+            // A text line of corral's starts with its timestamp, but not
+            // under journald, nor `corral: error: …`; JSON has its own.
+            let stamped = line
+                .first()
+                .is_some_and(|b| b.is_ascii_digit() || *b == b'{');
+            let stamp = (!stamped).then(super::format::now_rfc3339);
+            super::file::write(stamp.as_deref(), &line);
+        }
         pending.fetch_sub(1, Ordering::Release);
         if pending.load(Ordering::Acquire) == 0 {
             let dropped = dropped.swap(0, Ordering::Relaxed);

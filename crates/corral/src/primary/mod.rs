@@ -138,6 +138,9 @@ pub(crate) async fn run(
         schedule_reloads(schedule, commands.clone());
     }
     let mut signals = Signals::install()?;
+    if crate::log::file::active() {
+        os::signals::reopen_log_on_usr1()?;
+    }
     os::reaper::become_subreaper();
     let live_table = Arc::new(LiveTable::default());
     let (events, primary_handle) = match primary_task {

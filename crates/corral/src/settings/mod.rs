@@ -42,6 +42,10 @@ use crate::protocol::lines::DEFAULT_MAX_LINE;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// The default listen backlog of each socket.
 pub const DEFAULT_BACKLOG: u32 = 1024;
+/// The size at which the log file is rotated by default: 10 MiB.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
+/// How many rotated log files are kept by default.
+pub const DEFAULT_LOG_KEEP: u32 = 5;
 /// How long a worker that must say it is ready may take to say so.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -148,6 +152,13 @@ pub struct Fixed {
     /// A cron expression (UTC): a rolling reload starts at each time it
     /// names (`--reload-at`).
     pub reload_at: Option<String>,
+    /// A copy of everything the primary prints (its lines and the
+    /// workers' output), with timestamps, in this file.
+    pub log_file: Option<std::path::PathBuf>,
+    /// The log file is rotated once it holds this many bytes.
+    pub log_max_size: u64,
+    /// Rotated log files kept (`PATH.1` … `PATH.N`).
+    pub log_keep: u32,
 }
 
 impl Default for Fixed {
@@ -166,6 +177,9 @@ impl Default for Fixed {
             node: NodeMode::Auto,
             control: ControlSocket::Default,
             reload_at: None,
+            log_file: None,
+            log_max_size: DEFAULT_LOG_MAX_SIZE,
+            log_keep: DEFAULT_LOG_KEEP,
         }
     }
 }

@@ -71,6 +71,11 @@ impl OutputSink {
                         Stream::Stdout => std::io::stdout().lock().write_all(&line),
                         Stream::Stderr => std::io::stderr().lock().write_all(&line),
                     };
+                    if crate::log::file::active() {
+                        // A JSON line has its timestamp; a text line gets one.
+                        let stamp = (line.first() != Some(&b'{')).then(now_rfc3339);
+                        crate::log::file::write(stamp.as_deref(), &line);
+                    }
                 }
             })
             .expect("cannot start the output thread");

@@ -54,3 +54,18 @@ pub(crate) fn scale_by(change: i64) -> SupervisorCommand {
 pub(crate) fn child_exits() -> Result<Signal, Error> {
     signal(SignalKind::child()).map_err(Error::io("cannot install a signal handler"))
 }
+
+/// SIGUSR1: reopen the log file (`--log-file`) before its next line, as
+/// after an external rotator (logrotate) moved it. A task of its own: the
+/// supervisor's loop has nothing to do for it.
+pub(crate) fn reopen_log_on_usr1() -> Result<(), Error> {
+    let mut usr1 = signal(SignalKind::user_defined1())
+        .map_err(Error::io("cannot install a signal handler"))?;
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            crate::log::file::reopen();
+            tracing::info!(event = "log_reopened", "SIGUSR1: the log file is reopened");
+        }
+    });
+    Ok(())
+}
