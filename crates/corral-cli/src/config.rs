@@ -24,6 +24,8 @@ use crate::args::{Cli, Command, RunArgs};
 const COMMAND: &str = "command";
 const ARGS: &str = "args";
 const ENV: &str = "env";
+/// The one flag whose value is optional: `watch = true` is `--watch`.
+const WATCH: &str = "watch";
 /// Flags that make no sense in the file itself.
 const NOT_IN_FILE: &[&str] = &["config", "help"];
 
@@ -140,6 +142,12 @@ fn file_flags(file: &Path, text: &str) -> Result<FileFlags, ConfigError> {
                         .flat_map(|flag| ["--env".to_string(), flag])
                         .collect(),
                 );
+            }
+            WATCH if matches!(value.get_ref(), Value::Boolean(_)) => {
+                if value.get_ref().as_bool() == Some(true) {
+                    out.flags
+                        .insert(key.to_string(), vec![format!("--{WATCH}")]);
+                }
             }
             _ if flag_names.iter().any(|flag| flag == key) => {
                 let flags = flags_for(key, value.get_ref()).map_err(at)?;
@@ -336,6 +344,25 @@ mod tests {
             ["--listen", "127.0.0.1:0", "--listen", "[::1]:0"]
         );
         assert_eq!(parsed.flags["env"], ["--env", "APP=x"]);
+    }
+
+    #[test]
+    fn watch_is_true_false_or_paths() {
+        assert_eq!(flags("watch = true\n").unwrap().flags["watch"], ["--watch"]);
+        assert!(
+            !flags("watch = false\n")
+                .unwrap()
+                .flags
+                .contains_key("watch")
+        );
+        assert_eq!(
+            flags("watch = [\"src\", \"lib\"]\n").unwrap().flags["watch"],
+            ["--watch", "src", "--watch", "lib"]
+        );
+        assert_eq!(
+            flags("watch = \"src\"\n").unwrap().flags["watch"],
+            ["--watch", "src"]
+        );
     }
 
     #[test]

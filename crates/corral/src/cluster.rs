@@ -297,6 +297,19 @@ impl Cluster {
         self
     }
 
+    /// Replaces every worker by a rolling reload when something under
+    /// `path` changes (a directory, with its subdirectories, or a file;
+    /// repeatable), as `corral run --watch` does: changes are gathered until
+    /// none came for 300 ms. `.git`, `node_modules`, `__pycache__`, editors'
+    /// temporary files and what `.gitignore` files ignore are not watched.
+    /// A change that breaks the program aborts that reload, and the running
+    /// workers keep serving. Relative paths are from the current directory;
+    /// a path that does not exist is refused at start.
+    pub fn watch(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.configuration.fixed.watch.push(path.into());
+        self
+    }
+
     /// Runs `task` in the primary, beside the supervisor, with a [`Primary`]
     /// handle: events (lifecycle and messages), the worker table, messages
     /// to workers. Only the primary runs it; workers never do.

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 
 use crate::address::ListenAddr;
 use crate::balance::Policy;
@@ -37,6 +38,8 @@ pub(crate) struct Settings {
     pub control: crate::control::ControlSocket,
     /// The metrics and health endpoint's address, if any.
     pub metrics: Option<SocketAddr>,
+    /// What `--watch` watches: absolute paths that exist (none: off).
+    pub watch: Vec<PathBuf>,
 }
 
 impl Deref for Settings {
@@ -97,6 +100,22 @@ impl Settings {
                 .as_deref()
                 .map(|text| text.parse::<ListenAddr>()?.resolve())
                 .transpose()?,
+            watch: fixed
+                .watch
+                .iter()
+                .map(|path| watched_path(path))
+                .collect::<Result<_, Error>>()?,
         })
     }
+}
+
+/// A `--watch` path made absolute (symbolic links resolved, as the
+/// kernel reports changes), or why it cannot be watched.
+fn watched_path(path: &std::path::Path) -> Result<PathBuf, Error> {
+    path.canonicalize().map_err(|err| {
+        Error::Config(format!(
+            "--watch {}: {err}: give an existing file or directory",
+            path.display()
+        ))
+    })
 }

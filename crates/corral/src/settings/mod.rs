@@ -24,6 +24,7 @@ pub(crate) use program::Program;
 pub use ready_mode::ReadyMode;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -126,6 +127,10 @@ pub struct Fixed {
     pub node: NodeMode,
     #[serde(serialize_with = "describe::control")]
     pub control: ControlSocket,
+    /// Files and directories whose changes start a rolling reload
+    /// (`--watch`); none: off.
+    #[serde(serialize_with = "describe::paths")]
+    pub watch: Vec<PathBuf>,
 }
 
 impl Default for Fixed {
@@ -143,6 +148,7 @@ impl Default for Fixed {
             backlog: DEFAULT_BACKLOG,
             node: NodeMode::Auto,
             control: ControlSocket::Default,
+            watch: Vec::new(),
         }
     }
 }
