@@ -76,9 +76,9 @@ fn run(roots: Vec<Root>, commands: UnboundedSender<SupervisorCommand>) {
         Ok(watcher) => watcher,
         Err(err) => {
             tracing::warn!(
-                "--watch: cannot watch files ({err}; the limit of inotify instances is \
-                 fs.inotify.max_user_instances = {}): the cluster runs on unwatched",
-                limit("max_user_instances")
+                "--watch: cannot watch files ({err}; the limit of inotify instances: {}): the \
+                 cluster runs on unwatched",
+                limit("max_user_instances", "max_inotify_instances")
             );
             return;
         }
@@ -268,19 +268,31 @@ impl Unwatched {
             .as_ref()
             .map_or_else(String::new, |dir| format!(", {} first", dir.display()));
         tracing::warn!(
-            "--watch: the inotify watch limit is reached (fs.inotify.max_user_watches = {}): \
-             changes in {} directories{first} go unseen; raise the limit (sysctl \
+            "--watch: the inotify watch limit is reached ({}): changes in {} \
+             directories{first} go unseen; raise the limit (sysctl \
              fs.inotify.max_user_watches=524288) or watch fewer paths (--watch src); the \
              cluster runs on",
-            limit("max_user_watches"),
+            limit("max_user_watches", "max_inotify_watches"),
             self.count,
         );
     }
 }
 
-/// An inotify limit, as /proc/sys/fs/inotify says.
-fn limit(name: &str) -> String {
-    std::fs::read_to_string(format!("/proc/sys/fs/inotify/{name}"))
-        .map(|text| text.trim().to_string())
-        .unwrap_or_else(|_| "?".into())
+/// An inotify limit as `sysctl` names it, `fs.inotify.NAME = N`, or, when
+/// the user namespace's own limit (`user.NAMESPACED`) is lower, that one.
+fn limit(name: &str, namespaced: &str) -> String {
+    let read = |path: String| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+    };
+    let machine = read(format!("/proc/sys/fs/inotify/{name}"));
+    let namespace = read(format!("/proc/sys/user/{namespaced}"));
+    match (machine, namespace) {
+        (Some(machine), Some(namespace)) if namespace < machine => {
+            format!("user.{namespaced} = {namespace}")
+        }
+        (Some(machine), _) => format!("fs.inotify.{name} = {machine}"),
+        (None, _) => format!("fs.inotify.{name}"),
+    }
 }
