@@ -8,7 +8,10 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use corral_testkit::{ClusterBuilder, ClusterProcess, Load, Mark, PATIENCE, http_get, wait_until};
+use corral_testkit::{
+    ClusterBuilder, ClusterProcess, Load, Mark, PATIENCE, corral_path, http_get, node_available,
+    wait_until,
+};
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
@@ -170,6 +173,68 @@ fn a_broken_edit_keeps_the_old_workers_serving_and_the_next_edit_reloads() {
         "no change reloaded but the two edits:\n{}",
         cluster.output()
     );
+}
+
+/// app.js: a plain Node server (corral is its cluster primary), answering
+/// `version VERSION pid PID`.
+fn node_app(version: &str) -> String {
+    format!(
+        "require('http').createServer((req, res) => \
+         res.end(`version {version} pid ${{process.pid}}\\n`)).listen(process.env.PORT);\n"
+    )
+}
+
+/// The port corral bound for the Node workers' `listen()`.
+fn bound_port(cluster: &ClusterProcess) -> u16 {
+    let line = cluster.expect_line("listen() bound ");
+    let address = line.split("listen() bound ").nth(1).unwrap();
+    let address = address.split_whitespace().next().unwrap();
+    address.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_node_app_s_broken_save_aborts_its_reload_and_the_old_workers_serve_on() {
+    if !node_available() {
+        eprintln!("skipped: no node");
+        return;
+    }
+    let project = Project::new("node");
+    project.write("app.js", &node_app("1"));
+    project.write("node_modules/dep/index.js", "module.exports = 1;\n");
+    // `node app.js` from the project's directory, as pm2 users run it.
+    let mut command = Command::new(corral_path());
+    command
+        .args([
+            "run", "-w", "2", "--grace", "2", "--watch", "--", "node", "app.js",
+        ])
+        .current_dir(&project.dir)
+        .env("PORT", "0");
+    let cluster = ClusterProcess::spawn(command);
+    corral_testkit::wait_ready(&cluster, Mark::START, 2);
+    let port = bound_port(&cluster);
+    cluster.expect_line(&format!("watching {}", project.dir.display()));
+    let load = Load::start(port, 1);
+    load.wait_for_more(10);
+
+    let mark = cluster.mark();
+    project.write("node_modules/dep/index.js", "module.exports = 2;\n");
+    project.write("app.js", "throw new Error('app.js: broken on purpose');\n");
+    assert_eq!(triggered(&cluster, mark), (project.path("app.js"), 1));
+    cluster.expect_event(mark, "reload_aborted", None);
+    let body = http_get(port, "/").expect("the old workers answer").body;
+    assert!(body.starts_with("version 1 "), "{body}");
+    load.wait_for_more(10);
+
+    let mark = cluster.mark();
+    project.write("app.js", &node_app("2"));
+    cluster.expect_event(mark, "reload_completed", None);
+    load.wait_for_more(10);
+    load.stop()
+        .assert_none_lost("a Node app's broken save, then a good one");
+    for _ in 0..4 {
+        let body = http_get(port, "/").expect("the new workers answer").body;
+        assert!(body.starts_with("version 2 "), "{body}");
+    }
 }
 
 /// Whether this machine lets a test set inotify limits of its own in a user
