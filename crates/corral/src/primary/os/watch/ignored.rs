@@ -28,7 +28,8 @@ pub(crate) const IGNORED_DIRECTORIES: &[&str] = &[
 
 /// Whether a file or directory of this name is never watched: an ignored
 /// directory, or an editor's or compiler's by-product (vim's `.x.swp`
-/// and its `4913` probe, emacs' `#x#` and `.#x`, `x~` backups, `.pyc`).
+/// and its `4913` probe, emacs' `#x#` and `.#x`, `x~` backups, JetBrains'
+/// `x___jb_tmp___` and `x___jb_old___`, `.pyc`).
 pub(crate) fn ignored_name(name: &OsStr) -> bool {
     let Some(name) = name.to_str() else {
         return false;
@@ -39,6 +40,8 @@ pub(crate) fn ignored_name(name: &OsStr) -> bool {
         || name.ends_with(".swp")
         || name.ends_with(".swx")
         || name.ends_with(".pyc")
+        || name.ends_with("___jb_tmp___")
+        || name.ends_with("___jb_old___")
         || name.starts_with(".#")
         || (name.starts_with('#') && name.ends_with('#'))
 }
@@ -121,6 +124,7 @@ mod tests {
             ".#app.py",
             "#app.py#",
             "app.cpython-312.pyc",
+            "app.js___jb_tmp___",
         ] {
             assert!(ignored_name(OsStr::new(name)), "{name}");
         }

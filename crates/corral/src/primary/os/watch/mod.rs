@@ -52,25 +52,26 @@ impl Root {
 /// each burst of changes is sent on `commands`. A failure to start is a
 /// warning: the cluster runs on without watching.
 pub(crate) fn start(paths: &[PathBuf], commands: UnboundedSender<SupervisorCommand>) {
-    let roots: Vec<Root> = paths
-        .iter()
-        .map(|path| Root {
-            path: path.clone(),
-            is_dir: path.is_dir(),
-        })
-        .collect();
-    if roots.is_empty() {
+    if paths.is_empty() {
         return;
     }
+    let paths = paths.to_vec();
     let spawned = std::thread::Builder::new()
         .name("corral-watch".into())
-        .spawn(move || run(roots, commands));
+        .spawn(move || run(paths, commands));
     if let Err(err) = spawned {
         tracing::warn!("--watch: cannot start its thread ({err}): the cluster runs on unwatched");
     }
 }
 
-fn run(roots: Vec<Root>, commands: UnboundedSender<SupervisorCommand>) {
+fn run(paths: Vec<PathBuf>, commands: UnboundedSender<SupervisorCommand>) {
+    let roots: Vec<Root> = paths
+        .into_iter()
+        .map(|path| Root {
+            is_dir: path.is_dir(),
+            path,
+        })
+        .collect();
     let (sender, events) = mpsc::channel();
     let watcher = match notify::recommended_watcher(sender) {
         Ok(watcher) => watcher,
