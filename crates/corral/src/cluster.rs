@@ -423,8 +423,12 @@ impl Cluster {
         ))
     }
 
+    /// The settings to start with (or check): resolved, and what they
+    /// name there.
     pub(crate) fn settings(&self, program: &Program) -> Result<Settings, Error> {
-        Settings::resolve(&self.configuration, program)
+        let settings = Settings::resolve(&self.configuration, program)?;
+        settings.check_watched()?;
+        Ok(settings)
     }
 
     /// Checks every setting as [`Cluster::run`] and [`Cluster::run_command`]
@@ -529,6 +533,7 @@ mod tests {
         assert!(refused(base().name("a\nb")).contains("--name"));
         assert!(refused(base().name("a\u{1b}[2J")).contains("control characters"));
         assert!(refused(base().listen("224.0.0.1:0")).contains("multicast"));
+        assert!(refused(base().watch("/no/such/dir")).contains("--watch /no/such/dir"));
         assert!(
             base()
                 .command("sh", ["-c", "true"])

@@ -100,22 +100,33 @@ impl Settings {
                 .as_deref()
                 .map(|text| text.parse::<ListenAddr>()?.resolve())
                 .transpose()?,
-            watch: fixed
-                .watch
-                .iter()
-                .map(|path| watched_path(path))
-                .collect::<Result<_, Error>>()?,
+            watch: fixed.watch.iter().map(|path| watched_path(path)).collect(),
         })
     }
 }
 
-/// A `--watch` path made absolute (symbolic links resolved, as the
-/// kernel reports changes), or why it cannot be watched.
-fn watched_path(path: &std::path::Path) -> Result<PathBuf, Error> {
-    path.canonicalize().map_err(|err| {
-        Error::Config(format!(
-            "--watch {}: {err}: give an existing file or directory",
-            path.display()
-        ))
-    })
+/// A `--watch` path made absolute, its symbolic links resolved when it
+/// exists. A missing one is refused at start ([`Settings::check_watched`]),
+/// not when a reload reads the configuration again: a build may have
+/// removed it for a moment, and a running cluster keeps what it watches.
+fn watched_path(path: &std::path::Path) -> PathBuf {
+    path.canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+impl Settings {
+    /// Refuses a `--watch` path that does not exist (at start and in
+    /// `corral check`).
+    pub(crate) fn check_watched(&self) -> Result<(), Error> {
+        for path in &self.watch {
+            if let Err(err) = std::fs::metadata(path) {
+                return Err(Error::Config(format!(
+                    "--watch {}: {err}: give an existing file or directory",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
 }
