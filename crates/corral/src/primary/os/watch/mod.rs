@@ -93,10 +93,10 @@ fn run(paths: Vec<PathBuf>, commands: UnboundedSender<SupervisorCommand>) {
     let started = Instant::now();
     watch.add_roots();
     tracing::info!(
-        "watching {} for changes ({} directories, {} ms to set up; ignored: {} and \
+        "watching {} for changes ({} watched, {} ms to set up; ignored: {} and \
          .gitignored paths): a change reloads after {} ms without another",
         watch.describe_roots(),
-        watch.watched,
+        directories(watch.watched),
         started.elapsed().as_millis(),
         IGNORED_DIRECTORIES.join(", "),
         QUIET.as_millis(),
@@ -269,12 +269,12 @@ impl Unwatched {
             .as_ref()
             .map_or_else(String::new, |dir| format!(", {} first", dir.display()));
         tracing::warn!(
-            "--watch: the inotify watch limit is reached ({}): changes in {} \
-             directories{first} go unseen; raise the limit (sysctl \
+            "--watch: the inotify watch limit is reached ({}): changes in {}{first} go \
+             unseen; raise the limit (sysctl \
              fs.inotify.max_user_watches=524288) or watch fewer paths (--watch src); the \
              cluster runs on",
             limit("max_user_watches", "max_inotify_watches"),
-            self.count,
+            directories(self.count),
         );
     }
 }
@@ -295,5 +295,13 @@ fn limit(name: &str, namespaced: &str) -> String {
         }
         (Some(machine), _) => format!("fs.inotify.{name} = {machine}"),
         (None, _) => format!("fs.inotify.{name}"),
+    }
+}
+
+/// `1 directory`, `4 directories`.
+fn directories(count: usize) -> String {
+    match count {
+        1 => "1 directory".into(),
+        _ => format!("{count} directories"),
     }
 }
