@@ -479,6 +479,20 @@ pub struct RunArgs {
     /// Set by `corral start`: the directory where the exit is recorded
     #[arg(long, value_name = "DIR", hide = true)]
     pub state_dir: Option<PathBuf>,
+    /// Reload (rolling) when a file under PATH changes: a directory, with
+    /// its subdirectories, or a file (repeatable) [default: off; --watch
+    /// alone: the program's directory]
+    ///
+    /// The program's directory is its script's (node app.js, python3
+    /// app.py), else the program's when given as a path (./server), else
+    /// the current directory (python3 -m app, the demo worker). A reload
+    /// starts once no file changed for 300 ms. Not watched: .git,
+    /// node_modules, __pycache__, .venv, editors' temporary files and what
+    /// .gitignore files ignore. A change that breaks the program aborts its
+    /// reload: the running workers keep serving, and the next change tries
+    /// again.
+    #[arg(long, value_name = "PATH", num_args = 0..)]
+    pub watch: Option<Vec<PathBuf>>,
 
     /// The program each worker runs, and its arguments (after `--`)
     #[arg(last = true, value_name = "COMMAND")]
@@ -535,6 +549,15 @@ impl RunArgs {
         if let Some(address) = &run.metrics {
             cluster = cluster.metrics(address);
         }
+        match run.watch.as_deref() {
+            None => {}
+            Some([]) => cluster = cluster.watch(program_directory(&run.command)),
+            Some(paths) => {
+                for path in paths {
+                    cluster = cluster.watch(path);
+                }
+            }
+        }
         if let Some(threads) = run.worker_threads {
             cluster = cluster.worker_threads(threads as usize);
         }
@@ -575,6 +598,41 @@ impl RunArgs {
         }
         cluster
     }
+}
+
+/// Programs that run a script named among their arguments: `--watch`
+/// watches the script's directory, not theirs (with digits and dots left
+/// out: python3.12 is python).
+const SCRIPT_RUNNERS: &[&str] = &[
+    "node", "nodejs", "python", "pypy", "ruby", "perl", "php", "bun", "deno", "sh", "bash", "dash",
+    "zsh",
+];
+
+/// What `--watch` alone watches: the directory of the program when it is
+/// given as a path and runs no script (`./server`), else of its first
+/// argument that is a file (the script: `node app.js`, `python3
+/// app.py`), else the current directory.
+pub fn program_directory(command: &[OsString]) -> PathBuf {
+    let directory = |path: &std::path::Path| match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some((program, args)) = command.split_first() else {
+        return PathBuf::from(".");
+    };
+    let program = std::path::Path::new(program);
+    let runs_scripts = program
+        .file_name()
+        .and_then(|name| name.to_str())
+        .map(|name| name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.'))
+        .is_some_and(|name| SCRIPT_RUNNERS.contains(&name));
+    if !runs_scripts && program.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return directory(program);
+    }
+    args.iter()
+        .map(std::path::Path::new)
+        .find(|arg| !arg.as_os_str().as_encoded_bytes().starts_with(b"-") && arg.is_file())
+        .map_or_else(|| PathBuf::from("."), directory)
 }
 
 /// The `--on-message` values.
@@ -856,6 +914,51 @@ mod tests {
         };
         assert!(logs.follow);
         assert_eq!((logs.lines, logs.worker), (5, Some(2)));
+    }
+
+    #[test]
+    fn watch_alone_watches_the_program_s_directory() {
+        let dir = |command: &[&str]| {
+            let command: Vec<OsString> = command.iter().map(OsString::from).collect();
+            program_directory(&command)
+        };
+        let manifest = env!("CARGO_MANIFEST_DIR");
+        let script = format!("{manifest}/Cargo.toml");
+        assert_eq!(dir(&[]), PathBuf::from("."));
+        assert_eq!(dir(&["./server", "--port", "0"]), PathBuf::from("."));
+        assert_eq!(dir(&["/opt/app/bin/server"]), PathBuf::from("/opt/app/bin"));
+        assert_eq!(
+            dir(&["node", "--inspect", &script]),
+            PathBuf::from(manifest)
+        );
+        assert_eq!(
+            dir(&["/home/me/.nvm/versions/node/v22.1.0/bin/node", &script]),
+            PathBuf::from(manifest)
+        );
+        assert_eq!(dir(&["python3.12", "-u", &script]), PathBuf::from(manifest));
+        assert_eq!(dir(&["python3", "-m", "http.server"]), PathBuf::from("."));
+        assert_eq!(dir(&["gunicorn", "app:app"]), PathBuf::from("."));
+    }
+
+    #[test]
+    fn watch_takes_paths_or_none() {
+        let parse = |args: &[&str]| {
+            let argv = ["corral", "run"].iter().chain(args);
+            let Command::Run(run) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("parsed as run");
+            };
+            run.watch
+        };
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&["--watch", "--", "node", "app.js"]), Some(vec![]));
+        assert_eq!(
+            parse(&["--watch", "src", "lib", "-w", "2"]),
+            Some(vec![PathBuf::from("src"), PathBuf::from("lib")])
+        );
+        assert_eq!(
+            parse(&["--watch", "src", "--watch", "lib"]),
+            Some(vec![PathBuf::from("src"), PathBuf::from("lib")])
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ use crate::args::{Cli, Command, RunArgs};
 const COMMAND: &str = "command";
 const ARGS: &str = "args";
 const ENV: &str = "env";
+/// The one flag whose value is optional: `watch = true` is `--watch`.
+const WATCH: &str = "watch";
 /// Flags that make no sense in the file itself.
 const NOT_IN_FILE: &[&str] = &["config", "help", "state-dir"];
 
@@ -181,6 +183,12 @@ fn file_flags(file: &Path, text: &str) -> Result<FileFlags, ConfigError> {
                         }
                         _ => out.env.push(env_variable(name, value).map_err(at)?),
                     }
+                }
+            }
+            WATCH if matches!(value.get_ref(), Value::Boolean(_)) => {
+                if value.get_ref().as_bool() == Some(true) {
+                    out.flags
+                        .insert(key.to_string(), vec![format!("--{WATCH}")]);
                 }
             }
             _ if flag_names.iter().any(|flag| flag == key) => {
@@ -400,6 +408,25 @@ mod tests {
         assert_eq!(parsed.flags["env-name"], ["--env-name", "prod"]);
         let err = flags("[env.prod]\nCORRAL_X = \"1\"\n").unwrap_err();
         assert!(err.contains("line 1: env: [env.prod]: "), "{err}");
+    }
+
+    #[test]
+    fn watch_is_true_false_or_paths() {
+        assert_eq!(flags("watch = true\n").unwrap().flags["watch"], ["--watch"]);
+        assert!(
+            !flags("watch = false\n")
+                .unwrap()
+                .flags
+                .contains_key("watch")
+        );
+        assert_eq!(
+            flags("watch = [\"src\", \"lib\"]\n").unwrap().flags["watch"],
+            ["--watch", "src", "--watch", "lib"]
+        );
+        assert_eq!(
+            flags("watch = \"src\"\n").unwrap().flags["watch"],
+            ["--watch", "src"]
+        );
     }
 
     #[test]

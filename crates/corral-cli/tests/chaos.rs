@@ -36,6 +36,7 @@ fn kill_every_300ms(policy: &str) {
         succeeded,
         failed,
         refused,
+        ..
     } = load.stop();
     eprintln!(
         "{policy}: {kills} workers killed; {succeeded} requests succeeded, \

@@ -12,7 +12,7 @@ use corral_testkit::{ClusterBuilder, ClusterProcess, LogEvent, PATIENCE, Signal,
 use serde_json::{Map, Value};
 
 /// The lifecycle events (docs/events.md), as opposed to other log lines.
-const LIFECYCLE: [&str; 21] = [
+const LIFECYCLE: [&str; 22] = [
     "bound",
     "fork",
     "online",
@@ -34,6 +34,7 @@ const LIFECYCLE: [&str; 21] = [
     "recycled",
     "ready_timeout",
     "worker_stalled",
+    "watch_triggered",
 ];
 
 /// An event as both sides must agree on it: name, worker, pid, fields, text.

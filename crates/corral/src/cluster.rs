@@ -348,6 +348,19 @@ impl Cluster {
         self
     }
 
+    /// Replaces every worker by a rolling reload when something under
+    /// `path` changes (a directory, with its subdirectories, or a file;
+    /// repeatable), as `corral run --watch` does: changes are gathered until
+    /// none came for 300 ms. `.git`, `node_modules`, `__pycache__`, editors'
+    /// temporary files and what `.gitignore` files ignore are not watched.
+    /// A change that breaks the program aborts that reload, and the running
+    /// workers keep serving. Relative paths are from the current directory;
+    /// a path that does not exist is refused at start.
+    pub fn watch(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.configuration.fixed.watch.push(path.into());
+        self
+    }
+
     /// Runs `task` in the primary, beside the supervisor, with a [`Primary`]
     /// handle: events (lifecycle and messages), the worker table, messages
     /// to workers. Only the primary runs it; workers never do.
@@ -474,8 +487,12 @@ impl Cluster {
         ))
     }
 
+    /// The settings to start with (or check): resolved, and what they
+    /// name there.
     pub(crate) fn settings(&self, program: &Program) -> Result<Settings, Error> {
-        Settings::resolve(&self.configuration, program)
+        let settings = Settings::resolve(&self.configuration, program)?;
+        settings.check_watched()?;
+        Ok(settings)
     }
 
     /// Checks every setting as [`Cluster::run`] and [`Cluster::run_command`]
@@ -582,6 +599,7 @@ mod tests {
         assert!(refused(base().name("a\nb")).contains("--name"));
         assert!(refused(base().name("a\u{1b}[2J")).contains("control characters"));
         assert!(refused(base().listen("224.0.0.1:0")).contains("multicast"));
+        assert!(refused(base().watch("/no/such/dir")).contains("--watch /no/such/dir"));
         assert!(
             base()
                 .command("sh", ["-c", "true"])

@@ -85,7 +85,8 @@
 //!     the messages from each, their output, the inbox of notices, the live
 //!     table behind the [`Primary`] handle.
 //!   * `primary/os/`: what it asks of the OS: signals, reaping strays,
-//!     systemd's notifications, /proc reads (memory, sockets bound alone).
+//!     systemd's notifications, /proc reads (memory, sockets bound alone),
+//!     the file watcher of `--watch`.
 //!   * `primary/event/`: the one event vocabulary ([`Event`]), its text and
 //!     its log and journal records.
 //!   * `primary/node/`: corral as primary of Node `cluster` programs.

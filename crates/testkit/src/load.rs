@@ -1,13 +1,15 @@
 //! Load generation: clients requesting until stopped, and the one
 //! "no request lost" assertion.
 
-use std::io;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::sync::Mutex;
 
 use crate::{PATIENCE, http_get, wait_until};
 
-/// Clients requesting `GET /` (or another path) on new connections, one
-/// request each, until stopped; counts what they saw.
+/// Clients requesting `GET /` (or another path) until stopped, each on a
+/// new connection ([`Load::start`]) or on connections kept alive
+/// ([`Load::keep_alive`]); counts what they saw.
 pub struct Load {
     running: std::sync::Arc<std::sync::atomic::AtomicBool>,
     counts: std::sync::Arc<LoadCounts>,
@@ -19,6 +21,7 @@ struct LoadCounts {
     succeeded: std::sync::atomic::AtomicU64,
     failed: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
+    reconnected: std::sync::atomic::AtomicU64,
     /// What the first failures were, for the test's message.
     reasons: Mutex<Vec<String>>,
 }
@@ -31,6 +34,11 @@ pub struct LoadTotals {
     pub failed: u64,
     /// Connections refused: new connections the server lost.
     pub refused: u64,
+    /// (Keep-alive.) Requests sent again on a new connection because the
+    /// server had closed the kept one, answering nothing, as HTTP clients
+    /// do for idempotent requests (RFC 9110 9.2.2): how a draining server
+    /// closes idle connections.
+    pub reconnected: u64,
 }
 
 impl LoadTotals {
@@ -92,6 +100,51 @@ impl Load {
         }
     }
 
+    /// Starts `clients` threads against 127.0.0.1:`port`, each sending
+    /// `GET /` on one connection kept alive as long as the server keeps it.
+    /// A request that failed on a kept connection before any byte of an
+    /// answer came is sent again on a new connection, once (counted as
+    /// `reconnected`); every other failure counts as failed or refused.
+    pub fn keep_alive(port: u16, clients: usize) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let counts = std::sync::Arc::new(LoadCounts::default());
+        let threads = (0..clients)
+            .map(|_| {
+                let (running, counts) = (running.clone(), counts.clone());
+                std::thread::spawn(move || {
+                    let mut connection: Option<KeptConnection> = None;
+                    while running.load(Relaxed) {
+                        let started = std::time::Instant::now();
+                        let outcome = keep_alive_request(port, &mut connection, &counts);
+                        let (counter, reason) = match outcome {
+                            Ok(200) => (&counts.succeeded, None),
+                            Ok(status) => (&counts.failed, Some(format!("status {status}"))),
+                            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                                (&counts.refused, Some(err.to_string()))
+                            }
+                            Err(err) => (&counts.failed, Some(format!("{err} ({:?})", err.kind()))),
+                        };
+                        counter.fetch_add(1, Relaxed);
+                        if let Some(reason) = reason {
+                            connection = None;
+                            let mut reasons =
+                                counts.reasons.lock().unwrap_or_else(|p| p.into_inner());
+                            if reasons.len() < 10 {
+                                reasons.push(format!("{reason} after {:?}", started.elapsed()));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            running,
+            counts,
+            threads,
+        }
+    }
+
     /// Requests that succeeded so far.
     pub fn succeeded(&self) -> u64 {
         self.counts
@@ -129,6 +182,122 @@ impl Load {
             succeeded: self.counts.succeeded.load(Relaxed),
             failed: self.counts.failed.load(Relaxed),
             refused: self.counts.refused.load(Relaxed),
+            reconnected: self.counts.reconnected.load(Relaxed),
         }
     }
+}
+
+/// A connection kept alive, with what was read past the last answer.
+struct KeptConnection {
+    reader: BufReader<TcpStream>,
+}
+
+/// One `GET /` on the kept connection (opened if there is none); its
+/// status. See [`Load::keep_alive`] for when it is sent again.
+fn keep_alive_request(
+    port: u16,
+    connection: &mut Option<KeptConnection>,
+    counts: &LoadCounts,
+) -> io::Result<u16> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some(kept) = connection.as_mut() {
+        match exchange(port, kept) {
+            Ok(answer) => {
+                if answer.close {
+                    *connection = None;
+                }
+                return Ok(answer.status);
+            }
+            Err(Unanswered::Nothing(_)) => {
+                counts.reconnected.fetch_add(1, Relaxed);
+                *connection = None;
+            }
+            Err(Unanswered::Partly(err)) => {
+                *connection = None;
+                return Err(err);
+            }
+        }
+    }
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    let mut kept = KeptConnection {
+        reader: BufReader::new(stream),
+    };
+    let answer = exchange(port, &mut kept).map_err(|err| match err {
+        Unanswered::Nothing(err) | Unanswered::Partly(err) => err,
+    })?;
+    if !answer.close {
+        *connection = Some(kept);
+    }
+    Ok(answer.status)
+}
+
+/// How a request went unanswered: not a byte came back, or the answer
+/// broke off.
+enum Unanswered {
+    Nothing(io::Error),
+    Partly(io::Error),
+}
+
+struct Answer {
+    status: u16,
+    /// The server closes the connection after it (`Connection: close`).
+    close: bool,
+}
+
+/// Sends `GET /` and reads the answer (its body by `Content-Length`).
+fn exchange(port: u16, kept: &mut KeptConnection) -> Result<Answer, Unanswered> {
+    let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    kept.reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .map_err(Unanswered::Nothing)?;
+    let mut status_line = String::new();
+    match kept.reader.read_line(&mut status_line) {
+        Ok(0) => {
+            return Err(Unanswered::Nothing(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before answering",
+            )));
+        }
+        Ok(_) => {}
+        Err(err) => return Err(Unanswered::Nothing(err)),
+    }
+    let broken = |what: &str| {
+        Unanswered::Partly(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what} in the answer to a kept-alive request"),
+        ))
+    };
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| broken("no status"))?;
+    let (mut length, mut close) = (0usize, false);
+    loop {
+        let mut line = String::new();
+        match kept.reader.read_line(&mut line) {
+            Ok(0) => return Err(broken("end of headers missing")),
+            Ok(_) => {}
+            Err(err) => return Err(Unanswered::Partly(err)),
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().map_err(|_| broken("bad Content-Length"))?;
+            } else if name.eq_ignore_ascii_case("connection") {
+                close = value.eq_ignore_ascii_case("close");
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    kept.reader
+        .read_exact(&mut body)
+        .map_err(Unanswered::Partly)?;
+    Ok(Answer { status, close })
 }

@@ -1,9 +1,11 @@
 //! Everything that steers the supervisor, whoever asks: the control
-//! socket, the library's [`crate::Primary`] handle and the signals (TERM,
-//! INT, HUP, TTIN, TTOU) all send a [`SupervisorCommand`], each with the
+//! socket, the library's [`crate::Primary`] handle, the signals (TERM,
+//! INT, HUP, TTIN, TTOU) and the file watcher (`--watch`) all send a [`SupervisorCommand`], each with the
 //! channel its answer comes back on, if any. The supervisor's loop receives
 //! them beside worker notices, so every change to the cluster still happens
 //! in one place, by one path per command.
+
+use std::path::PathBuf;
 
 use tokio::sync::oneshot;
 
@@ -26,6 +28,10 @@ pub(crate) enum SupervisorCommand {
     },
     /// Stops the cluster.
     Stop(StopMode),
+    /// Watched files changed (`--watch`): a rolling reload, as `Reload`
+    /// with no one waiting. `path`: the first file that changed; `changes`:
+    /// how many did.
+    FilesChanged { path: PathBuf, changes: usize },
 }
 
 /// How a stop goes.

@@ -97,6 +97,7 @@ pub(crate) async fn run(
     // is found before any port is bound.
     let journal = Arc::new(Journal::default());
     let (commands, command_inbox) = mpsc::unbounded_channel();
+    let watch_commands = commands.clone();
     let control_service = ControlService::start(
         &settings.control,
         &settings.name,
@@ -206,6 +207,7 @@ pub(crate) async fn run(
         primary.add_slot(id);
         primary.start(id)?;
     }
+    os::watch::start(&primary.settings.watch, watch_commands);
     let outcome = primary.supervise(&mut signals).await;
     if outcome.is_err() {
         tracing::error!("giving up: killing every worker");

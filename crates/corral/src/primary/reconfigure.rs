@@ -93,6 +93,7 @@ pub(crate) fn fixed_changes(running: &Settings, new: &Settings) -> Vec<&'static 
     check(running.metrics != new.metrics, "metrics");
     check(running.schedule != new.schedule, "reload-at");
     check(running.control != new.control, "control");
+    check(running.watch != new.watch, "watch");
     check(
         running.worker_threads != new.worker_threads,
         "worker-threads",

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 
 use crate::address::ListenAddr;
 use crate::balance::Policy;
@@ -39,6 +40,8 @@ pub(crate) struct Settings {
     pub metrics: Option<SocketAddr>,
     /// When rolling reloads start by themselves (`--reload-at`).
     pub schedule: Option<crate::settings::schedule::Schedule>,
+    /// What `--watch` watches: absolute paths that exist (none: off).
+    pub watch: Vec<PathBuf>,
 }
 
 impl Deref for Settings {
@@ -114,6 +117,33 @@ impl Settings {
                 .as_deref()
                 .map(|text| text.parse::<ListenAddr>()?.resolve())
                 .transpose()?,
+            watch: fixed.watch.iter().map(|path| watched_path(path)).collect(),
         })
+    }
+}
+
+/// A `--watch` path made absolute, its symbolic links resolved when it
+/// exists. A missing one is refused at start ([`Settings::check_watched`]),
+/// not when a reload reads the configuration again: a build may have
+/// removed it for a moment, and a running cluster keeps what it watches.
+fn watched_path(path: &std::path::Path) -> PathBuf {
+    path.canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+impl Settings {
+    /// Refuses a `--watch` path that does not exist (at start and in
+    /// `corral check`).
+    pub(crate) fn check_watched(&self) -> Result<(), Error> {
+        for path in &self.watch {
+            if let Err(err) = std::fs::metadata(path) {
+                return Err(Error::Config(format!(
+                    "--watch {}: {err}: give an existing file or directory",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
     }
 }

@@ -94,6 +94,16 @@ impl Supervisor {
                 }
             }
             SupervisorCommand::Stop(mode) => self.stop(mode),
+            SupervisorCommand::FilesChanged { path, changes } => {
+                if self.phase != Phase::Running {
+                    return Ok(());
+                }
+                self.emit(Event::WatchTriggered {
+                    path: path.display().to_string(),
+                    changes,
+                });
+                return self.request_reload();
+            }
         }
         Ok(())
     }

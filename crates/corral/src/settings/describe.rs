@@ -117,3 +117,15 @@ pub(super) fn control<S: Serializer>(control: &ControlSocket, to: S) -> Result<S
         ControlSocket::Default => to.serialize_none(),
     }
 }
+
+/// Paths, comma-separated; `off` for none.
+pub(super) fn paths<S: Serializer>(paths: &[std::path::PathBuf], to: S) -> Result<S::Ok, S::Error> {
+    if paths.is_empty() {
+        return to.serialize_none();
+    }
+    let shown: Vec<String> = paths
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    to.serialize_str(&shown.join(", "))
+}

@@ -159,6 +159,10 @@ pub struct Fixed {
     pub log_max_size: u64,
     /// Rotated log files kept (`PATH.1` … `PATH.N`).
     pub log_keep: u32,
+    /// Files and directories whose changes start a rolling reload
+    /// (`--watch`); none: off.
+    #[serde(serialize_with = "describe::paths")]
+    pub watch: Vec<PathBuf>,
 }
 
 impl Default for Fixed {
@@ -180,6 +184,7 @@ impl Default for Fixed {
             log_file: None,
             log_max_size: DEFAULT_LOG_MAX_SIZE,
             log_keep: DEFAULT_LOG_KEEP,
+            watch: Vec::new(),
         }
     }
 }

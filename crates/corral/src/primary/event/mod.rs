@@ -93,6 +93,10 @@ pub enum Event {
         #[serde(rename = "delay_ms", serialize_with = "as_ms")]
         delay: Duration,
     },
+    /// Watched files changed (`--watch`): a rolling reload follows (after
+    /// the one under way, if any). `path`: the first file that changed;
+    /// `changes`: how many files changed in that burst.
+    WatchTriggered { path: String, changes: usize },
     /// A reload began: `workers` are to be replaced, a few at a time.
     /// `kind`: a `rolling reload` (asked for) or `recycling` (of workers
     /// over a limit).
@@ -303,6 +307,13 @@ mod tests {
                 },
                 json!({"event": "crash_loop", "worker": 1, "quick_failures": 3,
                        "delay_ms": 400}),
+            ),
+            (
+                Event::WatchTriggered {
+                    path: "/srv/app/app.py".into(),
+                    changes: 2,
+                },
+                json!({"event": "watch_triggered", "path": "/srv/app/app.py", "changes": 2}),
             ),
             (
                 Event::ReloadStarted {

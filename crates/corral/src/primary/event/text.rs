@@ -68,6 +68,13 @@ impl fmt::Display for Event {
                  stable run): next restart in {}",
                 human_duration(*delay)
             ),
+            Event::WatchTriggered { path, changes: 1 } => {
+                write!(f, "{path} changed: rolling reload")
+            }
+            Event::WatchTriggered { path, changes } => {
+                let more = changes.saturating_sub(1);
+                write!(f, "{path} and {more} more files changed: rolling reload")
+            }
             Event::ReloadStarted { kind, workers } => {
                 write!(f, "{kind}: replacing {workers} workers, one at a time")
             }
