@@ -247,6 +247,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// With --config: the app to run, when the file has [apps.NAME] tables
+    /// (needed when it has more than one)
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub app: Option<String>,
+
     /// Add NAME=VALUE to every worker's environment (repeatable)
     ///
     /// corral's own variables (CORRAL_*, LISTEN_*, NODE_CHANNEL_*,

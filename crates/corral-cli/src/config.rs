@@ -24,8 +24,10 @@ use crate::args::{Cli, Command, RunArgs};
 const COMMAND: &str = "command";
 const ARGS: &str = "args";
 const ENV: &str = "env";
+/// The tables of a file with several apps: `[apps.NAME]`.
+const APPS: &str = "apps";
 /// Flags that make no sense in the file itself.
-const NOT_IN_FILE: &[&str] = &["config", "help"];
+const NOT_IN_FILE: &[&str] = &["config", "app", "help"];
 
 /// A configuration problem, as one line: the file, the line, the key.
 #[derive(Debug)]
@@ -40,12 +42,15 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The `run` settings from `file`, overridden by `cli` (the arguments
-/// after `corral run`, as given).
+/// after `corral run`, as given). A file with `[apps.NAME]` tables gives
+/// the settings of the app `--app` names (or of its only app).
 pub fn resolve(file: &Path, cli: &[OsString]) -> Result<RunArgs, ConfigError> {
     let text =
         corral::cli_support::read_config_file(file).map_err(|err| ConfigError(err.to_string()))?;
-    let from_file = file_flags(file, &text)?;
+    let document = Document::parse(file, &text)?;
     let given = given_on_command_line(cli)?;
+    let app = chosen_app(cli)?;
+    let from_file = document.flags(file, app.as_deref())?;
     let mut argv: Vec<OsString> = vec!["corral".into(), "run".into()];
     for (key, flags) in &from_file.flags {
         if !given.iter().any(|id| id == &key.replace('-', "_")) {
@@ -71,6 +76,219 @@ pub fn resolve(file: &Path, cli: &[OsString]) -> Result<RunArgs, ConfigError> {
             file.display(),
             first_line(&err.to_string())
         ))),
+    }
+}
+
+/// The names of the apps of `file` (its `[apps.NAME]` tables), or none
+/// when it describes one cluster.
+pub fn app_names(file: &Path) -> Result<Vec<String>, ConfigError> {
+    let text =
+        corral::cli_support::read_config_file(file).map_err(|err| ConfigError(err.to_string()))?;
+    let document = Document::parse(file, &text)?;
+    Ok(document.apps.into_iter().map(|app| app.name).collect())
+}
+
+/// Every cluster `file` describes, each with its `run` settings: one per
+/// `[apps.NAME]` table (named NAME), or the file's one cluster (named "").
+/// Two that would share a name or a control socket are an error.
+pub fn apps(file: &Path) -> Result<Vec<(String, RunArgs)>, ConfigError> {
+    let names = app_names(file)?;
+    let clusters = if names.is_empty() {
+        vec![(String::new(), resolve(file, &[])?)]
+    } else {
+        names
+            .into_iter()
+            .map(|name| {
+                let given: [OsString; 4] = [
+                    "--config".into(),
+                    file.into(),
+                    "--app".into(),
+                    name.clone().into(),
+                ];
+                let run = resolve(file, &given)?;
+                Ok((name, run))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?
+    };
+    let described: Vec<(&str, BTreeMap<String, String>)> = clusters
+        .iter()
+        .map(|(app, run)| (app.as_str(), run.cluster().describe().into_iter().collect()))
+        .collect();
+    for (at, (app, settings)) in described.iter().enumerate() {
+        for (other, other_settings) in &described[..at] {
+            for key in ["name", "control"] {
+                let (mine, theirs) = (&settings[key], &other_settings[key]);
+                if mine == theirs && mine != "none" {
+                    return Err(ConfigError(format!(
+                        "{}: apps {other} and {app} have the same {key} ({mine}): give each \
+                         its own with name = \"…\" in its [apps.NAME] table",
+                        file.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(clusters)
+}
+
+/// `--app NAME` among the arguments after `corral run`.
+fn chosen_app(cli: &[OsString]) -> Result<Option<String>, ConfigError> {
+    let mut argv: Vec<OsString> = vec!["corral".into(), "run".into()];
+    argv.extend(cli.iter().cloned());
+    match Cli::try_parse_from_os(argv) {
+        Ok(Cli {
+            command: Command::Run(run),
+            ..
+        }) => Ok(run.app),
+        Ok(_) => Ok(None),
+        Err(err) => Err(ConfigError(first_line(&err.to_string()))),
+    }
+}
+
+/// An app's name names its cluster, control socket and systemd unit.
+fn is_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// One table's keys, each with its line and value.
+type Keys = BTreeMap<String, (usize, Value)>;
+
+/// A configuration file: its top-level keys (the settings of its one
+/// cluster, or shared by every app) and its `[apps.NAME]` tables.
+#[derive(Debug, Default)]
+struct Document {
+    shared: Keys,
+    apps: Vec<App>,
+}
+
+#[derive(Debug)]
+struct App {
+    name: String,
+    line: usize,
+    keys: Keys,
+}
+
+/// The `[apps]` table, read again with its apps' keys' positions.
+#[derive(serde::Deserialize)]
+struct AppTables {
+    #[serde(default)]
+    apps: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<Value>>>,
+}
+
+impl Document {
+    fn parse(file: &Path, text: &str) -> Result<Document, ConfigError> {
+        let name = file.display();
+        let syntax =
+            |err: toml::de::Error| ConfigError(format!("{name}: {}", one_line(&err.to_string())));
+        let top: BTreeMap<Spanned<String>, Spanned<Value>> =
+            toml::from_str(text).map_err(syntax)?;
+        let mut document = Document::default();
+        for (key, value) in top {
+            let line = line_of(text, key.span().start);
+            if key.get_ref() == APPS {
+                if !matches!(value.get_ref(), Value::Table(_)) {
+                    return Err(ConfigError(format!(
+                        "{name} line {line}: {APPS}: must be tables, as [apps.api] then its keys"
+                    )));
+                }
+                continue;
+            }
+            document
+                .shared
+                .insert(key.into_inner(), (line, value.into_inner()));
+        }
+        let tables: AppTables = toml::from_str(text).map_err(|err| {
+            ConfigError(format!(
+                "{name}: {}: each app is a table, as [apps.api] then its keys",
+                one_line(&err.to_string())
+            ))
+        })?;
+        for (app, keys) in tables.apps {
+            let line = line_of(text, app.span().start);
+            let app_name = app.into_inner();
+            if !is_app_name(&app_name) {
+                return Err(ConfigError(format!(
+                    "{name} line {line}: [apps.{app_name:?}]: an app's name is its cluster's \
+                     and its unit's: use letters, digits, '-', '_' or '.' (not first)"
+                )));
+            }
+            let keys = keys
+                .into_iter()
+                .map(|(key, value)| {
+                    let line = line_of(text, key.span().start);
+                    (key.into_inner(), (line, value.into_inner()))
+                })
+                .collect();
+            document.apps.push(App {
+                name: app_name,
+                line,
+                keys,
+            });
+        }
+        Ok(document)
+    }
+
+    /// The flags and command of the cluster `app` names: the shared keys,
+    /// and over them the app's own (its [env] added to the shared one).
+    fn flags(&self, file: &Path, app: Option<&str>) -> Result<FileFlags, ConfigError> {
+        let name = file.display();
+        if self.apps.is_empty() {
+            if let Some(app) = app {
+                return Err(ConfigError(format!(
+                    "{name}: --app {app}: the file has no [apps.NAME] tables: leave out --app"
+                )));
+            }
+            return keys_flags(file, "", &self.shared);
+        }
+        let names = || {
+            self.apps
+                .iter()
+                .map(|app| app.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let chosen = match app {
+            Some(wanted) => self
+                .apps
+                .iter()
+                .find(|app| app.name == wanted)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "{name}: no app named {wanted}: the apps are {}",
+                        names()
+                    ))
+                })?,
+            None if self.apps.len() == 1 => &self.apps[0],
+            None => {
+                return Err(ConfigError(format!(
+                    "{name} has several apps ({}): choose one with --app NAME",
+                    names()
+                )));
+            }
+        };
+        let mut keys = self.shared.clone();
+        for (key, (line, value)) in &chosen.keys {
+            let merged = match (key.as_str(), keys.get(key), value) {
+                (ENV, Some((_, Value::Table(shared))), Value::Table(own)) => {
+                    let mut env = shared.clone();
+                    env.extend(own.clone());
+                    Value::Table(env)
+                }
+                _ => value.clone(),
+            };
+            keys.insert(key.clone(), (*line, merged));
+        }
+        if !chosen.keys.contains_key("name") {
+            keys.insert(
+                "name".to_string(),
+                (chosen.line, Value::String(chosen.name.clone())),
+            );
+        }
+        keys_flags(file, &format!("[apps.{}] ", chosen.name), &keys)
     }
 }
 
@@ -113,18 +331,19 @@ struct FileFlags {
     command: Vec<String>,
 }
 
-fn file_flags(file: &Path, text: &str) -> Result<FileFlags, ConfigError> {
+/// One cluster's keys as flags; `app` (`[apps.NAME] ` or empty) goes
+/// before a key in an error.
+fn keys_flags(file: &Path, app: &str, keys: &Keys) -> Result<FileFlags, ConfigError> {
     let name = file.display();
-    let document: BTreeMap<Spanned<String>, Spanned<Value>> = toml::from_str(text)
-        .map_err(|err| ConfigError(format!("{name}: {}", one_line(&err.to_string()))))?;
     let flag_names = run_flag_names();
     let mut out = FileFlags::default();
     let mut command: Option<String> = None;
     let mut args: Vec<String> = Vec::new();
-    for (key, value) in &document {
-        let line = line_of(text, key.span().start);
-        let key = key.get_ref().as_str();
-        let at = |message: String| ConfigError(format!("{name} line {line}: {key}: {message}"));
+    for (key, (line, value)) in keys {
+        let key = key.as_str();
+        let value = Spanned::new(0..0, value.clone());
+        let at =
+            |message: String| ConfigError(format!("{name} line {line}: {app}{key}: {message}"));
         match key {
             COMMAND => command = Some(string(value.get_ref()).map_err(at)?),
             ARGS => args = strings(value.get_ref()).map_err(at)?,
@@ -160,12 +379,9 @@ fn file_flags(file: &Path, text: &str) -> Result<FileFlags, ConfigError> {
             out.command = std::iter::once(command).chain(args).collect();
         }
         None if !args.is_empty() => {
-            let line = document
-                .keys()
-                .find(|key| key.get_ref() == ARGS)
-                .map_or(1, |key| line_of(text, key.span().start));
+            let line = keys.get(ARGS).map_or(1, |(line, _)| *line);
             return Err(ConfigError(format!(
-                "{name} line {line}: args: there are arguments but no command: add \
+                "{name} line {line}: {app}args: there are arguments but no command: add \
                  command = \"PROGRAM\""
             )));
         }
@@ -318,7 +534,14 @@ mod tests {
     use super::*;
 
     fn flags(text: &str) -> Result<FileFlags, String> {
-        file_flags(Path::new("corral.toml"), text).map_err(|err| err.0)
+        app_flags(text, None)
+    }
+
+    fn app_flags(text: &str, app: Option<&str>) -> Result<FileFlags, String> {
+        let file = Path::new("corral.toml");
+        Document::parse(file, text)
+            .and_then(|document| document.flags(file, app))
+            .map_err(|err| err.0)
     }
 
     #[test]
@@ -359,6 +582,63 @@ mod tests {
         );
         let err = flags("[env]\nCORRAL_WORKER_ID = \"3\"\n").unwrap_err();
         assert!(err.contains("env"), "{err}");
+    }
+
+    const TWO_APPS: &str = "grace = 3\n[env]\nSHARED = \"1\"\n\n[apps.api]\ncommand = \"node\"\n\
+                            args = [\"api.js\"]\nworkers = 2\n[apps.api.env]\nPORT = \"3000\"\n\n\
+                            [apps.jobs]\ncommand = \"python3\"\ngrace = 9\n";
+
+    #[test]
+    fn an_app_takes_the_shared_keys_under_its_own() {
+        let api = app_flags(TWO_APPS, Some("api")).unwrap();
+        assert_eq!(api.command, ["node", "api.js"]);
+        assert_eq!(api.flags["grace"], ["--grace", "3"]);
+        assert_eq!(api.flags["workers"], ["--workers", "2"]);
+        assert_eq!(api.flags["name"], ["--name", "api"]);
+        assert_eq!(
+            api.flags["env"],
+            ["--env", "PORT=3000", "--env", "SHARED=1"]
+        );
+        let jobs = app_flags(TWO_APPS, Some("jobs")).unwrap();
+        assert_eq!(jobs.command, ["python3"]);
+        assert_eq!(jobs.flags["grace"], ["--grace", "9"]);
+        assert_eq!(jobs.flags["env"], ["--env", "SHARED=1"]);
+        assert_eq!(jobs.flags["name"], ["--name", "jobs"]);
+    }
+
+    #[test]
+    fn apps_must_be_chosen_and_their_errors_name_them() {
+        let err = app_flags(TWO_APPS, None).unwrap_err();
+        assert!(
+            err.contains("several apps (api, jobs): choose one with --app NAME"),
+            "{err}"
+        );
+        let err = app_flags(TWO_APPS, Some("web")).unwrap_err();
+        assert!(
+            err.contains("no app named web: the apps are api, jobs"),
+            "{err}"
+        );
+        let err = app_flags("workers = 2\n", Some("api")).unwrap_err();
+        assert!(err.contains("no [apps.NAME] tables"), "{err}");
+        let one = app_flags("[apps.solo]\ncommand = \"x\"\n", None).unwrap();
+        assert_eq!(one.flags["name"], ["--name", "solo"]);
+        let err =
+            app_flags("[apps.api]\ncommand = \"x\"\n\ngrace = -1\n", Some("api")).unwrap_err();
+        assert!(
+            err.starts_with("corral.toml line 4: [apps.api] grace: "),
+            "{err}"
+        );
+        let err = app_flags("[apps.api]\nwrkers = 1\n", Some("api")).unwrap_err();
+        assert!(
+            err.contains("line 2: [apps.api] wrkers: unknown key"),
+            "{err}"
+        );
+        let err = app_flags("apps = 3\n", None).unwrap_err();
+        assert!(err.contains("line 1: apps: must be tables"), "{err}");
+        let err = app_flags("[apps]\napi = 3\n", None).unwrap_err();
+        assert!(err.contains("each app is a table"), "{err}");
+        let err = app_flags("[apps.\"a/b\"]\ncommand = \"x\"\n", None).unwrap_err();
+        assert!(err.contains("line 1: [apps.\"a/b\"]"), "{err}");
     }
 
     #[test]

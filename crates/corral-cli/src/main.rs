@@ -101,24 +101,35 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `corral check FILE`: the settings the file gives, or its first error.
+/// `corral check FILE`: the settings the file gives, or its first error;
+/// with `[apps.NAME]` tables, those of every app.
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    let run = config::resolve(file, &[])?;
-    // The checks `run` makes before it starts, in one place: the library's.
-    let cluster = build_cluster(&run);
-    let cluster = match run.command.split_first() {
-        Some((program, args)) => cluster.command(program, args),
-        None => cluster,
-    };
-    cluster
-        .check()
-        .map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
-    let settings = config::describe(&run, &cluster);
-    let width = settings.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
+    let apps = config::apps(file)?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}: valid", file.display())?;
-    for (key, value) in settings {
-        writeln!(stdout, "{key:width$} = {value}")?;
+    for (app, run) in apps {
+        let (header, app_label) = if app.is_empty() {
+            (format!("{}: valid", file.display()), String::new())
+        } else {
+            (
+                format!("{} [apps.{app}]: valid", file.display()),
+                format!(" [apps.{app}]"),
+            )
+        };
+        // The checks `run` makes before it starts, in one place: the library's.
+        let cluster = build_cluster(&run);
+        let cluster = match run.command.split_first() {
+            Some((program, args)) => cluster.command(program, args),
+            None => cluster,
+        };
+        cluster
+            .check()
+            .map_err(|err| anyhow::anyhow!("{}{app_label}: {err}", file.display()))?;
+        let settings = config::describe(&run, &cluster);
+        let width = settings.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
+        writeln!(stdout, "{header}")?;
+        for (key, value) in settings {
+            writeln!(stdout, "{key:width$} = {value}")?;
+        }
     }
     Ok(())
 }
