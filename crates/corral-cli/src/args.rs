@@ -77,6 +77,10 @@ pub enum Command {
     /// Check a configuration file: print the settings it gives `corral run`,
     /// or its first error (file, line, key)
     Check(CheckArgs),
+    /// Read a pm2 ecosystem file (evaluated once with node) and write the
+    /// corral.toml it stands for: one [apps.NAME] table per app, and a line
+    /// for each key corral has no counterpart for
+    Import(ImportArgs),
     /// Write the man pages, or print a shell's completions or the markdown
     /// reference (for packagers and docs/cli.md).
     #[command(hide = true)]
@@ -221,6 +225,21 @@ pub struct CheckArgs {
     /// The TOML file, as given to `corral run --config`
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// pm2's ecosystem file: ecosystem.config.js, .cjs, .mjs or .json
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Write the configuration into this file instead of printing it
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// With --output: replace the file if it exists
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -609,7 +628,7 @@ fn parse_env(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let upper = text.trim().to_ascii_uppercase();
     let digits = upper.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit: u64 = match &upper[digits.len()..] {

@@ -8,6 +8,7 @@ mod control;
 mod demo;
 mod display;
 mod generate;
+mod import;
 mod reference;
 mod standalone;
 mod target;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         Command::DemoWorker(args) => standalone::run(args),
         Command::Check(check) => check_config(&check.file),
         Command::Generate(what) => generate::run(what),
+        Command::Import(args) => import::run(&args),
         command => control::run(command).map(|_| ()),
     };
     let code = match outcome {

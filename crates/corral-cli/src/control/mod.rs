@@ -36,7 +36,11 @@ pub(crate) fn run(command: Command) -> Result<Option<()>, anyhow::Error> {
         Command::Logs(args) => logs::run(&args),
         Command::Events(args) => events::run(&args),
         Command::Top(args) => crate::top::run(&args),
-        Command::Run(_) | Command::DemoWorker(_) | Command::Check(_) | Command::Generate(_) => {
+        Command::Run(_)
+        | Command::DemoWorker(_)
+        | Command::Check(_)
+        | Command::Generate(_)
+        | Command::Import(_) => {
             return Ok(None);
         }
     };
