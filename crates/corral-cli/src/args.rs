@@ -77,6 +77,10 @@ pub enum Command {
     /// Check a configuration file: print the settings it gives `corral run`,
     /// or its first error (file, line, key)
     Check(CheckArgs),
+    /// Start a cluster on boot: write a systemd unit that runs it (and a
+    /// socket unit holding its ports), enable and start it; or remove it
+    #[command(subcommand)]
+    Service(ServiceAction),
     /// Read a pm2 ecosystem file (evaluated once with node) and write the
     /// corral.toml it stands for: one [apps.NAME] table per app, and a line
     /// for each key corral has no counterpart for
@@ -227,6 +231,61 @@ pub struct CheckArgs {
     pub file: PathBuf,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Write and enable a systemd unit running `corral run` with these
+    /// flags and COMMAND (or one per app of --config FILE), with every path
+    /// resolved now: the corral binary, the program (through PATH, so
+    /// node from nvm too), the working directory (this one)
+    Install(Box<ServiceInstallArgs>),
+    /// Stop, disable and remove the units `install` wrote for NAME
+    Remove(ServiceRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceInstallArgs {
+    /// The unit's name: corral-NAME.service, and the cluster's name
+    /// [default with --config: the cluster's name, one unit per app]
+    #[arg(value_name = "NAME")]
+    pub service: Option<String>,
+
+    /// A user unit (~/.config/systemd/user, systemctl --user) instead of a
+    /// system one (/etc/systemd/system, needs root)
+    #[arg(long)]
+    pub user_unit: bool,
+
+    /// Also a socket unit holding the --listen addresses, so the port
+    /// survives a restart of corral itself (socket activation)
+    #[arg(long)]
+    pub socket: bool,
+
+    /// Print the units instead of writing them
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write the units without running systemctl daemon-reload and enable --now
+    #[arg(long)]
+    pub no_enable: bool,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceRemoveArgs {
+    /// The name given to `corral service install`
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// A user unit, as installed with --user-unit
+    #[arg(long)]
+    pub user_unit: bool,
+
+    /// Print what would be removed instead
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// pm2's ecosystem file: ecosystem.config.js, .cjs, .mjs or .json
@@ -258,7 +317,7 @@ pub struct DemoWorkerArgs {
     pub worker_threads: Option<u32>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Read settings from this TOML file: every flag as a key of the same
     /// name, plus command, args and [env]; flags given here override it.

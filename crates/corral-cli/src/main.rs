@@ -10,6 +10,7 @@ mod display;
 mod generate;
 mod import;
 mod reference;
+mod service;
 mod standalone;
 mod target;
 mod top;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         Command::Check(check) => check_config(&check.file),
         Command::Generate(what) => generate::run(what),
         Command::Import(args) => import::run(&args),
+        Command::Service(action) => service::run(&action),
         command => control::run(command).map(|_| ()),
     };
     let code = match outcome {

@@ -40,7 +40,8 @@ pub(crate) fn run(command: Command) -> Result<Option<()>, anyhow::Error> {
         | Command::DemoWorker(_)
         | Command::Check(_)
         | Command::Generate(_)
-        | Command::Import(_) => {
+        | Command::Import(_)
+        | Command::Service(_) => {
             return Ok(None);
         }
     };
