@@ -320,8 +320,9 @@ pub struct DemoWorkerArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Read settings from this TOML file: every flag as a key of the same
-    /// name, plus command, args and [env]; flags given here override it.
-    /// Read again at each reload (HUP)
+    /// name, plus command, args and [env] (or [apps.NAME] tables of them:
+    /// see --app); flags given here override it. Read again at each reload
+    /// (HUP)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
