@@ -331,6 +331,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", requires = "config")]
     pub app: Option<String>,
 
+    /// Change to DIR before starting, as `cd DIR && corral run …` does: the
+    /// workers run in DIR and a relative COMMAND is found there (in a file,
+    /// a relative DIR is the file's directory's) [default: the current
+    /// directory]
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+
     /// Add NAME=VALUE to every worker's environment (repeatable)
     ///
     /// corral's own variables (CORRAL_*, LISTEN_*, NODE_CHANNEL_*,

@@ -360,6 +360,16 @@ fn keys_flags(file: &Path, app: &str, keys: &Keys) -> Result<FileFlags, ConfigEr
                         .collect(),
                 );
             }
+            "cwd" => {
+                let dir = string(value.get_ref())
+                    .map_err(|_| at("must be a directory, as \"/srv/api\"".into()))?;
+                let base = file.parent().unwrap_or(Path::new(""));
+                let dir = std::path::absolute(base.join(&dir)).unwrap_or_else(|_| base.join(dir));
+                out.flags.insert(
+                    key.to_string(),
+                    vec!["--cwd".into(), dir.display().to_string()],
+                );
+            }
             _ if flag_names.iter().any(|flag| flag == key) => {
                 let flags = flags_for(key, value.get_ref()).map_err(at)?;
                 check_flag(&flags).map_err(at)?;
@@ -518,20 +528,33 @@ pub fn describe(run: &RunArgs, cluster: &corral::Cluster) -> Vec<(String, String
     let mut values: BTreeMap<String, String> = cluster.describe().into_iter().collect();
     let mut settings = vec![(COMMAND.to_string(), command)];
     for key in run_flag_names().into_iter().chain([ENV.to_string()]) {
-        let value = values.remove(&key).unwrap_or_default();
+        let value = match key.as_str() {
+            "cwd" => match &run.cwd {
+                Some(dir) => dir.display().to_string(),
+                None => "(the current directory)".to_string(),
+            },
+            _ => values.remove(&key).unwrap_or_default(),
+        };
         settings.push((key, value));
     }
     settings
 }
 
 /// Where `--config` points, to read it again at each reload.
+/// Absolute, as `--cwd` changes the directory before a reload reads it.
 pub fn config_path(run: &RunArgs) -> Option<PathBuf> {
-    run.config.clone()
+    run.config
+        .as_ref()
+        .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Flags of the command line itself, not settings of the library:
+    /// `describe` prints them from the flags.
+    const CLI_ONLY: &[&str] = &["cwd"];
 
     fn flags(text: &str) -> Result<FileFlags, String> {
         app_flags(text, None)
@@ -658,6 +681,7 @@ mod tests {
             .collect();
         let mut flags = run_flag_names();
         flags.push(ENV.to_string());
+        flags.retain(|flag| !CLI_ONLY.contains(&flag.as_str()));
         for key in &printed {
             assert!(flags.contains(key), "{key} is no `run` flag");
         }

@@ -165,10 +165,6 @@ const NO_COUNTERPART: &[(&str, &str)] = &[
         "exp_backoff_restart_delay",
         "corral backs off instead: max-restart-delay",
     ),
-    (
-        "cwd",
-        "start corral from that directory; a script path is made absolute",
-    ),
     ("increment_var", "each worker has CORRAL_WORKER_ID"),
     ("instance_var", "each worker has CORRAL_WORKER_ID"),
     ("namespace", "a cluster is found by its name"),
@@ -267,10 +263,10 @@ fn convert_app(
 
     // The directory the app runs in: its cwd, else the ecosystem file's.
     let cwd = match app.get("cwd") {
-        Some(Value::String(cwd)) => base.join(cwd),
+        Some(Value::String(cwd)) => absolute(&base.join(cwd)),
         _ => base.to_path_buf(),
     };
-    let (command, args) = command_line(name, app, &cwd)?;
+    let (command, args) = command_line(name, app)?;
     keys.push(format!("command = {}", quoted(&command)));
     if !args.is_empty() {
         let list: Vec<String> = args.iter().map(|arg| quoted(arg)).collect();
@@ -324,6 +320,7 @@ fn convert_app(
                 Value::Bool(true) => keys.push("ready = \"message\"".into()),
                 _ => comments.push(format!("# wait_ready = {value}: corral's ready = \"auto\"")),
             },
+            "cwd" => keys.push(format!("cwd = {}", quoted(&cwd.display().to_string()))),
             "uid" | "gid" => {}
             key if key.starts_with("env_") => note(
                 notes,
@@ -357,22 +354,12 @@ fn convert_app(
 /// The program and its arguments: pm2's `script` run by its interpreter
 /// (given, or chosen by its extension as pm2 does), with the
 /// interpreter's arguments before it and `args` after it.
-fn command_line(
-    name: &str,
-    app: &Map<String, Value>,
-    cwd: &Path,
-) -> anyhow::Result<(String, Vec<String>)> {
+fn command_line(name: &str, app: &Map<String, Value>) -> anyhow::Result<(String, Vec<String>)> {
     let Some(Value::String(script)) = app.get("script") else {
         bail!("app {name} has no script: pm2 needs one too");
     };
-    let given_cwd = app.contains_key("cwd");
-    // A path to a file is made absolute when the app has its own cwd; a
-    // bare program name (npm, python3) is found on PATH.
-    let script_path = if given_cwd && (script.contains('/') || cwd.join(script).is_file()) {
-        absolute(&cwd.join(script)).display().to_string()
-    } else {
-        script.clone()
-    };
+    // As given: corral runs in the app's cwd (the `cwd` key), as pm2 does.
+    let script_path = script.clone();
     let interpreter = match app
         .get("interpreter")
         .or_else(|| app.get("exec_interpreter"))
@@ -618,14 +605,16 @@ mod tests {
     }
 
     #[test]
-    fn a_cwd_makes_the_script_absolute_and_is_noted() {
+    fn a_cwd_is_made_absolute_against_the_ecosystem_files_directory() {
         let imported = import(r#"[{"name": "x", "script": "./bin/www", "cwd": "app"}]"#);
         assert!(
-            imported.toml.contains("command = \"/srv/app/bin/www\"\n"),
+            imported
+                .toml
+                .contains("command = \"./bin/www\"\nworkers = 1\ncwd = \"/srv/app\"\n"),
             "{}",
             imported.toml
         );
-        assert!(imported.notes[0].starts_with("x: cwd: no counterpart"));
+        assert!(imported.notes.is_empty(), "{:?}", imported.notes);
     }
 
     #[test]

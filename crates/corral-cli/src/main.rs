@@ -94,6 +94,14 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
         }
         _ => (run, None),
     };
+    // A worker (the demo worker) starts in the directory already.
+    if let Some(dir) = &run.cwd
+        && !corral::is_worker()
+    {
+        std::env::set_current_dir(dir).map_err(|err| {
+            anyhow::anyhow!("--cwd {}: cannot change to it: {err}", dir.display())
+        })?;
+    }
     let mut cluster = build_cluster(&run);
     if let Some(reread) = reread {
         cluster = cluster.on_reload(reread);
@@ -119,15 +127,26 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
                 format!(" [apps.{app}]"),
             )
         };
-        // The checks `run` makes before it starts, in one place: the library's.
+        // The checks `run` makes before it starts, in one place: the
+        // library's; from the app's directory, where its command is found.
+        let here = std::env::current_dir()?;
+        if let Some(dir) = &run.cwd {
+            std::env::set_current_dir(dir).map_err(|err| {
+                anyhow::anyhow!(
+                    "{}{app_label}: cwd: cannot change to {}: {err}",
+                    file.display(),
+                    dir.display()
+                )
+            })?;
+        }
         let cluster = build_cluster(&run);
         let cluster = match run.command.split_first() {
             Some((program, args)) => cluster.command(program, args),
             None => cluster,
         };
-        cluster
-            .check()
-            .map_err(|err| anyhow::anyhow!("{}{app_label}: {err}", file.display()))?;
+        let checked = cluster.check();
+        std::env::set_current_dir(&here)?;
+        checked.map_err(|err| anyhow::anyhow!("{}{app_label}: {err}", file.display()))?;
         let settings = config::describe(&run, &cluster);
         let width = settings.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
         writeln!(stdout, "{header}")?;

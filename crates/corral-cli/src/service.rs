@@ -353,10 +353,14 @@ fn cluster_units(
     let unit = unit_name(&cluster.name);
     let run = &cluster.run;
     // The program as found now, through this shell's PATH.
+    let app_dir = match &run.cwd {
+        Some(dir) => cwd.join(dir),
+        None => cwd.to_path_buf(),
+    };
     let program = run
         .command
         .first()
-        .map(|program| find_program(program, cwd))
+        .map(|program| find_program(program, &app_dir))
         .transpose()?;
     let mut exec: Vec<OsString> = vec![corral.into(), "run".into()];
     exec.extend(cluster.head.iter().cloned());

@@ -1,6 +1,7 @@
 //! `corral import`: a real-looking pm2 ecosystem file, CommonJS and ESM,
 //! evaluated by node, becomes a corral.toml that `corral check` accepts and
-//! whose app `corral run --config FILE --app NAME` serves.
+//! whose app `corral run --config FILE --app NAME` serves (from its own
+//! directory, pm2's `cwd`).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -22,6 +23,7 @@ const APPS: &str = "{
     {
       name: 'api',
       script: './server.js',
+      cwd: 'api',
       instances: 2,
       exec_mode: 'cluster',
       max_memory_restart: '300M',
@@ -53,7 +55,8 @@ impl Project {
         let dir = std::env::temp_dir().join(format!("corral-import-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a temporary directory");
-        std::fs::write(dir.join("server.js"), SERVER).expect("server.js");
+        std::fs::create_dir_all(dir.join("api")).expect("api/");
+        std::fs::write(dir.join("api/server.js"), SERVER).expect("server.js");
         std::fs::write(dir.join("jobs.js"), "setInterval(() => {}, 1000);\n").expect("jobs.js");
         std::fs::write(dir.join(ecosystem_file), ecosystem).expect("the ecosystem file");
         Project { dir }
@@ -108,6 +111,7 @@ fn imports_and_serves(name: &str, ecosystem_file: &str, ecosystem: &str) {
     let toml = std::fs::read_to_string(project.path("corral.toml")).expect("corral.toml");
     for line in [
         "[apps.api]\ncommand = \"node\"\nargs = [\"./server.js\"]\n",
+        &format!("cwd = \"{}\"\n", project.path("api").display()),
         "workers = 2\n",
         "max-memory = \"300M\"\n",
         "grace = 3\n",
