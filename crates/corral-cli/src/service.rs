@@ -444,12 +444,9 @@ fn cluster_units(
             .map(|arg| exec_quote(arg))
             .collect::<Vec<_>>()
             .join(" "),
-        cwd = exec_quote(cwd.as_os_str()),
-        path = exec_quote(&{
-            let mut assignment = OsString::from("PATH=");
-            assignment.push(&path);
-            assignment
-        }),
+        // A path as is (WorkingDirectory= takes no quotes), `%` doubled.
+        cwd = cwd.to_string_lossy().replace('%', "%%"),
+        path = environment_quote(&format!("PATH={}", path.to_string_lossy())),
     );
     let mut units = vec![Unit {
         file: format!("{unit}.service"),
@@ -537,6 +534,20 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
+/// An `Environment=` assignment: double-quoted when it has spaces, with
+/// `\` and `"` escaped and `%` doubled (`$` is not special there).
+fn environment_quote(assignment: &str) -> String {
+    let escaped = assignment.replace('%', "%%");
+    if !escaped
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '\\'))
+    {
+        return escaped;
+    }
+    let inner = escaped.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{inner}\"")
+}
+
 /// One `ExecStart=` word: as is when plain, else double-quoted with `\`
 /// and `"` escaped; `%` (a specifier) and `$` (a variable) are doubled
 /// either way.
@@ -578,6 +589,13 @@ mod tests {
         assert_eq!(quote(";"), "\";\"");
         assert_eq!(quote(""), "\"\"");
         assert_eq!(quote("--workers=2"), "--workers=2");
+    }
+
+    #[test]
+    fn environment_values_are_quoted_only_when_needed() {
+        assert_eq!(environment_quote("PATH=/a:/b"), "PATH=/a:/b");
+        assert_eq!(environment_quote("PATH=/my dir:/b"), "\"PATH=/my dir:/b\"");
+        assert_eq!(environment_quote("PATH=/$x/%"), "PATH=/$x/%%");
     }
 
     #[test]

@@ -204,7 +204,9 @@ fn the_units_verify_and_their_exec_start_serves_the_socket_units_port() {
 
 #[test]
 fn a_file_of_several_apps_gives_a_unit_per_app() {
-    let scratch = Scratch::new("apps");
+    // A space in the path: WorkingDirectory= and ExecStart= must say it
+    // as systemd reads it.
+    let scratch = Scratch::new("several apps");
     std::fs::write(
         scratch.0.join("corral.toml"),
         "grace = 4\nlisten = [\"127.0.0.1:0\"]\n\n[apps.api]\ncommand = \"python3\"\n\
@@ -232,12 +234,10 @@ fn a_file_of_several_apps_gives_a_unit_per_app() {
         let unit = &units[&format!("corral-{app}.service")];
         let exec_start = value(unit, "ExecStart");
         assert!(
-            exec_start.ends_with(&format!(
-                " run \"--config\" {} \"--app\" {app}",
-                file.display()
-            )) || exec_start.ends_with(&format!(" run --config {} --app {app}", file.display())),
+            exec_start.ends_with(&format!(" run --config \"{}\" --app {app}", file.display())),
             "{exec_start}"
         );
+        assert_eq!(value(unit, "WorkingDirectory"), scratch.0.to_str().unwrap());
         assert_eq!(value(unit, "WantedBy"), "default.target");
         assert_eq!(value(unit, "TimeoutStopSec"), "14");
     }
