@@ -41,7 +41,9 @@ load().then((config) => {
   }
   process.stdout.write(JSON.stringify(apps));
 }, (err) => {
-  console.error(String(err && err.stack || err).split('\n')[0]);
+  const where = String(err && err.stack || '').split('\n')[0];
+  const what = err && err.name ? `${err.name}: ${err.message}` : String(err);
+  console.error(/:\d+$/.test(where) ? `${what} (${where})` : what.split('\n')[0]);
   process.exit(3);
 });
 "#;
