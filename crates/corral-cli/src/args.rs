@@ -91,6 +91,14 @@ pub enum Command {
     /// Check a configuration file: print the settings it gives `corral run`,
     /// or its first error (file, line, key)
     Check(CheckArgs),
+    /// Start a cluster on boot: write a systemd unit that runs it (and a
+    /// socket unit holding its ports), enable and start it; or remove it
+    #[command(subcommand)]
+    Service(ServiceAction),
+    /// Read a pm2 ecosystem file (evaluated once with node) and write the
+    /// corral.toml it stands for: one [apps.NAME] table per app, and a line
+    /// for each key corral has no counterpart for
+    Import(ImportArgs),
     /// Write the man pages, or print a shell's completions or the markdown
     /// reference (for packagers and docs/cli.md).
     #[command(hide = true)]
@@ -248,6 +256,76 @@ pub struct CheckArgs {
     pub file: PathBuf,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ServiceAction {
+    /// Write and enable a systemd unit running `corral run` with these
+    /// flags and COMMAND (or one per app of --config FILE), with every path
+    /// resolved now: the corral binary, the program (through PATH, so
+    /// node from nvm too), the working directory (this one)
+    Install(Box<ServiceInstallArgs>),
+    /// Stop, disable and remove the units `install` wrote for NAME
+    Remove(ServiceRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceInstallArgs {
+    /// The unit's name: corral-NAME.service, and the cluster's name
+    /// [default with --config: the cluster's name, one unit per app]
+    #[arg(value_name = "NAME")]
+    pub service: Option<String>,
+
+    /// A user unit (~/.config/systemd/user, systemctl --user) instead of a
+    /// system one (/etc/systemd/system, needs root)
+    #[arg(long)]
+    pub user_unit: bool,
+
+    /// Also a socket unit holding the --listen addresses, so the port
+    /// survives a restart of corral itself (socket activation)
+    #[arg(long)]
+    pub socket: bool,
+
+    /// Print the units instead of writing them
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write the units without running systemctl daemon-reload and enable --now
+    #[arg(long)]
+    pub no_enable: bool,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceRemoveArgs {
+    /// The name given to `corral service install`
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// A user unit, as installed with --user-unit
+    #[arg(long)]
+    pub user_unit: bool,
+
+    /// Print what would be removed instead
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// pm2's ecosystem file: ecosystem.config.js, .cjs, .mjs or .json
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Write the configuration into this file instead of printing it
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// With --output: replace the file if it exists
+    #[arg(long, requires = "output")]
+    pub force: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoWorkerArgs {
     /// Address to listen on (repeatable), with SO_REUSEPORT
@@ -264,13 +342,26 @@ pub struct DemoWorkerArgs {
     pub worker_threads: Option<u32>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Read settings from this TOML file: every flag as a key of the same
-    /// name, plus command, args and [env]; flags given here override it.
-    /// Read again at each reload (HUP)
+    /// name, plus command, args and [env] (or [apps.NAME] tables of them:
+    /// see --app); flags given here override it. Read again at each reload
+    /// (HUP)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// With --config: the app to run, when the file has [apps.NAME] tables
+    /// (needed when it has more than one)
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub app: Option<String>,
+
+    /// Change to DIR before starting, as `cd DIR && corral run …` does: the
+    /// workers run in DIR and a relative COMMAND is found there (in a file,
+    /// a relative DIR is the file's directory's) [default: the current
+    /// directory]
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
 
     /// Add NAME=VALUE to every worker's environment (repeatable)
     ///
@@ -768,7 +859,7 @@ fn parse_env(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let upper = text.trim().to_ascii_uppercase();
     let digits = upper.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit: u64 = match &upper[digits.len()..] {

@@ -29,8 +29,10 @@ const ARGS: &str = "args";
 const ENV: &str = "env";
 /// The one flag whose value is optional: `watch = true` is `--watch`.
 const WATCH: &str = "watch";
+/// The tables of a file with several apps: `[apps.NAME]`.
+const APPS: &str = "apps";
 /// Flags that make no sense in the file itself.
-const NOT_IN_FILE: &[&str] = &["config", "help", "state-dir"];
+const NOT_IN_FILE: &[&str] = &["config", "app", "help", "state-dir"];
 
 /// A configuration problem, as one line: the file, the line, the key.
 #[derive(Debug)]
@@ -45,12 +47,15 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The `run` settings from `file`, overridden by `cli` (the arguments
-/// after `corral run`, as given).
+/// after `corral run`, as given). A file with `[apps.NAME]` tables gives
+/// the settings of the app `--app` names (or of its only app).
 pub fn resolve(file: &Path, cli: &[OsString]) -> Result<RunArgs, ConfigError> {
     let text =
         corral::cli_support::read_config_file(file).map_err(|err| ConfigError(err.to_string()))?;
-    let from_file = file_flags(file, &text)?;
+    let document = Document::parse(file, &text)?;
     let given = given_on_command_line(cli)?;
+    let app = chosen_app(cli)?;
+    let from_file = document.flags(file, app.as_deref())?;
     let mut argv: Vec<OsString> = vec!["corral".into(), "run".into()];
     for (key, flags) in &from_file.flags {
         if !given.iter().any(|id| id == &key.replace('-', "_")) {
@@ -110,6 +115,219 @@ pub fn resolve(file: &Path, cli: &[OsString]) -> Result<RunArgs, ConfigError> {
     Ok(run)
 }
 
+/// The names of the apps of `file` (its `[apps.NAME]` tables), or none
+/// when it describes one cluster.
+pub fn app_names(file: &Path) -> Result<Vec<String>, ConfigError> {
+    let text =
+        corral::cli_support::read_config_file(file).map_err(|err| ConfigError(err.to_string()))?;
+    let document = Document::parse(file, &text)?;
+    Ok(document.apps.into_iter().map(|app| app.name).collect())
+}
+
+/// Every cluster `file` describes, each with its `run` settings: one per
+/// `[apps.NAME]` table (named NAME), or the file's one cluster (named "").
+/// Two that would share a name or a control socket are an error.
+pub fn apps(file: &Path) -> Result<Vec<(String, RunArgs)>, ConfigError> {
+    let names = app_names(file)?;
+    let clusters = if names.is_empty() {
+        vec![(String::new(), resolve(file, &[])?)]
+    } else {
+        names
+            .into_iter()
+            .map(|name| {
+                let given: [OsString; 4] = [
+                    "--config".into(),
+                    file.into(),
+                    "--app".into(),
+                    name.clone().into(),
+                ];
+                let run = resolve(file, &given)?;
+                Ok((name, run))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?
+    };
+    let described: Vec<(&str, BTreeMap<String, String>)> = clusters
+        .iter()
+        .map(|(app, run)| (app.as_str(), run.cluster().describe().into_iter().collect()))
+        .collect();
+    for (at, (app, settings)) in described.iter().enumerate() {
+        for (other, other_settings) in &described[..at] {
+            for key in ["name", "control"] {
+                let (mine, theirs) = (&settings[key], &other_settings[key]);
+                if mine == theirs && mine != "none" {
+                    return Err(ConfigError(format!(
+                        "{}: apps {other} and {app} have the same {key} ({mine}): give each \
+                         its own with name = \"…\" in its [apps.NAME] table",
+                        file.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(clusters)
+}
+
+/// `--app NAME` among the arguments after `corral run`.
+fn chosen_app(cli: &[OsString]) -> Result<Option<String>, ConfigError> {
+    let mut argv: Vec<OsString> = vec!["corral".into(), "run".into()];
+    argv.extend(cli.iter().cloned());
+    match Cli::try_parse_from_os(argv) {
+        Ok(Cli {
+            command: Command::Run(run),
+            ..
+        }) => Ok(run.app),
+        Ok(_) => Ok(None),
+        Err(err) => Err(ConfigError(first_line(&err.to_string()))),
+    }
+}
+
+/// An app's name names its cluster, control socket and systemd unit.
+fn is_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// One table's keys, each with its line and value.
+type Keys = BTreeMap<String, (usize, Value)>;
+
+/// A configuration file: its top-level keys (the settings of its one
+/// cluster, or shared by every app) and its `[apps.NAME]` tables.
+#[derive(Debug, Default)]
+struct Document {
+    shared: Keys,
+    apps: Vec<App>,
+}
+
+#[derive(Debug)]
+struct App {
+    name: String,
+    line: usize,
+    keys: Keys,
+}
+
+/// The `[apps]` table, read again with its apps' keys' positions.
+#[derive(serde::Deserialize)]
+struct AppTables {
+    #[serde(default)]
+    apps: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<Value>>>,
+}
+
+impl Document {
+    fn parse(file: &Path, text: &str) -> Result<Document, ConfigError> {
+        let name = file.display();
+        let syntax =
+            |err: toml::de::Error| ConfigError(format!("{name}: {}", one_line(&err.to_string())));
+        let top: BTreeMap<Spanned<String>, Spanned<Value>> =
+            toml::from_str(text).map_err(syntax)?;
+        let mut document = Document::default();
+        for (key, value) in top {
+            let line = line_of(text, key.span().start);
+            if key.get_ref() == APPS {
+                if !matches!(value.get_ref(), Value::Table(_)) {
+                    return Err(ConfigError(format!(
+                        "{name} line {line}: {APPS}: must be tables, as [apps.api] then its keys"
+                    )));
+                }
+                continue;
+            }
+            document
+                .shared
+                .insert(key.into_inner(), (line, value.into_inner()));
+        }
+        let tables: AppTables = toml::from_str(text).map_err(|err| {
+            ConfigError(format!(
+                "{name}: {}: each app is a table, as [apps.api] then its keys",
+                one_line(&err.to_string())
+            ))
+        })?;
+        for (app, keys) in tables.apps {
+            let line = line_of(text, app.span().start);
+            let app_name = app.into_inner();
+            if !is_app_name(&app_name) {
+                return Err(ConfigError(format!(
+                    "{name} line {line}: [apps.{app_name:?}]: an app's name is its cluster's \
+                     and its unit's: use letters, digits, '-', '_' or '.' (not first)"
+                )));
+            }
+            let keys = keys
+                .into_iter()
+                .map(|(key, value)| {
+                    let line = line_of(text, key.span().start);
+                    (key.into_inner(), (line, value.into_inner()))
+                })
+                .collect();
+            document.apps.push(App {
+                name: app_name,
+                line,
+                keys,
+            });
+        }
+        Ok(document)
+    }
+
+    /// The flags and command of the cluster `app` names: the shared keys,
+    /// and over them the app's own (its [env] added to the shared one).
+    fn flags(&self, file: &Path, app: Option<&str>) -> Result<FileFlags, ConfigError> {
+        let name = file.display();
+        if self.apps.is_empty() {
+            if let Some(app) = app {
+                return Err(ConfigError(format!(
+                    "{name}: --app {app}: the file has no [apps.NAME] tables: leave out --app"
+                )));
+            }
+            return keys_flags(file, "", &self.shared);
+        }
+        let names = || {
+            self.apps
+                .iter()
+                .map(|app| app.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let chosen = match app {
+            Some(wanted) => self
+                .apps
+                .iter()
+                .find(|app| app.name == wanted)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "{name}: no app named {wanted}: the apps are {}",
+                        names()
+                    ))
+                })?,
+            None if self.apps.len() == 1 => &self.apps[0],
+            None => {
+                return Err(ConfigError(format!(
+                    "{name} has several apps ({}): choose one with --app NAME",
+                    names()
+                )));
+            }
+        };
+        let mut keys = self.shared.clone();
+        for (key, (line, value)) in &chosen.keys {
+            let merged = match (key.as_str(), keys.get(key), value) {
+                (ENV, Some((_, Value::Table(shared))), Value::Table(own)) => {
+                    let mut env = shared.clone();
+                    env.extend(own.clone());
+                    Value::Table(env)
+                }
+                _ => value.clone(),
+            };
+            keys.insert(key.clone(), (*line, merged));
+        }
+        if !chosen.keys.contains_key("name") {
+            keys.insert(
+                "name".to_string(),
+                (chosen.line, Value::String(chosen.name.clone())),
+            );
+        }
+        keys_flags(file, &format!("[apps.{}] ", chosen.name), &keys)
+    }
+}
+
 impl Cli {
     fn try_parse_from_os(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
         let matches = Cli::command().try_get_matches_from(argv)?;
@@ -153,18 +371,19 @@ struct FileFlags {
     profiles: BTreeMap<String, Vec<String>>,
 }
 
-fn file_flags(file: &Path, text: &str) -> Result<FileFlags, ConfigError> {
+/// One cluster's keys as flags; `app` (`[apps.NAME] ` or empty) goes
+/// before a key in an error.
+fn keys_flags(file: &Path, app: &str, keys: &Keys) -> Result<FileFlags, ConfigError> {
     let name = file.display();
-    let document: BTreeMap<Spanned<String>, Spanned<Value>> = toml::from_str(text)
-        .map_err(|err| ConfigError(format!("{name}: {}", one_line(&err.to_string()))))?;
     let flag_names = run_flag_names();
     let mut out = FileFlags::default();
     let mut command: Option<String> = None;
     let mut args: Vec<String> = Vec::new();
-    for (key, value) in &document {
-        let line = line_of(text, key.span().start);
-        let key = key.get_ref().as_str();
-        let at = |message: String| ConfigError(format!("{name} line {line}: {key}: {message}"));
+    for (key, (line, value)) in keys {
+        let key = key.as_str();
+        let value = Spanned::new(0..0, value.clone());
+        let at =
+            |message: String| ConfigError(format!("{name} line {line}: {app}{key}: {message}"));
         match key {
             COMMAND => command = Some(string(value.get_ref()).map_err(at)?),
             ARGS => args = strings(value.get_ref()).map_err(at)?,
@@ -191,6 +410,16 @@ fn file_flags(file: &Path, text: &str) -> Result<FileFlags, ConfigError> {
                         .insert(key.to_string(), vec![format!("--{WATCH}")]);
                 }
             }
+            "cwd" => {
+                let dir = string(value.get_ref())
+                    .map_err(|_| at("must be a directory, as \"/srv/api\"".into()))?;
+                let base = file.parent().unwrap_or(Path::new(""));
+                let dir = std::path::absolute(base.join(&dir)).unwrap_or_else(|_| base.join(dir));
+                out.flags.insert(
+                    key.to_string(),
+                    vec!["--cwd".into(), dir.display().to_string()],
+                );
+            }
             _ if flag_names.iter().any(|flag| flag == key) => {
                 let flags = flags_for(key, value.get_ref()).map_err(at)?;
                 check_flag(&flags).map_err(at)?;
@@ -210,12 +439,9 @@ fn file_flags(file: &Path, text: &str) -> Result<FileFlags, ConfigError> {
             out.command = std::iter::once(command).chain(args).collect();
         }
         None if !args.is_empty() => {
-            let line = document
-                .keys()
-                .find(|key| key.get_ref() == ARGS)
-                .map_or(1, |key| line_of(text, key.span().start));
+            let line = keys.get(ARGS).map_or(1, |(line, _)| *line);
             return Err(ConfigError(format!(
-                "{name} line {line}: args: there are arguments but no command: add \
+                "{name} line {line}: {app}args: there are arguments but no command: add \
                  command = \"PROGRAM\""
             )));
         }
@@ -360,23 +586,43 @@ pub fn describe(run: &RunArgs, cluster: &corral::Cluster) -> Vec<(String, String
     let mut values: BTreeMap<String, String> = cluster.describe().into_iter().collect();
     let mut settings = vec![(COMMAND.to_string(), command)];
     for key in run_flag_names().into_iter().chain([ENV.to_string()]) {
-        let value = values.remove(&key).unwrap_or_default();
+        let value = match key.as_str() {
+            "cwd" => match &run.cwd {
+                Some(dir) => dir.display().to_string(),
+                None => "(the current directory)".to_string(),
+            },
+            _ => values.remove(&key).unwrap_or_default(),
+        };
         settings.push((key, value));
     }
     settings
 }
 
 /// Where `--config` points, to read it again at each reload.
+/// Absolute, as `--cwd` changes the directory before a reload reads it.
 pub fn config_path(run: &RunArgs) -> Option<PathBuf> {
-    run.config.clone()
+    run.config
+        .as_ref()
+        .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Flags of the command line itself, not settings of the library:
+    /// `describe` prints them from the flags.
+    const CLI_ONLY: &[&str] = &["cwd"];
+
     fn flags(text: &str) -> Result<FileFlags, String> {
-        file_flags(Path::new("corral.toml"), text).map_err(|err| err.0)
+        app_flags(text, None)
+    }
+
+    fn app_flags(text: &str, app: Option<&str>) -> Result<FileFlags, String> {
+        let file = Path::new("corral.toml");
+        Document::parse(file, text)
+            .and_then(|document| document.flags(file, app))
+            .map_err(|err| err.0)
     }
 
     #[test]
@@ -452,6 +698,60 @@ mod tests {
         assert!(err.contains("env"), "{err}");
     }
 
+    const TWO_APPS: &str = "grace = 3\n[env]\nSHARED = \"1\"\n\n[apps.api]\ncommand = \"node\"\n\
+                            args = [\"api.js\"]\nworkers = 2\n[apps.api.env]\nPORT = \"3000\"\n\n\
+                            [apps.jobs]\ncommand = \"python3\"\ngrace = 9\n";
+
+    #[test]
+    fn an_app_takes_the_shared_keys_under_its_own() {
+        let api = app_flags(TWO_APPS, Some("api")).unwrap();
+        assert_eq!(api.command, ["node", "api.js"]);
+        assert_eq!(api.flags["grace"], ["--grace", "3"]);
+        assert_eq!(api.flags["workers"], ["--workers", "2"]);
+        assert_eq!(api.flags["name"], ["--name", "api"]);
+        assert_eq!(api.env, ["PORT=3000", "SHARED=1"]);
+        let jobs = app_flags(TWO_APPS, Some("jobs")).unwrap();
+        assert_eq!(jobs.command, ["python3"]);
+        assert_eq!(jobs.flags["grace"], ["--grace", "9"]);
+        assert_eq!(jobs.env, ["SHARED=1"]);
+        assert_eq!(jobs.flags["name"], ["--name", "jobs"]);
+    }
+
+    #[test]
+    fn apps_must_be_chosen_and_their_errors_name_them() {
+        let err = app_flags(TWO_APPS, None).unwrap_err();
+        assert!(
+            err.contains("several apps (api, jobs): choose one with --app NAME"),
+            "{err}"
+        );
+        let err = app_flags(TWO_APPS, Some("web")).unwrap_err();
+        assert!(
+            err.contains("no app named web: the apps are api, jobs"),
+            "{err}"
+        );
+        let err = app_flags("workers = 2\n", Some("api")).unwrap_err();
+        assert!(err.contains("no [apps.NAME] tables"), "{err}");
+        let one = app_flags("[apps.solo]\ncommand = \"x\"\n", None).unwrap();
+        assert_eq!(one.flags["name"], ["--name", "solo"]);
+        let err =
+            app_flags("[apps.api]\ncommand = \"x\"\n\ngrace = -1\n", Some("api")).unwrap_err();
+        assert!(
+            err.starts_with("corral.toml line 4: [apps.api] grace: "),
+            "{err}"
+        );
+        let err = app_flags("[apps.api]\nwrkers = 1\n", Some("api")).unwrap_err();
+        assert!(
+            err.contains("line 2: [apps.api] wrkers: unknown key"),
+            "{err}"
+        );
+        let err = app_flags("apps = 3\n", None).unwrap_err();
+        assert!(err.contains("line 1: apps: must be tables"), "{err}");
+        let err = app_flags("[apps]\napi = 3\n", None).unwrap_err();
+        assert!(err.contains("each app is a table"), "{err}");
+        let err = app_flags("[apps.\"a/b\"]\ncommand = \"x\"\n", None).unwrap_err();
+        assert!(err.contains("line 1: [apps.\"a/b\"]"), "{err}");
+    }
+
     #[test]
     fn every_run_flag_is_a_key() {
         let names = run_flag_names();
@@ -469,6 +769,7 @@ mod tests {
             .collect();
         let mut flags = run_flag_names();
         flags.push(ENV.to_string());
+        flags.retain(|flag| !CLI_ONLY.contains(&flag.as_str()));
         for key in &printed {
             assert!(flags.contains(key), "{key} is no `run` flag");
         }

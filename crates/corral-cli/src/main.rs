@@ -9,7 +9,9 @@ mod control;
 mod demo;
 mod display;
 mod generate;
+mod import;
 mod reference;
+mod service;
 mod standalone;
 mod target;
 mod top;
@@ -44,6 +46,8 @@ fn main() -> ExitCode {
         Command::DemoWorker(args) => standalone::run(args),
         Command::Check(check) => check_config(&check.file),
         Command::Generate(what) => generate::run(what),
+        Command::Import(args) => import::run(&args),
+        Command::Service(action) => service::run(&action),
         command => control::run(command).map(|_| ()),
     };
     let code = match outcome {
@@ -109,6 +113,14 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
             (run, None)
         }
     };
+    // A worker (the demo worker) starts in the directory already.
+    if let Some(dir) = &run.cwd
+        && !corral::is_worker()
+    {
+        std::env::set_current_dir(dir).map_err(|err| {
+            anyhow::anyhow!("--cwd {}: cannot change to it: {err}", dir.display())
+        })?;
+    }
     let mut cluster = build_cluster(&run);
     if let Some(reread) = reread {
         cluster = cluster.on_reload(reread);
@@ -120,24 +132,46 @@ fn run_cluster(run: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `corral check FILE`: the settings the file gives, or its first error.
+/// `corral check FILE`: the settings the file gives, or its first error;
+/// with `[apps.NAME]` tables, those of every app.
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    let run = config::resolve(file, &[])?;
-    // The checks `run` makes before it starts, in one place: the library's.
-    let cluster = build_cluster(&run);
-    let cluster = match run.command.split_first() {
-        Some((program, args)) => cluster.command(program, args),
-        None => cluster,
-    };
-    cluster
-        .check()
-        .map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?;
-    let settings = config::describe(&run, &cluster);
-    let width = settings.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
+    let apps = config::apps(file)?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}: valid", file.display())?;
-    for (key, value) in settings {
-        writeln!(stdout, "{key:width$} = {value}")?;
+    for (app, run) in apps {
+        let (header, app_label) = if app.is_empty() {
+            (format!("{}: valid", file.display()), String::new())
+        } else {
+            (
+                format!("{} [apps.{app}]: valid", file.display()),
+                format!(" [apps.{app}]"),
+            )
+        };
+        // The checks `run` makes before it starts, in one place: the
+        // library's; from the app's directory, where its command is found.
+        let here = std::env::current_dir()?;
+        if let Some(dir) = &run.cwd {
+            std::env::set_current_dir(dir).map_err(|err| {
+                anyhow::anyhow!(
+                    "{}{app_label}: cwd: cannot change to {}: {err}",
+                    file.display(),
+                    dir.display()
+                )
+            })?;
+        }
+        let cluster = build_cluster(&run);
+        let cluster = match run.command.split_first() {
+            Some((program, args)) => cluster.command(program, args),
+            None => cluster,
+        };
+        let checked = cluster.check();
+        std::env::set_current_dir(&here)?;
+        checked.map_err(|err| anyhow::anyhow!("{}{app_label}: {err}", file.display()))?;
+        let settings = config::describe(&run, &cluster);
+        let width = settings.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
+        writeln!(stdout, "{header}")?;
+        for (key, value) in settings {
+            writeln!(stdout, "{key:width$} = {value}")?;
+        }
     }
     Ok(())
 }

@@ -33,11 +33,20 @@ pub fn markdown(mut command: Command) -> String {
     }
     out.push('\n');
     for sub in visible_subcommands(&command) {
-        let full = format!("{name} {}", sub.get_name());
-        let _ = writeln!(out, "## `{full}`\n");
-        describe(&mut out, sub, &full);
+        section(&mut out, sub, &name);
     }
     out.trim_end().to_string() + "\n"
+}
+
+/// A subcommand's section, then one per subcommand of its own
+/// (`corral service install`).
+fn section(out: &mut String, command: &Command, parent: &str) {
+    let full = format!("{parent} {}", command.get_name());
+    let _ = writeln!(out, "## `{full}`\n");
+    describe(out, command, &full);
+    for sub in visible_subcommands(command) {
+        section(out, sub, &full);
+    }
 }
 
 fn visible_subcommands(command: &Command) -> impl Iterator<Item = &Command> {

@@ -309,3 +309,69 @@ fn a_fifo_or_a_device_in_place_of_the_file_aborts_the_reload_and_the_primary_ans
     assert_eq!(served_version(port), "v1");
     cluster.stop_gracefully(PATIENCE);
 }
+
+#[test]
+fn a_file_of_several_apps_runs_the_one_chosen_and_checks_them_all() {
+    let file = ConfigFile::new(
+        "apps",
+        &format!(
+            "grace = 2\nlisten = [\"127.0.0.1:0\"]\n[env]\nAPP_VERSION = \"shared\"\n\n\
+             [apps.api]\ncommand = \"python3\"\nargs = [\"{ENV_SERVER}\"]\nworkers = 2\n\n\
+             [apps.jobs]\ncommand = \"python3\"\nargs = [\"{ENV_SERVER}\"]\n\
+             [apps.jobs.env]\nAPP_VERSION = \"jobs\"\n"
+        ),
+    );
+    let output = Command::new(corral_path())
+        .args(["check", file.arg()])
+        .output()
+        .expect("corral runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "corral.toml [apps.api]: valid",
+        "corral.toml [apps.jobs]: valid",
+        "name                = api",
+        "name                = jobs",
+        "env                 = APP_VERSION=jobs",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in\n{stdout}");
+    }
+
+    // Several apps and none chosen: one error naming them.
+    let output = Command::new(corral_path())
+        .args(["run", "--config", file.arg()])
+        .output()
+        .expect("corral runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("several apps (api, jobs): choose one with --app NAME"),
+        "{stderr}"
+    );
+
+    let mut cluster = ClusterProcess::start(
+        corral_path(),
+        &["run", "--config", file.arg(), "--app", "jobs"],
+    );
+    let port = cluster.port();
+    cluster.expect_line("[worker 1] python worker 1 serving");
+    assert_eq!(served_version(port), "jobs");
+    cluster.stop_gracefully(PATIENCE);
+
+    // Two apps whose clusters would share a name (and control socket).
+    file.write("[apps.a]\ncommand = \"python3\"\nname = \"x\"\n[apps.b]\ncommand = \"python3\"\nname = \"x\"\n");
+    let output = Command::new(corral_path())
+        .args(["check", file.arg()])
+        .output()
+        .expect("corral runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("apps a and b have the same name (x)"),
+        "{stderr}"
+    );
+}

@@ -41,7 +41,9 @@ pub(crate) fn run(command: Command) -> Result<Option<()>, anyhow::Error> {
         | Command::Start(_)
         | Command::DemoWorker(_)
         | Command::Check(_)
-        | Command::Generate(_) => {
+        | Command::Generate(_)
+        | Command::Import(_)
+        | Command::Service(_) => {
             return Ok(None);
         }
     };
