@@ -117,10 +117,42 @@ pub(crate) fn start(run: RunArgs, log_format: LogFormatArg) -> anyhow::Result<()
         .skip_while(|arg| arg != "start")
         .skip(1)
         .collect();
-    let run = match &run.config {
-        Some(path) => crate::config::resolve(path, &given)?,
-        None => run,
+    let Some(path) = run.config.clone() else {
+        return start_one(run, given, log_format);
     };
+    // A file of several apps with none chosen: every app, one after the
+    // other, each its own background cluster.
+    let apps = crate::config::app_names(&path)?;
+    if apps.len() < 2 || run.app.is_some() {
+        let run = crate::config::resolve(&path, &given)?;
+        return start_one(run, given, log_format);
+    }
+    crate::config::apps(&path)?;
+    let mut failed = Vec::new();
+    for app in &apps {
+        let mut given = given.clone();
+        given.splice(0..0, [OsString::from("--app"), OsString::from(app)]);
+        let outcome = crate::config::resolve(&path, &given)
+            .map_err(anyhow::Error::from)
+            .and_then(|run| start_one(run, given, log_format));
+        if let Err(err) = outcome {
+            corral::cli_support::log_fatal(&format!("{err:#}"));
+            failed.push(app.as_str());
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} apps did not start: {} (the others run)",
+            failed.len(),
+            apps.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Starts one cluster in the background and waits until it is ready.
+fn start_one(run: RunArgs, given: Vec<OsString>, log_format: LogFormatArg) -> anyhow::Result<()> {
     let cluster = run.cluster();
     let cluster = match run.command.split_first() {
         Some((program, args)) => cluster.command(program, args),

@@ -303,3 +303,36 @@ fn a_log_file_that_cannot_be_written_costs_lines_not_the_cluster() {
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     assert_eq!(user.listed("full")["state"], "stopped");
 }
+
+#[test]
+fn start_with_a_file_of_several_apps_starts_each_and_stop_all_stops_them() {
+    let user = User::new();
+    let dir = private_runtime_dir();
+    let file = dir.join("corral.toml");
+    std::fs::write(
+        &file,
+        "workers = 1\nlisten = [\"127.0.0.1:0\"]\ngrace = 2\n\n[apps.api]\n\n[apps.jobs]\n",
+    )
+    .expect("the file is written");
+    let out = user.corral(&["start", "--config", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("started api") && stdout.contains("started jobs"),
+        "{stdout}"
+    );
+    for app in ["api", "jobs"] {
+        let status = user.corral(&["status", app, "--json"]);
+        assert!(status.status.success(), "{app}: {}", text(&status.stderr));
+    }
+    let stop = user.corral(&["stop", "--all"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    for app in ["api", "jobs"] {
+        assert_eq!(user.listed(app)["state"], "stopped", "{app}");
+    }
+}
