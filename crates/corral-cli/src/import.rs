@@ -128,24 +128,21 @@ pub struct Imported {
 
 /// The pm2 keys with no counterpart yet, and what to do meanwhile.
 const NO_COUNTERPART: &[(&str, &str)] = &[
-    ("watch", "restart on file changes"),
-    ("ignore_watch", "restart on file changes"),
-    ("watch_delay", "restart on file changes"),
     (
-        "cron_restart",
-        "a scheduled reload: run `corral reload NAME` from cron or a timer",
+        "ignore_watch",
+        "--watch skips .git, node_modules and what .gitignore ignores; watch = [PATHS] narrows it",
+    ),
+    (
+        "watch_delay",
+        "--watch reloads 300 ms after the last change",
     ),
     (
         "out_file",
-        "workers' output goes to corral's stderr (`corral logs NAME`)",
+        "corral keeps one log file of every line, log-file = PATH (corral start keeps one anyway)",
     ),
     (
         "error_file",
-        "workers' output goes to corral's stderr (`corral logs NAME`)",
-    ),
-    (
-        "log_file",
-        "workers' output goes to corral's stderr (`corral logs NAME`)",
+        "corral keeps one log file of every line, log-file = PATH (corral start keeps one anyway)",
     ),
     (
         "log_date_format",
@@ -253,6 +250,7 @@ fn convert_app(
     let mut keys: Vec<String> = Vec::new();
     let mut comments: Vec<String> = Vec::new();
     let mut env = String::new();
+    let mut profiles = String::new();
     let note = |notes: &mut Vec<String>, comments: &mut Vec<String>, key: &str, why: &str| {
         let value = app.get(key).map(Value::to_string).unwrap_or_default();
         notes.push(format!(
@@ -294,7 +292,7 @@ fn convert_app(
                  corral as their cluster primary)"
             )),
             "env" => match value {
-                Value::Object(vars) => env = env_table(name, vars, notes)?,
+                Value::Object(vars) => env = env_table(name, None, vars, notes)?,
                 _ => note(notes, &mut comments, key, "env must be an object"),
             },
             "max_memory_restart" => match memory(value) {
@@ -324,14 +322,45 @@ fn convert_app(
             },
             "cwd" => keys.push(format!("cwd = {}", quoted(&cwd.display().to_string()))),
             "uid" | "gid" => {}
-            key if key.starts_with("env_") => note(
-                notes,
-                &mut comments,
-                key,
-                "environment profiles: copy its variables into [apps.NAME.env] where it is used",
-            ),
+            key if key.starts_with("env_") => match value {
+                Value::Object(vars) => {
+                    let profile = &key["env_".len()..];
+                    profiles.push_str(&env_table(name, Some(profile), vars, notes)?);
+                }
+                _ => note(notes, &mut comments, key, "a profile must be an object"),
+            },
+            "watch" => match value {
+                Value::Bool(true) => keys.push("watch = true".into()),
+                Value::Bool(false) => {}
+                Value::String(path) => keys.push(format!("watch = [{}]", quoted(path))),
+                Value::Array(_) => {
+                    let list: Vec<String> = words(value).iter().map(|path| quoted(path)).collect();
+                    keys.push(format!("watch = [{}]", list.join(", ")));
+                }
+                _ => note(
+                    notes,
+                    &mut comments,
+                    key,
+                    "give watch = true or a list of paths",
+                ),
+            },
+            "cron_restart" => match value {
+                Value::String(cron) => {
+                    keys.push(format!("reload-at = {}", quoted(cron)));
+                    comments.push(
+                        "# reload-at is in UTC (pm2's cron_restart runs in local time), and \
+                         reloads without downtime"
+                            .into(),
+                    );
+                }
+                _ => note(notes, &mut comments, key, "give reload-at = \"CRON\""),
+            },
+            "log_file" => match value {
+                Value::String(path) => keys.push(format!("log-file = {}", quoted(path))),
+                _ => note(notes, &mut comments, key, "give log-file = PATH"),
+            },
             // Off, or what corral does anyway: nothing to say.
-            "watch" | "merge_logs" | "combine_logs" | "time" if value == &Value::Bool(false) => {}
+            "merge_logs" | "combine_logs" | "time" if value == &Value::Bool(false) => {}
             "autorestart" if value == &Value::Bool(true) => {}
             _ if value.is_null() => {}
             key => match NO_COUNTERPART.iter().find(|(known, _)| *known == key) {
@@ -350,6 +379,7 @@ fn convert_app(
         table.push('\n');
     }
     table.push_str(&env);
+    table.push_str(&profiles);
     Ok(table)
 }
 
@@ -503,14 +533,19 @@ fn user(app: &Map<String, Value>) -> Option<String> {
     })
 }
 
-/// The app's `env` as its `[apps.NAME.env]` table; corral's own variables
-/// are left out with a note.
+/// The app's `env` as its `[apps.NAME.env]` table, or its `env_PROFILE` as
+/// `[apps.NAME.env.PROFILE]` (selected with `--env-name PROFILE`); corral's
+/// own variables are left out with a note.
 fn env_table(
     name: &str,
+    profile: Option<&str>,
     vars: &Map<String, Value>,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<String> {
-    let mut table = format!("[apps.{name}.env]\n");
+    let mut table = match profile {
+        None => format!("[apps.{name}.env]\n"),
+        Some(profile) => format!("[apps.{name}.env.{}]\n", quoted_key(profile)),
+    };
     for (key, value) in vars {
         let value = match value {
             Value::String(text) => text.clone(),
@@ -581,29 +616,14 @@ mod tests {
             "[apps.api.env]\nNODE_ENV = \"development\"\nPORT = \"3000\"\n",
             "[apps.worker]\ncommand = \"python3\"\nargs = [\"worker.py\"]\n",
             "# instances = \"max\": corral's default",
-            "# watch = true: no counterpart in corral yet",
+            "watch = true\n",
+            "[apps.worker.env.production]\nNODE_ENV = \"production\"\n",
             "user = \"www\"\n",
         ] {
             assert!(toml.contains(line), "{line:?} in\n{toml}");
         }
         assert_eq!(imported.apps, 2);
-        assert!(
-            imported
-                .notes
-                .iter()
-                .any(|note| note.starts_with("worker: watch: no counterpart")),
-            "{:?}",
-            imported.notes
-        );
-        assert!(
-            imported
-                .notes
-                .iter()
-                .any(|note| note.starts_with("worker: env_production: no counterpart")),
-            "{:?}",
-            imported.notes
-        );
-        assert_eq!(imported.notes.len(), 2, "{:?}", imported.notes);
+        assert!(imported.notes.is_empty(), "{:?}", imported.notes);
     }
 
     #[test]

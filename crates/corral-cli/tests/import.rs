@@ -97,9 +97,7 @@ fn imports_and_serves(name: &str, ecosystem_file: &str, ecosystem: &str) {
     let stderr = text(&import.stderr);
     assert!(import.status.success(), "{stderr}");
     for note in [
-        "api: env_production: no counterpart in corral yet",
         "api: out_file: no counterpart in corral yet",
-        "jobs: cron_restart: no counterpart in corral yet",
         "wrote corral.toml (2 apps)",
     ] {
         assert!(stderr.contains(note), "{note:?} in\n{stderr}");
@@ -118,6 +116,8 @@ fn imports_and_serves(name: &str, ecosystem_file: &str, ecosystem: &str) {
         "ready-timeout = 8\n",
         &format!("[apps.api.env]\nNODE_ENV = \"development\"\nPORT = \"{port}\"\n"),
         "[apps.jobs]\ncommand = \"node\"\nargs = [\"--max-old-space-size=128\", \"jobs.js\"]\n",
+        "[apps.api.env.production]\nNODE_ENV = \"production\"\n",
+        "reload-at = \"0 3 * * *\"\n",
     ] {
         assert!(toml.contains(line), "{line:?} in\n{toml}");
     }
