@@ -352,7 +352,8 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
 
     /// With --config: the app to run, when the file has [apps.NAME] tables
-    /// (needed when it has more than one)
+    /// (needed when it has more than one); corral start takes a list
+    /// (api,jobs), and without --app starts every app
     #[arg(long, value_name = "NAME", requires = "config")]
     pub app: Option<String>,
 

@@ -120,14 +120,28 @@ pub(crate) fn start(run: RunArgs, log_format: LogFormatArg) -> anyhow::Result<()
     let Some(path) = run.config.clone() else {
         return start_one(run, given, log_format);
     };
-    // A file of several apps with none chosen: every app, one after the
-    // other, each its own background cluster.
-    let apps = crate::config::app_names(&path)?;
-    if apps.len() < 2 || run.app.is_some() {
+    // A file of several apps with none chosen (or a list of them, `--app
+    // api,jobs`): each app, one after the other, its own background cluster.
+    let all = crate::config::app_names(&path)?;
+    let apps: Vec<String> = match run.app.as_deref() {
+        Some(list) if list.contains(',') => list.split(',').map(str::to_owned).collect(),
+        Some(_) => Vec::new(),
+        None if all.len() > 1 => all.clone(),
+        None => Vec::new(),
+    };
+    if apps.is_empty() {
         let run = crate::config::resolve(&path, &given)?;
         return start_one(run, given, log_format);
     }
+    if let Some(unknown) = apps.iter().find(|app| !all.contains(app)) {
+        bail!(
+            "{}: no app named {unknown:?}: the apps are {}",
+            path.display(),
+            all.join(", ")
+        );
+    }
     crate::config::apps(&path)?;
+    let given = without_app(given);
     let mut failed = Vec::new();
     for app in &apps {
         let mut given = given.clone();
@@ -149,6 +163,25 @@ pub(crate) fn start(run: RunArgs, log_format: LogFormatArg) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+/// The arguments without `--app LIST` (each app's start names its own).
+fn without_app(given: Vec<OsString>) -> Vec<OsString> {
+    let mut kept = Vec::with_capacity(given.len());
+    let mut args = given.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            kept.push(arg);
+            kept.extend(args.by_ref());
+            break;
+        }
+        if arg == "--app" {
+            args.next();
+        } else if !arg.as_encoded_bytes().starts_with(b"--app=") {
+            kept.push(arg);
+        }
+    }
+    kept
 }
 
 /// Starts one cluster in the background and waits until it is ready.

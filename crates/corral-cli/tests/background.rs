@@ -335,4 +335,15 @@ fn start_with_a_file_of_several_apps_starts_each_and_stop_all_stops_them() {
     for app in ["api", "jobs"] {
         assert_eq!(user.listed(app)["state"], "stopped", "{app}");
     }
+    // A list starts those named; an unknown one is refused, naming the apps.
+    let file = file.to_str().unwrap();
+    let out = user.corral(&["start", "--config", file, "--app", "jobs,api"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = user.corral(&["start", "--config", file, "--app", "api,web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no app named \"web\": the apps are api, jobs"),
+        "{}",
+        text(&out.stderr)
+    );
 }
