@@ -267,6 +267,53 @@ pub enum ServiceAction {
     Remove(ServiceRemoveArgs),
 }
 
+/// `corral service install NAME --user -- CMD` (the and systemd's
+/// word for a user unit) as `--user-unit`: a `--user` with no value after
+/// it (the next argument is `--`, another flag, or none) in `service
+/// install`, and any `--user` in `service remove`. `--user USER` with a
+/// value stays run's flag (the workers' user).
+pub fn service_user_alias(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    // The subcommand: the first argument that is neither a global flag
+    // nor the value of one (`corral --log-format json service install`).
+    let mut service = 1;
+    while argv
+        .get(service)
+        .is_some_and(|arg| arg.as_encoded_bytes().starts_with(b"--log-format"))
+    {
+        service += if argv[service] == "--log-format" {
+            2
+        } else {
+            1
+        };
+    }
+    if argv.get(service).is_none_or(|arg| arg != "service") {
+        return argv;
+    }
+    let end = argv
+        .iter()
+        .position(|arg| arg == "--")
+        .unwrap_or(argv.len());
+    let action = argv
+        .get(service + 1)
+        .and_then(|arg| arg.to_str())
+        .unwrap_or("")
+        .to_owned();
+    if action != "install" && action != "remove" {
+        return argv;
+    }
+    for at in service + 2..end {
+        if argv[at] != "--user" {
+            continue;
+        }
+        let next = argv.get(at + 1).map(|arg| arg.as_encoded_bytes());
+        let no_value = at + 1 >= end || next.is_some_and(|next| next.starts_with(b"-"));
+        if action == "remove" || no_value {
+            argv[at] = "--user-unit".into();
+        }
+    }
+    argv
+}
+
 #[derive(Debug, Args)]
 pub struct ServiceInstallArgs {
     /// The unit's name: corral-NAME.service, and the cluster's name
@@ -275,7 +322,8 @@ pub struct ServiceInstallArgs {
     pub service: Option<String>,
 
     /// A user unit (~/.config/systemd/user, systemctl --user) instead of a
-    /// system one (/etc/systemd/system, needs root)
+    /// system one (/etc/systemd/system, needs root); also `--user` with no
+    /// value (right before `--` or another flag)
     #[arg(long)]
     pub user_unit: bool,
 
@@ -302,7 +350,7 @@ pub struct ServiceRemoveArgs {
     #[arg(value_name = "NAME")]
     pub name: String,
 
-    /// A user unit, as installed with --user-unit
+    /// A user unit, as installed with --user-unit (or --user)
     #[arg(long)]
     pub user_unit: bool,
 
@@ -1071,5 +1119,37 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn service_user_without_a_value_is_a_user_unit() {
+        let alias = |line: &str| -> String {
+            let argv = line.split(' ').map(std::ffi::OsString::from).collect();
+            let out: Vec<String> = service_user_alias(argv)
+                .into_iter()
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect();
+            out.join(" ")
+        };
+        assert_eq!(
+            alias("corral service install api --user -- node app.js"),
+            "corral service install api --user-unit -- node app.js"
+        );
+        assert_eq!(
+            alias("corral service install api --user --socket -- node app.js"),
+            "corral service install api --user-unit --socket -- node app.js"
+        );
+        assert_eq!(
+            alias("corral service install api --user www -- node app.js"),
+            "corral service install api --user www -- node app.js"
+        );
+        assert_eq!(
+            alias("corral service remove api --user"),
+            "corral service remove api --user-unit"
+        );
+        assert_eq!(
+            alias("corral run --user www -- x --user"),
+            "corral run --user www -- x --user"
+        );
     }
 }
