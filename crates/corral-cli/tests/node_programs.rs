@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use corral_testkit::{
-    ClusterProcess, Load, Mark, PATIENCE, SCHED_OTHER, Signal, corral_path, http_get,
+    ClusterProcess, Load, Mark, PATIENCE, SCHED_OTHER, Signal, corral_path, free_port, http_get,
     node_available, process_alive, scheduling_policy, send_signal, wait_until,
 };
 
@@ -282,6 +282,41 @@ fn a_port_a_node_worker_binds_is_listed_like_a_listen_address() {
     let status = cluster.status_json();
     let listeners = status["listeners"].to_string();
     assert!(listeners.contains(&format!(":{port}")), "{listeners}");
+    stop_cleanly(cluster, name);
+}
+
+#[test]
+fn a_listen_address_the_program_never_listens_on_is_warned_about() {
+    if !have_node(false) {
+        return;
+    }
+    let name = "worker_ids.js";
+    // -l on one port, the program on another (PORT=0): a black hole.
+    let cluster = start(name, &["-l", "127.0.0.1:0", "--ready-timeout", "1"], &[]);
+    let warning = cluster.expect_event_where(Mark::START, "listen_unused", |event| {
+        event.is("listen_unused")
+    });
+    assert!(
+        warning
+            .message
+            .contains("no worker of this Node program listens on it"),
+        "{}",
+        warning.message
+    );
+    stop_cleanly(cluster, name);
+    // The program on the -l port: no warning.
+    let port = free_port();
+    let cluster = start(
+        name,
+        &["-l", &format!("127.0.0.1:{port}"), "--ready-timeout", "1"],
+        &[("PORT", &port.to_string())],
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(
+        !cluster.output().contains("listen_unused") && !cluster.output().contains("listens on it"),
+        "{}",
+        cluster.output()
+    );
     stop_cleanly(cluster, name);
 }
 

@@ -208,6 +208,12 @@ pub(crate) async fn run(
         primary.start(id)?;
     }
     os::watch::start(&primary.settings.watch, watch_commands);
+    if primary.node.is_some() && !primary.balancer.local_addrs().is_empty() {
+        // A --listen address the program never listens on is a black hole:
+        // told once the workers had their time to listen.
+        let check_after = primary.settings.ready_timeout;
+        primary.notify_after(check_after, Notice::CheckListenUse);
+    }
     let outcome = primary.supervise(&mut signals).await;
     if outcome.is_err() {
         tracing::error!("giving up: killing every worker");
@@ -375,6 +381,10 @@ impl Supervisor {
             Notice::ConfigurationRead(read) => self.on_configuration_read(read),
             Notice::Bound(addresses) => {
                 self.emit(Event::Bound { addresses });
+                Ok(())
+            }
+            Notice::CheckListenUse => {
+                self.warn_unused_listen_addresses();
                 Ok(())
             }
             Notice::DrainDelayOver => {
@@ -603,6 +613,34 @@ impl Supervisor {
         if self.notifier.enabled() {
             let view = self.systemd_view();
             self.notifier.update(view);
+        }
+    }
+}
+
+// A Node program's use of the --listen addresses (node/binds.rs).
+impl Supervisor {
+    /// Warns about each `--listen` address no Node worker listens on.
+    fn warn_unused_listen_addresses(&self) {
+        let Some(node) = &self.node else {
+            return;
+        };
+        let listening: Vec<String> = node
+            .listening()
+            .iter()
+            .map(|(address, _)| address.to_string())
+            .collect();
+        let instead = match listening.as_slice() {
+            [] => "no worker listened on any address yet".to_string(),
+            list => format!("the workers listen on {}", list.join(", ")),
+        };
+        for address in node.unused_upfront() {
+            tracing::warn!(
+                event = "listen_unused",
+                address = %address,
+                "--listen {address}: no worker of this Node program listens on it ({instead}), \
+                 so its connections wait unanswered: give the port the program listens on, or \
+                 have it listen on process.env.PORT or {{fd: 3}}"
+            );
         }
     }
 }

@@ -11,6 +11,8 @@ use crate::worker_key::WorkerKey;
 pub(crate) enum Notice {
     /// The worker sent a control word on its channel.
     Control { worker: WorkerKey, control: Control },
+    /// Time to check that a Node program uses every `--listen` address.
+    CheckListenUse,
     /// A Node worker's `listen()` bound these TCP addresses on demand.
     Bound(Vec<std::net::SocketAddr>),
     /// The worker reported `count` more requests served.

@@ -118,6 +118,8 @@ pub(crate) struct Binds {
     files: Vec<SocketFile>,
     /// TCP addresses bound since the supervisor was last told.
     newly_bound: Vec<SocketAddr>,
+    /// Which `--listen` addresses some worker's `listen()` used.
+    upfront_used: Vec<bool>,
 }
 
 impl Binds {
@@ -136,6 +138,27 @@ impl Binds {
             boundary,
             files: Vec::new(),
             newly_bound: Vec::new(),
+            upfront_used: Vec::new(),
+        }
+    }
+
+    /// The `--listen` addresses no worker's `listen()` has used: their
+    /// connections wait in a queue nobody accepts from.
+    pub(crate) fn unused_upfront(&self) -> Vec<SocketAddr> {
+        self.upfront
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !self.upfront_used.get(*index).copied().unwrap_or(false))
+            .map(|(_, address)| *address)
+            .collect()
+    }
+
+    fn mark_upfront_used(&mut self, index: usize) {
+        if self.upfront_used.len() < self.upfront.len() {
+            self.upfront_used.resize(self.upfront.len(), false);
+        }
+        if let Some(used) = self.upfront_used.get_mut(index) {
+            *used = true;
         }
     }
 
@@ -204,9 +227,13 @@ impl Binds {
     ) -> Result<Served, BindFailure> {
         let endpoint = &server.endpoint;
         if let Endpoint::Fd(fd) = endpoint {
+            if let Some(index) = usize::try_from(*fd - FIRST_LISTEN_FD).ok() {
+                self.mark_upfront_used(index);
+            }
             return serve_inherited(*fd, listeners);
         }
         if let Some(index) = self.upfront_index(server) {
+            self.mark_upfront_used(index);
             return self.serve_upfront(server, &listeners[index]);
         }
         if let Endpoint::Tcp { port, .. } | Endpoint::Udp { port, .. } = endpoint {

@@ -128,6 +128,11 @@ impl NodeCluster {
         }
     }
 
+    /// The `--listen` addresses no worker's `listen()` has used.
+    pub(crate) fn unused_upfront(&self) -> Vec<SocketAddr> {
+        self.binds().unused_upfront()
+    }
+
     /// The TCP addresses workers' `listen()` bound, with their queues.
     pub(crate) fn listening(&self) -> Vec<(SocketAddr, Option<u32>)> {
         self.binds().listening()
