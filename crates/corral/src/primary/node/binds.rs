@@ -227,7 +227,7 @@ impl Binds {
     ) -> Result<Served, BindFailure> {
         let endpoint = &server.endpoint;
         if let Endpoint::Fd(fd) = endpoint {
-            if let Some(index) = usize::try_from(*fd - FIRST_LISTEN_FD).ok() {
+            if let Ok(index) = usize::try_from(*fd - FIRST_LISTEN_FD) {
                 self.mark_upfront_used(index);
             }
             return serve_inherited(*fd, listeners);
