@@ -103,9 +103,12 @@ fn app(version: &str) -> String {
     )
 }
 
-/// The pid and version of the worker that answers.
-fn answer(port: u16) -> (u32, String) {
-    let body = http_get(port, "/").expect("the app answers").body;
+/// The pid and version of the worker that answers (`cluster`'s output in
+/// the failure, to tell which worker did not answer and why).
+fn answer(cluster: &ClusterProcess, port: u16) -> (u32, String) {
+    let body = http_get(port, "/")
+        .unwrap_or_else(|err| panic!("the app answers: {err}\n{}", cluster.output()))
+        .body;
     let words: Vec<&str> = body.split_whitespace().collect();
     let field = |key: &str| words[words.iter().position(|word| *word == key).unwrap() + 1];
     (field("pid").parse().unwrap(), field("version").to_string())
@@ -146,7 +149,7 @@ fn a_broken_edit_keeps_the_old_workers_serving_and_the_next_edit_reloads() {
         "{aborted:?}"
     );
     for _ in 0..10 {
-        let (pid, version) = answer(port);
+        let (pid, version) = answer(&cluster, port);
         assert_eq!(version, "1");
         assert!(first.contains(&pid), "the old workers keep serving");
     }
@@ -160,7 +163,7 @@ fn a_broken_edit_keeps_the_old_workers_serving_and_the_next_edit_reloads() {
     load.stop()
         .assert_none_lost("a broken edit, then a good one");
     assert!(
-        wait_until(PATIENCE, || (0..4).all(|_| answer(port).1 == "2")),
+        wait_until(PATIENCE, || (0..4).all(|_| answer(&cluster, port).1 == "2")),
         "every worker runs the new version"
     );
     assert_eq!(
