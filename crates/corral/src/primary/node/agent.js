@@ -12,6 +12,12 @@
 (function corralNodeAgent() {
   const MARK = 'CORRAL_NODE_AGENT';
   if (process.env[MARK] !== '1') return;
+  // The cluster worker itself, not a Node process a wrapper runs first.
+  try {
+    if (!require('cluster').isWorker) return;
+  } catch (_) {
+    return;
+  }
   // Only this process: a child it starts is not a corral worker.
   try {
     delete process.env[MARK];
