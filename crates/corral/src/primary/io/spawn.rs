@@ -224,13 +224,13 @@ fn environment(
         env.extend(added.iter().cloned());
     }
     if let Some(path) = node_agent {
-        // Appended to the NODE_OPTIONS the worker would have had.
+        // Appended to the NODE_OPTIONS the worker would have had (the
+        // inherited one, or the one --env or a package script sets).
         let existing = env
             .iter()
             .rev()
             .find(|(key, _)| key == "NODE_OPTIONS")
-            .map(|(_, value)| value.clone())
-            .or_else(|| std::env::var_os("NODE_OPTIONS"));
+            .map(|(_, value)| value.clone());
         let added = crate::primary::node::agent::environment(path, existing.as_deref());
         env.retain(|(key, _)| !added.iter().any(|(name, _)| name == key));
         env.extend(added);
