@@ -595,6 +595,13 @@ pub struct RunArgs {
     /// COMMAND.
     #[arg(long, value_name = "MODE", default_value_t = fixed().node, value_parser = parse_node)]
     pub node: corral::NodeMode,
+
+    /// Load corral's Node agent into Node workers (on, off): while a
+    /// worker drains, its HTTP responses carry `Connection: close` and
+    /// idle keep-alive connections are closed between requests, so
+    /// keep-alive clients lose no request on a reload (docs/node.md)
+    #[arg(long, value_name = "on|off", action = clap::ArgAction::Set, default_value = on_off(fixed().node_agent), value_parser = parse_on_off)]
+    pub node_agent: bool,
     /// The control socket: a path, or `none` for no control socket
     /// [default: $XDG_RUNTIME_DIR/corral/NAME.sock, /run/corral/NAME.sock
     /// for root, else /tmp/corral-UID/NAME.sock]
@@ -650,6 +657,7 @@ impl RunArgs {
             .ready_timeout(run.ready_timeout.0)
             .ready(run.ready)
             .node(run.node)
+            .node_agent(run.node_agent)
             .max_surge(run.max_surge as usize)
             .stable_after(run.stable_after.0)
             .max_restart_delay(run.max_restart_delay.0)
@@ -842,6 +850,18 @@ impl std::fmt::Display for Seconds {
 impl PartialEq<Duration> for Seconds {
     fn eq(&self, other: &Duration) -> bool {
         self.0 == *other
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{text:?} is neither on nor off")),
     }
 }
 

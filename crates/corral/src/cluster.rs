@@ -248,6 +248,14 @@ impl Cluster {
         self
     }
 
+    /// Whether Node workers load corral's Node agent (default: on), which
+    /// drains their HTTP keep-alive connections without dropping requests
+    /// (docs/node.md).
+    pub fn node_agent(mut self, on: bool) -> Self {
+        self.configuration.fixed.node_agent = on;
+        self
+    }
+
     /// Starts a rolling reload at each time the cron `expression` names,
     /// in UTC: 5 fields (`MIN HOUR DAY MONTH WEEKDAY`), 6 with seconds
     /// first, or a nickname (`@daily`, `@hourly`).

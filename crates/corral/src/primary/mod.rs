@@ -161,6 +161,17 @@ pub(crate) async fn run(
         let handle = Primary::new(live_table.clone(), receiver, dropped, commands);
         tokio::spawn(task(handle));
     }
+    // Written before any worker starts; a file that cannot be written
+    // leaves the workers without the agent, as `--node-agent off` would.
+    let node_agent = (node.is_some() && settings.node_agent)
+        .then(|| match node::agent::install() {
+            Ok(path) => Some(path),
+            Err(err) => {
+                tracing::warn!("Node agent not loaded: {err} (--node-agent off silences this)");
+                None
+            }
+        })
+        .flatten();
     let launcher = Launcher {
         program,
         primary_pid: rustix::process::getpid(),
@@ -169,6 +180,7 @@ pub(crate) async fn run(
         notices,
         messages,
         node: node.clone(),
+        node_agent,
     };
     let mut primary = Supervisor {
         settings,

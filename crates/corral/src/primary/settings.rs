@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub metrics: Option<SocketAddr>,
     /// When rolling reloads start by themselves (`--reload-at`).
     pub schedule: Option<crate::settings::schedule::Schedule>,
+    /// Whether Node workers load corral's Node agent (`--node-agent`).
+    pub node_agent: bool,
     /// What `--watch` watches: absolute paths that exist (none: off).
     pub watch: Vec<PathBuf>,
 }
@@ -117,6 +119,7 @@ impl Settings {
                 .as_deref()
                 .map(|text| text.parse::<ListenAddr>()?.resolve())
                 .transpose()?,
+            node_agent: fixed.node_agent,
             watch: fixed.watch.iter().map(|path| watched_path(path)).collect(),
         })
     }

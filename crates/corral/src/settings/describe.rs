@@ -129,3 +129,8 @@ pub(super) fn paths<S: Serializer>(paths: &[std::path::PathBuf], to: S) -> Resul
         .collect();
     to.serialize_str(&shown.join(", "))
 }
+
+/// A switch, as its flag takes it: `on` or `off`.
+pub(super) fn on_off<S: Serializer>(on: &bool, to: S) -> Result<S::Ok, S::Error> {
+    to.serialize_str(if *on { "on" } else { "off" })
+}

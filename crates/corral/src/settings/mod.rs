@@ -147,6 +147,10 @@ pub struct Fixed {
     pub backlog: u32,
     #[serde(serialize_with = "describe::display")]
     pub node: NodeMode,
+    /// Load corral's Node agent into Node workers (`--node-agent`): their
+    /// HTTP servers drain keep-alive connections without dropping requests.
+    #[serde(serialize_with = "describe::on_off")]
+    pub node_agent: bool,
     #[serde(serialize_with = "describe::control")]
     pub control: ControlSocket,
     /// A cron expression (UTC): a rolling reload starts at each time it
@@ -179,6 +183,7 @@ impl Default for Fixed {
             metrics: None,
             backlog: DEFAULT_BACKLOG,
             node: NodeMode::Auto,
+            node_agent: true,
             control: ControlSocket::Default,
             reload_at: None,
             log_file: None,

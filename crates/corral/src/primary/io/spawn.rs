@@ -49,6 +49,8 @@ pub(crate) struct Launcher {
     /// For a Node program: the cluster's Node side, which answers each
     /// worker's cluster messages.
     pub node: Option<Arc<NodeCluster>>,
+    /// corral's Node agent, for Node workers (`--node-agent`).
+    pub node_agent: Option<std::path::PathBuf>,
 }
 
 /// A started worker, as the supervisor holds it.
@@ -127,7 +129,12 @@ impl Launcher {
         let image = ExecImage::new(
             resolved.path.as_os_str(),
             &resolved.argv,
-            &environment(&identity, self.program.env(), &settings.env),
+            &environment(
+                &identity,
+                self.program.env(),
+                &settings.env,
+                self.node_agent.as_deref(),
+            ),
             self.program.death_signal(),
             self.primary_pid,
         )
@@ -209,11 +216,24 @@ fn environment(
     identity: &WorkerEnv,
     from_program: &[(OsString, OsString)],
     configured: &[(OsString, OsString)],
+    node_agent: Option<&std::path::Path>,
 ) -> Vec<(OsString, OsString)> {
     let mut env = identity.environment();
     for added in [from_program, configured] {
         env.retain(|(key, _)| !added.iter().any(|(name, _)| name == key));
         env.extend(added.iter().cloned());
+    }
+    if let Some(path) = node_agent {
+        // Appended to the NODE_OPTIONS the worker would have had (the
+        // inherited one, or the one --env or a package script sets).
+        let existing = env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "NODE_OPTIONS")
+            .map(|(_, value)| value.clone());
+        let added = crate::primary::node::agent::environment(path, existing.as_deref());
+        env.retain(|(key, _)| !added.iter().any(|(name, _)| name == key));
+        env.extend(added);
     }
     env
 }

@@ -11,6 +11,7 @@
 //! created and removed without lending the primary's privileges,
 //! `socket_file.rs`. The wire format itself is `protocol/node.rs`.
 
+pub(crate) mod agent;
 mod bind_failure;
 mod binds;
 mod boundary;
