@@ -112,16 +112,3 @@ fn an_express_app_under_round_robin_loses_no_keep_alive_request_across_5_reloads
         assert_none_lost("express_app.js", "round-robin");
     }
 }
-
-/// The same load with `--node-agent off`, for comparison (prints the
-/// totals; run with `--ignored --nocapture`).
-#[test]
-#[ignore]
-fn without_the_agent_keep_alive_clients_lose_requests() {
-    for app in ["keepalive_http.js", "express_app.js"] {
-        for policy in ["reuseport", "round-robin"] {
-            let (totals, _) = five_reloads(app, policy, "off");
-            println!("{app} {policy} --node-agent off: {totals:?}");
-        }
-    }
-}
