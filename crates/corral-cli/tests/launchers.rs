@@ -50,18 +50,6 @@ fn start(launcher: &[&str]) -> ClusterProcess {
     cluster
 }
 
-/// The port corral bound for the workers' `listen()`.
-fn bound_port(cluster: &ClusterProcess) -> u16 {
-    let line = cluster.expect_line("listen() bound ");
-    let address = line.split("listen() bound ").nth(1).unwrap_or_default();
-    let address = address.split_whitespace().next().unwrap_or_default();
-    address
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"))
-}
-
 /// Asks until both workers answered; their answers.
 fn both_answers(port: u16) -> BTreeSet<String> {
     let mut answers = BTreeSet::new();
@@ -87,7 +75,7 @@ fn npm_start_runs_the_package_script_as_two_cluster_workers() {
         return;
     }
     let cluster = start(&["npm", "start"]);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     let answers = both_answers(port);
     assert_eq!(answers.len(), 2, "two workers answer: {answers:?}");
     for answer in &answers {
@@ -119,7 +107,7 @@ fn tsx_through_npx_and_its_bin_runs_as_node_import_tsx() {
         &["../node_modules/.bin/tsx", "app.ts"],
     ] {
         let cluster = start(launcher);
-        let port = bound_port(&cluster);
+        let port = cluster.bound_port();
         let answers = both_answers(port);
         assert_eq!(answers.len(), 2, "{launcher:?}: {answers:?}");
         assert!(

@@ -30,17 +30,6 @@ fn have_node(needs_express: bool) -> bool {
     true
 }
 
-/// The port corral bound for the workers' `listen()`.
-fn bound_port(cluster: &ClusterProcess) -> u16 {
-    let line = cluster.expect_line("listen() bound ");
-    line.split("listen() bound ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|address| address.rsplit(':').next())
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"))
-}
-
 /// 8 keep-alive clients against `app` under `policy`, through 5 rolling
 /// reloads; the totals.
 fn five_reloads(app: &str, policy: &str, agent: &str) -> (LoadTotals, Vec<String>) {
@@ -54,7 +43,7 @@ fn five_reloads(app: &str, policy: &str, agent: &str) -> (LoadTotals, Vec<String
     let mut cluster = ClusterProcess::spawn(command);
     cluster.expect_event(Mark::START, "ready", Some(1));
     cluster.expect_event(Mark::START, "ready", Some(2));
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     let load = Load::keep_alive(port, 8);
     load.wait_for_more(50);
     for _ in 0..5 {

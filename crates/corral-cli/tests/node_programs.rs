@@ -56,21 +56,6 @@ fn start(name: &str, extra: &[&str], env: &[(&str, &str)]) -> ClusterProcess {
     cluster
 }
 
-/// The port corral bound on demand for the workers' `listen()`.
-fn bound_port(cluster: &ClusterProcess) -> u16 {
-    let line = cluster.expect_line("listen() bound ");
-    let address = line
-        .split("listen() bound ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("an address after 'bound'");
-    address
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"))
-}
-
 /// The cluster's processes (its workers and whatever they started) that
 /// run `name`.
 fn node_processes(cluster: &ClusterProcess, name: &str) -> Vec<u32> {
@@ -152,7 +137,7 @@ fn runs_unchanged(name: &str, primary_says: &str, distinct: usize, needs_express
         return;
     }
     let cluster = start(name, &[], &[]);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     expect_node_processes(&cluster, name, 2);
     let seen = distinct_bodies(port, distinct);
     assert_eq!(seen.len(), distinct, "{seen:?}");
@@ -202,7 +187,7 @@ fn tutorial_4_worker_ids_are_slot_ids_and_a_killed_worker_keeps_its_id() {
     }
     let name = "worker_ids.js";
     let cluster = start(name, &[], &[]);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     expect_node_processes(&cluster, name, 2);
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     for body in distinct_bodies(port, 2) {
@@ -244,7 +229,7 @@ fn tutorial_5_ipc_process_send_and_process_on_message() {
     let name = "messaging.js";
     // broadcast: each worker's messages reach the other's process.on('message').
     let cluster = start(name, &["--on-message", "broadcast"], &[]);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     cluster.expect_line(r#"message from worker 1: "hello master""#);
     cluster.expect_line(r#"message from worker 2: {"hello":"world"}"#);
     cluster.expect_line(r#"[worker 1] Worker "#);
@@ -270,7 +255,7 @@ fn a_port_a_node_worker_binds_is_listed_like_a_listen_address() {
     }
     let name = "worker_ids.js";
     let cluster = start(name, &[], &[]);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     // The stable stdout line scripts read, and the bound event behind it.
     cluster.expect_line(&format!("listening on [::]:{port}"));
     cluster.expect_event_where(Mark::START, "a bound event names the port", |event| {
@@ -354,7 +339,7 @@ fn sighup_reloads_node_workers_under_load_without_a_failed_request() {
     let name = "worker_ids.js";
     for policy in ["reuseport", "round-robin"] {
         let cluster = start(name, &["--policy", policy], &[]);
-        let port = bound_port(&cluster);
+        let port = cluster.bound_port();
         // New connection per request, 4 clients.
         let load = Load::start(port, 4);
         load.wait_for_more(50);
@@ -382,7 +367,7 @@ fn killed_node_workers_lose_no_waiting_connection_under_round_robin() {
     }
     let name = "worker_ids.js";
     let cluster = start(name, &["--policy", "round-robin"], &[]);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     let load = Load::start(port, 4);
     for _ in 1..=3 {
         load.wait_for_more(30);
@@ -412,7 +397,7 @@ fn sigterm_drains_an_in_flight_slow_request_and_exits_0() {
     }
     let name = "worker_ids.js";
     let mut cluster = start(name, &[], &[]);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     let workers = node_processes(&cluster, name);
     let slow = std::thread::spawn(move || http_get(port, "/slow"));
     cluster.expect_line("slow request started");
@@ -441,7 +426,7 @@ fn round_robin_splits_100_connections_50_50() {
     }
     let name = "worker_ids.js";
     let cluster = start(name, &["--policy", "round-robin"], &[]);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     let mut per_worker: BTreeMap<String, usize> = BTreeMap::new();
     for body in bodies(port, "/", 100) {
         let id = body
@@ -476,7 +461,7 @@ fn a_second_listen_on_another_port_in_the_same_worker_works() {
             ports[0], ports[1],
             "port 0 gives every worker the same port"
         );
-        let app_port = bound_port(&cluster);
+        let app_port = cluster.bound_port();
         assert_ne!(app_port, ports[0]);
         assert!(bodies(app_port, "/", 1)[0].starts_with("app of worker "));
         assert!(bodies(ports[0], "/", 1)[0].starts_with("admin of worker "));
@@ -514,7 +499,7 @@ fn a_misbehaving_worker_is_logged_and_the_others_keep_serving() {
     }
     let name = "bad_worker.js";
     let cluster = start(name, &[], &[]);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     cluster.expect_line("worker 1: unknown cluster message \"explode\"");
     cluster.expect_line("[worker 1] stray server: EADDRNOTAVAIL");
     let line = cluster.expect_line("worker 1: listen() failed");
@@ -561,7 +546,7 @@ fn a_worker_that_disconnects_itself_is_replaced_without_counting_as_a_crash() {
     }
     let name = "self_disconnect.js";
     let cluster = start(name, &[], &[]);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     // Past the minimum uptime (1 s): a worker that leaves sooner counts as
     // failing at start, so that a program whose workers all leave at once
     // is not restarted in a tight loop.

@@ -187,14 +187,6 @@ fn node_app(version: &str) -> String {
     )
 }
 
-/// The port corral bound for the Node workers' `listen()`.
-fn bound_port(cluster: &ClusterProcess) -> u16 {
-    let line = cluster.expect_line("listen() bound ");
-    let address = line.split("listen() bound ").nth(1).unwrap();
-    let address = address.split_whitespace().next().unwrap();
-    address.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 #[test]
 fn a_node_app_s_broken_save_aborts_its_reload_and_the_old_workers_serve_on() {
     if !node_available() {
@@ -214,7 +206,7 @@ fn a_node_app_s_broken_save_aborts_its_reload_and_the_old_workers_serve_on() {
         .env("PORT", "0");
     let cluster = ClusterProcess::spawn(command);
     corral_testkit::wait_ready(&cluster, Mark::START, 2);
-    let port = bound_port(&cluster);
+    let port = cluster.bound_port();
     cluster.expect_line(&format!("watching {}", project.dir.display()));
     let load = Load::start(port, 1);
     load.wait_for_more(10);

@@ -327,6 +327,18 @@ impl ClusterProcess {
             .unwrap_or_else(|| panic!("no port in {line:?}"))
     }
 
+    /// The port a Node worker's `listen()` had corral bind on demand (its
+    /// first `listen() bound ADDR` line).
+    pub fn bound_port(&self) -> u16 {
+        let line = self.expect_line("listen() bound ");
+        line.split("listen() bound ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|address| address.rsplit(':').next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"))
+    }
+
     /// Sends `signal` to the primary.
     pub fn signal(&self, signal: Signal) {
         send_signal(self.pid(), signal);
