@@ -70,18 +70,19 @@ enum Sockets {
 }
 
 impl Sockets {
-    /// The address as bound (the real port), for the log.
-    fn describe(&self, endpoint: &Endpoint) -> String {
+    /// The IP address as bound (the real port); `None` for a Unix path.
+    fn local_addr(&self) -> Option<SocketAddr> {
         let socket = match self {
-            Sockets::Shared { socket, .. } => Some(socket),
-            Sockets::PerSlot { slots, .. } => slots.values().next(),
-            Sockets::Dispatched { sockname, .. } => {
-                return sockname.map_or_else(|| describe_endpoint(endpoint), |a| a.to_string());
-            }
+            Sockets::Shared { socket, .. } => socket,
+            Sockets::PerSlot { slots, .. } => slots.values().next()?,
+            Sockets::Dispatched { sockname, .. } => return *sockname,
         };
-        socket
-            .and_then(|socket| socket.local_addr().ok())
-            .and_then(|address| address.as_socket())
+        socket.local_addr().ok()?.as_socket()
+    }
+
+    /// The address as bound, for the log.
+    fn describe(&self, endpoint: &Endpoint) -> String {
+        self.local_addr()
             .map_or_else(|| describe_endpoint(endpoint), |a| a.to_string())
     }
 }
@@ -176,22 +177,20 @@ impl Binds {
             use std::os::fd::AsFd;
             crate::sys::accept_queue_len(socket.as_fd()).ok()
         };
-        let address = |socket: &Socket| socket.local_addr().ok()?.as_socket();
         let mut listening: Vec<(SocketAddr, Option<u32>)> = self
             .entries
             .values()
-            .filter_map(|sockets| match sockets {
-                Sockets::Shared {
-                    socket,
-                    kind: HandleType::Net,
-                } => Some((address(socket)?, queued(socket))),
-                Sockets::Shared { .. } => None,
-                Sockets::PerSlot { slots, .. } => {
-                    let first = slots.values().next()?;
-                    let sum = slots.values().map(queued).sum::<Option<u32>>();
-                    Some((address(first)?, sum))
-                }
-                Sockets::Dispatched { sockname, .. } => Some(((*sockname)?, None)),
+            .filter_map(|sockets| {
+                let queue = match sockets {
+                    Sockets::Shared {
+                        socket,
+                        kind: HandleType::Net,
+                    } => queued(socket),
+                    Sockets::Shared { .. } => return None,
+                    Sockets::PerSlot { slots, .. } => slots.values().map(queued).sum(),
+                    Sockets::Dispatched { .. } => None,
+                };
+                Some((sockets.local_addr()?, queue))
             })
             .collect();
         listening.sort_by_key(|(address, _)| *address);
@@ -261,7 +260,7 @@ impl Binds {
             self.how(endpoint)
         );
         if let Endpoint::Tcp { .. } = endpoint
-            && let Ok(address) = sockets.describe(endpoint).parse()
+            && let Some(address) = sockets.local_addr()
         {
             self.newly_bound.push(address);
         }
