@@ -6,7 +6,7 @@
 //! worker flooding its channel cannot delay the supervision of the others.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -16,7 +16,6 @@ use crate::primary::event::Event;
 use crate::primary::io::handle::EventSink;
 use crate::primary::io::live_table::LiveTable;
 use crate::primary::io::notice::Notice;
-use crate::primary::rules::relay_budget::{RELAYS_PER_SECOND, Relay, RelayBudget};
 use crate::protocol::message::{self, Control, ToPrimary};
 use crate::settings::MessagePolicy;
 use crate::worker_key::WorkerKey;
@@ -29,13 +28,14 @@ pub(crate) struct MessageRouter {
 }
 
 impl MessageRouter {
-    /// Handles one message from the process `worker`, whose relays spend
-    /// `relays`. Returns `false` when the supervisor is gone.
+    /// Handles one message from the process `worker`, whose relays are
+    /// limited by `relays` ([`relay_limit`]). Returns `false` when the
+    /// supervisor is gone.
     pub(crate) async fn route(
         &self,
         worker: WorkerKey,
         message: ToPrimary,
-        relays: &mut RelayBudget,
+        relays: &RateLimit,
     ) -> bool {
         let id = worker.slot;
         match message {
@@ -70,7 +70,7 @@ impl MessageRouter {
         self.notices.send(notice).await.is_ok()
     }
 
-    fn deliver(&self, id: u32, message: Value, relays: &mut RelayBudget) {
+    fn deliver(&self, id: u32, message: Value, relays: &RateLimit) {
         // A chatty worker must not turn the log into the bottleneck: past
         // a hundred a second, messages are counted, not logged.
         static LOGGED: RateLimit = RateLimit::new(100, Duration::from_secs(1));
@@ -100,22 +100,17 @@ impl MessageRouter {
     }
 
     /// Relays `message` from worker `id` to every other worker, within its
-    /// budget (`rules::relay_budget`).
-    fn relay(&self, id: u32, message: &Value, relays: &mut RelayBudget) {
-        match relays.spend(Instant::now()) {
-            Relay::Yes => {}
-            Relay::No => return,
-            Relay::NoAndWarn => {
-                warn_limited!(
-                    event = "relay_limited",
-                    worker = id,
-                    "worker {id} sends more than {RELAYS_PER_SECOND} messages a second to \
-                     relay (workers answering each other's broadcasts?): the rest of this \
-                     second's are not relayed ({} so far)",
-                    relays.refused()
-                );
-                return;
-            }
+    /// limit ([`relay_limit`]).
+    fn relay(&self, id: u32, message: &Value, relays: &RateLimit) {
+        if relays.admit().is_none() {
+            warn_limited!(
+                event = "relay_limited",
+                worker = id,
+                "worker {id} sends more than {RELAYS_PER_SECOND} messages a second to relay \
+                 (workers answering each other's broadcasts?): the rest of this second's are \
+                 not relayed"
+            );
+            return;
         }
         let Ok(line) = message::encode_user(message) else {
             return;
@@ -128,6 +123,21 @@ impl MessageRouter {
             );
         }
     }
+}
+
+/// The relays one worker gets per second.
+pub(crate) const RELAYS_PER_SECOND: u32 = 100;
+
+/// One worker's limit of relayed messages (`--on-message broadcast`): at
+/// most [`RELAYS_PER_SECOND`] a second. Two workers that each answer every
+/// message they receive (the tutorials' IPC program) relay each other's
+/// answers forever, and every relay reaches every other worker: a storm
+/// that grows until the machine is busy with it. The limit damps such a
+/// loop to a steady trickle, and a (rate-limited) warning shows it; the
+/// messages still reach the user's `Primary` handle and the log, they are
+/// only not relayed.
+pub(crate) const fn relay_limit() -> RateLimit {
+    RateLimit::new(RELAYS_PER_SECOND, Duration::from_secs(1))
 }
 
 /// corral's own words to workers (pm2's `'shutdown'`) that a worker may

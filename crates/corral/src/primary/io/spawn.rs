@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::balance::WorkerSockets;
 use crate::error::Error;
 use crate::log::rate::warn_limited;
-use crate::primary::io::messages::MessageRouter;
+use crate::primary::io::messages::{MessageRouter, relay_limit};
 use crate::primary::io::notice::Notice;
 use crate::primary::io::outbox::Outbox;
 use crate::primary::io::worker_output::{OutputSink, Stream};
@@ -30,7 +30,6 @@ use crate::settings::Program;
 use std::net::SocketAddr;
 
 use crate::primary::Settings;
-use crate::primary::rules::relay_budget::RelayBudget;
 use crate::sys::ExecImage;
 use crate::worker_key::WorkerKey;
 
@@ -252,7 +251,7 @@ async fn read_channel(
     // Each `online` is a log line, a journal entry and an event: a worker
     // says it once; repeats say nothing new and are dropped here.
     let mut said_online = false;
-    let mut relays = RelayBudget::new();
+    let relays = relay_limit();
     loop {
         let line = match lines.next_line().await {
             Ok(Some(line)) => line,
@@ -301,7 +300,7 @@ async fn read_channel(
             Ok(Some(ToPrimary::Control(Control::Online)))
                 if std::mem::replace(&mut said_online, true) => {}
             Ok(Some(message)) => {
-                if !messages.route(key, message, &mut relays).await {
+                if !messages.route(key, message, &relays).await {
                     return;
                 }
             }

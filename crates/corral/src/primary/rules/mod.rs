@@ -8,6 +8,5 @@ pub(crate) mod crash_loop;
 pub(crate) mod exit;
 pub(crate) mod lifecycle;
 pub(crate) mod ready_plan;
-pub(crate) mod relay_budget;
 pub(crate) mod reload_plan;
 pub(crate) mod restarts;
