@@ -218,13 +218,18 @@ fn refuse_script(given: &str, name: &str, script: &str) -> Launch {
     ))
 }
 
+/// `./package.json`, if it is there and is JSON.
+pub(super) fn package_json() -> Option<Value> {
+    let text = std::fs::read_to_string("package.json").ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// The project in the current directory.
 pub(crate) struct CurrentDir;
 
 impl Project for CurrentDir {
     fn script(&self, name: &str) -> Option<String> {
-        let text = std::fs::read_to_string("package.json").ok()?;
-        let json: Value = serde_json::from_str(&text).ok()?;
+        let json = package_json()?;
         Some(json.get("scripts")?.get(name)?.as_str()?.to_owned())
     }
 

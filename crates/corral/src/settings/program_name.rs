@@ -109,8 +109,7 @@ fn file_name(program: &OsStr) -> String {
 
 /// The `name` in `./package.json`, without a scope (`@acme/api` is `api`).
 pub(crate) fn package_json_name() -> Option<String> {
-    let text = std::fs::read_to_string("package.json").ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let json = super::launcher::package_json()?;
     let name = json.get("name")?.as_str()?;
     let name = name.rsplit('/').next().unwrap_or(name);
     (!name.is_empty()).then(|| name.to_owned())
