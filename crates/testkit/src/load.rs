@@ -3,7 +3,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::{PATIENCE, http_get, wait_until};
 
@@ -24,6 +24,44 @@ struct LoadCounts {
     reconnected: std::sync::atomic::AtomicU64,
     /// What the first failures were, for the test's message.
     reasons: Mutex<Vec<String>>,
+}
+
+/// Why one request of a load did not succeed.
+enum Failure {
+    /// The connection was refused (no socket listening).
+    Refused(String),
+    /// Anything else: an error, a bad status.
+    Failed(String),
+}
+
+impl Failure {
+    fn of(err: io::Error) -> Self {
+        match err.kind() {
+            io::ErrorKind::ConnectionRefused => Failure::Refused(err.to_string()),
+            kind => Failure::Failed(format!("{err} ({kind:?})")),
+        }
+    }
+}
+
+impl LoadCounts {
+    /// Counts one request's outcome, keeping the first failures' reasons
+    /// (with how long the request took).
+    fn record(&self, outcome: Result<(), Failure>, started: std::time::Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (counter, reason) = match outcome {
+            Ok(()) => (&self.succeeded, None),
+            Err(Failure::Refused(reason)) => (&self.refused, Some(reason)),
+            Err(Failure::Failed(reason)) => (&self.failed, Some(reason)),
+        };
+        counter.fetch_add(1, Relaxed);
+        let Some(reason) = reason else {
+            return;
+        };
+        let mut reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+        if reasons.len() < 10 {
+            reasons.push(format!("{reason} after {:?}", started.elapsed()));
+        }
+    }
 }
 
 /// What a [`Load`] saw.
@@ -64,40 +102,13 @@ impl Load {
     /// Starts `clients` threads requesting `path` (the demo worker's
     /// `/sleep/MS` keeps requests in flight) against 127.0.0.1:`port`.
     pub fn start_on(port: u16, path: &'static str, clients: usize) -> Self {
-        use std::sync::atomic::Ordering::Relaxed;
-        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let counts = std::sync::Arc::new(LoadCounts::default());
-        let threads = (0..clients)
-            .map(|_| {
-                let (running, counts) = (running.clone(), counts.clone());
-                std::thread::spawn(move || {
-                    while running.load(Relaxed) {
-                        let started = std::time::Instant::now();
-                        let (counter, reason) = match http_get(port, path) {
-                            Ok(response) if response.status == 200 => (&counts.succeeded, None),
-                            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                                (&counts.refused, Some(err.to_string()))
-                            }
-                            Ok(response) => (&counts.failed, Some(format!("{response:?}"))),
-                            Err(err) => (&counts.failed, Some(format!("{err} ({:?})", err.kind()))),
-                        };
-                        counter.fetch_add(1, Relaxed);
-                        if let Some(reason) = reason {
-                            let mut reasons =
-                                counts.reasons.lock().unwrap_or_else(|p| p.into_inner());
-                            if reasons.len() < 10 {
-                                reasons.push(format!("{reason} after {:?}", started.elapsed()));
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            running,
-            counts,
-            threads,
-        }
+        Self::spawn_clients(clients, |_| {
+            move || match http_get(port, path) {
+                Ok(response) if response.status == 200 => Ok(()),
+                Ok(response) => Err(Failure::Failed(format!("{response:?}"))),
+                Err(err) => Err(Failure::of(err)),
+            }
+        })
     }
 
     /// Starts `clients` threads against 127.0.0.1:`port`, each sending
@@ -106,34 +117,40 @@ impl Load {
     /// answer came is sent again on a new connection, once (counted as
     /// `reconnected`); every other failure counts as failed or refused.
     pub fn keep_alive(port: u16, clients: usize) -> Self {
+        Self::spawn_clients(clients, |counts| {
+            let mut connection: Option<KeptConnection> = None;
+            move || {
+                let outcome = match keep_alive_request(port, &mut connection, &counts) {
+                    Ok(200) => Ok(()),
+                    Ok(status) => Err(Failure::Failed(format!("status {status}"))),
+                    Err(err) => Err(Failure::of(err)),
+                };
+                if outcome.is_err() {
+                    connection = None;
+                }
+                outcome
+            }
+        })
+    }
+
+    /// Starts `clients` threads, each sending requests with its own client
+    /// (`new_client` makes it, given the counts) until the load stops, and
+    /// counts their outcomes.
+    fn spawn_clients<C>(clients: usize, new_client: impl Fn(Arc<LoadCounts>) -> C) -> Self
+    where
+        C: FnMut() -> Result<(), Failure> + Send + 'static,
+    {
         use std::sync::atomic::Ordering::Relaxed;
         let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let counts = std::sync::Arc::new(LoadCounts::default());
         let threads = (0..clients)
             .map(|_| {
                 let (running, counts) = (running.clone(), counts.clone());
+                let mut request = new_client(counts.clone());
                 std::thread::spawn(move || {
-                    let mut connection: Option<KeptConnection> = None;
                     while running.load(Relaxed) {
                         let started = std::time::Instant::now();
-                        let outcome = keep_alive_request(port, &mut connection, &counts);
-                        let (counter, reason) = match outcome {
-                            Ok(200) => (&counts.succeeded, None),
-                            Ok(status) => (&counts.failed, Some(format!("status {status}"))),
-                            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                                (&counts.refused, Some(err.to_string()))
-                            }
-                            Err(err) => (&counts.failed, Some(format!("{err} ({:?})", err.kind()))),
-                        };
-                        counter.fetch_add(1, Relaxed);
-                        if let Some(reason) = reason {
-                            connection = None;
-                            let mut reasons =
-                                counts.reasons.lock().unwrap_or_else(|p| p.into_inner());
-                            if reasons.len() < 10 {
-                                reasons.push(format!("{reason} after {:?}", started.elapsed()));
-                            }
-                        }
+                        counts.record(request(), started);
                     }
                 })
             })
