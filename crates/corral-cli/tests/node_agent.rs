@@ -32,11 +32,11 @@ fn have_node(needs_express: bool) -> bool {
 
 /// 8 keep-alive clients against `app` under `policy`, through 5 rolling
 /// reloads; the totals.
-fn five_reloads(app: &str, policy: &str, agent: &str) -> (LoadTotals, Vec<String>) {
+fn five_reloads(app: &str, policy: &str) -> (LoadTotals, Vec<String>) {
     let mut command = Command::new(corral_path());
     command
         .args(["run", "-w", "2", "--grace", "5", "--policy", policy])
-        .args(["--node-agent", agent, "--"])
+        .args(["--node-agent", "on", "--"])
         .arg("node")
         .arg(format!("{FIXTURES}/{app}"))
         .env("PORT", "0");
@@ -66,7 +66,7 @@ fn five_reloads(app: &str, policy: &str, agent: &str) -> (LoadTotals, Vec<String
 /// closed a kept connection without answering (a client that does not
 /// retry would have lost it).
 fn assert_none_lost(app: &str, policy: &str) {
-    let (totals, failures) = five_reloads(app, policy, "on");
+    let (totals, failures) = five_reloads(app, policy);
     assert_eq!(
         (totals.failed, totals.refused, totals.reconnected),
         (0, 0, 0),
