@@ -267,6 +267,13 @@ pub enum ServiceAction {
     Remove(ServiceRemoveArgs),
 }
 
+/// This process's arguments as corral parses them: with
+/// [`service_user_alias`] applied. Every parse of the command line (`main`,
+/// and `service install` reading which flags were given) takes these.
+pub fn command_line() -> Vec<std::ffi::OsString> {
+    service_user_alias(std::env::args_os().collect())
+}
+
 /// `corral service install NAME --user -- CMD` (the and systemd's
 /// word for a user unit) as `--user-unit`: a `--user` with no value after
 /// it (the next argument is `--`, another flag, or none) in `service

@@ -26,7 +26,7 @@ use clap::Parser;
 use args::{Cli, Command, RunArgs};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(args::service_user_alias(std::env::args_os().collect()));
+    let cli = Cli::parse_from(args::command_line());
     // Before anything logs: the subscriber also formats workers' lines.
     corral::install_log(Some(cli.log_format.into()));
     refuse_empty_command(&cli);

@@ -211,7 +211,9 @@ fn unit_name(name: &str) -> String {
 /// keeps where a value came from only in its matches.
 fn given_run_flags() -> anyhow::Result<Vec<(String, OsString)>> {
     let cli = Cli::command();
-    let matches = cli.clone().try_get_matches()?;
+    let matches = cli
+        .clone()
+        .try_get_matches_from(crate::args::command_line())?;
     let Some(("service", service)) = matches.subcommand() else {
         return Ok(Vec::new());
     };

@@ -380,3 +380,47 @@ fn units_are_written_and_removed_and_mistakes_are_one_line() {
         );
     }
 }
+
+#[test]
+fn user_with_no_value_is_the_user_unit_and_with_one_the_workers_user() {
+    let scratch = Scratch::new("user");
+    let dir = scratch.0.join("config/systemd/user");
+    let output = corral(
+        &[
+            "service",
+            "install",
+            "web",
+            "--user",
+            "--no-enable",
+            "--",
+            "python3",
+            ENV_SERVER,
+        ],
+        &scratch.0,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(dir.join("corral-web.service").is_file());
+    let output = corral(
+        &[
+            "service",
+            "install",
+            "web3",
+            "--user",
+            "nobody",
+            "--dry-run",
+            "--",
+            "python3",
+            ENV_SERVER,
+        ],
+        &scratch.0,
+    );
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains("/etc/systemd/system/corral-web3.service") && stdout.contains("--user"),
+        "{stdout}"
+    );
+    let output = corral(&["service", "remove", "web", "--user"], &scratch.0);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(!dir.join("corral-web.service").exists());
+}
