@@ -53,6 +53,7 @@ use io::handle::EventSink;
 use io::live_table::LiveTable;
 use io::messages::MessageRouter;
 use io::notice::Notice;
+use io::socketio::SocketIoRelay;
 use io::spawn::Launcher;
 use io::worker_output::OutputSink;
 use node::NodeCluster;
@@ -156,6 +157,7 @@ pub(crate) async fn run(
         events: events.clone(),
         notices: notices.clone(),
         policy: settings.messages,
+        socketio: SocketIoRelay::default(),
     });
     if let Some((task, receiver, dropped)) = primary_handle {
         let handle = Primary::new(live_table.clone(), receiver, dropped, commands);

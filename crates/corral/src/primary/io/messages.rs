@@ -16,6 +16,7 @@ use crate::primary::event::Event;
 use crate::primary::io::handle::EventSink;
 use crate::primary::io::live_table::LiveTable;
 use crate::primary::io::notice::Notice;
+use crate::primary::io::socketio::{self, SocketIoRelay};
 use crate::protocol::message::{self, Control, ToPrimary};
 use crate::settings::MessagePolicy;
 use crate::worker_key::WorkerKey;
@@ -25,17 +26,35 @@ pub(crate) struct MessageRouter {
     pub events: EventSink,
     pub notices: mpsc::Sender<Notice>,
     pub policy: MessagePolicy,
+    /// `@socket.io/cluster-adapter`'s messages, relayed whatever `policy` says.
+    pub socketio: SocketIoRelay,
+}
+
+/// One worker's budgets of relayed messages, kept by its channel reader.
+pub(crate) struct WorkerLimits {
+    /// `--on-message broadcast` ([`relay_limit`]).
+    relays: RateLimit,
+    /// socket.io adapter messages ([`socketio::socketio_limit`]).
+    socketio: RateLimit,
+}
+
+impl WorkerLimits {
+    pub(crate) const fn new() -> Self {
+        WorkerLimits {
+            relays: relay_limit(),
+            socketio: socketio::socketio_limit(),
+        }
+    }
 }
 
 impl MessageRouter {
     /// Handles one message from the process `worker`, whose relays are
-    /// limited by `relays` ([`relay_limit`]). Returns `false` when the
-    /// supervisor is gone.
+    /// limited by `limits`. Returns `false` when the supervisor is gone.
     pub(crate) async fn route(
         &self,
         worker: WorkerKey,
         message: ToPrimary,
-        relays: &RateLimit,
+        limits: &WorkerLimits,
     ) -> bool {
         let id = worker.slot;
         match message {
@@ -44,8 +63,12 @@ impl MessageRouter {
             ToPrimary::User(Value::String(word)) if word == "ready" => {
                 self.to_supervisor(worker, Control::Ready).await
             }
+            ToPrimary::User(value) if socketio::is_adapter_message(&value) => {
+                (self.socketio).relay(&self.live_table, worker, &value, &limits.socketio);
+                true
+            }
             ToPrimary::User(value) => {
-                self.deliver(id, value, relays);
+                self.deliver(id, value, &limits.relays);
                 true
             }
             ToPrimary::SendTo { to, message } => {

@@ -8,5 +8,6 @@ pub(crate) mod live_table;
 pub(crate) mod messages;
 pub(crate) mod notice;
 pub(crate) mod outbox;
+pub(crate) mod socketio;
 pub(crate) mod spawn;
 pub(crate) mod worker_output;

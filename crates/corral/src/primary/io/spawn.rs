@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::balance::WorkerSockets;
 use crate::error::Error;
 use crate::log::rate::warn_limited;
-use crate::primary::io::messages::{MessageRouter, relay_limit};
+use crate::primary::io::messages::{MessageRouter, WorkerLimits};
 use crate::primary::io::notice::Notice;
 use crate::primary::io::outbox::Outbox;
 use crate::primary::io::worker_output::{OutputSink, Stream};
@@ -251,7 +251,7 @@ async fn read_channel(
     // Each `online` is a log line, a journal entry and an event: a worker
     // says it once; repeats say nothing new and are dropped here.
     let mut said_online = false;
-    let relays = relay_limit();
+    let limits = WorkerLimits::new();
     loop {
         let line = match lines.next_line().await {
             Ok(Some(line)) => line,
@@ -300,7 +300,7 @@ async fn read_channel(
             Ok(Some(ToPrimary::Control(Control::Online)))
                 if std::mem::replace(&mut said_online, true) => {}
             Ok(Some(message)) => {
-                if !messages.route(key, message, &relays).await {
+                if !messages.route(key, message, &limits).await {
                     return;
                 }
             }
