@@ -4,9 +4,12 @@
 //! `AggregatorRegistry` (corral asks every worker for its metrics at a
 //! scrape of `--metrics`). Real Node, real packages, real clients.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
-use corral_testkit::{ClusterProcess, Mark, PATIENCE, Signal, corral_path, node_available};
+use corral_testkit::{
+    ClusterProcess, Mark, PATIENCE, Signal, corral_path, free_port, http_get, node_available,
+};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
 
@@ -30,9 +33,9 @@ fn have_node_with(package: &str) -> bool {
     true
 }
 
-/// `corral run -w 2 ARGS -- node FIXTURES/app`, once both workers are
-/// ready.
-fn start_two(app: &str, args: &[&str]) -> ClusterProcess {
+/// `corral run -w 2 ARGS -- node FIXTURES/app` with `env`, once both
+/// workers are ready.
+fn start_two(app: &str, args: &[&str], env: &[(&str, &str)]) -> ClusterProcess {
     let mut command = Command::new(corral_path());
     command
         .args(["run", "-w", "2"])
@@ -40,7 +43,8 @@ fn start_two(app: &str, args: &[&str]) -> ClusterProcess {
         .arg("--")
         .arg("node")
         .arg(format!("{FIXTURES}/{app}"))
-        .env("PORT", "0");
+        .env("PORT", "0")
+        .envs(env.iter().copied());
     let cluster = ClusterProcess::spawn(command);
     cluster.expect_event(Mark::START, "ready", Some(1));
     cluster.expect_event(Mark::START, "ready", Some(2));
@@ -74,7 +78,7 @@ fn a_socketio_broadcast_reaches_clients_on_every_worker_and_fetch_sockets_sees_t
     if !have_node_with("@socket.io/cluster-adapter") {
         return;
     }
-    let cluster = start_two("socketio_chat.js", &[]);
+    let cluster = start_two("socketio_chat.js", &[], &[]);
     let port = cluster.bound_port().to_string();
     // 16 clients under reuseport: both workers are reached but once in
     // 2^15 runs; the clients say which they reached.
@@ -87,4 +91,118 @@ fn a_socketio_broadcast_reaches_clients_on_every_worker_and_fetch_sockets_sees_t
         assert!(census.iter().any(|w| w == worker), "{result}");
     }
     stop(cluster);
+}
+
+/// The body of `GET path` on the metrics endpoint at `port`.
+fn scrape(port: u16, path: &str) -> String {
+    let response = http_get(port, path).expect("the endpoint answers");
+    assert_eq!(response.status, 200, "{response:?}");
+    response.body
+}
+
+/// The value of the sample line named exactly `series`, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// What `promtool check metrics` says about `text` besides its lint of
+/// three of prom-client's own default gauges, named `…_total` (it says the
+/// same of a scrape of the app alone); `None` when promtool is missing.
+fn promtool_complaints(text: &str) -> Option<(Option<i32>, Vec<String>)> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(text.as_bytes()).expect("promtool reads");
+    drop(stdin);
+    let output = child.wait_with_output().expect("promtool runs");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    let prom_clients_own = |line: &str| {
+        line.starts_with("nodejs_active_")
+            && line.ends_with("non-counter metrics should not have \"_total\" suffix")
+    };
+    let rest = said
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !prom_clients_own(line))
+        .map(str::to_string)
+        .collect();
+    Some((output.status.code(), rest))
+}
+
+#[test]
+fn prom_client_counters_are_summed_over_workers_beside_corrals_own_series() {
+    if !have_node_with("prom-client") {
+        return;
+    }
+    let metrics = free_port();
+    let address = format!("127.0.0.1:{metrics}");
+    let cluster = start_two("prom_app.js", &["--metrics", &address], &[]);
+    let port = cluster.bound_port();
+    let requests = 40;
+    for _ in 0..requests {
+        let response = http_get(port, "/").expect("the app answers");
+        assert_eq!(response.status, 200);
+    }
+    let text = scrape(metrics, "/metrics");
+    assert_eq!(
+        sample(&text, "app_requests_total"),
+        Some(f64::from(requests)),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "corral_workers{state=\"ready\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    // prom-client's default metrics, merged by their own aggregators.
+    assert!(
+        text.contains("# TYPE nodejs_eventloop_lag_seconds gauge"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("process_start_time_seconds"),
+        "omitted: {text}"
+    );
+    if let Some((code, complaints)) = promtool_complaints(&text) {
+        // 0: clean; 3: lint problems only (the ones left out above).
+        assert!(
+            matches!(code, Some(0 | 3)) && complaints.is_empty(),
+            "promtool check metrics: {code:?} {complaints:?}\n{text}"
+        );
+    }
+    let app = scrape(metrics, "/metrics/app");
+    assert_eq!(
+        sample(&app, "app_requests_total"),
+        Some(f64::from(requests)),
+        "{app}"
+    );
+    assert!(!app.contains("corral_"), "{app}");
+    stop(cluster);
+}
+
+#[test]
+fn a_worker_that_never_answers_is_left_out_of_the_scrape() {
+    if !have_node_with("prom-client") {
+        return;
+    }
+    let metrics = free_port();
+    let address = format!("127.0.0.1:{metrics}");
+    let args = ["--metrics", &address, "--grace", "1"];
+    let mut cluster = start_two("prom_app.js", &args, &[("SILENT_WORKER", "2")]);
+    cluster.expect_line("worker stops its event loop");
+    let text = scrape(metrics, "/metrics");
+    // Worker 1's metrics, and corral's own.
+    assert_eq!(sample(&text, "app_requests_total"), Some(0.0), "{text}");
+    assert!(text.contains("corral_workers"), "{text}");
+    cluster.expect_line("worker 2 did not send its app metrics");
+    cluster.signal(Signal::TERM);
+    // Worker 2 spins: it is killed at the grace's end.
+    cluster.wait_exit(PATIENCE).expect("the cluster stops");
 }

@@ -20,6 +20,7 @@
 //! `docs/security.md` lists these limits.
 
 mod admission;
+pub(crate) mod app_families;
 mod exposition;
 mod probes;
 mod write_timeout;
@@ -40,6 +41,7 @@ use crate::control::command::SupervisorCommand;
 use crate::control::status::Status;
 use crate::error::Error;
 use crate::log::rate::warn_limited;
+use crate::primary::io::app_metrics::AppMetrics;
 use admission::{Admissions, Admitted};
 use exposition::PrimaryFacts;
 use write_timeout::WriteTimeout;
@@ -98,6 +100,7 @@ pub(crate) fn bind(address: SocketAddr) -> Result<std::net::TcpListener, Error> 
 pub(crate) fn serve(
     listener: std::net::TcpListener,
     commands: mpsc::UnboundedSender<SupervisorCommand>,
+    app: Option<Arc<AppMetrics>>,
 ) -> Result<SocketAddr, Error> {
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(Error::io("cannot set up the metrics socket"))?;
@@ -116,25 +119,25 @@ pub(crate) fn serve(
                 }
             };
             let admitted = admissions.admit();
-            tokio::spawn(serve_connection(stream, admitted, commands.clone()));
+            let sources = Sources {
+                commands: commands.clone(),
+                app: app.clone(),
+            };
+            tokio::spawn(serve_connection(stream, admitted, sources));
         }
     });
     Ok(address)
 }
 
 /// Serves one connection until it ends, fails a limit, or is evicted.
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    admitted: Admitted,
-    commands: mpsc::UnboundedSender<SupervisorCommand>,
-) {
+async fn serve_connection(stream: tokio::net::TcpStream, admitted: Admitted, sources: Sources) {
     let admitted = Arc::new(admitted);
     let proof = admitted.clone();
     let service = hyper::service::service_fn(move |request| {
         // hyper calls this once a whole request head is in.
         proof.served();
-        let commands = commands.clone();
-        async move { Ok::<_, Infallible>(answer(request, &commands).await) }
+        let sources = sources.clone();
+        async move { Ok::<_, Infallible>(answer(request, &sources).await) }
     });
     if let Err(err) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
         warn_limited!(
@@ -159,14 +162,22 @@ async fn serve_connection(
     }
 }
 
-async fn answer(
-    request: Request<Incoming>,
-    commands: &mpsc::UnboundedSender<SupervisorCommand>,
-) -> Response<Full<Bytes>> {
+/// Where the endpoint's answers come from.
+#[derive(Clone)]
+struct Sources {
+    /// The supervisor, for status snapshots.
+    commands: mpsc::UnboundedSender<SupervisorCommand>,
+    /// The workers' prom-client metrics (Node workers with the agent).
+    app: Option<Arc<AppMetrics>>,
+}
+
+async fn answer(request: Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     let all = probes::asks_all(request.uri().query());
+    let commands = &sources.commands;
+    let openmetrics = accepts_openmetrics(&request);
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => match snapshot(commands).await {
@@ -176,24 +187,48 @@ async fn answer(
         },
         "/metrics" => match snapshot(commands).await {
             Some(status) => {
-                let openmetrics = exposition::render(&status, primary_facts());
-                let (body, content_type) = if accepts_openmetrics(&request) {
-                    (openmetrics, OPENMETRICS_CONTENT_TYPE)
-                } else {
-                    (exposition::classic(&openmetrics), CLASSIC_CONTENT_TYPE)
-                };
-                Response::builder()
-                    .header("content-type", content_type)
-                    .body(Full::new(Bytes::from(body)))
-                    .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "\n"))
+                let own = exposition::render(&status, primary_facts());
+                let app = app_text(sources.app.as_deref(), openmetrics).await;
+                exposition_response(own, &app, openmetrics)
             }
             None => text(StatusCode::SERVICE_UNAVAILABLE, "stopped\n"),
         },
+        "/metrics/app" => {
+            let app = app_text(sources.app.as_deref(), openmetrics).await;
+            exposition_response("# EOF\n".to_string(), &app, openmetrics)
+        }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: use /metrics, /healthz or /readyz\n",
+            "not found: use /metrics, /metrics/app, /healthz or /readyz\n",
         ),
     }
+}
+
+/// The workers' app metrics, merged, in the format asked for; empty
+/// without the Node agent.
+async fn app_text(app: Option<&AppMetrics>, openmetrics: bool) -> String {
+    match app {
+        Some(app) => {
+            let families = app.collect().await;
+            app_families::render(&families, openmetrics)
+        }
+        None => String::new(),
+    }
+}
+
+/// The response for corral's OpenMetrics text `own` (which ends with
+/// `# EOF`) followed by the app's metrics `app`, in the format asked for.
+fn exposition_response(own: String, app: &str, openmetrics: bool) -> Response<Full<Bytes>> {
+    let own = own.strip_suffix("# EOF\n").unwrap_or(&own);
+    let (body, content_type) = if openmetrics {
+        (format!("{own}{app}# EOF\n"), OPENMETRICS_CONTENT_TYPE)
+    } else {
+        (exposition::classic(own) + app, CLASSIC_CONTENT_TYPE)
+    };
+    Response::builder()
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "\n"))
 }
 
 /// Whether the client asked for OpenMetrics (Prometheus does, by `Accept`).

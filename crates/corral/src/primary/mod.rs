@@ -5,7 +5,7 @@
 
 mod control;
 pub(crate) mod event;
-mod io;
+pub(crate) mod io;
 pub(crate) mod node;
 mod os;
 mod reconfigure;
@@ -49,6 +49,7 @@ use crate::protocol::message::Control;
 use crate::settings::Program;
 use control::ControlPlane;
 use event::Event;
+use io::app_metrics::AppMetrics;
 use io::handle::EventSink;
 use io::live_table::LiveTable;
 use io::messages::MessageRouter;
@@ -105,9 +106,14 @@ pub(crate) async fn run(
         commands.clone(),
         journal.clone(),
     )?;
+    let live_table = Arc::new(LiveTable::default());
+    // prom-client's answers come from the Node agent: without it, no
+    // worker would answer, and every scrape would wait for them.
+    let app_metrics = (program.is_node() && settings.node_agent)
+        .then(|| Arc::new(AppMetrics::new(live_table.clone())));
     if let Some(address) = settings.metrics {
         let listener = crate::metrics::bind(address)?;
-        let bound = crate::metrics::serve(listener, commands.clone())?;
+        let bound = crate::metrics::serve(listener, commands.clone(), app_metrics.clone())?;
         tracing::info!(
             event = "metrics",
             "metrics on http://{bound}/metrics (health: /healthz, /readyz)"
@@ -144,7 +150,6 @@ pub(crate) async fn run(
         os::signals::reopen_log_on_usr1()?;
     }
     os::reaper::become_subreaper();
-    let live_table = Arc::new(LiveTable::default());
     let (events, primary_handle) = match primary_task {
         Some(task) => {
             let (sink, receiver, dropped) = EventSink::new();
@@ -158,6 +163,7 @@ pub(crate) async fn run(
         notices: notices.clone(),
         policy: settings.messages,
         socketio: SocketIoRelay::default(),
+        app_metrics,
     });
     if let Some((task, receiver, dropped)) = primary_handle {
         let handle = Primary::new(live_table.clone(), receiver, dropped, commands);

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::log::rate::{RateLimit, warn_limited};
 use crate::primary::event::Event;
+use crate::primary::io::app_metrics::{self, AppMetrics};
 use crate::primary::io::handle::EventSink;
 use crate::primary::io::live_table::LiveTable;
 use crate::primary::io::notice::Notice;
@@ -28,6 +29,8 @@ pub(crate) struct MessageRouter {
     pub policy: MessagePolicy,
     /// `@socket.io/cluster-adapter`'s messages, relayed whatever `policy` says.
     pub socketio: SocketIoRelay,
+    /// Collects prom-client's answers (Node workers with the agent only).
+    pub app_metrics: Option<Arc<AppMetrics>>,
 }
 
 /// One worker's budgets of relayed messages, kept by its channel reader.
@@ -65,6 +68,13 @@ impl MessageRouter {
             }
             ToPrimary::User(value) if socketio::is_adapter_message(&value) => {
                 (self.socketio).relay(&self.live_table, worker, &value, &limits.socketio);
+                true
+            }
+            ToPrimary::User(value)
+                if app_metrics::is_answer(&value)
+                    && let Some(collector) = &self.app_metrics =>
+            {
+                collector.answer(worker, &value);
                 true
             }
             ToPrimary::User(value) => {

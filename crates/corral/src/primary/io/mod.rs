@@ -3,6 +3,7 @@
 //! supervisor's inbox of notices, the live table of workers and the user's
 //! `Primary` handle over it.
 
+pub(crate) mod app_metrics;
 pub(crate) mod handle;
 pub(crate) mod live_table;
 pub(crate) mod messages;

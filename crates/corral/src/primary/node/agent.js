@@ -197,4 +197,45 @@
   } catch (_) {
     // Without the agent, as Node would run.
   }
+
+  // ---- prom-client in cluster mode (docs/node.md, "prom-client") ----
+  // At a scrape of --metrics, corral asks each worker for its app metrics
+  // with an internal message, NODE_CORRAL_METRICS (a 'message' listener
+  // would keep the channel referenced, and the worker alive). The agent
+  // answers as prom-client's AggregatorRegistry does in a worker: with
+  // prom-client's default registry, or nothing when the app has not
+  // loaded prom-client.
+  const METRICS_REQUEST = 'NODE_CORRAL_METRICS';
+  const METRICS_ANSWER = 'prom-client:getMetricsRes';
+  const PROM_CLIENT = /[\\/]node_modules[\\/]prom-client[\\/]index\.js$/;
+
+  function loadedPromClient() {
+    for (const file of Object.keys(require.cache)) {
+      if (PROM_CLIENT.test(file)) return require.cache[file].exports;
+    }
+    return null;
+  }
+
+  function answerMetrics(message) {
+    if (!message || message.cmd !== METRICS_REQUEST) return;
+    const reply = (fields) => {
+      const answer = { type: METRICS_ANSWER, requestId: message.requestId };
+      // A closed channel is no error for the app.
+      process.send(Object.assign(answer, fields), undefined, {}, () => {});
+    };
+    const prom = loadedPromClient();
+    if (!prom || !prom.register) return reply({ metrics: [] });
+    Promise.resolve()
+      .then(() => prom.register.getMetricsAsJSON())
+      .then(
+        (metrics) => reply({ metrics: [metrics] }),
+        (err) => reply({ error: String((err && err.message) || err) })
+      );
+  }
+
+  try {
+    process.on('internalMessage', answerMetrics);
+  } catch (_) {
+    // No app metrics from this worker.
+  }
 })();

@@ -1,0 +1,205 @@
+//! prom-client's cluster protocol, with corral as the primary: at a scrape
+//! of `--metrics`, every ready Node worker is asked for its app metrics
+//! and the answers are collected for [`APP_METRICS_TIMEOUT`] at most. A
+//! worker that does not answer in time is left out of that scrape (with a
+//! rate-limited warning); nothing it does can hold a scrape longer.
+//!
+//! corral's Node agent answers for the worker (`agent.js`, "prom-client"):
+//! the request is a Node internal message (`NODE_CORRAL_METRICS`), which
+//! keeps no channel referenced as a `'message'` listener would, and the
+//! answer is prom-client's own (`prom-client:getMetricsRes`, with the
+//! registries' `getMetricsAsJSON()`), read by [`app_families`].
+//!
+//! Scrapes collect one at a time (a second waits for the first), so the
+//! answers held are at most one per worker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::control::status::WorkerState;
+use crate::log::rate::warn_limited;
+use crate::metrics::app_families::{self, Family};
+use crate::primary::io::live_table::LiveTable;
+use crate::worker_key::WorkerKey;
+
+/// How long a scrape waits for the workers' answers.
+pub(crate) const APP_METRICS_TIMEOUT: Duration = Duration::from_secs(2);
+/// prom-client's answer (`GET_METRICS_RES`).
+const GET_METRICS_RES: &str = "prom-client:getMetricsRes";
+/// corral's request, to its agent.
+const REQUEST_CMD: &str = "NODE_CORRAL_METRICS";
+
+/// Whether `message` is an answer to a metrics request.
+pub(crate) fn is_answer(message: &Value) -> bool {
+    message.get("type").and_then(Value::as_str) == Some(GET_METRICS_RES)
+}
+
+pub(crate) struct AppMetrics {
+    live_table: Arc<LiveTable>,
+    next_request: AtomicU64,
+    /// The collection under way, if any.
+    pending: Mutex<Option<Pending>>,
+    /// One collection at a time.
+    turn: tokio::sync::Mutex<()>,
+}
+
+struct Pending {
+    request: u64,
+    /// The slots asked that have not answered.
+    waiting: Vec<u32>,
+    answers: Vec<Vec<Family>>,
+    /// Told when the last one answered.
+    all_in: Option<oneshot::Sender<()>>,
+}
+
+impl AppMetrics {
+    pub(crate) fn new(live_table: Arc<LiveTable>) -> Self {
+        AppMetrics {
+            live_table,
+            next_request: AtomicU64::new(0),
+            pending: Mutex::new(None),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Asks every ready worker for its metrics; the merged answers that
+    /// came within [`APP_METRICS_TIMEOUT`].
+    pub(crate) async fn collect(&self) -> Vec<Family> {
+        let _turn = self.turn.lock().await;
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (all_in, answered) = oneshot::channel();
+        let asked = self.ask_ready_workers(request);
+        *self.lock() = Some(Pending {
+            request,
+            waiting: asked,
+            answers: Vec::new(),
+            all_in: Some(all_in),
+        });
+        self.check_all_in();
+        let _ = tokio::time::timeout(APP_METRICS_TIMEOUT, answered).await;
+        let Some(pending) = self.lock().take() else {
+            return Vec::new();
+        };
+        for slot in &pending.waiting {
+            warn_limited!(
+                event = "app_metrics_missing",
+                worker = *slot,
+                "worker {slot} did not send its app metrics within {}s: left out of this scrape",
+                APP_METRICS_TIMEOUT.as_secs()
+            );
+        }
+        app_families::aggregate(pending.answers)
+    }
+
+    /// Sends the request to every ready worker; the slots it went to.
+    fn ask_ready_workers(&self, request: u64) -> Vec<u32> {
+        let line = request_line(request);
+        self.live_table
+            .list()
+            .into_iter()
+            .filter(|worker| worker.state == WorkerState::Ready)
+            .filter(|worker| self.live_table.send(worker.id, line.clone()).is_ok())
+            .map(|worker| worker.id)
+            .collect()
+    }
+
+    /// Takes worker `from`'s answer `message`, if it answers the request
+    /// under way and was asked.
+    pub(crate) fn answer(&self, from: WorkerKey, message: &Value) {
+        let slot = from.slot;
+        let request = message.get("requestId").and_then(Value::as_u64);
+        let read = read_answer(slot, message);
+        let mut pending = self.lock();
+        let Some(current) = pending.as_mut().filter(|p| Some(p.request) == request) else {
+            return;
+        };
+        let Some(at) = current.waiting.iter().position(|&s| s == slot) else {
+            return;
+        };
+        current.waiting.swap_remove(at);
+        current.answers.extend(read);
+        drop(pending);
+        self.check_all_in();
+    }
+
+    /// Tells the waiting scrape once every worker asked has answered.
+    fn check_all_in(&self) {
+        let mut pending = self.lock();
+        if let Some(current) = pending.as_mut().filter(|p| p.waiting.is_empty())
+            && let Some(all_in) = current.all_in.take()
+        {
+            let _ = all_in.send(());
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Pending>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+fn request_line(request: u64) -> Vec<u8> {
+    let mut line = serde_json::json!({ "cmd": REQUEST_CMD, "requestId": request }).to_string();
+    line.push('\n');
+    line.into_bytes()
+}
+
+/// Worker `slot`'s metrics from its answer, or a warning why they are not
+/// used.
+fn read_answer(slot: u32, message: &Value) -> Option<Vec<Family>> {
+    if let Some(error) = message.get("error") {
+        let error = crate::protocol::message::shown(error);
+        warn_limited!(
+            event = "app_metrics_failed",
+            worker = slot,
+            "worker {slot}: prom-client could not collect its metrics: {error}"
+        );
+        return None;
+    }
+    let metrics = message.get("metrics").unwrap_or(&Value::Null);
+    match app_families::read_answer(metrics) {
+        Ok((families, left_out)) => {
+            if let Some(name) = left_out.first() {
+                warn_limited!(
+                    event = "app_metrics_left_out",
+                    worker = slot,
+                    "worker {slot}: app metric {name} left out: names starting with corral_ are \
+                     corral's own"
+                );
+            }
+            Some(families)
+        }
+        Err(why) => {
+            warn_limited!(
+                event = "app_metrics_refused",
+                worker = slot,
+                "worker {slot}: its app metrics were not used: {why}"
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_is_a_node_internal_message_on_one_line() {
+        let line = String::from_utf8(request_line(7)).expect("text");
+        assert_eq!(line, "{\"cmd\":\"NODE_CORRAL_METRICS\",\"requestId\":7}\n");
+    }
+
+    #[test]
+    fn answers_are_known_by_prom_clients_type() {
+        assert!(is_answer(
+            &serde_json::json!({"type": GET_METRICS_RES, "requestId": 1})
+        ));
+        assert!(!is_answer(&serde_json::json!({"type": "other"})));
+    }
+}
