@@ -571,7 +571,7 @@ pub struct RunArgs {
     pub allow_worker_binds: Vec<String>,
 
     /// Serve Prometheus metrics and health checks over HTTP on ADDR
-    /// (/metrics, /healthz, /readyz[?all]); keep it on loopback or a
+    /// (/metrics, /metrics/app, /healthz, /readyz[?all]); keep it on loopback or a
     /// private network [default: off]
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub metrics: Option<String>,
