@@ -19,6 +19,8 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
+use crate::protocol::message::cut_for_log;
+
 /// The most metrics one worker's answer may hold.
 pub(crate) const MAX_FAMILIES: usize = 2_000;
 /// The most samples one worker's answer may hold.
@@ -206,13 +208,9 @@ fn is_name(name: &str, extra: impl Fn(char) -> bool) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || extra(c))
 }
 
-/// The start of something a worker named, for a message.
-fn cut(text: &str) -> &str {
-    let end = (0..=text.len().min(64))
-        .rev()
-        .find(|&end| text.is_char_boundary(end))
-        .unwrap_or(0);
-    &text[..end]
+/// Something a worker named, cut for a message.
+fn cut(text: &str) -> String {
+    cut_for_log(text.to_string())
 }
 
 /// Merges the workers' metrics as `AggregatorRegistry.aggregate` does: by
