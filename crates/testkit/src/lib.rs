@@ -30,6 +30,7 @@ mod load;
 mod os;
 mod process;
 mod runtime_dir;
+mod scrape;
 mod wait;
 
 pub use builder::{ClusterBuilder, two_ready_workers, wait_ready};
@@ -42,6 +43,7 @@ pub use os::{
 };
 pub use process::{ClusterProcess, finish, status_workers};
 pub use runtime_dir::private_runtime_dir;
+pub use scrape::{promtool, sample, scrape};
 pub use wait::wait_until;
 
 use std::path::{Path, PathBuf};
