@@ -43,7 +43,7 @@ pub use os::{
 };
 pub use process::{ClusterProcess, finish, status_workers};
 pub use runtime_dir::private_runtime_dir;
-pub use scrape::{promtool, sample, scrape};
+pub use scrape::{promtool, sample, scrape, scrape_path};
 pub use wait::wait_until;
 
 use std::path::{Path, PathBuf};

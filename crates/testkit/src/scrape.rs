@@ -8,7 +8,12 @@ use crate::http_get;
 
 /// The body of `GET /metrics` on the endpoint at `port`.
 pub fn scrape(port: u16) -> String {
-    let response = http_get(port, "/metrics").expect("the endpoint answers");
+    scrape_path(port, "/metrics")
+}
+
+/// The body of `GET path` on the endpoint at `port`, which must answer 200.
+pub fn scrape_path(port: u16, path: &str) -> String {
+    let response = http_get(port, path).expect("the endpoint answers");
     assert_eq!(response.status, 200, "{response:?}");
     response.body
 }
