@@ -93,6 +93,31 @@ fn a_socketio_broadcast_reaches_clients_on_every_worker_and_fetch_sockets_sees_t
     stop(cluster);
 }
 
+#[test]
+fn a_frozen_worker_does_not_hold_socketio_broadcasts_to_the_others() {
+    if !have_node_with("@socket.io/cluster-adapter") {
+        return;
+    }
+    let mut command = Command::new(corral_path());
+    command
+        .args(["run", "-w", "3", "--grace", "1", "--", "node"])
+        .arg(format!("{FIXTURES}/socketio_chat.js"))
+        .env("PORT", "0");
+    let mut cluster = ClusterProcess::spawn(command);
+    for worker in 1..=3 {
+        cluster.expect_event(Mark::START, "ready", Some(worker));
+    }
+    let port = cluster.bound_port().to_string();
+    // Worker 3 stops reading its channel; 200 shouts of 16 KiB (more than
+    // its socket buffer holds) are queued for it, in corral's outbox.
+    let result = node_json("socketio_clients.js", &[&port, "24", "freeze", "3"]);
+    assert_eq!(result["shouts"], 200, "{result}");
+    assert!(result["heard_all"].as_u64() > Some(0), "{result}");
+    cluster.signal(Signal::TERM);
+    // Worker 3 spins: it is killed at the grace's end.
+    cluster.wait_exit(PATIENCE).expect("the cluster stops");
+}
+
 /// What `promtool check metrics` says about `text` besides its lint of
 /// three of prom-client's own default gauges, named `…_total` (it says the
 /// same of a scrape of the app alone); `None` when promtool is missing.
