@@ -10,12 +10,14 @@
 //! answer is prom-client's own (`prom-client:getMetricsRes`, with the
 //! registries' `getMetricsAsJSON()`), read by [`app_families`].
 //!
-//! Scrapes collect one at a time (a second waits for the first), so the
-//! answers held are at most one per worker.
+//! Scrapes collect one at a time, so the answers held are at most one per
+//! worker; a scrape that came while another collected takes that one's
+//! result, so none waits for more than the collection under way and its
+//! own.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -43,8 +45,8 @@ pub(crate) struct AppMetrics {
     next_request: AtomicU64,
     /// The collection under way, if any.
     pending: Mutex<Option<Pending>>,
-    /// One collection at a time.
-    turn: tokio::sync::Mutex<()>,
+    /// One collection at a time; the last one's result, and when it ended.
+    turn: tokio::sync::Mutex<Option<(Instant, Vec<Family>)>>,
 }
 
 struct Pending {
@@ -62,14 +64,26 @@ impl AppMetrics {
             live_table,
             next_request: AtomicU64::new(0),
             pending: Mutex::new(None),
-            turn: tokio::sync::Mutex::new(()),
+            turn: tokio::sync::Mutex::new(None),
         }
     }
 
     /// Asks every ready worker for its metrics; the merged answers that
     /// came within [`APP_METRICS_TIMEOUT`].
     pub(crate) async fn collect(&self) -> Vec<Family> {
-        let _turn = self.turn.lock().await;
+        let asked_at = Instant::now();
+        let mut last = self.turn.lock().await;
+        if let Some((ended, families)) = last.as_ref()
+            && *ended >= asked_at
+        {
+            return families.clone();
+        }
+        let families = self.collect_now().await;
+        *last = Some((Instant::now(), families.clone()));
+        families
+    }
+
+    async fn collect_now(&self) -> Vec<Family> {
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (all_in, answered) = oneshot::channel();
         let asked = self.ask_ready_workers(request);
