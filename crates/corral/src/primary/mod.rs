@@ -106,10 +106,22 @@ pub(crate) async fn run(
         commands.clone(),
         journal.clone(),
     )?;
+    // Written before any worker starts; a file that cannot be written
+    // leaves the workers without the agent, as `--node-agent off` would.
+    let node_agent = (program.is_node() && settings.node_agent)
+        .then(|| match node::agent::install() {
+            Ok(path) => Some(path),
+            Err(err) => {
+                tracing::warn!("Node agent not loaded: {err} (--node-agent off silences this)");
+                None
+            }
+        })
+        .flatten();
     let live_table = Arc::new(LiveTable::default());
     // prom-client's answers come from the Node agent: without it, no
     // worker would answer, and every scrape would wait for them.
-    let app_metrics = (program.is_node() && settings.node_agent)
+    let app_metrics = node_agent
+        .is_some()
         .then(|| Arc::new(AppMetrics::new(live_table.clone())));
     if let Some(address) = settings.metrics {
         let listener = crate::metrics::bind(address)?;
@@ -169,17 +181,6 @@ pub(crate) async fn run(
         let handle = Primary::new(live_table.clone(), receiver, dropped, commands);
         tokio::spawn(task(handle));
     }
-    // Written before any worker starts; a file that cannot be written
-    // leaves the workers without the agent, as `--node-agent off` would.
-    let node_agent = (node.is_some() && settings.node_agent)
-        .then(|| match node::agent::install() {
-            Ok(path) => Some(path),
-            Err(err) => {
-                tracing::warn!("Node agent not loaded: {err} (--node-agent off silences this)");
-                None
-            }
-        })
-        .flatten();
     let launcher = Launcher {
         program,
         primary_pid: rustix::process::getpid(),
