@@ -5,6 +5,7 @@
 //! scrape of `--metrics`). Real Node, real packages, real clients.
 
 use std::process::Command;
+use std::time::Duration;
 
 use corral_testkit::{
     ClusterProcess, Mark, PATIENCE, Signal, corral_path, free_port, http_get, node_available,
@@ -116,6 +117,27 @@ fn a_frozen_worker_does_not_hold_socketio_broadcasts_to_the_others() {
     cluster.signal(Signal::TERM);
     // Worker 3 spins: it is killed at the grace's end.
     cluster.wait_exit(PATIENCE).expect("the cluster stops");
+}
+
+#[test]
+fn a_worker_flooding_as_the_socketio_adapter_is_cut_to_its_budget() {
+    if !node_available() {
+        return;
+    }
+    let cluster = start_two("socketio_flood.js", &["--on-message", "log"], &[]);
+    // Read in a few seconds: 100,000 messages, then one of 5 MiB.
+    let flooded = cluster.wait_for_line("flood sent", Duration::from_secs(60));
+    assert!(flooded.is_some(), "{}", cluster.output());
+    let output = cluster.output();
+    assert!(
+        output.contains("worker 1 sends more than 10000 socket.io adapter messages a second"),
+        "{output}"
+    );
+    assert!(
+        output.contains("socket.io adapter message, over the 4194304-byte limit"),
+        "{output}"
+    );
+    stop(cluster);
 }
 
 /// What `promtool check metrics` says about `text` besides its lint of
