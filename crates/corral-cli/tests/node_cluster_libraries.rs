@@ -167,10 +167,17 @@ fn prom_client_counters_are_summed_over_workers_beside_corrals_own_series() {
     let cluster = start_two("prom_app.js", &["--metrics", &address], &[]);
     let port = cluster.bound_port();
     let requests = 40;
+    let mut by_worker = std::collections::BTreeMap::new();
     for _ in 0..requests {
         let response = http_get(port, "/").expect("the app answers");
         assert_eq!(response.status, 200);
+        *by_worker
+            .entry(response.body.trim().to_string())
+            .or_insert(0) += 1;
     }
+    // Under reuseport both serve some (all 40 on one: once in 2^39 runs),
+    // so the total below is a sum over workers.
+    assert_eq!(by_worker.len(), 2, "{by_worker:?}");
     let text = scrape(metrics);
     assert_eq!(
         sample(&text, "app_requests_total"),
