@@ -83,7 +83,9 @@
 //!     plan, the reload plan, the restart record.
 //!   * `primary/io/`: its traffic with workers: spawning, the outbox to and
 //!     the messages from each, their output, the inbox of notices, the live
-//!     table behind the [`Primary`] handle.
+//!     table behind the [`Primary`] handle; what Node libraries' primary
+//!     code would do: the socket.io cluster-adapter relay (`socketio.rs`)
+//!     and prom-client's metrics requests (`app_metrics.rs`).
 //!   * `primary/os/`: what it asks of the OS: signals, reaping strays,
 //!     systemd's notifications, /proc reads (memory, sockets bound alone),
 //!     the file watcher of `--watch`.
@@ -104,7 +106,8 @@
 //!   and journal, and the commands that steer the supervisor.
 //! * `metrics/`: the Prometheus and health endpoint (`--metrics`): the
 //!   exposition of a status snapshot, the probes' rules, the HTTP server,
-//!   which connections it admits (`admission.rs`) and its write timeout.
+//!   which connections it admits (`admission.rs`) and its write timeout;
+//!   a Node app's prom-client metrics, read and merged (`app_families.rs`).
 //! * `log/`: corral's own log lines (text or JSON, never blocking).
 //! * `sys.rs`: the only `unsafe` code. `error.rs`: [`Error`].
 //!   `worker_key.rs`: the key of one worker process. `config_file.rs`:

@@ -1,8 +1,11 @@
 //! What the primary does with each message a worker sends, right in that
 //! worker's channel reader: control words go to the supervisor; user
 //! messages go to the user's [`crate::Primary`] handle (and to the log, or
-//! to every other worker, as configured); relay requests go to the named
-//! worker. User messages never pass through the supervisor's inbox, so a
+//! to every other worker, as configured), except those of Node libraries
+//! whose primary code corral does (socket.io's cluster adapter, relayed by
+//! [`socketio`]; prom-client's answers, for [`app_metrics`]); relay
+//! requests go to the named worker. User messages never pass through the
+//! supervisor's inbox, so a
 //! worker flooding its channel cannot delay the supervision of the others.
 
 use std::sync::Arc;
@@ -67,7 +70,8 @@ impl MessageRouter {
                 self.to_supervisor(worker, Control::Ready).await
             }
             ToPrimary::User(value) if socketio::is_adapter_message(&value) => {
-                (self.socketio).relay(&self.live_table, worker, &value, &limits.socketio);
+                self.socketio
+                    .relay(&self.live_table, worker, &value, &limits.socketio);
                 true
             }
             ToPrimary::User(value)
