@@ -51,8 +51,9 @@ pub(crate) struct AppMetrics {
 
 struct Pending {
     request: u64,
-    /// The slots asked that have not answered.
-    waiting: Vec<u32>,
+    /// The processes asked that have not answered, by slot and generation
+    /// (a slot's next process is another).
+    waiting: Vec<(u32, u32)>,
     answers: Vec<Vec<Family>>,
     /// Told when the last one answered.
     all_in: Option<oneshot::Sender<()>>,
@@ -98,7 +99,7 @@ impl AppMetrics {
         let Some(pending) = self.lock().take() else {
             return Vec::new();
         };
-        for slot in &pending.waiting {
+        for (slot, _) in &pending.waiting {
             warn_limited!(
                 event = "app_metrics_missing",
                 worker = *slot,
@@ -109,15 +110,15 @@ impl AppMetrics {
         app_families::aggregate(pending.answers)
     }
 
-    /// Sends the request to every ready worker; the slots it went to.
-    fn ask_ready_workers(&self, request: u64) -> Vec<u32> {
+    /// Sends the request to every ready worker; the processes it went to.
+    fn ask_ready_workers(&self, request: u64) -> Vec<(u32, u32)> {
         let line = request_line(request);
         self.live_table
             .list()
             .into_iter()
             .filter(|worker| worker.state == WorkerState::Ready)
             .filter(|worker| self.live_table.send(worker.id, line.clone()).is_ok())
-            .map(|worker| worker.id)
+            .map(|worker| (worker.id, worker.generation))
             .collect()
     }
 
@@ -131,11 +132,24 @@ impl AppMetrics {
         let Some(current) = pending.as_mut().filter(|p| Some(p.request) == request) else {
             return;
         };
-        let Some(at) = current.waiting.iter().position(|&s| s == slot) else {
+        let process = (slot, from.generation);
+        let Some(at) = current.waiting.iter().position(|&p| p == process) else {
             return;
         };
         current.waiting.swap_remove(at);
         current.answers.extend(read);
+        drop(pending);
+        self.check_all_in();
+    }
+
+    /// The process `worker` exited: the collection under way does not wait
+    /// for it.
+    pub(crate) fn gone(&self, worker: WorkerKey) {
+        let mut pending = self.lock();
+        if let Some(current) = pending.as_mut() {
+            let process = (worker.slot, worker.generation);
+            current.waiting.retain(|&asked| asked != process);
+        }
         drop(pending);
         self.check_all_in();
     }

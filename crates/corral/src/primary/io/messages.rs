@@ -102,6 +102,14 @@ impl MessageRouter {
         }
     }
 
+    /// The channel of the process `worker` closed: a metrics collection
+    /// under way stops waiting for its answer.
+    pub(crate) fn channel_closed(&self, worker: WorkerKey) {
+        if let Some(collector) = &self.app_metrics {
+            collector.gone(worker);
+        }
+    }
+
     async fn to_supervisor(&self, worker: WorkerKey, control: Control) -> bool {
         let notice = Notice::Control { worker, control };
         self.notices.send(notice).await.is_ok()

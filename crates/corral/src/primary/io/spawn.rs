@@ -203,7 +203,10 @@ impl Launcher {
                 self.notices.clone(),
             )
         });
-        tokio::spawn(read_channel(key, reader, limit, messages, session));
+        tokio::spawn(async move {
+            read_channel(key, reader, limit, messages.clone(), session).await;
+            messages.channel_closed(key);
+        });
         Ok(outbox)
     }
 }
