@@ -119,24 +119,29 @@ fn a_frozen_worker_does_not_hold_socketio_broadcasts_to_the_others() {
     cluster.wait_exit(PATIENCE).expect("the cluster stops");
 }
 
+/// The budget itself is the relay's unit test: whether a flood goes over
+/// it depends on how fast the primary reads (a debug build on a loaded
+/// machine reads fewer than 10,000 a second).
 #[test]
-fn a_worker_flooding_as_the_socketio_adapter_is_cut_to_its_budget() {
+fn a_worker_flooding_as_the_socketio_adapter_leaves_the_primary_serving() {
     if !node_available() {
         return;
     }
     let cluster = start_two("socketio_flood.js", &["--on-message", "log"], &[]);
-    // Read in a few seconds: 100,000 messages, then one of 5 MiB.
-    let flooded = cluster.wait_for_line("flood sent", Duration::from_secs(60));
-    assert!(flooded.is_some(), "{}", cluster.output());
-    let output = cluster.output();
-    assert!(
-        output.contains("worker 1 sends more than 10000 socket.io adapter messages a second"),
-        "{output}"
-    );
-    assert!(
-        output.contains("socket.io adapter message, over the 4194304-byte limit"),
-        "{output}"
-    );
+    // The worker that gets this request floods, once both are ready.
+    let response = http_get(cluster.bound_port(), "/").expect("a worker answers");
+    assert_eq!(response.status, 200);
+    // 20,000 messages, then one of 5 MiB, then a word.
+    let patience = Duration::from_secs(60);
+    for line in [
+        "socket.io adapter message, over the 4194304-byte limit",
+        "flood sent",
+    ] {
+        let said = cluster.wait_for_line(line, patience);
+        assert!(said.is_some(), "{line}: {}", cluster.output());
+    }
+    let response = http_get(cluster.bound_port(), "/").expect("the workers still serve");
+    assert_eq!(response.status, 200);
     stop(cluster);
 }
 

@@ -55,6 +55,17 @@ pub(crate) fn is_adapter_message(message: &Value) -> bool {
     message.get("source").and_then(Value::as_str) == Some(MESSAGE_SOURCE)
 }
 
+/// What became of an adapter message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Relayed {
+    /// Queued for its destination (or it had none).
+    Sent,
+    /// Over the sender's budget: not relayed.
+    OverBudget,
+    /// Too long: dropped.
+    TooLong,
+}
+
 /// Where an adapter message goes.
 #[derive(Debug, PartialEq, Eq)]
 enum Destination<'a> {
@@ -96,7 +107,7 @@ impl SocketIoRelay {
         from: WorkerKey,
         message: &Value,
         limit: &RateLimit,
-    ) {
+    ) -> Relayed {
         let id = from.slot;
         if limit.admit().is_none() {
             warn_limited!(
@@ -105,10 +116,10 @@ impl SocketIoRelay {
                 "worker {id} sends more than {SOCKETIO_MESSAGES_PER_SECOND} socket.io adapter \
                  messages a second: the rest of this second's are not relayed"
             );
-            return;
+            return Relayed::OverBudget;
         }
         let Some(line) = adapter_line(id, message) else {
-            return;
+            return Relayed::TooLong;
         };
         if let Some(uid) = message.get("uid").and_then(Value::as_str) {
             self.remember(from, uid);
@@ -127,6 +138,7 @@ impl SocketIoRelay {
                 "relaying a socket.io message from worker {id}: {refused}"
             );
         }
+        Relayed::Sent
     }
 
     /// Remembers that worker `from`'s adapter has the id `uid`.
@@ -216,6 +228,32 @@ mod tests {
         assert_eq!(destination(&json!({"type": 3})), Destination::Others);
         // A response that names no requester has nowhere better to go.
         assert_eq!(destination(&json!({"type": 8})), Destination::Others);
+    }
+
+    #[test]
+    fn a_worker_over_its_budget_or_the_size_limit_is_not_relayed() {
+        let relay = SocketIoRelay::default();
+        let table = LiveTable::default();
+        let budget = RateLimit::new(2, Duration::from_secs(3600));
+        let small = json!({"source": MESSAGE_SOURCE, "type": 3, "uid": "a"});
+        let big = json!({"source": MESSAGE_SOURCE, "data": "x".repeat(MAX_SOCKETIO_MESSAGE_BYTES)});
+        let ample = RateLimit::new(10, Duration::from_secs(3600));
+        assert_eq!(
+            relay.relay(&table, key(1, 1), &big, &ample),
+            Relayed::TooLong
+        );
+        assert_eq!(
+            relay.relay(&table, key(1, 1), &small, &budget),
+            Relayed::Sent
+        );
+        assert_eq!(
+            relay.relay(&table, key(1, 1), &small, &budget),
+            Relayed::Sent
+        );
+        assert_eq!(
+            relay.relay(&table, key(1, 1), &small, &budget),
+            Relayed::OverBudget
+        );
     }
 
     #[test]
