@@ -87,13 +87,20 @@ impl AppMetrics {
     async fn collect_now(&self) -> Vec<Family> {
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (all_in, answered) = oneshot::channel();
-        let asked = self.ask_ready_workers(request);
+        let ready = self.ready_workers();
+        // Waited for before it is sent: an answer can come at once.
         *self.lock() = Some(Pending {
             request,
-            waiting: asked,
+            waiting: ready.clone(),
             answers: Vec::new(),
             all_in: Some(all_in),
         });
+        let line = request_line(request);
+        for (id, generation) in ready {
+            if self.live_table.send(id, line.clone()).is_err() {
+                self.not_waited_for((id, generation));
+            }
+        }
         self.check_all_in();
         let _ = tokio::time::timeout(APP_METRICS_TIMEOUT, answered).await;
         let Some(pending) = self.lock().take() else {
@@ -110,47 +117,54 @@ impl AppMetrics {
         app_families::aggregate(pending.answers)
     }
 
-    /// Sends the request to every ready worker; the processes it went to.
-    fn ask_ready_workers(&self, request: u64) -> Vec<(u32, u32)> {
-        let line = request_line(request);
+    /// The ready workers, by slot and generation.
+    fn ready_workers(&self) -> Vec<(u32, u32)> {
         self.live_table
             .list()
             .into_iter()
             .filter(|worker| worker.state == WorkerState::Ready)
-            .filter(|worker| self.live_table.send(worker.id, line.clone()).is_ok())
             .map(|worker| (worker.id, worker.generation))
             .collect()
     }
 
     /// Takes worker `from`'s answer `message`, if it answers the request
-    /// under way and was asked.
+    /// under way and was asked; only then is it read.
     pub(crate) fn answer(&self, from: WorkerKey, message: &Value) {
         let slot = from.slot;
+        let process = (slot, from.generation);
         let request = message.get("requestId").and_then(Value::as_u64);
+        let awaited = |pending: &Option<Pending>| {
+            pending
+                .as_ref()
+                .is_some_and(|p| Some(p.request) == request && p.waiting.contains(&process))
+        };
+        if !awaited(&self.lock()) {
+            return;
+        }
         let read = read_answer(slot, message);
         let mut pending = self.lock();
-        let Some(current) = pending.as_mut().filter(|p| Some(p.request) == request) else {
+        if !awaited(&pending) {
             return;
-        };
-        let process = (slot, from.generation);
-        let Some(at) = current.waiting.iter().position(|&p| p == process) else {
-            return;
-        };
-        current.waiting.swap_remove(at);
-        current.answers.extend(read);
+        }
+        if let Some(current) = pending.as_mut() {
+            current.waiting.retain(|&asked| asked != process);
+            current.answers.extend(read);
+        }
         drop(pending);
         self.check_all_in();
+    }
+
+    /// The collection under way no longer waits for `process`.
+    fn not_waited_for(&self, process: (u32, u32)) {
+        if let Some(current) = self.lock().as_mut() {
+            current.waiting.retain(|&asked| asked != process);
+        }
     }
 
     /// The process `worker` exited: the collection under way does not wait
     /// for it.
     pub(crate) fn gone(&self, worker: WorkerKey) {
-        let mut pending = self.lock();
-        if let Some(current) = pending.as_mut() {
-            let process = (worker.slot, worker.generation);
-            current.waiting.retain(|&asked| asked != process);
-        }
-        drop(pending);
+        self.not_waited_for((worker.slot, worker.generation));
         self.check_all_in();
     }
 
