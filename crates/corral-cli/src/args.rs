@@ -609,6 +609,13 @@ pub struct RunArgs {
     /// keep-alive clients lose no request on a reload (docs/node.md)
     #[arg(long, value_name = "on|off", action = clap::ArgAction::Set, default_value = on_off(fixed().node_agent), value_parser = parse_on_off)]
     pub node_agent: bool,
+
+    /// With the Node agent, close a draining worker's WebSockets with 1001
+    /// (going away) over SECONDS from the drain's start, spread evenly (0:
+    /// all at once), so clients reconnect to the new workers; each client
+    /// then has 1 s to answer. Keep it within --grace
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(reloadable().websocket_close_after), value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub websocket_close_after: Seconds,
     /// The control socket: a path, or `none` for no control socket
     /// [default: $XDG_RUNTIME_DIR/corral/NAME.sock, /run/corral/NAME.sock
     /// for root, else /tmp/corral-UID/NAME.sock]
@@ -665,6 +672,7 @@ impl RunArgs {
             .ready(run.ready)
             .node(run.node)
             .node_agent(run.node_agent)
+            .websocket_close_after(run.websocket_close_after.0)
             .max_surge(run.max_surge as usize)
             .stable_after(run.stable_after.0)
             .max_restart_delay(run.max_restart_delay.0)

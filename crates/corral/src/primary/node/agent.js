@@ -5,6 +5,8 @@
 // server.close()), every response carries `Connection: close`, a connection
 // with a request in flight closes after its response, and an idle one is
 // ended only once it has stayed idle for IDLE_MS since the drain began.
+// Its WebSockets are closed with 1001 (going away), so their clients
+// reconnect to the new workers (the WebSockets section below).
 // Plain JavaScript, no dependencies, Node 18+. It never throws into the
 // application and does nothing in a process corral did not start.
 'use strict';
@@ -130,6 +132,7 @@
     const srv = serverState(server);
     if (srv.draining) return;
     srv.draining = true;
+    closeWebSocketsOnDrain(server);
     const now = Date.now();
     for (const socket of srv.sockets) {
       const s = socketState(socket);
@@ -144,6 +147,127 @@
     }
   }
 
+  // ---- WebSockets: closed with 1001 (going away) on drain ----
+  //
+  // A socket upgraded through a server's 'upgrade' event with
+  // `Upgrade: websocket` leaves the HTTP keep-alive rules above (it is no
+  // longer idle between requests: it is a WebSocket). Once its server
+  // drains, each is sent a close frame with code 1001, the closes spread
+  // evenly over CORRAL_WEBSOCKET_CLOSE_AFTER_MS from the drain's start (the
+  // first at once, none later than that), so clients reconnect to the new
+  // workers a few at a time rather than all at once. The client's close
+  // is awaited WS_CLOSE_WAIT_MS, then the socket is destroyed.
+  //
+  // The close goes through the library's own WebSocket object when there
+  // is one: `ws` keeps it on the socket under a symbol named 'websocket',
+  // whether the app uses `new WebSocketServer({ server })` or
+  // `{ noServer: true }` with handleUpgrade, and so does engine.io's
+  // websocket transport (socket.io), which runs on `ws`. Closing through
+  // it keeps the library's state right: it knows it sent the close, ends
+  // the connection when the client answers, and emits its own 'close'
+  // (socket.io: "transport close"). A raw frame written beside it would
+  // make `ws` answer the client's close with a second close frame. Only a
+  // socket with no such object (another library) that has already
+  // answered the handshake gets the raw, unmasked frame 0x88 0x02 0x03
+  // 0xE9 and an end; one still in its handshake is destroyed at the bound.
+  const WS_CLOSE_WAIT_MS = 1000;
+  const WS_RETRY_MS = 50;
+  const WS_GOING_AWAY = 1001;
+  const WS_CLOSE_FRAME = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
+  const wsState = Symbol('corral.agent.websockets');
+
+  const WS_CLOSE_AFTER_MS = (function webSocketCloseAfter() {
+    const name = 'CORRAL_WEBSOCKET_CLOSE_AFTER_MS';
+    try {
+      const value = Number(process.env[name]);
+      delete process.env[name];
+      return Number.isFinite(value) && value >= 0 ? value : 1000;
+    } catch (_) {
+      return 1000;
+    }
+  })();
+
+  function webSockets(server) {
+    let sockets = server[wsState];
+    if (!sockets) {
+      sockets = new Set();
+      Object.defineProperty(server, wsState, { value: sockets, configurable: true });
+    }
+    return sockets;
+  }
+
+  function asksForWebSocket(req) {
+    const upgrade = req && req.headers && req.headers.upgrade;
+    return typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket';
+  }
+
+  function onUpgrade(server, req, socket) {
+    if (!socket || typeof socket.once !== 'function') return;
+    const srv = serverState(server);
+    // Not HTTP any more: the idle rule must never end it.
+    srv.sockets.delete(socket);
+    if (!asksForWebSocket(req)) return;
+    const sockets = webSockets(server);
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    // Upgraded after the drain began: closed as soon as it is open.
+    if (srv.draining) closeWebSocket(socket, Date.now() + WS_CLOSE_WAIT_MS);
+  }
+
+  // The library's WebSocket object for `socket`, if it keeps one there.
+  function libraryWebSocket(socket) {
+    for (const key of Object.getOwnPropertySymbols(socket)) {
+      if (key.description !== 'websocket') continue;
+      const ws = socket[key];
+      if (ws && typeof ws.close === 'function') return ws;
+    }
+    return null;
+  }
+
+  function destroyLater(socket, ms) {
+    const kill = setTimeout(() => socket.destroy(), ms);
+    if (kill.unref) kill.unref();
+    socket.once('close', () => clearTimeout(kill));
+  }
+
+  // Closes one WebSocket with 1001; waits for a handshake in progress
+  // until `giveUpAt`.
+  function closeWebSocket(socket, giveUpAt) {
+    if (socket.destroyed) return;
+    try {
+      const ws = libraryWebSocket(socket);
+      if (ws) {
+        ws.close(WS_GOING_AWAY, 'server going away');
+        destroyLater(socket, WS_CLOSE_WAIT_MS);
+      } else if (Date.now() < giveUpAt) {
+        const retry = setTimeout(() => closeWebSocket(socket, giveUpAt), WS_RETRY_MS);
+        if (retry.unref) retry.unref();
+      } else if (socket.bytesWritten > 0) {
+        socket.end(WS_CLOSE_FRAME);
+        destroyLater(socket, WS_CLOSE_WAIT_MS);
+      } else {
+        socket.destroy();
+      }
+    } catch (_) {
+      socket.destroy();
+    }
+  }
+
+  function closeWebSocketsOnDrain(server) {
+    const sockets = [...webSockets(server)];
+    const step = sockets.length > 0 ? WS_CLOSE_AFTER_MS / sockets.length : 0;
+    sockets.forEach((socket, index) => {
+      const close = () => closeWebSocket(socket, Date.now() + WS_CLOSE_WAIT_MS);
+      if (index === 0 || step === 0) close();
+      else {
+        const later = setTimeout(close, Math.floor(index * step));
+        if (later.unref) later.unref();
+      }
+    });
+  }
+
+  // ---- end of WebSockets ----
+
   function patch(Server) {
     if (!Server || !Server.prototype) return;
     const proto = Server.prototype;
@@ -154,6 +278,7 @@
       try {
         if (type === 'connection') onConnection(this, a);
         else if (type === 'request') onRequest(this, a, b);
+        else if (type === 'upgrade') onUpgrade(this, a, b);
       } catch (_) {
         // The agent's bookkeeping never stands in the application's way.
       }
