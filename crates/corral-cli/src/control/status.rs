@@ -69,6 +69,9 @@ pub(crate) fn render(status: &Status) -> String {
     }
     out.push_str(&line);
     out.push('\n');
+    if let Some(still) = status.draining().describe() {
+        out.push_str(&format!("{still}\n"));
+    }
     let environment = &status.environment;
     if environment.profile.is_some() || !environment.files.is_empty() {
         let mut line = format!(

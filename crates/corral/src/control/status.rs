@@ -131,6 +131,39 @@ pub struct ReloadOutcome {
     pub duration_seconds: f64,
     /// How long ago it ended.
     pub ended_seconds_ago: f64,
+    /// The old workers still draining when it ended (a worker holding
+    /// WebSockets or long requests drains after the reload completes).
+    #[serde(default)]
+    pub draining: Draining,
+}
+
+/// Workers asked to stop and not exited yet, while the cluster runs on:
+/// the old workers of a reload, finishing what they hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draining {
+    pub workers: usize,
+    /// Their open connections, where the primary counts them (the
+    /// policies that hand connections out; see `WorkerStatus::connections`).
+    pub connections: Option<u64>,
+}
+
+impl Draining {
+    /// What "… still draining" says, if any worker does: `2 old workers
+    /// still draining (5 connections)`.
+    pub fn describe(&self) -> Option<String> {
+        if self.workers == 0 {
+            return None;
+        }
+        let workers = match self.workers {
+            1 => "1 old worker".to_string(),
+            n => format!("{n} old workers"),
+        };
+        Some(match self.connections {
+            Some(1) => format!("{workers} still draining (1 connection)"),
+            Some(n) => format!("{workers} still draining ({n} connections)"),
+            None => format!("{workers} still draining"),
+        })
+    }
 }
 
 /// The two ways a rolling reload ends.
@@ -243,12 +276,33 @@ impl fmt::Display for RestartReason {
 }
 
 impl Status {
+    /// The old workers still draining while the cluster runs on (none
+    /// once it stops: then every worker drains).
+    pub fn draining(&self) -> Draining {
+        if self.stopping {
+            return Draining::default();
+        }
+        draining(&self.workers)
+    }
+
     /// Workers that are ready (the slots' workers serving).
     pub fn ready_workers(&self) -> usize {
         self.workers
             .iter()
             .filter(|worker| worker.state == WorkerState::Ready)
             .count()
+    }
+}
+
+/// The workers among `workers` asked to stop, and their connections.
+pub(crate) fn draining(workers: &[WorkerStatus]) -> Draining {
+    let stopping: Vec<&WorkerStatus> = workers
+        .iter()
+        .filter(|worker| worker.state == WorkerState::Stopping)
+        .collect();
+    Draining {
+        workers: stopping.len(),
+        connections: stopping.iter().map(|worker| worker.connections).sum(),
     }
 }
 
@@ -296,6 +350,7 @@ mod tests {
                     replaced: 1,
                     duration_seconds: 0.5,
                     ended_seconds_ago: 1.0,
+                    draining: Draining::default(),
                 }),
             },
             workers: vec![WorkerStatus {
