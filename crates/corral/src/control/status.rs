@@ -325,6 +325,42 @@ mod tests {
     use super::*;
     use WorkerState;
 
+    #[test]
+    fn draining_workers_are_described_with_their_connections_when_counted() {
+        let draining = |workers, connections| Draining {
+            workers,
+            connections,
+        };
+        assert_eq!(draining(0, Some(3)).describe(), None);
+        assert_eq!(
+            draining(1, None).describe().unwrap(),
+            "1 old worker still draining"
+        );
+        assert_eq!(
+            draining(2, Some(5)).describe().unwrap(),
+            "2 old workers still draining (5 connections)"
+        );
+    }
+
+    #[test]
+    fn only_stopping_workers_of_a_running_cluster_are_draining() {
+        let mut status = sample();
+        assert_eq!(status.draining().workers, 0);
+        let mut old = status.workers[0].clone();
+        old.state = WorkerState::Stopping;
+        old.connections = Some(4);
+        status.workers.push(old);
+        assert_eq!(
+            status.draining(),
+            Draining {
+                workers: 1,
+                connections: Some(4)
+            }
+        );
+        status.stopping = true;
+        assert_eq!(status.draining().workers, 0);
+    }
+
     fn sample() -> Status {
         Status {
             name: "api".into(),
