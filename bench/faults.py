@@ -168,14 +168,9 @@ class Load:
 
     def request(self, _client: int) -> str:
         """One request on a new connection: "ok", "refused", or what went wrong."""
-        try:
-            sock = socket.create_connection(("127.0.0.1", self.port), timeout=REQUEST_TIMEOUT_S)
-        except ConnectionRefusedError:
-            return "refused"
-        except TimeoutError:
-            return "connect timeout"
-        except OSError as err:
-            return f"connect {type(err).__name__}"
+        sock = connect(self.port)
+        if isinstance(sock, str):
+            return sock
         try:
             sock.sendall(REQUEST)
             chunks = []
@@ -205,6 +200,18 @@ class Load:
         times = sorted([self.started, *(t for done in self.done_at for t in done if t < ended), ended])
         total.longest_pause_ms = 1000 * max(b - a for a, b in zip(times, times[1:], strict=False))
         return total
+
+
+def connect(port: int) -> socket.socket | str:
+    """A new connection to the cluster, or why there is none ("refused", …)."""
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT_S)
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "connect timeout"
+    except OSError as err:
+        return f"connect {type(err).__name__}"
 
 
 class KeepAliveLoad(Load):
@@ -237,14 +244,9 @@ class KeepAliveLoad(Load):
             sock.close()
             sock = None
         if sock is None:
-            try:
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=REQUEST_TIMEOUT_S)
-            except ConnectionRefusedError:
-                return "refused"
-            except TimeoutError:
-                return "connect timeout"
-            except OSError as err:
-                return f"connect {type(err).__name__}"
+            sock = connect(self.port)
+            if isinstance(sock, str):
+                return sock
             self.opened[client] += 1
             self.connections[client] = sock
         return sock

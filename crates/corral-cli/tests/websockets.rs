@@ -212,54 +212,62 @@ fn stop(mut cluster: ClusterProcess) {
     assert!(status.success(), "{status:?}\n{}", cluster.output());
 }
 
-#[test]
-fn ws_clients_of_a_server_attached_app_get_1001_and_reconnect_under_reuseport() {
+/// [`assert_clients_move_over`] for `app` (with `env`) under `policy`.
+fn reload_moves_clients(
+    app: &str,
+    env: &[(&str, &str)],
+    policy: &str,
+    script: &str,
+    expected: &str,
+) {
     if !have_node() {
         return;
     }
-    let cluster = cluster("ws_server.js", "reuseport", &[], &[("WS_SHAPE", "server")]);
-    assert_clients_move_over(&cluster, "ws_clients.js", "1001");
+    let cluster = cluster(app, policy, &[], env);
+    assert_clients_move_over(&cluster, script, expected);
     stop(cluster);
+}
+
+#[test]
+fn ws_clients_of_a_server_attached_app_get_1001_and_reconnect_under_reuseport() {
+    let attached = [("WS_SHAPE", "server")];
+    reload_moves_clients(
+        "ws_server.js",
+        &attached,
+        "reuseport",
+        "ws_clients.js",
+        "1001",
+    );
 }
 
 #[test]
 fn ws_clients_of_a_no_server_app_get_1001_and_reconnect_under_round_robin() {
-    if !have_node() {
-        return;
-    }
-    let cluster = cluster(
+    let no_server = [("WS_SHAPE", "noserver")];
+    reload_moves_clients(
         "ws_server.js",
+        &no_server,
         "round-robin",
-        &[],
-        &[("WS_SHAPE", "noserver")],
+        "ws_clients.js",
+        "1001",
     );
-    assert_clients_move_over(&cluster, "ws_clients.js", "1001");
-    stop(cluster);
 }
 
 #[test]
 fn ws_clients_of_a_no_server_app_get_1001_and_reconnect_under_reuseport() {
-    if !have_node() {
-        return;
-    }
-    let cluster = cluster(
+    let no_server = [("WS_SHAPE", "noserver")];
+    reload_moves_clients(
         "ws_server.js",
+        &no_server,
         "reuseport",
-        &[],
-        &[("WS_SHAPE", "noserver")],
+        "ws_clients.js",
+        "1001",
     );
-    assert_clients_move_over(&cluster, "ws_clients.js", "1001");
-    stop(cluster);
 }
 
 #[test]
 fn socket_io_clients_are_disconnected_by_transport_close_and_reconnect() {
-    if !have_node() {
-        return;
-    }
-    let cluster = cluster("socketio_server.js", "reuseport", &[], &[]);
-    assert_clients_move_over(&cluster, "socketio_clients.js", "transport_close");
-    stop(cluster);
+    let (app, clients) = ("socketio_server.js", "socketio_clients.js");
+    reload_moves_clients(app, &[], "reuseport", clients, "transport_close");
 }
 
 /// With the closes spread over 3 s, `corral status` shows the old
