@@ -28,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import typing
@@ -288,25 +289,65 @@ def closed_by_peer(sock: socket.socket) -> bool:
         return True
 
 
+class Truncated(Exception):
+    """The server closed the connection in the middle of a response."""
+
+
+class Reader:
+    """A connection's bytes, read as a response needs them (its head, a body, chunk by chunk)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.data = sock, b""
+
+    def until(self, mark: bytes) -> bytes:
+        """The bytes up to `mark` (consumed with it)."""
+        while mark not in self.data:
+            self.more()
+        found, _, self.data = self.data.partition(mark)
+        return found
+
+    def exactly(self, count: int) -> bytes:
+        while len(self.data) < count:
+            self.more()
+        found, self.data = self.data[:count], self.data[count:]
+        return found
+
+    def more(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise Truncated
+        self.data += chunk
+
+
 def read_response(sock: socket.socket) -> tuple[str, bool]:
-    """One response with a Content-Length body: its outcome, and whether the connection stays open."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return ("closed unanswered" if not data else "truncated answer"), False
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    match = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
-    if match is None:
-        return "no content-length", False
-    while len(body) < int(match.group(1)):
-        chunk = sock.recv(65536)
-        if not chunk:
-            return "truncated answer", False
-        body += chunk
+    """One response (a Content-Length or chunked body): its outcome, and whether the connection stays open."""
+    reader = Reader(sock)
+    try:
+        head = reader.until(b"\r\n\r\n")
+    except Truncated:
+        return ("closed unanswered" if not reader.data else "truncated answer"), False
+    try:
+        body = read_body(reader, head)
+    except Truncated:
+        return "truncated answer", False
+    if body is None:
+        return "no length", False
     keep = re.search(rb"(?im)^connection:\s*close\s*$", head) is None
     return check_response(head + b"\r\n\r\n" + body), keep
+
+
+def read_body(reader: Reader, head: bytes) -> bytes | None:
+    """The body the head announces; None when it announces no length (the body then ends with the connection)."""
+    if re.search(rb"(?im)^transfer-encoding:\s*chunked\s*$", head):
+        body = b""
+        while size := int(reader.until(b"\r\n").split(b";")[0], 16):
+            body += reader.exactly(size)
+            reader.until(b"\r\n")
+        while reader.until(b"\r\n"):  # trailers, up to the empty line
+            pass
+        return body
+    match = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    return None if match is None else reader.exactly(int(match.group(1)))
 
 
 def check_response(data: bytes) -> str:
@@ -745,7 +786,10 @@ def main(argv: list[str]) -> int:
             results.unavailable[(system.key, "keepalive")] = NO_RELOAD[system.key]
     versions = h.tool_versions()
     load_start = os.getloadavg()[0]
-    with h.log_directory(args.logs) as logs:
+    with h.log_directory(args.logs) as logs, tempfile.TemporaryDirectory(prefix="corral-faults-") as runtime:
+        # corral's control sockets in a runtime directory of this run's own: a cluster of the same name
+        # running on this machine (the tutorial program's, from bench/run.py) would refuse to start.
+        os.environ["XDG_RUNTIME_DIR"] = runtime
         ctx = h.Context(corral=corral, port=h.choose_port(args.port), logs=logs)
         if not h.measure_all(lambda: run_all(args, ctx, results)):
             return 130
