@@ -614,8 +614,8 @@ pub struct RunArgs {
     /// (going away) over SECONDS from the drain's start, spread evenly (0:
     /// all at once), so clients reconnect to the new workers; each client
     /// then has 1 s to answer. Keep it within --grace
-    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(reloadable().websocket_close_after), value_parser = parse_seconds, allow_negative_numbers = true)]
-    pub websocket_close_after: Seconds,
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(reloadable().ws_close_after), value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub ws_close_after: Seconds,
     /// The control socket: a path, or `none` for no control socket
     /// [default: $XDG_RUNTIME_DIR/corral/NAME.sock, /run/corral/NAME.sock
     /// for root, else /tmp/corral-UID/NAME.sock]
@@ -672,7 +672,7 @@ impl RunArgs {
             .ready(run.ready)
             .node(run.node)
             .node_agent(run.node_agent)
-            .websocket_close_after(run.websocket_close_after.0)
+            .ws_close_after(run.ws_close_after.0)
             .max_surge(run.max_surge as usize)
             .stable_after(run.stable_after.0)
             .max_restart_delay(run.max_restart_delay.0)

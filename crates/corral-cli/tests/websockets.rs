@@ -277,12 +277,7 @@ fn status_shows_old_workers_draining_after_the_reload() {
     if !have_node() {
         return;
     }
-    let cluster = cluster(
-        "ws_server.js",
-        "reuseport",
-        &["--websocket-close-after", "3"],
-        &[],
-    );
+    let cluster = cluster("ws_server.js", "reuseport", &["--ws-close-after", "3"], &[]);
     let clients = Clients::start("ws_clients.js", cluster.bound_port());
     clients.await_lines("every client connected", |lines| {
         connected(lines).len() == CLIENTS
@@ -312,7 +307,7 @@ fn a_close_delay_past_the_grace_is_warned_of() {
     let mut command = Command::new(corral_path());
     command
         .args(["run", "-w", "1", "--name", NAME, "--grace", "2"])
-        .args(["--websocket-close-after", "5", "--"])
+        .args(["--ws-close-after", "5", "--"])
         .arg("node")
         .arg(format!("{FIXTURES}/ws_server.js"))
         .env("PORT", "0");

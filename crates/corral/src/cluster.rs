@@ -253,8 +253,8 @@ impl Cluster {
     /// 1 s; 0: all at once), by corral's Node agent (docs/node.md). It
     /// should fit in the grace period, with a second for the clients to
     /// answer.
-    pub fn websocket_close_after(mut self, delay: Duration) -> Self {
-        self.configuration.reloadable.websocket_close_after = delay;
+    pub fn ws_close_after(mut self, delay: Duration) -> Self {
+        self.configuration.reloadable.ws_close_after = delay;
         self
     }
 

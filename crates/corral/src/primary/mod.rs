@@ -174,7 +174,7 @@ pub(crate) async fn run(
         .flatten();
     if node_agent.is_some()
         && let Some(warning) =
-            node::agent::websocket_close_past_grace(settings.websocket_close_after, settings.grace)
+            node::agent::websocket_close_past_grace(settings.ws_close_after, settings.grace)
     {
         tracing::warn!("{warning}");
     }

@@ -110,9 +110,9 @@ pub struct Reloadable {
     pub drain_delay: Duration,
     /// A draining Node worker's WebSockets are closed with 1001 (going
     /// away) over this long from the drain's start, spread evenly, by
-    /// corral's Node agent (`--websocket-close-after`).
+    /// corral's Node agent (`--ws-close-after`).
     #[serde(serialize_with = "describe::seconds")]
-    pub websocket_close_after: Duration,
+    pub ws_close_after: Duration,
 }
 
 impl Default for Reloadable {
@@ -132,7 +132,7 @@ impl Default for Reloadable {
             env_file: Vec::new(),
             env_name: None,
             drain_delay: Duration::ZERO,
-            websocket_close_after: DEFAULT_WEBSOCKET_CLOSE_AFTER,
+            ws_close_after: DEFAULT_WEBSOCKET_CLOSE_AFTER,
         }
     }
 }

@@ -137,7 +137,7 @@ impl Launcher {
                     (
                         path,
                         AgentSettings {
-                            websocket_close_after: settings.websocket_close_after,
+                            ws_close_after: settings.ws_close_after,
                         },
                     )
                 }),

@@ -31,7 +31,7 @@ pub(crate) const MARK: &str = "CORRAL_NODE_AGENT";
 /// worker starts do not load it.
 pub(crate) const OPTION: &str = "CORRAL_NODE_AGENT_OPTION";
 /// Over how many milliseconds the agent closes a draining worker's
-/// WebSockets (`--websocket-close-after`).
+/// WebSockets (`--ws-close-after`).
 pub(crate) const WEBSOCKET_CLOSE_AFTER: &str = "CORRAL_WEBSOCKET_CLOSE_AFTER_MS";
 
 /// Writes the agent where workers can read it, or finds it written.
@@ -82,9 +82,9 @@ pub(crate) fn websocket_close_past_grace(close_after: Duration, grace: Duration)
     let needed = close_after + WEBSOCKET_CLOSE_WAIT;
     (needed > grace).then(|| {
         format!(
-            "--websocket-close-after {} and the clients' {} to answer do not fit in --grace {}: \
+            "--ws-close-after {} and the clients' {} to answer do not fit in --grace {}: \
              WebSockets still open when the grace ends are cut (1006); lower \
-             --websocket-close-after or raise --grace",
+             --ws-close-after or raise --grace",
             human_duration(close_after),
             human_duration(WEBSOCKET_CLOSE_WAIT),
             human_duration(grace)
@@ -107,8 +107,8 @@ fn require_option(path: &Path) -> OsString {
 
 /// What the agent is told besides where it is.
 pub(crate) struct AgentSettings {
-    /// `--websocket-close-after`.
-    pub websocket_close_after: Duration,
+    /// `--ws-close-after`.
+    pub ws_close_after: Duration,
 }
 
 /// The variables that load the agent at `path` into a Node worker whose
@@ -132,7 +132,7 @@ pub(crate) fn environment(
         (OsString::from(OPTION), option),
         (
             OsString::from(WEBSOCKET_CLOSE_AFTER),
-            OsString::from(settings.websocket_close_after.as_millis().to_string()),
+            OsString::from(settings.ws_close_after.as_millis().to_string()),
         ),
     ]
 }
@@ -142,7 +142,7 @@ mod tests {
     use super::*;
 
     const SETTINGS: AgentSettings = AgentSettings {
-        websocket_close_after: Duration::from_millis(1500),
+        ws_close_after: Duration::from_millis(1500),
     };
 
     #[test]
@@ -150,10 +150,7 @@ mod tests {
         let second = Duration::from_secs(1);
         assert!(websocket_close_past_grace(second, 2 * second).is_none());
         let warning = websocket_close_past_grace(2 * second, 2 * second).unwrap();
-        assert!(
-            warning.contains("--websocket-close-after 2.0s"),
-            "{warning}"
-        );
+        assert!(warning.contains("--ws-close-after 2.0s"), "{warning}");
         assert!(warning.contains("--grace 2.0s"), "{warning}");
     }
 
