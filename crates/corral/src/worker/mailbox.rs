@@ -104,6 +104,39 @@ impl Messages {
     /// The next message parsed straight from its JSON text into `T`,
     /// without a `serde_json::Value` in between; `None` once the primary is
     /// gone. A message that is not a `T` comes with the parse error.
+    ///
+    /// ```no_run
+    /// use corral::{Cluster, Worker, WorkerResult};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, Deserialize)]
+    /// struct Job {
+    ///     id: u64,
+    ///     url: String,
+    /// }
+    ///
+    /// #[derive(Serialize)]
+    /// struct Done {
+    ///     id: u64,
+    /// }
+    ///
+    /// async fn worker(mut worker: Worker) -> WorkerResult {
+    ///     let mut messages = worker.messages().expect("taken once");
+    ///     worker.ready();
+    ///     while let Some(received) = messages.recv_as::<Job>().await {
+    ///         match received.message {
+    ///             // Sent as it is serialized: no Value built either.
+    ///             Ok(job) => worker.send(&Done { id: job.id }).await?,
+    ///             Err(err) => eprintln!("not a job from {:?}: {err}", received.from),
+    ///         }
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// fn main() -> Result<(), corral::Error> {
+    ///     Cluster::new().workers(2).run(worker)
+    /// }
+    /// ```
     pub async fn recv_as<T: DeserializeOwned>(&mut self) -> Option<ReceivedAs<T>> {
         let Incoming { from, json } = self.inbox.recv().await?;
         let message = serde_json::from_slice(&json);
