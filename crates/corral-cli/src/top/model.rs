@@ -106,6 +106,7 @@ pub(crate) mod tests {
             connections: None,
             requests,
             heartbeat_age_seconds: None,
+            agent: None,
         }
     }
 
