@@ -1,0 +1,208 @@
+//! The Node agent's request metrics (docs/node.md, "Request metrics"): a
+//! plain `http` app and an Express app under `corral run -w 2 --metrics`,
+//! N requests of which some are slow; the counts, latency quantiles and
+//! heap in `status --json`, the text of `corral status`, the per-worker
+//! histogram in a `/metrics` scrape that `promtool check metrics` passes.
+//! And a worker that sends malformed, oversized and flooding reports: the
+//! primary keeps serving, warns within its limits, and does not grow.
+
+use std::process::Command;
+use std::time::Duration;
+
+use corral_testkit::{
+    ClusterProcess, Mark, PATIENCE, Signal, free_port, http_get, node_available, promtool,
+    resident_kib, sample, scrape,
+};
+use serde_json::Value;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
+
+/// Requests sent: [`SLOW`] of them to `/slow` (50 ms), the rest to `/`.
+const REQUESTS: u64 = 200;
+const SLOW: u64 = 40;
+
+fn have_node(needs_express: bool) -> bool {
+    if !node_available() {
+        return false;
+    }
+    let express = std::path::Path::new(FIXTURES).join("node_modules/express");
+    if needs_express && !express.is_dir() {
+        eprintln!(
+            "Express is not installed for the fixtures: skipping; run \
+             `npm ci --prefix crates/corral-cli/tests/fixtures/node`"
+        );
+        return false;
+    }
+    true
+}
+
+/// `app` under `corral run -w WORKERS --metrics`, its workers ready; the
+/// cluster, its port and the metrics port.
+fn start(app: &str, workers: usize, env: &[(&str, &str)]) -> (ClusterProcess, u16, u16) {
+    let metrics = free_port();
+    let mut command = Command::new(corral_testkit::corral_path());
+    command
+        .args(["run", "-w", &workers.to_string(), "--grace", "5"])
+        .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+        .args(["--", "node"])
+        .arg(format!("{FIXTURES}/{app}"))
+        .env("PORT", "0")
+        .envs(env.iter().copied());
+    let cluster = ClusterProcess::spawn(command);
+    for id in 1..=workers as u32 {
+        cluster.expect_event(Mark::START, "ready", Some(id));
+    }
+    let port = cluster.bound_port();
+    (cluster, port, metrics)
+}
+
+/// [`REQUESTS`] requests, [`SLOW`] of them slow, from 4 clients.
+fn send_requests(port: u16) {
+    let clients: Vec<_> = (0..4u64)
+        .map(|client| {
+            std::thread::spawn(move || {
+                for n in (client..REQUESTS).step_by(4) {
+                    let path = if n % (REQUESTS / SLOW) == 0 {
+                        "/slow"
+                    } else {
+                        "/"
+                    };
+                    let response = http_get(port, path).expect("the app answers");
+                    assert_eq!(response.status, 200, "{response:?}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client thread");
+    }
+}
+
+fn agent_requests(status: &Value) -> u64 {
+    workers(status)
+        .iter()
+        .filter(|worker| worker["agent"].is_object())
+        .map(|worker| worker["requests"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn workers(status: &Value) -> &Vec<Value> {
+    status["workers"].as_array().expect("a workers list")
+}
+
+fn counts_every_request(app: &str) {
+    let (mut cluster, port, metrics) = start(app, 2, &[]);
+    send_requests(port);
+    let status = cluster.await_status("the agents report every request", |status| {
+        agent_requests(status) == REQUESTS
+    });
+    for worker in workers(&status) {
+        let agent = &worker["agent"];
+        assert!(agent["heap_used_bytes"].as_u64().unwrap() > 0, "{worker:#}");
+        assert_eq!(agent["requests_in_flight"], 0, "{worker:#}");
+        assert_eq!(agent["latency"]["count"], worker["requests"], "{worker:#}");
+        // One request in five waits 50 ms: a worker with a fair share of
+        // them has its 95th percentile in the 50-100 ms bucket.
+        if worker["requests"].as_u64().unwrap() >= 20 {
+            let p95 = agent["latency_p95_seconds"].as_f64().unwrap();
+            assert!((0.05..=0.1).contains(&p95), "p95 {p95}: {worker:#}");
+            let p50 = agent["latency_p50_seconds"].as_f64().unwrap();
+            assert!(p50 < 0.05, "p50 {p50}: {worker:#}");
+        }
+    }
+
+    let text = scrape(metrics);
+    match promtool(&text) {
+        Some((passed, said)) => assert!(passed, "promtool check metrics: {said}\n{text}"),
+        None => eprintln!("promtool is not installed (apt-get install prometheus): not run"),
+    }
+    let total = |series: &str| -> f64 {
+        ["1", "2"]
+            .iter()
+            .filter_map(|id| sample(&text, &format!("{series}{{worker=\"{id}\"}}")))
+            .sum()
+    };
+    assert_eq!(
+        total("corral_worker_request_duration_seconds_count"),
+        REQUESTS as f64,
+        "{text}"
+    );
+    assert_eq!(
+        total("corral_worker_requests_total"),
+        REQUESTS as f64,
+        "{text}"
+    );
+    assert!(total("corral_worker_heap_used_bytes") > 0.0, "{text}");
+    assert!(
+        text.contains("corral_worker_request_duration_seconds_bucket{le=\"0.05\",worker=\"1\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE corral_worker_event_loop_lag_seconds gauge"),
+        "{text}"
+    );
+
+    let shown = cluster.control(&["status"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("requests (Node agent):"), "{shown}");
+    assert!(shown.contains("P95") && shown.contains("HEAP"), "{shown}");
+
+    cluster.signal(Signal::TERM);
+    let exit = cluster.wait_exit(PATIENCE).expect("the cluster stops");
+    assert!(exit.success(), "{exit:?}\n{}", cluster.output());
+}
+
+#[test]
+fn an_http_app_s_requests_latency_and_heap_are_in_status_and_metrics() {
+    if have_node(false) {
+        counts_every_request("metrics_http.js");
+    }
+}
+
+#[test]
+fn an_express_app_s_requests_latency_and_heap_are_in_status_and_metrics() {
+    if have_node(true) {
+        counts_every_request("metrics_express.js");
+    }
+}
+
+#[test]
+fn a_worker_flooding_bad_reports_costs_the_primary_nothing_lasting() {
+    if !have_node(false) {
+        return;
+    }
+    let (mut cluster, port, _) = start("hostile_reports.js", 1, &[]);
+    cluster.expect_line("flooding");
+    std::thread::sleep(Duration::from_secs(1));
+    let primary = cluster.pid();
+    let before = resident_kib(primary).expect("the primary's memory");
+    let done = cluster
+        .wait_for_line("flood done", PATIENCE)
+        .expect("the worker floods, then says so");
+    let after = resident_kib(primary).expect("the primary is alive");
+    assert!(
+        after < before + 8 * 1024,
+        "the primary grew from {before} KiB to {after} KiB ({done})"
+    );
+    eprintln!("primary resident memory: {before} KiB, then {after} KiB after {done}");
+    // It still answers, and so does the worker.
+    cluster.status_json();
+    let response = http_get(port, "/").expect("the worker still serves");
+    assert_eq!(response.body, "still here\n");
+
+    let output = cluster.output();
+    let limited: Vec<&str> = output
+        .lines()
+        .filter(|line| line.contains("metrics reports a second"))
+        .collect();
+    assert!(!limited.is_empty(), "no warning about the flood:\n{output}");
+    assert!(limited.len() <= 10, "the warning is not limited:\n{output}");
+    assert!(output.contains("a malformed report"), "{output}");
+    assert!(
+        !output.lines().any(|line| line.starts_with("INFO forged")),
+        "{output}"
+    );
+    cluster.signal(Signal::TERM);
+    let exit = cluster.wait_exit(PATIENCE).expect("the cluster stops");
+    assert!(exit.success(), "{exit:?}\n{output}");
+}
