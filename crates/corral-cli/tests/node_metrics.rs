@@ -4,7 +4,8 @@
 //! heap in `status --json`, the text of `corral status`, the per-worker
 //! histogram in a `/metrics` scrape that `promtool check metrics` passes.
 //! And a worker that sends malformed, oversized and flooding reports: the
-//! primary keeps serving, warns within its limits, and does not grow.
+//! primary keeps serving, warns within its limits, and does not grow. And
+//! `--max-requests` recycles a Node worker by the agent's count.
 
 use std::process::Command;
 use std::time::Duration;
@@ -205,4 +206,39 @@ fn a_worker_flooding_bad_reports_costs_the_primary_nothing_lasting() {
     cluster.signal(Signal::TERM);
     let exit = cluster.wait_exit(PATIENCE).expect("the cluster stops");
     assert!(exit.success(), "{exit:?}\n{output}");
+}
+
+#[test]
+fn max_requests_recycles_a_node_worker_by_the_agent_s_count() {
+    if !have_node(false) {
+        return;
+    }
+    let mut command = Command::new(corral_testkit::corral_path());
+    command
+        .args([
+            "run",
+            "-w",
+            "1",
+            "--max-requests",
+            "20",
+            "--max-requests-jitter",
+            "0",
+        ])
+        .args(["--", "node"])
+        .arg(format!("{FIXTURES}/metrics_http.js"))
+        .env("PORT", "0");
+    let mut cluster = ClusterProcess::spawn(command);
+    cluster.expect_event(Mark::START, "ready", Some(1));
+    let port = cluster.bound_port();
+    for _ in 0..25 {
+        let response = http_get(port, "/").expect("the app answers");
+        assert_eq!(response.status, 200, "{response:?}");
+    }
+    let over = cluster.expect_event(Mark::START, "recycled", Some(1));
+    assert!(
+        over.has("reason", "requests") && over.number("limit") == Some(20),
+        "{over:?}"
+    );
+    cluster.signal(Signal::TERM);
+    cluster.wait_exit(PATIENCE).expect("the cluster stops");
 }

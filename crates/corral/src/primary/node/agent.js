@@ -5,6 +5,8 @@
 // server.close()), every response carries `Connection: close`, a connection
 // with a request in flight closes after its response, and an idle one is
 // ended only once it has stayed idle for IDLE_MS since the drain began.
+// And it counts each worker's requests, latency, event-loop lag and heap,
+// reported to corral once a second (docs/node.md, "Request metrics").
 // Plain JavaScript, no dependencies, Node 18+. It never throws into the
 // application and does nothing in a process corral did not start.
 'use strict';
