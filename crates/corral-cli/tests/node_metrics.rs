@@ -37,7 +37,8 @@ fn have_node(needs_express: bool) -> bool {
     true
 }
 
-/// `app` under `corral run -w WORKERS --metrics`, its workers ready; the
+/// `app` under `corral run -w WORKERS --metrics --on-message broadcast`
+/// (a user message would be logged and relayed), its workers ready; the
 /// cluster, its port and the metrics port.
 fn start(app: &str, workers: usize, env: &[(&str, &str)]) -> (ClusterProcess, u16, u16) {
     let metrics = free_port();
@@ -45,6 +46,7 @@ fn start(app: &str, workers: usize, env: &[(&str, &str)]) -> (ClusterProcess, u1
     command
         .args(["run", "-w", &workers.to_string(), "--grace", "5"])
         .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+        .args(["--on-message", "broadcast"])
         .args(["--", "node"])
         .arg(format!("{FIXTURES}/{app}"))
         .env("PORT", "0")
@@ -148,9 +150,13 @@ fn counts_every_request(app: &str) {
     assert!(shown.contains("requests (Node agent):"), "{shown}");
     assert!(shown.contains("P95") && shown.contains("HEAP"), "{shown}");
 
+    // The reports are Node's own messages: never logged as the app's,
+    // so never relayed either.
+    let output = cluster.output();
+    assert!(!output.contains("message from worker"), "{output}");
     cluster.signal(Signal::TERM);
     let exit = cluster.wait_exit(PATIENCE).expect("the cluster stops");
-    assert!(exit.success(), "{exit:?}\n{}", cluster.output());
+    assert!(exit.success(), "{exit:?}\n{output}");
 }
 
 #[test]
