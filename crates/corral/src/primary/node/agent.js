@@ -45,6 +45,8 @@
 
   const state = Symbol('corral.agent');
   const patched = Symbol('corral.agent.patched');
+  // The socket of a response whose request is counted in flight on it.
+  const onSocket = Symbol('corral.agent.socket');
 
   function serverState(server) {
     let s = server[state];
@@ -58,7 +60,7 @@
   function socketState(socket) {
     let s = socket[state];
     if (!s) {
-      s = { inFlight: 0, idleSince: Date.now(), timer: null };
+      s = { inFlight: 0, idleSince: Date.now(), timer: null, server: null };
       Object.defineProperty(socket, state, { value: s, configurable: true });
     }
     return s;
@@ -115,17 +117,20 @@
     if (!socket || !res) return;
     const s = socketState(socket);
     s.inFlight += 1;
+    s.server = srv;
+    res[onSocket] = socket;
     if (srv.draining) closeAfterResponse(res);
-    let done = false;
-    const finished = () => {
-      if (done) return;
-      done = true;
-      s.inFlight -= 1;
-      s.idleSince = Date.now();
-      if (srv.draining && s.inFlight === 0) endIfIdle(socket);
-    };
-    res.once('finish', finished);
-    res.once('close', finished);
+  }
+
+  // The response ended (see onResponseClosed): its socket may be idle now.
+  function responseEnded(res) {
+    const socket = res[onSocket];
+    if (socket === undefined) return;
+    res[onSocket] = undefined;
+    const s = socketState(socket);
+    s.inFlight -= 1;
+    s.idleSince = Date.now();
+    if (s.server && s.server.draining && s.inFlight === 0) endIfIdle(socket);
   }
 
   function drain(server) {
@@ -153,8 +158,9 @@
   // Node's own messages: an app's 'message' listeners never see it, and
   // corral never relays or logs it as a user message. Counts are totals
   // since the worker started, so a report lost costs nothing.
-  // Per request: one timestamp stored on the response, one shared listener,
-  // a few additions; no closure and no string work.
+  // Per request: one timestamp stored on the response and a few additions,
+  // at the end of the response's shared listener (onResponseClosed); no
+  // closure and no string work.
   const metrics = (function requestMetrics() {
     // Upper bounds of the latency buckets, in seconds; the last bucket
     // counts the slower ones. corral's AGENT_LATENCY_BUCKETS is the same.
@@ -172,12 +178,11 @@
     let inFlight = 0;
     let sumSeconds = 0;
 
-    // Once per response, `this` being the response: 'close' follows
-    // 'finish' on a response sent whole, and ends an aborted one.
-    function onResponseClosed() {
-      const since = this[started];
+    // Once per response (see onResponseClosed).
+    function responseEnded(res) {
+      const since = res[started];
       if (since === undefined) return;
-      this[started] = undefined;
+      res[started] = undefined;
       const seconds = (now() - since) / 1000;
       inFlight -= 1;
       requests += 1;
@@ -188,10 +193,9 @@
     }
 
     function onRequest(res) {
-      if (!res || typeof res.on !== 'function' || res[started] !== undefined) return;
+      if (res[started] !== undefined) return;
       res[started] = now();
       inFlight += 1;
-      res.on('close', onResponseClosed);
     }
 
     let lag = null;
@@ -258,8 +262,17 @@
       }
     }, REPORT_MS);
     if (timer.unref) timer.unref();
-    return { onRequest };
+    return { onRequest, responseEnded };
   })();
+
+  // One listener per response, shared by every response and both sections
+  // above (no closure per request): `this` is the response. 'close'
+  // follows 'finish' (on the next tick) on a response sent whole, and ends
+  // an aborted one.
+  function onResponseClosed() {
+    responseEnded(this);
+    metrics.responseEnded(this);
+  }
 
   function patch(Server) {
     if (!Server || !Server.prototype) return;
@@ -270,7 +283,8 @@
     proto.emit = function emitWithAgent(type, a, b) {
       try {
         if (type === 'connection') onConnection(this, a);
-        else if (type === 'request') {
+        else if (type === 'request' && b && typeof b.on === 'function') {
+          b.on('close', onResponseClosed);
           onRequest(this, a, b);
           metrics.onRequest(b);
         }
