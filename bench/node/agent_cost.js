@@ -1,5 +1,5 @@
 // What corral's Node agent adds to each request, in isolation: N times, a
-// server's 'request' emission and its response's 'finish' and 'close', on
+// server's 'request' emission and its response's 'prefinish', 'finish' and 'close', on
 // real http.IncomingMessage / http.ServerResponse objects over one socket
 // (a keep-alive connection), with nothing else around; prints the CPU
 // nanoseconds per request. Run it without and with the agent:
@@ -26,6 +26,7 @@ function request() {
   const req = new http.IncomingMessage(socket);
   const res = new http.ServerResponse(req);
   server.emit('request', req, res);
+  res.emit('prefinish');
   res.emit('finish');
   res.emit('close');
 }
