@@ -3,7 +3,7 @@
 //! `reuseport`); the ones where the primary hands connections out share the
 //! dispatcher in `hand_off.rs` (with the queue of `waiting.rs`) and differ
 //! only in how they [`Pick`](pick::Pick) a worker (`pick.rs`; `round_robin`,
-//! `least_connections`). Adding a policy touches its own file, the
+//! `least_connections`, `sticky_pick` with the rule of `sticky`). Adding a policy touches its own file, the
 //! [`Policy`] enum and [`Policy::balancer`].
 
 pub(crate) mod activation;
@@ -16,6 +16,8 @@ mod reuseport;
 mod round_robin;
 mod shared;
 mod stall;
+pub(crate) mod sticky;
+pub(crate) mod sticky_pick;
 mod waiting;
 
 use std::collections::HashMap;
@@ -55,15 +57,20 @@ pub enum Policy {
     /// The primary accepts and hands each connection to the ready worker
     /// with the fewest open connections.
     LeastConnections,
+    /// The primary accepts and hands each connection to the worker slot
+    /// its client's source address picks (a Maglev table over the ready
+    /// slots), so a client keeps its worker across that worker's restarts.
+    Sticky,
 }
 
 impl Policy {
     /// Every policy, in the order the CLI lists them.
-    pub const ALL: [Policy; 4] = [
+    pub const ALL: [Policy; 5] = [
         Policy::Shared,
         Policy::ReusePort,
         Policy::RoundRobin,
         Policy::LeastConnections,
+        Policy::Sticky,
     ];
 
     /// The name used on the command line and in logs.
@@ -73,6 +80,7 @@ impl Policy {
             Policy::ReusePort => "reuseport",
             Policy::RoundRobin => "round-robin",
             Policy::LeastConnections => "least-connections",
+            Policy::Sticky => "sticky",
         }
     }
 
@@ -84,30 +92,33 @@ impl Policy {
         backlog: i32,
         stalls: StallReport,
     ) -> Result<Box<dyn Balancer>, Error> {
+        // The policies where the primary hands connections out differ only
+        // in their pick.
+        let hand_off = |pick: Box<dyn pick::Pick>| -> Result<Box<dyn Balancer>, Error> {
+            Ok(Box::new(hand_off::HandOff::bind(
+                addresses, backlog, pick, stalls,
+            )?))
+        };
         match self {
             Policy::Shared => Ok(Box::new(shared::SharedSocket::bind(addresses, backlog)?)),
             Policy::ReusePort => Ok(Box::new(reuseport::SocketPerSlot::bind(
                 addresses, slots, backlog,
             )?)),
-            Policy::RoundRobin => Ok(Box::new(hand_off::HandOff::bind(
-                addresses,
-                backlog,
-                Box::new(round_robin::RoundRobin::default()),
-                stalls,
-            )?)),
-            Policy::LeastConnections => Ok(Box::new(hand_off::HandOff::bind(
-                addresses,
-                backlog,
-                Box::new(least_connections::LeastConnections::default()),
-                stalls,
-            )?)),
+            Policy::RoundRobin => hand_off(Box::<round_robin::RoundRobin>::default()),
+            Policy::LeastConnections => {
+                hand_off(Box::<least_connections::LeastConnections>::default())
+            }
+            Policy::Sticky => hand_off(Box::<sticky_pick::Sticky>::default()),
         }
     }
 
     /// Whether the primary hands connections to workers (which then need
     /// the hand-off channel and must say they are ready).
     pub fn hands_off(self) -> bool {
-        matches!(self, Policy::RoundRobin | Policy::LeastConnections)
+        matches!(
+            self,
+            Policy::RoundRobin | Policy::LeastConnections | Policy::Sticky
+        )
     }
 
     /// Whether workers report the connections they close (the policy
