@@ -270,8 +270,12 @@
   // follows 'finish' (on the next tick) on a response sent whole, and ends
   // an aborted one.
   function onResponseClosed() {
-    responseEnded(this);
-    metrics.responseEnded(this);
+    try {
+      responseEnded(this);
+      metrics.responseEnded(this);
+    } catch (_) {
+      // Thrown from a listener, it would reach the application.
+    }
   }
 
   function patch(Server) {
