@@ -188,7 +188,7 @@ pub use settings::{DEFAULT_BACKLOG, DEFAULT_GRACE, default_workers};
 pub use worker::Worker;
 pub use worker::connection::Connection;
 pub use worker::listener::Listener;
-pub use worker::mailbox::{Messages, Origin, Received, WorkerSender};
+pub use worker::mailbox::{Messages, Origin, Received, ReceivedAs, WorkerSender};
 pub use worker::requests::RequestCounter;
 
 /// What the `corral` command needs from this crate and a library user does

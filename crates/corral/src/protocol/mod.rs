@@ -10,4 +10,5 @@ pub(crate) mod handoff;
 pub(crate) mod lines;
 pub(crate) mod message;
 pub(crate) mod node;
+pub(crate) mod shape;
 pub(crate) mod socket_reader;
