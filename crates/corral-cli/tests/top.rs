@@ -159,7 +159,7 @@ fn top_shows_a_node_worker_s_requests_p95_lag_and_heap() {
     let mut cluster = ClusterProcess::spawn(command);
     cluster.expect_event(Mark::START, "ready", Some(1));
     let port = cluster.bound_port();
-    // Every request waits 50 ms: the p95 is in the 50-100 ms bucket.
+    // Every request waits 60 ms: the p95 shows in milliseconds.
     for _ in 0..10 {
         let response = http_get(port, "/slow").expect("the app answers");
         assert_eq!(response.status, 200, "{response:?}");
