@@ -2,8 +2,8 @@
 //! (`protocol/agent_report.rs`), as the primary keeps them: the last
 //! report only, in the worker's link (a fixed size per worker, gone with
 //! the worker), admitted at most [`REPORTS_PER_SECOND`] times a second
-//! per worker (the agent sends one a second; a flood past that is dropped
-//! before it is kept or counted).
+//! per worker (the agent sends one a second; a flood past that is dropped,
+//! not kept or counted).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
