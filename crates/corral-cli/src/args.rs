@@ -536,7 +536,8 @@ pub struct RunArgs {
     pub max_memory: Option<u64>,
 
     /// Replace a worker gracefully after it served N requests (as counted
-    /// by the worker: demo and library workers do; a COMMAND's workers send
+    /// by the worker: demo and library workers do; corral's Node agent
+    /// counts a Node worker's HTTP requests; other COMMANDs' workers send
     /// {"corral":{"served":N}}) [default: off]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=corral::cli_support::MAX_REQUESTS))]
     pub max_requests: Option<u64>,

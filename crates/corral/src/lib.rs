@@ -173,8 +173,9 @@ pub use balance::Policy;
 pub use cluster::{Cluster, is_worker};
 pub use control::ControlSocket;
 pub use control::status::{
-    Draining, EnvironmentStatus, ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats,
-    RestartReason, Status, WorkerState, WorkerStatus,
+    AGENT_LATENCY_BUCKETS, AgentMetrics, Draining, EnvironmentStatus, LatencyHistogram,
+    ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerState,
+    WorkerStatus,
 };
 pub use error::{BoxError, Error, WorkerResult};
 pub use limits::MAX_WORKERS;

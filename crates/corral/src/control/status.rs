@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::balance::Policy;
+pub use crate::control::agent_metrics::{AGENT_LATENCY_BUCKETS, AgentMetrics, LatencyHistogram};
 
 /// A cluster at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,10 +221,15 @@ pub struct WorkerStatus {
     /// `round-robin`).
     pub connections: Option<u64>,
     /// Requests served, once the worker reported any (demo and library
-    /// workers count; a COMMAND's workers send `{"corral":{"served":N}}`).
+    /// workers count; a COMMAND's workers send `{"corral":{"served":N}}`;
+    /// corral's Node agent counts a Node worker's HTTP requests).
     pub requests: Option<u64>,
     /// Seconds since the worker's last heartbeat, once it sent one.
     pub heartbeat_age_seconds: Option<f64>,
+    /// What corral's Node agent last reported of a Node worker (`None` for
+    /// other workers, and before the first report).
+    #[serde(default)]
+    pub agent: Option<AgentMetrics>,
 }
 
 /// Why a worker was replaced.
@@ -404,6 +410,7 @@ mod tests {
                 connections: None,
                 requests: Some(7),
                 heartbeat_age_seconds: None,
+                agent: None,
             }],
         }
     }

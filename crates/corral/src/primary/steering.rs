@@ -208,6 +208,10 @@ impl Supervisor {
                     heartbeat_age_seconds: worker
                         .last_heartbeat()
                         .map(|beat| now.saturating_duration_since(beat).as_secs_f64()),
+                    agent: self
+                        .node
+                        .as_ref()
+                        .and_then(|node| node.agent_metrics(key, now)),
                 });
             }
         }

@@ -4,6 +4,7 @@
 //! the hand-off channel that carries accepted connections ([`handoff`]), and
 //! Node's cluster dialect for unmodified Node programs ([`node`]).
 
+pub(crate) mod agent_report;
 pub mod env;
 pub(crate) mod handoff;
 pub(crate) mod lines;
