@@ -46,6 +46,7 @@ CONFIGS = (
     *(h.tutorial("node", policy) for policy in ("rr", "none")),
     h.tutorial("pm2"),
     *(h.tutorial("corral", policy) for policy in ("reuseport", "round-robin")),
+    *(h.node_agent(setting) for setting in ("on", "off")),
 )
 
 
@@ -70,6 +71,7 @@ COMPARISONS = (
     ("corral run node, reuseport ÷ Node cluster RR", "corral-node-reuseport", "node-rr"),
     ("corral run node, shared ÷ Node cluster RR", "corral-node-shared", "node-rr"),
     ("corral run node, reuseport ÷ pm2", "corral-node-reuseport", "pm2"),
+    ("corral's Node agent: on ÷ off", "corral-node-agent-on", "corral-node-agent-off"),
     *(
         (f"{h.TUTORIAL}: corral {policy} ÷ {other}", f"tutorial-corral-{policy}", key)
         for policy in ("reuseport", "round-robin")
@@ -410,6 +412,30 @@ def handoff_goals(configs: list[h.Config], results: h.Results) -> str | None:
     )
 
 
+def agent_goals(configs: list[h.Config], results: h.Results) -> str | None:
+    """Issue 21's goal: corral's Node agent (request metrics, keep-alive drain) does not show in CPU per request."""
+    present = {config.key for config in configs}
+    keys = ("corral-node-agent-on", "corral-node-agent-off")
+    if not set(keys) <= present:
+        return None
+    goals = []
+    costs = []
+    for mode in MODES:
+        cpu = ratio(results, mode, *keys, lambda m: m.cpu_us_per_request)
+        goals.append((f"{mode.key}: server CPU/req, agent on ÷ off ≤ 1.02×", cpu, "{:.3f}×", lambda v: v <= 1.02))
+        on, off = (h.median(m.cpu_us_per_request for m in series(results, key, mode) if m is not None) for key in keys)
+        if on is not None and off is not None:
+            costs.append(f"{mode.key} {on:.1f} vs {off:.1f} µs/req ({on - off:+.1f} µs)")
+    return (
+        "## corral's Node agent: its cost per request (issue 21)\n\n"
+        f"The {h.TUTORIAL} under corral (reuseport), `--node-agent on` and `off` in the same rounds; "
+        "medians of per-round ratios. Server CPU per request, medians, on vs off: "
+        + ("; ".join(costs) or "not measured")
+        + ".\n\n"
+        + h.goal_table("goal", goals)
+    )
+
+
 def disturbance_notes(configs: list[h.Config], results: h.Results) -> list[str]:
     """One note per row and mode whose kept runs were disturbed by other processes."""
     return [
@@ -446,7 +472,11 @@ def make_report(
     parts.append(
         "## Ratios (median of per-run ratios; CPU/req below 1× means cheaper)\n\n" + ratio_table(args.configs, results)
     )
-    for goals in (handoff_goals(args.configs, results), node_goals(args.configs, results)):
+    for goals in (
+        handoff_goals(args.configs, results),
+        node_goals(args.configs, results),
+        agent_goals(args.configs, results),
+    ):
         if goals:
             parts.append(goals)
     return h.report(parts, results.notes + disturbance_notes(args.configs, results))

@@ -83,7 +83,7 @@ fn a_socketio_broadcast_reaches_clients_on_every_worker_and_fetch_sockets_sees_t
     let port = cluster.bound_port().to_string();
     // 16 clients under reuseport: both workers are reached but once in
     // 2^15 runs; the clients say which they reached.
-    let result = node_json("socketio_clients.js", &[&port, "16"]);
+    let result = node_json("socketio_chat_clients.js", &[&port, "16"]);
     assert_eq!(result["workers"], serde_json::json!(["1", "2"]), "{result}");
     assert_eq!(result["heard"], 16, "{result}");
     let census = result["census"].as_array().expect("a census");
@@ -111,7 +111,7 @@ fn a_frozen_worker_does_not_hold_socketio_broadcasts_to_the_others() {
     let port = cluster.bound_port().to_string();
     // Worker 3 stops reading its channel; 200 shouts of 16 KiB (more than
     // its socket buffer holds) are queued for it, in corral's outbox.
-    let result = node_json("socketio_clients.js", &[&port, "24", "freeze", "3"]);
+    let result = node_json("socketio_chat_clients.js", &[&port, "24", "freeze", "3"]);
     assert_eq!(result["shouts"], 200, "{result}");
     assert!(result["heard_all"].as_u64() > Some(0), "{result}");
     cluster.signal(Signal::TERM);

@@ -248,6 +248,16 @@ impl Cluster {
         self
     }
 
+    /// Over how long a draining Node worker's WebSockets are closed with
+    /// 1001 (going away), spread evenly from the drain's start (default
+    /// 1 s; 0: all at once), by corral's Node agent (docs/node.md). It
+    /// should fit in the grace period, with a second for the clients to
+    /// answer.
+    pub fn ws_close_after(mut self, delay: Duration) -> Self {
+        self.configuration.reloadable.ws_close_after = delay;
+        self
+    }
+
     /// Whether Node workers load corral's Node agent (default: on), which
     /// drains their HTTP keep-alive connections without dropping requests
     /// (docs/node.md).

@@ -29,8 +29,8 @@ mod http;
 mod load;
 mod os;
 mod process;
+mod prometheus;
 mod runtime_dir;
-mod scrape;
 mod wait;
 
 pub use builder::{ClusterBuilder, two_ready_workers, wait_ready};
@@ -42,8 +42,8 @@ pub use os::{
     process_alive, resident_kib, scheduling_policy, send_signal,
 };
 pub use process::{ClusterProcess, finish, status_workers};
+pub use prometheus::{promtool, sample, scrape, scrape_path};
 pub use runtime_dir::private_runtime_dir;
-pub use scrape::{promtool, sample, scrape, scrape_path};
 pub use wait::wait_until;
 
 use std::path::{Path, PathBuf};

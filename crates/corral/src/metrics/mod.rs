@@ -20,6 +20,7 @@
 //! `docs/security.md` lists these limits.
 
 mod admission;
+mod agent_series;
 pub(crate) mod app_families;
 mod exposition;
 mod probes;

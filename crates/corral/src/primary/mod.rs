@@ -181,6 +181,12 @@ pub(crate) async fn run(
         let handle = Primary::new(live_table.clone(), receiver, dropped, commands);
         tokio::spawn(task(handle));
     }
+    if node_agent.is_some()
+        && let Some(warning) =
+            node::agent::websocket_close_past_grace(settings.ws_close_after, settings.grace)
+    {
+        tracing::warn!("{warning}");
+    }
     let launcher = Launcher {
         program,
         primary_pid: rustix::process::getpid(),

@@ -5,7 +5,7 @@
 //! rate-limited warning); nothing it does can hold a scrape longer.
 //!
 //! corral's Node agent answers for the worker (`agent.js`, "prom-client"):
-//! the request is a Node internal message (`NODE_CORRAL_METRICS`), which
+//! the request is a Node internal message (`NODE_CORRAL_APP_METRICS`), which
 //! keeps no channel referenced as a `'message'` listener would, and the
 //! answer is prom-client's own (`prom-client:getMetricsRes`, with the
 //! registries' `getMetricsAsJSON()`), read by [`app_families`].
@@ -33,7 +33,7 @@ pub(crate) const APP_METRICS_TIMEOUT: Duration = Duration::from_secs(2);
 /// prom-client's answer (`GET_METRICS_RES`).
 const GET_METRICS_RES: &str = "prom-client:getMetricsRes";
 /// corral's request, to its agent.
-const REQUEST_CMD: &str = "NODE_CORRAL_METRICS";
+const REQUEST_CMD: &str = "NODE_CORRAL_APP_METRICS";
 
 /// Whether `message` is an answer to a metrics request.
 pub(crate) fn is_answer(message: &Value) -> bool {
@@ -234,7 +234,10 @@ mod tests {
     #[test]
     fn the_request_is_a_node_internal_message_on_one_line() {
         let line = String::from_utf8(request_line(7)).expect("text");
-        assert_eq!(line, "{\"cmd\":\"NODE_CORRAL_METRICS\",\"requestId\":7}\n");
+        assert_eq!(
+            line,
+            "{\"cmd\":\"NODE_CORRAL_APP_METRICS\",\"requestId\":7}\n"
+        );
     }
 
     #[test]

@@ -1,17 +1,17 @@
-//! Reading a Prometheus scrape: fetched, one sample's value, and the real
-//! `promtool check metrics` on it.
+//! Reading a `/metrics` endpoint: a scrape, one sample, and the real
+//! `promtool check metrics`.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::http_get;
 
-/// The body of `GET /metrics` on the endpoint at `port`.
+/// `GET /metrics` on 127.0.0.1:`port`; fails the test unless it is a 200.
 pub fn scrape(port: u16) -> String {
     scrape_path(port, "/metrics")
 }
 
-/// The body of `GET path` on the endpoint at `port`, which must answer 200.
+/// `GET path` on 127.0.0.1:`port`; fails the test unless it is a 200.
 pub fn scrape_path(port: u16, path: &str) -> String {
     let response = http_get(port, path).expect("the endpoint answers");
     assert_eq!(response.status, 200, "{response:?}");
