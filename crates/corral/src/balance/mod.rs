@@ -10,6 +10,7 @@ pub(crate) mod activation;
 pub(crate) mod bind;
 mod congestion;
 mod hand_off;
+mod kernel;
 mod least_connections;
 mod pick;
 mod reuseport;
@@ -89,19 +90,36 @@ impl Policy {
             Policy::ReusePort => Ok(Box::new(reuseport::SocketPerSlot::bind(
                 addresses, slots, backlog,
             )?)),
-            Policy::RoundRobin => Ok(Box::new(hand_off::HandOff::bind(
-                addresses,
-                backlog,
-                Box::new(round_robin::RoundRobin::default()),
-                stalls,
-            )?)),
-            Policy::LeastConnections => Ok(Box::new(hand_off::HandOff::bind(
-                addresses,
-                backlog,
-                Box::new(least_connections::LeastConnections::default()),
-                stalls,
-            )?)),
+            Policy::RoundRobin | Policy::LeastConnections => {
+                match kernel::KernelSteered::bind(addresses, slots, backlog, self)? {
+                    Ok(steered) => {
+                        log_steering(self, steered.local_addrs(), Steering::Kernel, None);
+                        Ok(Box::new(steered))
+                    }
+                    Err(why) => {
+                        let hand_off = self.hand_off(addresses, backlog, stalls)?;
+                        log_steering(self, hand_off.local_addrs(), Steering::HandOff, Some(&why));
+                        Ok(hand_off)
+                    }
+                }
+            }
         }
+    }
+
+    /// The primary's hand-off dispatcher for this policy.
+    fn hand_off(
+        self,
+        addresses: &[SocketAddr],
+        backlog: i32,
+        stalls: StallReport,
+    ) -> Result<Box<dyn Balancer>, Error> {
+        let pick: Box<dyn pick::Pick> = match self {
+            Policy::LeastConnections => Box::new(least_connections::LeastConnections::default()),
+            _ => Box::new(round_robin::RoundRobin::default()),
+        };
+        Ok(Box::new(hand_off::HandOff::bind(
+            addresses, backlog, pick, stalls,
+        )?))
     }
 
     /// Whether the primary hands connections to workers (which then need
@@ -137,6 +155,47 @@ impl FromStr for Policy {
                     names.join(", ")
                 ))
             })
+    }
+}
+
+/// How the connections of a `round-robin` or `least-connections`
+/// listener reach the workers (`corral status`'s `steering`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Steering {
+    /// An `SK_REUSEPORT` program picks each new connection's worker in the
+    /// kernel; workers accept on their own sockets.
+    Kernel,
+    /// The primary accepts and hands each connection to a worker.
+    HandOff,
+}
+
+impl Steering {
+    /// The name shown by `status` and `top`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Steering::Kernel => "kernel",
+            Steering::HandOff => "hand-off",
+        }
+    }
+}
+
+/// The one line at start saying how each listener is served, and why.
+fn log_steering(policy: Policy, addresses: &[SocketAddr], steering: Steering, why: Option<&str>) {
+    for address in addresses {
+        match (steering, why) {
+            (Steering::Kernel, _) => tracing::info!(
+                event = "steering",
+                "{address}: {policy} steered in the kernel (SK_REUSEPORT program loaded): \
+                 workers accept on their own sockets"
+            ),
+            (Steering::HandOff, why) => tracing::info!(
+                event = "steering",
+                "{address}: {policy} served by the primary's hand-off: {} \
+                 (kernel steering needs root, or CAP_BPF and CAP_NET_ADMIN)",
+                why.unwrap_or("kernel steering unavailable")
+            ),
+        }
     }
 }
 
@@ -182,6 +241,18 @@ pub(crate) trait Balancer {
     /// Connections open in each worker, where the policy knows them.
     fn open_connections(&self) -> Option<HashMap<WorkerKey, u64>> {
         None
+    }
+
+    /// How a hand-off policy's connections reach the workers (`None` for
+    /// `shared` and `reuseport`, where workers always accept).
+    fn steering(&self) -> Option<Steering> {
+        None
+    }
+
+    /// Whether the primary hands connections to workers (which then need
+    /// the hand-off channel and must say they are ready).
+    fn hands_off(&self) -> bool {
+        self.steering() == Some(Steering::HandOff)
     }
 }
 

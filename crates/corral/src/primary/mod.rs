@@ -526,7 +526,7 @@ impl Supervisor {
     /// that are a COMMAND speaking neither corral's library nor Node's
     /// cluster protocol, and no worker ready yet.
     fn watches_misfits(&self) -> bool {
-        self.settings.policy.hands_off()
+        self.balancer.hands_off()
             && !self.launcher.program.speaks_channel()
             && self.node.is_none()
             && !self.ever_ready

@@ -15,6 +15,7 @@
 
 use std::time::Instant;
 
+use crate::balance::Steering;
 use crate::control::command::{ScaleTarget, StopMode, SupervisorCommand};
 use crate::control::journal;
 use crate::control::status::{EnvironmentStatus, ListenerStatus, Status, WorkerStatus};
@@ -234,6 +235,16 @@ impl Supervisor {
         }
     }
 
+    /// How a hand-off policy's connections reach the workers: as the
+    /// balancer says, and for Node workers (served by Node's `newconn`
+    /// under `round-robin` and `least-connections`) by hand-off.
+    fn listener_steering(&self) -> Option<Steering> {
+        if !self.settings.policy.hands_off() {
+            return None;
+        }
+        Some(self.balancer.steering().unwrap_or(Steering::HandOff))
+    }
+
     /// Where the workers' added variables come from, by name only.
     fn environment_status(&self) -> EnvironmentStatus {
         let mut variables: Vec<String> = Vec::new();
@@ -253,6 +264,7 @@ impl Supervisor {
     /// Each address with the connections waiting in its accept queues.
     fn listener_status(&self) -> Vec<ListenerStatus> {
         let sockets = self.balancer.listening_sockets();
+        let steering = self.listener_steering();
         let mut listeners: Vec<ListenerStatus> = self
             .balancer
             .local_addrs()
@@ -268,14 +280,22 @@ impl Supervisor {
                     None => None,
                     Some(_) => queues.sum::<Option<u32>>(),
                 };
-                ListenerStatus { address, queued }
+                ListenerStatus {
+                    address,
+                    queued,
+                    steering,
+                }
             })
             .collect();
         // A Node cluster's addresses bound on demand, after the --listen ones.
         if let Some(node) = &self.node {
             for (address, queued) in node.listening() {
                 if !listeners.iter().any(|listener| listener.address == address) {
-                    listeners.push(ListenerStatus { address, queued });
+                    listeners.push(ListenerStatus {
+                        address,
+                        queued,
+                        steering,
+                    });
                 }
             }
         }

@@ -81,7 +81,7 @@ impl Supervisor {
                 StartKind {
                     speaks_channel,
                     replacement: successor,
-                    hands_off: self.settings.policy.hands_off(),
+                    hands_off: self.balancer.hands_off(),
                 },
             )
         };
@@ -452,6 +452,7 @@ impl Supervisor {
     pub(super) fn on_ready_timeout(&mut self, key: WorkerKey) -> Result<(), Error> {
         let timeout = human_duration(self.settings.ready_timeout);
         let policy = self.settings.policy;
+        let hands_off = self.balancer.hands_off();
         let proven = self.proven;
         let Some(worker) = self.worker_of(key) else {
             return Ok(());
@@ -461,7 +462,7 @@ impl Supervisor {
             worker.lifecycle.was_ready(),
             worker.lifecycle.stop_requested(),
             proven,
-            policy.hands_off(),
+            hands_off,
         );
         match verdict {
             LateVerdict::Ignore => Ok(()),

@@ -1,0 +1,208 @@
+//! Kernel steering: `round-robin` and `least-connections` served by an
+//! `SK_REUSEPORT` eBPF program instead of the primary's hand-off.
+//!
+//! The sockets are `reuseport`'s: one `SO_REUSEPORT` socket per address and
+//! worker slot, kept by the primary across the slot's restarts, and every
+//! worker receives its slot's sockets as plain listening sockets (library,
+//! demo, a COMMAND by `LISTEN_FDS`, Node programs in answer to
+//! `queryServer`). The program (`steer.bpf.c`), attached to each address's
+//! group with `SO_ATTACH_REUSEPORT_EBPF`, picks the socket of an eligible
+//! slot for each new connection (`eligible.rs`): no process is on the
+//! connection's path, so the cost is reuseport's.
+//!
+//! Where the program cannot load (no `CAP_BPF` and `CAP_NET_ADMIN`, a kernel
+//! without `SK_REUSEPORT` programs, a locked-down container), the policy is
+//! served by the hand-off path (`hand_off.rs`) instead, chosen at start; one
+//! log line per listener says which and why, and `corral status` shows it
+//! (`steering`).
+//!
+//! # Least-connections in the kernel
+//!
+//! The program counts the connections it gives each slot's current worker
+//! (the `open` map) and gives the next one to the eligible slot with the
+//! fewest, equals in turn. No worker reports closes on this path (they are
+//! reported on the hand-off channel, which kernel steering does not use),
+//! so the counts only grow: least-connections then rotates exactly as
+//! round-robin does, for every kind of worker. A slot's new worker starts
+//! at the lowest count of the others, so it is neither flooded nor starved.
+//!
+//! # Why aya
+//!
+//! aya loads and attaches the program (`SkReuseport`, `ReusePortSockArray`).
+//! It is pure Rust: no libbpf, no C toolchain, and it links statically
+//! under musl, which the npm packages' binary is (`packaging/binary`).
+//! libbpf-rs would bring libbpf's C and its build. Version 0.14 is the
+//! newest whose minimum Rust (1.87) fits this workspace's (1.88).
+//!
+//! # Building the program
+//!
+//! `steer.bpf.o` is committed and embedded with `include_bytes!`, so that
+//! building corral needs no clang or LLVM. After changing `steer.bpf.c`,
+//! run `./build-bpf` in this folder (clang with the BPF target and the
+//! kernel's UAPI headers, `linux-libc-dev`): it rebuilds the object and
+//! records the source's SHA-256 in `steer.bpf.c.sha256`. A test fails when
+//! that record does not match the source, so a stale object cannot be
+//! committed unnoticed.
+
+mod eligible;
+mod program;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
+
+use super::reuseport::SocketPerSlot;
+use super::{Balancer, Policy, WorkerKey, WorkerSockets};
+use crate::error::Error;
+use eligible::Eligible;
+use program::SteeringProgram;
+pub(crate) use program::Unavailable;
+
+/// `round-robin` or `least-connections` steered in the kernel.
+pub(crate) struct KernelSteered {
+    sockets: SocketPerSlot,
+    /// One program per address (one reuseport group each), in address
+    /// order.
+    programs: Vec<SteeringProgram>,
+    eligible: Eligible,
+    /// Slots whose sockets are in the arrays (a socket is in at most one
+    /// array, once: adding it again fails with `EBUSY`).
+    registered: BTreeSet<u32>,
+}
+
+impl KernelSteered {
+    /// Loads the program and binds the sockets of slots `1..=slots`. The
+    /// outer error is a real failure (a port in use); the inner one says
+    /// why the kernel cannot steer, and the caller falls back.
+    pub(crate) fn bind(
+        addresses: &[SocketAddr],
+        slots: usize,
+        backlog: i32,
+        policy: Policy,
+    ) -> Result<Result<Self, Unavailable>, Error> {
+        let programs = match addresses
+            .iter()
+            .map(|_| SteeringProgram::load(policy))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(programs) => programs,
+            Err(why) => return Ok(Err(why)),
+        };
+        let mut steered = KernelSteered {
+            sockets: SocketPerSlot::bind(addresses, slots, backlog)?,
+            programs,
+            eligible: Eligible::default(),
+            registered: BTreeSet::new(),
+        };
+        if let Err(why) = steered.attach() {
+            return Ok(Err(why));
+        }
+        Ok(Ok(steered))
+    }
+
+    /// Attaches each address's program to its group and fills the socket
+    /// arrays with the slots bound so far.
+    fn attach(&mut self) -> Result<(), Unavailable> {
+        let slots: Vec<u32> = self.sockets.all_sockets().map(|(slot, _)| slot).collect();
+        if let Some((_, first)) = self.sockets.all_sockets().next() {
+            for (program, socket) in self.programs.iter().zip(first) {
+                program.attach(socket)?;
+            }
+        }
+        for slot in slots {
+            self.register(slot)
+                .map_err(|err| format!("cannot fill the socket array: {err}"))?;
+        }
+        Ok(())
+    }
+
+    /// Puts `slot`'s sockets in the programs' arrays (binding them if the
+    /// slot is new).
+    fn register(&mut self, slot: u32) -> Result<(), Error> {
+        if self.registered.contains(&slot) {
+            return Ok(());
+        }
+        let sockets = self.sockets.slot_sockets(slot)?;
+        for (program, socket) in self.programs.iter_mut().zip(sockets) {
+            program
+                .set_socket(slot, socket)
+                .map_err(Error::io("cannot add a socket to the steering program"))?;
+        }
+        self.registered.insert(slot);
+        Ok(())
+    }
+
+    /// Writes the eligible slots to every program.
+    fn publish(&mut self) {
+        let slots = self.eligible.slots();
+        for program in &mut self.programs {
+            if let Err(err) = program.set_eligible(&slots) {
+                tracing::error!("cannot update the steering program's eligible slots: {err}");
+            }
+        }
+    }
+
+    /// A slot's new worker starts least-connections' count at the lowest
+    /// of the other eligible slots.
+    fn start_count(&mut self, slot: u32) {
+        let others = self.eligible.slots();
+        for program in &mut self.programs {
+            let lowest = others.iter().map(|&other| program.given(other)).min();
+            program.set_given(slot, lowest.unwrap_or(0));
+        }
+    }
+}
+
+impl Balancer for KernelSteered {
+    fn local_addrs(&self) -> &[SocketAddr] {
+        self.sockets.local_addrs()
+    }
+
+    fn sockets_for(&mut self, worker: WorkerKey) -> Result<WorkerSockets, Error> {
+        self.register(worker.slot)?;
+        self.sockets.sockets_for(worker)
+    }
+
+    fn worker_ready(&mut self, worker: WorkerKey) {
+        if !self.eligible.has(worker.slot) {
+            self.start_count(worker.slot);
+        }
+        self.eligible.ready(worker);
+        self.publish();
+    }
+
+    fn worker_leaving(&mut self, worker: WorkerKey) {
+        self.eligible.gone(worker);
+        self.publish();
+    }
+
+    fn worker_exited(&mut self, worker: WorkerKey) {
+        self.eligible.gone(worker);
+        self.publish();
+    }
+
+    fn remove_slot(&mut self, slot: u32) {
+        self.eligible.remove_slot(slot);
+        self.publish();
+        for program in &mut self.programs {
+            program.clear_socket(slot);
+        }
+        self.registered.remove(&slot);
+        self.sockets.remove_slot(slot);
+    }
+
+    fn listening_sockets(&self) -> Vec<(usize, BorrowedFd<'_>)> {
+        self.sockets.listening_sockets()
+    }
+
+    fn open_connections(&self) -> Option<HashMap<WorkerKey, u64>> {
+        None
+    }
+
+    fn steering(&self) -> Option<super::Steering> {
+        Some(super::Steering::Kernel)
+    }
+}
+
+#[cfg(test)]
+mod tests;
