@@ -1,5 +1,8 @@
 //! The hand-off policies (`round-robin`, `least-connections`): the primary
 //! accepts and passes connections to workers over their hand-off channels.
+//! Every cluster here runs with `--kernel-steering off`, which as root
+//! would otherwise serve these policies in the kernel
+//! (`kernel_steering.rs`).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -18,7 +21,15 @@ const HANDOFF_SERVER: &str = concat!(
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 fn cluster(policy: &str, extra: &[&str]) -> ClusterProcess {
-    let mut args = vec!["run", "--listen", "127.0.0.1:0", "--policy", policy];
+    let mut args = vec![
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--kernel-steering",
+        "off",
+        "--policy",
+        policy,
+    ];
     args.extend_from_slice(extra);
     ClusterProcess::start(corral_path(), &args)
 }
@@ -89,7 +100,10 @@ fn least_connections_steers_new_connections_away_from_a_busy_worker() {
 
 #[test]
 fn killing_a_worker_under_round_robin_loses_no_new_connection() {
-    let cluster = ClusterBuilder::corral().policy("round-robin").start();
+    let cluster = ClusterBuilder::corral()
+        .args(&["--kernel-steering", "off"])
+        .policy("round-robin")
+        .start();
     let port = cluster.port();
     let mut served = 0;
     for round in 0..5 {
@@ -112,6 +126,7 @@ fn killing_a_worker_under_round_robin_loses_no_new_connection() {
 fn a_python_worker_speaks_the_handoff_protocol() {
     for policy in ["round-robin", "least-connections"] {
         let cluster = ClusterBuilder::corral()
+            .args(&["--kernel-steering", "off"])
             .policy(policy)
             .command(&["python3", HANDOFF_SERVER])
             .start();
@@ -138,6 +153,7 @@ fn a_python_worker_speaks_the_handoff_protocol() {
 #[test]
 fn a_worker_that_stops_reading_its_channel_does_not_stall_the_others() {
     let cluster = ClusterBuilder::corral()
+        .args(&["--kernel-steering", "off"])
         .policy("round-robin")
         .command(&["python3", HANDOFF_SERVER])
         .env("STALL_WORKERS", "2")
@@ -282,6 +298,8 @@ fn a_server_expecting_a_socket_under_a_handoff_policy_fails_fast() {
             "1",
             "-l",
             "127.0.0.1:0",
+            "--kernel-steering",
+            "off",
             "--policy",
             policy,
             "--ready-timeout",

@@ -248,6 +248,16 @@ impl Cluster {
         self
     }
 
+    /// Whether `round-robin` and `least-connections` are steered in the
+    /// kernel by an `SK_REUSEPORT` program where it can load (default: on;
+    /// it needs root or `CAP_BPF` and `CAP_NET_ADMIN`). Off, or where it
+    /// cannot load, the primary accepts and hands connections out
+    /// (docs/balancing.md).
+    pub fn kernel_steering(mut self, on: bool) -> Self {
+        self.configuration.fixed.kernel_steering = on;
+        self
+    }
+
     /// Whether Node workers load corral's Node agent (default: on), which
     /// drains their HTTP keep-alive connections without dropping requests
     /// (docs/node.md).

@@ -83,6 +83,7 @@ impl Policy {
         addresses: &[SocketAddr],
         slots: usize,
         backlog: i32,
+        kernel_steering: bool,
         stalls: StallReport,
     ) -> Result<Box<dyn Balancer>, Error> {
         match self {
@@ -90,15 +91,25 @@ impl Policy {
             Policy::ReusePort => Ok(Box::new(reuseport::SocketPerSlot::bind(
                 addresses, slots, backlog,
             )?)),
+            Policy::RoundRobin | Policy::LeastConnections if !kernel_steering => {
+                let hand_off = self.hand_off(addresses, backlog, stalls)?;
+                let why = "--kernel-steering is off";
+                log_steering(self, hand_off.local_addrs(), Steering::HandOff, why);
+                Ok(hand_off)
+            }
             Policy::RoundRobin | Policy::LeastConnections => {
                 match kernel::KernelSteered::bind(addresses, slots, backlog, self)? {
                     Ok(steered) => {
-                        log_steering(self, steered.local_addrs(), Steering::Kernel, None);
+                        let why = "the SK_REUSEPORT program picks each connection's worker";
+                        log_steering(self, steered.local_addrs(), Steering::Kernel, why);
                         Ok(Box::new(steered))
                     }
                     Err(why) => {
                         let hand_off = self.hand_off(addresses, backlog, stalls)?;
-                        log_steering(self, hand_off.local_addrs(), Steering::HandOff, Some(&why));
+                        let why = format!(
+                            "{why} (kernel steering needs root, or CAP_BPF and CAP_NET_ADMIN)"
+                        );
+                        log_steering(self, hand_off.local_addrs(), Steering::HandOff, &why);
                         Ok(hand_off)
                     }
                 }
@@ -180,22 +191,14 @@ impl Steering {
     }
 }
 
-/// The one line at start saying how each listener is served, and why.
-fn log_steering(policy: Policy, addresses: &[SocketAddr], steering: Steering, why: Option<&str>) {
+/// The one line per listener at start saying how it is served, and why.
+fn log_steering(policy: Policy, addresses: &[SocketAddr], steering: Steering, why: &str) {
+    let how = match steering {
+        Steering::Kernel => "steered in the kernel",
+        Steering::HandOff => "served by the primary's hand-off",
+    };
     for address in addresses {
-        match (steering, why) {
-            (Steering::Kernel, _) => tracing::info!(
-                event = "steering",
-                "{address}: {policy} steered in the kernel (SK_REUSEPORT program loaded): \
-                 workers accept on their own sockets"
-            ),
-            (Steering::HandOff, why) => tracing::info!(
-                event = "steering",
-                "{address}: {policy} served by the primary's hand-off: {} \
-                 (kernel steering needs root, or CAP_BPF and CAP_NET_ADMIN)",
-                why.unwrap_or("kernel steering unavailable")
-            ),
-        }
+        tracing::info!(event = "steering", "{address}: {policy} {how}: {why}");
     }
 }
 

@@ -124,6 +124,7 @@ pub(crate) async fn run(
         &settings.addresses,
         settings.workers,
         settings.backlog,
+        settings.kernel_steering,
         report_stalls(notices.clone()),
     )?;
     let node = program.is_node().then(|| {
