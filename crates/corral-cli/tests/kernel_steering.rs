@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::process::Command;
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Load, Mark, PATIENCE, Signal, hello, http_get, send_signal,
-    wait_until,
+    ClusterBuilder, ClusterProcess, KeepAlive, Load, Mark, PATIENCE, Signal, hello, http_get,
+    send_signal, wait_until,
 };
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
@@ -92,6 +92,40 @@ fn a_python_server_on_fd_3_gets_an_exact_rotation_under_round_robin() {
     assert_eq!(steering(&cluster), vec!["kernel"]);
     let ids: Vec<u32> = (0..100).map(|_| python_worker(port)).collect();
     assert_exact_rotation(&ids, 2, &cluster);
+}
+
+#[test]
+fn least_connections_in_the_kernel_steers_new_connections_away_from_a_busy_worker() {
+    if !can_steer() {
+        return;
+    }
+    let cluster = ClusterBuilder::corral().policy("least-connections").start();
+    let port = cluster.port();
+    assert_eq!(steering(&cluster), vec!["kernel"]);
+    // Twenty held connections, which least-connections spreads evenly.
+    let held: Vec<KeepAlive> = (0..20).map(|_| KeepAlive::open(port).unwrap()).collect();
+    let (on_one, on_two): (Vec<KeepAlive>, Vec<KeepAlive>) =
+        held.into_iter().partition(|conn| conn.hello.id == 1);
+    assert_eq!(
+        (on_one.len(), on_two.len()),
+        (10, 10),
+        "held connections spread evenly"
+    );
+    // Worker 2's close, reported on its message channel; worker 1 still
+    // holds ten open connections.
+    drop(on_two);
+    // The closes reach the primary within a report's pace; until then a
+    // round may still alternate.
+    let mut ids = Vec::new();
+    let avoided = wait_until(PATIENCE, || {
+        ids = (0..20).map(|_| hello(port).id).collect();
+        ids.iter().filter(|&&id| id == 2).count() >= 15
+    });
+    assert!(
+        avoided,
+        "new connections should avoid the busy worker 1: {ids:?}"
+    );
+    drop(on_one);
 }
 
 #[test]

@@ -230,6 +230,10 @@ pub(crate) trait Balancer {
     /// other workers.
     fn worker_exited(&mut self, _worker: WorkerKey) {}
 
+    /// The worker reported `count` of its connections closed on its message
+    /// channel (least-connections steered in the kernel).
+    fn connections_closed(&mut self, _worker: WorkerKey, _count: u64) {}
+
     /// The slot is gone for good (the cluster shrank): release what the
     /// policy holds for it.
     fn remove_slot(&mut self, _slot: u32) {}

@@ -363,6 +363,10 @@ impl Supervisor {
             Notice::Control { worker, control } => self.on_control(worker, control),
             Notice::Exited { worker, status } => self.on_exit(worker, status),
             Notice::Served { worker, count } => self.on_served(worker, count),
+            Notice::Closed { worker, count } => {
+                self.balancer.connections_closed(worker, count);
+                Ok(())
+            }
             Notice::Leaving(worker) => {
                 self.on_leaving(worker);
                 Ok(())

@@ -18,13 +18,16 @@
 //!
 //! # Least-connections in the kernel
 //!
-//! The program counts the connections it gives each slot's current worker
-//! (the `open` map) and gives the next one to the eligible slot with the
-//! fewest, equals in turn. No worker reports closes on this path (they are
-//! reported on the hand-off channel, which kernel steering does not use),
-//! so the counts only grow: least-connections then rotates exactly as
-//! round-robin does, for every kind of worker. A slot's new worker starts
-//! at the lowest count of the others, so it is neither flooded nor starved.
+//! A slot's open connections are those the program gave it (the `given`
+//! map: one atomic add per pick, in the kernel) less those its workers
+//! reported closed (the `closed` map, written by the primary alone, never
+//! above `given`). The next connection goes to the eligible slot with the
+//! fewest, equals in turn. Library workers report closes on their message
+//! channel (`{"corral":{"closed":N}}`, paced as on the hand-off channel).
+//! A worker that reports nothing (a COMMAND, a Node program) only ever
+//! has its count grow: least-connections then rotates over such workers
+//! exactly as round-robin does. A slot's new worker starts at the lowest
+//! count of the others, so it is neither flooded nor starved.
 //!
 //! # Why aya
 //!
@@ -147,8 +150,11 @@ impl KernelSteered {
     fn start_count(&mut self, slot: u32) {
         let others = self.eligible.slots();
         for program in &mut self.programs {
-            let lowest = others.iter().map(|&other| program.given(other)).min();
-            program.set_given(slot, lowest.unwrap_or(0));
+            let lowest = others
+                .iter()
+                .map(|&other| program.open_connections(other))
+                .min();
+            program.restart_count(slot, lowest.unwrap_or(0).max(0));
         }
     }
 }
@@ -179,6 +185,12 @@ impl Balancer for KernelSteered {
     fn worker_exited(&mut self, worker: WorkerKey) {
         self.eligible.gone(worker);
         self.publish();
+    }
+
+    fn connections_closed(&mut self, worker: WorkerKey, count: u64) {
+        for program in &mut self.programs {
+            program.count_closed(worker.slot, count);
+        }
     }
 
     fn remove_slot(&mut self, slot: u32) {

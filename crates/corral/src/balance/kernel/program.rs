@@ -33,7 +33,8 @@ pub(crate) struct SteeringProgram {
     sockets: ReusePortSockArray<MapData>,
     config: Array<MapData, u32>,
     eligible: Array<MapData, u32>,
-    open: Array<MapData, i64>,
+    given: Array<MapData, i64>,
+    closed: Array<MapData, i64>,
     sticky_table: Array<MapData, u32>,
 }
 
@@ -56,11 +57,12 @@ impl SteeringProgram {
             ebpf.take_map(name)
                 .ok_or_else(|| format!("the object has no map {name}"))
         };
-        let (sockets, config, eligible, open, sticky_table) = (
+        let (sockets, config, eligible, given, closed, sticky_table) = (
             map("sockets")?,
             map("config")?,
             map("eligible")?,
-            map("open")?,
+            map("given")?,
+            map("closed")?,
             map("sticky_table")?,
         );
         let typed = |err: aya::maps::MapError| unavailable("open the maps of", &err);
@@ -68,7 +70,8 @@ impl SteeringProgram {
             sockets: sockets.try_into().map_err(typed)?,
             config: config.try_into().map_err(typed)?,
             eligible: eligible.try_into().map_err(typed)?,
-            open: open.try_into().map_err(typed)?,
+            given: given.try_into().map_err(typed)?,
+            closed: closed.try_into().map_err(typed)?,
             sticky_table: sticky_table.try_into().map_err(typed)?,
             ebpf,
         };
@@ -123,14 +126,29 @@ impl SteeringProgram {
         self.set_config(CONFIG_ELIGIBLE, count)
     }
 
-    /// Connections the program gave `slot` (least-connections).
-    pub(crate) fn given(&self, slot: u32) -> i64 {
-        self.open.get(&slot, 0).unwrap_or(0)
+    /// Connections open in `slot` as least-connections counts them: given
+    /// by the program, less those its workers reported closed.
+    pub(crate) fn open_connections(&self, slot: u32) -> i64 {
+        let given = self.given.get(&slot, 0).unwrap_or(0);
+        given - self.closed.get(&slot, 0).unwrap_or(0)
     }
 
-    /// Sets the count least-connections compares for `slot`.
-    pub(crate) fn set_given(&mut self, slot: u32, count: i64) {
-        let _ = self.open.set(slot, count, 0);
+    /// Starts `slot` over at `open` connections (for its new worker).
+    pub(crate) fn restart_count(&mut self, slot: u32, open: i64) {
+        let _ = self.closed.set(slot, 0, 0);
+        let _ = self.given.set(slot, open, 0);
+    }
+
+    /// Counts `count` more connections of `slot` closed, never more than
+    /// the program gave it: a worker's report cannot draw every connection
+    /// to itself.
+    pub(crate) fn count_closed(&mut self, slot: u32, count: u64) {
+        let given = self.given.get(&slot, 0).unwrap_or(0);
+        let closed = self.closed.get(&slot, 0).unwrap_or(0);
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        let _ = self
+            .closed
+            .set(slot, closed.saturating_add(count).min(given), 0);
     }
 
     /// Rewrites the sticky table (slot numbers, `TABLE_SIZE` entries).

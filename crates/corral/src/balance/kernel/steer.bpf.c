@@ -77,15 +77,24 @@ struct {
   __type(value, __u64);
 } turn SEC(".maps");
 
-// Least-connections: connections given to each slot's current worker, by
-// slot; the program adds one per pick and the primary rewrites an entry
-// when the slot's worker changes.
+// Least-connections: connections given to each slot, by slot; only the
+// program writes an entry (one atomic add per pick), except when the
+// primary resets the slot for a new worker.
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, SLOTS);
   __type(key, __u32);
   __type(value, __s64);
-} open SEC(".maps");
+} given SEC(".maps");
+
+// Least-connections: connections each slot's workers reported closed, by
+// slot; only the primary writes it. Open = given - closed.
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, SLOTS);
+  __type(key, __u32);
+  __type(value, __s64);
+} closed SEC(".maps");
 
 // Sticky: slot numbers (0: none) indexed by the client address's FNV-1a
 // hash modulo TABLE_SIZE; the primary writes it from the eligible slots.
@@ -116,8 +125,16 @@ static __u32 round_robin(__u32 count) {
   return eligible_slot(next_turn() % count);
 }
 
-// The eligible slot with the fewest connections; among equals, the scan
-// starts at the next turn, so equal counts rotate.
+static __s64 open_connections(__u32 slot) {
+  __s64 *given_count = bpf_map_lookup_elem(&given, &slot);
+  __s64 *closed_count = bpf_map_lookup_elem(&closed, &slot);
+  if (!given_count || !closed_count)
+    return 0;
+  return *given_count - *closed_count;
+}
+
+// The eligible slot with the fewest open connections; among equals, the
+// scan starts at the next turn, so equal counts rotate.
 static __u32 least_connections(__u32 count) {
   __u32 start = next_turn() % count;
   __u32 best = 0;
@@ -127,15 +144,13 @@ static __u32 least_connections(__u32 count) {
     if (index >= count)
       index -= count;
     __u32 slot = eligible_slot(index);
-    __s64 *open_count = bpf_map_lookup_elem(&open, &slot);
-    if (!open_count)
-      continue;
-    if (best == 0 || *open_count < fewest) {
+    __s64 open_count = open_connections(slot);
+    if (best == 0 || open_count < fewest) {
       best = slot;
-      fewest = *open_count;
+      fewest = open_count;
     }
   }
-  __s64 *chosen = bpf_map_lookup_elem(&open, &best);
+  __s64 *chosen = bpf_map_lookup_elem(&given, &best);
   if (chosen)
     __sync_fetch_and_add(chosen, 1);
   return best;
