@@ -448,6 +448,7 @@ class Config:
     policy: str = ""  # corral --policy, or Node's scheduling policy (rr, none)
     app: Path | None = None  # the Node program (corral: run it as COMMAND; None: corral's demo worker)
     cluster_program: bool = False  # `app` is a Node cluster program: it listens on PORT itself, announces nothing
+    flags: tuple[str, ...] = ()  # more `corral run` flags
 
 
 TUTORIAL = "tutorial cluster program"
@@ -665,7 +666,7 @@ def start_corral(server: Server) -> None:
     `corral run -w 2 -- node program.js`.
     """
     config = server.config
-    argv = [str(server.ctx.corral), "run", "-w", str(WORKERS), "--policy", config.policy, "--grace", "2"]
+    argv = [str(server.ctx.corral), "run", "-w", str(WORKERS), "--policy", config.policy, "--grace", "2", *config.flags]
     argv += [] if config.cluster_program else ["-l", f"127.0.0.1:{server.port}"]
     argv += [] if config.app is None else ["--", "node", str(config.app)]
     start_primary(server, argv, "corral", node_env(server))
