@@ -8,11 +8,15 @@ use std::collections::HashSet;
 use std::process::Command;
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, KeepAlive, Load, Mark, PATIENCE, Signal, hello, http_get,
-    send_signal, wait_until,
+    ClusterBuilder, ClusterProcess, KeepAlive, Load, Mark, PATIENCE, Signal, corral_path, hello,
+    http_get, node_available, private_runtime_dir, send_signal, wait_until,
 };
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
+const NODE_WORKER_IDS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/node/worker_ids.js"
+);
 
 /// Whether this process may load BPF programs (root with every
 /// capability, as CI runs).
@@ -91,6 +95,36 @@ fn a_python_server_on_fd_3_gets_an_exact_rotation_under_round_robin() {
     let port = cluster.port();
     assert_eq!(steering(&cluster), vec!["kernel"]);
     let ids: Vec<u32> = (0..100).map(|_| python_worker(port)).collect();
+    assert_exact_rotation(&ids, 2, &cluster);
+}
+
+/// The worker id in the Node fixture's answer (`worker N pid P`).
+fn node_worker(port: u16) -> u32 {
+    let body = http_get(port, "/").expect("the Node worker answers").body;
+    let words: Vec<&str> = body.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"worker"), "{body:?}");
+    words[1].parse().expect("a worker id")
+}
+
+#[test]
+fn a_node_cluster_program_gets_its_slot_socket_and_an_exact_rotation() {
+    if !can_steer() || !node_available() {
+        return;
+    }
+    let mut command = Command::new(corral_path());
+    command
+        .args(["run", "-w", "2", "--policy", "round-robin", "--", "node"])
+        .arg(NODE_WORKER_IDS)
+        .env("PORT", "0")
+        .env("XDG_RUNTIME_DIR", private_runtime_dir());
+    let cluster = ClusterProcess::spawn(command);
+    corral_testkit::wait_ready(&cluster, Mark::START, 2);
+    let port = cluster.port();
+    cluster.expect_line("Node workers' listen(): round-robin steered in the kernel");
+    // Each worker's listen() got its slot's own socket: no newconn.
+    cluster.expect_line("steered in the kernel: one socket per worker slot");
+    assert_eq!(steering(&cluster), vec!["kernel"]);
+    let ids: Vec<u32> = (0..100).map(|_| node_worker(port)).collect();
     assert_exact_rotation(&ids, 2, &cluster);
 }
 

@@ -10,7 +10,7 @@ pub(crate) mod activation;
 pub(crate) mod bind;
 mod congestion;
 mod hand_off;
-mod kernel;
+pub(crate) mod kernel;
 mod least_connections;
 mod pick;
 mod reuseport;

@@ -236,11 +236,17 @@ impl Supervisor {
     }
 
     /// How a hand-off policy's connections reach the workers: as the
-    /// balancer says, and for Node workers (served by Node's `newconn`
-    /// under `round-robin` and `least-connections`) by hand-off.
+    /// balancer says; for Node workers, in the kernel or by Node's
+    /// `newconn`.
     fn listener_steering(&self) -> Option<Steering> {
         if !self.settings.policy.hands_off() {
             return None;
+        }
+        if let Some(node) = &self.node {
+            return Some(match node.steers_in_kernel() {
+                true => Steering::Kernel,
+                false => Steering::HandOff,
+            });
         }
         Some(self.balancer.steering().unwrap_or(Steering::HandOff))
     }

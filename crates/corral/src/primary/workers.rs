@@ -191,10 +191,16 @@ impl Supervisor {
         self.live_table.set_state(key, after.shown_as());
         if after.is_ready() && !before.is_ready() {
             self.balancer.worker_ready(key);
+            if let Some(node) = &self.node {
+                node.worker_ready(key);
+            }
             self.emit(Event::Ready { id, pid });
         }
         if after.is_draining() && !before.is_draining() {
             self.balancer.worker_leaving(key);
+            if let Some(node) = &self.node {
+                node.worker_leaving(key);
+            }
             let by_itself = after.left_by_itself();
             self.emit(Event::Disconnect { id, pid, by_itself });
         }

@@ -48,29 +48,24 @@
 //! committed unnoticed.
 
 mod eligible;
+mod groups;
 mod program;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 
 use super::reuseport::SocketPerSlot;
 use super::{Balancer, Policy, WorkerKey, WorkerSockets};
 use crate::error::Error;
-use eligible::Eligible;
-use program::SteeringProgram;
+pub(crate) use groups::{GroupIndex, SteeredGroups};
 pub(crate) use program::Unavailable;
 
-/// `round-robin` or `least-connections` steered in the kernel.
+/// `round-robin` or `least-connections` steered in the kernel, on the
+/// `--listen` addresses: address `i` is group `i`.
 pub(crate) struct KernelSteered {
     sockets: SocketPerSlot,
-    /// One program per address (one reuseport group each), in address
-    /// order.
-    programs: Vec<SteeringProgram>,
-    eligible: Eligible,
-    /// Slots whose sockets are in the arrays (a socket is in at most one
-    /// array, once: adding it again fails with `EBUSY`).
-    registered: BTreeSet<u32>,
+    groups: SteeredGroups,
 }
 
 impl KernelSteered {
@@ -83,19 +78,13 @@ impl KernelSteered {
         backlog: i32,
         policy: Policy,
     ) -> Result<Result<Self, Unavailable>, Error> {
-        let programs = match addresses
-            .iter()
-            .map(|_| SteeringProgram::load(policy))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(programs) => programs,
+        let groups = match SteeredGroups::new(policy) {
+            Ok(groups) => groups,
             Err(why) => return Ok(Err(why)),
         };
         let mut steered = KernelSteered {
             sockets: SocketPerSlot::bind(addresses, slots, backlog)?,
-            programs,
-            eligible: Eligible::default(),
-            registered: BTreeSet::new(),
+            groups,
         };
         if let Err(why) = steered.attach() {
             return Ok(Err(why));
@@ -103,13 +92,13 @@ impl KernelSteered {
         Ok(Ok(steered))
     }
 
-    /// Attaches each address's program to its group and fills the socket
+    /// Attaches a program to each address's group and fills the socket
     /// arrays with the slots bound so far.
     fn attach(&mut self) -> Result<(), Unavailable> {
         let slots: Vec<u32> = self.sockets.all_sockets().map(|(slot, _)| slot).collect();
         if let Some((_, first)) = self.sockets.all_sockets().next() {
-            for (program, socket) in self.programs.iter().zip(first) {
-                program.attach(socket)?;
+            for socket in first {
+                self.groups.add_group(socket)?;
             }
         }
         for slot in slots {
@@ -122,40 +111,16 @@ impl KernelSteered {
     /// Puts `slot`'s sockets in the programs' arrays (binding them if the
     /// slot is new).
     fn register(&mut self, slot: u32) -> Result<(), Error> {
-        if self.registered.contains(&slot) {
+        if self.groups.has_socket(0, slot) {
             return Ok(());
         }
         let sockets = self.sockets.slot_sockets(slot)?;
-        for (program, socket) in self.programs.iter_mut().zip(sockets) {
-            program
-                .set_socket(slot, socket)
+        for (group, socket) in sockets.iter().enumerate() {
+            self.groups
+                .add_socket(group, slot, socket)
                 .map_err(Error::io("cannot add a socket to the steering program"))?;
         }
-        self.registered.insert(slot);
         Ok(())
-    }
-
-    /// Writes the eligible slots to every program.
-    fn publish(&mut self) {
-        let slots = self.eligible.slots();
-        for program in &mut self.programs {
-            if let Err(err) = program.set_eligible(&slots) {
-                tracing::error!("cannot update the steering program's eligible slots: {err}");
-            }
-        }
-    }
-
-    /// A slot's new worker starts least-connections' count at the lowest
-    /// of the other eligible slots.
-    fn start_count(&mut self, slot: u32) {
-        let others = self.eligible.slots();
-        for program in &mut self.programs {
-            let lowest = others
-                .iter()
-                .map(|&other| program.open_connections(other))
-                .min();
-            program.restart_count(slot, lowest.unwrap_or(0).max(0));
-        }
     }
 }
 
@@ -170,36 +135,23 @@ impl Balancer for KernelSteered {
     }
 
     fn worker_ready(&mut self, worker: WorkerKey) {
-        if !self.eligible.has(worker.slot) {
-            self.start_count(worker.slot);
-        }
-        self.eligible.ready(worker);
-        self.publish();
+        self.groups.ready(worker);
     }
 
     fn worker_leaving(&mut self, worker: WorkerKey) {
-        self.eligible.gone(worker);
-        self.publish();
+        self.groups.gone(worker);
     }
 
     fn worker_exited(&mut self, worker: WorkerKey) {
-        self.eligible.gone(worker);
-        self.publish();
+        self.groups.gone(worker);
     }
 
     fn connections_closed(&mut self, worker: WorkerKey, count: u64) {
-        for program in &mut self.programs {
-            program.count_closed(worker.slot, count);
-        }
+        self.groups.connections_closed(worker, count);
     }
 
     fn remove_slot(&mut self, slot: u32) {
-        self.eligible.remove_slot(slot);
-        self.publish();
-        for program in &mut self.programs {
-            program.clear_socket(slot);
-        }
-        self.registered.remove(&slot);
+        self.groups.remove_slot(slot);
         self.sockets.remove_slot(slot);
     }
 
