@@ -459,7 +459,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = fixed().policy.into())]
     pub policy: PolicyArg,
 
-    /// Steer round-robin and least-connections in the kernel (on, off): an
+    /// Steer round-robin, least-connections and sticky in the kernel (on, off): an
     /// SK_REUSEPORT program picks each connection's worker and workers
     /// accept on their own sockets, where it can load (root, or CAP_BPF
     /// and CAP_NET_ADMIN); elsewhere, or off, the primary accepts and
@@ -482,8 +482,8 @@ pub struct RunArgs {
 
     /// When a COMMAND worker counts as ready: auto (when it says so; else on
     /// a first start once it is seen still running 0.1 s after it started,
-    /// and after 1 s alive as a reload's replacement; under round-robin and
-    /// least-connections it must say so), message (only when it sends
+    /// and after 1 s alive as a reload's replacement; under round-robin,
+    /// least-connections and sticky it must say so), message (only when it sends
     /// {"corral":"ready"} or Node's process.send('ready')), delay:SECONDS
     /// (after running that long, or when it says so)
     ///
@@ -509,7 +509,7 @@ pub struct RunArgs {
     pub max_restart_delay: Seconds,
 
     /// Seconds a worker that must say it is ready may take: under --ready
-    /// message, round-robin or least-connections it is then replaced (with
+    /// message, round-robin, least-connections or sticky it is then replaced (with
     /// no worker ever ready, corral stops with an error); a reload's
     /// replacement not ready by then aborts the reload; a Node worker that
     /// never listens counts as ready after it (--ready auto)
@@ -819,6 +819,8 @@ pub enum PolicyArg {
     RoundRobin,
     /// The primary accepts and hands each connection to the worker with the fewest open
     LeastConnections,
+    /// The primary accepts and hands each connection to the worker its client's address picks
+    Sticky,
 }
 
 impl From<PolicyArg> for corral::Policy {
@@ -828,6 +830,7 @@ impl From<PolicyArg> for corral::Policy {
             PolicyArg::Reuseport => corral::Policy::ReusePort,
             PolicyArg::RoundRobin => corral::Policy::RoundRobin,
             PolicyArg::LeastConnections => corral::Policy::LeastConnections,
+            PolicyArg::Sticky => corral::Policy::Sticky,
         }
     }
 }
@@ -839,6 +842,7 @@ impl From<corral::Policy> for PolicyArg {
             corral::Policy::ReusePort => PolicyArg::Reuseport,
             corral::Policy::RoundRobin => PolicyArg::RoundRobin,
             corral::Policy::LeastConnections => PolicyArg::LeastConnections,
+            corral::Policy::Sticky => PolicyArg::Sticky,
         }
     }
 }

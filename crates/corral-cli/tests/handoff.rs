@@ -124,7 +124,7 @@ fn killing_a_worker_under_round_robin_loses_no_new_connection() {
 
 #[test]
 fn a_python_worker_speaks_the_handoff_protocol() {
-    for policy in ["round-robin", "least-connections"] {
+    for policy in ["round-robin", "least-connections", "sticky"] {
         let cluster = ClusterBuilder::corral()
             .args(&["--kernel-steering", "off"])
             .policy(policy)
@@ -144,7 +144,8 @@ fn a_python_worker_speaks_the_handoff_protocol() {
         } else {
             // Sequential requests: each finds both workers at 0 open or
             // not, depending on when the last `C1` arrived, so the split is
-            // not fixed (the balance is tested with held connections above).
+            // not fixed (the balance is tested with held connections above);
+            // sticky is tested with many client addresses in `sticky.rs`.
             assert_eq!(seen.values().sum::<i32>(), 10, "{policy}: {seen:?}");
         }
     }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use corral_testkit::{
     ClusterBuilder, ClusterProcess, KeepAlive, Load, Mark, PATIENCE, Signal, corral_path, hello,
-    http_get, node_available, private_runtime_dir, send_signal, wait_until,
+    http_get, node_available, parse_hello, private_runtime_dir, send_signal, wait_until,
 };
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
@@ -126,6 +126,65 @@ fn a_node_cluster_program_gets_its_slot_socket_and_an_exact_rotation() {
     assert_eq!(steering(&cluster), vec!["kernel"]);
     let ids: Vec<u32> = (0..100).map(|_| node_worker(port)).collect();
     assert_exact_rotation(&ids, 2, &cluster);
+}
+
+/// The demo worker that answered `GET /` from the source address `from`.
+fn worker_from(from: &str, port: u16) -> u32 {
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "10"])
+        .args(["--interface", from])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("curl runs");
+    let body = String::from_utf8_lossy(&output.stdout);
+    parse_hello(&body)
+        .unwrap_or_else(|| panic!("not a greeting from {from}: {body:?} {output:?}"))
+        .id
+}
+
+/// The slot each client 127.0.0.2 … 127.0.0.30 lands on.
+fn sticky_slots(port: u16) -> Vec<u32> {
+    (2..=30)
+        .map(|last| worker_from(&format!("127.0.0.{last}"), port))
+        .collect()
+}
+
+#[test]
+fn sticky_in_the_kernel_sends_each_client_where_the_hand_off_would() {
+    if !can_steer() {
+        return;
+    }
+    let kernel = ClusterBuilder::corral().policy("sticky").workers(3).start();
+    assert_eq!(steering(&kernel), vec!["kernel"]);
+    let port = kernel.port();
+    let in_kernel = sticky_slots(port);
+    let again: HashSet<u32> = (0..20).map(|_| worker_from("127.0.0.2", port)).collect();
+    assert_eq!(again.len(), 1, "20 connections from one client, one worker");
+    drop(kernel);
+    let hand_off = ClusterBuilder::corral()
+        .policy("sticky")
+        .workers(3)
+        .args(&["--kernel-steering", "off"])
+        .start();
+    assert_eq!(steering(&hand_off), vec!["hand-off"]);
+    // A worker descheduled past the hand-off's stall check (a loaded
+    // machine) is rested on purpose and its clients go elsewhere meanwhile:
+    // only a round without a stall compares.
+    let mut by_hand_off = Vec::new();
+    for _ in 0..5 {
+        let since = hand_off.mark();
+        by_hand_off = sticky_slots(hand_off.port());
+        let stalled = hand_off
+            .events_since(since)
+            .iter()
+            .any(|event| event.is("worker_stalled"));
+        if !stalled {
+            break;
+        }
+    }
+    assert_eq!(in_kernel, by_hand_off, "the same table and hash both ways");
+    let used: HashSet<u32> = in_kernel.iter().copied().collect();
+    assert_eq!(used.len(), 3, "29 clients over 3 workers: {in_kernel:?}");
 }
 
 #[test]

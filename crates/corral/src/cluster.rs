@@ -248,7 +248,7 @@ impl Cluster {
         self
     }
 
-    /// Whether `round-robin` and `least-connections` are steered in the
+    /// Whether `round-robin`, `least-connections` and `sticky` are steered in the
     /// kernel by an `SK_REUSEPORT` program where it can load (default: on;
     /// it needs root or `CAP_BPF` and `CAP_NET_ADMIN`). Off, or where it
     /// cannot load, the primary accepts and hands connections out

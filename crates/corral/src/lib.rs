@@ -99,7 +99,9 @@
 //!   dialect.
 //! * `balance/`: how connections reach workers: one file per [`Policy`];
 //!   `hand_off.rs` is the primary's accept-and-hand-off task for
-//!   round-robin and least-connections, with `stall.rs` and `congestion.rs`.
+//!   round-robin, least-connections and sticky, with `stall.rs` and
+//!   `congestion.rs`; `sticky.rs` is sticky's lookup table (shared with
+//!   the Node dispatcher).
 //! * `control/`: the control socket: its protocol, server, client, status
 //!   and journal, and the commands that steer the supervisor.
 //! * `metrics/`: the Prometheus and health endpoint (`--metrics`): the
@@ -139,7 +141,7 @@
 //!   (`ToPrimary`) or to a worker (`ToWorker`).
 //! * **Control**: corral's own words on that channel (`{"corral":"ready"}`,
 //!   heartbeats, stop), kept apart from the user's messages.
-//! * **Hand-off**: under round-robin and least-connections, the primary
+//! * **Hand-off**: under round-robin, least-connections and sticky, the primary
 //!   accepts and passes connections to workers over a second channel.
 //! * **Policy** / **balancer**: how connections reach workers, and its
 //!   implementation in the primary.

@@ -1,5 +1,5 @@
 //! The primary's side of the policies that hand connections out
-//! (`round-robin`, `least-connections`): one task owns the listening
+//! (`round-robin`, `least-connections`, `sticky`): one task owns the listening
 //! sockets, accepts many connections per wake-up, and sends them to workers
 //! over their hand-off channels, many descriptors per message. The policies
 //! differ only in how they [`Pick`] the worker for each connection.
@@ -69,6 +69,10 @@ const MAX_BAD_REPORTS: u32 = 10;
 impl Candidates for Vec<Target> {
     fn count(&self) -> usize {
         self.len()
+    }
+
+    fn slot(&self, index: usize) -> u32 {
+        self[index].key.slot
     }
 
     fn accepting(&self, index: usize) -> bool {
@@ -413,7 +417,7 @@ impl Dispatcher {
         while !self.waiting.is_empty() {
             let mut batches: Vec<Vec<Handed>> = self.targets.iter().map(|_| Vec::new()).collect();
             while let Some(handed) = self.waiting.pop() {
-                let Some(index) = self.pick.pick(&self.targets) else {
+                let Some(index) = self.pick.pick(&self.targets, handed.fd.as_fd()) else {
                     self.waiting.requeue(std::iter::once(handed));
                     break;
                 };

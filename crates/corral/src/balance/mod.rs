@@ -3,7 +3,7 @@
 //! `reuseport`); the ones where the primary hands connections out share the
 //! dispatcher in `hand_off.rs` (with the queue of `waiting.rs`) and differ
 //! only in how they [`Pick`](pick::Pick) a worker (`pick.rs`; `round_robin`,
-//! `least_connections`). Adding a policy touches its own file, the
+//! `least_connections`, `sticky_pick` with the rule of `sticky`). Adding a policy touches its own file, the
 //! [`Policy`] enum and [`Policy::balancer`].
 
 pub(crate) mod activation;
@@ -17,6 +17,8 @@ mod reuseport;
 mod round_robin;
 mod shared;
 mod stall;
+pub(crate) mod sticky;
+pub(crate) mod sticky_pick;
 mod waiting;
 
 use std::collections::HashMap;
@@ -56,15 +58,20 @@ pub enum Policy {
     /// The primary accepts and hands each connection to the ready worker
     /// with the fewest open connections.
     LeastConnections,
+    /// The primary accepts and hands each connection to the worker slot
+    /// its client's source address picks (a Maglev table over the ready
+    /// slots), so a client keeps its worker across that worker's restarts.
+    Sticky,
 }
 
 impl Policy {
     /// Every policy, in the order the CLI lists them.
-    pub const ALL: [Policy; 4] = [
+    pub const ALL: [Policy; 5] = [
         Policy::Shared,
         Policy::ReusePort,
         Policy::RoundRobin,
         Policy::LeastConnections,
+        Policy::Sticky,
     ];
 
     /// The name used on the command line and in logs.
@@ -74,6 +81,7 @@ impl Policy {
             Policy::ReusePort => "reuseport",
             Policy::RoundRobin => "round-robin",
             Policy::LeastConnections => "least-connections",
+            Policy::Sticky => "sticky",
         }
     }
 
@@ -91,13 +99,13 @@ impl Policy {
             Policy::ReusePort => Ok(Box::new(reuseport::SocketPerSlot::bind(
                 addresses, slots, backlog,
             )?)),
-            Policy::RoundRobin | Policy::LeastConnections if !kernel_steering => {
+            Policy::RoundRobin | Policy::LeastConnections | Policy::Sticky if !kernel_steering => {
                 let hand_off = self.hand_off(addresses, backlog, stalls)?;
                 let why = "--kernel-steering is off";
                 log_steering(self, hand_off.local_addrs(), Steering::HandOff, why);
                 Ok(hand_off)
             }
-            Policy::RoundRobin | Policy::LeastConnections => {
+            Policy::RoundRobin | Policy::LeastConnections | Policy::Sticky => {
                 match kernel::KernelSteered::bind(addresses, slots, backlog, self)? {
                     Ok(steered) => {
                         let why = "the SK_REUSEPORT program picks each connection's worker";
@@ -117,7 +125,8 @@ impl Policy {
         }
     }
 
-    /// The primary's hand-off dispatcher for this policy.
+    /// The primary's hand-off dispatcher for this policy: the policies
+    /// where the primary hands connections out differ only in their pick.
     fn hand_off(
         self,
         addresses: &[SocketAddr],
@@ -125,8 +134,9 @@ impl Policy {
         stalls: StallReport,
     ) -> Result<Box<dyn Balancer>, Error> {
         let pick: Box<dyn pick::Pick> = match self {
-            Policy::LeastConnections => Box::new(least_connections::LeastConnections::default()),
-            _ => Box::new(round_robin::RoundRobin::default()),
+            Policy::LeastConnections => Box::<least_connections::LeastConnections>::default(),
+            Policy::Sticky => Box::<sticky_pick::Sticky>::default(),
+            _ => Box::<round_robin::RoundRobin>::default(),
         };
         Ok(Box::new(hand_off::HandOff::bind(
             addresses, backlog, pick, stalls,
@@ -136,7 +146,10 @@ impl Policy {
     /// Whether the primary hands connections to workers (which then need
     /// the hand-off channel and must say they are ready).
     pub fn hands_off(self) -> bool {
-        matches!(self, Policy::RoundRobin | Policy::LeastConnections)
+        matches!(
+            self,
+            Policy::RoundRobin | Policy::LeastConnections | Policy::Sticky
+        )
     }
 
     /// Whether workers report the connections they close (the policy
@@ -169,7 +182,7 @@ impl FromStr for Policy {
     }
 }
 
-/// How the connections of a `round-robin` or `least-connections`
+/// How the connections of a `round-robin`, `least-connections` or `sticky`
 /// listener reach the workers (`corral status`'s `steering`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

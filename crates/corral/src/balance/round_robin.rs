@@ -2,6 +2,8 @@
 //! turn, skipping workers that cannot take connections right now (Node's
 //! `SCHED_RR`, without its per-connection cost: see `hand_off.rs`).
 
+use std::os::fd::BorrowedFd;
+
 use super::pick::{Candidates, Pick};
 
 #[derive(Debug, Default)]
@@ -10,7 +12,7 @@ pub(crate) struct RoundRobin {
 }
 
 impl Pick for RoundRobin {
-    fn pick(&mut self, targets: &dyn Candidates) -> Option<usize> {
+    fn pick(&mut self, targets: &dyn Candidates, _: BorrowedFd<'_>) -> Option<usize> {
         let count = targets.count();
         let chosen = (0..count)
             .map(|step| (self.next + step) % count)
@@ -22,11 +24,19 @@ impl Pick for RoundRobin {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
+    use crate::balance::pick::no_connection;
 
     fn picks(strategy: &mut RoundRobin, targets: &Vec<(bool, u64)>, count: usize) -> Vec<usize> {
+        let connection = no_connection();
         (0..count)
-            .map(|_| strategy.pick(targets).expect("a worker accepts"))
+            .map(|_| {
+                strategy
+                    .pick(targets, connection.as_fd())
+                    .expect("a worker accepts")
+            })
             .collect()
     }
 
@@ -49,8 +59,15 @@ mod tests {
 
     #[test]
     fn nobody_accepting_is_no_pick() {
+        let connection = no_connection();
         let mut strategy = RoundRobin::default();
-        assert_eq!(strategy.pick(&vec![(false, 0), (false, 0)]), None);
-        assert_eq!(strategy.pick(&Vec::<(bool, u64)>::new()), None);
+        assert_eq!(
+            strategy.pick(&vec![(false, 0), (false, 0)], connection.as_fd()),
+            None
+        );
+        assert_eq!(
+            strategy.pick(&Vec::<(bool, u64)>::new(), connection.as_fd()),
+            None
+        );
     }
 }

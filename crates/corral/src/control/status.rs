@@ -63,7 +63,7 @@ pub struct ListenerStatus {
     /// Connections waiting in the kernel's accept queue, summed over the
     /// address's sockets (one per slot under `reuseport`).
     pub queued: Option<u32>,
-    /// How `round-robin` and `least-connections` reach the workers here:
+    /// How `round-robin`, `least-connections` and `sticky` reach the workers here:
     /// `"kernel"` (an `SK_REUSEPORT` program) or `"hand-off"` (the
     /// primary accepts); `null` under `shared` and `reuseport`.
     #[serde(default)]

@@ -293,7 +293,7 @@ fn schedule_reloads(
 }
 
 /// Kernel steering for the addresses Node workers' `listen()` binds, under
-/// `round-robin` and `least-connections` where the program loads; one log
+/// `round-robin`, `least-connections` and `sticky` where the program loads; one log
 /// line says which and why.
 fn node_kernel_steering(settings: &Settings) -> Option<SteeredGroups> {
     let policy = settings.policy;

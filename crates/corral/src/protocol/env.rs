@@ -39,11 +39,11 @@ pub const MAX_MESSAGE_SIZE: &str = "CORRAL_MAX_MESSAGE_SIZE";
 /// The cluster's name, as given by `--name`.
 pub const CLUSTER_NAME: &str = "CORRAL_NAME";
 /// The cluster's balancing policy (`shared`, `reuseport`, `round-robin`,
-/// `least-connections`).
+/// `least-connections`, `sticky`).
 pub const POLICY: &str = "CORRAL_POLICY";
 /// The addresses the cluster listens on, as bound, comma-separated.
 pub const LISTEN_ADDRS: &str = "CORRAL_LISTEN_ADDRS";
-/// Under `round-robin` and `least-connections`: the descriptor of the
+/// Under `round-robin`, `least-connections` and `sticky`: the descriptor of the
 /// hand-off channel that brings accepted connections (see `handoff`).
 pub const HANDOFF_FD: &str = "CORRAL_HANDOFF_FD";
 /// Node.js: the IPC channel behind `process.send` (set for `node` workers).

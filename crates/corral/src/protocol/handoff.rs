@@ -1,5 +1,5 @@
-//! The hand-off channel of the `round-robin` and `least-connections`
-//! policies: a Unix `SOCK_SEQPACKET` socket per worker (`CORRAL_HANDOFF_FD`)
+//! The hand-off channel of the `round-robin`, `least-connections` and
+//! `sticky` policies: a Unix `SOCK_SEQPACKET` socket per worker (`CORRAL_HANDOFF_FD`)
 //! carrying accepted connections as `SCM_RIGHTS` descriptors, many per
 //! message. It is separate from the message channel so that a connection
 //! never waits behind a user message.

@@ -130,7 +130,7 @@ pub struct Fixed {
     pub listen: Vec<String>,
     #[serde(serialize_with = "describe::display")]
     pub policy: Policy,
-    /// Serve `round-robin` and `least-connections` with the kernel program
+    /// Serve `round-robin`, `least-connections` and `sticky` with the kernel program
     /// where it can load (`--kernel-steering`); off: always the hand-off.
     #[serde(serialize_with = "describe::on_off")]
     pub kernel_steering: bool,

@@ -9,7 +9,7 @@ use socket2::Socket;
 
 use super::eligible::Eligible;
 use super::program::{SteeringProgram, Unavailable};
-use crate::balance::{Policy, WorkerKey};
+use crate::balance::{Policy, WorkerKey, sticky};
 
 /// One address's program and the slots whose sockets are in its array (a
 /// socket is in at most one array, once: adding it again fails with
@@ -119,11 +119,22 @@ impl SteeredGroups {
         }
     }
 
-    /// Writes the eligible slots to every program.
+    /// Writes the eligible slots to every program, and under `sticky`
+    /// their Maglev table (`sticky::table`, the one the hand-off path
+    /// uses, so a client goes to the same slot either way). With no slot
+    /// eligible the table is left as it was: the program then leaves the
+    /// connection to the kernel's hash.
     fn publish(&mut self) {
         let slots = self.eligible.slots();
+        let table = (self.policy == Policy::Sticky).then(|| sticky::table(&slots));
         for group in &mut self.groups {
-            if let Err(err) = group.program.set_eligible(&slots) {
+            let program = &mut group.program;
+            let written = match &table {
+                Some(table) => program.set_sticky_table(table),
+                None => Ok(()),
+            }
+            .and_then(|()| program.set_eligible(&slots));
+            if let Err(err) = written {
                 tracing::error!("cannot update the steering program's eligible slots: {err}");
             }
         }

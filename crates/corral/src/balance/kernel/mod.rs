@@ -1,5 +1,5 @@
-//! Kernel steering: `round-robin` and `least-connections` served by an
-//! `SK_REUSEPORT` eBPF program instead of the primary's hand-off.
+//! Kernel steering: `round-robin`, `least-connections` and `sticky` served
+//! by an `SK_REUSEPORT` eBPF program instead of the primary's hand-off.
 //!
 //! The sockets are `reuseport`'s: one `SO_REUSEPORT` socket per address and
 //! worker slot, kept by the primary across the slot's restarts, and every
@@ -28,6 +28,14 @@
 //! has its count grow: least-connections then rotates over such workers
 //! exactly as round-robin does. A slot's new worker starts at the lowest
 //! count of the others, so it is neither flooded nor starved.
+//!
+//! # Sticky in the kernel
+//!
+//! The program hashes the client's address (FNV-1a over its 4 or 16
+//! bytes, read from the SYN's IP header) and looks the slot up in the
+//! `sticky_table` map, which the primary rewrites from `sticky::table` of
+//! the eligible slots at every change: the same function and table the
+//! hand-off path uses, so a client lands on the same slot either way.
 //!
 //! # Why aya
 //!
@@ -61,7 +69,7 @@ use crate::error::Error;
 pub(crate) use groups::{GroupIndex, SteeredGroups};
 pub(crate) use program::Unavailable;
 
-/// `round-robin` or `least-connections` steered in the kernel, on the
+/// `round-robin`, `least-connections` or `sticky` steered in the kernel, on the
 /// `--listen` addresses: address `i` is group `i`.
 pub(crate) struct KernelSteered {
     sockets: SocketPerSlot,

@@ -22,8 +22,6 @@ const CONFIG_POLICY: u32 = 0;
 const CONFIG_ELIGIBLE: u32 = 1;
 const POLICY_ROUND_ROBIN: u32 = 0;
 const POLICY_LEAST_CONNECTIONS: u32 = 1;
-/// Reserved for the sticky policy (the program's sticky path is built).
-#[allow(dead_code)]
 const POLICY_STICKY: u32 = 2;
 
 /// One loaded program and its maps, for one address's group of sockets.
@@ -151,8 +149,8 @@ impl SteeringProgram {
             .set(slot, closed.saturating_add(count).min(given), 0);
     }
 
-    /// Rewrites the sticky table (slot numbers, `TABLE_SIZE` entries).
-    #[allow(dead_code)] // Written once the sticky policy exists.
+    /// Rewrites the sticky table (slot numbers, `sticky::TABLE_SIZE`
+    /// entries).
     pub(crate) fn set_sticky_table(&mut self, table: &[u32]) -> std::io::Result<()> {
         for (index, slot) in table.iter().enumerate() {
             self.sticky_table
@@ -160,6 +158,12 @@ impl SteeringProgram {
                 .map_err(std::io::Error::other)?;
         }
         Ok(())
+    }
+
+    /// Entries of the sticky table map (its size in the object).
+    #[cfg(test)]
+    pub(crate) fn sticky_table_len(&self) -> u32 {
+        self.sticky_table.len()
     }
 
     fn set_config(&mut self, key: u32, value: u32) -> std::io::Result<()> {
@@ -172,6 +176,7 @@ impl SteeringProgram {
 fn policy_value(policy: Policy) -> u32 {
     match policy {
         Policy::LeastConnections => POLICY_LEAST_CONNECTIONS,
+        Policy::Sticky => POLICY_STICKY,
         _ => POLICY_ROUND_ROBIN,
     }
 }

@@ -68,6 +68,22 @@ fn steered(policy: Policy, slots: usize) -> Option<KernelSteered> {
 }
 
 #[test]
+fn the_programs_sticky_table_has_the_hand_off_tables_size() {
+    let program = match program::SteeringProgram::load(Policy::Sticky) {
+        Ok(program) => program,
+        Err(why) if !rustix::process::geteuid().is_root() => {
+            eprintln!("skipped, not root: {why}");
+            return;
+        }
+        Err(why) => panic!("the steering program does not load as root: {why}"),
+    };
+    assert_eq!(
+        program.sticky_table_len() as usize,
+        crate::balance::sticky::TABLE_SIZE
+    );
+}
+
+#[test]
 fn round_robin_alternates_exactly_over_the_eligible_slots() {
     let Some(mut steered) = steered(Policy::RoundRobin, 3) else {
         return;

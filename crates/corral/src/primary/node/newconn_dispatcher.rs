@@ -1,4 +1,4 @@
-//! `round-robin` and `least-connections` for Node workers: the primary
+//! `round-robin`, `least-connections` and `sticky` for Node workers: the primary
 //! accepts on the socket of one `listen()` address and hands each
 //! connection to a worker that listens on it, with Node's `newconn`
 //! message. It accepts only while some worker can take a connection, so
@@ -14,9 +14,18 @@
 //! picks the worker with the fewest connections sent and not yet answered
 //! (the one whose event loop is keeping up), ties in turn; under a steady
 //! load that is round-robin.
+//!
+//! `sticky` sends each connection to the slot its client's address picks
+//! (`balance/sticky.rs`) among the workers listening that can take one.
+//! Its limit of unanswered connections per worker is higher
+//! ([`STICKY_IN_FLIGHT_PER_WORKER`]): a client's connections must stay on
+//! its worker through a burst (a socket.io client polls and posts at once),
+//! and only a worker whose event loop stopped answering has its clients
+//! sent elsewhere.
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
@@ -27,12 +36,15 @@ use tokio::sync::Notify;
 
 use super::link::{Conn, ConnSource, Link};
 use crate::balance::Policy;
+use crate::balance::sticky_pick::{Tables, client_address};
 use crate::log::rate::warn_limited;
 use crate::sys::register_async;
 use crate::worker_key::WorkerKey;
 
 /// Connections sent to one worker and not yet answered.
 pub(crate) const IN_FLIGHT_PER_WORKER: usize = 4;
+/// The same under `sticky`, where going past it moves the worker's clients.
+pub(crate) const STICKY_IN_FLIGHT_PER_WORKER: usize = 64;
 
 /// A worker listening on the dispatcher's address.
 struct Member {
@@ -50,10 +62,14 @@ struct State {
     /// Connections refused or left unanswered by a worker that died, to
     /// hand out before accepting more.
     returned: VecDeque<Conn>,
+    /// The lookup tables of `sticky`.
+    tables: Tables,
 }
 
 pub(crate) struct Dispatcher {
-    least_connections: bool,
+    policy: Policy,
+    /// Connections a worker may have unanswered.
+    in_flight_limit: usize,
     state: Mutex<State>,
     /// Something changed: a member joined or answered, a connection came back.
     changed: Notify,
@@ -65,7 +81,11 @@ impl Dispatcher {
         listener.set_nonblocking(true)?;
         let listener = register_async(OwnedFd::from(listener), Interest::READABLE)?;
         let dispatcher = Arc::new(Dispatcher {
-            least_connections: policy == Policy::LeastConnections,
+            policy,
+            in_flight_limit: match policy {
+                Policy::Sticky => STICKY_IN_FLIGHT_PER_WORKER,
+                _ => IN_FLIGHT_PER_WORKER,
+            },
             state: Mutex::default(),
             changed: Notify::new(),
         });
@@ -154,14 +174,14 @@ impl Dispatcher {
         self.state()
             .members
             .iter()
-            .any(|member| member.in_flight < IN_FLIGHT_PER_WORKER)
+            .any(|member| member.in_flight < self.in_flight_limit)
     }
 
     /// Sends `conn` to the next worker; keeps it for later when none can
     /// take it.
     fn hand(self: &Arc<Self>, mut conn: Conn) {
         loop {
-            let Some((link, key)) = self.pick() else {
+            let Some((link, key)) = self.pick(&conn) else {
                 self.state().returned.push_front(conn);
                 return;
             };
@@ -176,23 +196,48 @@ impl Dispatcher {
         }
     }
 
-    /// The worker to send the next connection to, counted as in flight.
-    fn pick(&self) -> Option<(Arc<Link>, String)> {
+    /// The worker to send `conn` to, counted as in flight.
+    fn pick(&self, conn: &Conn) -> Option<(Arc<Link>, String)> {
         let mut state = self.state();
-        let count = state.members.len();
-        let start = state.next;
-        let candidates = (0..count)
-            .map(|offset| (start + offset) % count)
-            .filter(|&index| state.members[index].in_flight < IN_FLIGHT_PER_WORKER);
-        let index = if self.least_connections {
-            candidates.min_by_key(|&index| state.members[index].in_flight)
-        } else {
-            candidates.into_iter().next()
+        let index = match self.policy {
+            Policy::Sticky => self.by_client(&mut state, client_address(conn.as_fd())),
+            _ => self.in_turn(&state),
         }?;
         state.next = index + 1;
         let member = &mut state.members[index];
         member.in_flight += 1;
         Some((member.link.clone(), member.key.clone()))
+    }
+
+    /// Round-robin, or least-connections by connections in flight.
+    fn in_turn(&self, state: &State) -> Option<usize> {
+        let count = state.members.len();
+        let start = state.next;
+        let mut candidates = (0..count)
+            .map(|offset| (start + offset) % count)
+            .filter(|&index| state.members[index].in_flight < self.in_flight_limit);
+        if self.policy == Policy::LeastConnections {
+            candidates.min_by_key(|&index| state.members[index].in_flight)
+        } else {
+            candidates.next()
+        }
+    }
+
+    /// The member the client's address picks among those that can take a
+    /// connection; any of them for a client without one (a Unix socket).
+    fn by_client(&self, state: &mut State, client: Option<IpAddr>) -> Option<usize> {
+        let State {
+            members, tables, ..
+        } = state;
+        let able = |index: &usize| members[*index].in_flight < self.in_flight_limit;
+        let Some(client) = client else {
+            return (0..members.len()).find(able);
+        };
+        let eligible = (0..members.len())
+            .filter(able)
+            .map(|index| members[index].link.worker.slot);
+        let slot = tables.slot(eligible, client)?;
+        (0..members.len()).find(|index| able(index) && members[*index].link.worker.slot == slot)
     }
 }
 

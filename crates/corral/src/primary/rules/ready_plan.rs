@@ -47,7 +47,8 @@ pub(crate) struct StartKind {
     /// It is a rolling reload's replacement (else a first start or a
     /// restart).
     pub replacement: bool,
-    /// The policy hands connections out (round-robin, least-connections).
+    /// The policy hands connections out (round-robin, least-connections,
+    /// sticky).
     pub hands_off: bool,
 }
 
