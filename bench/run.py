@@ -44,6 +44,7 @@ CONFIGS = (
     h.Config(
         "corral-least-connections", "corral demo, least-connections (kernel steering)", "corral", "least-connections"
     ),
+    h.Config("corral-sticky", "corral demo, sticky (kernel steering)", "corral", "sticky"),
     h.Config(
         "corral-round-robin-hand-off",
         "corral demo, round-robin (hand-off)",
@@ -58,6 +59,7 @@ CONFIGS = (
         "least-connections",
         flags=HAND_OFF,
     ),
+    h.Config("corral-sticky-hand-off", "corral demo, sticky (hand-off)", "corral", "sticky", flags=HAND_OFF),
     h.Config("node-rr", "Node cluster, SCHED_RR", "node", "rr", h.NODE_CLUSTER),
     h.Config("node-none", "Node cluster, SCHED_NONE", "node", "none", h.NODE_CLUSTER),
     h.Config("pm2", "pm2 cluster mode (-i 2)", "pm2", app=h.NODE_APP),
@@ -105,6 +107,13 @@ COMPARISONS = (
         "corral-least-connections-hand-off",
         "corral-reuseport",
     ),
+    ("corral sticky ÷ corral reuseport", "corral-sticky", "corral-reuseport"),
+    (
+        f"{h.TUTORIAL}: corral round-robin ÷ corral reuseport",
+        "tutorial-corral-round-robin",
+        "tutorial-corral-reuseport",
+    ),
+    ("corral sticky (hand-off) ÷ corral reuseport", "corral-sticky-hand-off", "corral-reuseport"),
     ("corral least-connections ÷ corral round-robin (kernel)", "corral-least-connections", "corral-round-robin"),
     ("corral run node, reuseport ÷ Node cluster RR", "corral-node-reuseport", "node-rr"),
     ("corral run node, shared ÷ Node cluster RR", "corral-node-shared", "node-rr"),
@@ -454,7 +463,7 @@ def steering_goals(configs: list[h.Config], results: h.Results) -> str | None:
     """Issue 22's goals for kernel steering: its cost against reuseport, and least-connections on a mixed load."""
     present = {config.key for config in configs}
     goals = []
-    for policy in ("round-robin", "least-connections"):
+    for policy in ("round-robin", "least-connections", "sticky"):
         key = f"corral-{policy}"
         if {key, "corral-reuseport"} <= present:
             cpu = ratio(results, CLOSE, key, "corral-reuseport", lambda m: m.cpu_us_per_request)
