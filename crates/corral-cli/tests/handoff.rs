@@ -79,14 +79,7 @@ fn least_connections_steers_new_connections_away_from_a_busy_worker() {
     cluster.expect_event(Mark::START, "ready", Some(1));
     cluster.expect_event(Mark::START, "ready", Some(2));
     // Twenty held connections, which least-connections spreads evenly.
-    let held: Vec<KeepAlive> = (0..20).map(|_| KeepAlive::open(port).unwrap()).collect();
-    let (on_one, on_two): (Vec<KeepAlive>, Vec<KeepAlive>) =
-        held.into_iter().partition(|conn| conn.hello.id == 1);
-    assert_eq!(
-        (on_one.len(), on_two.len()),
-        (10, 10),
-        "held connections spread evenly"
-    );
+    let (on_one, on_two) = KeepAlive::twenty_split_evenly(port);
     // Worker 2's close; worker 1 still holds ten open connections.
     drop(on_two);
     let counts = shares(port, 40);

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::process::Command;
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, KeepAlive, Load, Mark, PATIENCE, Signal, corral_path, hello,
-    http_get, node_available, parse_hello, private_runtime_dir, send_signal, wait_until,
+    ClusterBuilder, ClusterProcess, KeepAlive, Load, Mark, PATIENCE, Signal, corral_path, get_from,
+    hello, http_get, node_available, parse_hello, private_runtime_dir, send_signal, wait_until,
 };
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
@@ -130,15 +130,9 @@ fn a_node_cluster_program_gets_its_slot_socket_and_an_exact_rotation() {
 
 /// The demo worker that answered `GET /` from the source address `from`.
 fn worker_from(from: &str, port: u16) -> u32 {
-    let output = Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "10"])
-        .args(["--interface", from])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
-        .expect("curl runs");
-    let body = String::from_utf8_lossy(&output.stdout);
+    let body = get_from(from, port);
     parse_hello(&body)
-        .unwrap_or_else(|| panic!("not a greeting from {from}: {body:?} {output:?}"))
+        .unwrap_or_else(|| panic!("not a greeting from {from}: {body:?}"))
         .id
 }
 
@@ -196,14 +190,7 @@ fn least_connections_in_the_kernel_steers_new_connections_away_from_a_busy_worke
     let port = cluster.port();
     assert_eq!(steering(&cluster), vec!["kernel"]);
     // Twenty held connections, which least-connections spreads evenly.
-    let held: Vec<KeepAlive> = (0..20).map(|_| KeepAlive::open(port).unwrap()).collect();
-    let (on_one, on_two): (Vec<KeepAlive>, Vec<KeepAlive>) =
-        held.into_iter().partition(|conn| conn.hello.id == 1);
-    assert_eq!(
-        (on_one.len(), on_two.len()),
-        (10, 10),
-        "held connections spread evenly"
-    );
+    let (on_one, on_two) = KeepAlive::twenty_split_evenly(port);
     // Worker 2's close, reported on its message channel; worker 1 still
     // holds ten open connections.
     drop(on_two);
