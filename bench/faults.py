@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Benchmark faults under load: rolling reloads, killed workers, time to replace a worker.
+"""Benchmark faults under load: rolling reloads (new connections, keep-alive), killed workers, replacement time.
 
 corral, Node's cluster module and pm2 each run 2 workers behind one port while
 8 client threads in this script send requests on new connections, paced to
 1,000/s, and count every one: succeeded, refused, or failed in flight (wrk
 cannot say which request failed when). Each scenario starts a fresh cluster:
-5 rolling reloads; a random worker SIGKILLed every 300 ms for 3 s; the time from
+5 rolling reloads; the same under keep-alive load (each client keeps one
+connection and does not retry); a random worker SIGKILLed every 300 ms for 3 s; the time from
 a worker's death to its replacement being ready (idle, 5 times). Unpinned.
 
 Run from the repository root:  python3 bench/faults.py [--quick] [--only SYSTEMS] [--scenarios …]
@@ -27,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import typing
@@ -70,7 +72,8 @@ READY_HOW = {
     "tutorial-corral-round-robin": CORRAL_READY + ", once the replacement's `listen()` is answered",
 }
 NO_RELOAD = {"tutorial-node-rr": "the program codes no reload: SIGHUP stops Node's primary"}
-SCENARIOS = ("reload", "kill", "ready")
+SCENARIOS = ("reload", "keepalive", "kill", "ready")
+KEEP_ALIVE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +157,7 @@ class Load:
                 if delay > 0 and self.stopping.wait(delay):
                     break
                 next_at = max(next_at + self.interval, time.monotonic())
-            outcome = self.request()
+            outcome = self.request(index)
             if outcome == "ok":
                 tally.succeeded += 1
                 done_at.append(time.monotonic())
@@ -164,16 +167,11 @@ class Load:
                 tally.failed += 1
                 tally.kinds[outcome] += 1
 
-    def request(self) -> str:
+    def request(self, _client: int) -> str:
         """One request on a new connection: "ok", "refused", or what went wrong."""
-        try:
-            sock = socket.create_connection(("127.0.0.1", self.port), timeout=REQUEST_TIMEOUT_S)
-        except ConnectionRefusedError:
-            return "refused"
-        except TimeoutError:
-            return "connect timeout"
-        except OSError as err:
-            return f"connect {type(err).__name__}"
+        sock = connect(self.port)
+        if isinstance(sock, str):
+            return sock
         try:
             sock.sendall(REQUEST)
             chunks = []
@@ -203,6 +201,153 @@ class Load:
         times = sorted([self.started, *(t for done in self.done_at for t in done if t < ended), ended])
         total.longest_pause_ms = 1000 * max(b - a for a, b in zip(times, times[1:], strict=False))
         return total
+
+
+def connect(port: int) -> socket.socket | str:
+    """A new connection to the cluster, or why there is none ("refused", …)."""
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT_S)
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "connect timeout"
+    except OSError as err:
+        return f"connect {type(err).__name__}"
+
+
+class KeepAliveLoad(Load):
+    """Client threads, each keeping one HTTP/1.1 connection and sending `GET /` on it, one after another.
+
+    A client that does not retry: a request sent on a kept connection that the
+    server then closes or resets without answering is lost (`closed
+    unanswered`, `reset`), as it would be for wrk or a browser's fetch. A
+    response with `Connection: close`, or a connection the server closed
+    between two requests and the client saw closed before sending, only makes
+    the client open a new connection for its next request.
+    """
+
+    def __init__(self, port: int, rate: float, clients: int = CLIENTS) -> None:
+        super().__init__(port, rate, clients)
+        self.connections: list[socket.socket | None] = [None] * clients
+        self.opened = [0] * clients  # connections each client opened
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        for index, sock in enumerate(self.connections):
+            if sock is not None:
+                sock.close()
+                self.connections[index] = None
+
+    def connection(self, client: int) -> socket.socket | str:
+        """The client's kept connection, a new one if the server closed it, or why there is none."""
+        sock = self.connections[client]
+        if sock is not None and closed_by_peer(sock):
+            sock.close()
+            sock = None
+        if sock is None:
+            sock = connect(self.port)
+            if isinstance(sock, str):
+                return sock
+            self.opened[client] += 1
+            self.connections[client] = sock
+        return sock
+
+    def request(self, client: int) -> str:
+        sock = self.connection(client)
+        if isinstance(sock, str):
+            return sock
+        outcome, keep = "ok", False
+        try:
+            sock.sendall(KEEP_ALIVE_REQUEST)
+            outcome, keep = read_response(sock)
+        except TimeoutError:
+            outcome = "timeout"
+        except ConnectionResetError:
+            outcome = "reset"
+        except BrokenPipeError:
+            outcome = "broken pipe"
+        except OSError as err:
+            outcome = type(err).__name__
+        if not keep:
+            sock.close()
+            self.connections[client] = None
+        return outcome
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the server closed (or reset) a kept connection that has nothing to read: seen without waiting."""
+    try:
+        sock.setblocking(False)
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        finally:
+            sock.setblocking(True)
+            sock.settimeout(REQUEST_TIMEOUT_S)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+class Truncated(Exception):
+    """The server closed the connection in the middle of a response."""
+
+
+class Reader:
+    """A connection's bytes, read as a response needs them (its head, a body, chunk by chunk)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.data = sock, b""
+
+    def until(self, mark: bytes) -> bytes:
+        """The bytes up to `mark` (consumed with it)."""
+        while mark not in self.data:
+            self.more()
+        found, _, self.data = self.data.partition(mark)
+        return found
+
+    def exactly(self, count: int) -> bytes:
+        while len(self.data) < count:
+            self.more()
+        found, self.data = self.data[:count], self.data[count:]
+        return found
+
+    def more(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise Truncated
+        self.data += chunk
+
+
+def read_response(sock: socket.socket) -> tuple[str, bool]:
+    """One response (a Content-Length or chunked body): its outcome, and whether the connection stays open."""
+    reader = Reader(sock)
+    try:
+        head = reader.until(b"\r\n\r\n")
+    except Truncated:
+        return ("closed unanswered" if not reader.data else "truncated answer"), False
+    try:
+        body = read_body(reader, head)
+    except Truncated:
+        return "truncated answer", False
+    if body is None:
+        return "no length", False
+    keep = re.search(rb"(?im)^connection:\s*close\s*$", head) is None
+    return check_response(head + b"\r\n\r\n" + body), keep
+
+
+def read_body(reader: Reader, head: bytes) -> bytes | None:
+    """The body the head announces; None when it announces no length (the body then ends with the connection)."""
+    if re.search(rb"(?im)^transfer-encoding:\s*chunked\s*$", head):
+        body = b""
+        while size := int(reader.until(b"\r\n").split(b";")[0], 16):
+            body += reader.exactly(size)
+            reader.until(b"\r\n")
+        while reader.until(b"\r\n"):  # trailers, up to the empty line
+            pass
+        return body
+    match = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    return None if match is None else reader.exactly(int(match.group(1)))
 
 
 def check_response(data: bytes) -> str:
@@ -267,9 +412,11 @@ def recover(cluster: h.Server, load: Load) -> None:
 # The scenarios
 
 
-def under_load(cluster: h.Server, plan: Plan, outcome: Outcome, faults: Callable[[], None]) -> None:
+def under_load(
+    cluster: h.Server, plan: Plan, outcome: Outcome, faults: Callable[[], None], kind: type[Load] = Load
+) -> None:
     """Load, a lead-in, the faults, recovery, a cool-down: what the clients saw goes in `outcome`."""
-    with Load(cluster.port, plan.rate) as load:
+    with kind(cluster.port, plan.rate) as load:
         time.sleep(LEAD_IN_S)
         faults()
         recover(cluster, load)
@@ -277,7 +424,7 @@ def under_load(cluster: h.Server, plan: Plan, outcome: Outcome, faults: Callable
         outcome.tally = load.stop()
 
 
-def scenario_reload(cluster: h.Server, plan: Plan, outcome: Outcome) -> None:
+def scenario_reload(cluster: h.Server, plan: Plan, outcome: Outcome, kind: type[Load] = Load) -> None:
     """`plan.reloads` rolling reloads under load, back to back or one every `plan.reload_every` s."""
 
     def reloads() -> None:
@@ -288,7 +435,12 @@ def scenario_reload(cluster: h.Server, plan: Plan, outcome: Outcome) -> None:
             outcome.faults += 1
             time.sleep(max(0.0, plan.reload_every - (time.monotonic() - begun)))
 
-    under_load(cluster, plan, outcome, reloads)
+    under_load(cluster, plan, outcome, reloads, kind)
+
+
+def scenario_keep_alive(cluster: h.Server, plan: Plan, outcome: Outcome) -> None:
+    """The rolling reloads of `scenario_reload`, under keep-alive load."""
+    scenario_reload(cluster, plan, outcome, KeepAliveLoad)
 
 
 def reload(cluster: h.Server) -> None:
@@ -380,6 +532,7 @@ def pm2_online_pids(cluster: h.Server) -> set[int]:
 
 RUNNERS: dict[str, Callable[[h.Server, Plan, Outcome], None]] = {
     "reload": scenario_reload,
+    "keepalive": scenario_keep_alive,
     "kill": scenario_kill,
     "ready": scenario_ready,
 }
@@ -439,9 +592,10 @@ def outcome_of(results: h.Results, key: tuple[str, str]) -> tuple[str | None, Ou
 
 
 def load_table(scenario: str, systems: list[h.Config], results: h.Results) -> str:
-    head = ["system", "reloads" if scenario == "reload" else "workers killed", "requests succeeded"]
+    reloads = scenario in ("reload", "keepalive")
+    head = ["system", "reloads" if reloads else "workers killed", "requests succeeded"]
     head += ["connections refused", "other failures", "failure kinds", "longest pause ms", "req/s", "load avg"]
-    if scenario == "reload":
+    if reloads:
         head.insert(2, "ms per reload (median)")
     rows = []
     for system in systems:
@@ -451,7 +605,7 @@ def load_table(scenario: str, systems: list[h.Config], results: h.Results) -> st
             continue
         t = outcome.tally
         cells = [str(outcome.faults)]
-        if scenario == "reload":
+        if reloads:
             cells.append(f"{1000 * statistics.median(outcome.fault_seconds):,.0f}")
         kinds = ", ".join(f"{kind} {count}" for kind, count in t.kinds.most_common()) or "–"
         cells += [f"{t.succeeded:,}", f"**{t.refused}**", f"**{t.failed}**", kinds, f"{t.longest_pause_ms:,.0f}"]
@@ -536,6 +690,18 @@ def make_report(
             "to `bench/node/cluster_reload.js`, then its `rolling reload complete` line; "
             f"pm2: `pm2 reload {PM2_NAME}`.\n\n" + load_table("reload", args.systems, results)
         )
+    if "keepalive" in args.scenarios:
+        parts.append(
+            f"## 1b. Rolling reload: {plan.reloads} "
+            + (f"one every {plan.reload_every:g} s" if plan.reload_every else "back to back")
+            + " under keep-alive load\n\n"
+            f"The reloads of section 1, while each of the {CLIENTS} clients keeps one HTTP/1.1 connection "
+            "and sends its requests on it, one after another, at the same pace, and never retries: a request "
+            "sent on a kept connection that the server then closes without answering is lost "
+            "(`closed unanswered`, `reset`). A response with `Connection: close`, or a connection seen closed "
+            "before the next request, makes the client open a new one.\n\n"
+            + load_table("keepalive", args.systems, results)
+        )
     if "kill" in args.scenarios:
         parts.append(
             f"## 2. A random worker SIGKILLed every {KILL_INTERVAL_S * 1000:.0f} ms for "
@@ -617,9 +783,13 @@ def main(argv: list[str]) -> int:
             results.unavailable[(system.key, "ready")] = "not timed: bench/README.md says why"
         if system.key in NO_RELOAD:
             results.unavailable[(system.key, "reload")] = NO_RELOAD[system.key]
+            results.unavailable[(system.key, "keepalive")] = NO_RELOAD[system.key]
     versions = h.tool_versions()
     load_start = os.getloadavg()[0]
-    with h.log_directory(args.logs) as logs:
+    with h.log_directory(args.logs) as logs, tempfile.TemporaryDirectory(prefix="corral-faults-") as runtime:
+        # corral's control sockets in a runtime directory of this run's own: a cluster of the same name
+        # running on this machine (the tutorial program's, from bench/run.py) would refuse to start.
+        os.environ["XDG_RUNTIME_DIR"] = runtime
         ctx = h.Context(corral=corral, port=h.choose_port(args.port), logs=logs)
         if not h.measure_all(lambda: run_all(args, ctx, results)):
             return 130

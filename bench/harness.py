@@ -448,7 +448,7 @@ class Config:
     policy: str = ""  # corral --policy, or Node's scheduling policy (rr, none)
     app: Path | None = None  # the Node program (corral: run it as COMMAND; None: corral's demo worker)
     cluster_program: bool = False  # `app` is a Node cluster program: it listens on PORT itself, announces nothing
-    flags: tuple[str, ...] = ()  # more `corral run` flags
+    corral_args: tuple[str, ...] = ()  # more options for `corral run` (e.g. --node-agent off)
 
 
 TUTORIAL = "tutorial cluster program"
@@ -461,6 +461,20 @@ def tutorial(kind: str, policy: str = "") -> Config:
     label = ", ".join(part for part in (TUTORIAL, TUTORIAL_PRIMARIES[kind], shown) if part)
     key = "-".join(part for part in ("tutorial", kind, policy) if part)
     return Config(key, label, kind, policy, NODE_TUTORIAL, cluster_program=True)
+
+
+def node_agent(setting: str) -> Config:
+    """The tutorial's cluster program under corral (reuseport) with its Node agent `on` or `off`."""
+    label = f"{TUTORIAL}, corral primary, reuseport, --node-agent {setting}"
+    return Config(
+        f"corral-node-agent-{setting}",
+        label,
+        "corral",
+        "reuseport",
+        NODE_TUTORIAL,
+        cluster_program=True,
+        corral_args=("--node-agent", setting),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -666,8 +680,9 @@ def start_corral(server: Server) -> None:
     `corral run -w 2 -- node program.js`.
     """
     config = server.config
-    argv = [str(server.ctx.corral), "run", "-w", str(WORKERS), "--policy", config.policy, "--grace", "2", *config.flags]
+    argv = [str(server.ctx.corral), "run", "-w", str(WORKERS), "--policy", config.policy, "--grace", "2"]
     argv += [] if config.cluster_program else ["-l", f"127.0.0.1:{server.port}"]
+    argv += list(config.corral_args)
     argv += [] if config.app is None else ["--", "node", str(config.app)]
     start_primary(server, argv, "corral", node_env(server))
 

@@ -50,16 +50,16 @@ CONFIGS = (
         "corral demo, round-robin (hand-off)",
         "corral",
         "round-robin",
-        flags=HAND_OFF,
+        corral_args=HAND_OFF,
     ),
     h.Config(
         "corral-least-connections-hand-off",
         "corral demo, least-connections (hand-off)",
         "corral",
         "least-connections",
-        flags=HAND_OFF,
+        corral_args=HAND_OFF,
     ),
-    h.Config("corral-sticky-hand-off", "corral demo, sticky (hand-off)", "corral", "sticky", flags=HAND_OFF),
+    h.Config("corral-sticky-hand-off", "corral demo, sticky (hand-off)", "corral", "sticky", corral_args=HAND_OFF),
     h.Config("node-rr", "Node cluster, SCHED_RR", "node", "rr", h.NODE_CLUSTER),
     h.Config("node-none", "Node cluster, SCHED_NONE", "node", "none", h.NODE_CLUSTER),
     h.Config("pm2", "pm2 cluster mode (-i 2)", "pm2", app=h.NODE_APP),
@@ -68,6 +68,7 @@ CONFIGS = (
     *(h.tutorial("node", policy) for policy in ("rr", "none")),
     h.tutorial("pm2"),
     *(h.tutorial("corral", policy) for policy in ("reuseport", "round-robin")),
+    *(h.node_agent(setting) for setting in ("on", "off")),
 )
 
 
@@ -118,6 +119,7 @@ COMPARISONS = (
     ("corral run node, reuseport ÷ Node cluster RR", "corral-node-reuseport", "node-rr"),
     ("corral run node, shared ÷ Node cluster RR", "corral-node-shared", "node-rr"),
     ("corral run node, reuseport ÷ pm2", "corral-node-reuseport", "pm2"),
+    ("corral's Node agent: on ÷ off", "corral-node-agent-on", "corral-node-agent-off"),
     *(
         (f"{h.TUTORIAL}: corral {policy} ÷ {other}", f"tutorial-corral-{policy}", key)
         for policy in ("reuseport", "round-robin")
@@ -483,6 +485,30 @@ def steering_goals(configs: list[h.Config], results: h.Results) -> str | None:
     )
 
 
+def agent_goals(configs: list[h.Config], results: h.Results) -> str | None:
+    """Issue 21's goal: corral's Node agent (request metrics, keep-alive drain) does not show in CPU per request."""
+    present = {config.key for config in configs}
+    keys = ("corral-node-agent-on", "corral-node-agent-off")
+    if not set(keys) <= present:
+        return None
+    goals = []
+    costs = []
+    for mode in (mode for mode in MODES if mode.slow_every == 0):
+        cpu = ratio(results, mode, *keys, lambda m: m.cpu_us_per_request)
+        goals.append((f"{mode.key}: server CPU/req, agent on ÷ off ≤ 1.02×", cpu, "{:.3f}×", lambda v: v <= 1.02))
+        on, off = (h.median(m.cpu_us_per_request for m in series(results, key, mode) if m is not None) for key in keys)
+        if on is not None and off is not None:
+            costs.append(f"{mode.key} {on:.1f} vs {off:.1f} µs/req ({on - off:+.1f} µs)")
+    return (
+        "## corral's Node agent: its cost per request (issue 21)\n\n"
+        f"The {h.TUTORIAL} under corral (reuseport), `--node-agent on` and `off` in the same rounds; "
+        "medians of per-round ratios. Server CPU per request, medians, on vs off: "
+        + ("; ".join(costs) or "not measured")
+        + ".\n\n"
+        + h.goal_table("goal", goals)
+    )
+
+
 def disturbance_notes(configs: list[h.Config], results: h.Results) -> list[str]:
     """One note per row and mode whose kept runs were disturbed by other processes."""
     return [
@@ -523,6 +549,7 @@ def make_report(
         steering_goals(args.configs, results),
         handoff_goals(args.configs, results),
         node_goals(args.configs, results),
+        agent_goals(args.configs, results),
     ):
         if goals:
             parts.append(goals)

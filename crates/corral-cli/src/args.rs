@@ -544,7 +544,8 @@ pub struct RunArgs {
     pub max_memory: Option<u64>,
 
     /// Replace a worker gracefully after it served N requests (as counted
-    /// by the worker: demo and library workers do; a COMMAND's workers send
+    /// by the worker: demo and library workers do; corral's Node agent
+    /// counts a Node worker's HTTP requests; other COMMANDs' workers send
     /// {"corral":{"served":N}}) [default: off]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=corral::cli_support::MAX_REQUESTS))]
     pub max_requests: Option<u64>,
@@ -617,6 +618,13 @@ pub struct RunArgs {
     /// keep-alive clients lose no request on a reload (docs/node.md)
     #[arg(long, value_name = "on|off", action = clap::ArgAction::Set, default_value = on_off(fixed().node_agent), value_parser = parse_on_off)]
     pub node_agent: bool,
+
+    /// With the Node agent, close a draining worker's WebSockets with 1001
+    /// (going away) over SECONDS from the drain's start, spread evenly (0:
+    /// all at once), so clients reconnect to the new workers; each client
+    /// then has 1 s to answer. Keep it within --grace
+    #[arg(long, value_name = "SECONDS", default_value_t = Seconds(reloadable().ws_close_after), value_parser = parse_seconds, allow_negative_numbers = true)]
+    pub ws_close_after: Seconds,
     /// The control socket: a path, or `none` for no control socket
     /// [default: $XDG_RUNTIME_DIR/corral/NAME.sock, /run/corral/NAME.sock
     /// for root, else /tmp/corral-UID/NAME.sock]
@@ -674,6 +682,7 @@ impl RunArgs {
             .ready(run.ready)
             .node(run.node)
             .node_agent(run.node_agent)
+            .ws_close_after(run.ws_close_after.0)
             .max_surge(run.max_surge as usize)
             .stable_after(run.stable_after.0)
             .max_restart_delay(run.max_restart_delay.0)

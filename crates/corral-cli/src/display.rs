@@ -55,6 +55,21 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// A short duration as `850µs`, `12.5ms`, `230ms`, `1.25s`.
+pub(crate) fn human_latency(seconds: f64) -> String {
+    // Not `max(0.0)`, which may keep -0.0 (shown "-0µs").
+    let seconds = if seconds > 0.0 { seconds } else { 0.0 };
+    if seconds < 0.001 {
+        format!("{:.0}µs", seconds * 1e6)
+    } else if seconds < 0.1 {
+        format!("{:.1}ms", seconds * 1e3)
+    } else if seconds < 1.0 {
+        format!("{:.0}ms", seconds * 1e3)
+    } else {
+        format!("{seconds:.2}s")
+    }
+}
+
 /// Seconds since the epoch as RFC 3339 UTC with milliseconds.
 pub(crate) fn timestamp(seconds: f64) -> String {
     // RFC 3339 in UTC, always with milliseconds, so lines align.
@@ -76,6 +91,15 @@ pub(crate) fn or_dash<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latencies_read_at_a_glance() {
+        assert_eq!(human_latency(0.000_85), "850µs");
+        assert_eq!(human_latency(0.0125), "12.5ms");
+        assert_eq!(human_latency(0.23), "230ms");
+        assert_eq!(human_latency(1.25), "1.25s");
+        assert_eq!(human_latency(-0.0), "0µs");
+    }
 
     #[test]
     fn durations_and_sizes_read_well() {

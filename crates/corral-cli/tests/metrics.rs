@@ -2,49 +2,10 @@
 //! `promtool check metrics` on a live scrape, and the health endpoints a
 //! Kubernetes probe or a load balancer asks.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use corral_testkit::{
-    ClusterBuilder, PATIENCE, Signal, free_port, hello, http_get, send_signal, wait_until,
+    ClusterBuilder, PATIENCE, Signal, free_port, hello, http_get, promtool, sample, scrape,
+    send_signal, wait_until,
 };
-
-fn scrape(port: u16) -> String {
-    let response = http_get(port, "/metrics").expect("the endpoint answers");
-    assert_eq!(response.status, 200, "{response:?}");
-    response.body
-}
-
-/// The value of the sample line named exactly `series`, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}
-
-/// `promtool check metrics` on `text`; `None` when promtool is missing.
-fn promtool(text: &str) -> Option<(bool, String)> {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(_) => return None,
-    };
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(text.as_bytes())
-        .expect("promtool reads");
-    let output = child.wait_with_output().expect("promtool runs");
-    let said = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    Some((output.status.success(), said))
-}
 
 #[test]
 fn a_live_scrape_passes_promtool_and_counts_restarts_and_reloads() {

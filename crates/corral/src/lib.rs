@@ -173,8 +173,9 @@ pub use balance::{Policy, Steering};
 pub use cluster::{Cluster, is_worker};
 pub use control::ControlSocket;
 pub use control::status::{
-    EnvironmentStatus, ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason,
-    Status, WorkerState, WorkerStatus,
+    AGENT_LATENCY_BUCKETS, AgentMetrics, Draining, EnvironmentStatus, LatencyHistogram,
+    ListenerStatus, ReloadOutcome, ReloadResult, ReloadStats, RestartReason, Status, WorkerState,
+    WorkerStatus,
 };
 pub use error::{BoxError, Error, WorkerResult};
 pub use limits::MAX_WORKERS;
@@ -188,7 +189,7 @@ pub use settings::{DEFAULT_BACKLOG, DEFAULT_GRACE, default_workers};
 pub use worker::Worker;
 pub use worker::connection::Connection;
 pub use worker::listener::Listener;
-pub use worker::mailbox::{Messages, Origin, Received, WorkerSender};
+pub use worker::mailbox::{Messages, Origin, Received, ReceivedAs, WorkerSender};
 pub use worker::requests::RequestCounter;
 
 /// What the `corral` command needs from this crate and a library user does

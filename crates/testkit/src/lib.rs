@@ -29,6 +29,7 @@ mod http;
 mod load;
 mod os;
 mod process;
+mod prometheus;
 mod runtime_dir;
 mod wait;
 
@@ -41,6 +42,7 @@ pub use os::{
     process_alive, resident_kib, scheduling_policy, send_signal,
 };
 pub use process::{ClusterProcess, finish, status_workers};
+pub use prometheus::{promtool, sample, scrape};
 pub use runtime_dir::private_runtime_dir;
 pub use wait::wait_until;
 

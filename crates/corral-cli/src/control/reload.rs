@@ -23,10 +23,16 @@ pub(crate) fn run(args: &ReloadArgs) -> anyhow::Result<()> {
                 return print_json(&reply);
             }
             let text = match (&reply.outcome, reply.started) {
-                (Some(outcome), _) => format!(
-                    "reload completed: {} workers replaced in {:.1}s\n",
-                    outcome.replaced, outcome.duration_seconds
-                ),
+                (Some(outcome), _) => {
+                    let mut line = format!(
+                        "reload completed: {} workers replaced in {:.1}s",
+                        outcome.replaced, outcome.duration_seconds
+                    );
+                    if let Some(still) = outcome.draining.describe() {
+                        line.push_str(&format!("; {still}"));
+                    }
+                    line + "\n"
+                }
                 (None, true) => "reload started\n".to_string(),
                 (None, false) => "reload queued: it follows the reload under way\n".to_string(),
             };

@@ -3,7 +3,7 @@
 use corral::Status;
 
 use crate::args::ClusterArgs;
-use crate::display::{human_bytes, human_uptime, or_dash, print, print_json};
+use crate::display::{human_bytes, human_latency, human_uptime, or_dash, print, print_json};
 use crate::target;
 
 pub(crate) fn run(args: &ClusterArgs) -> anyhow::Result<()> {
@@ -73,6 +73,9 @@ pub(crate) fn render(status: &Status) -> String {
     }
     out.push_str(&line);
     out.push('\n');
+    if let Some(still) = status.draining().describe() {
+        out.push_str(&format!("{still}\n"));
+    }
     let environment = &status.environment;
     if environment.profile.is_some() || !environment.files.is_empty() {
         let mut line = format!(
@@ -121,6 +124,38 @@ pub(crate) fn render(status: &Status) -> String {
             or_dash(worker.connections, |n| n.to_string()),
             or_dash(worker.requests, |n| n.to_string()),
             or_dash(worker.heartbeat_age_seconds, |s| format!("{s:.1}s")),
+        ));
+    }
+    out.push_str(&agent_table(status));
+    out
+}
+
+/// What corral's Node agent reports of Node workers, a row per worker
+/// with a report; nothing when none has one.
+fn agent_table(status: &Status) -> String {
+    let reporting = status
+        .workers
+        .iter()
+        .filter_map(|worker| Some((worker, worker.agent.as_ref()?)));
+    let mut out = String::new();
+    for (worker, agent) in reporting {
+        if out.is_empty() {
+            out.push_str(&format!(
+                "\nrequests (Node agent):\n{:>4} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+                "ID", "PID", "REQUESTS", "IN-FLIGHT", "P50", "P95", "P99", "LAG", "HEAP"
+            ));
+        }
+        out.push_str(&format!(
+            "{:>4} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            worker.id,
+            worker.pid,
+            worker.requests.unwrap_or(0),
+            agent.requests_in_flight,
+            or_dash(agent.latency_p50_seconds, human_latency),
+            or_dash(agent.latency_p95_seconds, human_latency),
+            or_dash(agent.latency_p99_seconds, human_latency),
+            human_latency(agent.event_loop_lag_seconds),
+            human_bytes(agent.heap_used_bytes),
         ));
     }
     out

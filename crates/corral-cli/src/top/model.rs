@@ -31,7 +31,7 @@ impl Model {
     pub(crate) fn update(&mut self, status: Status, elapsed: Duration) {
         if let Some(previous) = &self.status {
             self.rates = request_rates(previous, &status, elapsed);
-            let total: f64 = self.rates.values().sum();
+            let total = self.total_rate();
             if self.history.len() == HISTORY {
                 self.history.pop_front();
             }
@@ -41,7 +41,8 @@ impl Model {
     }
 
     pub(crate) fn total_rate(&self) -> f64 {
-        self.rates.values().sum()
+        // Not `sum()`: summing no f64 gives -0.0, shown as "-0".
+        self.rates.values().fold(0.0, |total, rate| total + rate)
     }
 
     /// Keeps an event's line, escaped: it may carry a worker's text, and a
@@ -106,6 +107,7 @@ pub(crate) mod tests {
             connections: None,
             requests,
             heartbeat_age_seconds: None,
+            agent: None,
         }
     }
 
@@ -154,5 +156,12 @@ pub(crate) mod tests {
         assert_eq!(model.history.len(), HISTORY);
         assert_eq!(model.history.back(), Some(&5));
         assert_eq!(model.total_rate(), 5.0);
+    }
+
+    #[test]
+    fn no_rates_total_a_positive_zero() {
+        let model = Model::default();
+        assert_eq!(format!("{:.0}", model.total_rate()), "0");
+        assert!(model.total_rate().is_sign_positive());
     }
 }

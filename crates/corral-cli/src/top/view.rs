@@ -9,7 +9,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Cell, List, ListItem, Paragraph, Row, Sparkline, Table};
 
 use super::model::Model;
-use crate::display::{human_bytes, human_uptime, or_dash};
+use crate::display::{human_bytes, human_latency, human_uptime, or_dash};
 
 pub(crate) const KEYS: &str = "q quit   r reload   + scale up   - scale down";
 
@@ -101,7 +101,8 @@ fn draw_header(frame: &mut Frame, area: Rect, model: &Model, gone: Option<&str>)
 fn draw_workers(frame: &mut Frame, area: Rect, model: &Model) {
     let header = Row::new(
         [
-            "ID", "PID", "STATE", "UPTIME", "RESTARTS", "CPU%", "MEMORY", "REQ/S", "CONNS",
+            "ID", "PID", "STATE", "UPTIME", "RESTARTS", "CPU%", "MEMORY", "REQUESTS", "REQ/S",
+            "CONNS", "P95", "LAG", "HEAP",
         ]
         .map(Cell::from),
     )
@@ -112,6 +113,7 @@ fn draw_workers(frame: &mut Frame, area: Rect, model: &Model) {
         .flat_map(|status| status.workers.iter())
         .map(|worker| {
             let state = serde_json::to_value(worker.state).unwrap_or_default();
+            let agent = worker.agent.as_ref();
             let restarts = match worker.last_restart_reason {
                 Some(reason) if worker.restarts > 0 => format!("{} ({reason})", worker.restarts),
                 _ => worker.restarts.to_string(),
@@ -124,8 +126,13 @@ fn draw_workers(frame: &mut Frame, area: Rect, model: &Model) {
                 restarts,
                 or_dash(worker.cpu_percent, |p| format!("{p:.1}")),
                 or_dash(worker.rss_bytes, human_bytes),
+                or_dash(worker.requests, |n| n.to_string()),
                 or_dash(model.rates.get(&worker.pid), |r| format!("{r:.0}")),
                 or_dash(worker.connections, |n| n.to_string()),
+                // What corral's Node agent reports of a Node worker.
+                or_dash(agent.and_then(|a| a.latency_p95_seconds), human_latency),
+                or_dash(agent.map(|a| a.event_loop_lag_seconds), human_latency),
+                or_dash(agent.map(|a| a.heap_used_bytes), human_bytes),
             ])
         })
         .collect();
@@ -137,8 +144,12 @@ fn draw_workers(frame: &mut Frame, area: Rect, model: &Model) {
         Constraint::Length(14),
         Constraint::Length(7),
         Constraint::Length(8),
-        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Length(7),
         Constraint::Length(6),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
     ];
     frame.render_widget(
         Table::new(rows, widths)
@@ -219,5 +230,33 @@ mod tests {
         assert!(!shown.contains(['\x1b', '\x07']), "{shown:?}");
         assert!(shown.contains("api\\x1b]0;owned\\x07"), "{shown}");
         assert!(shown.contains("/tmp/x\\nINFO stopped\\x1b[2J"), "{shown}");
+    }
+
+    #[test]
+    fn node_workers_show_p95_lag_and_heap_and_no_negative_zero() {
+        let mut model = Model::default();
+        let mut node = worker(1, 4242, Some(40));
+        node.agent = Some(corral::AgentMetrics {
+            requests_in_flight: 1,
+            latency: corral::LatencyHistogram::default(),
+            latency_p50_seconds: Some(0.0007),
+            latency_p95_seconds: Some(0.08),
+            latency_p99_seconds: Some(0.096),
+            event_loop_lag_seconds: 0.0021,
+            event_loop_lag_p99_seconds: 0.01,
+            heap_used_bytes: 5 << 20,
+            report_age_seconds: 0.3,
+        });
+        model.update(
+            status(vec![node, worker(2, 4343, None)]),
+            std::time::Duration::from_secs(1),
+        );
+        let shown = screen(&model, 120, 40);
+        let row = shown.lines().find(|line| line.contains("4242")).unwrap();
+        for cell in ["40", "80.0ms", "2.1ms", "5.0M"] {
+            assert!(row.contains(cell), "{cell} in {row}");
+        }
+        assert!(shown.contains("requests/s: 0 "), "{shown}");
+        assert!(!shown.contains("-0"), "{shown}");
     }
 }

@@ -17,6 +17,7 @@
 //! * `command`: what the server asks of the supervisor;
 //! * [`client`]: a blocking client, what the `corral` commands use.
 
+mod agent_metrics;
 pub mod client;
 pub(crate) mod command;
 pub(crate) mod journal;

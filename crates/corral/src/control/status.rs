@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::balance::{Policy, Steering};
+pub use crate::control::agent_metrics::{AGENT_LATENCY_BUCKETS, AgentMetrics, LatencyHistogram};
 
 /// A cluster at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +137,39 @@ pub struct ReloadOutcome {
     pub duration_seconds: f64,
     /// How long ago it ended.
     pub ended_seconds_ago: f64,
+    /// The old workers still draining when it ended (a worker holding
+    /// WebSockets or long requests drains after the reload completes).
+    #[serde(default)]
+    pub draining: Draining,
+}
+
+/// Workers asked to stop and not exited yet, while the cluster runs on:
+/// the old workers of a reload, finishing what they hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draining {
+    pub workers: usize,
+    /// Their open connections, where the primary counts them (the
+    /// policies that hand connections out; see `WorkerStatus::connections`).
+    pub connections: Option<u64>,
+}
+
+impl Draining {
+    /// What "… still draining" says, if any worker does: `2 old workers
+    /// still draining (5 connections)`.
+    pub fn describe(&self) -> Option<String> {
+        if self.workers == 0 {
+            return None;
+        }
+        let workers = match self.workers {
+            1 => "1 old worker".to_string(),
+            n => format!("{n} old workers"),
+        };
+        Some(match self.connections {
+            Some(1) => format!("{workers} still draining (1 connection)"),
+            Some(n) => format!("{workers} still draining ({n} connections)"),
+            None => format!("{workers} still draining"),
+        })
+    }
 }
 
 /// The two ways a rolling reload ends.
@@ -192,10 +226,15 @@ pub struct WorkerStatus {
     /// `round-robin`).
     pub connections: Option<u64>,
     /// Requests served, once the worker reported any (demo and library
-    /// workers count; a COMMAND's workers send `{"corral":{"served":N}}`).
+    /// workers count; a COMMAND's workers send `{"corral":{"served":N}}`;
+    /// corral's Node agent counts a Node worker's HTTP requests).
     pub requests: Option<u64>,
     /// Seconds since the worker's last heartbeat, once it sent one.
     pub heartbeat_age_seconds: Option<f64>,
+    /// What corral's Node agent last reported of a Node worker (`None` for
+    /// other workers, and before the first report).
+    #[serde(default)]
+    pub agent: Option<AgentMetrics>,
 }
 
 /// Why a worker was replaced.
@@ -248,12 +287,33 @@ impl fmt::Display for RestartReason {
 }
 
 impl Status {
+    /// The old workers still draining while the cluster runs on (none
+    /// once it stops: then every worker drains).
+    pub fn draining(&self) -> Draining {
+        if self.stopping {
+            return Draining::default();
+        }
+        draining(&self.workers)
+    }
+
     /// Workers that are ready (the slots' workers serving).
     pub fn ready_workers(&self) -> usize {
         self.workers
             .iter()
             .filter(|worker| worker.state == WorkerState::Ready)
             .count()
+    }
+}
+
+/// The workers among `workers` asked to stop, and their connections.
+pub(crate) fn draining(workers: &[WorkerStatus]) -> Draining {
+    let stopping: Vec<&WorkerStatus> = workers
+        .iter()
+        .filter(|worker| worker.state == WorkerState::Stopping)
+        .collect();
+    Draining {
+        workers: stopping.len(),
+        connections: stopping.iter().map(|worker| worker.connections).sum(),
     }
 }
 
@@ -275,6 +335,42 @@ mod policy_name {
 mod tests {
     use super::*;
     use WorkerState;
+
+    #[test]
+    fn draining_workers_are_described_with_their_connections_when_counted() {
+        let draining = |workers, connections| Draining {
+            workers,
+            connections,
+        };
+        assert_eq!(draining(0, Some(3)).describe(), None);
+        assert_eq!(
+            draining(1, None).describe().unwrap(),
+            "1 old worker still draining"
+        );
+        assert_eq!(
+            draining(2, Some(5)).describe().unwrap(),
+            "2 old workers still draining (5 connections)"
+        );
+    }
+
+    #[test]
+    fn only_stopping_workers_of_a_running_cluster_are_draining() {
+        let mut status = sample();
+        assert_eq!(status.draining().workers, 0);
+        let mut old = status.workers[0].clone();
+        old.state = WorkerState::Stopping;
+        old.connections = Some(4);
+        status.workers.push(old);
+        assert_eq!(
+            status.draining(),
+            Draining {
+                workers: 1,
+                connections: Some(4)
+            }
+        );
+        status.stopping = true;
+        assert_eq!(status.draining().workers, 0);
+    }
 
     fn sample() -> Status {
         Status {
@@ -302,6 +398,7 @@ mod tests {
                     replaced: 1,
                     duration_seconds: 0.5,
                     ended_seconds_ago: 1.0,
+                    draining: Draining::default(),
                 }),
             },
             workers: vec![WorkerStatus {
@@ -319,6 +416,7 @@ mod tests {
                 connections: None,
                 requests: Some(7),
                 heartbeat_age_seconds: None,
+                agent: None,
             }],
         }
     }

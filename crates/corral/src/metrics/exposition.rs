@@ -34,8 +34,8 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WorkerLabel {
-    worker: String,
+pub(super) struct WorkerLabel {
+    pub worker: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,24 +61,33 @@ type FloatCounter = Counter<f64, AtomicU64>;
 struct Histogram(DurationHistogram);
 
 impl EncodeMetric for Histogram {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        // The encoder sums the buckets itself: it wants each bucket's own
-        // count, where the status keeps them cumulative.
-        let cumulative = self.0.buckets();
-        let own: Vec<(f64, u64)> = cumulative
-            .iter()
-            .scan(0, |below, &(bound, count)| {
-                let own = count.saturating_sub(*below);
-                *below = count;
-                Some((bound, own))
-            })
-            .collect();
-        encoder.encode_histogram::<NoLabelSet>(self.0.sum_seconds, self.0.count, &own, None)
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encode_cumulative(encoder, self.0.sum_seconds, self.0.count, &self.0.buckets())
     }
 
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+/// A histogram kept as `(bound, cumulative count)` pairs ending with `+Inf`.
+pub(super) fn encode_cumulative(
+    mut encoder: MetricEncoder,
+    sum: f64,
+    count: u64,
+    cumulative: &[(f64, u64)],
+) -> Result<(), std::fmt::Error> {
+    // The encoder sums the buckets itself: it wants each bucket's own
+    // count, where the status keeps them cumulative.
+    let own: Vec<(f64, u64)> = cumulative
+        .iter()
+        .scan(0, |below, &(bound, count)| {
+            let own = count.saturating_sub(*below);
+            *below = count;
+            Some((bound, own))
+        })
+        .collect();
+    encoder.encode_histogram::<NoLabelSet>(sum, count, &own, None)
 }
 
 fn state_name(state: WorkerState) -> &'static str {
@@ -224,6 +233,7 @@ pub(crate) fn render(status: &Status, facts: PrimaryFacts) -> String {
         "Requests the worker's current process reported serving",
         requests,
     );
+    super::agent_series::register(&mut registry, status);
 
     let reloads = Family::<ResultLabel, Counter>::default();
     reloads
@@ -305,6 +315,7 @@ mod tests {
             connections: None,
             requests: Some(7),
             heartbeat_age_seconds: None,
+            agent: None,
         }
     }
 
@@ -400,5 +411,56 @@ mod tests {
         // Unknown values are left out, and pids never appear.
         assert!(!text.contains("corral_worker_connections{"), "{text}");
         assert!(!text.contains("40012"), "{text}");
+    }
+
+    #[test]
+    fn node_workers_have_latency_histograms_and_gauges_by_worker_id() {
+        use crate::control::status::{AgentMetrics, LatencyHistogram};
+        let mut own = [0u64; 14];
+        own[0] = 3;
+        own[6] = 1;
+        let agent = AgentMetrics {
+            requests_in_flight: 2,
+            latency: LatencyHistogram::from_own_counts(&own, 0.08),
+            latency_p50_seconds: None,
+            latency_p95_seconds: None,
+            latency_p99_seconds: None,
+            event_loop_lag_seconds: 0.004,
+            event_loop_lag_p99_seconds: 0.02,
+            heap_used_bytes: 1000,
+            report_age_seconds: 0.5,
+        };
+        let mut status = status();
+        // Worker 2's two processes (a reload) add up; their lags do not.
+        for worker in &mut status.workers[1..] {
+            worker.agent = Some(agent.clone());
+        }
+        let text = classic(&render(&status, PrimaryFacts::default()));
+        for line in [
+            "# TYPE corral_worker_request_duration_seconds histogram",
+            "corral_worker_request_duration_seconds_bucket{le=\"0.001\",worker=\"2\"} 6",
+            "corral_worker_request_duration_seconds_bucket{le=\"0.05\",worker=\"2\"} 6",
+            "corral_worker_request_duration_seconds_bucket{le=\"0.1\",worker=\"2\"} 8",
+            "corral_worker_request_duration_seconds_bucket{le=\"+Inf\",worker=\"2\"} 8",
+            "corral_worker_request_duration_seconds_count{worker=\"2\"} 8",
+            "corral_worker_request_duration_seconds_sum{worker=\"2\"} 0.16",
+            "corral_worker_requests_in_flight{worker=\"2\"} 4",
+            "corral_worker_event_loop_lag_seconds{worker=\"2\"} 0.004",
+            "corral_worker_event_loop_lag_p99_seconds{worker=\"2\"} 0.02",
+            "corral_worker_heap_used_bytes{worker=\"2\"} 2000",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in:\n{text}"
+            );
+        }
+        // Worker 1 sent no report: none of its series.
+        assert!(
+            !text.contains("duration_seconds_count{worker=\"1\"}"),
+            "{text}"
+        );
+        // Without a report, no agent series at all.
+        let text = render(&self::status(), PrimaryFacts::default());
+        assert!(!text.contains("request_duration"), "{text}");
     }
 }

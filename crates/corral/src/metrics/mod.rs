@@ -20,6 +20,7 @@
 //! `docs/security.md` lists these limits.
 
 mod admission;
+mod agent_series;
 mod exposition;
 mod probes;
 mod write_timeout;

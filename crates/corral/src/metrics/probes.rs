@@ -71,6 +71,7 @@ mod tests {
                     connections: None,
                     requests: None,
                     heartbeat_age_seconds: None,
+                    agent: None,
                 })
                 .collect(),
         }

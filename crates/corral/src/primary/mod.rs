@@ -196,6 +196,12 @@ pub(crate) async fn run(
             }
         })
         .flatten();
+    if node_agent.is_some()
+        && let Some(warning) =
+            node::agent::websocket_close_past_grace(settings.ws_close_after, settings.grace)
+    {
+        tracing::warn!("{warning}");
+    }
     let launcher = Launcher {
         program,
         primary_pid: rustix::process::getpid(),

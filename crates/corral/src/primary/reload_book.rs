@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::control::status::{DurationHistogram, ReloadOutcome, ReloadResult, ReloadStats};
+use crate::control::status::{
+    Draining, DurationHistogram, ReloadOutcome, ReloadResult, ReloadStats,
+};
 
 /// Told how the reload it waits for ended: `Ok` completed, `Err` aborted.
 pub(crate) type ReloadWaiter = oneshot::Sender<Result<ReloadOutcome, ReloadOutcome>>;
@@ -39,13 +41,17 @@ impl ReloadBook {
         self.current = Some((now, waiters));
     }
 
-    /// The rolling reload under way replaced every worker.
-    pub(crate) fn complete(&mut self, replaced: usize, now: Instant) {
+    /// The rolling reload under way replaced every worker; `draining`:
+    /// the old workers that have not exited yet.
+    pub(crate) fn complete(&mut self, replaced: usize, draining: Draining, now: Instant) {
         let Some((began, waiters)) = self.current.take() else {
             return;
         };
         self.completed += 1;
-        let outcome = outcome(ReloadResult::Completed, None, replaced, began, now);
+        let outcome = ReloadOutcome {
+            draining,
+            ..outcome(ReloadResult::Completed, None, replaced, began, now)
+        };
         self.durations.observe(outcome.duration_seconds);
         self.last = Some((outcome.clone(), now));
         for waiter in waiters {
@@ -117,6 +123,7 @@ fn outcome(
         replaced,
         duration_seconds: ended.saturating_duration_since(began).as_secs_f64(),
         ended_seconds_ago: 0.0,
+        draining: Draining::default(),
     }
 }
 
@@ -143,9 +150,14 @@ mod tests {
         // Asked during the first reload: waits for the next one.
         let (second, mut second_result) = waiter();
         book.wait_for_next(second);
-        book.complete(2, start + Duration::from_secs(1));
+        let draining = Draining {
+            workers: 2,
+            connections: None,
+        };
+        book.complete(2, draining, start + Duration::from_secs(1));
         let done = first_result.try_recv().unwrap().unwrap();
         assert_eq!((done.result, done.replaced), (ReloadResult::Completed, 2));
+        assert_eq!(done.draining, draining);
         assert_eq!(done.duration_seconds, 1.0);
         assert!(second_result.try_recv().is_err(), "not ended yet");
         book.begin(start + Duration::from_secs(2));
@@ -197,7 +209,7 @@ mod tests {
             Err(oneshot::error::TryRecvError::Closed)
         ));
         // A reload that ends after a cancel changes nothing.
-        book.complete(1, Instant::now());
+        book.complete(1, Draining::default(), Instant::now());
         assert_eq!(book.stats(Instant::now()).completed, 0);
     }
 }

@@ -18,7 +18,9 @@ use std::time::Instant;
 use crate::balance::Steering;
 use crate::control::command::{ScaleTarget, StopMode, SupervisorCommand};
 use crate::control::journal;
-use crate::control::status::{EnvironmentStatus, ListenerStatus, Status, WorkerStatus};
+use crate::control::status::{
+    Draining, EnvironmentStatus, ListenerStatus, Status, WorkerState, WorkerStatus,
+};
 use crate::limits::MAX_WORKERS;
 use crate::log::rate::warn_limited;
 use crate::primary::Settings;
@@ -207,6 +209,10 @@ impl Supervisor {
                     heartbeat_age_seconds: worker
                         .last_heartbeat()
                         .map(|beat| now.saturating_duration_since(beat).as_secs_f64()),
+                    agent: self
+                        .node
+                        .as_ref()
+                        .and_then(|node| node.agent_metrics(key, now)),
                 });
             }
         }
@@ -249,6 +255,28 @@ impl Supervisor {
             });
         }
         Some(self.balancer.steering().unwrap_or(Steering::HandOff))
+    }
+
+    /// The workers asked to stop that have not exited, and their
+    /// connections where the balancer counts them.
+    fn draining_now(&self) -> Draining {
+        let stopping: Vec<WorkerKey> = self
+            .slots
+            .values()
+            .flat_map(Slot::processes)
+            .filter(|worker| worker.lifecycle.shown_as() == WorkerState::Stopping)
+            .map(|worker| worker.key)
+            .collect();
+        let connections = self.balancer.open_connections().map(|open| {
+            stopping
+                .iter()
+                .map(|key| open.get(key).copied().unwrap_or(0))
+                .sum()
+        });
+        Draining {
+            workers: stopping.len(),
+            connections,
+        }
     }
 
     /// Where the workers' added variables come from, by name only.
@@ -446,10 +474,17 @@ impl Supervisor {
                     again,
                 } => {
                     self.reload = None;
+                    let draining = self.draining_now();
                     if kind == ReloadKind::Rolling {
-                        self.control.reloads.complete(replaced, Instant::now());
+                        self.control
+                            .reloads
+                            .complete(replaced, draining, Instant::now());
                     }
-                    self.emit(Event::ReloadCompleted { kind, replaced });
+                    self.emit(Event::ReloadCompleted {
+                        kind,
+                        replaced,
+                        draining: draining.workers,
+                    });
                     return if again { self.request_reload() } else { Ok(()) };
                 }
                 ReloadStep::Replace(id) => self.start_replacement(id)?,

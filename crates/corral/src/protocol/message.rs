@@ -20,8 +20,10 @@
 //! back.
 
 use crate::protocol::lines::json_line;
+use crate::protocol::shape::{Shape, shape};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The key that marks corral's own messages.
 pub(crate) const CONTROL_KEY: &str = "corral";
@@ -63,6 +65,18 @@ pub(crate) enum ToPrimary {
     User(Value),
 }
 
+/// One line from the primary, decoded without building a user message's
+/// value: the worker parses it into whatever type its user asks for.
+#[derive(Debug)]
+pub(crate) enum ToWorkerRaw<'a> {
+    /// Stop taking new work, finish what is in flight, exit.
+    Stop,
+    /// `message` (its JSON text), sent by worker `from`.
+    From { from: u32, message: Box<RawValue> },
+    /// The user's own message from the primary: the line, one JSON value.
+    User(&'a [u8]),
+}
+
 /// One decoded line from the primary.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ToWorker {
@@ -89,6 +103,32 @@ enum WorkerEnvelope {
 struct FromEnvelope {
     from: u32,
     message: Value,
+}
+
+/// A relayed message's line, its message kept as JSON text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFromLine {
+    corral: RawFromEnvelope,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFromEnvelope {
+    from: u32,
+    message: Box<RawValue>,
+}
+
+/// A worker's relay request as written, its message serialized in place.
+#[derive(Serialize)]
+struct SendToLine<'a, T: ?Sized> {
+    corral: SendToEnvelope<'a, T>,
+}
+
+#[derive(Serialize)]
+struct SendToEnvelope<'a, T: ?Sized> {
+    to: u32,
+    message: &'a T,
 }
 
 const TO_PRIMARY_FORMS: &str = "\"online\", \"ready\", \"heartbeat\", \
@@ -187,6 +227,32 @@ pub(crate) fn decode_to_worker(line: &[u8]) -> Result<Option<ToWorker>, DecodeEr
     }
 }
 
+/// Decodes one line the primary wrote (without its newline), leaving a
+/// user message as the line's bytes and a relayed one as its JSON text.
+pub(crate) fn decode_to_worker_raw(line: &[u8]) -> Result<Option<ToWorkerRaw<'_>>, DecodeError> {
+    match shape(line)? {
+        Shape::Blank => Ok(None),
+        Shape::User => Ok(Some(ToWorkerRaw::User(line))),
+        Shape::Control => {
+            if let Ok(RawFromLine { corral }) = serde_json::from_slice(line) {
+                let (from, message) = (corral.from, corral.message);
+                return Ok(Some(ToWorkerRaw::From { from, message }));
+            }
+            // The rare words (stop) and the errors, as the value decoder
+            // tells them.
+            match decode_to_worker(line)? {
+                Some(ToWorker::Stop) => Ok(Some(ToWorkerRaw::Stop)),
+                Some(ToWorker::From { from, message }) => Ok(Some(ToWorkerRaw::From {
+                    from,
+                    message: serde_json::value::to_raw_value(&message)?,
+                })),
+                Some(ToWorker::User(_)) => Ok(Some(ToWorkerRaw::User(line))),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
 /// Encodes a worker's control word as one line, newline included.
 pub(crate) fn encode_control(control: Control) -> Vec<u8> {
     json_line(&serde_json::json!({ CONTROL_KEY: control }))
@@ -209,10 +275,9 @@ pub(crate) fn encode_send_to<T: Serialize + ?Sized>(
     to: u32,
     message: &T,
 ) -> serde_json::Result<Vec<u8>> {
-    let message = serde_json::to_value(message)?;
-    Ok(json_line(
-        &serde_json::json!({ CONTROL_KEY: WorkerEnvelope::SendTo { to, message } }),
-    ))
+    encode_user(&SendToLine {
+        corral: SendToEnvelope { to, message },
+    })
 }
 
 /// Encodes a worker's report of `count` more connections closed.
@@ -343,6 +408,36 @@ mod tests {
             decode_to_primary(without_newline(&encode_closed(4))).unwrap(),
             Some(ToPrimary::Closed { count: 4 })
         );
+    }
+
+    #[test]
+    fn the_raw_decoder_leaves_user_messages_as_text() {
+        let line = br#"{"seq":7,"corral":1}"#;
+        assert!(matches!(
+            decode_to_worker_raw(line).unwrap(),
+            Some(ToWorkerRaw::User(text)) if text == line
+        ));
+        let relayed = encode_from(2, serde_json::json!({"a": [1, 2]}));
+        match decode_to_worker_raw(without_newline(&relayed)).unwrap() {
+            Some(ToWorkerRaw::From { from, message }) => {
+                assert_eq!(from, 2);
+                assert_eq!(message.get(), r#"{"a":[1,2]}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_to_worker_raw(without_newline(&encode_stop())).unwrap(),
+            Some(ToWorkerRaw::Stop)
+        ));
+        assert!(decode_to_worker_raw(b" ").unwrap().is_none());
+        assert!(matches!(
+            decode_to_worker_raw(br#"{"corral":"explode"}"#),
+            Err(DecodeError::UnknownControl { .. })
+        ));
+        assert!(matches!(
+            decode_to_worker_raw(b"{nope"),
+            Err(DecodeError::NotJson(_))
+        ));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! the hand-off channel that carries accepted connections ([`handoff`]), and
 //! Node's cluster dialect for unmodified Node programs ([`node`]).
 
+pub(crate) mod agent_report;
 pub mod env;
 pub(crate) mod handoff;
 pub(crate) mod lines;
 pub(crate) mod message;
 pub(crate) mod node;
+pub(crate) mod shape;
 pub(crate) mod socket_reader;

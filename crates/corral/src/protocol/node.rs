@@ -16,6 +16,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use crate::protocol::agent_report::{self, AgentReport};
 use crate::protocol::lines::json_line;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -45,6 +46,8 @@ pub enum Internal {
     /// User code sent a handle (`process.send(msg, handle)`): the wrapped
     /// user message; the sender waits for `NODE_HANDLE_ACK`.
     Handle { message: Value },
+    /// The metrics report of corral's Node agent, or why it is refused.
+    AgentReport(Result<AgentReport, String>),
     /// Any other `NODE_…` command, with its name.
     Other(String),
 }
@@ -242,6 +245,7 @@ pub fn classify(value: &Value) -> Option<Internal> {
             message: object.get("msg").cloned().unwrap_or(Value::Null),
         },
         CLUSTER_CMD => Internal::Cluster(cluster_message(object)),
+        agent_report::REPORT_CMD => Internal::AgentReport(agent_report::parse(value)),
         other => Internal::Other(other.to_string()),
     })
 }

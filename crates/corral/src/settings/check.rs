@@ -70,6 +70,10 @@ impl Configuration {
         check_duration("the grace period (--grace)", reloadable.grace)?;
         check_duration("the drain delay (--drain-delay)", reloadable.drain_delay)?;
         check_duration(
+            "the WebSocket close delay (--ws-close-after)",
+            reloadable.ws_close_after,
+        )?;
+        check_duration(
             "the ready timeout (--ready-timeout)",
             reloadable.ready_timeout,
         )?;

@@ -46,6 +46,14 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
 /// How many rotated log files are kept by default.
 pub const DEFAULT_LOG_KEEP: u32 = 5;
+/// Over how long a draining Node worker's WebSockets are closed: short,
+/// so a reload ends soon, and not zero, so the clients do not all
+/// reconnect at the same instant.
+pub const DEFAULT_WEBSOCKET_CLOSE_AFTER: Duration = Duration::from_secs(1);
+/// How long corral's Node agent waits for a WebSocket client to answer
+/// its close before it destroys the connection (`WS_CLOSE_WAIT_MS` in
+/// agent.js).
+pub const WEBSOCKET_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long a worker that must say it is ready may take to say so.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,6 +108,11 @@ pub struct Reloadable {
     /// this long before they drain (`--drain-delay`).
     #[serde(serialize_with = "describe::seconds")]
     pub drain_delay: Duration,
+    /// A draining Node worker's WebSockets are closed with 1001 (going
+    /// away) over this long from the drain's start, spread evenly, by
+    /// corral's Node agent (`--ws-close-after`).
+    #[serde(serialize_with = "describe::seconds")]
+    pub ws_close_after: Duration,
 }
 
 impl Default for Reloadable {
@@ -119,6 +132,7 @@ impl Default for Reloadable {
             env_file: Vec::new(),
             env_name: None,
             drain_delay: Duration::ZERO,
+            ws_close_after: DEFAULT_WEBSOCKET_CLOSE_AFTER,
         }
     }
 }

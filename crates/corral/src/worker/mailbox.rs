@@ -1,6 +1,9 @@
 //! A worker's messages: what it receives from the primary (or, relayed by
 //! the primary, from another worker) and the handle it sends with. Messages
-//! are any `serde` type, carried as JSON lines on the channel.
+//! are any `serde` type, carried as JSON lines on the channel. A received
+//! message waits as its JSON text, and is parsed when the worker takes it:
+//! into a `serde_json::Value` ([`Messages::recv`]) or straight into the
+//! worker's own type ([`Messages::recv_as`]), with no tree in between.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +14,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
+use crate::log::rate::warn_limited;
 use crate::protocol::message::{self, Control};
 
 /// How many received messages wait for the worker before the channel
@@ -32,42 +36,111 @@ pub struct Received {
 }
 
 impl Received {
-    /// The message as a `T`.
+    /// The message as a `T` (from the value already built; to parse into
+    /// `T` without it, use [`Messages::recv_as`]).
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         T::deserialize(&self.message)
     }
 }
 
+/// A received message parsed into the worker's own type
+/// ([`Messages::recv_as`]).
+#[derive(Debug)]
+pub struct ReceivedAs<T> {
+    pub from: Origin,
+    /// The message, or why its JSON is not a `T` (the message is then
+    /// skipped; the next one is read as usual).
+    pub message: Result<T, serde_json::Error>,
+}
+
+/// A message as it waits in the inbox: one JSON value's text, checked.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    from: Origin,
+    json: Vec<u8>,
+}
+
 /// The messages a worker receives, in order.
 #[derive(Debug)]
 pub struct Messages {
-    pub(crate) inbox: mpsc::Receiver<Received>,
+    pub(crate) inbox: mpsc::Receiver<Incoming>,
 }
 
 /// The channel reader's side of the inbox. Until the worker takes its
 /// [`Messages`], nobody reads them: they are dropped rather than queued.
 #[derive(Debug, Clone)]
 pub(crate) struct Inbox {
-    pub sender: mpsc::Sender<Received>,
+    pub sender: mpsc::Sender<Incoming>,
     pub subscribed: Arc<AtomicBool>,
 }
 
 impl Inbox {
     /// Queues a message; waits while a subscribed worker's inbox is full,
     /// which stops reading the channel and so pushes back on the primary.
-    pub(crate) async fn deliver(&self, from: Origin, message: Value) {
+    /// `json` must be one JSON value, as the channel reader checked it.
+    pub(crate) async fn deliver(&self, from: Origin, json: Vec<u8>) {
         if !self.subscribed.load(Ordering::Acquire) {
             tracing::debug!("no one takes this worker's messages: dropped one from {from:?}");
             return;
         }
-        let _ = self.sender.send(Received { from, message }).await;
+        let _ = self.sender.send(Incoming { from, json }).await;
     }
 }
 
 impl Messages {
-    /// The next message; `None` once the primary is gone.
+    /// The next message, as a JSON value; `None` once the primary is gone.
     pub async fn recv(&mut self) -> Option<Received> {
-        self.inbox.recv().await
+        loop {
+            let Incoming { from, json } = self.inbox.recv().await?;
+            match serde_json::from_slice(&json) {
+                Ok(message) => return Some(Received { from, message }),
+                // Checked by the channel reader: only a value too deep for
+                // a tree gets here.
+                Err(err) => warn_limited!("a message from {from:?} skipped: {err}"),
+            }
+        }
+    }
+
+    /// The next message parsed straight from its JSON text into `T`,
+    /// without a `serde_json::Value` in between; `None` once the primary is
+    /// gone. A message that is not a `T` comes with the parse error.
+    ///
+    /// ```no_run
+    /// use corral::{Cluster, Worker, WorkerResult};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, Deserialize)]
+    /// struct Job {
+    ///     id: u64,
+    ///     url: String,
+    /// }
+    ///
+    /// #[derive(Serialize)]
+    /// struct Done {
+    ///     id: u64,
+    /// }
+    ///
+    /// async fn worker(mut worker: Worker) -> WorkerResult {
+    ///     let mut messages = worker.messages().expect("taken once");
+    ///     worker.ready();
+    ///     while let Some(received) = messages.recv_as::<Job>().await {
+    ///         match received.message {
+    ///             // Sent as it is serialized: no Value built either.
+    ///             Ok(job) => worker.send(&Done { id: job.id }).await?,
+    ///             Err(err) => eprintln!("not a job from {:?}: {err}", received.from),
+    ///         }
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// fn main() -> Result<(), corral::Error> {
+    ///     Cluster::new().workers(2).run(worker)
+    /// }
+    /// ```
+    pub async fn recv_as<T: DeserializeOwned>(&mut self) -> Option<ReceivedAs<T>> {
+        let Incoming { from, json } = self.inbox.recv().await?;
+        let message = serde_json::from_slice(&json);
+        Some(ReceivedAs { from, message })
     }
 }
 
@@ -135,6 +208,29 @@ impl WorkerSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn messages_are_parsed_as_value_or_straight_into_a_type() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Job {
+            id: u64,
+        }
+        let (sender, inbox) = mpsc::channel(4);
+        let inbox_side = Inbox {
+            sender,
+            subscribed: Arc::new(AtomicBool::new(true)),
+        };
+        let mut messages = Messages { inbox };
+        for json in [&br#"{"id":7}"#[..], br#"{"id":8}"#, br#""not a job""#] {
+            inbox_side.deliver(Origin::Worker(2), json.to_vec()).await;
+        }
+        let first = messages.recv_as::<Job>().await.unwrap();
+        assert_eq!(first.from, Origin::Worker(2));
+        assert_eq!(first.message.unwrap(), Job { id: 7 });
+        let second = messages.recv().await.unwrap();
+        assert_eq!(second.message, serde_json::json!({"id": 8}));
+        assert!(messages.recv_as::<Job>().await.unwrap().message.is_err());
+    }
 
     #[tokio::test]
     async fn control_words_pass_a_full_user_queue() {

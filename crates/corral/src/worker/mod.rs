@@ -29,7 +29,7 @@ use crate::error::WorkerResult;
 use crate::log::rate::warn_limited;
 use crate::protocol::env::WorkerEnvironment;
 use crate::protocol::lines::{Lanes, Line, LineQueue, LineReader, write_lines};
-use crate::protocol::message::{self, Control, ToWorker};
+use crate::protocol::message::{self, Control, ToWorkerRaw};
 use crate::protocol::socket_reader::{READ_BUFFER, SocketReader};
 use crate::worker::connection::CloseCounter;
 use crate::worker::drain::{Drain, FIRST_READ_GRACE};
@@ -357,15 +357,16 @@ async fn read_channel(
             warn_limited!("the primary sent an oversized message: skipped");
             continue;
         };
-        match message::decode_to_worker(bytes) {
-            Ok(Some(ToWorker::Stop)) => {
+        match message::decode_to_worker_raw(bytes) {
+            Ok(Some(ToWorkerRaw::Stop)) => {
                 stop.send_replace(true);
             }
-            Ok(Some(ToWorker::User(message))) => {
-                inbox.deliver(Origin::Primary, message).await;
+            Ok(Some(ToWorkerRaw::User(json))) => {
+                inbox.deliver(Origin::Primary, json.to_vec()).await;
             }
-            Ok(Some(ToWorker::From { from, message })) => {
-                inbox.deliver(Origin::Worker(from), message).await;
+            Ok(Some(ToWorkerRaw::From { from, message })) => {
+                let json = Box::<str>::from(message).into_string().into_bytes();
+                inbox.deliver(Origin::Worker(from), json).await;
             }
             Ok(None) => {}
             Err(err) => warn_limited!("bad message from the primary: {err}"),

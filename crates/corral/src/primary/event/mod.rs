@@ -101,8 +101,14 @@ pub enum Event {
     /// `kind`: a `rolling reload` (asked for) or `recycling` (of workers
     /// over a limit).
     ReloadStarted { kind: ReloadKind, workers: usize },
-    /// A reload replaced every worker it was to replace.
-    ReloadCompleted { kind: ReloadKind, replaced: usize },
+    /// A reload replaced every worker it was to replace. `draining`: the
+    /// old workers not exited yet (they finish what they hold, WebSockets
+    /// or long requests, within `--grace`).
+    ReloadCompleted {
+        kind: ReloadKind,
+        replaced: usize,
+        draining: usize,
+    },
     /// A reload stopped part-way (`replaced` workers were); the running
     /// workers keep serving. `id`: the slot whose replacement failed, if
     /// one did.
@@ -326,8 +332,10 @@ mod tests {
                 Event::ReloadCompleted {
                     kind: ReloadKind::Recycling,
                     replaced: 1,
+                    draining: 1,
                 },
-                json!({"event": "reload_completed", "kind": "recycling", "replaced": 1}),
+                json!({"event": "reload_completed", "kind": "recycling", "replaced": 1,
+                       "draining": 1}),
             ),
             (
                 Event::ReloadAborted {

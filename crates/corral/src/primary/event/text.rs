@@ -5,6 +5,7 @@ use std::fmt;
 
 use super::readable::{human_duration, signal_name};
 use super::{Event, RecycleLimit, ReloadKind};
+use crate::control::status::Draining;
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,8 +79,20 @@ impl fmt::Display for Event {
             Event::ReloadStarted { kind, workers } => {
                 write!(f, "{kind}: replacing {workers} workers, one at a time")
             }
-            Event::ReloadCompleted { kind, replaced } => {
-                write!(f, "{kind} complete: {replaced} workers replaced")
+            Event::ReloadCompleted {
+                kind,
+                replaced,
+                draining,
+            } => {
+                write!(f, "{kind} complete: {replaced} workers replaced")?;
+                let draining = Draining {
+                    workers: *draining,
+                    connections: None,
+                };
+                match draining.describe() {
+                    Some(still) => write!(f, "; {still}"),
+                    None => Ok(()),
+                }
             }
             Event::ReloadAborted { kind, reason, .. } => {
                 write!(

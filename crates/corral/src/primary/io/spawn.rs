@@ -20,6 +20,7 @@ use crate::primary::io::messages::{MessageRouter, relay_limit};
 use crate::primary::io::notice::Notice;
 use crate::primary::io::outbox::Outbox;
 use crate::primary::io::worker_output::{OutputSink, Stream};
+use crate::primary::node::agent::AgentSettings;
 use crate::primary::node::{AfterInternal, NodeCluster, Session};
 use crate::protocol::env::{FIRST_LISTEN_FD, WorkerEnv};
 use crate::protocol::lines::{Line, LineReader};
@@ -132,7 +133,14 @@ impl Launcher {
                 &identity,
                 self.program.env(),
                 &settings.env,
-                self.node_agent.as_deref(),
+                self.node_agent.as_deref().map(|path| {
+                    (
+                        path,
+                        AgentSettings {
+                            ws_close_after: settings.ws_close_after,
+                        },
+                    )
+                }),
             ),
             self.program.death_signal(),
             self.primary_pid,
@@ -215,14 +223,14 @@ fn environment(
     identity: &WorkerEnv,
     from_program: &[(OsString, OsString)],
     configured: &[(OsString, OsString)],
-    node_agent: Option<&std::path::Path>,
+    node_agent: Option<(&std::path::Path, AgentSettings)>,
 ) -> Vec<(OsString, OsString)> {
     let mut env = identity.environment();
     for added in [from_program, configured] {
         env.retain(|(key, _)| !added.iter().any(|(name, _)| name == key));
         env.extend(added.iter().cloned());
     }
-    if let Some(path) = node_agent {
+    if let Some((path, agent)) = node_agent {
         // Appended to the NODE_OPTIONS the worker would have had (the
         // inherited one, or the one --env or a package script sets).
         let existing = env
@@ -230,7 +238,7 @@ fn environment(
             .rev()
             .find(|(key, _)| key == "NODE_OPTIONS")
             .map(|(_, value)| value.clone());
-        let added = crate::primary::node::agent::environment(path, existing.as_deref());
+        let added = crate::primary::node::agent::environment(path, existing.as_deref(), &agent);
         env.retain(|(key, _)| !added.iter().any(|(name, _)| name == key));
         env.extend(added);
     }

@@ -5,6 +5,10 @@
 // server.close()), every response carries `Connection: close`, a connection
 // with a request in flight closes after its response, and an idle one is
 // ended only once it has stayed idle for IDLE_MS since the drain began.
+// Its WebSockets are closed with 1001 (going away), so their clients
+// reconnect to the new workers (the WebSockets section below). And it
+// counts each worker's requests, latency, event-loop lag and heap,
+// reported to corral once a second (docs/node.md, "Request metrics").
 // Plain JavaScript, no dependencies, Node 18+. It never throws into the
 // application and does nothing in a process corral did not start.
 'use strict';
@@ -43,6 +47,8 @@
 
   const state = Symbol('corral.agent');
   const patched = Symbol('corral.agent.patched');
+  // The socket of a response whose request is counted in flight on it.
+  const onSocket = Symbol('corral.agent.socket');
 
   function serverState(server) {
     let s = server[state];
@@ -56,7 +62,7 @@
   function socketState(socket) {
     let s = socket[state];
     if (!s) {
-      s = { inFlight: 0, idleSince: Date.now(), timer: null };
+      s = { inFlight: 0, idleSince: Date.now(), timer: null, server: null };
       Object.defineProperty(socket, state, { value: s, configurable: true });
     }
     return s;
@@ -113,23 +119,27 @@
     if (!socket || !res) return;
     const s = socketState(socket);
     s.inFlight += 1;
+    s.server = srv;
+    res[onSocket] = socket;
     if (srv.draining) closeAfterResponse(res);
-    let done = false;
-    const finished = () => {
-      if (done) return;
-      done = true;
-      s.inFlight -= 1;
-      s.idleSince = Date.now();
-      if (srv.draining && s.inFlight === 0) endIfIdle(socket);
-    };
-    res.once('finish', finished);
-    res.once('close', finished);
+  }
+
+  // The response ended (see onResponseClosed): its socket may be idle now.
+  function responseEnded(res) {
+    const socket = res[onSocket];
+    if (socket === undefined) return;
+    res[onSocket] = undefined;
+    const s = socketState(socket);
+    s.inFlight -= 1;
+    s.idleSince = Date.now();
+    if (s.server && s.server.draining && s.inFlight === 0) endIfIdle(socket);
   }
 
   function drain(server) {
     const srv = serverState(server);
     if (srv.draining) return;
     srv.draining = true;
+    closeWebSocketsOnDrain(server);
     const now = Date.now();
     for (const socket of srv.sockets) {
       const s = socketState(socket);
@@ -144,6 +154,254 @@
     }
   }
 
+  // ---- WebSockets: closed with 1001 (going away) on drain ----
+  //
+  // A socket upgraded through a server's 'upgrade' event with
+  // `Upgrade: websocket` leaves the HTTP keep-alive rules above (it is no
+  // longer idle between requests: it is a WebSocket). Once its server
+  // drains, each is sent a close frame with code 1001, the closes spread
+  // evenly over CORRAL_WEBSOCKET_CLOSE_AFTER_MS from the drain's start (the
+  // first at once, none later than that), so clients reconnect to the new
+  // workers a few at a time rather than all at once. The client's close
+  // is awaited WS_CLOSE_WAIT_MS, then the socket is destroyed.
+  //
+  // The close goes through the library's own WebSocket object when there
+  // is one: `ws` keeps it on the socket under a symbol named 'websocket',
+  // whether the app uses `new WebSocketServer({ server })` or
+  // `{ noServer: true }` with handleUpgrade, and so does engine.io's
+  // websocket transport (socket.io), which runs on `ws`. Closing through
+  // it keeps the library's state right: it knows it sent the close, ends
+  // the connection when the client answers, and emits its own 'close'
+  // (socket.io: "transport close"). A raw frame written beside it would
+  // make `ws` answer the client's close with a second close frame. Only a
+  // socket with no such object (another library) that has already
+  // answered the handshake gets the raw, unmasked frame 0x88 0x02 0x03
+  // 0xE9 and an end; one still in its handshake is destroyed at the bound.
+  const WS_CLOSE_WAIT_MS = 1000;
+  const WS_RETRY_MS = 50;
+  const WS_GOING_AWAY = 1001;
+  const WS_CLOSE_FRAME = Buffer.from([0x88, 0x02, 0x03, 0xe9]);
+  const wsState = Symbol('corral.agent.websockets');
+
+  const WS_CLOSE_AFTER_MS = (function webSocketCloseAfter() {
+    const name = 'CORRAL_WEBSOCKET_CLOSE_AFTER_MS';
+    try {
+      const value = Number(process.env[name]);
+      delete process.env[name];
+      return Number.isFinite(value) && value >= 0 ? value : 1000;
+    } catch (_) {
+      return 1000;
+    }
+  })();
+
+  function webSockets(server) {
+    let sockets = server[wsState];
+    if (!sockets) {
+      sockets = new Set();
+      Object.defineProperty(server, wsState, { value: sockets, configurable: true });
+    }
+    return sockets;
+  }
+
+  function asksForWebSocket(req) {
+    const upgrade = req && req.headers && req.headers.upgrade;
+    return typeof upgrade === 'string' && upgrade.toLowerCase() === 'websocket';
+  }
+
+  function onUpgrade(server, req, socket) {
+    if (!socket || typeof socket.once !== 'function') return;
+    const srv = serverState(server);
+    // Not HTTP any more: the idle rule must never end it.
+    srv.sockets.delete(socket);
+    if (!asksForWebSocket(req)) return;
+    const sockets = webSockets(server);
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    // Upgraded after the drain began: closed as soon as it is open.
+    if (srv.draining) closeWebSocket(socket, Date.now() + WS_CLOSE_WAIT_MS);
+  }
+
+  // The library's WebSocket object for `socket`, if it keeps one there.
+  function libraryWebSocket(socket) {
+    for (const key of Object.getOwnPropertySymbols(socket)) {
+      if (key.description !== 'websocket') continue;
+      const ws = socket[key];
+      if (ws && typeof ws.close === 'function') return ws;
+    }
+    return null;
+  }
+
+  function destroyLater(socket, ms) {
+    const kill = setTimeout(() => socket.destroy(), ms);
+    if (kill.unref) kill.unref();
+    socket.once('close', () => clearTimeout(kill));
+  }
+
+  // Closes one WebSocket with 1001; waits for a handshake in progress
+  // until `giveUpAt`.
+  function closeWebSocket(socket, giveUpAt) {
+    if (socket.destroyed) return;
+    try {
+      const ws = libraryWebSocket(socket);
+      if (ws) {
+        ws.close(WS_GOING_AWAY, 'server going away');
+        destroyLater(socket, WS_CLOSE_WAIT_MS);
+      } else if (Date.now() < giveUpAt) {
+        const retry = setTimeout(() => closeWebSocket(socket, giveUpAt), WS_RETRY_MS);
+        if (retry.unref) retry.unref();
+      } else if (socket.bytesWritten > 0) {
+        socket.end(WS_CLOSE_FRAME);
+        destroyLater(socket, WS_CLOSE_WAIT_MS);
+      } else {
+        socket.destroy();
+      }
+    } catch (_) {
+      socket.destroy();
+    }
+  }
+
+  function closeWebSocketsOnDrain(server) {
+    const sockets = [...webSockets(server)];
+    const step = sockets.length > 0 ? WS_CLOSE_AFTER_MS / sockets.length : 0;
+    sockets.forEach((socket, index) => {
+      const close = () => closeWebSocket(socket, Date.now() + WS_CLOSE_WAIT_MS);
+      if (index === 0 || step === 0) close();
+      else {
+        const later = setTimeout(close, Math.floor(index * step));
+        if (later.unref) later.unref();
+      }
+    });
+  }
+
+  // ---- end of WebSockets ----
+
+  // ---- Request metrics (docs/node.md, "Request metrics") ----------------
+  // Per worker: requests served, requests in flight, a latency histogram,
+  // event-loop lag and heap used, sent to corral over the IPC channel as
+  // {cmd: 'NODE_CORRAL_METRICS', ...}. The `NODE_` prefix makes it one of
+  // Node's own messages: an app's 'message' listeners never see it, and
+  // corral never relays or logs it as a user message. Counts are totals
+  // since the worker started, so a report lost costs nothing.
+  // Per request: one timestamp stored on the response and a few additions,
+  // at the end of the response's shared listener (onResponseClosed); no
+  // closure and no string work.
+  const metrics = (function requestMetrics() {
+    // Upper bounds of the latency buckets, in seconds; the last bucket
+    // counts the slower ones. corral's AGENT_LATENCY_BUCKETS is the same.
+    const BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+    const REPORT_MS = 1000;
+    // A worker with nothing new to say reports heap and lag this seldom.
+    const QUIET_REPORTS_EVERY = 10;
+    // monitorEventLoopDelay's sampling period: it records each period as
+    // run; the lag is what exceeds it.
+    const LAG_RESOLUTION_MS = 20;
+    const started = Symbol('corral.agent.started');
+    const buckets = new Array(BOUNDS.length + 1).fill(0);
+    const now = require('perf_hooks').performance.now.bind(require('perf_hooks').performance);
+    let requests = 0;
+    let inFlight = 0;
+    let sumSeconds = 0;
+
+    // Once per response (see onResponseClosed).
+    function responseEnded(res) {
+      const since = res[started];
+      if (since === undefined) return;
+      res[started] = undefined;
+      const seconds = (now() - since) / 1000;
+      inFlight -= 1;
+      requests += 1;
+      sumSeconds += seconds;
+      let bucket = 0;
+      while (bucket < BOUNDS.length && seconds > BOUNDS[bucket]) bucket += 1;
+      buckets[bucket] += 1;
+    }
+
+    function onRequest(res) {
+      if (res[started] !== undefined) return;
+      res[started] = now();
+      inFlight += 1;
+    }
+
+    let lag = null;
+    try {
+      lag = require('perf_hooks').monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
+      lag.enable();
+    } catch (_) {
+      lag = null;
+    }
+
+    // Seconds of lag from a delay in nanoseconds, 0 when there is none.
+    function lagSeconds(nanoseconds) {
+      const over = nanoseconds / 1e9 - LAG_RESOLUTION_MS / 1000;
+      return Number.isFinite(over) && over > 0 ? over : 0;
+    }
+
+    let sending = false;
+    let lastRequests = -1;
+    let lastInFlight = -1;
+    let quiet = 0;
+    function sent() {
+      sending = false;
+    }
+
+    function report() {
+      if (sending || !process.connected || typeof process.send !== 'function') return;
+      quiet += 1;
+      if (requests === lastRequests && inFlight === lastInFlight && quiet < QUIET_REPORTS_EVERY) {
+        return;
+      }
+      quiet = 0;
+      lastRequests = requests;
+      lastInFlight = inFlight;
+      let lagMean = 0;
+      let lagP99 = 0;
+      if (lag) {
+        lagMean = lagSeconds(lag.mean);
+        lagP99 = lagSeconds(lag.percentile(99));
+        lag.reset();
+      }
+      sending = true;
+      // With a callback, a closed channel is an error there, not an
+      // 'error' event that would kill the worker.
+      process.send(
+        {
+          cmd: 'NODE_CORRAL_METRICS',
+          requests,
+          inFlight,
+          buckets,
+          sum: sumSeconds,
+          lag: lagMean,
+          lagP99,
+          heap: process.memoryUsage().heapUsed,
+        },
+        sent
+      );
+    }
+
+    const timer = setInterval(() => {
+      try {
+        report();
+      } catch (_) {
+        sending = false;
+      }
+    }, REPORT_MS);
+    if (timer.unref) timer.unref();
+    return { onRequest, responseEnded };
+  })();
+
+  // One listener per response, shared by every response and by the drain and
+  // metrics sections above (no closure per request): `this` is the response. 'close'
+  // follows 'finish' (on the next tick) on a response sent whole, and ends
+  // an aborted one.
+  function onResponseClosed() {
+    try {
+      responseEnded(this);
+      metrics.responseEnded(this);
+    } catch (_) {
+      // Thrown from a listener, it would reach the application.
+    }
+  }
+
   function patch(Server) {
     if (!Server || !Server.prototype) return;
     const proto = Server.prototype;
@@ -153,7 +411,11 @@
     proto.emit = function emitWithAgent(type, a, b) {
       try {
         if (type === 'connection') onConnection(this, a);
-        else if (type === 'request') onRequest(this, a, b);
+        else if (type === 'request' && b && typeof b.on === 'function') {
+          b.on('close', onResponseClosed);
+          onRequest(this, a, b);
+          metrics.onRequest(b);
+        } else if (type === 'upgrade') onUpgrade(this, a, b);
       } catch (_) {
         // The agent's bookkeeping never stands in the application's way.
       }

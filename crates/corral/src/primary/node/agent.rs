@@ -16,6 +16,10 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::primary::event::human_duration;
+use crate::settings::WEBSOCKET_CLOSE_WAIT;
 
 /// The agent's source.
 pub(crate) const SOURCE: &str = include_str!("agent.js");
@@ -26,6 +30,9 @@ pub(crate) const MARK: &str = "CORRAL_NODE_AGENT";
 /// The option the agent removes from `NODE_OPTIONS`, so the programs a
 /// worker starts do not load it.
 pub(crate) const OPTION: &str = "CORRAL_NODE_AGENT_OPTION";
+/// Over how many milliseconds the agent closes a draining worker's
+/// WebSockets (`--ws-close-after`).
+pub(crate) const WEBSOCKET_CLOSE_AFTER: &str = "CORRAL_WEBSOCKET_CLOSE_AFTER_MS";
 
 /// Writes the agent where workers can read it, or finds it written.
 pub(crate) fn install() -> std::io::Result<PathBuf> {
@@ -68,6 +75,23 @@ pub(crate) fn install() -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
+/// A warning when the agent's WebSocket closes, and the clients' time to
+/// answer them, do not fit in the grace period: the last clients would
+/// be cut (1006) when the worker is killed.
+pub(crate) fn websocket_close_past_grace(close_after: Duration, grace: Duration) -> Option<String> {
+    let needed = close_after + WEBSOCKET_CLOSE_WAIT;
+    (needed > grace).then(|| {
+        format!(
+            "--ws-close-after {} and the clients' {} to answer do not fit in --grace {}: \
+             WebSockets still open when the grace ends are cut (1006); lower \
+             --ws-close-after or raise --grace",
+            human_duration(close_after),
+            human_duration(WEBSOCKET_CLOSE_WAIT),
+            human_duration(grace)
+        )
+    })
+}
+
 /// The `--require` option for `path`, quoted as `NODE_OPTIONS` reads it.
 fn require_option(path: &Path) -> OsString {
     let text = path.to_string_lossy();
@@ -81,10 +105,20 @@ fn require_option(path: &Path) -> OsString {
     option
 }
 
+/// What the agent is told besides where it is.
+pub(crate) struct AgentSettings {
+    /// `--ws-close-after`.
+    pub ws_close_after: Duration,
+}
+
 /// The variables that load the agent at `path` into a Node worker whose
 /// `NODE_OPTIONS` would otherwise be `existing`: the option appended to
 /// them, never replacing them.
-pub(crate) fn environment(path: &Path, existing: Option<&OsStr>) -> Vec<(OsString, OsString)> {
+pub(crate) fn environment(
+    path: &Path,
+    existing: Option<&OsStr>,
+    settings: &AgentSettings,
+) -> Vec<(OsString, OsString)> {
     let option = require_option(path);
     let mut options = OsString::new();
     if let Some(existing) = existing.filter(|value| !value.is_empty()) {
@@ -96,6 +130,10 @@ pub(crate) fn environment(path: &Path, existing: Option<&OsStr>) -> Vec<(OsStrin
         (OsString::from("NODE_OPTIONS"), options),
         (OsString::from(MARK), OsString::from("1")),
         (OsString::from(OPTION), option),
+        (
+            OsString::from(WEBSOCKET_CLOSE_AFTER),
+            OsString::from(settings.ws_close_after.as_millis().to_string()),
+        ),
     ]
 }
 
@@ -103,17 +141,37 @@ pub(crate) fn environment(path: &Path, existing: Option<&OsStr>) -> Vec<(OsStrin
 mod tests {
     use super::*;
 
+    const SETTINGS: AgentSettings = AgentSettings {
+        ws_close_after: Duration::from_millis(1500),
+    };
+
+    #[test]
+    fn closes_that_do_not_fit_in_the_grace_are_warned_of() {
+        let second = Duration::from_secs(1);
+        assert!(websocket_close_past_grace(second, 2 * second).is_none());
+        let warning = websocket_close_past_grace(2 * second, 2 * second).unwrap();
+        assert!(warning.contains("--ws-close-after 2.0s"), "{warning}");
+        assert!(warning.contains("--grace 2.0s"), "{warning}");
+    }
+
     #[test]
     fn the_option_is_appended_to_node_options() {
         let env = environment(
             Path::new("/tmp/a/agent.js"),
             Some(OsStr::new("--max-old-space-size=64")),
+            &SETTINGS,
         );
         assert_eq!(
             env[0].1,
             "--max-old-space-size=64 --require /tmp/a/agent.js"
         );
-        let env = environment(Path::new("/tmp/a b/agent.js"), None);
+        let env = environment(Path::new("/tmp/a b/agent.js"), None, &SETTINGS);
         assert_eq!(env[0].1, "--require \"/tmp/a b/agent.js\"");
+    }
+
+    #[test]
+    fn the_websocket_close_delay_is_passed_in_milliseconds() {
+        let env = environment(Path::new("/tmp/a/agent.js"), None, &SETTINGS);
+        assert!(env.contains(&(WEBSOCKET_CLOSE_AFTER.into(), "1500".into())));
     }
 }

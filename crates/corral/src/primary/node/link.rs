@@ -4,12 +4,14 @@
 //! connections sent with `newconn` and not yet answered. The primary keeps
 //! its copy of each such connection until the worker says it accepted it,
 //! so a refusal or the worker's death hands it to another worker instead
-//! of losing it (Node's own primary loses these).
+//! of losing it (Node's own primary loses these). And the last metrics
+//! report of the worker's agent (`reports.rs`), which goes with the link.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
+use super::reports::ReportSlot;
 use crate::primary::io::outbox::{Outbox, Refused};
 use crate::protocol::node::{self, Outgoing, Sequencer};
 use crate::worker_key::WorkerKey;
@@ -46,6 +48,8 @@ pub(crate) struct Link {
     pub worker: WorkerKey,
     outbox: Outbox,
     state: Mutex<State>,
+    /// The agent's last metrics report.
+    pub report: ReportSlot,
 }
 
 impl Link {
@@ -58,6 +62,7 @@ impl Link {
                 pending: HashMap::new(),
                 closed: false,
             }),
+            report: ReportSlot::default(),
         })
     }
 

@@ -6,7 +6,8 @@
 //! `listen()` that fails says why with `bind_failure.rs`), the per-worker
 //! session that speaks Node's cluster messages (`session.rs`) over the worker's
 //! outbox and sequence numbers (`link.rs`), and the round-robin dispatch of
-//! connections with `newconn` (`newconn_dispatcher.rs`). What a worker may
+//! connections with `newconn` (`newconn_dispatcher.rs`). The metrics the
+//! agent (`agent.rs`) reports are kept per worker by `reports.rs`. What a worker may
 //! have the primary bind is `boundary.rs`, and how a Unix socket file is
 //! created and removed without lending the primary's privileges,
 //! `socket_file.rs`. The wire format itself is `protocol/node.rs`.
@@ -18,6 +19,7 @@ mod boundary;
 mod link;
 mod net_socket;
 mod newconn_dispatcher;
+mod reports;
 mod session;
 mod socket_file;
 
@@ -150,6 +152,16 @@ impl NodeCluster {
             dispatcher.answered(link.worker, None);
             dispatcher.give_back(conn);
         }
+    }
+
+    /// What the agent of the Node worker `worker` last reported.
+    pub(crate) fn agent_metrics(
+        &self,
+        worker: WorkerKey,
+        now: std::time::Instant,
+    ) -> Option<crate::control::status::AgentMetrics> {
+        let link = self.links().get(&worker).cloned()?;
+        link.report.metrics(now)
     }
 
     /// The `--listen` addresses no worker's `listen()` has used.

@@ -24,8 +24,10 @@ use super::bind_failure::BindFailure;
 use super::binds::{Served, ServerId};
 use super::link::Link;
 use super::newconn_dispatcher::Dispatcher;
-use crate::log::rate::{RateLimit, error_limited, info_limited, left_out};
+use super::reports::{self, REPORTS_PER_SECOND};
+use crate::log::rate::{RateLimit, error_limited, info_limited, left_out, warn_limited};
 use crate::primary::io::notice::Notice;
+use crate::protocol::agent_report::AgentReport;
 use crate::protocol::message::{Control, cut_for_log};
 use crate::protocol::node::{self, Act, ClusterMessage, Endpoint, Internal, ServerQuery};
 
@@ -61,6 +63,8 @@ pub(crate) struct Session {
     said_ready: bool,
     /// Every server it was served.
     served: HashSet<ServerId>,
+    /// Its agent's metrics reports admitted ([`reports::report_limit`]).
+    reports: RateLimit,
     /// Its queries refused by a limit.
     refusals_over_limits: u32,
     /// It flooded past the limits: nothing more is served to it.
@@ -96,6 +100,7 @@ impl Session {
             servers: HashMap::new(),
             said_ready: false,
             served: HashSet::new(),
+            reports: reports::report_limit(),
             refusals_over_limits: 0,
             cut_off: false,
             disconnected_itself: false,
@@ -121,6 +126,7 @@ impl Session {
                 return AfterInternal::Deliver(message);
             }
             Internal::Cluster(message) => return self.on_cluster(message).await,
+            Internal::AgentReport(report) => return self.on_report(report).await,
             Internal::Other(cmd) => {
                 self.warn(format_args!("unknown Node command {cmd:?}: ignored"))
             }
@@ -175,6 +181,47 @@ impl Session {
             Act::Ack(_) => {}
             Act::Unknown(act) => {
                 self.warn(format_args!("unknown cluster message {act:?}: ignored"))
+            }
+        }
+        AfterInternal::Done
+    }
+
+    /// Keeps the agent's metrics report, and counts the requests it
+    /// served since the last one as served (`--max-requests`, `requests`).
+    async fn on_report(&mut self, report: Result<AgentReport, String>) -> AfterInternal {
+        if self.reports.admit().is_none() {
+            let id = self.id();
+            warn_limited!(
+                event = "agent_reports_limited",
+                worker = id,
+                "worker {id} sends more than {REPORTS_PER_SECOND} metrics reports a second \
+                 (corral's Node agent sends one): the rest of this second's are ignored"
+            );
+            return AfterInternal::Done;
+        }
+        let report = match report {
+            Ok(report) => report,
+            Err(why) => {
+                self.warn(format_args!("{why}: ignored"));
+                return AfterInternal::Done;
+            }
+        };
+        let before = self.link.report.requests();
+        let Some(served) = report.requests.checked_sub(before) else {
+            self.warn(format_args!(
+                "a metrics report whose requests went down ({before} to {}): ignored",
+                report.requests
+            ));
+            return AfterInternal::Done;
+        };
+        self.link.report.store(report, std::time::Instant::now());
+        if served > 0 {
+            let notice = Notice::Served {
+                worker: self.link.worker,
+                count: served,
+            };
+            if self.notices.send(notice).await.is_err() {
+                return AfterInternal::Stop;
             }
         }
         AfterInternal::Done
