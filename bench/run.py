@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import statistics
 import subprocess
@@ -32,12 +33,33 @@ CONNECTIONS = 50
 CLOSE_RUN_LIMIT_S = 5  # new-connection runs: longer ones fill TIME_WAIT
 FIRST_WARMUP_S = 3  # warm-up of the first row measured: the first run on an idle machine measures high
 
+# The hand-off fallback, as where the kernel program cannot load.
+HAND_OFF = ("--kernel-steering", "off")
+
 CONFIGS = (
     h.Config("bare", "bare baseline: 2 × corral demo-worker, SO_REUSEPORT", "bare"),
     h.Config("corral-shared", "corral demo, shared", "corral", "shared"),
     h.Config("corral-reuseport", "corral demo, reuseport", "corral", "reuseport"),
-    h.Config("corral-round-robin", "corral demo, round-robin", "corral", "round-robin"),
-    h.Config("corral-least-connections", "corral demo, least-connections", "corral", "least-connections"),
+    h.Config("corral-round-robin", "corral demo, round-robin (kernel steering)", "corral", "round-robin"),
+    h.Config(
+        "corral-least-connections", "corral demo, least-connections (kernel steering)", "corral", "least-connections"
+    ),
+    h.Config("corral-sticky", "corral demo, sticky (kernel steering)", "corral", "sticky"),
+    h.Config(
+        "corral-round-robin-hand-off",
+        "corral demo, round-robin (hand-off)",
+        "corral",
+        "round-robin",
+        corral_args=HAND_OFF,
+    ),
+    h.Config(
+        "corral-least-connections-hand-off",
+        "corral demo, least-connections (hand-off)",
+        "corral",
+        "least-connections",
+        corral_args=HAND_OFF,
+    ),
+    h.Config("corral-sticky-hand-off", "corral demo, sticky (hand-off)", "corral", "sticky", corral_args=HAND_OFF),
     h.Config("node-rr", "Node cluster, SCHED_RR", "node", "rr", h.NODE_CLUSTER),
     h.Config("node-none", "Node cluster, SCHED_NONE", "node", "none", h.NODE_CLUSTER),
     h.Config("pm2", "pm2 cluster mode (-i 2)", "pm2", app=h.NODE_APP),
@@ -58,16 +80,42 @@ class Mode:
     title: str
     wrk_args: tuple[str, ...]
     new_connection_per_request: bool
+    slow_every: int = 0  # every Nth request of each wrk connection is `/sleep/50` (0: none)
+
+    def applies_to(self, config: h.Config) -> bool:
+        """Slow requests need the demo worker's `/sleep/MS`."""
+        return self.slow_every == 0 or (config.kind in ("bare", "corral") and config.app is None)
 
 
 KEEP_ALIVE = Mode("keep-alive", "Keep-alive (50 connections reused)", (), False)
 CLOSE = Mode("close", "New connection per request (Connection: close)", ("-H", "Connection: close"), True)
-MODES = (KEEP_ALIVE, CLOSE)
+MIXED = Mode(
+    "mixed",
+    "Mixed latency: new connection per request, 1 request in 10 is `/sleep/50` (demo worker rows only)",
+    ("-H", "Connection: close"),
+    True,
+    slow_every=10,
+)
+MODES = (KEEP_ALIVE, CLOSE, MIXED)
 
 # Ratios: (label, numerator key, denominator key); plus every row ÷ "bare".
 COMPARISONS = (
     ("corral round-robin ÷ corral reuseport", "corral-round-robin", "corral-reuseport"),
     ("corral least-connections ÷ corral reuseport", "corral-least-connections", "corral-reuseport"),
+    ("corral round-robin (hand-off) ÷ corral reuseport", "corral-round-robin-hand-off", "corral-reuseport"),
+    (
+        "corral least-connections (hand-off) ÷ corral reuseport",
+        "corral-least-connections-hand-off",
+        "corral-reuseport",
+    ),
+    ("corral sticky ÷ corral reuseport", "corral-sticky", "corral-reuseport"),
+    (
+        f"{h.TUTORIAL}: corral round-robin ÷ corral reuseport",
+        "tutorial-corral-round-robin",
+        "tutorial-corral-reuseport",
+    ),
+    ("corral sticky (hand-off) ÷ corral reuseport", "corral-sticky-hand-off", "corral-reuseport"),
+    ("corral least-connections ÷ corral round-robin (kernel)", "corral-least-connections", "corral-round-robin"),
     ("corral run node, reuseport ÷ Node cluster RR", "corral-node-reuseport", "node-rr"),
     ("corral run node, shared ÷ Node cluster RR", "corral-node-shared", "node-rr"),
     ("corral run node, reuseport ÷ pm2", "corral-node-reuseport", "pm2"),
@@ -156,7 +204,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run_wrk(server: h.Server, wrk: str, seconds: int, mode: Mode) -> WrkResult:
     argv = [*server.ctx.pinned(h.CLIENT_CORE), wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
     argv += ["-s", str(WRK_SCRIPT), *mode.wrk_args, f"http://127.0.0.1:{server.port}/"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    env = {**os.environ, "BENCH_SLOW_EVERY": str(mode.slow_every)}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)
     if done.returncode != 0:
         raise h.Failed(f"wrk failed (code {done.returncode}):\n{h.tail(done.stdout + done.stderr)}")
     return parse_wrk(done.stdout)
@@ -270,7 +319,7 @@ def run_rounds(args: argparse.Namespace, ctx: h.Context, results: h.Results) -> 
             if warmup[0] > 0:
                 results.note(warm_up(server, args, warmup[0]))
             warmup[0] = args.warmup
-            return {mode.key: measure_undisturbed(server, args, mode) for mode in MODES}
+            return {mode.key: measure_undisturbed(server, args, mode) for mode in MODES if mode.applies_to(config)}
 
     h.alternate(args.runs, args.configs, results, measure_row)
 
@@ -280,7 +329,7 @@ def run_rounds(args: argparse.Namespace, ctx: h.Context, results: h.Results) -> 
 
 
 def series(results: h.Results, key: str, mode: Mode) -> list[Measurement | None]:
-    return [None if r is None else r[mode.key] for r in results.series(key)]
+    return [None if r is None else r.get(mode.key) for r in results.series(key)]
 
 
 def format_shares(measurements: list[Measurement]) -> str:
@@ -315,7 +364,7 @@ COLUMNS: tuple[tuple[str, Callable[[list[Measurement]], str]], ...] = (
 
 def mode_table(mode: Mode, configs: list[h.Config], results: h.Results) -> str:
     rows = []
-    for config in configs:
+    for config in (config for config in configs if mode.applies_to(config)):
         done = [m for m in series(results, config.key, mode) if m is not None]
         status = results.status(config.key)
         if status is not None or not done:
@@ -391,23 +440,47 @@ def handoff_goals(configs: list[h.Config], results: h.Results) -> str | None:
     present = {config.key for config in configs}
     goals = []
     for policy, bound in (("round-robin", 1.08), ("least-connections", 1.10)):
-        key = f"corral-{policy}"
+        key = f"corral-{policy}-hand-off"
         if {key, "bare"} <= present:
             cpu = ratio(results, CLOSE, key, "bare", lambda m: m.cpu_us_per_request)
             goals.append((f"{policy} ÷ bare: server CPU/req ≤ {bound:.2f}×", cpu, "{:.2f}×", lambda v, b=bound: v <= b))
     for policy in ("round-robin", "least-connections"):
-        key = f"corral-{policy}"
+        key = f"corral-{policy}-hand-off"
         if key in present:
             primary = h.median(m.primary_us_per_connection for m in series(results, key, CLOSE) if m is not None)
             goals.append((f"{policy}: primary CPU/conn ≤ 6 µs", primary, "{:.1f} µs", lambda v: v <= 6.0))
-    if {"corral-round-robin", "corral-reuseport"} <= present:
-        p99 = ratio(results, CLOSE, "corral-round-robin", "corral-reuseport", lambda m: m.wrk.p99_ms)
+    if {"corral-round-robin-hand-off", "corral-reuseport"} <= present:
+        p99 = ratio(results, CLOSE, "corral-round-robin-hand-off", "corral-reuseport", lambda m: m.wrk.p99_ms)
         goals.append(("round-robin ÷ reuseport: p99 latency ≤ 1.2×", p99, "{:.2f}×", lambda v: v <= 1.2))
     if not goals:
         return None
     return (
-        "## Hand-off policies: issue 13's goals\n\n"
+        "## Hand-off policies (the fallback, `--kernel-steering off`): issue 13's goals\n\n"
         "New connection per request; medians (of per-round ratios for the ratios).\n\n"
+        + h.goal_table("goal", goals)
+    )
+
+
+def steering_goals(configs: list[h.Config], results: h.Results) -> str | None:
+    """Issue 22's goals for kernel steering: its cost against reuseport, and least-connections on a mixed load."""
+    present = {config.key for config in configs}
+    goals = []
+    for policy in ("round-robin", "least-connections", "sticky"):
+        key = f"corral-{policy}"
+        if {key, "corral-reuseport"} <= present:
+            cpu = ratio(results, CLOSE, key, "corral-reuseport", lambda m: m.cpu_us_per_request)
+            goals.append((f"{policy} (kernel) ÷ reuseport: server CPU/req ≤ 1.02×", cpu, "{:.2f}×", lambda v: v <= 1.02))
+    if {"corral-least-connections", "corral-round-robin"} <= present:
+        for name, value in (("p50", lambda m: m.wrk.p50_ms), ("p99", lambda m: m.wrk.p99_ms)):
+            lower = ratio(results, MIXED, "corral-least-connections", "corral-round-robin", value)
+            goals.append(
+                (f"mixed load: least-connections ÷ round-robin (kernel), {name} < 1×", lower, "{:.2f}×", lambda v: v < 1)
+            )
+    if not goals:
+        return None
+    return (
+        "## Kernel steering: issue 22's goals\n\n"
+        "New connection per request (the mixed mode for latency); medians of per-round ratios.\n\n"
         + h.goal_table("goal", goals)
     )
 
@@ -420,7 +493,7 @@ def agent_goals(configs: list[h.Config], results: h.Results) -> str | None:
         return None
     goals = []
     costs = []
-    for mode in MODES:
+    for mode in (mode for mode in MODES if mode.slow_every == 0):
         cpu = ratio(results, mode, *keys, lambda m: m.cpu_us_per_request)
         goals.append((f"{mode.key}: server CPU/req, agent on ÷ off ≤ 1.02×", cpu, "{:.3f}×", lambda v: v <= 1.02))
         on, off = (h.median(m.cpu_us_per_request for m in series(results, key, mode) if m is not None) for key in keys)
@@ -473,6 +546,7 @@ def make_report(
         "## Ratios (median of per-run ratios; CPU/req below 1× means cheaper)\n\n" + ratio_table(args.configs, results)
     )
     for goals in (
+        steering_goals(args.configs, results),
         handoff_goals(args.configs, results),
         node_goals(args.configs, results),
         agent_goals(args.configs, results),

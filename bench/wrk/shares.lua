@@ -9,6 +9,18 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+-- BENCH_SLOW_EVERY=N (run.py's mixed mode): every Nth request of each
+-- thread asks the demo worker for `/sleep/50`, the others for `/`.
+local slow_every = tonumber(os.getenv("BENCH_SLOW_EVERY") or "0") or 0
+if slow_every > 0 then
+  local sent = 0
+  function request()
+    sent = sent + 1
+    local path = (sent % slow_every == 0) and "/sleep/50" or "/"
+    return wrk.format(nil, path)
+  end
+end
+
 -- Globals of each thread's Lua state, read back in done() with thread:get().
 shares = {}
 non2xx = 0

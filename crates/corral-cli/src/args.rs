@@ -459,6 +459,14 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = fixed().policy.into())]
     pub policy: PolicyArg,
 
+    /// Steer round-robin, least-connections and sticky in the kernel (on, off): an
+    /// SK_REUSEPORT program picks each connection's worker and workers
+    /// accept on their own sockets, where it can load (root, or CAP_BPF
+    /// and CAP_NET_ADMIN); elsewhere, or off, the primary accepts and
+    /// hands connections out. `corral status` shows which
+    #[arg(long, value_name = "on|off", action = clap::ArgAction::Set, default_value = on_off(fixed().kernel_steering), value_parser = parse_on_off)]
+    pub kernel_steering: bool,
+
     /// Seconds a stopping worker may drain before it is killed (fractions
     /// allowed, e.g. 0.5)
     #[arg(long, value_name = "SECONDS", default_value_t = Seconds(reloadable().grace), value_parser = parse_seconds, allow_negative_numbers = true)]
@@ -667,6 +675,7 @@ impl RunArgs {
         let run = self;
         let mut cluster = corral::Cluster::new()
             .policy(run.policy.into())
+            .kernel_steering(run.kernel_steering)
             .grace(run.grace.0)
             .backlog(run.backlog)
             .ready_timeout(run.ready_timeout.0)

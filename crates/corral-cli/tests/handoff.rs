@@ -1,5 +1,8 @@
 //! The hand-off policies (`round-robin`, `least-connections`): the primary
 //! accepts and passes connections to workers over their hand-off channels.
+//! Every cluster here runs with `--kernel-steering off`, which as root
+//! would otherwise serve these policies in the kernel
+//! (`kernel_steering.rs`).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -18,7 +21,15 @@ const HANDOFF_SERVER: &str = concat!(
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
 
 fn cluster(policy: &str, extra: &[&str]) -> ClusterProcess {
-    let mut args = vec!["run", "--listen", "127.0.0.1:0", "--policy", policy];
+    let mut args = vec![
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--kernel-steering",
+        "off",
+        "--policy",
+        policy,
+    ];
     args.extend_from_slice(extra);
     ClusterProcess::start(corral_path(), &args)
 }
@@ -68,14 +79,7 @@ fn least_connections_steers_new_connections_away_from_a_busy_worker() {
     cluster.expect_event(Mark::START, "ready", Some(1));
     cluster.expect_event(Mark::START, "ready", Some(2));
     // Twenty held connections, which least-connections spreads evenly.
-    let held: Vec<KeepAlive> = (0..20).map(|_| KeepAlive::open(port).unwrap()).collect();
-    let (on_one, on_two): (Vec<KeepAlive>, Vec<KeepAlive>) =
-        held.into_iter().partition(|conn| conn.hello.id == 1);
-    assert_eq!(
-        (on_one.len(), on_two.len()),
-        (10, 10),
-        "held connections spread evenly"
-    );
+    let (on_one, on_two) = KeepAlive::twenty_split_evenly(port);
     // Worker 2's close; worker 1 still holds ten open connections.
     drop(on_two);
     let counts = shares(port, 40);
@@ -89,7 +93,10 @@ fn least_connections_steers_new_connections_away_from_a_busy_worker() {
 
 #[test]
 fn killing_a_worker_under_round_robin_loses_no_new_connection() {
-    let cluster = ClusterBuilder::corral().policy("round-robin").start();
+    let cluster = ClusterBuilder::corral()
+        .args(&["--kernel-steering", "off"])
+        .policy("round-robin")
+        .start();
     let port = cluster.port();
     let mut served = 0;
     for round in 0..5 {
@@ -112,6 +119,7 @@ fn killing_a_worker_under_round_robin_loses_no_new_connection() {
 fn a_python_worker_speaks_the_handoff_protocol() {
     for policy in ["round-robin", "least-connections", "sticky"] {
         let cluster = ClusterBuilder::corral()
+            .args(&["--kernel-steering", "off"])
             .policy(policy)
             .command(&["python3", HANDOFF_SERVER])
             .start();
@@ -139,6 +147,7 @@ fn a_python_worker_speaks_the_handoff_protocol() {
 #[test]
 fn a_worker_that_stops_reading_its_channel_does_not_stall_the_others() {
     let cluster = ClusterBuilder::corral()
+        .args(&["--kernel-steering", "off"])
         .policy("round-robin")
         .command(&["python3", HANDOFF_SERVER])
         .env("STALL_WORKERS", "2")
@@ -283,6 +292,8 @@ fn a_server_expecting_a_socket_under_a_handoff_policy_fails_fast() {
             "1",
             "-l",
             "127.0.0.1:0",
+            "--kernel-steering",
+            "off",
             "--policy",
             policy,
             "--ready-timeout",

@@ -362,11 +362,27 @@ fn sighup_reloads_node_workers_under_load_without_a_failed_request() {
 
 #[test]
 fn killed_node_workers_lose_no_waiting_connection_under_round_robin() {
+    killed_node_workers_lose_no_waiting_connection(&["--policy", "round-robin"]);
+}
+
+/// The same through Node's `newconn` hand-off, which kernel steering
+/// replaces where it can load.
+#[test]
+fn killed_node_workers_lose_no_waiting_connection_under_the_newconn_hand_off() {
+    killed_node_workers_lose_no_waiting_connection(&[
+        "--policy",
+        "round-robin",
+        "--kernel-steering",
+        "off",
+    ]);
+}
+
+fn killed_node_workers_lose_no_waiting_connection(flags: &[&str]) {
     if !have_node(false) {
         return;
     }
     let name = "worker_ids.js";
-    let cluster = start(name, &["--policy", "round-robin"], &[]);
+    let cluster = start(name, flags, &[]);
     let port = cluster.bound_port();
     let load = Load::start(port, 4);
     for _ in 1..=3 {
@@ -382,7 +398,7 @@ fn killed_node_workers_lose_no_waiting_connection_under_round_robin() {
     }
     load.wait_for_more(30);
     let totals = load.stop();
-    eprintln!("round-robin, 3 kills of a Node worker: {totals:?}");
+    eprintln!("{flags:?}, 3 kills of a Node worker: {totals:?}");
     // Requests a killed worker was serving die with it; connections it had
     // not accepted yet go to the other worker: none is refused.
     assert_eq!(totals.refused, 0, "{totals:?}");

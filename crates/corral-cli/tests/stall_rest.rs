@@ -6,7 +6,10 @@ use corral_testkit::{ClusterBuilder, Load, Mark, Signal, send_signal};
 
 #[test]
 fn a_stopped_worker_rests_longer_each_time_it_stalls() {
-    let cluster = ClusterBuilder::corral().policy("round-robin").start();
+    let cluster = ClusterBuilder::corral()
+        .args(&["--kernel-steering", "off"])
+        .policy("round-robin")
+        .start();
     let stopped = cluster
         .expect_event(Mark::START, "ready", Some(2))
         .pid

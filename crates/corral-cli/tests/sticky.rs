@@ -6,27 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Mark, Signal, corral_path, node_available, parse_hello,
-    send_signal,
+    ClusterBuilder, ClusterProcess, Mark, Signal, corral_path, get_from, node_available,
+    parse_hello, send_signal,
 };
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
-
-/// `GET /` on 127.0.0.1:`port` from the source address `from`; the body.
-fn get_from(from: &str, port: u16) -> String {
-    let output = Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "10"])
-        .args(["--interface", from])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
-        .expect("curl runs");
-    assert!(
-        output.status.success(),
-        "curl from {from}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Who answered a request: (worker id, pid).
 type Answer = (u32, u32);

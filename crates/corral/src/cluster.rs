@@ -248,6 +248,16 @@ impl Cluster {
         self
     }
 
+    /// Whether `round-robin`, `least-connections` and `sticky` are steered in the
+    /// kernel by an `SK_REUSEPORT` program where it can load (default: on;
+    /// it needs root or `CAP_BPF` and `CAP_NET_ADMIN`). Off, or where it
+    /// cannot load, the primary accepts and hands connections out
+    /// (docs/command-line.md, "Kernel steering").
+    pub fn kernel_steering(mut self, on: bool) -> Self {
+        self.configuration.fixed.kernel_steering = on;
+        self
+    }
+
     /// Over how long a draining Node worker's WebSockets are closed with
     /// 1001 (going away), spread evenly from the drain's start (default
     /// 1 s; 0: all at once), by corral's Node agent (docs/node.md). It

@@ -74,6 +74,21 @@ pub struct KeepAlive {
 }
 
 impl KeepAlive {
+    /// Twenty connections held open, split evenly between workers 1 and
+    /// 2 (as `least-connections` spreads them; the test fails otherwise):
+    /// (those on worker 1, those on worker 2).
+    pub fn twenty_split_evenly(port: u16) -> (Vec<KeepAlive>, Vec<KeepAlive>) {
+        let held: Vec<KeepAlive> = (0..20).map(|_| KeepAlive::open(port).unwrap()).collect();
+        let (on_one, on_two): (Vec<KeepAlive>, Vec<KeepAlive>) =
+            held.into_iter().partition(|conn| conn.hello.id == 1);
+        assert_eq!(
+            (on_one.len(), on_two.len()),
+            (10, 10),
+            "held connections spread evenly"
+        );
+        (on_one, on_two)
+    }
+
     /// Connects to 127.0.0.1:`port`, sends `GET /` and reads the answer,
     /// keeping the connection open.
     pub fn open(port: u16) -> io::Result<Self> {
@@ -125,6 +140,24 @@ fn read_sized_response(stream: &mut TcpStream) -> io::Result<String> {
 pub struct Hello {
     pub id: u32,
     pub pid: u32,
+}
+
+/// `GET /` on 127.0.0.1:`port` from the source address `from` (another
+/// loopback address, `curl --interface`): the body. Fails the test when
+/// curl does.
+pub fn get_from(from: &str, port: u16) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "10"])
+        .args(["--interface", from])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("curl runs");
+    assert!(
+        output.status.success(),
+        "curl from {from}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Parses the demo worker's greeting.

@@ -35,7 +35,7 @@ mod wait;
 
 pub use builder::{ClusterBuilder, two_ready_workers, wait_ready};
 pub use events::{LogEvent, Mark};
-pub use http::{Hello, KeepAlive, Response, hello, http_get, parse_hello};
+pub use http::{Hello, KeepAlive, Response, get_from, hello, http_get, parse_hello};
 pub use load::{Load, LoadTotals};
 pub use os::{
     SCHED_BATCH, SCHED_OTHER, free_port, live_children, node_available, open_descriptors,

@@ -33,8 +33,12 @@ pub(crate) fn render(status: &Status) -> String {
         status.workers_desired
     ));
     for listener in &status.listeners {
+        let steering = listener
+            .steering
+            .map(|steering| format!(", steering: {}", steering.name()))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "listening on {} ({} queued)\n",
+            "listening on {} ({} queued{steering})\n",
             listener.address,
             or_dash(listener.queued, |n| n.to_string())
         ));

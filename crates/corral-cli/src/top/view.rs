@@ -165,8 +165,12 @@ fn draw_listeners(frame: &mut Frame, area: Rect, model: &Model) {
         .iter()
         .flat_map(|status| status.listeners.iter())
         .map(|listener| {
+            let steering = listener
+                .steering
+                .map(|steering| format!("  steering {}", steering.name()))
+                .unwrap_or_default();
             let line = format!(
-                "{}  queued {}",
+                "{}  queued {}{steering}",
                 listener.address,
                 or_dash(listener.queued, |n| n.to_string())
             );

@@ -220,6 +220,10 @@ impl Balancer for HandOff {
         &self.addresses
     }
 
+    fn steering(&self) -> Option<super::Steering> {
+        Some(super::Steering::HandOff)
+    }
+
     fn sockets_for(&mut self, worker: WorkerKey) -> Result<WorkerSockets, Error> {
         let (primary_end, worker_end) =
             handoff::socket_pair().map_err(Error::io("cannot create a hand-off channel"))?;

@@ -10,6 +10,7 @@ pub(crate) mod activation;
 pub(crate) mod bind;
 mod congestion;
 mod hand_off;
+pub(crate) mod kernel;
 mod least_connections;
 mod pick;
 mod reuseport;
@@ -90,26 +91,56 @@ impl Policy {
         addresses: &[SocketAddr],
         slots: usize,
         backlog: i32,
+        kernel_steering: bool,
         stalls: StallReport,
     ) -> Result<Box<dyn Balancer>, Error> {
-        // The policies where the primary hands connections out differ only
-        // in their pick.
-        let hand_off = |pick: Box<dyn pick::Pick>| -> Result<Box<dyn Balancer>, Error> {
-            Ok(Box::new(hand_off::HandOff::bind(
-                addresses, backlog, pick, stalls,
-            )?))
-        };
         match self {
             Policy::Shared => Ok(Box::new(shared::SharedSocket::bind(addresses, backlog)?)),
             Policy::ReusePort => Ok(Box::new(reuseport::SocketPerSlot::bind(
                 addresses, slots, backlog,
             )?)),
-            Policy::RoundRobin => hand_off(Box::<round_robin::RoundRobin>::default()),
-            Policy::LeastConnections => {
-                hand_off(Box::<least_connections::LeastConnections>::default())
+            Policy::RoundRobin | Policy::LeastConnections | Policy::Sticky if !kernel_steering => {
+                let hand_off = self.hand_off(addresses, backlog, stalls)?;
+                let why = "--kernel-steering is off";
+                log_steering(self, hand_off.local_addrs(), Steering::HandOff, why);
+                Ok(hand_off)
             }
-            Policy::Sticky => hand_off(Box::<sticky_pick::Sticky>::default()),
+            Policy::RoundRobin | Policy::LeastConnections | Policy::Sticky => {
+                match kernel::KernelSteered::bind(addresses, slots, backlog, self)? {
+                    Ok(steered) => {
+                        let why = "the SK_REUSEPORT program picks each connection's worker";
+                        log_steering(self, steered.local_addrs(), Steering::Kernel, why);
+                        Ok(Box::new(steered))
+                    }
+                    Err(why) => {
+                        let hand_off = self.hand_off(addresses, backlog, stalls)?;
+                        let why = format!(
+                            "{why} (kernel steering needs root, or CAP_BPF and CAP_NET_ADMIN)"
+                        );
+                        log_steering(self, hand_off.local_addrs(), Steering::HandOff, &why);
+                        Ok(hand_off)
+                    }
+                }
+            }
         }
+    }
+
+    /// The primary's hand-off dispatcher for this policy: the policies
+    /// where the primary hands connections out differ only in their pick.
+    fn hand_off(
+        self,
+        addresses: &[SocketAddr],
+        backlog: i32,
+        stalls: StallReport,
+    ) -> Result<Box<dyn Balancer>, Error> {
+        let pick: Box<dyn pick::Pick> = match self {
+            Policy::LeastConnections => Box::<least_connections::LeastConnections>::default(),
+            Policy::Sticky => Box::<sticky_pick::Sticky>::default(),
+            _ => Box::<round_robin::RoundRobin>::default(),
+        };
+        Ok(Box::new(hand_off::HandOff::bind(
+            addresses, backlog, pick, stalls,
+        )?))
     }
 
     /// Whether the primary hands connections to workers (which then need
@@ -151,6 +182,39 @@ impl FromStr for Policy {
     }
 }
 
+/// How the connections of a `round-robin`, `least-connections` or `sticky`
+/// listener reach the workers (`corral status`'s `steering`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Steering {
+    /// An `SK_REUSEPORT` program picks each new connection's worker in the
+    /// kernel; workers accept on their own sockets.
+    Kernel,
+    /// The primary accepts and hands each connection to a worker.
+    HandOff,
+}
+
+impl Steering {
+    /// The name shown by `status` and `top`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Steering::Kernel => "kernel",
+            Steering::HandOff => "hand-off",
+        }
+    }
+}
+
+/// The one line per listener at start saying how it is served, and why.
+fn log_steering(policy: Policy, addresses: &[SocketAddr], steering: Steering, why: &str) {
+    let how = match steering {
+        Steering::Kernel => "steered in the kernel",
+        Steering::HandOff => "served by the primary's hand-off",
+    };
+    for address in addresses {
+        tracing::info!(event = "steering", "{address}: {policy} {how}: {why}");
+    }
+}
+
 /// What a worker is given to receive connections with.
 #[derive(Debug, Default)]
 pub(crate) struct WorkerSockets {
@@ -179,6 +243,10 @@ pub(crate) trait Balancer {
     /// other workers.
     fn worker_exited(&mut self, _worker: WorkerKey) {}
 
+    /// The worker reported `count` of its connections closed on its message
+    /// channel (least-connections steered in the kernel).
+    fn connections_closed(&mut self, _worker: WorkerKey, _count: u64) {}
+
     /// The slot is gone for good (the cluster shrank): release what the
     /// policy holds for it.
     fn remove_slot(&mut self, _slot: u32) {}
@@ -193,6 +261,18 @@ pub(crate) trait Balancer {
     /// Connections open in each worker, where the policy knows them.
     fn open_connections(&self) -> Option<HashMap<WorkerKey, u64>> {
         None
+    }
+
+    /// How a hand-off policy's connections reach the workers (`None` for
+    /// `shared` and `reuseport`, where workers always accept).
+    fn steering(&self) -> Option<Steering> {
+        None
+    }
+
+    /// Whether the primary hands connections to workers (which then need
+    /// the hand-off channel and must say they are ready).
+    fn hands_off(&self) -> bool {
+        self.steering() == Some(Steering::HandOff)
     }
 }
 

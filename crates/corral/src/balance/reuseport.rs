@@ -49,6 +49,22 @@ impl SocketPerSlot {
         Ok(policy)
     }
 
+    /// The sockets of `slot`, one per address, bound now if the slot is new.
+    pub(crate) fn slot_sockets(&mut self, slot: u32) -> Result<&[Socket], Error> {
+        if !self.sockets.contains_key(&slot) {
+            let sockets = self.bind_slot()?;
+            self.sockets.insert(slot, sockets);
+        }
+        Ok(&self.sockets[&slot])
+    }
+
+    /// Every slot's sockets, by slot.
+    pub(crate) fn all_sockets(&self) -> impl Iterator<Item = (u32, &[Socket])> {
+        self.sockets
+            .iter()
+            .map(|(&slot, sockets)| (slot, sockets.as_slice()))
+    }
+
     fn bind_slot(&self) -> Result<Vec<Socket>, Error> {
         self.addresses
             .iter()
@@ -63,13 +79,9 @@ impl Balancer for SocketPerSlot {
     }
 
     fn sockets_for(&mut self, worker: WorkerKey) -> Result<WorkerSockets, Error> {
-        let slot = worker.slot;
-        if !self.sockets.contains_key(&slot) {
-            let sockets = self.bind_slot()?;
-            self.sockets.insert(slot, sockets);
-        }
         Ok(WorkerSockets {
-            listeners: self.sockets[&slot]
+            listeners: self
+                .slot_sockets(worker.slot)?
                 .iter()
                 .map(duplicate)
                 .collect::<Result<_, _>>()?,

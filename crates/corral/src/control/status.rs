@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::balance::Policy;
+use crate::balance::{Policy, Steering};
 pub use crate::control::agent_metrics::{AGENT_LATENCY_BUCKETS, AgentMetrics, LatencyHistogram};
 
 /// A cluster at one moment.
@@ -64,6 +64,11 @@ pub struct ListenerStatus {
     /// Connections waiting in the kernel's accept queue, summed over the
     /// address's sockets (one per slot under `reuseport`).
     pub queued: Option<u32>,
+    /// How `round-robin`, `least-connections` and `sticky` reach the workers here:
+    /// `"kernel"` (an `SK_REUSEPORT` program) or `"hand-off"` (the
+    /// primary accepts); `null` under `shared` and `reuseport`.
+    #[serde(default)]
+    pub steering: Option<Steering>,
 }
 
 /// Rolling reloads: how many ended which way, and the last one's result.
@@ -380,6 +385,7 @@ mod tests {
             listeners: vec![ListenerStatus {
                 address: "127.0.0.1:8000".parse().unwrap(),
                 queued: Some(3),
+                steering: None,
             }],
             reloads: ReloadStats {
                 completed: 1,

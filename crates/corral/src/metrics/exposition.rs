@@ -339,6 +339,7 @@ mod tests {
             listeners: vec![ListenerStatus {
                 address: "127.0.0.1:8000".parse().unwrap(),
                 queued: Some(4),
+                steering: None,
             }],
             reloads: ReloadStats {
                 completed: 2,

@@ -40,6 +40,7 @@ pub use io::live_table::{SendError, WorkerInfo};
 pub(crate) use reconfigure::Reread;
 pub(crate) use settings::Settings;
 
+use crate::balance::kernel::SteeredGroups;
 use crate::balance::{Balancer, Policy, StallReport};
 use crate::control::ControlService;
 use crate::control::command::SupervisorCommand;
@@ -133,18 +134,40 @@ pub(crate) async fn run(
     }
     let (notices, inbox) = mpsc::channel(1024);
     // Node workers take connections by Node's own protocol (`node/`), not
-    // the hand-off channel: the sockets bound up front are shared, and the
-    // Node side dispatches them under round-robin.
+    // the hand-off channel: under kernel steering every address is steered
+    // by the program; otherwise the sockets bound up front are shared, and
+    // the Node side dispatches them with `newconn`.
+    let mut node_steering = program
+        .is_node()
+        .then(|| node_kernel_steering(&settings))
+        .flatten();
     let upfront_policy = match settings.policy {
-        policy if policy.hands_off() && program.is_node() => Policy::Shared,
+        policy if policy.hands_off() && program.is_node() && node_steering.is_none() => {
+            Policy::Shared
+        }
+        // Nothing to bind up front: no program to load for it.
+        _ if program.is_node() && settings.addresses.is_empty() => Policy::Shared,
         policy => policy,
     };
-    let balancer = upfront_policy.balancer(
+    let mut balancer = upfront_policy.balancer(
         &settings.addresses,
         settings.workers,
         settings.backlog,
+        settings.kernel_steering,
         report_stalls(notices.clone()),
     )?;
+    if program.is_node() && balancer.hands_off() {
+        // The program loaded a moment ago and not now: Node's own way.
+        node_steering = None;
+        drop(balancer);
+        balancer = Policy::Shared.balancer(
+            &settings.addresses,
+            settings.workers,
+            settings.backlog,
+            false,
+            report_stalls(notices.clone()),
+        )?;
+    }
     let node = program.is_node().then(|| {
         NodeCluster::new(node::NodeSettings {
             policy: settings.policy,
@@ -152,6 +175,7 @@ pub(crate) async fn run(
             upfront: balancer.local_addrs().to_vec(),
             run_as: settings.user.clone(),
             allowed: settings.allow_worker_binds.clone(),
+            steering: node_steering,
         })
     });
     if let Some(schedule) = settings.schedule.clone() {
@@ -283,6 +307,36 @@ fn schedule_reloads(
     });
 }
 
+/// Kernel steering for the addresses Node workers' `listen()` binds, under
+/// `round-robin`, `least-connections` and `sticky` where the program loads; one log
+/// line says which and why.
+fn node_kernel_steering(settings: &Settings) -> Option<SteeredGroups> {
+    let policy = settings.policy;
+    if !policy.hands_off() {
+        return None;
+    }
+    let why = if settings.kernel_steering {
+        match SteeredGroups::new(policy) {
+            Ok(groups) => {
+                tracing::info!(
+                    event = "steering",
+                    "Node workers' listen(): {policy} steered in the kernel: the SK_REUSEPORT \
+                     program picks each connection's worker"
+                );
+                return Some(groups);
+            }
+            Err(why) => format!("{why} (kernel steering needs root, or CAP_BPF and CAP_NET_ADMIN)"),
+        }
+    } else {
+        "--kernel-steering is off".to_string()
+    };
+    tracing::info!(
+        event = "steering",
+        "Node workers' listen(): {policy} served by the primary's newconn hand-off: {why}"
+    );
+    None
+}
+
 /// Stalled workers become notices, so the supervisor emits their event. A
 /// full inbox drops the report: the dispatcher never waits, and a stall
 /// check comes again.
@@ -377,6 +431,10 @@ impl Supervisor {
             Notice::Control { worker, control } => self.on_control(worker, control),
             Notice::Exited { worker, status } => self.on_exit(worker, status),
             Notice::Served { worker, count } => self.on_served(worker, count),
+            Notice::Closed { worker, count } => {
+                self.balancer.connections_closed(worker, count);
+                Ok(())
+            }
             Notice::Leaving(worker) => {
                 self.on_leaving(worker);
                 Ok(())
@@ -541,7 +599,7 @@ impl Supervisor {
     /// that are a COMMAND speaking neither corral's library nor Node's
     /// cluster protocol, and no worker ready yet.
     fn watches_misfits(&self) -> bool {
-        self.settings.policy.hands_off()
+        self.balancer.hands_off()
             && !self.launcher.program.speaks_channel()
             && self.node.is_none()
             && !self.ever_ready

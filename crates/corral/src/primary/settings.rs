@@ -42,6 +42,8 @@ pub(crate) struct Settings {
     pub schedule: Option<crate::settings::schedule::Schedule>,
     /// Whether Node workers load corral's Node agent (`--node-agent`).
     pub node_agent: bool,
+    /// Whether the kernel may steer a hand-off policy (`--kernel-steering`).
+    pub kernel_steering: bool,
     /// What `--watch` watches: absolute paths that exist (none: off).
     pub watch: Vec<PathBuf>,
 }
@@ -120,6 +122,7 @@ impl Settings {
                 .map(|text| text.parse::<ListenAddr>()?.resolve())
                 .transpose()?,
             node_agent: fixed.node_agent,
+            kernel_steering: fixed.kernel_steering,
             watch: fixed.watch.iter().map(|path| watched_path(path)).collect(),
         })
     }

@@ -15,6 +15,7 @@
 
 use std::time::Instant;
 
+use crate::balance::Steering;
 use crate::control::command::{ScaleTarget, StopMode, SupervisorCommand};
 use crate::control::journal;
 use crate::control::status::{
@@ -240,6 +241,22 @@ impl Supervisor {
         }
     }
 
+    /// How a hand-off policy's connections reach the workers: as the
+    /// balancer says; for Node workers, in the kernel or by Node's
+    /// `newconn`.
+    fn listener_steering(&self) -> Option<Steering> {
+        if !self.settings.policy.hands_off() {
+            return None;
+        }
+        if let Some(node) = &self.node {
+            return Some(match node.steers_in_kernel() {
+                true => Steering::Kernel,
+                false => Steering::HandOff,
+            });
+        }
+        Some(self.balancer.steering().unwrap_or(Steering::HandOff))
+    }
+
     /// The workers asked to stop that have not exited, and their
     /// connections where the balancer counts them.
     fn draining_now(&self) -> Draining {
@@ -281,6 +298,7 @@ impl Supervisor {
     /// Each address with the connections waiting in its accept queues.
     fn listener_status(&self) -> Vec<ListenerStatus> {
         let sockets = self.balancer.listening_sockets();
+        let steering = self.listener_steering();
         let mut listeners: Vec<ListenerStatus> = self
             .balancer
             .local_addrs()
@@ -296,14 +314,22 @@ impl Supervisor {
                     None => None,
                     Some(_) => queues.sum::<Option<u32>>(),
                 };
-                ListenerStatus { address, queued }
+                ListenerStatus {
+                    address,
+                    queued,
+                    steering,
+                }
             })
             .collect();
         // A Node cluster's addresses bound on demand, after the --listen ones.
         if let Some(node) = &self.node {
             for (address, queued) in node.listening() {
                 if !listeners.iter().any(|listener| listener.address == address) {
-                    listeners.push(ListenerStatus { address, queued });
+                    listeners.push(ListenerStatus {
+                        address,
+                        queued,
+                        steering,
+                    });
                 }
             }
         }

@@ -81,7 +81,7 @@ impl Supervisor {
                 StartKind {
                     speaks_channel,
                     replacement: successor,
-                    hands_off: self.settings.policy.hands_off(),
+                    hands_off: self.balancer.hands_off(),
                 },
             )
         };
@@ -191,10 +191,16 @@ impl Supervisor {
         self.live_table.set_state(key, after.shown_as());
         if after.is_ready() && !before.is_ready() {
             self.balancer.worker_ready(key);
+            if let Some(node) = &self.node {
+                node.worker_ready(key);
+            }
             self.emit(Event::Ready { id, pid });
         }
         if after.is_draining() && !before.is_draining() {
             self.balancer.worker_leaving(key);
+            if let Some(node) = &self.node {
+                node.worker_leaving(key);
+            }
             let by_itself = after.left_by_itself();
             self.emit(Event::Disconnect { id, pid, by_itself });
         }
@@ -452,6 +458,7 @@ impl Supervisor {
     pub(super) fn on_ready_timeout(&mut self, key: WorkerKey) -> Result<(), Error> {
         let timeout = human_duration(self.settings.ready_timeout);
         let policy = self.settings.policy;
+        let hands_off = self.balancer.hands_off();
         let proven = self.proven;
         let Some(worker) = self.worker_of(key) else {
             return Ok(());
@@ -461,7 +468,7 @@ impl Supervisor {
             worker.lifecycle.was_ready(),
             worker.lifecycle.stop_requested(),
             proven,
-            policy.hands_off(),
+            hands_off,
         );
         match verdict {
             LateVerdict::Ignore => Ok(()),

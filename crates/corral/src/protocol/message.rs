@@ -8,7 +8,9 @@
 //! * worker → primary: `{"corral":"online"}`, `"ready"`, `"heartbeat"` (see
 //!   [`Control`]); `{"corral":{"to":ID,"message":VALUE}}` (deliver VALUE to
 //!   worker ID); `{"corral":{"served":N}}` (N more requests served, which
-//!   `--max-requests` counts);
+//!   `--max-requests` counts); `{"corral":{"closed":N}}` (N more
+//!   connections closed, which least-connections steered in the kernel
+//!   counts);
 //! * primary → worker: `{"corral":"stop"}`; `{"corral":{"from":ID,"message":VALUE}}`
 //!   (VALUE, sent by worker ID).
 //!
@@ -57,6 +59,8 @@ pub(crate) enum ToPrimary {
     SendTo { to: u32, message: Value },
     /// The worker served `count` more requests.
     Served { count: u64 },
+    /// The worker closed `count` more connections.
+    Closed { count: u64 },
     /// Anything else: the user's own message.
     User(Value),
 }
@@ -90,6 +94,7 @@ pub(crate) enum ToWorker {
 enum WorkerEnvelope {
     SendTo { to: u32, message: Value },
     Served { served: u64 },
+    Closed { closed: u64 },
 }
 
 /// The object form under the `corral` key, primary → worker.
@@ -127,7 +132,7 @@ struct SendToEnvelope<'a, T: ?Sized> {
 }
 
 const TO_PRIMARY_FORMS: &str = "\"online\", \"ready\", \"heartbeat\", \
-     {\"to\":ID,\"message\":…} or {\"served\":N}";
+     {\"to\":ID,\"message\":…}, {\"served\":N} or {\"closed\":N}";
 const TO_WORKER_FORMS: &str = "\"stop\" or {\"from\":ID,\"message\":…}";
 
 /// Why a line could not be decoded.
@@ -195,6 +200,7 @@ pub(crate) fn decode_to_primary(line: &[u8]) -> Result<Option<ToPrimary>, Decode
     match WorkerEnvelope::deserialize(&inner) {
         Ok(WorkerEnvelope::SendTo { to, message }) => Ok(Some(ToPrimary::SendTo { to, message })),
         Ok(WorkerEnvelope::Served { served }) => Ok(Some(ToPrimary::Served { count: served })),
+        Ok(WorkerEnvelope::Closed { closed }) => Ok(Some(ToPrimary::Closed { count: closed })),
         Err(_) => Err(DecodeError::UnknownControl {
             found: shown(&inner),
             expected: TO_PRIMARY_FORMS,
@@ -274,6 +280,11 @@ pub(crate) fn encode_send_to<T: Serialize + ?Sized>(
     })
 }
 
+/// Encodes a worker's report of `count` more connections closed.
+pub(crate) fn encode_closed(count: u64) -> Vec<u8> {
+    json_line(&serde_json::json!({ CONTROL_KEY: WorkerEnvelope::Closed { closed: count } }))
+}
+
 /// Encodes a worker's report of `count` more requests served.
 pub(crate) fn encode_served(count: u64) -> Vec<u8> {
     json_line(&serde_json::json!({ CONTROL_KEY: WorkerEnvelope::Served { served: count } }))
@@ -292,7 +303,7 @@ pub(crate) fn longest_control_line() -> usize {
     [Control::Online, Control::Ready, Control::Heartbeat]
         .into_iter()
         .map(|control| encode_control(control).len())
-        .chain([encode_served(u64::MAX).len()])
+        .chain([encode_served(u64::MAX).len(), encode_closed(u64::MAX).len()])
         .max()
         .unwrap_or_default()
 }
@@ -392,6 +403,10 @@ mod tests {
         assert_eq!(
             decode_to_primary(without_newline(&encode_served(7))).unwrap(),
             Some(ToPrimary::Served { count: 7 })
+        );
+        assert_eq!(
+            decode_to_primary(without_newline(&encode_closed(4))).unwrap(),
+            Some(ToPrimary::Closed { count: 4 })
         );
     }
 

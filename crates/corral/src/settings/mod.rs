@@ -144,6 +144,10 @@ pub struct Fixed {
     pub listen: Vec<String>,
     #[serde(serialize_with = "describe::display")]
     pub policy: Policy,
+    /// Serve `round-robin`, `least-connections` and `sticky` with the kernel program
+    /// where it can load (`--kernel-steering`); off: always the hand-off.
+    #[serde(serialize_with = "describe::on_off")]
+    pub kernel_steering: bool,
     /// The name in logs and of the control socket (default: the
     /// program's file name).
     pub name: Option<String>,
@@ -188,6 +192,7 @@ impl Default for Fixed {
         Fixed {
             listen: Vec::new(),
             policy: Policy::default(),
+            kernel_steering: true,
             name: None,
             messages: MessagePolicy::default(),
             max_message_size: DEFAULT_MAX_LINE,

@@ -45,14 +45,18 @@ enum Source {
 
 impl Listener {
     /// Wraps an inherited listening socket. Must run inside a tokio runtime.
-    pub(crate) fn from_inherited(fd: OwnedFd, drain: Arc<Drain>) -> io::Result<Self> {
+    pub(crate) fn from_inherited(
+        fd: OwnedFd,
+        closes: Option<Arc<CloseCounter>>,
+        drain: Arc<Drain>,
+    ) -> io::Result<Self> {
         let socket = std::net::TcpListener::from(fd);
         // The flag is shared with every process holding the socket; all the
         // workers of one cluster run the same program and want it set.
         socket.set_nonblocking(true)?;
         Ok(Listener {
             source: Source::Socket(TcpListener::from_std(socket)?),
-            closes: None,
+            closes,
             drain: Some(drain),
         })
     }

@@ -3,6 +3,7 @@
 //! the inherited sockets and channel, and hands the user's body a [`Worker`]
 //! with its id, its listeners and a future that completes when it must stop.
 
+mod close_reports;
 pub(crate) mod connection;
 pub(crate) mod drain;
 pub(crate) mod incoming;
@@ -229,12 +230,28 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
                 })
                 .collect()
         }
-        None => environment
-            .listeners
-            .into_iter()
-            .map(|fd| Listener::from_inherited(fd, drain.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(Error::io("cannot use an inherited listening socket"))?,
+        None => {
+            // Least-connections steered in the kernel counts the closes the
+            // worker reports on its message channel.
+            let closes = environment
+                .env
+                .policy
+                .is_some_and(Policy::needs_close_reports)
+                .then(|| {
+                    outbox.clone().map(|outbox| {
+                        close_reports::start(WorkerSender {
+                            outbox: Some(outbox),
+                        })
+                    })
+                })
+                .flatten();
+            environment
+                .listeners
+                .into_iter()
+                .map(|fd| Listener::from_inherited(fd, closes.clone(), drain.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Error::io("cannot use an inherited listening socket"))?
+        }
     };
     let worker = Worker {
         id: environment.env.id,

@@ -99,6 +99,10 @@ impl MessageRouter {
                 let notice = Notice::Served { worker, count };
                 self.notices.send(notice).await.is_ok()
             }
+            ToPrimary::Closed { count } => {
+                let notice = Notice::Closed { worker, count };
+                self.notices.send(notice).await.is_ok()
+            }
         }
     }
 

@@ -17,6 +17,8 @@ pub(crate) enum Notice {
     Bound(Vec<std::net::SocketAddr>),
     /// The worker reported `count` more requests served.
     Served { worker: WorkerKey, count: u64 },
+    /// The worker reported `count` more connections closed.
+    Closed { worker: WorkerKey, count: u64 },
     /// A Node worker disconnects itself (`cluster.worker.disconnect()`,
     /// `worker.kill()`): its coming exit is its own choice.
     Leaving(WorkerKey),

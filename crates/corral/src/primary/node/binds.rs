@@ -8,7 +8,9 @@
 //!
 //! Per policy, for TCP: `shared` (one socket), `reuseport` (one
 //! `SO_REUSEPORT` socket per slot), `round-robin`/`least-connections` (one
-//! socket the primary accepts on, see `newconn_dispatcher.rs`). Unix socket
+//! socket the primary accepts on, see `newconn_dispatcher.rs`; or, steered
+//! in the kernel, one socket per slot as under `reuseport` with the
+//! steering program attached to the address's group, `balance/kernel/`). Unix socket
 //! paths are one shared socket (round-robin dispatches them too); UDP is
 //! always one shared socket, as in Node.
 //!
@@ -32,6 +34,7 @@ use super::net_socket::{bind_any, bind_tcp, bind_udp, duplicate, duplicate_fd};
 use super::newconn_dispatcher::Dispatcher;
 use super::socket_file::{self, SocketFile};
 use crate::balance::Policy;
+use crate::balance::kernel::{GroupIndex, SteeredGroups};
 use crate::protocol::env::FIRST_LISTEN_FD;
 use crate::protocol::node::{Endpoint, HandleType};
 use crate::worker_key::WorkerKey;
@@ -61,6 +64,8 @@ enum Sockets {
         address: SocketAddr,
         ipv6_only: bool,
         slots: BTreeMap<u32, Socket>,
+        /// The address's steering program, under kernel steering.
+        group: Option<GroupIndex>,
     },
     /// The primary accepts on it.
     Dispatched {
@@ -121,6 +126,9 @@ pub(crate) struct Binds {
     newly_bound: Vec<SocketAddr>,
     /// Which `--listen` addresses some worker's `listen()` used.
     upfront_used: Vec<bool>,
+    /// `round-robin` and `least-connections` steered in the kernel: the
+    /// programs of the addresses bound on demand.
+    steering: Option<SteeredGroups>,
 }
 
 impl Binds {
@@ -140,6 +148,26 @@ impl Binds {
             files: Vec::new(),
             newly_bound: Vec::new(),
             upfront_used: Vec::new(),
+            steering: None,
+        }
+    }
+
+    /// Serves TCP addresses with one socket per slot and `groups`'
+    /// programs (kernel steering) instead of the `newconn` hand-off.
+    pub(crate) fn steer_in_kernel(&mut self, groups: SteeredGroups) {
+        self.steering = Some(groups);
+    }
+
+    /// Whether the kernel steers this cluster's TCP addresses.
+    pub(crate) fn steers_in_kernel(&self) -> bool {
+        self.steering.is_some()
+    }
+
+    /// The worker is ready: under kernel steering its slot gets
+    /// connections.
+    pub(crate) fn ready(&mut self, worker: WorkerKey) {
+        if let Some(steering) = &mut self.steering {
+            steering.ready(worker);
         }
     }
 
@@ -276,13 +304,19 @@ impl Binds {
         match (endpoint, self.policy) {
             (Endpoint::Udp { .. }, _) => "shared by every worker",
             (Endpoint::Tcp { .. }, Policy::ReusePort) => "reuseport: one socket per worker slot",
+            (Endpoint::Tcp { .. }, _) if self.steering.is_some() => {
+                "steered in the kernel: one socket per worker slot"
+            }
             (_, policy) if policy.hands_off() => "the primary accepts and hands connections out",
             _ => "shared by every worker",
         }
     }
 
     /// The worker takes no more connections on any address.
-    pub(crate) fn leave(&self, worker: WorkerKey) {
+    pub(crate) fn leave(&mut self, worker: WorkerKey) {
+        if let Some(steering) = &mut self.steering {
+            steering.gone(worker);
+        }
         for sockets in self.entries.values() {
             if let Sockets::Dispatched { dispatcher, .. } = sockets {
                 dispatcher.leave(worker);
@@ -292,6 +326,9 @@ impl Binds {
 
     /// The slot is gone (the cluster shrank): its `reuseport` sockets close.
     pub(crate) fn remove_slot(&mut self, slot: u32) {
+        if let Some(steering) = &mut self.steering {
+            steering.remove_slot(slot);
+        }
         for sockets in self.entries.values_mut() {
             if let Sockets::PerSlot { slots, .. } = sockets {
                 slots.remove(&slot);
@@ -319,7 +356,9 @@ impl Binds {
         socket: &OwnedFd,
     ) -> Result<Served, BindFailure> {
         let copy = duplicate_fd(socket)?;
-        if !self.policy.hands_off() {
+        // Under kernel steering the --listen sockets are the slot's own,
+        // steered by the primary's balancer.
+        if !self.policy.hands_off() || self.steering.is_some() {
             return Ok(Served::Socket {
                 fd: copy,
                 kind: HandleType::Net,
@@ -345,6 +384,7 @@ impl Binds {
     /// Serves from the sockets already bound for `endpoint`, if any.
     fn existing(&mut self, slot: u32, server: &ServerId) -> Result<Option<Served>, BindFailure> {
         let backlog = self.backlog;
+        let steering = &mut self.steering;
         let Some(sockets) = self.entries.get_mut(server) else {
             return Ok(None);
         };
@@ -364,6 +404,7 @@ impl Binds {
                 address,
                 ipv6_only,
                 slots,
+                group,
             } => {
                 let socket = match slots.entry(slot) {
                     Entry::Occupied(entry) => entry.into_mut(),
@@ -375,6 +416,11 @@ impl Binds {
                         entry.insert(bound)
                     }
                 };
+                if let (Some(steering), Some(group)) = (steering.as_mut(), *group) {
+                    steering.add_socket(group, slot, socket).map_err(|err| {
+                        BindFailure::io("cannot add a socket to the steering program".into(), &err)
+                    })?;
+                }
                 Served::Socket {
                     fd: duplicate(socket)?,
                     kind: HandleType::Net,
@@ -393,7 +439,7 @@ impl Binds {
                 port,
                 ipv6_only,
             } => {
-                let reuse_port = self.policy == Policy::ReusePort;
+                let reuse_port = self.policy == Policy::ReusePort || self.steering.is_some();
                 if reuse_port && *port != 0 {
                     // SO_REUSEPORT would silently join another program's
                     // port group: check that nobody holds the port first.
@@ -403,10 +449,20 @@ impl Binds {
                 if reuse_port {
                     // The first slot to ask binds the port (a free one for
                     // port 0); every other slot gets its own socket on it.
+                    let group = match &mut self.steering {
+                        Some(steering) => {
+                            Some(steering.add_group(&socket).map_err(|why| BindFailure {
+                                errno: -libc::EIO,
+                                reason: why,
+                            })?)
+                        }
+                        None => None,
+                    };
                     return Ok(Sockets::PerSlot {
                         address,
                         ipv6_only: *ipv6_only,
                         slots: BTreeMap::from([(slot, socket)]),
+                        group,
                     });
                 }
                 self.shared_or_dispatched(socket, Some(address))

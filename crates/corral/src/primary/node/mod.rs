@@ -34,6 +34,7 @@ pub(crate) use boundary::AllowedBinds;
 pub(crate) use session::{AfterInternal, Session};
 
 use crate::balance::Policy;
+use crate::balance::kernel::SteeredGroups;
 use crate::primary::io::notice::Notice;
 use crate::primary::io::outbox::Outbox;
 use crate::protocol::node;
@@ -59,20 +60,42 @@ pub(crate) struct NodeSettings {
     pub run_as: Option<RunAs>,
     /// `--allow-worker-binds`.
     pub allowed: AllowedBinds,
+    /// Kernel steering of `round-robin` and `least-connections`, where the
+    /// program loads.
+    pub steering: Option<SteeredGroups>,
 }
 
 impl NodeCluster {
     pub(crate) fn new(settings: NodeSettings) -> Arc<Self> {
         let boundary = Boundary::of_this_process(settings.run_as.as_ref(), settings.allowed);
+        let mut binds = Binds::new(
+            settings.policy,
+            settings.backlog,
+            settings.upfront,
+            boundary,
+        );
+        if let Some(steering) = settings.steering {
+            binds.steer_in_kernel(steering);
+        }
         Arc::new(NodeCluster {
-            binds: Mutex::new(Binds::new(
-                settings.policy,
-                settings.backlog,
-                settings.upfront,
-                boundary,
-            )),
+            binds: Mutex::new(binds),
             links: Mutex::default(),
         })
+    }
+
+    /// Whether the kernel steers the TCP addresses workers listen on.
+    pub(crate) fn steers_in_kernel(&self) -> bool {
+        self.binds().steers_in_kernel()
+    }
+
+    /// The worker is ready: under kernel steering it gets connections.
+    pub(crate) fn worker_ready(&self, worker: WorkerKey) {
+        self.binds().ready(worker);
+    }
+
+    /// The worker drains: it gets no more connections.
+    pub(crate) fn worker_leaving(&self, worker: WorkerKey) {
+        self.binds().leave(worker);
     }
 
     fn binds(&self) -> MutexGuard<'_, Binds> {

@@ -1,0 +1,121 @@
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+#[test]
+fn the_committed_object_was_built_from_the_committed_source() {
+    let source = include_bytes!("steer.bpf.c");
+    let recorded = include_str!("steer.bpf.c.sha256").trim();
+    let actual: String = Sha256::digest(source)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert_eq!(
+        actual, recorded,
+        "steer.bpf.c changed since steer.bpf.o was built: run \
+         crates/corral/src/balance/kernel/build-bpf and commit the object"
+    );
+}
+
+/// Which of `slots`' sockets has a connection waiting (accepts it).
+fn accepted_by(steered: &mut KernelSteered, slots: &[u32]) -> Option<u32> {
+    for &slot in slots {
+        let socket = &steered.sockets.slot_sockets(slot).unwrap()[0];
+        socket.set_nonblocking(true).unwrap();
+        match socket.accept() {
+            Ok(_) => return Some(slot),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => continue,
+            Err(err) => panic!("accept: {err}"),
+        }
+    }
+    None
+}
+
+fn key(slot: u32) -> WorkerKey {
+    WorkerKey {
+        slot,
+        generation: 1,
+        serial: u64::from(slot),
+    }
+}
+
+/// Connects `count` times and says which slot took each connection.
+fn spread(steered: &mut KernelSteered, slots: &[u32], count: usize) -> Vec<u32> {
+    let address: SocketAddr = steered.local_addrs()[0];
+    (0..count)
+        .map(|_| {
+            let _client = TcpStream::connect(address).unwrap();
+            // The handshake is complete when connect returns.
+            accepted_by(steered, slots).expect("the connection is in one slot's queue")
+        })
+        .collect()
+}
+
+/// Loads the program, or says why the test cannot (not root).
+fn steered(policy: Policy, slots: usize) -> Option<KernelSteered> {
+    let address: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    match KernelSteered::bind(&[address], slots, 64, policy).unwrap() {
+        Ok(steered) => Some(steered),
+        Err(why) if !rustix::process::geteuid().is_root() => {
+            eprintln!("skipped, not root: {why}");
+            None
+        }
+        Err(why) => panic!("the steering program does not load as root: {why}"),
+    }
+}
+
+#[test]
+fn the_programs_sticky_table_has_the_hand_off_tables_size() {
+    let program = match program::SteeringProgram::load(Policy::Sticky) {
+        Ok(program) => program,
+        Err(why) if !rustix::process::geteuid().is_root() => {
+            eprintln!("skipped, not root: {why}");
+            return;
+        }
+        Err(why) => panic!("the steering program does not load as root: {why}"),
+    };
+    assert_eq!(
+        program.sticky_table_len() as usize,
+        crate::balance::sticky::TABLE_SIZE
+    );
+}
+
+#[test]
+fn round_robin_alternates_exactly_over_the_eligible_slots() {
+    let Some(mut steered) = steered(Policy::RoundRobin, 3) else {
+        return;
+    };
+    steered.worker_ready(key(1));
+    steered.worker_ready(key(2));
+    let picks = spread(&mut steered, &[1, 2, 3], 10);
+    assert!(picks.windows(2).all(|pair| pair[0] != pair[1]), "{picks:?}");
+    assert_eq!(picks.iter().filter(|&&slot| slot == 3).count(), 0);
+    steered.worker_ready(key(3));
+    steered.worker_leaving(key(1));
+    let picks = spread(&mut steered, &[1, 2, 3], 10);
+    assert!(!picks.contains(&1), "a leaving worker got one: {picks:?}");
+    assert!(picks.windows(2).all(|pair| pair[0] != pair[1]), "{picks:?}");
+}
+
+#[test]
+fn with_no_eligible_slot_connections_wait_in_a_queue() {
+    let Some(mut steered) = steered(Policy::LeastConnections, 2) else {
+        return;
+    };
+    assert!(spread(&mut steered, &[1, 2], 4).len() == 4);
+}
+
+#[test]
+fn least_connections_starts_a_new_worker_at_the_lowest_count() {
+    let Some(mut steered) = steered(Policy::LeastConnections, 2) else {
+        return;
+    };
+    steered.worker_ready(key(1));
+    assert_eq!(spread(&mut steered, &[1, 2], 5), vec![1; 5]);
+    steered.worker_ready(key(2));
+    let picks = spread(&mut steered, &[1, 2], 6);
+    assert!(picks.windows(2).all(|pair| pair[0] != pair[1]), "{picks:?}");
+}
