@@ -131,7 +131,7 @@ fn a_worker_flooding_as_the_socketio_adapter_leaves_the_primary_serving() {
     // The worker that gets this request floods, once both are ready.
     let response = http_get(cluster.bound_port(), "/").expect("a worker answers");
     assert_eq!(response.status, 200);
-    // 20,000 messages, then one of 5 MiB, then a word.
+    // One message of 5 MiB, then 20,000, then a word.
     let patience = Duration::from_secs(60);
     for line in [
         "socket.io adapter message, over the 4194304-byte limit",
