@@ -60,11 +60,22 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> ExitCode {
 }
 
 /// Whether `pid` runs (a zombie, exited and not yet reaped, does not).
+/// A process whose main thread is a zombie still runs while its other
+/// threads finish exiting (closing its sockets and eBPF objects): until
+/// then its parent cannot reap it, so it has not exited yet.
 pub(crate) fn process_running(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Ok(stat) => {
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+            !zombie || threads_left(pid) > 1
+        }
         Err(_) => false,
     }
+}
+
+/// How many threads of `pid` are still listed (0 once it is gone).
+fn threads_left(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count())
 }
