@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use corral_testkit::{
-    ClusterProcess, Load, LoadTotals, Mark, PATIENCE, Signal, corral_path, node_available,
+    ClusterProcess, Load, LoadTotals, Mark, PATIENCE, Signal, corral_path, node_with,
 };
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
@@ -13,21 +13,7 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node
 /// Node (and for Express, the fixtures' node_modules) present, else a
 /// line saying what to install.
 fn have_node(needs_express: bool) -> bool {
-    if !node_available() {
-        return false;
-    }
-    if needs_express
-        && !std::path::Path::new(FIXTURES)
-            .join("node_modules/express")
-            .is_dir()
-    {
-        eprintln!(
-            "Express is not installed for the fixtures: skipping; run \
-             `npm ci --prefix crates/corral-cli/tests/fixtures/node`"
-        );
-        return false;
-    }
-    true
+    node_with(if needs_express { &["express"] } else { &[] })
 }
 
 /// 8 keep-alive clients against `app` under `policy`, through 5 rolling

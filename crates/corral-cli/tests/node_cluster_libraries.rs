@@ -9,30 +9,10 @@ use std::time::Duration;
 
 use corral_testkit::{
     ClusterProcess, Mark, PATIENCE, Signal, corral_path, free_port, http_get, node_available,
-    promtool, sample, scrape, scrape_path,
+    node_with, promtool, sample, scrape, scrape_path,
 };
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
-
-/// Node and the fixtures' `package` installed, else a line saying what to
-/// install.
-fn have_node_with(package: &str) -> bool {
-    if !node_available() {
-        return false;
-    }
-    if !std::path::Path::new(FIXTURES)
-        .join("node_modules")
-        .join(package)
-        .is_dir()
-    {
-        eprintln!(
-            "{package} is not installed for the fixtures: skipping; run \
-             `npm ci --prefix crates/corral-cli/tests/fixtures/node`"
-        );
-        return false;
-    }
-    true
-}
 
 /// `corral run -w 2 ARGS -- node FIXTURES/app` with `env`, once both
 /// workers are ready.
@@ -76,7 +56,7 @@ fn node_json(script: &str, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn a_socketio_broadcast_reaches_clients_on_every_worker_and_fetch_sockets_sees_them_all() {
-    if !have_node_with("@socket.io/cluster-adapter") {
+    if !node_with(&["@socket.io/cluster-adapter"]) {
         return;
     }
     let cluster = start_two("socketio_chat.js", &[], &[]);
@@ -96,7 +76,7 @@ fn a_socketio_broadcast_reaches_clients_on_every_worker_and_fetch_sockets_sees_t
 
 #[test]
 fn a_frozen_worker_does_not_hold_socketio_broadcasts_to_the_others() {
-    if !have_node_with("@socket.io/cluster-adapter") {
+    if !node_with(&["@socket.io/cluster-adapter"]) {
         return;
     }
     let mut command = Command::new(corral_path());
@@ -164,7 +144,7 @@ fn promtool_complaints(text: &str) -> Option<Vec<String>> {
 
 #[test]
 fn prom_client_counters_are_summed_over_workers_beside_corrals_own_series() {
-    if !have_node_with("prom-client") {
+    if !node_with(&["prom-client"]) {
         return;
     }
     let metrics = free_port();
@@ -222,7 +202,7 @@ fn prom_client_counters_are_summed_over_workers_beside_corrals_own_series() {
 
 #[test]
 fn a_worker_that_never_answers_is_left_out_of_the_scrape() {
-    if !have_node_with("prom-client") {
+    if !node_with(&["prom-client"]) {
         return;
     }
     let metrics = free_port();

@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use corral_testkit::{
-    ClusterProcess, Mark, PATIENCE, Signal, free_port, http_get, node_available, promtool,
-    resident_kib, sample, scrape,
+    ClusterProcess, Mark, PATIENCE, Signal, free_port, http_get, node_with, promtool, resident_kib,
+    sample, scrape,
 };
 use serde_json::Value;
 
@@ -22,19 +22,10 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node
 const REQUESTS: u64 = 200;
 const SLOW: u64 = 40;
 
+/// Node (and for Express, the fixtures' node_modules) present, else a
+/// line saying what to install.
 fn have_node(needs_express: bool) -> bool {
-    if !node_available() {
-        return false;
-    }
-    let express = std::path::Path::new(FIXTURES).join("node_modules/express");
-    if needs_express && !express.is_dir() {
-        eprintln!(
-            "Express is not installed for the fixtures: skipping; run \
-             `npm ci --prefix crates/corral-cli/tests/fixtures/node`"
-        );
-        return false;
-    }
-    true
+    node_with(if needs_express { &["express"] } else { &[] })
 }
 
 /// `app` under `corral run -w WORKERS --metrics --on-message broadcast`

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use corral_testkit::{
     ClusterProcess, Load, Mark, PATIENCE, SCHED_OTHER, Signal, corral_path, free_port, http_get,
-    node_available, process_alive, scheduling_policy, send_signal, wait_until,
+    node_with, process_alive, scheduling_policy, send_signal, wait_until,
 };
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
@@ -18,22 +18,10 @@ fn fixture(name: &str) -> String {
     format!("{FIXTURES}/{name}")
 }
 
-/// Skips (with a line saying so and how to install what is missing) when
-/// Node is missing, or when a test needs Express and the fixtures'
-/// `node_modules` is absent, as on a fresh clone.
+/// Node (and for Express, the fixtures' node_modules) present, else a
+/// line saying what to install.
 fn have_node(needs_express: bool) -> bool {
-    if !node_available() {
-        return false;
-    }
-    let express = std::path::Path::new(FIXTURES).join("node_modules/express");
-    if needs_express && !express.is_dir() {
-        eprintln!(
-            "Express is not installed for the fixtures: skipping; run \
-             `npm ci --prefix crates/corral-cli/tests/fixtures/node` (.ci/run does)"
-        );
-        return false;
-    }
-    true
+    node_with(if needs_express { &["express"] } else { &[] })
 }
 
 /// `corral run -w 2 --grace 5 EXTRA -- node FIXTURE` with `PORT=0` (or as

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use corral_testkit::{
-    ClusterBuilder, ClusterProcess, Mark, Signal, corral_path, get_from, node_available,
+    ClusterBuilder, ClusterProcess, Mark, Signal, corral_path, get_from, node_available, node_with,
     parse_hello, send_signal,
 };
 
@@ -177,12 +177,7 @@ fn socket_io_client(port: u16) -> String {
 
 #[test]
 fn socket_io_long_polling_needs_sticky() {
-    let socket_io = std::path::Path::new(FIXTURES).join("node_modules/socket.io");
-    if !node_available() || !socket_io.is_dir() {
-        eprintln!(
-            "Node or socket.io missing: skipping; run \
-             `npm ci --prefix crates/corral-cli/tests/fixtures/node`"
-        );
+    if !node_with(&["socket.io"]) {
         return;
     }
     for (policy, works) in [("sticky", true), ("round-robin", false)] {

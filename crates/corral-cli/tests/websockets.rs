@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use corral_testkit::{ClusterProcess, Mark, PATIENCE, corral_path, node_available, wait_until};
+use corral_testkit::{ClusterProcess, Mark, PATIENCE, corral_path, node_with, wait_until};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node");
 const NAME: &str = "websockets";
@@ -23,18 +23,7 @@ const CLIENTS: usize = 6;
 /// Node and the fixtures' `ws` and socket.io present, else a line saying
 /// what to install.
 fn have_node() -> bool {
-    if !node_available() {
-        return false;
-    }
-    let modules = std::path::Path::new(FIXTURES).join("node_modules");
-    if !modules.join("ws").is_dir() || !modules.join("socket.io-client").is_dir() {
-        eprintln!(
-            "ws and socket.io are not installed for the fixtures: skipping; run \
-             `npm ci --prefix crates/corral-cli/tests/fixtures/node`"
-        );
-        return false;
-    }
-    true
+    node_with(&["ws", "socket.io", "socket.io-client"])
 }
 
 /// `corral run -w 2` of the fixture `app`, both workers ready.

@@ -38,8 +38,8 @@ pub use events::{LogEvent, Mark};
 pub use http::{Hello, KeepAlive, Response, get_from, hello, http_get, parse_hello};
 pub use load::{Load, LoadTotals};
 pub use os::{
-    SCHED_BATCH, SCHED_OTHER, free_port, live_children, node_available, open_descriptors,
-    process_alive, resident_kib, scheduling_policy, send_signal,
+    SCHED_BATCH, SCHED_OTHER, free_port, live_children, node_available, node_with,
+    open_descriptors, process_alive, resident_kib, scheduling_policy, send_signal,
 };
 pub use process::{ClusterProcess, finish, status_workers};
 pub use prometheus::{promtool, sample, scrape, scrape_path};

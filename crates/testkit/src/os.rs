@@ -86,3 +86,32 @@ pub fn node_available() -> bool {
     }
     found
 }
+
+/// The Node fixtures' directory, where `.ci/run` installs their packages.
+const NODE_FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../corral-cli/tests/fixtures/node"
+);
+
+/// Whether `node` runs here and the Node fixtures have `packages`
+/// installed; if not, says the test is skipped and what to install.
+pub fn node_with(packages: &[&str]) -> bool {
+    if !node_available() {
+        return false;
+    }
+    let modules = std::path::Path::new(NODE_FIXTURES).join("node_modules");
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|package| !modules.join(package).is_dir())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "{} not installed for the fixtures: skipping; run \
+             `npm ci --prefix crates/corral-cli/tests/fixtures/node` (.ci/run does)",
+            missing.join(", ")
+        );
+        return false;
+    }
+    true
+}
