@@ -402,6 +402,13 @@ def ratio_table(configs: list[h.Config], results: h.Results) -> str:
     return h.table(head, rows)
 
 
+def goal_section(title: str, intro: str, goals: list) -> str | None:
+    """A report section of goals under `title`, or None when no goal's rows ran."""
+    if not goals:
+        return None
+    return f"## {title}\n\n{intro}\n\n" + h.goal_table("goal", goals)
+
+
 def node_goals(configs: list[h.Config], results: h.Results) -> str | None:
     """Issue 10's goals for the unmodified Node cluster program, new connection per request."""
     present = {config.key for config in configs}
@@ -427,11 +434,10 @@ def node_goals(configs: list[h.Config], results: h.Results) -> str | None:
                 lambda v: v <= 0.25,
             )
         )
-    if not goals:
-        return None
-    return (
-        f"## The {h.TUTORIAL} (`bench/node/tutorial_cluster.js`), unmodified: issue 10's goals\n\n"
-        "New connection per request; medians of per-round ratios.\n\n" + h.goal_table("goal", goals)
+    return goal_section(
+        f"The {h.TUTORIAL} (`bench/node/tutorial_cluster.js`), unmodified: issue 10's goals",
+        "New connection per request; medians of per-round ratios.",
+        goals,
     )
 
 
@@ -452,12 +458,10 @@ def handoff_goals(configs: list[h.Config], results: h.Results) -> str | None:
     if {"corral-round-robin-hand-off", "corral-reuseport"} <= present:
         p99 = ratio(results, CLOSE, "corral-round-robin-hand-off", "corral-reuseport", lambda m: m.wrk.p99_ms)
         goals.append(("round-robin ÷ reuseport: p99 latency ≤ 1.2×", p99, "{:.2f}×", lambda v: v <= 1.2))
-    if not goals:
-        return None
-    return (
-        "## Hand-off policies (the fallback, `--kernel-steering off`): issue 13's goals\n\n"
-        "New connection per request; medians (of per-round ratios for the ratios).\n\n"
-        + h.goal_table("goal", goals)
+    return goal_section(
+        "Hand-off policies (the fallback, `--kernel-steering off`): issue 13's goals",
+        "New connection per request; medians (of per-round ratios for the ratios).",
+        goals,
     )
 
 
@@ -476,12 +480,10 @@ def steering_goals(configs: list[h.Config], results: h.Results) -> str | None:
             goals.append(
                 (f"mixed load: least-connections ÷ round-robin (kernel), {name} < 1×", lower, "{:.2f}×", lambda v: v < 1)
             )
-    if not goals:
-        return None
-    return (
-        "## Kernel steering: issue 22's goals\n\n"
-        "New connection per request (the mixed mode for latency); medians of per-round ratios.\n\n"
-        + h.goal_table("goal", goals)
+    return goal_section(
+        "Kernel steering: issue 22's goals",
+        "New connection per request (the mixed mode for latency); medians of per-round ratios.",
+        goals,
     )
 
 
