@@ -172,7 +172,7 @@ mod worker_key;
 pub use protocol::env;
 
 pub use address::ListenAddr;
-pub use balance::{Policy, Steering};
+pub use balance::{ConnectionCounts, Policy, Steering};
 pub use cluster::{Cluster, is_worker};
 pub use control::ControlSocket;
 pub use control::status::{

@@ -37,8 +37,12 @@ pub(crate) fn render(status: &Status) -> String {
             .steering
             .map(|steering| format!(", steering: {}", steering.name()))
             .unwrap_or_default();
+        let counts = listener
+            .connection_counts
+            .map(|counts| format!(", connections counted: {}", counts.name()))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "listening on {} ({} queued{steering})\n",
+            "listening on {} ({} queued{steering}{counts})\n",
             listener.address,
             or_dash(listener.queued, |n| n.to_string())
         ));

@@ -169,8 +169,12 @@ fn draw_listeners(frame: &mut Frame, area: Rect, model: &Model) {
                 .steering
                 .map(|steering| format!("  steering {}", steering.name()))
                 .unwrap_or_default();
+            let counts = listener
+                .connection_counts
+                .map(|counts| format!("  counted {}", counts.name()))
+                .unwrap_or_default();
             let line = format!(
-                "{}  queued {}{steering}",
+                "{}  queued {}{steering}{counts}",
                 listener.address,
                 or_dash(listener.queued, |n| n.to_string())
             );

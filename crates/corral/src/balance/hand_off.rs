@@ -240,6 +240,7 @@ impl Balancer for HandOff {
         Ok(WorkerSockets {
             listeners: Vec::new(),
             handoff: Some(worker_end),
+            report_closes: false,
         })
     }
 

@@ -102,14 +102,15 @@ impl Policy {
             Policy::RoundRobin | Policy::LeastConnections | Policy::Sticky if !kernel_steering => {
                 let hand_off = self.hand_off(addresses, backlog, stalls)?;
                 let why = "--kernel-steering is off";
-                log_steering(self, hand_off.local_addrs(), Steering::HandOff, why);
+                log_steering(self, hand_off.local_addrs(), &Steering::HandOff.how(), why);
                 Ok(hand_off)
             }
             Policy::RoundRobin | Policy::LeastConnections | Policy::Sticky => {
                 match kernel::KernelSteered::bind(addresses, slots, backlog, self)? {
                     Ok(steered) => {
                         let why = "the SK_REUSEPORT program picks each connection's worker";
-                        log_steering(self, steered.local_addrs(), Steering::Kernel, why);
+                        let how = Steering::Kernel.how() + &steered.counting_note();
+                        log_steering(self, steered.local_addrs(), &how, why);
                         Ok(Box::new(steered))
                     }
                     Err(why) => {
@@ -117,7 +118,7 @@ impl Policy {
                         let why = format!(
                             "{why} (kernel steering needs root, or CAP_BPF and CAP_NET_ADMIN)"
                         );
-                        log_steering(self, hand_off.local_addrs(), Steering::HandOff, &why);
+                        log_steering(self, hand_off.local_addrs(), &Steering::HandOff.how(), &why);
                         Ok(hand_off)
                     }
                 }
@@ -182,6 +183,29 @@ impl FromStr for Policy {
     }
 }
 
+/// Where `least-connections` steered in the kernel gets each worker's open
+/// connections (`corral status`'s `connection_counts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionCounts {
+    /// A `SOCK_OPS` program on the primary's cgroup counts each slot's
+    /// sockets as they are established and closed.
+    Kernel,
+    /// The workers report the connections they close (library workers
+    /// only: others are counted by the connections given them).
+    WorkerReports,
+}
+
+impl ConnectionCounts {
+    /// The name shown by `status` and `top`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConnectionCounts::Kernel => "kernel",
+            ConnectionCounts::WorkerReports => "worker-reports",
+        }
+    }
+}
+
 /// How the connections of a `round-robin`, `least-connections` or `sticky`
 /// listener reach the workers (`corral status`'s `steering`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -202,14 +226,19 @@ impl Steering {
             Steering::HandOff => "hand-off",
         }
     }
+
+    /// How the start log says it.
+    fn how(self) -> String {
+        match self {
+            Steering::Kernel => "steered in the kernel",
+            Steering::HandOff => "served by the primary's hand-off",
+        }
+        .to_string()
+    }
 }
 
 /// The one line per listener at start saying how it is served, and why.
-fn log_steering(policy: Policy, addresses: &[SocketAddr], steering: Steering, why: &str) {
-    let how = match steering {
-        Steering::Kernel => "steered in the kernel",
-        Steering::HandOff => "served by the primary's hand-off",
-    };
+fn log_steering(policy: Policy, addresses: &[SocketAddr], how: &str, why: &str) {
     for address in addresses {
         tracing::info!(event = "steering", "{address}: {policy} {how}: {why}");
     }
@@ -222,6 +251,10 @@ pub(crate) struct WorkerSockets {
     pub listeners: Vec<OwnedFd>,
     /// The worker's end of the hand-off channel (`CORRAL_HANDOFF_FD`).
     pub handoff: Option<OwnedFd>,
+    /// Whether a library worker reports the connections it closes on its
+    /// message channel (`CORRAL_CLOSE_REPORTS`): least-connections steered
+    /// in the kernel where the kernel cannot count them.
+    pub report_closes: bool,
 }
 
 /// One balancing policy at work in the primary.
@@ -266,6 +299,12 @@ pub(crate) trait Balancer {
     /// How a hand-off policy's connections reach the workers (`None` for
     /// `shared` and `reuseport`, where workers always accept).
     fn steering(&self) -> Option<Steering> {
+        None
+    }
+
+    /// Where least-connections steered in the kernel gets its open counts
+    /// (`None` elsewhere).
+    fn connection_counts(&self) -> Option<ConnectionCounts> {
         None
     }
 

@@ -86,6 +86,7 @@ impl Balancer for SocketPerSlot {
                 .map(duplicate)
                 .collect::<Result<_, _>>()?,
             handoff: None,
+            report_closes: false,
         })
     }
 

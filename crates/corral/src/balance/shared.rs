@@ -40,6 +40,7 @@ impl Balancer for SharedSocket {
                 .map(duplicate)
                 .collect::<Result<_, _>>()?,
             handoff: None,
+            report_closes: false,
         })
     }
 

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::balance::{Policy, Steering};
+use crate::balance::{ConnectionCounts, Policy, Steering};
 pub use crate::control::agent_metrics::{AGENT_LATENCY_BUCKETS, AgentMetrics, LatencyHistogram};
 
 /// A cluster at one moment.
@@ -69,6 +69,12 @@ pub struct ListenerStatus {
     /// primary accepts); `null` under `shared` and `reuseport`.
     #[serde(default)]
     pub steering: Option<Steering>,
+    /// Under `least-connections` steered in the kernel, where each
+    /// worker's open connections are counted: `"kernel"` (a `SOCK_OPS`
+    /// program) or `"worker-reports"` (library workers report closes);
+    /// `null` otherwise.
+    #[serde(default)]
+    pub connection_counts: Option<ConnectionCounts>,
 }
 
 /// Rolling reloads: how many ended which way, and the last one's result.
@@ -386,6 +392,7 @@ mod tests {
                 address: "127.0.0.1:8000".parse().unwrap(),
                 queued: Some(3),
                 steering: None,
+                connection_counts: None,
             }],
             reloads: ReloadStats {
                 completed: 1,

@@ -340,6 +340,7 @@ mod tests {
                 address: "127.0.0.1:8000".parse().unwrap(),
                 queued: Some(4),
                 steering: None,
+                connection_counts: None,
             }],
             reloads: ReloadStats {
                 completed: 2,

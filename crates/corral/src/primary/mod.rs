@@ -320,8 +320,9 @@ fn node_kernel_steering(settings: &Settings) -> Option<SteeredGroups> {
             Ok(groups) => {
                 tracing::info!(
                     event = "steering",
-                    "Node workers' listen(): {policy} steered in the kernel: the SK_REUSEPORT \
-                     program picks each connection's worker"
+                    "Node workers' listen(): {policy} steered in the kernel{}: the SK_REUSEPORT \
+                     program picks each connection's worker",
+                    groups.counting_note()
                 );
                 return Some(groups);
             }

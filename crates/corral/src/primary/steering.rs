@@ -299,6 +299,10 @@ impl Supervisor {
     fn listener_status(&self) -> Vec<ListenerStatus> {
         let sockets = self.balancer.listening_sockets();
         let steering = self.listener_steering();
+        let connection_counts = match &self.node {
+            Some(node) => node.connection_counts(),
+            None => self.balancer.connection_counts(),
+        };
         let mut listeners: Vec<ListenerStatus> = self
             .balancer
             .local_addrs()
@@ -318,6 +322,7 @@ impl Supervisor {
                     address,
                     queued,
                     steering,
+                    connection_counts,
                 }
             })
             .collect();
@@ -329,6 +334,7 @@ impl Supervisor {
                         address,
                         queued,
                         steering,
+                        connection_counts,
                     });
                 }
             }

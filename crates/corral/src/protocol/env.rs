@@ -41,6 +41,10 @@ pub const CLUSTER_NAME: &str = "CORRAL_NAME";
 /// The cluster's balancing policy (`shared`, `reuseport`, `round-robin`,
 /// `least-connections`, `sticky`).
 pub const POLICY: &str = "CORRAL_POLICY";
+/// `1` when a library worker reports the connections it closes on its
+/// message channel: least-connections steered in the kernel where the kernel
+/// cannot count them itself.
+pub const CLOSE_REPORTS: &str = "CORRAL_CLOSE_REPORTS";
 /// The addresses the cluster listens on, as bound, comma-separated.
 pub const LISTEN_ADDRS: &str = "CORRAL_LISTEN_ADDRS";
 /// Under `round-robin`, `least-connections` and `sticky`: the descriptor of the
@@ -78,6 +82,7 @@ const NOT_INHERITED: &[&str] = &[
     MAX_MESSAGE_SIZE,
     CLUSTER_NAME,
     POLICY,
+    CLOSE_REPORTS,
     LISTEN_ADDRS,
     HANDOFF_FD,
     NODE_CHANNEL_FD,
@@ -161,6 +166,8 @@ pub(crate) struct WorkerEnv {
     pub cluster_name: String,
     /// `CORRAL_POLICY`.
     pub policy: Option<Policy>,
+    /// `CORRAL_CLOSE_REPORTS`.
+    pub close_reports: bool,
     /// `CORRAL_LISTEN_ADDRS`.
     pub addresses: Vec<SocketAddr>,
 }
@@ -204,6 +211,9 @@ impl WorkerEnv {
         }
         if let Some(policy) = self.policy {
             ours.push((POLICY, policy.name().to_string()));
+        }
+        if self.close_reports {
+            ours.push((CLOSE_REPORTS, "1".to_string()));
         }
         if self.has_handoff {
             ours.push((HANDOFF_FD, self.handoff_fd().to_string()));
@@ -264,6 +274,7 @@ impl WorkerEnv {
                 .map(Duration::from_millis),
             cluster_name: lookup(CLUSTER_NAME).unwrap_or_default(),
             policy: lookup(POLICY).map(|text| text.parse()).transpose()?,
+            close_reports: lookup(CLOSE_REPORTS).is_some_and(|value| value == "1"),
             addresses: addresses(&lookup)?,
         }))
     }
@@ -396,6 +407,7 @@ mod tests {
             heartbeat: Some(Duration::from_millis(250)),
             cluster_name: "api, v2".into(),
             policy: Some(Policy::LeastConnections),
+            close_reports: true,
             addresses: vec![
                 "127.0.0.1:8000".parse().unwrap(),
                 "[::1]:8001".parse().unwrap(),
@@ -434,6 +446,7 @@ mod tests {
             heartbeat: None,
             cluster_name: String::new(),
             policy: None,
+            close_reports: false,
             addresses: Vec::new(),
         };
         let map = as_map(&env);

@@ -231,12 +231,12 @@ fn prepare(environment: WorkerEnvironment) -> Result<Worker, Error> {
                 .collect()
         }
         None => {
-            // Least-connections steered in the kernel counts the closes the
-            // worker reports on its message channel.
+            // Least-connections steered in the kernel, where the kernel
+            // cannot count connections itself, counts the closes the worker
+            // reports on its message channel.
             let closes = environment
                 .env
-                .policy
-                .is_some_and(Policy::needs_close_reports)
+                .close_reports
                 .then(|| {
                     outbox.clone().map(|outbox| {
                         close_reports::start(WorkerSender {

@@ -4,12 +4,14 @@
 //! binds on demand (`primary/node/binds.rs`) each add their groups here.
 
 use std::collections::BTreeSet;
+use std::fs::File;
 
 use socket2::Socket;
 
+use super::cgroup;
 use super::eligible::Eligible;
 use super::program::{SteeringProgram, Unavailable};
-use crate::balance::{Policy, WorkerKey, sticky};
+use crate::balance::{ConnectionCounts, Policy, WorkerKey, sticky};
 
 /// One address's program and the slots whose sockets are in its array (a
 /// socket is in at most one array, once: adding it again fails with
@@ -28,6 +30,17 @@ pub(crate) struct SteeredGroups {
     /// 2-core machine), which a worker's `listen()` would otherwise wait
     /// for.
     spare: Option<SteeringProgram>,
+    /// Least-connections: where its open counts come from.
+    counts: Option<Counting>,
+}
+
+/// Where least-connections' open counts come from.
+enum Counting {
+    /// The counters attach to this cgroup (the primary's), one per group.
+    Kernel(File),
+    /// The workers report their closes; the kernel cannot count, for this
+    /// reason.
+    WorkerReports(Unavailable),
 }
 
 /// Which group of a [`SteeredGroups`] an address is.
@@ -37,13 +50,49 @@ impl SteeredGroups {
     /// Checks that the program loads for `policy` here (capabilities,
     /// kernel support); no group yet.
     pub(crate) fn new(policy: Policy) -> Result<Self, Unavailable> {
-        let spare = SteeringProgram::load(policy)?;
+        let mut spare = SteeringProgram::load(policy)?;
+        let counts = (policy == Policy::LeastConnections).then(|| {
+            match cgroup::open_own().and_then(|cgroup| {
+                spare.count_in_cgroup(&cgroup)?;
+                Ok(cgroup)
+            }) {
+                Ok(cgroup) => Counting::Kernel(cgroup),
+                Err(why) => Counting::WorkerReports(why),
+            }
+        });
         Ok(SteeredGroups {
             policy,
             groups: Vec::new(),
             eligible: Eligible::default(),
             spare: Some(spare),
+            counts,
         })
+    }
+
+    /// Where least-connections' open counts come from (`None` for the
+    /// other policies).
+    pub(crate) fn connection_counts(&self) -> Option<ConnectionCounts> {
+        self.counts.as_ref().map(|counts| match counts {
+            Counting::Kernel(_) => ConnectionCounts::Kernel,
+            Counting::WorkerReports(_) => ConnectionCounts::WorkerReports,
+        })
+    }
+
+    /// The start log's words on the counts: empty, or where they come
+    /// from and why.
+    pub(crate) fn counting_note(&self) -> String {
+        match &self.counts {
+            None => String::new(),
+            Some(Counting::Kernel(_)) => ", open connections counted in the kernel".into(),
+            Some(Counting::WorkerReports(why)) => {
+                format!(", open connections counted from worker reports ({why})")
+            }
+        }
+    }
+
+    /// Whether library workers must report the connections they close.
+    pub(crate) fn workers_report_closes(&self) -> bool {
+        matches!(self.counts, Some(Counting::WorkerReports(_)))
     }
 
     /// Loads a program for the group of `socket` (any of its sockets) and
@@ -51,7 +100,7 @@ impl SteeredGroups {
     pub(crate) fn add_group(&mut self, socket: &Socket) -> Result<GroupIndex, Unavailable> {
         let mut program = match self.spare.take() {
             Some(spare) => spare,
-            None => SteeringProgram::load(self.policy)?,
+            None => self.load_counting()?,
         };
         program.attach(socket)?;
         program
@@ -62,6 +111,22 @@ impl SteeredGroups {
             registered: BTreeSet::new(),
         });
         Ok(self.groups.len() - 1)
+    }
+
+    /// A new group's program, its counter attached when the kernel counts.
+    /// Should that fail now (it worked for the first group), the group's
+    /// least-connections counts the connections it gave, as for workers
+    /// that report nothing: the error says so.
+    fn load_counting(&self) -> Result<SteeringProgram, Unavailable> {
+        let mut program = SteeringProgram::load(self.policy)?;
+        if let Some(Counting::Kernel(cgroup)) = &self.counts
+            && let Err(why) = program.count_in_cgroup(cgroup)
+        {
+            tracing::error!(
+                "{why}: least-connections on this address counts only the connections it gives"
+            );
+        }
+        Ok(program)
     }
 
     /// Puts `slot`'s socket of `group` in its array, once.
@@ -138,6 +203,13 @@ impl SteeredGroups {
                 tracing::error!("cannot update the steering program's eligible slots: {err}");
             }
         }
+    }
+
+    /// Connections open in `slot` of the first group, as least-connections
+    /// counts them.
+    #[cfg(test)]
+    pub(crate) fn open_connections(&self, slot: u32) -> i64 {
+        self.groups[0].program.open_connections(slot)
     }
 
     /// A slot's new worker starts least-connections' count at the lowest

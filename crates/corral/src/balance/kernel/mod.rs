@@ -55,6 +55,7 @@
 //! that record does not match the source, so a stale object cannot be
 //! committed unnoticed.
 
+mod cgroup;
 mod eligible;
 mod groups;
 mod program;
@@ -64,7 +65,7 @@ use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 
 use super::reuseport::SocketPerSlot;
-use super::{Balancer, Policy, WorkerKey, WorkerSockets};
+use super::{Balancer, ConnectionCounts, Policy, WorkerKey, WorkerSockets};
 use crate::error::Error;
 pub(crate) use groups::{GroupIndex, SteeredGroups};
 pub(crate) use program::Unavailable;
@@ -116,6 +117,11 @@ impl KernelSteered {
         Ok(())
     }
 
+    /// The start log's words on least-connections' counts.
+    pub(crate) fn counting_note(&self) -> String {
+        self.groups.counting_note()
+    }
+
     /// Puts `slot`'s sockets in the programs' arrays (binding them if the
     /// slot is new).
     fn register(&mut self, slot: u32) -> Result<(), Error> {
@@ -139,7 +145,9 @@ impl Balancer for KernelSteered {
 
     fn sockets_for(&mut self, worker: WorkerKey) -> Result<WorkerSockets, Error> {
         self.register(worker.slot)?;
-        self.sockets.sockets_for(worker)
+        let mut sockets = self.sockets.sockets_for(worker)?;
+        sockets.report_closes = self.groups.workers_report_closes();
+        Ok(sockets)
     }
 
     fn worker_ready(&mut self, worker: WorkerKey) {
@@ -173,6 +181,10 @@ impl Balancer for KernelSteered {
 
     fn steering(&self) -> Option<super::Steering> {
         Some(super::Steering::Kernel)
+    }
+
+    fn connection_counts(&self) -> Option<ConnectionCounts> {
+        self.groups.connection_counts()
     }
 }
 

@@ -2,11 +2,13 @@
 //! the primary writes for it. The object is `steer.bpf.o`, built from
 //! `steer.bpf.c` by `build-bpf` and committed (see the module doc).
 
+use std::fs::File;
 use std::os::fd::AsRawFd;
 
 use aya::maps::{Array, MapData, ReusePortSockArray};
-use aya::programs::SkReuseport;
-use aya::{Ebpf, include_bytes_aligned};
+use aya::programs::{CgroupAttachMode, SkReuseport, SockOps};
+use aya::util::KernelVersion;
+use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use socket2::Socket;
 
 use crate::balance::Policy;
@@ -16,10 +18,18 @@ static OBJECT: &[u8] = include_bytes_aligned!("steer.bpf.o");
 
 /// The program's entry point (its `SEC("sk_reuseport")` function).
 const ENTRY: &str = "steer";
+/// The open-connection counter's entry point (`SEC("sockops")`).
+const COUNTER: &str = "count";
+/// The map of connections steered and not yet established, sized in the
+/// object for least-connections (`PENDING_HANDSHAKES`); the other
+/// policies never write it.
+const STEERED: &str = "steered";
 
 // Keys of the `config` map and the policy values (as in steer.bpf.c).
 const CONFIG_POLICY: u32 = 0;
 const CONFIG_ELIGIBLE: u32 = 1;
+const CONFIG_COUNTING: u32 = 2;
+const COUNTING_KERNEL: u32 = 1;
 const POLICY_ROUND_ROBIN: u32 = 0;
 const POLICY_LEAST_CONNECTIONS: u32 = 1;
 const POLICY_STICKY: u32 = 2;
@@ -34,6 +44,11 @@ pub(crate) struct SteeringProgram {
     given: Array<MapData, i64>,
     closed: Array<MapData, i64>,
     sticky_table: Array<MapData, u32>,
+    /// The counter program loaded, or why not.
+    counter: Result<(), Unavailable>,
+    /// Whether the counter is attached: it then writes `given` and
+    /// `closed`, and the workers' reports are not needed.
+    counted_in_kernel: bool,
 }
 
 /// Why the program cannot serve: the kernel or the process lacks something.
@@ -44,13 +59,26 @@ impl SteeringProgram {
     /// sticky). Fails without the capabilities (`CAP_BPF` and
     /// `CAP_NET_ADMIN`) or kernel support.
     pub(crate) fn load(policy: Policy) -> Result<Self, Unavailable> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|err| unavailable("load", &err))?;
+        let mut loader = EbpfLoader::new();
+        if policy != Policy::LeastConnections {
+            // Its entries are memory allocated up front, unused here.
+            loader.map_max_entries(STEERED, 1);
+        }
+        let mut ebpf = loader
+            .load(OBJECT)
+            .map_err(|err| unavailable("load", &err))?;
         let program: &mut SkReuseport = ebpf
             .program_mut(ENTRY)
             .ok_or("the object has no steering program")?
             .try_into()
             .map_err(|err| unavailable("load", &err))?;
         program.load().map_err(|err| unavailable("load", &err))?;
+        // An older kernel without what the counter needs still steers;
+        // least-connections then counts from the workers' reports.
+        let counter = match policy {
+            Policy::LeastConnections => load_counter(&mut ebpf),
+            _ => Err("the policy counts no connections".to_string()),
+        };
         let mut map = |name: &str| {
             ebpf.take_map(name)
                 .ok_or_else(|| format!("the object has no map {name}"))
@@ -72,6 +100,8 @@ impl SteeringProgram {
             closed: closed.try_into().map_err(typed)?,
             sticky_table: sticky_table.try_into().map_err(typed)?,
             ebpf,
+            counter,
+            counted_in_kernel: false,
         };
         steering
             .config
@@ -91,6 +121,28 @@ impl SteeringProgram {
         program
             .attach(socket)
             .map_err(|err| unavailable("attach", &err))
+    }
+
+    /// Attaches the open-connection counter (least-connections) to the
+    /// cgroup v2 `cgroup`, the primary's, where its listening sockets and
+    /// so their connections are; other programs there keep running. From
+    /// then on least-connections reads the counts it keeps. Detached when
+    /// the program is dropped (the link's descriptor closes).
+    pub(crate) fn count_in_cgroup(&mut self, cgroup: &File) -> Result<(), Unavailable> {
+        self.counter.clone()?;
+        let counter: &mut SockOps = self
+            .ebpf
+            .program_mut(COUNTER)
+            .ok_or("the object has no counter program")?
+            .try_into()
+            .map_err(|err| unavailable("attach", &err))?;
+        counter
+            .attach(cgroup, shared_attach_mode())
+            .map_err(|err| unavailable("attach the connection counter of", &err))?;
+        self.set_config(CONFIG_COUNTING, COUNTING_KERNEL)
+            .map_err(|err| format!("cannot configure the connection counter: {err}"))?;
+        self.counted_in_kernel = true;
+        Ok(())
     }
 
     /// Puts `socket` in the array at `slot`.
@@ -124,15 +176,21 @@ impl SteeringProgram {
         self.set_config(CONFIG_ELIGIBLE, count)
     }
 
-    /// Connections open in `slot` as least-connections counts them: given
-    /// by the program, less those its workers reported closed.
+    /// Connections open in `slot` as least-connections counts them: those
+    /// the counter saw established less those it saw closed, or without it
+    /// those the program gave less those its workers reported closed.
     pub(crate) fn open_connections(&self, slot: u32) -> i64 {
         let given = self.given.get(&slot, 0).unwrap_or(0);
         given - self.closed.get(&slot, 0).unwrap_or(0)
     }
 
-    /// Starts `slot` over at `open` connections (for its new worker).
+    /// Starts `slot` over at `open` connections (for its new worker). The
+    /// kernel's counts are never reset: they are the sockets still open,
+    /// whichever of the slot's workers holds them.
     pub(crate) fn restart_count(&mut self, slot: u32, open: i64) {
+        if self.counted_in_kernel {
+            return;
+        }
         let _ = self.closed.set(slot, 0, 0);
         let _ = self.given.set(slot, open, 0);
     }
@@ -141,6 +199,11 @@ impl SteeringProgram {
     /// the program gave it: a worker's report cannot draw every connection
     /// to itself.
     pub(crate) fn count_closed(&mut self, slot: u32, count: u64) {
+        if self.counted_in_kernel {
+            // Only the kernel counts: a report (none is asked for) is
+            // ignored.
+            return;
+        }
         let given = self.given.get(&slot, 0).unwrap_or(0);
         let closed = self.closed.get(&slot, 0).unwrap_or(0);
         let count = i64::try_from(count).unwrap_or(i64::MAX);
@@ -171,6 +234,32 @@ impl SteeringProgram {
             .set(key, value, 0)
             .map_err(std::io::Error::other)
     }
+}
+
+/// The mode that attaches the counter next to the cgroup's other programs.
+/// From Linux 5.7 aya attaches with a BPF link, which always runs beside
+/// the others and refuses any mode flag (`EINVAL`): that is `Single`'s 0.
+/// Before, it attaches with `BPF_PROG_ATTACH`, where only `AllowMultiple`
+/// leaves the others in place.
+fn shared_attach_mode() -> CgroupAttachMode {
+    let linked = KernelVersion::current().is_ok_and(|kernel| kernel >= KernelVersion::new(5, 7, 0));
+    match linked {
+        true => CgroupAttachMode::Single,
+        false => CgroupAttachMode::AllowMultiple,
+    }
+}
+
+/// Loads (verifies) the open-connection counter of `ebpf`; it is attached
+/// later, to a cgroup ([`SteeringProgram::count_in_cgroup`]).
+fn load_counter(ebpf: &mut Ebpf) -> Result<(), Unavailable> {
+    let counter: &mut SockOps = ebpf
+        .program_mut(COUNTER)
+        .ok_or("the object has no counter program")?
+        .try_into()
+        .map_err(|err| unavailable("load the connection counter of", &err))?;
+    counter
+        .load()
+        .map_err(|err| unavailable("load the connection counter of", &err))
 }
 
 fn policy_value(policy: Policy) -> u32 {

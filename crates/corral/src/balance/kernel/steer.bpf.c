@@ -4,7 +4,14 @@
 // address's group of per-slot SO_REUSEPORT sockets. For each new connection
 // it picks the socket of an eligible slot (ready, not draining, not stalled)
 // and hands the connection to it with bpf_sk_select_reuseport; no process
-// is on the path. The primary keeps the maps current (kernel/maps.rs).
+// is on the path. The primary keeps the maps current (kernel/program.rs).
+//
+// Under least-connections a SOCK_OPS program, attached to the primary's
+// cgroup v2, counts each slot's open connections: the SK_REUSEPORT program
+// notes the 4-tuple of each connection it steers (`steered`), and when the
+// handshake completes the SOCK_OPS program tags the new socket with its
+// slot (`tagged`) and counts it open; when the worker closes it (or it is
+// closed for the worker, by the kernel at its exit) it counts it closed.
 //
 // Rebuild with ./build-bpf (clang, BPF target); the object is committed so
 // that building corral needs no clang.
@@ -21,6 +28,21 @@ static long (*bpf_sk_select_reuseport)(struct sk_reuseport_md *md, void *map,
     (void *)BPF_FUNC_sk_select_reuseport;
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) =
     (void *)BPF_FUNC_map_lookup_elem;
+static long (*bpf_skb_load_bytes)(const void *md, __u32 offset, void *to,
+                                  __u32 len) = (void *)BPF_FUNC_skb_load_bytes;
+static long (*bpf_map_update_elem)(void *map, const void *key,
+                                   const void *value, __u64 flags) =
+    (void *)BPF_FUNC_map_update_elem;
+static long (*bpf_map_delete_elem)(void *map, const void *key) =
+    (void *)BPF_FUNC_map_delete_elem;
+static void *(*bpf_sk_storage_get)(void *map, void *sk, void *value,
+                                   __u64 flags) =
+    (void *)BPF_FUNC_sk_storage_get;
+static long (*bpf_sk_storage_delete)(void *map, void *sk) =
+    (void *)BPF_FUNC_sk_storage_delete;
+static long (*bpf_sock_ops_cb_flags_set)(struct bpf_sock_ops *skops,
+                                         int flags) =
+    (void *)BPF_FUNC_sock_ops_cb_flags_set;
 static long (*bpf_skb_load_bytes_relative)(const void *md, __u32 offset,
                                            void *to, __u32 len,
                                            __u32 start_header) =
@@ -41,6 +63,25 @@ static long (*bpf_skb_load_bytes_relative)(const void *md, __u32 offset,
 #define POLICY_LEAST_CONNECTIONS 1
 #define POLICY_STICKY 2
 
+// Keys of `config` (continued).
+#define CONFIG_COUNTING 2
+
+// Values of config[CONFIG_COUNTING]: where least-connections' open counts
+// come from.
+#define COUNTING_REPORTS 0
+#define COUNTING_KERNEL 1
+
+// Connections steered but not yet established that `steered` remembers; a
+// SYN that never completes is evicted, least recently used first.
+#define PENDING_HANDSHAKES 16384
+
+#define AF_INET 2
+#define AF_INET6 10
+// TCP states (include/net/tcp_states.h).
+#define TCP_FIN_WAIT1 4
+#define TCP_CLOSE 7
+#define TCP_LAST_ACK 9
+
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
@@ -55,7 +96,7 @@ struct {
 // The policy and how many entries of `eligible` are in use.
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, 2);
+  __uint(max_entries, 3);
   __type(key, __u32);
   __type(value, __u32);
 } config SEC(".maps");
@@ -77,9 +118,10 @@ struct {
   __type(value, __u64);
 } turn SEC(".maps");
 
-// Least-connections: connections given to each slot, by slot; only the
-// program writes an entry (one atomic add per pick), except when the
-// primary resets the slot for a new worker.
+// Least-connections: connections given to each slot, by slot. Counted
+// from worker reports, this program writes an entry (one atomic add per
+// pick), and the primary when it resets the slot for a new worker; counted
+// in the kernel, the SOCK_OPS program adds each connection established.
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, SLOTS);
@@ -87,14 +129,46 @@ struct {
   __type(value, __s64);
 } given SEC(".maps");
 
-// Least-connections: connections each slot's workers reported closed, by
-// slot; only the primary writes it. Open = given - closed.
+// Least-connections: connections of each slot closed, by slot: those its
+// workers reported, written by the primary; or counted in the kernel, those
+// the SOCK_OPS program saw closed, once per connection counted in `given`,
+// so never more than `given`. Open = given - closed.
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
   __uint(max_entries, SLOTS);
   __type(key, __u32);
   __type(value, __s64);
 } closed SEC(".maps");
+
+// A connection as both programs see it: addresses in IPv6 form (IPv4 ones
+// v4-mapped, as a dual-stack socket shows them), all in network order.
+struct tuple {
+  __u32 remote[4];
+  __u32 local[4];
+  __u16 remote_port;
+  __u16 local_port;
+};
+
+// The slot each connection steered and not yet established went to.
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, PENDING_HANDSHAKES);
+  __type(key, struct tuple);
+  __type(value, __u32);
+} steered SEC(".maps");
+
+// The slot an established connection is counted against, on its socket
+// until it is counted closed.
+struct counted {
+  __u32 slot;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, struct counted);
+} tagged SEC(".maps");
 
 // Sticky: slot numbers (0: none) indexed by the client address's FNV-1a
 // hash modulo TABLE_SIZE; the primary writes it from the eligible slots.
@@ -135,7 +209,7 @@ static __s64 open_connections(__u32 slot) {
 
 // The eligible slot with the fewest open connections; among equals, the
 // scan starts at the next turn, so equal counts rotate.
-static __u32 least_connections(__u32 count) {
+static __u32 least_connections(__u32 count, __u32 counting) {
   __u32 start = next_turn() % count;
   __u32 best = 0;
   __s64 fewest = 0;
@@ -150,9 +224,11 @@ static __u32 least_connections(__u32 count) {
       fewest = open_count;
     }
   }
-  __s64 *chosen = bpf_map_lookup_elem(&given, &best);
-  if (chosen)
-    __sync_fetch_and_add(chosen, 1);
+  if (counting == COUNTING_REPORTS) {
+    __s64 *chosen = bpf_map_lookup_elem(&given, &best);
+    if (chosen)
+      __sync_fetch_and_add(chosen, 1);
+  }
   return best;
 }
 
@@ -183,6 +259,35 @@ static int client_hash(struct sk_reuseport_md *md, __u32 *hash) {
   return 0;
 }
 
+// The SYN's 4-tuple, 0 when it cannot be read.
+static int syn_tuple(struct sk_reuseport_md *md, struct tuple *tuple) {
+  if (md->eth_protocol == __builtin_bswap16(ETH_P_IP)) {
+    // Source then destination address, at 12 in the IPv4 header.
+    if (bpf_skb_load_bytes_relative(md, 12, &tuple->remote[3], 4,
+                                    BPF_HDR_START_NET) ||
+        bpf_skb_load_bytes_relative(md, 16, &tuple->local[3], 4,
+                                    BPF_HDR_START_NET))
+      return 0;
+    tuple->remote[2] = tuple->local[2] = __builtin_bswap32(0xffff);
+  } else if (md->eth_protocol == __builtin_bswap16(ETH_P_IPV6)) {
+    if (bpf_skb_load_bytes_relative(md, 8, tuple->remote, 32,
+                                    BPF_HDR_START_NET))
+      return 0;
+  } else {
+    return 0;
+  }
+  // The TCP header's source and destination ports (md->data is there).
+  return bpf_skb_load_bytes(md, 0, &tuple->remote_port, 4) == 0;
+}
+
+// Notes which slot the connection went to, for the SOCK_OPS program to
+// count once the handshake completes.
+static void note_steered(struct sk_reuseport_md *md, __u32 slot) {
+  struct tuple tuple = {};
+  if (syn_tuple(md, &tuple))
+    bpf_map_update_elem(&steered, &tuple, &slot, BPF_ANY);
+}
+
 static __u32 sticky(struct sk_reuseport_md *md, __u32 count) {
   __u32 hash;
   if (client_hash(md, &hash)) {
@@ -206,9 +311,13 @@ int steer(struct sk_reuseport_md *md) {
     return SK_PASS;
   __u32 slot;
   switch (config_value(CONFIG_POLICY)) {
-  case POLICY_LEAST_CONNECTIONS:
-    slot = least_connections(count);
+  case POLICY_LEAST_CONNECTIONS: {
+    __u32 counting = config_value(CONFIG_COUNTING);
+    slot = least_connections(count, counting);
+    if (counting == COUNTING_KERNEL)
+      note_steered(md, slot);
     break;
+  }
   case POLICY_STICKY:
     slot = sticky(md, count);
     break;
@@ -219,6 +328,91 @@ int steer(struct sk_reuseport_md *md) {
   // also falls back to the hash.
   bpf_sk_select_reuseport(md, &sockets, &slot, 0);
   return SK_PASS;
+}
+
+// The established connection's 4-tuple, as syn_tuple reads the SYN's.
+static void socket_tuple(struct bpf_sock_ops *skops, struct tuple *tuple) {
+  // Every field read first, unconditionally: with reads under branches the
+  // compiler shares one offset context pointer, which the verifier refuses.
+  __u32 family = skops->family;
+  __u32 remote_ip4 = skops->remote_ip4;
+  __u32 local_ip4 = skops->local_ip4;
+  for (int i = 0; i < 4; i++) {
+    tuple->remote[i] = skops->remote_ip6[i];
+    tuple->local[i] = skops->local_ip6[i];
+  }
+  if (family == AF_INET) {
+    tuple->remote[0] = tuple->remote[1] = 0;
+    tuple->local[0] = tuple->local[1] = 0;
+    tuple->remote[2] = tuple->local[2] = __builtin_bswap32(0xffff);
+    tuple->remote[3] = remote_ip4;
+    tuple->local[3] = local_ip4;
+  }
+  // remote_port is in network order in the field's upper half; local_port
+  // in host order.
+  tuple->remote_port = (__u16)(skops->remote_port >> 16);
+  tuple->local_port = __builtin_bswap16((__u16)skops->local_port);
+}
+
+static void add_one(void *counts, __u32 slot) {
+  __s64 *count = bpf_map_lookup_elem(counts, &slot);
+  if (count)
+    __sync_fetch_and_add(count, 1);
+}
+
+// A connection the steering program steered completed its handshake: it
+// counts as open in its slot until counted closed, and its state changes
+// now call this program.
+static void count_established(struct bpf_sock_ops *skops) {
+  struct tuple tuple = {};
+  socket_tuple(skops, &tuple);
+  __u32 *slot = bpf_map_lookup_elem(&steered, &tuple);
+  if (!slot)
+    return;
+  __u32 counted_slot = *slot;
+  bpf_map_delete_elem(&steered, &tuple);
+  struct bpf_sock *sk = skops->sk;
+  if (!sk)
+    return;
+  struct counted *counted =
+      bpf_sk_storage_get(&tagged, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+  if (!counted)
+    return;
+  counted->slot = counted_slot;
+  add_one(&given, counted_slot);
+  bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+                                       BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+// A tagged connection changed state: it is closed for least-connections
+// once the worker closed it (FIN_WAIT1: it sent its FIN first; LAST_ACK:
+// after the client's) or it is gone (CLOSE, also a reset or the worker's
+// exit), whichever comes first; the tag goes, so it counts once.
+static void count_closed(struct bpf_sock_ops *skops) {
+  __u32 state = skops->args[1];
+  if (state != TCP_FIN_WAIT1 && state != TCP_LAST_ACK && state != TCP_CLOSE)
+    return;
+  struct bpf_sock *sk = skops->sk;
+  if (!sk)
+    return;
+  struct counted *counted = bpf_sk_storage_get(&tagged, sk, 0, 0);
+  if (!counted)
+    return;
+  add_one(&closed, counted->slot);
+  bpf_sk_storage_delete(&tagged, sk);
+}
+
+SEC("sockops")
+int count(struct bpf_sock_ops *skops) {
+  switch (skops->op) {
+  case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+    count_established(skops);
+    break;
+  case BPF_SOCK_OPS_STATE_CB:
+    count_closed(skops);
+    break;
+  }
+  return 1;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -119,3 +119,48 @@ fn least_connections_starts_a_new_worker_at_the_lowest_count() {
     let picks = spread(&mut steered, &[1, 2], 6);
     assert!(picks.windows(2).all(|pair| pair[0] != pair[1]), "{picks:?}");
 }
+
+/// Connects, and keeps both ends: (the client, the slot that accepted it,
+/// the accepted socket).
+fn hold(steered: &mut KernelSteered, slots: &[u32]) -> (TcpStream, u32, socket2::Socket) {
+    let address: SocketAddr = steered.local_addrs()[0];
+    let client = TcpStream::connect(address).unwrap();
+    for &slot in slots {
+        let socket = &steered.sockets.slot_sockets(slot).unwrap()[0];
+        socket.set_nonblocking(true).unwrap();
+        match socket.accept() {
+            Ok((accepted, _)) => return (client, slot, accepted),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => continue,
+            Err(err) => panic!("accept: {err}"),
+        }
+    }
+    panic!("the connection is in no slot's queue")
+}
+
+#[test]
+fn least_connections_counts_open_connections_in_the_kernel() {
+    let Some(mut steered) = steered(Policy::LeastConnections, 2) else {
+        return;
+    };
+    assert_eq!(
+        steered.connection_counts(),
+        Some(ConnectionCounts::Kernel),
+        "{}",
+        steered.counting_note()
+    );
+    steered.worker_ready(key(1));
+    steered.worker_ready(key(2));
+    let held: Vec<_> = (0..4).map(|_| hold(&mut steered, &[1, 2])).collect();
+    let (on_one, on_two): (Vec<_>, Vec<_>) = held.into_iter().partition(|(_, slot, _)| *slot == 1);
+    assert_eq!((on_one.len(), on_two.len()), (2, 2));
+    // Slot 2's sockets closed by the worker's side (FIN_WAIT1): slot 1
+    // holds 2 open, and every connection that closes at once goes to 2.
+    drop(on_two);
+    assert_eq!(spread(&mut steered, &[1, 2], 6), vec![2; 6]);
+    drop(on_one);
+    let picks = spread(&mut steered, &[1, 2], 6);
+    assert!(picks.windows(2).all(|pair| pair[0] != pair[1]), "{picks:?}");
+    // Not one connection left counted.
+    assert_eq!(steered.groups.open_connections(1), 0);
+    assert_eq!(steered.groups.open_connections(2), 0);
+}

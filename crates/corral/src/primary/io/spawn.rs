@@ -87,6 +87,7 @@ impl Launcher {
             heartbeat: settings.heartbeat(),
             cluster_name: settings.name.clone(),
             policy: Some(settings.policy),
+            close_reports: sockets.report_closes,
             addresses: self.addresses.clone(),
         };
         let spawn_error = |source| Error::Spawn { id, source };

@@ -33,8 +33,8 @@ use super::boundary::Boundary;
 use super::net_socket::{bind_any, bind_tcp, bind_udp, duplicate, duplicate_fd};
 use super::newconn_dispatcher::Dispatcher;
 use super::socket_file::{self, SocketFile};
-use crate::balance::Policy;
 use crate::balance::kernel::{GroupIndex, SteeredGroups};
+use crate::balance::{ConnectionCounts, Policy};
 use crate::protocol::env::FIRST_LISTEN_FD;
 use crate::protocol::node::{Endpoint, HandleType};
 use crate::worker_key::WorkerKey;
@@ -161,6 +161,14 @@ impl Binds {
     /// Whether the kernel steers this cluster's TCP addresses.
     pub(crate) fn steers_in_kernel(&self) -> bool {
         self.steering.is_some()
+    }
+
+    /// Where least-connections steered in the kernel counts open
+    /// connections.
+    pub(crate) fn connection_counts(&self) -> Option<ConnectionCounts> {
+        self.steering
+            .as_ref()
+            .and_then(SteeredGroups::connection_counts)
     }
 
     /// The worker is ready: under kernel steering its slot gets

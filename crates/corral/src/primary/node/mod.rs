@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 pub(crate) use boundary::AllowedBinds;
 pub(crate) use session::{AfterInternal, Session};
 
-use crate::balance::Policy;
 use crate::balance::kernel::SteeredGroups;
+use crate::balance::{ConnectionCounts, Policy};
 use crate::primary::io::notice::Notice;
 use crate::primary::io::outbox::Outbox;
 use crate::protocol::node;
@@ -86,6 +86,12 @@ impl NodeCluster {
     /// Whether the kernel steers the TCP addresses workers listen on.
     pub(crate) fn steers_in_kernel(&self) -> bool {
         self.binds().steers_in_kernel()
+    }
+
+    /// Where least-connections steered in the kernel counts open
+    /// connections.
+    pub(crate) fn connection_counts(&self) -> Option<ConnectionCounts> {
+        self.binds().connection_counts()
     }
 
     /// The worker is ready: under kernel steering it gets connections.
