@@ -5,6 +5,8 @@
 //! they check the fallback instead, and say so.
 
 use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
 use std::process::Command;
 
 use corral_testkit::{
@@ -13,6 +15,11 @@ use corral_testkit::{
 };
 
 const ENV_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/env_server.py");
+const HOLD_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/hold_server.py");
+const NODE_HOLD_SERVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/node/hold_server.js"
+);
 const NODE_WORKER_IDS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/node/worker_ids.js"
@@ -187,15 +194,19 @@ fn least_connections_in_the_kernel_steers_new_connections_away_from_a_busy_worke
         return;
     }
     let cluster = ClusterBuilder::corral().policy("least-connections").start();
-    let port = cluster.port();
     assert_eq!(steering(&cluster), vec!["kernel"]);
-    // Twenty held connections, which least-connections spreads evenly.
+    assert_eq!(connection_counts(&cluster), vec!["kernel"]);
+    assert_avoids_a_busy_demo_worker(cluster.port());
+}
+
+/// Twenty held connections, which least-connections spreads evenly; once
+/// worker 2's close, new connections avoid worker 1 and its ten.
+fn assert_avoids_a_busy_demo_worker(port: u16) {
     let (on_one, on_two) = KeepAlive::twenty_split_evenly(port);
-    // Worker 2's close, reported on its message channel; worker 1 still
-    // holds ten open connections.
     drop(on_two);
-    // The closes reach the primary within a report's pace; until then a
-    // round may still alternate.
+    // The closes are counted within a moment (the kernel: when the worker
+    // closes its side; reports: within their pace); until then a round
+    // may still alternate.
     let mut ids = Vec::new();
     let avoided = wait_until(PATIENCE, || {
         ids = (0..20).map(|_| hello(port).id).collect();
@@ -208,21 +219,214 @@ fn least_connections_in_the_kernel_steers_new_connections_away_from_a_busy_worke
     drop(on_one);
 }
 
+/// `corral run` of `builder` in a mount namespace of its own without the
+/// cgroup2 file system: kernel steering loads, but least-connections'
+/// counter has no cgroup to attach to (as in a container that does not
+/// mount it).
+fn without_cgroup2(builder: ClusterBuilder) -> ClusterProcess {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let points: Vec<&str> = mountinfo
+        .lines()
+        .filter(|line| {
+            line.split(" - ")
+                .nth(1)
+                .is_some_and(|fs| fs.starts_with("cgroup2 "))
+        })
+        .filter_map(|line| line.split(' ').nth(4))
+        .collect();
+    let script = format!("umount -l {} && exec \"$@\"", points.join(" "));
+    let inner = builder.command_line();
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(script)
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (name, value) in inner.get_envs() {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    ClusterProcess::spawn(command)
+}
+
 #[test]
-fn least_connections_in_the_kernel_serves_a_python_server_on_fd_3() {
+fn without_a_cgroup2_mount_least_connections_counts_from_worker_reports() {
     if !can_steer() {
         return;
     }
+    let cluster = without_cgroup2(ClusterBuilder::corral().policy("least-connections"));
+    corral_testkit::wait_ready(&cluster, Mark::START, 2);
+    let line = cluster.expect_line(
+        "least-connections steered in the kernel, open connections counted from worker reports",
+    );
+    assert!(line.contains("no cgroup2 file system is mounted"), "{line}");
+    assert_eq!(steering(&cluster), vec!["kernel"]);
+    assert_eq!(connection_counts(&cluster), vec!["worker-reports"]);
+    let status = cluster.control(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("connections counted: worker-reports"),
+        "{text}"
+    );
+    // The demo workers report their closes.
+    assert_avoids_a_busy_demo_worker(cluster.port());
+}
+
+/// A connection to a greeting server (`hold_server.py`, `hold_server.js`),
+/// held open: the worker that greeted it.
+struct Held {
+    _stream: TcpStream,
+    worker: u32,
+    pid: u32,
+}
+
+/// Connects and reads the greeting ("… worker ID pid PID").
+fn greeted(port: u16) -> Held {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .expect("a greeting");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let position = words.iter().position(|&word| word == "worker");
+    let number = |index: usize| -> u32 {
+        words
+            .get(index)
+            .and_then(|word| word.parse().ok())
+            .unwrap_or_else(|| panic!("not a greeting: {line:?}"))
+    };
+    let at = position.unwrap_or_else(|| panic!("not a greeting: {line:?}"));
+    Held {
+        _stream: stream,
+        worker: number(at + 1),
+        pid: number(at + 3),
+    }
+}
+
+/// Twenty held connections, which least-connections spreads evenly over
+/// two workers: (those on worker 1, those on worker 2).
+fn twenty_held(port: u16) -> (Vec<Held>, Vec<Held>) {
+    let held: Vec<Held> = (0..20).map(|_| greeted(port)).collect();
+    let split: (Vec<Held>, Vec<Held>) = held.into_iter().partition(|held| held.worker == 1);
+    assert_eq!(
+        (split.0.len(), split.1.len()),
+        (10, 10),
+        "held connections spread evenly"
+    );
+    split
+}
+
+/// Which workers greet 20 fresh connections, each closed at once, once
+/// `accepted` holds of them (within `PATIENCE`: closes are counted when
+/// the worker closes its side, a moment after the client).
+fn fresh_workers_until(port: u16, accepted: impl Fn(&[u32]) -> bool) -> Vec<u32> {
+    let mut workers = Vec::new();
+    wait_until(PATIENCE, || {
+        workers = (0..20).map(|_| greeted(port).worker).collect();
+        accepted(&workers)
+    });
+    workers
+}
+
+fn shared(workers: &[u32]) -> bool {
+    (1..=2).all(|id| workers.iter().filter(|&&worker| worker == id).count() >= 5)
+}
+
+/// The `connection_counts` field of each listener in `status --json`.
+fn connection_counts(cluster: &ClusterProcess) -> Vec<String> {
+    let status = cluster.status_json();
+    status["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .map(|listener| {
+            listener["connection_counts"]
+                .as_str()
+                .unwrap_or("null")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Least-connections over two workers that report nothing, counted in the
+/// kernel: new connections avoid the worker holding ten open ones, are
+/// shared again once those close, and a killed worker's count drops.
+fn assert_counted_in_the_kernel(cluster: &ClusterProcess, port: u16) {
+    assert_eq!(connection_counts(cluster), vec!["kernel"]);
+    let (on_one, on_two) = twenty_held(port);
+    drop(on_two);
+    let workers = fresh_workers_until(port, |workers| workers.iter().all(|&id| id == 2));
+    assert!(
+        workers.iter().all(|&id| id == 2),
+        "new connections should avoid worker 1 and its 10 open ones: {workers:?}"
+    );
+    drop(on_one);
+    let workers = fresh_workers_until(port, shared);
+    assert!(
+        shared(&workers),
+        "shared again once they closed: {workers:?}"
+    );
+    // Worker 1 killed with ten connections open: the kernel closes them,
+    // and its replacement starts at its slot's true count, none.
+    let (on_one, on_two) = twenty_held(port);
+    drop(on_two);
+    let mark = cluster.mark();
+    send_signal(on_one[0].pid, Signal::KILL);
+    cluster.expect_event(mark, "exit", Some(1));
+    cluster.expect_event(mark, "ready", Some(1));
+    let workers = fresh_workers_until(port, shared);
+    assert!(
+        shared(&workers),
+        "the killed worker's count dropped: {workers:?}"
+    );
+    drop(on_one);
+}
+
+#[test]
+fn least_connections_counts_a_python_server_on_fd_3_in_the_kernel() {
+    if !can_steer() {
+        return;
+    }
+    // socket.socket(fileno=3), sending corral nothing.
     let cluster = ClusterBuilder::corral()
         .policy("least-connections")
-        .command(&["python3", ENV_SERVER])
+        .command(&["python3", HOLD_SERVER])
         .start();
-    let port = cluster.port();
-    assert_eq!(steering(&cluster), vec!["kernel"]);
-    // No worker reports closes here: least-connections counts the
-    // connections it gave, and so rotates.
-    let ids: Vec<u32> = (0..20).map(|_| python_worker(port)).collect();
-    assert_exact_rotation(&ids, 2, &cluster);
+    cluster.expect_line(
+        "least-connections steered in the kernel, open connections counted in the kernel",
+    );
+    assert_counted_in_the_kernel(&cluster, cluster.port());
+}
+
+#[test]
+fn least_connections_counts_a_node_program_in_the_kernel() {
+    if !can_steer() || !node_available() {
+        return;
+    }
+    let mut command = Command::new(corral_path());
+    command
+        .args([
+            "run",
+            "-w",
+            "2",
+            "--policy",
+            "least-connections",
+            "--",
+            "node",
+        ])
+        .arg(NODE_HOLD_SERVER)
+        .env("PORT", "0")
+        .env("XDG_RUNTIME_DIR", private_runtime_dir());
+    let cluster = ClusterProcess::spawn(command);
+    corral_testkit::wait_ready(&cluster, Mark::START, 2);
+    cluster.expect_line(
+        "Node workers' listen(): least-connections steered in the kernel, open connections \
+         counted in the kernel",
+    );
+    assert_counted_in_the_kernel(&cluster, cluster.port());
 }
 
 #[test]

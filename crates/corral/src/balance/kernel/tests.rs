@@ -148,6 +148,10 @@ fn least_connections_counts_open_connections_in_the_kernel() {
         "{}",
         steered.counting_note()
     );
+    assert!(
+        !steered.sockets_for(key(1)).unwrap().report_closes,
+        "the kernel counts: library workers send no close reports"
+    );
     steered.worker_ready(key(1));
     steered.worker_ready(key(2));
     let held: Vec<_> = (0..4).map(|_| hold(&mut steered, &[1, 2])).collect();
