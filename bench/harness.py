@@ -449,6 +449,7 @@ class Config:
     app: Path | None = None  # the Node program (corral: run it as COMMAND; None: corral's demo worker)
     cluster_program: bool = False  # `app` is a Node cluster program: it listens on PORT itself, announces nothing
     corral_args: tuple[str, ...] = ()  # more options for `corral run` (e.g. --node-agent off)
+    wrapper: tuple[str, ...] = ()  # a command that runs the primary (it must exec it: same pid)
 
 
 TUTORIAL = "tutorial cluster program"
@@ -684,7 +685,7 @@ def start_corral(server: Server) -> None:
     argv += [] if config.cluster_program else ["-l", f"127.0.0.1:{server.port}"]
     argv += list(config.corral_args)
     argv += [] if config.app is None else ["--", "node", str(config.app)]
-    start_primary(server, argv, "corral", node_env(server))
+    start_primary(server, [*config.wrapper, *argv], "corral", node_env(server))
 
 
 def start_node(server: Server) -> None:
@@ -693,6 +694,20 @@ def start_node(server: Server) -> None:
     argv = ["node", str(config.app)]
     argv += [] if config.cluster_program else ["--workers", str(WORKERS), "--policy", config.policy]
     start_primary(server, argv, "node", node_env(server, NODE_CLUSTER_SCHED_POLICY=config.policy))
+
+
+def without_cgroup2() -> tuple[str, ...]:
+    """A wrapper that runs the primary in a mount namespace without the cgroup2 file system (it execs: same pid).
+
+    Kernel steering still loads there, but least-connections' connection counter has no cgroup to attach to:
+    the workers report their closes instead, as in a container that does not mount cgroup2.
+    """
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = [
+            line.split(" ")[4] for line in mountinfo if line.split(" - ", 1)[-1].startswith("cgroup2 ")
+        ]
+    script = f'umount -l {" ".join(points)} && exec "$@"'
+    return ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh")
 
 
 def start_primary(server: Server, argv: list[str], name: str, env: dict[str, str]) -> None:

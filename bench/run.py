@@ -44,6 +44,13 @@ CONFIGS = (
     h.Config(
         "corral-least-connections", "corral demo, least-connections (kernel steering)", "corral", "least-connections"
     ),
+    h.Config(
+        "corral-least-connections-reports",
+        "corral demo, least-connections (kernel steering, counted from worker reports)",
+        "corral",
+        "least-connections",
+        wrapper=h.without_cgroup2(),
+    ),
     h.Config("corral-sticky", "corral demo, sticky (kernel steering)", "corral", "sticky"),
     h.Config(
         "corral-round-robin-hand-off",
@@ -102,6 +109,11 @@ MODES = (KEEP_ALIVE, CLOSE, MIXED)
 COMPARISONS = (
     ("corral round-robin ÷ corral reuseport", "corral-round-robin", "corral-reuseport"),
     ("corral least-connections ÷ corral reuseport", "corral-least-connections", "corral-reuseport"),
+    (
+        "corral least-connections (counted from worker reports) ÷ corral reuseport",
+        "corral-least-connections-reports",
+        "corral-reuseport",
+    ),
     ("corral round-robin (hand-off) ÷ corral reuseport", "corral-round-robin-hand-off", "corral-reuseport"),
     (
         "corral least-connections (hand-off) ÷ corral reuseport",

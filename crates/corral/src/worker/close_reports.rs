@@ -1,9 +1,11 @@
 //! Closed connections reported on the message channel. Under
-//! `least-connections` steered in the kernel, a library worker accepts on
-//! its own socket and has no hand-off channel; the kernel program counts
-//! the connections it gives each slot, and the worker's reports of the
-//! ones it closed (`{"corral":{"closed":N}}`) make that count the open
-//! ones. Paced as on the hand-off channel (`report_pace.rs`).
+//! `least-connections` steered in the kernel where the kernel cannot count
+//! open connections itself (no cgroup v2 to attach its counter to), a
+//! library worker accepts on its own socket and has no hand-off channel;
+//! the kernel program counts the connections it gives each slot, and the
+//! worker's reports of the ones it closed (`{"corral":{"closed":N}}`) make
+//! that count the open ones. At most one report per
+//! [`MESSAGE_REPORT_INTERVAL`] (`report_pace.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,7 +14,7 @@ use std::time::Instant;
 use crate::protocol::message;
 use crate::worker::connection::CloseCounter;
 use crate::worker::mailbox::WorkerSender;
-use crate::worker::report_pace::report_delay;
+use crate::worker::report_pace::{MESSAGE_REPORT_INTERVAL, delay_within};
 
 /// Starts reporting the closes counted in the returned counter through
 /// `sender`. Must run inside the worker's runtime.
@@ -23,7 +25,7 @@ pub(crate) fn start(sender: WorkerSender) -> Arc<CloseCounter> {
         let mut last_report = None;
         loop {
             counted.changed.notified().await;
-            let delay = report_delay(last_report, Instant::now());
+            let delay = delay_within(MESSAGE_REPORT_INTERVAL, last_report, Instant::now());
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
