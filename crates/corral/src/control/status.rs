@@ -429,6 +429,14 @@ mod tests {
     }
 
     #[test]
+    fn connection_counts_are_named_as_documented() {
+        let named = |counts| serde_json::to_value(Some(counts)).unwrap();
+        assert_eq!(named(ConnectionCounts::Kernel), "kernel");
+        assert_eq!(named(ConnectionCounts::WorkerReports), "worker-reports");
+        assert_eq!(ConnectionCounts::WorkerReports.name(), "worker-reports");
+    }
+
+    #[test]
     fn the_json_field_names_are_the_documented_ones() {
         let json = serde_json::to_value(sample()).unwrap();
         assert_eq!(json["name"], "api");
@@ -436,6 +444,8 @@ mod tests {
         assert_eq!(json["policy"], "round-robin");
         assert_eq!(json["listeners"][0]["address"], "127.0.0.1:8000");
         assert_eq!(json["listeners"][0]["queued"], 3);
+        assert!(json["listeners"][0]["steering"].is_null());
+        assert!(json["listeners"][0]["connection_counts"].is_null());
         assert_eq!(json["reloads"]["last"]["result"], "completed");
         let worker = &json["workers"][0];
         assert_eq!(worker["state"], "ready");

@@ -18,16 +18,39 @@
 //!
 //! # Least-connections in the kernel
 //!
-//! A slot's open connections are those the program gave it (the `given`
-//! map: one atomic add per pick, in the kernel) less those its workers
-//! reported closed (the `closed` map, written by the primary alone, never
-//! above `given`). The next connection goes to the eligible slot with the
-//! fewest, equals in turn. Library workers report closes on their message
-//! channel (`{"corral":{"closed":N}}`, paced as on the hand-off channel).
-//! A worker that reports nothing (a COMMAND, a Node program) only ever
-//! has its count grow: least-connections then rotates over such workers
-//! exactly as round-robin does. A slot's new worker starts at the lowest
-//! count of the others, so it is neither flooded nor starved.
+//! A slot's open connections are `given` less `closed` (two maps indexed
+//! by slot); the next connection goes to the eligible slot with the fewest,
+//! equals in turn. Who writes the two maps depends on where the counts come
+//! from (`status`'s `connection_counts`):
+//!
+//! * **Counted in the kernel** (`cgroup.rs`, the `count` program of
+//!   `steer.bpf.c`): a `SOCK_OPS` program attached to the primary's cgroup
+//!   v2 (beside any other program there). The steering program notes each
+//!   connection's 4-tuple and slot in an LRU map (`steered`,
+//!   `PENDING_HANDSHAKES` entries: a SYN that never completes is evicted);
+//!   when the handshake completes, the counter takes the entry out, tags
+//!   the new socket with its slot (socket-local storage), adds one to
+//!   `given` and asks for the socket's state changes; when the worker closes
+//!   it (`FIN_WAIT1`, `LAST_ACK`) or it is gone (`CLOSE`: a reset, the
+//!   worker killed), it adds one to `closed` and removes the tag, so once.
+//!   Every kind of worker is counted, library, COMMAND or Node, and none
+//!   sends anything; the primary never writes the counts (a slot's new
+//!   worker starts at the slot's real count: sockets still open in it, a
+//!   draining predecessor's included). Sockets the steering program never
+//!   noted (other processes in the cgroup, other listeners) cost a
+//!   callback and are ignored. Addresses are compared in IPv6 form, IPv4
+//!   ones v4-mapped, as a dual-stack socket shows them.
+//! * **Counted from worker reports**, where the counter cannot attach (no
+//!   cgroup2 mounted, a cgroup outside the mount a container sees, a
+//!   kernel without what it needs): the steering program adds to `given`
+//!   at each pick; library workers report their closes on their message
+//!   channel (`{"corral":{"closed":N}}`, at most one per 5 ms, told to by
+//!   `CORRAL_CLOSE_REPORTS`), and the primary adds them to `closed`, never
+//!   above `given`. A worker that reports nothing (a COMMAND, a Node
+//!   program) only ever has its count grow: least-connections then rotates
+//!   over such workers exactly as round-robin does. A slot's new worker
+//!   starts at the lowest count of the others, so it is neither flooded nor
+//!   starved.
 //!
 //! # Sticky in the kernel
 //!
