@@ -235,12 +235,26 @@ fn without_cgroup2(builder: ClusterBuilder) -> ClusterProcess {
         .filter_map(|line| line.split(' ').nth(4))
         .collect();
     let script = format!("umount -l {} && exec \"$@\"", points.join(" "));
+    let unshare = [
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+    ];
+    wrapped("unshare", &unshare, builder)
+}
+
+/// `corral run` of `builder`, run by `program` with `args` (which exec it
+/// with the rest of the command line).
+fn wrapped(program: &str, args: &[&str], builder: ClusterBuilder) -> ClusterProcess {
     let inner = builder.command_line();
-    let mut command = Command::new("unshare");
+    let mut command = Command::new(program);
     command
-        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-        .arg(script)
-        .arg("sh")
+        .args(args)
         .arg(inner.get_program())
         .args(inner.get_args());
     for (name, value) in inner.get_envs() {
@@ -510,18 +524,8 @@ fn five_reloads_under_new_connection_and_keep_alive_load_lose_nothing() {
 /// `corral run` of `builder` with every capability dropped (`setpriv`), as
 /// an unprivileged primary or a locked-down container runs.
 fn without_capabilities(builder: ClusterBuilder) -> ClusterProcess {
-    let inner = builder.command_line();
-    let mut command = Command::new("setpriv");
-    command
-        .args(["--inh-caps=-all", "--bounding-set=-all", "--"])
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    for (name, value) in inner.get_envs() {
-        if let Some(value) = value {
-            command.env(name, value);
-        }
-    }
-    ClusterProcess::spawn(command)
+    let setpriv = ["--inh-caps=-all", "--bounding-set=-all", "--"];
+    wrapped("setpriv", &setpriv, builder)
 }
 
 #[test]

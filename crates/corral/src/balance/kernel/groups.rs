@@ -43,6 +43,21 @@ enum Counting {
     WorkerReports(Unavailable),
 }
 
+impl Counting {
+    /// Attaches `program`'s counter to the primary's cgroup, or says why
+    /// it cannot.
+    fn start(program: &mut SteeringProgram) -> Self {
+        let attached = cgroup::open_own().and_then(|cgroup| {
+            program.count_in_cgroup(&cgroup)?;
+            Ok(cgroup)
+        });
+        match attached {
+            Ok(cgroup) => Counting::Kernel(cgroup),
+            Err(why) => Counting::WorkerReports(why),
+        }
+    }
+}
+
 /// Which group of a [`SteeredGroups`] an address is.
 pub(crate) type GroupIndex = usize;
 
@@ -51,15 +66,7 @@ impl SteeredGroups {
     /// kernel support); no group yet.
     pub(crate) fn new(policy: Policy) -> Result<Self, Unavailable> {
         let mut spare = SteeringProgram::load(policy)?;
-        let counts = (policy == Policy::LeastConnections).then(|| {
-            match cgroup::open_own().and_then(|cgroup| {
-                spare.count_in_cgroup(&cgroup)?;
-                Ok(cgroup)
-            }) {
-                Ok(cgroup) => Counting::Kernel(cgroup),
-                Err(why) => Counting::WorkerReports(why),
-            }
-        });
+        let counts = (policy == Policy::LeastConnections).then(|| Counting::start(&mut spare));
         Ok(SteeredGroups {
             policy,
             groups: Vec::new(),

@@ -45,6 +45,16 @@ fn key(slot: u32) -> WorkerKey {
 /// Connects `count` times and says which slot took each connection.
 fn spread(steered: &mut KernelSteered, slots: &[u32], count: usize) -> Vec<u32> {
     let address: SocketAddr = steered.local_addrs()[0];
+    spread_to(address, steered, slots, count)
+}
+
+/// Connects to `address` `count` times and says which slot took each.
+fn spread_to(
+    address: SocketAddr,
+    steered: &mut KernelSteered,
+    slots: &[u32],
+    count: usize,
+) -> Vec<u32> {
     (0..count)
         .map(|_| {
             let _client = TcpStream::connect(address).unwrap();
@@ -56,7 +66,12 @@ fn spread(steered: &mut KernelSteered, slots: &[u32], count: usize) -> Vec<u32> 
 
 /// Loads the program, or says why the test cannot (not root).
 fn steered(policy: Policy, slots: usize) -> Option<KernelSteered> {
-    let address: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    steered_on("127.0.0.1:0", policy, slots)
+}
+
+/// The same, listening on `address`.
+fn steered_on(address: &str, policy: Policy, slots: usize) -> Option<KernelSteered> {
+    let address: SocketAddr = address.parse().unwrap();
     match KernelSteered::bind(&[address], slots, 64, policy).unwrap() {
         Ok(steered) => Some(steered),
         Err(why) if !rustix::process::geteuid().is_root() => {
@@ -120,10 +135,13 @@ fn least_connections_starts_a_new_worker_at_the_lowest_count() {
     assert!(picks.windows(2).all(|pair| pair[0] != pair[1]), "{picks:?}");
 }
 
-/// Connects, and keeps both ends: (the client, the slot that accepted it,
-/// the accepted socket).
-fn hold(steered: &mut KernelSteered, slots: &[u32]) -> (TcpStream, u32, socket2::Socket) {
-    let address: SocketAddr = steered.local_addrs()[0];
+/// Connects to `address`, and keeps both ends: (the client, the slot that
+/// accepted it, the accepted socket).
+fn hold(
+    address: SocketAddr,
+    steered: &mut KernelSteered,
+    slots: &[u32],
+) -> (TcpStream, u32, socket2::Socket) {
     let client = TcpStream::connect(address).unwrap();
     for &slot in slots {
         let socket = &steered.sockets.slot_sockets(slot).unwrap()[0];
@@ -135,6 +153,31 @@ fn hold(steered: &mut KernelSteered, slots: &[u32]) -> (TcpStream, u32, socket2:
         }
     }
     panic!("the connection is in no slot's queue")
+}
+
+/// Least-connections counted in the kernel over slots 1 and 2, ready,
+/// with connections to `address`: the slot holding two open connections
+/// gets no new one until they close, and nothing stays counted.
+fn assert_counted_in_the_kernel(steered: &mut KernelSteered, address: SocketAddr) {
+    let held: Vec<_> = (0..4).map(|_| hold(address, steered, &[1, 2])).collect();
+    let (on_one, on_two): (Vec<_>, Vec<_>) = held.into_iter().partition(|(_, slot, _)| *slot == 1);
+    assert_eq!((on_one.len(), on_two.len()), (2, 2), "to {address}");
+    // Slot 2's sockets closed by the worker's side (FIN_WAIT1): slot 1
+    // holds 2 open, and every connection that closes at once goes to 2.
+    drop(on_two);
+    assert_eq!(
+        spread_to(address, steered, &[1, 2], 6),
+        vec![2; 6],
+        "to {address}"
+    );
+    drop(on_one);
+    let picks = spread_to(address, steered, &[1, 2], 6);
+    assert!(
+        picks.windows(2).all(|pair| pair[0] != pair[1]),
+        "to {address}: {picks:?}"
+    );
+    assert_eq!(steered.groups.open_connections(1), 0);
+    assert_eq!(steered.groups.open_connections(2), 0);
 }
 
 #[test]
@@ -154,17 +197,22 @@ fn least_connections_counts_open_connections_in_the_kernel() {
     );
     steered.worker_ready(key(1));
     steered.worker_ready(key(2));
-    let held: Vec<_> = (0..4).map(|_| hold(&mut steered, &[1, 2])).collect();
-    let (on_one, on_two): (Vec<_>, Vec<_>) = held.into_iter().partition(|(_, slot, _)| *slot == 1);
-    assert_eq!((on_one.len(), on_two.len()), (2, 2));
-    // Slot 2's sockets closed by the worker's side (FIN_WAIT1): slot 1
-    // holds 2 open, and every connection that closes at once goes to 2.
-    drop(on_two);
-    assert_eq!(spread(&mut steered, &[1, 2], 6), vec![2; 6]);
-    drop(on_one);
-    let picks = spread(&mut steered, &[1, 2], 6);
-    assert!(picks.windows(2).all(|pair| pair[0] != pair[1]), "{picks:?}");
-    // Not one connection left counted.
-    assert_eq!(steered.groups.open_connections(1), 0);
-    assert_eq!(steered.groups.open_connections(2), 0);
+    let address = steered.local_addrs()[0];
+    assert_counted_in_the_kernel(&mut steered, address);
+}
+
+#[test]
+fn the_kernel_counts_ipv6_and_v4_mapped_connections_alike() {
+    let Some(mut steered) = steered_on("[::]:0", Policy::LeastConnections, 2) else {
+        return;
+    };
+    steered.worker_ready(key(1));
+    steered.worker_ready(key(2));
+    let port = steered.local_addrs()[0].port();
+    // IPv6, and IPv4 to the dual-stack socket (a v4-mapped peer).
+    assert_counted_in_the_kernel(
+        &mut steered,
+        SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], port)),
+    );
+    assert_counted_in_the_kernel(&mut steered, SocketAddr::from(([127, 0, 0, 1], port)));
 }
