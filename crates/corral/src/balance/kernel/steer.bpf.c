@@ -399,6 +399,8 @@ static void count_closed(struct bpf_sock_ops *skops) {
   if (!counted)
     return;
   add_one(&closed, counted->slot);
+  // The state callbacks stay on: another program on the cgroup may have
+  // asked for them too, and a flag is the socket's, not this program's.
   bpf_sk_storage_delete(&tagged, sk);
 }
 
