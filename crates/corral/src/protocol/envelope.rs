@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::protocol::message::CONTROL_KEY;
@@ -92,12 +92,23 @@ impl Scalar<'_> {
 }
 
 /// Reads `line` (one JSON value, whitespace around it allowed); an error if
-/// it is not one.
+/// it is not one, or if a `Value` parse would refuse it.
 pub(crate) fn read(line: &[u8]) -> serde_json::Result<WorkerLine<'_>> {
+    read_with::<true>(line)
+}
+
+/// [`read`], but the parts no field is read from are skipped, not
+/// checked (serde's `IgnoredAny`): for a worker, which parses a user
+/// message whole next, and so checks it then.
+pub(crate) fn read_unchecked(line: &[u8]) -> serde_json::Result<WorkerLine<'_>> {
+    read_with::<false>(line)
+}
+
+fn read_with<const CHECKED: bool>(line: &[u8]) -> serde_json::Result<WorkerLine<'_>> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(WorkerLine::Blank);
     }
-    let Read(read) = serde_json::from_slice(line)?;
+    let Read::<CHECKED>(read) = serde_json::from_slice(line)?;
     Ok(match read {
         ReadLine::Control(raw) => WorkerLine::Control(raw),
         ReadLine::User(fields) => WorkerLine::User(UserMessage { text: line, fields }),
@@ -128,17 +139,29 @@ enum ReadLine<'a> {
     User(Fields<'a>),
 }
 
-struct Read<'a>(ReadLine<'a>);
+struct Read<'a, const CHECKED: bool>(ReadLine<'a>);
 
-impl<'de> Deserialize<'de> for Read<'de> {
+impl<'de, const CHECKED: bool> Deserialize<'de> for Read<'de, CHECKED> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(LineVisitor).map(Read)
+        deserializer
+            .deserialize_any(LineVisitor::<CHECKED>)
+            .map(Read)
     }
 }
 
-struct LineVisitor;
+/// Reads a line's value; with `CHECKED`, checks all of it.
+struct LineVisitor<const CHECKED: bool>;
 
-impl<'de> Visitor<'de> for LineVisitor {
+/// Skips the next value of `map`, checked if `CHECKED`.
+fn skip_value<'de, A: MapAccess<'de>, const CHECKED: bool>(map: &mut A) -> Result<(), A::Error> {
+    if CHECKED {
+        map.next_value::<Checked>().map(drop)
+    } else {
+        map.next_value::<IgnoredAny>().map(drop)
+    }
+}
+
+impl<'de, const CHECKED: bool> Visitor<'de> for LineVisitor<CHECKED> {
     type Value = ReadLine<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -182,7 +205,11 @@ impl<'de> Visitor<'de> for LineVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        CheckedVisitor.visit_seq(seq)?;
+        if CHECKED {
+            CheckedVisitor.visit_seq(seq)?;
+        } else {
+            IgnoredAny.visit_seq(seq)?;
+        }
         Ok(ReadLine::User(Fields::default()))
     }
 
@@ -199,9 +226,7 @@ impl<'de> Visitor<'de> for LineVisitor {
                 "type" => fields.kind = map.next_value()?,
                 "requesterUid" => fields.requester_uid = map.next_value::<Text>()?.0,
                 "uid" => fields.uid = map.next_value::<Text>()?.0,
-                _ => {
-                    map.next_value::<Checked>()?;
-                }
+                _ => skip_value::<A, CHECKED>(&mut map)?,
             }
         }
         Ok(match control {
@@ -209,7 +234,9 @@ impl<'de> Visitor<'de> for LineVisitor {
             // A user object with a `corral` key beside others: its value
             // must pass as any other's.
             Some(raw) => {
-                checked(raw.get()).map_err(de::Error::custom)?;
+                if CHECKED {
+                    checked(raw.get()).map_err(de::Error::custom)?;
+                }
                 ReadLine::User(fields)
             }
             None => ReadLine::User(fields),
@@ -529,6 +556,32 @@ mod tests {
             panic!("not control");
         };
         assert!(checked(raw.get()).is_err());
+    }
+
+    #[test]
+    fn the_unchecked_read_tells_the_same_kinds_apart() {
+        for line in [
+            &br#"{"corral":"stop"}"#[..],
+            br#"{"corral":1,"seq":"\ud800"}"#,
+            br#"{"seq":7}"#,
+            br#"["\ud800"]"#,
+            b"  ",
+        ] {
+            fn kind(read: &WorkerLine<'_>) -> u8 {
+                match read {
+                    WorkerLine::Blank => 0,
+                    WorkerLine::Control(_) => 1,
+                    WorkerLine::User(_) => 2,
+                }
+            }
+            let unchecked = read_unchecked(line).unwrap();
+            match read(line) {
+                Ok(checked) => assert_eq!(kind(&checked), kind(&unchecked)),
+                // Only what a `Value` would refuse differs.
+                Err(_) => assert!(matches!(unchecked, WorkerLine::User(_))),
+            }
+        }
+        assert!(read_unchecked(b"{nope").is_err());
     }
 
     #[test]

@@ -254,7 +254,8 @@ pub(crate) fn decode_to_worker(line: &[u8]) -> Result<Option<ToWorker>, DecodeEr
 /// Decodes one line the primary wrote (without its newline), leaving a
 /// user message as the line's bytes and a relayed one as its JSON text.
 pub(crate) fn decode_to_worker_raw(line: &[u8]) -> Result<Option<ToWorkerRaw<'_>>, DecodeError> {
-    match envelope::read(line)? {
+    // Unchecked: the worker parses a user message whole next.
+    match envelope::read_unchecked(line)? {
         WorkerLine::Blank => Ok(None),
         WorkerLine::User(_) => Ok(Some(ToWorkerRaw::User(line))),
         WorkerLine::Control(_) => {
