@@ -6,15 +6,16 @@
 //! `process.send` and a bare socket pair.
 //!
 //! With `--typed` both ends send a struct (no `serde_json::Value` built to
-//! send) and the worker parses each message straight into it
-//! (`Messages::recv_as`); without, messages are `Value`s both ways.
+//! send) and parse each message straight into it (`Messages::recv_as` in
+//! the worker, `Primary::next_event_as` in the primary); without, messages
+//! are `Value`s both ways.
 //!
 //!     cargo run --release --example ipc_bench -- --seconds 2 [--typed]
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use corral::{Cluster, Event, Primary, Worker, WorkerResult};
+use corral::{Cluster, Event, EventAs, Primary, Worker, WorkerResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -154,14 +155,14 @@ async fn round_trips_per_second(
         sent += 1;
     }
     while started.elapsed() < period {
-        next_message(primary).await;
+        next_message(primary, typed).await;
         answered += 1;
         send_seq(primary, sent, typed);
         sent += 1;
     }
     let elapsed = started.elapsed().as_secs_f64();
     while answered < sent {
-        next_message(primary).await;
+        next_message(primary, typed).await;
         answered += 1;
     }
     (sent - in_flight) as f64 / elapsed
@@ -182,7 +183,7 @@ async fn round_trip_ms(primary: &mut Primary, bytes: usize, rounds: u32, typed: 
         } else {
             send(primary, &value);
         }
-        next_message(primary).await;
+        next_message(primary, typed).await;
     }
     started.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds)
 }
@@ -191,10 +192,21 @@ fn send<T: Serialize>(primary: &Primary, message: &T) {
     primary.send(1, message).expect("the worker takes messages");
 }
 
-async fn next_message(primary: &mut Primary) -> Value {
-    while let Some(event) = primary.next_event().await {
-        if let Event::Message { message, .. } = event {
-            return message;
+/// Waits for the worker's next message: a [`Probe`] when `typed`, else a
+/// `Value`.
+async fn next_message(primary: &mut Primary, typed: bool) {
+    if typed {
+        while let Some(event) = primary.next_event_as::<Probe>().await {
+            if let EventAs::Message { message, .. } = event {
+                message.expect("the worker echoes probes");
+                return;
+            }
+        }
+    } else {
+        while let Some(event) = primary.next_event().await {
+            if let Event::Message { .. } = event {
+                return;
+            }
         }
     }
     panic!("the cluster stopped during the measurement");

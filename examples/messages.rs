@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Router;
 use axum::routing::get;
 use clap::Parser;
-use corral::{Event, Primary, Worker, WorkerResult};
+use corral::{EventAs, Primary, Worker, WorkerResult};
 use corral_examples::ExampleArgs;
 use serde::{Deserialize, Serialize};
 
@@ -35,11 +35,12 @@ fn main() -> Result<(), corral::Error> {
 /// The primary's task: count what workers report, broadcast every 10.
 async fn count_requests(mut primary: Primary) {
     let mut total = 0;
-    while let Some(event) = primary.next_event().await {
-        let Event::Message { id, message } = event else {
+    // Each report is parsed straight into a `Served`: no `Value` built.
+    while let Some(event) = primary.next_event_as::<Served>().await {
+        let EventAs::Message { id, message } = event else {
             continue;
         };
-        let Ok(Served { requests }) = serde_json::from_value(message) else {
+        let Ok(Served { requests }) = message else {
             tracing::warn!("worker {id} sent something else than a report");
             continue;
         };

@@ -27,8 +27,10 @@ fn messages_from_workers_are_logged_and_relayed_between_workers() {
     let cluster = messenger(&[], &[]);
     cluster.expect_line(r#"message from worker 1: {"hello":1}"#);
     cluster.expect_line(r#"message from worker 2: {"hello":2}"#);
-    // Worker 2 asked the primary to deliver to worker 1, naming the sender.
-    cluster.expect_line(r#"[worker 1] got {"corral":{"from":2,"message":{"ping":"from 2"}}}"#);
+    // Worker 2 asked the primary to deliver to worker 1, naming the sender;
+    // the message arrives as worker 2 wrote it (Python's `json.dumps`
+    // spacing), byte for byte.
+    cluster.expect_line(r#"[worker 1] got {"corral":{"from":2,"message":{"ping": "from 2"}}}"#);
     // Without --on-message broadcast, user messages are not relayed.
     assert!(!cluster.output().contains(r#"got {"invalidate""#));
 }
@@ -36,9 +38,10 @@ fn messages_from_workers_are_logged_and_relayed_between_workers() {
 #[test]
 fn on_message_broadcast_relays_to_every_other_worker() {
     let cluster = messenger(&[], &["--on-message", "broadcast"]);
-    cluster.expect_line(r#"[worker 2] got {"invalidate":"users"}"#);
-    cluster.expect_line(r#"[worker 1] got {"hello":2}"#);
-    cluster.expect_line(r#"[worker 2] got {"hello":1}"#);
+    // Relayed as the sender wrote it, byte for byte (Python's spacing).
+    cluster.expect_line(r#"[worker 2] got {"invalidate": "users"}"#);
+    cluster.expect_line(r#"[worker 1] got {"hello": 2}"#);
+    cluster.expect_line(r#"[worker 2] got {"hello": 1}"#);
     assert!(
         !cluster.output().contains(r#"[worker 1] got {"invalidate""#),
         "not back to the sender"

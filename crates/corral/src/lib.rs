@@ -141,7 +141,8 @@
 //!   stopping, watchdog kills…), one vocabulary for the library, the JSON
 //!   log and `corral events` (docs/events.md).
 //! * **Message**: a JSON line on a worker's channel: to the primary
-//!   (`ToPrimary`) or to a worker (`ToWorker`).
+//!   (`ToPrimary`, read once without building a tree: the **envelope**,
+//!   `protocol/envelope.rs`) or to a worker (`ToWorker`).
 //! * **Control**: corral's own words on that channel (`{"corral":"ready"}`,
 //!   heartbeats, stop), kept apart from the user's messages.
 //! * **Hand-off**: under round-robin, least-connections and sticky, the primary
@@ -185,7 +186,7 @@ pub use limits::MAX_WORKERS;
 // For lines logged before `Cluster::run`, which installs it otherwise.
 pub use log::{LogFormat, install as install_log};
 pub use primary::event::{Event, RecycleLimit, ReloadKind};
-pub use primary::{Primary, SendError, WorkerInfo};
+pub use primary::{EventAs, Primary, SendError, WorkerInfo};
 pub use protocol::lines::DEFAULT_MAX_LINE;
 pub use settings::{BackoffPolicy, MessagePolicy, NodeMode, ReadyMode};
 pub use settings::{DEFAULT_BACKLOG, DEFAULT_GRACE, default_workers};

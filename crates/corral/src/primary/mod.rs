@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use io::handle::Primary;
+pub use io::handle::{EventAs, Primary};
 pub use io::live_table::{SendError, WorkerInfo};
 pub(crate) use reconfigure::Reread;
 pub(crate) use settings::Settings;

@@ -155,11 +155,17 @@ pub(crate) enum Line<'a> {
     TooLong(usize),
 }
 
-/// Splits a byte stream into lines of at most `limit` bytes.
+/// Splits a byte stream into lines of at most `limit` bytes. A line that
+/// lies whole in the read buffer (most do: the buffer is 64 KiB on a
+/// message channel) is handed out in place, not copied; only a line split
+/// across reads is gathered in a line buffer.
 pub(crate) struct LineReader<R> {
     inner: R,
     limit: usize,
     line: Vec<u8>,
+    /// Bytes of the read buffer handed out in place by the last call, to
+    /// consume at the next.
+    lent: usize,
 }
 
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
@@ -168,12 +174,14 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             inner,
             limit,
             line: Vec::new(),
+            lent: 0,
         }
     }
 
     /// The next line, or `None` at the end of the stream. A last line without
     /// a newline still counts as a line.
     pub(crate) async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
+        self.inner.consume(std::mem::take(&mut self.lent));
         self.release_large_buffer();
         let mut skipped = 0usize;
         loop {
@@ -190,6 +198,12 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
                 None => (available, false),
             };
             let consumed = chunk.len() + usize::from(found_end);
+            if found_end && skipped == 0 && self.line.is_empty() && chunk.len() <= self.limit {
+                // Whole in the buffer: lent, consumed at the next call.
+                self.lent = consumed;
+                let available = self.inner.fill_buf().await?;
+                return Ok(Some(Line::Complete(&available[..consumed - 1])));
+            }
             if skipped > 0 || self.line.len() + chunk.len() > self.limit {
                 skipped += self.line.len() + chunk.len();
                 self.release_large_buffer();
@@ -238,7 +252,15 @@ mod tests {
     }
 
     async fn lines(input: &[u8], limit: usize) -> Vec<Result<Vec<u8>, usize>> {
-        let reader = tokio::io::BufReader::with_capacity(4, input);
+        lines_read_by(input, limit, 4).await
+    }
+
+    async fn lines_read_by(
+        input: &[u8],
+        limit: usize,
+        buffer: usize,
+    ) -> Vec<Result<Vec<u8>, usize>> {
+        let reader = tokio::io::BufReader::with_capacity(buffer, input);
         let mut lines = LineReader::new(reader, limit);
         let mut out = Vec::new();
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -301,6 +323,22 @@ mod tests {
         let line = lines.next_line().await.unwrap();
         assert_eq!(line, Some(Line::Complete(&b"small"[..])));
         assert!(lines.line.capacity() <= RETAINED_LINE_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn lines_whole_in_the_buffer_are_lent_within_the_same_limit() {
+        let input = b"short\nthis line is too long\nok\n\nlast";
+        let expected = vec![
+            Ok(b"short".to_vec()),
+            Err(21),
+            Ok(b"ok".to_vec()),
+            Ok(vec![]),
+            Ok(b"last".to_vec()),
+        ];
+        // Every line whole in one buffer, and lines split across reads.
+        for buffer in [1024, 7, 1] {
+            assert_eq!(lines_read_by(input, 8, buffer).await, expected, "{buffer}");
+        }
     }
 
     #[tokio::test]

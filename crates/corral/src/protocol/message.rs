@@ -19,8 +19,8 @@
 //! the primary's stop also goes out as SIGTERM, which no full queue can hold
 //! back.
 
+use crate::protocol::envelope::{self, UserMessage, WorkerLine};
 use crate::protocol::lines::json_line;
-use crate::protocol::shape::{Shape, shape};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -50,19 +50,20 @@ enum Stop {
     Stop,
 }
 
-/// One decoded line from a worker.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum ToPrimary {
+/// One decoded line from a worker, borrowed from the line: no message's
+/// value is built ([`envelope`]).
+#[derive(Debug)]
+pub(crate) enum ToPrimary<'a> {
     /// A control word.
     Control(Control),
-    /// Deliver `message` to worker `to`.
-    SendTo { to: u32, message: Value },
+    /// Deliver `message` (its JSON text, checked) to worker `to`.
+    SendTo { to: u32, message: &'a RawValue },
     /// The worker served `count` more requests.
     Served { count: u64 },
     /// The worker closed `count` more connections.
     Closed { count: u64 },
     /// Anything else: the user's own message.
-    User(Value),
+    User(UserMessage<'a>),
 }
 
 /// One line from the primary, decoded without building a user message's
@@ -88,13 +89,22 @@ pub(crate) enum ToWorker {
     User(Value),
 }
 
-/// The object forms under the `corral` key, worker → primary.
+/// The counts under the `corral` key, worker → primary (the relay request
+/// is [`RawSendTo`]).
 #[derive(Serialize, Deserialize)]
 #[serde(untagged, deny_unknown_fields)]
 enum WorkerEnvelope {
-    SendTo { to: u32, message: Value },
     Served { served: u64 },
     Closed { closed: u64 },
+}
+
+/// A relay request's envelope, its message kept as JSON text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSendTo<'a> {
+    to: u32,
+    #[serde(borrow)]
+    message: &'a RawValue,
 }
 
 /// The object form under the `corral` key, primary → worker.
@@ -187,24 +197,38 @@ fn split(line: &[u8]) -> Result<Option<Result<Value, Value>>, DecodeError> {
     Ok(Some(inner.ok_or(value)))
 }
 
-/// Decodes one line a worker wrote (without its newline).
-pub(crate) fn decode_to_primary(line: &[u8]) -> Result<Option<ToPrimary>, DecodeError> {
-    let inner = match split(line)? {
-        None => return Ok(None),
-        Some(Err(user)) => return Ok(Some(ToPrimary::User(user))),
-        Some(Ok(inner)) => inner,
-    };
-    if let Ok(control) = Control::deserialize(&inner) {
-        return Ok(Some(ToPrimary::Control(control)));
+/// Decodes one line a worker wrote (without its newline), in one pass
+/// over its bytes ([`envelope::read`]): a user message stays its text,
+/// a relayed one its JSON text.
+pub(crate) fn decode_to_primary(line: &[u8]) -> Result<Option<ToPrimary<'_>>, DecodeError> {
+    match envelope::read(line)? {
+        WorkerLine::Blank => Ok(None),
+        WorkerLine::User(user) => Ok(Some(ToPrimary::User(user))),
+        WorkerLine::Control(inner) => decode_worker_word(inner).map(Some),
     }
-    match WorkerEnvelope::deserialize(&inner) {
-        Ok(WorkerEnvelope::SendTo { to, message }) => Ok(Some(ToPrimary::SendTo { to, message })),
-        Ok(WorkerEnvelope::Served { served }) => Ok(Some(ToPrimary::Served { count: served })),
-        Ok(WorkerEnvelope::Closed { closed }) => Ok(Some(ToPrimary::Closed { count: closed })),
-        Err(_) => Err(DecodeError::UnknownControl {
-            found: shown(&inner),
-            expected: TO_PRIMARY_FORMS,
-        }),
+}
+
+/// Decodes what a worker wrote under the `corral` key. The relay request
+/// comes first: it is the one a busy worker sends per message.
+fn decode_worker_word(inner: &RawValue) -> Result<ToPrimary<'_>, DecodeError> {
+    let text = inner.get();
+    if let Ok(RawSendTo { to, message }) = serde_json::from_str(text) {
+        envelope::checked(message.get())?;
+        return Ok(ToPrimary::SendTo { to, message });
+    }
+    if let Ok(control) = serde_json::from_str::<Control>(text) {
+        return Ok(ToPrimary::Control(control));
+    }
+    match serde_json::from_str::<WorkerEnvelope>(text) {
+        Ok(WorkerEnvelope::Served { served }) => Ok(ToPrimary::Served { count: served }),
+        Ok(WorkerEnvelope::Closed { closed }) => Ok(ToPrimary::Closed { count: closed }),
+        _ => {
+            envelope::checked(text)?;
+            Err(DecodeError::UnknownControl {
+                found: cut_for_log(text.to_owned()),
+                expected: TO_PRIMARY_FORMS,
+            })
+        }
     }
 }
 
@@ -230,10 +254,11 @@ pub(crate) fn decode_to_worker(line: &[u8]) -> Result<Option<ToWorker>, DecodeEr
 /// Decodes one line the primary wrote (without its newline), leaving a
 /// user message as the line's bytes and a relayed one as its JSON text.
 pub(crate) fn decode_to_worker_raw(line: &[u8]) -> Result<Option<ToWorkerRaw<'_>>, DecodeError> {
-    match shape(line)? {
-        Shape::Blank => Ok(None),
-        Shape::User => Ok(Some(ToWorkerRaw::User(line))),
-        Shape::Control => {
+    // Unchecked: the worker parses a user message whole next.
+    match envelope::read_unchecked(line)? {
+        WorkerLine::Blank => Ok(None),
+        WorkerLine::User(_) => Ok(Some(ToWorkerRaw::User(line))),
+        WorkerLine::Control(_) => {
             if let Ok(RawFromLine { corral }) = serde_json::from_slice(line) {
                 let (from, message) = (corral.from, corral.message);
                 return Ok(Some(ToWorkerRaw::From { from, message }));
@@ -290,9 +315,25 @@ pub(crate) fn encode_served(count: u64) -> Vec<u8> {
     json_line(&serde_json::json!({ CONTROL_KEY: WorkerEnvelope::Served { served: count } }))
 }
 
-/// Encodes `message` as the primary delivers it from worker `from`.
-pub(crate) fn encode_from(from: u32, message: Value) -> Vec<u8> {
-    json_line(&serde_json::json!({ CONTROL_KEY: FromEnvelope { from, message } }))
+/// Encodes `message` (JSON text) as the primary delivers it from worker
+/// `from`: the text is copied as it is, never parsed again.
+pub(crate) fn encode_from(from: u32, message: &RawValue) -> Vec<u8> {
+    let line = FromLine {
+        corral: FromEnvelopeRef { from, message },
+    };
+    encode_user(&line).expect("JSON text always serializes")
+}
+
+/// A relayed message's line as the primary writes it.
+#[derive(Serialize)]
+struct FromLine<'a> {
+    corral: FromEnvelopeRef<'a>,
+}
+
+#[derive(Serialize)]
+struct FromEnvelopeRef<'a> {
+    from: u32,
+    message: &'a RawValue,
 }
 
 /// The longest line of corral's own words a worker sends (its ready,
@@ -312,6 +353,35 @@ pub(crate) fn longest_control_line() -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A decoded line with its messages as values, to compare.
+    #[derive(Debug, PartialEq)]
+    enum Decoded {
+        Control(Control),
+        SendTo { to: u32, message: Value },
+        Served { count: u64 },
+        Closed { count: u64 },
+        User(Value),
+    }
+
+    fn decoded(line: &[u8]) -> Result<Option<Decoded>, DecodeError> {
+        let value = |text: &[u8]| serde_json::from_slice::<Value>(text).unwrap();
+        Ok(decode_to_primary(line)?.map(|decoded| match decoded {
+            ToPrimary::Control(control) => Decoded::Control(control),
+            ToPrimary::SendTo { to, message } => Decoded::SendTo {
+                to,
+                message: value(message.get().as_bytes()),
+            },
+            ToPrimary::Served { count } => Decoded::Served { count },
+            ToPrimary::Closed { count } => Decoded::Closed { count },
+            ToPrimary::User(user) => Decoded::User(value(user.text)),
+        }))
+    }
+
+    /// `encode_from` of a value.
+    fn from_line(from: u32, message: &Value) -> Vec<u8> {
+        encode_from(from, &serde_json::value::to_raw_value(message).unwrap())
+    }
 
     #[test]
     fn the_longest_control_line_is_a_served_report() {
@@ -347,8 +417,8 @@ mod tests {
         for control in [Control::Online, Control::Ready, Control::Heartbeat] {
             let line = encode_control(control);
             assert_eq!(
-                decode_to_primary(without_newline(&line)).unwrap(),
-                Some(ToPrimary::Control(control))
+                decoded(without_newline(&line)).unwrap(),
+                Some(Decoded::Control(control))
             );
         }
         assert_eq!(encode_control(Control::Ready), b"{\"corral\":\"ready\"}\n");
@@ -362,7 +432,7 @@ mod tests {
     #[test]
     fn words_of_the_other_direction_are_refused() {
         // A worker cannot stop the primary, nor claim a message's sender.
-        for line in [encode_stop(), encode_from(2, Value::from(1))] {
+        for line in [encode_stop(), from_line(2, &Value::from(1))] {
             assert!(matches!(
                 decode_to_primary(without_newline(&line)),
                 Err(DecodeError::UnknownControl { expected, .. }) if expected == TO_PRIMARY_FORMS
@@ -386,13 +456,13 @@ mod tests {
         let payload = serde_json::json!({"cache": "flush", "keys": [1, 2]});
         let line = encode_send_to(3, &payload).unwrap();
         assert_eq!(
-            decode_to_primary(without_newline(&line)).unwrap(),
-            Some(ToPrimary::SendTo {
+            decoded(without_newline(&line)).unwrap(),
+            Some(Decoded::SendTo {
                 to: 3,
                 message: payload.clone()
             })
         );
-        let line = encode_from(2, payload.clone());
+        let line = from_line(2, &payload);
         assert_eq!(
             decode_to_worker(without_newline(&line)).unwrap(),
             Some(ToWorker::From {
@@ -401,13 +471,35 @@ mod tests {
             })
         );
         assert_eq!(
-            decode_to_primary(without_newline(&encode_served(7))).unwrap(),
-            Some(ToPrimary::Served { count: 7 })
+            decoded(without_newline(&encode_served(7))).unwrap(),
+            Some(Decoded::Served { count: 7 })
         );
         assert_eq!(
-            decode_to_primary(without_newline(&encode_closed(4))).unwrap(),
-            Some(ToPrimary::Closed { count: 4 })
+            decoded(without_newline(&encode_closed(4))).unwrap(),
+            Some(Decoded::Closed { count: 4 })
         );
+    }
+
+    #[test]
+    fn a_relayed_message_keeps_its_text_byte_for_byte() {
+        let line = br#"{"corral":{"to":1,"message":{"b": 1,  "a":[1.0e2, "\u00e9"]}}}"#;
+        let Ok(Some(ToPrimary::SendTo { to: 1, message })) = decode_to_primary(line) else {
+            panic!("not a relay");
+        };
+        assert_eq!(
+            encode_from(2, message),
+            br#"{"corral":{"from":2,"message":{"b": 1,  "a":[1.0e2, "\u00e9"]}}}
+"#
+        );
+    }
+
+    #[test]
+    fn a_relay_request_whose_message_value_would_refuse_is_refused() {
+        let lone_surrogate = br#"{"corral":{"to":1,"message":"\ud800"}}"#;
+        assert!(matches!(
+            decode_to_primary(lone_surrogate),
+            Err(DecodeError::NotJson(_))
+        ));
     }
 
     #[test]
@@ -417,7 +509,7 @@ mod tests {
             decode_to_worker_raw(line).unwrap(),
             Some(ToWorkerRaw::User(text)) if text == line
         ));
-        let relayed = encode_from(2, serde_json::json!({"a": [1, 2]}));
+        let relayed = from_line(2, &serde_json::json!({"a": [1, 2]}));
         match decode_to_worker_raw(without_newline(&relayed)).unwrap() {
             Some(ToWorkerRaw::From { from, message }) => {
                 assert_eq!(from, 2);
@@ -442,17 +534,17 @@ mod tests {
 
     #[test]
     fn other_values_are_user_messages() {
-        let decoded = decode_to_primary(br#"{"cmd":"hi","corral":1}"#).unwrap();
-        assert!(matches!(decoded, Some(ToPrimary::User(_))));
+        let user = decode_to_primary(br#"{"cmd":"hi","corral":1}"#).unwrap();
+        assert!(matches!(user, Some(ToPrimary::User(_))));
         assert!(matches!(
             decode_to_worker(b"42").unwrap(),
             Some(ToWorker::User(_))
         ));
         assert_eq!(
-            decode_to_primary(b"\"ready\"").unwrap(),
-            Some(ToPrimary::User(Value::from("ready")))
+            decoded(b"\"ready\"").unwrap(),
+            Some(Decoded::User(Value::from("ready")))
         );
-        assert_eq!(decode_to_primary(b"  \r").unwrap(), None);
+        assert_eq!(decoded(b"  \r").unwrap(), None);
         assert_eq!(decode_to_worker(b"").unwrap(), None);
         let line = encode_user(&vec!["a", "b"]).unwrap();
         assert_eq!(line, b"[\"a\",\"b\"]\n");
@@ -470,6 +562,9 @@ mod tests {
             br#"{"corral":{"to":1}}"#,
             br#"{"corral":{"to":1,"message":2,"extra":3}}"#,
             br#"{"corral":7}"#,
+            // A repeated key in corral's own words is refused, not guessed.
+            br#"{"corral":{"to":1,"to":2,"message":3}}"#,
+            br#"{"corral":{"to":1,"message":3,"message":4}}"#,
         ] {
             assert!(
                 matches!(
@@ -514,8 +609,8 @@ mod tests {
         let relayed = serde_json::json!([5.563298669671764e251]);
         let line = encode_send_to(0, &relayed).unwrap();
         assert_eq!(
-            decode_to_primary(without_newline(&line)).unwrap(),
-            Some(ToPrimary::SendTo {
+            decoded(without_newline(&line)).unwrap(),
+            Some(Decoded::SendTo {
                 to: 0,
                 message: relayed
             })
@@ -523,8 +618,8 @@ mod tests {
         let user = serde_json::json!({"": [-1.0883759407563133e266]});
         let line = encode_user(&user).unwrap();
         assert_eq!(
-            decode_to_primary(without_newline(&line)).unwrap(),
-            Some(ToPrimary::User(user))
+            decoded(without_newline(&line)).unwrap(),
+            Some(Decoded::User(user))
         );
     }
 
@@ -550,8 +645,8 @@ mod tests {
         fn user_messages_round_trip(value in json_value()) {
             let line = encode_user(&value).unwrap();
             prop_assert!(!without_newline(&line).contains(&b'\n'), "one line per message");
-            match decode_to_primary(without_newline(&line)) {
-                Ok(Some(ToPrimary::User(decoded))) => prop_assert_eq!(decoded, value),
+            match decoded(without_newline(&line)) {
+                Ok(Some(Decoded::User(decoded))) => prop_assert_eq!(decoded, value),
                 // A user value that is itself {"corral": …} is corral's own.
                 _ => prop_assert!(value.get(CONTROL_KEY).is_some()),
             }
@@ -560,9 +655,9 @@ mod tests {
         #[test]
         fn relays_round_trip(to in any::<u32>(), value in json_value()) {
             let line = encode_send_to(to, &value).unwrap();
-            let decoded = decode_to_primary(without_newline(&line)).unwrap();
-            prop_assert_eq!(decoded, Some(ToPrimary::SendTo { to, message: value.clone() }));
-            let line = encode_from(to, value.clone());
+            let decoded = decoded(without_newline(&line)).unwrap();
+            prop_assert_eq!(decoded, Some(Decoded::SendTo { to, message: value.clone() }));
+            let line = from_line(to, &value);
             let decoded = decode_to_worker(without_newline(&line)).unwrap();
             prop_assert_eq!(decoded, Some(ToWorker::From { from: to, message: value }));
         }

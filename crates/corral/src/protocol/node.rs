@@ -230,6 +230,15 @@ pub(crate) fn longest_cluster_message() -> usize {
     crate::protocol::lines::json_line(&query).len()
 }
 
+/// Whether a message with these top-level fields is one of Node's own
+/// (then [`classify`] its value, which says which).
+pub(crate) fn is_internal(fields: &crate::protocol::envelope::Fields<'_>) -> bool {
+    fields
+        .cmd
+        .as_deref()
+        .is_some_and(|cmd| cmd.starts_with(INTERNAL_PREFIX))
+}
+
 /// Whether `value` is one of Node's own messages, and which. `None`: a
 /// user message.
 pub fn classify(value: &Value) -> Option<Internal> {

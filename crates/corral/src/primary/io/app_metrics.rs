@@ -26,6 +26,7 @@ use crate::control::status::WorkerState;
 use crate::log::rate::warn_limited;
 use crate::metrics::app_families::{self, Family};
 use crate::primary::io::live_table::LiveTable;
+use crate::protocol::envelope::Fields;
 use crate::worker_key::WorkerKey;
 
 /// How long a scrape waits for the workers' answers.
@@ -35,9 +36,10 @@ const GET_METRICS_RES: &str = "prom-client:getMetricsRes";
 /// corral's request, to its agent.
 const REQUEST_CMD: &str = "NODE_CORRAL_APP_METRICS";
 
-/// Whether `message` is an answer to a metrics request.
-pub(crate) fn is_answer(message: &Value) -> bool {
-    message.get("type").and_then(Value::as_str) == Some(GET_METRICS_RES)
+/// Whether `message` is an answer to a metrics request (then its `Value`
+/// is built: [`AppMetrics::answer`] reads it whole).
+pub(crate) fn is_answer(message: &Fields<'_>) -> bool {
+    message.kind.as_str() == Some(GET_METRICS_RES)
 }
 
 pub(crate) struct AppMetrics {
@@ -242,9 +244,14 @@ mod tests {
 
     #[test]
     fn answers_are_known_by_prom_clients_type() {
-        assert!(is_answer(
-            &serde_json::json!({"type": GET_METRICS_RES, "requestId": 1})
-        ));
-        assert!(!is_answer(&serde_json::json!({"type": "other"})));
+        let fields = |line: &'static str| match crate::protocol::envelope::read(line.as_bytes()) {
+            Ok(crate::protocol::envelope::WorkerLine::User(user)) => user.fields,
+            other => panic!("{other:?}"),
+        };
+        assert!(is_answer(&fields(
+            r#"{"type":"prom-client:getMetricsRes","requestId":1}"#
+        )));
+        assert!(!is_answer(&fields(r#"{"type":"other"}"#)));
+        assert!(!is_answer(&fields(r#"["prom-client:getMetricsRes"]"#)));
     }
 }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::control::command::{StopMode, SupervisorCommand};
@@ -22,17 +24,27 @@ use crate::protocol::message;
 /// dropped (and the task is told how many it missed).
 pub(crate) const EVENT_BACKLOG: usize = 4096;
 
+/// What the primary task's queue carries: an event, or a worker's message
+/// as its JSON text, parsed only by the task that takes it
+/// ([`Primary::next_event`] into a `Value`, [`Primary::next_event_as`]
+/// straight into the user's type), so a channel reader builds no tree.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    Event(Event),
+    Message { id: u32, text: Box<str> },
+}
+
 /// The sending side of the primary task's events, shared by the supervisor
 /// and the channel readers.
 #[derive(Debug, Clone)]
 pub(crate) struct EventSink {
-    events: Option<mpsc::Sender<Event>>,
+    events: Option<mpsc::Sender<Delivery>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl EventSink {
     /// A sink and the receiving end for a primary task.
-    pub(crate) fn new() -> (Self, mpsc::Receiver<Event>, Arc<AtomicU64>) {
+    pub(crate) fn new() -> (Self, mpsc::Receiver<Delivery>, Arc<AtomicU64>) {
         let (events, receiver) = mpsc::channel(EVENT_BACKLOG);
         let dropped = Arc::new(AtomicU64::new(0));
         let sink = EventSink {
@@ -59,18 +71,42 @@ impl EventSink {
 
     /// Queues `event` without waiting; counts it as dropped when full.
     pub(crate) fn emit(&self, event: Event) {
+        self.deliver(Delivery::Event(event));
+    }
+
+    /// Queues worker `id`'s message `text` (checked JSON) as
+    /// [`emit`](Self::emit) queues an event.
+    pub(crate) fn emit_message(&self, id: u32, text: Box<str>) {
+        self.deliver(Delivery::Message { id, text });
+    }
+
+    fn deliver(&self, delivery: Delivery) {
         if let Some(events) = &self.events
-            && let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(event)
+            && let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(delivery)
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
+/// What [`Primary::next_event_as`] yields.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EventAs<T> {
+    /// Worker `id` sent `message`, parsed straight from its JSON text into
+    /// `T`; a message that is not a `T` comes with its parse error.
+    Message {
+        id: u32,
+        message: Result<T, serde_json::Error>,
+    },
+    /// Any other event (never `Event::Message`).
+    Other(Event),
+}
+
 /// The primary's side of the cluster, handed to the `Cluster::primary` task.
 pub struct Primary {
     live_table: Arc<LiveTable>,
-    events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<Delivery>,
     dropped: Arc<AtomicU64>,
     commands: mpsc::UnboundedSender<SupervisorCommand>,
 }
@@ -78,7 +114,7 @@ pub struct Primary {
 impl Primary {
     pub(crate) fn new(
         live_table: Arc<LiveTable>,
-        events: mpsc::Receiver<Event>,
+        events: mpsc::Receiver<Delivery>,
         dropped: Arc<AtomicU64>,
         commands: mpsc::UnboundedSender<SupervisorCommand>,
     ) -> Self {
@@ -105,6 +141,31 @@ impl Primary {
     /// cluster has stopped. While a task is 4096 events behind, newer events
     /// are dropped; a warning says how many.
     pub async fn next_event(&mut self) -> Option<Event> {
+        Some(match self.next_delivery().await? {
+            Delivery::Event(event) => event,
+            Delivery::Message { id, text } => Event::Message {
+                id,
+                // Checked JSON: it parses.
+                message: serde_json::from_str(&text).unwrap_or(Value::Null),
+            },
+        })
+    }
+
+    /// As [`next_event`](Self::next_event), but a worker's message is
+    /// parsed straight from its JSON text into `T`, with no
+    /// `serde_json::Value` built (`EventAs::Message`); every other event
+    /// comes as `EventAs::Other`.
+    pub async fn next_event_as<T: DeserializeOwned>(&mut self) -> Option<EventAs<T>> {
+        Some(match self.next_delivery().await? {
+            Delivery::Event(event) => EventAs::Other(event),
+            Delivery::Message { id, text } => EventAs::Message {
+                id,
+                message: serde_json::from_str(&text),
+            },
+        })
+    }
+
+    async fn next_delivery(&mut self) -> Option<Delivery> {
         let event = self.events.recv().await;
         // Counted until the limit lets a line through, so no drop goes unsaid.
         static FELL_BEHIND: RateLimit = RateLimit::warnings();

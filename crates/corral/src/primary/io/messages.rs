@@ -15,12 +15,12 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::log::rate::{RateLimit, warn_limited};
-use crate::primary::event::Event;
 use crate::primary::io::app_metrics::{self, AppMetrics};
 use crate::primary::io::handle::EventSink;
 use crate::primary::io::live_table::LiveTable;
 use crate::primary::io::notice::Notice;
 use crate::primary::io::socketio::{self, SocketIoRelay};
+use crate::protocol::envelope::UserMessage;
 use crate::protocol::message::{self, Control, ToPrimary};
 use crate::settings::MessagePolicy;
 use crate::worker_key::WorkerKey;
@@ -59,30 +59,32 @@ impl MessageRouter {
     pub(crate) async fn route(
         &self,
         worker: WorkerKey,
-        message: ToPrimary,
+        message: ToPrimary<'_>,
         limits: &WorkerLimits,
     ) -> bool {
         let id = worker.slot;
         match message {
             ToPrimary::Control(control) => self.to_supervisor(worker, control).await,
             // pm2's idiom: `process.send('ready')`.
-            ToPrimary::User(Value::String(word)) if word == "ready" => {
+            ToPrimary::User(user) if user.fields.word.as_deref() == Some("ready") => {
                 self.to_supervisor(worker, Control::Ready).await
             }
-            ToPrimary::User(value) if socketio::is_adapter_message(&value) => {
+            ToPrimary::User(user) if socketio::is_adapter_message(&user.fields) => {
                 self.socketio
-                    .relay(&self.live_table, worker, &value, &limits.socketio);
+                    .relay(&self.live_table, worker, &user, &limits.socketio);
                 true
             }
-            ToPrimary::User(value)
-                if app_metrics::is_answer(&value)
+            ToPrimary::User(user)
+                if app_metrics::is_answer(&user.fields)
                     && let Some(collector) = &self.app_metrics =>
             {
-                collector.answer(worker, &value);
+                if let Ok(value) = serde_json::from_slice::<Value>(user.text) {
+                    collector.answer(worker, &value);
+                }
                 true
             }
-            ToPrimary::User(value) => {
-                self.deliver(id, value, &limits.relays);
+            ToPrimary::User(user) => {
+                self.deliver(id, &user, &limits.relays);
                 true
             }
             ToPrimary::SendTo { to, message } => {
@@ -119,7 +121,7 @@ impl MessageRouter {
         self.notices.send(notice).await.is_ok()
     }
 
-    fn deliver(&self, id: u32, message: Value, relays: &RateLimit) {
+    fn deliver(&self, id: u32, message: &UserMessage<'_>, relays: &RateLimit) {
         // A chatty worker must not turn the log into the bottleneck: past
         // a hundred a second, messages are counted, not logged.
         static LOGGED: RateLimit = RateLimit::new(100, Duration::from_secs(1));
@@ -137,20 +139,22 @@ impl MessageRouter {
                 event = "message",
                 worker = id,
                 "message from worker {id}: {}",
-                message::shown(&message)
+                shown(message.text)
             );
         }
-        if self.policy.rebroadcast && !is_corral_word(&message) {
-            self.relay(id, &message, relays);
+        if self.policy.rebroadcast && !is_corral_word(message) {
+            self.relay(id, message.text, relays);
         }
-        if self.events.is_listened() {
-            self.events.emit(Event::Message { id, message });
+        if self.events.is_listened()
+            && let Ok(text) = std::str::from_utf8(message.text)
+        {
+            self.events.emit_message(id, text.into());
         }
     }
 
-    /// Relays `message` from worker `id` to every other worker, within its
-    /// limit ([`relay_limit`]).
-    fn relay(&self, id: u32, message: &Value, relays: &RateLimit) {
+    /// Relays `message` (the line as worker `id` wrote it) to every other
+    /// worker, within its limit ([`relay_limit`]).
+    fn relay(&self, id: u32, message: &[u8], relays: &RateLimit) {
         if relays.admit().is_none() {
             warn_limited!(
                 event = "relay_limited",
@@ -161,9 +165,7 @@ impl MessageRouter {
             );
             return;
         }
-        let Ok(line) = message::encode_user(message) else {
-            return;
-        };
+        let line = as_line(message);
         for refused in self.live_table.broadcast(&line, Some(id)) {
             warn_limited!(
                 event = "send_refused",
@@ -192,6 +194,24 @@ pub(crate) const fn relay_limit() -> RateLimit {
 /// corral's own words to workers (pm2's `'shutdown'`) that a worker may
 /// echo: they are never relayed, so one stop or reload cannot set every
 /// worker answering every other.
-fn is_corral_word(message: &Value) -> bool {
-    matches!(message, Value::String(word) if word == "shutdown")
+fn is_corral_word(message: &UserMessage<'_>) -> bool {
+    message.fields.word.as_deref() == Some("shutdown")
+}
+
+/// `text` (one JSON value as a worker wrote it) as a line to queue: the
+/// same bytes and a newline, in one allocation.
+pub(crate) fn as_line(text: &[u8]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(text.len() + 1);
+    line.extend_from_slice(text);
+    line.push(b'\n');
+    line
+}
+
+/// A user message's text (checked JSON) for the log, as its `Value` shows
+/// ([`message::shown`]): compact, cut. Built for the logged lines only (at
+/// most 100 a second).
+fn shown(text: &[u8]) -> String {
+    serde_json::from_slice::<Value>(text)
+        .map(|value| message::shown(&value))
+        .unwrap_or_default()
 }

@@ -13,16 +13,18 @@
 //! [`MAX_UID_BYTES`]. Queues to workers are the outboxes', bounded in
 //! bytes: a worker that does not read loses messages, never holds the
 //! primary.
+//!
+//! A message is routed by the fields the primary read from its line
+//! ([`Fields`]) and relayed as the bytes the worker wrote.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::log::rate::{RateLimit, warn_limited};
 use crate::primary::io::live_table::LiveTable;
-use crate::protocol::message;
+use crate::primary::io::messages::as_line;
+use crate::protocol::envelope::{Fields, UserMessage};
 use crate::worker_key::WorkerKey;
 
 /// The adapter's mark on its messages (`MESSAGE_SOURCE`).
@@ -51,8 +53,8 @@ pub(crate) const fn socketio_limit() -> RateLimit {
 }
 
 /// Whether `message` is one of the adapter's.
-pub(crate) fn is_adapter_message(message: &Value) -> bool {
-    message.get("source").and_then(Value::as_str) == Some(MESSAGE_SOURCE)
+pub(crate) fn is_adapter_message(message: &Fields<'_>) -> bool {
+    message.source.as_deref() == Some(MESSAGE_SOURCE)
 }
 
 /// What became of an adapter message.
@@ -75,9 +77,9 @@ enum Destination<'a> {
     Others,
 }
 
-fn destination(message: &Value) -> Destination<'_> {
-    let kind = message.get("type").and_then(Value::as_u64);
-    let requester = message.get("requesterUid").and_then(Value::as_str);
+fn destination<'a>(message: &'a Fields<'_>) -> Destination<'a> {
+    let kind = message.kind.as_u64();
+    let requester = message.requester_uid.as_deref();
     match (kind, requester) {
         (Some(FETCH_SOCKETS_RESPONSE | SERVER_SIDE_EMIT_RESPONSE), Some(uid)) => {
             Destination::Requester(uid)
@@ -105,7 +107,7 @@ impl SocketIoRelay {
         &self,
         live_table: &LiveTable,
         from: WorkerKey,
-        message: &Value,
+        message: &UserMessage<'_>,
         limit: &RateLimit,
     ) -> Relayed {
         let id = from.slot;
@@ -118,13 +120,13 @@ impl SocketIoRelay {
             );
             return Relayed::OverBudget;
         }
-        let Some(line) = adapter_line(id, message) else {
+        let Some(line) = adapter_line(id, message.text) else {
             return Relayed::TooLong;
         };
-        if let Some(uid) = message.get("uid").and_then(Value::as_str) {
+        if let Some(uid) = message.fields.uid.as_deref() {
             self.remember(from, uid);
         }
-        let refusals = match destination(message) {
+        let refusals = match destination(&message.fields) {
             Destination::Requester(uid) => match self.worker_of(uid) {
                 Some(to) => live_table.send(to, line).err().into_iter().collect(),
                 None => Vec::new(),
@@ -180,27 +182,60 @@ impl SocketIoRelay {
     }
 }
 
-/// `message` as a line to send, if it is not too long.
-fn adapter_line(id: u32, message: &Value) -> Option<Vec<u8>> {
-    let line = message::encode_user(message).ok()?;
-    if line.len() > MAX_SOCKETIO_MESSAGE_BYTES {
+/// `message` (its JSON text) as a line to send, if it is not too long.
+fn adapter_line(id: u32, message: &[u8]) -> Option<Vec<u8>> {
+    if message.len() + 1 > MAX_SOCKETIO_MESSAGE_BYTES {
         crate::metrics::message_dropped();
         warn_limited!(
             event = "message_dropped",
             worker = id,
             "worker {id}: dropped a {}-byte socket.io adapter message, over the \
              {MAX_SOCKETIO_MESSAGE_BYTES}-byte limit",
-            line.len()
+            message.len() + 1
         );
         return None;
     }
-    Some(line)
+    Some(as_line(message))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::protocol::envelope::{self, WorkerLine};
+    use serde_json::{Value, json};
+
+    /// What the primary reads of `value`'s line, kept with it.
+    struct Read {
+        line: Vec<u8>,
+    }
+
+    impl Read {
+        fn of(value: &Value) -> Self {
+            Read {
+                line: serde_json::to_vec(value).unwrap(),
+            }
+        }
+
+        fn message(&self) -> UserMessage<'_> {
+            match envelope::read(&self.line).unwrap() {
+                WorkerLine::User(user) => user,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    fn is_adapter(value: Value) -> bool {
+        is_adapter_message(&Read::of(&value).message().fields)
+    }
+
+    fn destination_of(value: Value) -> Option<String> {
+        let read = Read::of(&value);
+        let message = read.message();
+        match destination(&message.fields) {
+            Destination::Requester(uid) => Some(uid.to_string()),
+            Destination::Others => None,
+        }
+    }
 
     fn key(slot: u32, serial: u64) -> WorkerKey {
         WorkerKey {
@@ -212,22 +247,25 @@ mod tests {
 
     #[test]
     fn adapter_messages_are_known_by_their_source() {
-        assert!(is_adapter_message(
-            &json!({"source": "_sio_adapter", "type": 3})
-        ));
-        assert!(!is_adapter_message(&json!({"source": "other"})));
-        assert!(!is_adapter_message(&json!("_sio_adapter")));
+        assert!(is_adapter(json!({"source": "_sio_adapter", "type": 3})));
+        assert!(!is_adapter(json!({"source": "other"})));
+        assert!(!is_adapter(json!("_sio_adapter")));
+        assert!(!is_adapter(json!({"source": ["_sio_adapter"]})));
     }
 
     #[test]
     fn responses_go_to_the_requester_and_the_rest_to_the_others() {
         let response = json!({"type": 8, "requesterUid": "abc"});
-        assert_eq!(destination(&response), Destination::Requester("abc"));
+        assert_eq!(destination_of(response), Some("abc".into()));
         let ack = json!({"type": 10, "requesterUid": "abc"});
-        assert_eq!(destination(&ack), Destination::Requester("abc"));
-        assert_eq!(destination(&json!({"type": 3})), Destination::Others);
+        assert_eq!(destination_of(ack), Some("abc".into()));
+        assert_eq!(destination_of(json!({"type": 3})), None);
         // A response that names no requester has nowhere better to go.
-        assert_eq!(destination(&json!({"type": 8})), Destination::Others);
+        assert_eq!(destination_of(json!({"type": 8})), None);
+        assert_eq!(
+            destination_of(json!({"type": "8", "requesterUid": "abc"})),
+            None
+        );
     }
 
     #[test]
@@ -235,25 +273,21 @@ mod tests {
         let relay = SocketIoRelay::default();
         let table = LiveTable::default();
         let budget = RateLimit::new(2, Duration::from_secs(3600));
-        let small = json!({"source": MESSAGE_SOURCE, "type": 3, "uid": "a"});
-        let big = json!({"source": MESSAGE_SOURCE, "data": "x".repeat(MAX_SOCKETIO_MESSAGE_BYTES)});
+        let small = Read::of(&json!({"source": MESSAGE_SOURCE, "type": 3, "uid": "a"}));
+        let big = Read::of(
+            &json!({"source": MESSAGE_SOURCE, "data": "x".repeat(MAX_SOCKETIO_MESSAGE_BYTES)}),
+        );
         let ample = RateLimit::new(10, Duration::from_secs(3600));
         assert_eq!(
-            relay.relay(&table, key(1, 1), &big, &ample),
+            relay.relay(&table, key(1, 1), &big.message(), &ample),
             Relayed::TooLong
         );
-        assert_eq!(
-            relay.relay(&table, key(1, 1), &small, &budget),
-            Relayed::Sent
-        );
-        assert_eq!(
-            relay.relay(&table, key(1, 1), &small, &budget),
-            Relayed::Sent
-        );
-        assert_eq!(
-            relay.relay(&table, key(1, 1), &small, &budget),
-            Relayed::OverBudget
-        );
+        for expected in [Relayed::Sent, Relayed::Sent, Relayed::OverBudget] {
+            assert_eq!(
+                relay.relay(&table, key(1, 1), &small.message(), &budget),
+                expected
+            );
+        }
     }
 
     #[test]

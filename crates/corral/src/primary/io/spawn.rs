@@ -10,6 +10,7 @@ use command_fds::{CommandFdExt, FdMapping};
 use rustix::process::Pid;
 use std::sync::Arc;
 
+use serde_json::Value;
 use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
@@ -23,8 +24,9 @@ use crate::primary::io::worker_output::{OutputSink, Stream};
 use crate::primary::node::agent::AgentSettings;
 use crate::primary::node::{AfterInternal, NodeCluster, Session};
 use crate::protocol::env::{FIRST_LISTEN_FD, WorkerEnv};
+use crate::protocol::envelope;
 use crate::protocol::lines::{Line, LineReader};
-use crate::protocol::message::{self, Control, ToPrimary};
+use crate::protocol::message::{self, Control, DecodeError, ToPrimary};
 use crate::protocol::node;
 use crate::protocol::socket_reader::{READ_BUFFER, SocketReader};
 use crate::settings::Program;
@@ -248,8 +250,22 @@ fn environment(
     env
 }
 
-/// Reads one worker's messages until its channel closes. Bad input is
-/// logged against the worker and skipped.
+/// Hands a Node worker's own message (`text`, whose `cmd` starts with
+/// `NODE_`) to its session: one of the few lines the primary parses
+/// whole.
+async fn handle_internal(session: &mut Session, text: &[u8]) -> AfterInternal {
+    let internal = serde_json::from_slice::<Value>(text)
+        .ok()
+        .and_then(|value| node::classify(&value));
+    match internal {
+        Some(internal) => session.handle(internal).await,
+        None => AfterInternal::Done,
+    }
+}
+
+/// Reads one worker's messages until its channel closes (a line is
+/// decoded once, without building its value: [`message::decode_to_primary`]).
+/// Bad input is logged against the worker and skipped.
 async fn read_channel(
     key: WorkerKey,
     reader: SocketReader,
@@ -295,16 +311,21 @@ async fn read_channel(
                 _ => continue,
             }
         }
+        let unwrapped: String;
         let decoded = match (message::decode_to_primary(bytes), session.as_mut()) {
             // Node's own messages go to the worker's Node session.
-            (Ok(Some(ToPrimary::User(value))), Some(session)) => match node::classify(&value) {
-                None => Ok(Some(ToPrimary::User(value))),
-                Some(internal) => match session.handle(internal).await {
+            (Ok(Some(ToPrimary::User(user))), Some(session)) if node::is_internal(&user.fields) => {
+                match handle_internal(session, user.text).await {
                     AfterInternal::Done => Ok(None),
-                    AfterInternal::Deliver(value) => Ok(Some(ToPrimary::User(value))),
+                    AfterInternal::Deliver(value) => {
+                        unwrapped = value.to_string();
+                        envelope::read_as_user(unwrapped.as_bytes())
+                            .map(|user| Some(ToPrimary::User(user)))
+                            .map_err(DecodeError::from)
+                    }
                     AfterInternal::Stop => return,
-                },
-            },
+                }
+            }
             (decoded, _) => decoded,
         };
         match decoded {
