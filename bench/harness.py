@@ -450,6 +450,8 @@ class Config:
     cluster_program: bool = False  # `app` is a Node cluster program: it listens on PORT itself, announces nothing
     corral_args: tuple[str, ...] = ()  # more options for `corral run` (e.g. --node-agent off)
     wrapper: tuple[str, ...] = ()  # a command that runs the primary (it must exec it: same pid)
+    command: tuple[str, ...] = ()  # corral's COMMAND when it is not Node (e.g. a Python server on fd 3)
+    env: tuple[tuple[str, str], ...] = ()  # more environment for the primary (and so its workers)
 
 
 TUTORIAL = "tutorial cluster program"
@@ -669,12 +671,12 @@ def start_bare(server: Server) -> None:
 
 
 def node_env(server: Server, **extra: str) -> dict[str, str]:
-    """The environment of a Node program: PORT, and WORKERS for the tutorial's own primary."""
-    return {**os.environ, "PORT": str(server.port), "WORKERS": str(WORKERS), **extra}
+    """The environment of a Node program: PORT, and WORKERS for the tutorial's own primary (and the row's own)."""
+    return {**os.environ, "PORT": str(server.port), "WORKERS": str(WORKERS), **dict(server.config.env), **extra}
 
 
 def start_corral(server: Server) -> None:
-    """`corral run` with its demo worker, or with a Node program as the COMMAND.
+    """`corral run` with its demo worker, or with a Node program (or another command) as the COMMAND.
 
     A plain program (app.js) gets the socket bound up front (`-l`, fd 3); a
     Node cluster program listens on PORT itself, as its user runs it:
@@ -684,7 +686,10 @@ def start_corral(server: Server) -> None:
     argv = [str(server.ctx.corral), "run", "-w", str(WORKERS), "--policy", config.policy, "--grace", "2"]
     argv += [] if config.cluster_program else ["-l", f"127.0.0.1:{server.port}"]
     argv += list(config.corral_args)
-    argv += [] if config.app is None else ["--", "node", str(config.app)]
+    if config.command:
+        argv += ["--", *config.command]
+    elif config.app is not None:
+        argv += ["--", "node", str(config.app)]
     start_primary(server, [*config.wrapper, *argv], "corral", node_env(server))
 
 

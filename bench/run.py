@@ -17,7 +17,9 @@ It builds corral, installs wrk and pm2 if missing, and writes bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
+import importlib.util
 import os
 import re
 import statistics
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import harness as h
 
@@ -185,7 +188,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "(2 workers, wrk -t1 -c50).",
         "RESULTS.md",
         "1 run of 2 s per mode",
-        epilog="Rows (for --only): " + ", ".join(config.key for config in CONFIGS),
+        epilog="Rows (for --only): " + ", ".join(row.key for row in (*CONFIGS, *SHARE_ROWS)),
     )
     h.add_server_options(p)
     p.add_argument("--runs", type=int, help="rounds over all rows (default 3)")
@@ -195,16 +198,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", help="comma-separated row keys to run (see below)")
     p.add_argument("--no-pin", action="store_true", help="do not pin wrk and servers to separate cores")
     p.add_argument("--retries", type=int, default=1, help="measure a disturbed run again this many times (default 1)")
+    p.add_argument("--share-samples", type=int, help="wrk -c4 samples per round of the shares-c4 rows (default 10)")
     args = p.parse_args(argv)
     args.argv = argv
     h.defaults(
         args,
-        {"runs": 1, "duration": 2, "warmup": 1, "pause": 1.0},
-        {"runs": 3, "duration": 5, "warmup": 1, "pause": 2.0},
+        {"runs": 1, "duration": 2, "warmup": 1, "pause": 1.0, "share_samples": 3},
+        {"runs": 3, "duration": 5, "warmup": 1, "pause": 2.0, "share_samples": 10},
     )
-    if args.runs < 1 or args.duration < 1 or min(args.warmup, args.pause, args.retries) < 0:
-        p.error("--runs and --duration must be at least 1; --warmup, --pause, --retries not negative")
-    args.configs = h.select(p, args.only, CONFIGS, "row")
+    if min(args.runs, args.duration, args.share_samples) < 1 or min(args.warmup, args.pause, args.retries) < 0:
+        p.error("--runs, --duration and --share-samples must be at least 1; --warmup, --pause, --retries not negative")
+    rows = h.select(p, args.only, (*CONFIGS, *SHARE_ROWS), "row")
+    args.configs = [row for row in rows if isinstance(row, h.Config)]
+    args.share_rows = [row for row in rows if isinstance(row, ShareRow)]
     args.close_seconds = min(args.duration, CLOSE_RUN_LIMIT_S)
     return args
 
@@ -213,9 +219,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 # Load and measurement
 
 
+def wrk_argv(server: h.Server, wrk: str, seconds: int, mode: Mode, connections: int = CONNECTIONS) -> list[str]:
+    argv = [*server.ctx.pinned(h.CLIENT_CORE), wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    return argv + ["-s", str(WRK_SCRIPT), *mode.wrk_args, f"http://127.0.0.1:{server.port}/"]
+
+
 def run_wrk(server: h.Server, wrk: str, seconds: int, mode: Mode) -> WrkResult:
-    argv = [*server.ctx.pinned(h.CLIENT_CORE), wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
-    argv += ["-s", str(WRK_SCRIPT), *mode.wrk_args, f"http://127.0.0.1:{server.port}/"]
+    argv = wrk_argv(server, wrk, seconds, mode)
     env = {**os.environ, "BENCH_SLOW_EVERY": str(mode.slow_every)}
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)
     if done.returncode != 0:
@@ -334,6 +344,212 @@ def run_rounds(args: argparse.Namespace, ctx: h.Context, results: h.Results) -> 
             return {mode.key: measure_undisturbed(server, args, mode) for mode in MODES if mode.applies_to(config)}
 
     h.alternate(args.runs, args.configs, results, measure_row)
+
+
+# ---------------------------------------------------------------------------
+# Share rows: how connections spread over the workers, a count rather than a speed
+
+FEW_CONNECTIONS = 4  # keep-alive with few connections: wrk -c4
+FEW_SECONDS = 1  # one sample: wrk -c4 for this long, its connections counted halfway
+FRESH_CONNECTIONS = 100  # one sample: this many new connections, one after another
+
+
+@dataclasses.dataclass(frozen=True)
+class ShareRow:
+    """A row of the shares table: a cluster and the load whose spread is counted."""
+
+    key: str
+    label: str
+    config: h.Config
+    load: str  # "few": keep-alive wrk -c4 samples; "fresh": FRESH_CONNECTIONS new connections in a row
+    module: str | None = None  # a Python module the worker needs
+
+
+def share_row(
+    key: str,
+    label: str,
+    load: str,
+    policy: str,
+    command: tuple[str, ...] = (),
+    app: Path | None = None,
+    module: str | None = None,
+) -> ShareRow:
+    """A corral cluster: its demo worker, `command`, or the Node cluster program `app` (which listens itself)."""
+    config = h.Config(key, label, "corral", policy, app, cluster_program=app is not None, command=command)
+    return ShareRow(key, label, config, load, module)
+
+
+UVICORN = (sys.executable, "-m", "uvicorn", "--fd", "3", "--app-dir", str(h.BENCH), "--log-level", "warning")
+SHARE_ROWS = (
+    share_row("shares-c4-reuseport", "corral demo, reuseport (the kernel's hash)", "few", "reuseport"),
+    share_row("shares-c4-round-robin", "corral demo, round-robin (kernel steering)", "few", "round-robin"),
+    share_row("shares-fresh-demo", "corral demo worker, round-robin (kernel steering)", "fresh", "round-robin"),
+    share_row(
+        "shares-fresh-python-fd3",
+        "Python `socket(fileno=3)` server (bench/fd3_server.py), round-robin (kernel steering)",
+        "fresh",
+        "round-robin",
+        command=(sys.executable, str(h.BENCH / "fd3_server.py")),
+    ),
+    share_row(
+        "shares-fresh-uvicorn",
+        "uvicorn `--fd 3` (bench/asgi_app.py), round-robin (kernel steering)",
+        "fresh",
+        "round-robin",
+        command=(*UVICORN, "asgi_app:app"),
+        module="uvicorn",
+    ),
+    share_row(
+        "shares-fresh-node",
+        f"{h.TUTORIAL}, round-robin (kernel steering)",
+        "fresh",
+        "round-robin",
+        app=h.NODE_TUTORIAL,
+    ),
+)
+
+
+@dataclasses.dataclass
+class ShareSample:
+    """One sample: requests answered by worker id, and (few) the kernel's split of wrk's connections."""
+
+    requests: dict[str, int]
+    connections: list[int] | None = None  # established connections per worker process, most first
+
+    @property
+    def busiest_percent(self) -> float:
+        return 100.0 * max(self.requests.values(), default=0) / max(sum(self.requests.values()), 1)
+
+    @property
+    def split(self) -> str:
+        """"2/2" (connections, few) or "50/50" (requests, fresh), the busiest worker first."""
+        counts = self.connections if self.connections is not None else sorted(self.requests.values(), reverse=True)
+        counts = [*counts, *[0] * (h.WORKERS - len(counts))]
+        return "/".join(str(count) for count in counts)
+
+    @property
+    def even(self) -> bool:
+        return len(set(self.split.split("/"))) == 1
+
+
+def share_problems(rows: list[ShareRow]) -> dict[str, str]:
+    """For each share row that cannot run because a Python module or node is missing, the reason."""
+    problems = {}
+    for row in rows:
+        if row.module is not None and importlib.util.find_spec(row.module) is None:
+            problems[row.key] = f"{row.module} is not installed: pip install {row.module}"
+        elif row.config.app is not None and (why := h.node_problem()) is not None:
+            problems[row.key] = why
+    for key, reason in problems.items():
+        h.log(f"{key}: n/a ({reason})")
+    return problems
+
+
+def connections_by_process(port: int) -> list[int]:
+    """Established connections on the server's side of `port`, counted per process, most first."""
+    listing = h.run_text(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"])
+    pids = [match.group(1) for line in listing.splitlines() if (match := re.search(r"pid=(\d+)", line))]
+    return sorted(collections.Counter(pids).values(), reverse=True)
+
+
+def sample_few(server: h.Server, wrk: str) -> ShareSample:
+    """wrk -c4 keep-alive for FEW_SECONDS; the connections are counted by worker halfway through."""
+    argv = wrk_argv(server, wrk, FEW_SECONDS, KEEP_ALIVE, FEW_CONNECTIONS)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(FEW_SECONDS / 2)
+        connections = connections_by_process(server.port)
+        out, _ = proc.communicate(timeout=FEW_SECONDS + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode != 0:
+        raise h.Failed(f"wrk failed (code {proc.returncode}):\n{h.tail(out)}")
+    return ShareSample(parse_wrk(out).shares, connections)
+
+
+def sample_fresh(server: h.Server) -> ShareSample:
+    """FRESH_CONNECTIONS requests one after another, each on a new connection, tallied by worker."""
+    requests: collections.Counter[str] = collections.Counter()
+    for _ in range(FRESH_CONNECTIONS):
+        body = h.http_get(server.port)
+        match = None if body is None else re.search(r"worker (\d+)", body)
+        if match is None:
+            raise h.Failed(f"no answer naming a worker (got {body!r}):\n{server.output()}")
+        requests[match.group(1)] += 1
+    return ShareSample(dict(requests))
+
+
+def wait_all_ready(server: h.Server) -> None:
+    """Until every worker is ready, the kernel steers among fewer: wait for corral's `worker N ready` lines."""
+    for worker_id in range(1, h.WORKERS + 1):
+        server.wait_line(rf"\bworker {worker_id} ready \(pid \d+\)")
+
+
+def run_share_rounds(args: argparse.Namespace, ctx: h.Context, results: h.Results) -> None:
+    """Every share row once per round, started fresh: `--share-samples` wrk -c4 samples, or one fresh sample."""
+
+    def measure_row(row: ShareRow, _round: int) -> list[ShareSample]:
+        with h.running(h.Server(row.config, ctx)) as server:
+            wait_all_ready(server)
+            if row.load == "few":
+                return [sample_few(server, args.wrk) for _ in range(args.share_samples)]
+            return [sample_fresh(server)]
+
+    h.alternate(args.runs, args.share_rows, results, measure_row)
+
+
+def share_samples(results: h.Results, key: str) -> list[ShareSample]:
+    return [sample for samples in results.series(key) if samples is not None for sample in samples]
+
+
+def share_section(rows: list[ShareRow], results: h.Results) -> str | None:
+    """The shares table and its goals, or None when no share row ran."""
+    if not rows:
+        return None
+    table_rows, goals = [], []
+    for row in rows:
+        samples = share_samples(results, row.key)
+        status = results.status(row.key)
+        load = "keep-alive, wrk -c4" if row.load == "few" else f"{FRESH_CONNECTIONS} new connections"
+        if status is not None or not samples:
+            table_rows.append([row.label, load, status or "failed (see Notes)", "–", "–", "–"])
+            continue
+        busiest = [sample.busiest_percent for sample in samples]
+        splits = collections.Counter(sample.split for sample in samples)
+        even = sum(sample.even for sample in samples)
+        table_rows.append(
+            [
+                row.label,
+                load,
+                str(len(samples)),
+                ", ".join(f"{split} ×{count}" for split, count in splits.most_common()),
+                f"{min(busiest):.0f} / {statistics.median(busiest):.0f} / {max(busiest):.0f}",
+                f"{even} of {len(samples)}",
+            ]
+        )
+        if row.config.policy == "round-robin":
+            what = "2/2 connections" if row.load == "few" else "exactly 50/50"
+            goals.append((f"{row.label}: {what} in every sample", even / len(samples), "{:.0%}", lambda v: v == 1))
+    head = [
+        "cluster",
+        "load",
+        "samples",
+        "split by worker (samples)",
+        "busiest worker's share of requests %, min / median / max",
+        "even samples",
+    ]
+    return (
+        "## Shares: how connections spread over the 2 workers (issue 22)\n\n"
+        f"A count, not a speed. keep-alive, wrk -c4: each sample is `wrk -t1 -c{FEW_CONNECTIONS}` for "
+        f"{FEW_SECONDS} s on a running cluster, and its split is the kernel's: the established connections of "
+        f"each worker process (`ss`), counted halfway through. {FRESH_CONNECTIONS} new connections: each sample is "
+        f"{FRESH_CONNECTIONS} requests one after another, each on a new connection, and its split is the "
+        "requests each worker answered. Busiest first.\n\n"
+        + h.table(head, table_rows, text=["cluster", "load", "split by worker (samples)"])
+        + "\n\n"
+        + h.goal_table("goal", goals)
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -555,11 +771,15 @@ def make_report(
             f"* Load average when the benchmark started: {load:.2f}",
         ],
     )
-    parts = [head] + [f"## {mode.title}\n\n{mode_table(mode, args.configs, results)}" for mode in MODES]
-    parts.append(
-        "## Ratios (median of per-run ratios; CPU/req below 1× means cheaper)\n\n" + ratio_table(args.configs, results)
-    )
+    parts = [head]
+    if args.configs:
+        parts += [f"## {mode.title}\n\n{mode_table(mode, args.configs, results)}" for mode in MODES]
+        parts.append(
+            "## Ratios (median of per-run ratios; CPU/req below 1× means cheaper)\n\n"
+            + ratio_table(args.configs, results)
+        )
     for goals in (
+        share_section(args.share_rows, results),
         steering_goals(args.configs, results),
         handoff_goals(args.configs, results),
         node_goals(args.configs, results),
@@ -580,11 +800,17 @@ def main(argv: list[str]) -> int:
     corral = h.ensure_corral(args.corral)
     results = h.Results(runs=args.runs)
     results.unavailable.update(h.tool_problems(args.configs))
+    results.unavailable.update(share_problems(args.share_rows))
     versions = h.tool_versions(wrk=h.first_line(h.run_text([args.wrk, "-v"])).split(" [")[0].removeprefix("wrk "))
     load = h.warn_if_busy()
     with h.log_directory(args.logs) as logs:
         ctx = h.Context(corral=corral, port=h.choose_port(args.port), logs=logs, pin=not args.no_pin)
-        if not h.measure_all(lambda: run_rounds(args, ctx, results)):
+
+        def run_all() -> None:
+            run_rounds(args, ctx, results)
+            run_share_rounds(args, ctx, results)
+
+        if not h.measure_all(run_all):
             return 130
     h.publish(make_report(args, ctx, versions, load, results), None if args.no_write else args.output)
     return 1 if results.failures else 0

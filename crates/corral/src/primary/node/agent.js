@@ -45,25 +45,24 @@
   // A connection ended but not closed by the client is destroyed after this.
   const END_MS = 1000;
 
+  // The agent adds no property to a connection's socket or to a response
+  // (Object.defineProperty on each socket was the dearest part of its work
+  // per connection; bench/node/agent_cost.js PER=connection): its state
+  // lives in maps keyed by them, a Map entry and one closure per
+  // connection, a WeakMap entry per request.
   const state = Symbol('corral.agent');
   const patched = Symbol('corral.agent.patched');
-  // The socket of a response whose request is counted in flight on it.
-  const onSocket = Symbol('corral.agent.socket');
+  // The requests in flight: response -> { socket, conn (its socket's state
+  // or null), started (for the metrics) }.
+  const inFlightResponses = new WeakMap();
 
+  // A server's own state, on the server (one per server, not per connection).
+  // `sockets` maps each open HTTP connection to its state.
   function serverState(server) {
     let s = server[state];
     if (!s) {
-      s = { sockets: new Set(), draining: false };
+      s = { sockets: new Map(), draining: false };
       Object.defineProperty(server, state, { value: s, configurable: true });
-    }
-    return s;
-  }
-
-  function socketState(socket) {
-    let s = socket[state];
-    if (!s) {
-      s = { inFlight: 0, idleSince: Date.now(), timer: null, server: null };
-      Object.defineProperty(socket, state, { value: s, configurable: true });
     }
     return s;
   }
@@ -79,15 +78,15 @@
     }
   }
 
-  function endIfIdle(socket) {
-    const s = socketState(socket);
-    if (s.timer || socket.destroyed) return;
-    s.timer = setTimeout(() => {
-      s.timer = null;
-      if (socket.destroyed || s.inFlight > 0) return;
-      const idleFor = Date.now() - s.idleSince;
+  // `conn` is the socket's state.
+  function endIfIdle(socket, conn) {
+    if (conn.timer || socket.destroyed) return;
+    conn.timer = setTimeout(() => {
+      conn.timer = null;
+      if (socket.destroyed || conn.inFlight > 0) return;
+      const idleFor = Date.now() - conn.idleSince;
       if (idleFor < IDLE_MS) {
-        endIfIdle(socket);
+        endIfIdle(socket, conn);
         return;
       }
       try {
@@ -98,41 +97,38 @@
         // Already gone.
       }
     }, IDLE_MS);
-    if (s.timer.unref) s.timer.unref();
+    if (conn.timer.unref) conn.timer.unref();
   }
 
   function onConnection(server, socket) {
-    if (!socket || typeof socket.once !== 'function') return;
+    if (!socket || typeof socket.on !== 'function') return;
     const srv = serverState(server);
-    srv.sockets.add(socket);
-    const s = socketState(socket);
-    socket.once('close', () => {
+    if (srv.sockets.has(socket)) return;
+    const conn = { inFlight: 0, idleSince: Date.now(), timer: null, server: srv };
+    srv.sockets.set(socket, conn);
+    socket.on('close', () => {
       srv.sockets.delete(socket);
-      if (s.timer) clearTimeout(s.timer);
+      if (conn.timer) clearTimeout(conn.timer);
     });
-    if (srv.draining) endIfIdle(socket);
+    if (srv.draining) endIfIdle(socket, conn);
   }
 
-  function onRequest(server, req, res) {
+  function onRequest(server, req, res, started) {
     const srv = serverState(server);
     const socket = req && req.socket;
-    if (!socket || !res) return;
-    const s = socketState(socket);
-    s.inFlight += 1;
-    s.server = srv;
-    res[onSocket] = socket;
+    const conn = (socket && srv.sockets.get(socket)) || null;
+    inFlightResponses.set(res, { socket, conn, started });
+    if (conn) conn.inFlight += 1;
     if (srv.draining) closeAfterResponse(res);
   }
 
   // The response ended (see onResponseClosed): its socket may be idle now.
-  function responseEnded(res) {
-    const socket = res[onSocket];
-    if (socket === undefined) return;
-    res[onSocket] = undefined;
-    const s = socketState(socket);
-    s.inFlight -= 1;
-    s.idleSince = Date.now();
-    if (s.server && s.server.draining && s.inFlight === 0) endIfIdle(socket);
+  function responseEnded(request) {
+    const conn = request.conn;
+    if (!conn) return;
+    conn.inFlight -= 1;
+    conn.idleSince = Date.now();
+    if (conn.server.draining && conn.inFlight === 0) endIfIdle(request.socket, conn);
   }
 
   function drain(server) {
@@ -141,15 +137,14 @@
     srv.draining = true;
     closeWebSocketsOnDrain(server);
     const now = Date.now();
-    for (const socket of srv.sockets) {
-      const s = socketState(socket);
-      if (s.inFlight > 0) {
+    for (const [socket, conn] of srv.sockets) {
+      if (conn.inFlight > 0) {
         const res = socket._httpMessage;
         if (res) closeAfterResponse(res);
       } else {
         // Idle since the drain began, at the earliest.
-        s.idleSince = Math.max(s.idleSince, now);
-        endIfIdle(socket);
+        conn.idleSince = Math.max(conn.idleSince, now);
+        endIfIdle(socket, conn);
       }
     }
   }
@@ -282,9 +277,9 @@
   // Node's own messages: an app's 'message' listeners never see it, and
   // corral never relays or logs it as a user message. Counts are totals
   // since the worker started, so a report lost costs nothing.
-  // Per request: one timestamp stored on the response and a few additions,
-  // at the end of the response's shared listener (onResponseClosed); no
-  // closure and no string work.
+  // Per request: one timestamp kept with the request in flight and a few
+  // additions, at the end of the response's shared listener
+  // (onResponseClosed); no closure and no string work.
   const metrics = (function requestMetrics() {
     // Upper bounds of the latency buckets, in seconds; the last bucket
     // counts the slower ones. corral's AGENT_LATENCY_BUCKETS is the same.
@@ -295,18 +290,14 @@
     // monitorEventLoopDelay's sampling period: it records each period as
     // run; the lag is what exceeds it.
     const LAG_RESOLUTION_MS = 20;
-    const started = Symbol('corral.agent.started');
     const buckets = new Array(BOUNDS.length + 1).fill(0);
     const now = require('perf_hooks').performance.now.bind(require('perf_hooks').performance);
     let requests = 0;
     let inFlight = 0;
     let sumSeconds = 0;
 
-    // Once per response (see onResponseClosed).
-    function responseEnded(res) {
-      const since = res[started];
-      if (since === undefined) return;
-      res[started] = undefined;
+    // Once per response (see onResponseClosed), with what onRequest returned.
+    function responseEnded(since) {
       const seconds = (now() - since) / 1000;
       inFlight -= 1;
       requests += 1;
@@ -316,10 +307,10 @@
       buckets[bucket] += 1;
     }
 
-    function onRequest(res) {
-      if (res[started] !== undefined) return;
-      res[started] = now();
+    // Once per request: its start.
+    function onRequest() {
       inFlight += 1;
+      return now();
     }
 
     let lag = null;
@@ -395,8 +386,11 @@
   // an aborted one.
   function onResponseClosed() {
     try {
-      responseEnded(this);
-      metrics.responseEnded(this);
+      const request = inFlightResponses.get(this);
+      if (request === undefined) return;
+      inFlightResponses.delete(this);
+      responseEnded(request);
+      metrics.responseEnded(request.started);
     } catch (_) {
       // Thrown from a listener, it would reach the application.
     }
@@ -411,10 +405,9 @@
     proto.emit = function emitWithAgent(type, a, b) {
       try {
         if (type === 'connection') onConnection(this, a);
-        else if (type === 'request' && b && typeof b.on === 'function') {
+        else if (type === 'request' && b && typeof b.on === 'function' && !inFlightResponses.has(b)) {
           b.on('close', onResponseClosed);
-          onRequest(this, a, b);
-          metrics.onRequest(b);
+          onRequest(this, a, b, metrics.onRequest());
         } else if (type === 'upgrade') onUpgrade(this, a, b);
       } catch (_) {
         // The agent's bookkeeping never stands in the application's way.
